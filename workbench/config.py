@@ -1,0 +1,416 @@
+"""Configuration: frozen dataclasses, validation with actionable messages, YAML round-trip, presets.
+
+Symbols follow the paper: N = `model.depth`, D = `model.diffusion_depth`, T = `model.num_blocks`,
+S = `sample.steps`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+def _check(ok: bool, name: str, problem: str, fix: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: {problem}. Fix: {fix}.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    latent_size: int = 32          # side of the (square) latent grid the model sees, in latent pixels
+    latent_channels: int = 1       # channels of the latent grid (1 for grey pixels, 3 RGB, 4 SD-VAE)
+    patch_size: int = 4            # latent pixels per token side; a token holds C*p*p values
+    num_blocks: int = 4            # T: square blocks the token grid is cut into (1, 4, 16, 64 ...)
+    depth: int = 6                 # N: transformer layers in total
+    diffusion_depth: int = 3       # D: the last D layers form the diffusion stage (D=N: all diffusion)
+    width: int = 256               # hidden size of every token
+    heads: int = 4                 # attention heads; width/heads must be a multiple of 4 (2-D RoPE)
+    mlp_ratio: float = 8 / 3       # SwiGLU hidden size = mlp_ratio * width (rounded up to a multiple of 8)
+    towers: str = "separate"       # "separate": clean and noisy streams own their parameters; "shared": one set
+    use_z_cond: bool = True        # ablation "clean blocks only" when False: the AR output is not added
+    clean_stream: bool = True      # ablation "z_cond only" when False: no clean copy of earlier blocks
+    denoiser_attention: str = "context"  # diffusion layers see: "context" (clean blocks + own block),
+    #                                      "block" (own block only, "MLP denoising"), "token" (each token alone)
+    num_classes: int = 0           # 0: unconditional; >0 adds a class prefix token every image token sees
+    label_dropout: float = 0.1     # training probability of replacing the label by the null class (enables CFG)
+    qk_norm: bool = True           # RMSNorm on queries and keys (stabilises bf16 training)
+    rope_base: float = 100.0       # RoPE base frequency; the grid is small, so a small base suffices
+    norm_eps: float = 1e-6         # RMSNorm epsilon
+
+    def __post_init__(self) -> None:
+        for name in ("latent_size", "latent_channels", "patch_size", "num_blocks", "depth", "width", "heads"):
+            _check(int(getattr(self, name)) == getattr(self, name) and getattr(self, name) >= 1,
+                   f"model.{name}", f"must be a positive integer, got {getattr(self, name)!r}", "use an integer >= 1")
+        _check(0 <= self.diffusion_depth <= self.depth, "model.diffusion_depth",
+               f"D={self.diffusion_depth} must lie in [0, N={self.depth}]", "choose 0 <= D <= model.depth")
+        _check(self.diffusion_depth >= 1, "model.diffusion_depth", "D=0 leaves no layer to denoise",
+               "use D >= 1 (D = N is a plain diffusion transformer)")
+        _check(self.latent_size % self.patch_size == 0, "model.patch_size",
+               f"{self.patch_size} does not divide latent_size={self.latent_size}",
+               "pick a patch size that divides the latent grid")
+        g = math.isqrt(self.num_blocks)
+        _check(g * g == self.num_blocks, "model.num_blocks",
+               f"T={self.num_blocks} is not a square number, so the grid cannot be cut into square blocks",
+               "use T in {1, 4, 16, 64, ...}")
+        _check(self.grid % g == 0, "model.num_blocks",
+               f"a {g}x{g} block grid does not divide the {self.grid}x{self.grid} token grid",
+               "choose T so that sqrt(T) divides latent_size/patch_size")
+        _check(self.width % self.heads == 0, "model.heads", f"{self.heads} heads do not divide width={self.width}",
+               "choose heads so that width % heads == 0")
+        _check((self.width // self.heads) % 4 == 0, "model.heads",
+               f"head size {self.width // self.heads} is not a multiple of 4, which axial 2-D RoPE needs",
+               "choose width/heads divisible by 4")
+        _check(self.towers in ("separate", "shared"), "model.towers", f"unknown value {self.towers!r}",
+               "use 'separate' or 'shared'")
+        _check(self.denoiser_attention in ("context", "block", "token"), "model.denoiser_attention",
+               f"unknown value {self.denoiser_attention!r}", "use 'context', 'block' or 'token'")
+        _check(self.mlp_ratio > 0, "model.mlp_ratio", f"must be > 0, got {self.mlp_ratio}", "use e.g. 8/3")
+        _check(self.num_classes >= 0, "model.num_classes", f"must be >= 0, got {self.num_classes}",
+               "use 0 for unconditional models")
+        _check(0.0 <= self.label_dropout < 1.0, "model.label_dropout", f"must lie in [0, 1), got {self.label_dropout}",
+               "use e.g. 0.1")
+        _check(self.clean_stream or self.use_z_cond, "model.use_z_cond",
+               "with clean_stream=False and use_z_cond=False the denoiser sees no context at all",
+               "keep at least one of clean_stream / use_z_cond")
+        _check(self.rope_base > 1, "model.rope_base", f"must be > 1, got {self.rope_base}", "use e.g. 100")
+
+    @property
+    def grid(self) -> int:
+        """Tokens per side of the token grid."""
+        return self.latent_size // self.patch_size
+
+    @property
+    def block_grid(self) -> int:
+        """Blocks per side (sqrt(T))."""
+        return math.isqrt(self.num_blocks)
+
+    @property
+    def block_side(self) -> int:
+        """Tokens per side of one block."""
+        return self.grid // self.block_grid
+
+    @property
+    def block_tokens(self) -> int:
+        """B in the paper's cost: tokens per block."""
+        return self.block_side ** 2
+
+    @property
+    def token_dim(self) -> int:
+        """Values per token: C * p * p."""
+        return self.latent_channels * self.patch_size ** 2
+
+    @property
+    def ar_depth(self) -> int:
+        """N - D: layers of the autoregressive stage."""
+        return self.depth - self.diffusion_depth
+
+    @property
+    def prefix_tokens(self) -> int:
+        return 1 if self.num_classes > 0 else 0
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    train_steps: int = 1000        # DDPM steps of the training process
+    beta_start: float = 1e-4       # first beta of the linear schedule (DDPM)
+    beta_end: float = 0.02         # last beta of the linear schedule
+    beta_schedule: str = "linear"  # "linear" (paper) or "squaredcos_cap_v2" (cosine)
+    prediction: str = "epsilon"    # network target: "epsilon" (paper) or "v_prediction"
+    hidden_loss_weight: float = 0.1  # weight of the loss decoding z_cond toward the clean block (0 disables)
+
+    def __post_init__(self) -> None:
+        _check(self.train_steps >= 2, "diffusion.train_steps", f"got {self.train_steps}", "use e.g. 1000")
+        _check(0 < self.beta_start < self.beta_end < 1, "diffusion.beta_start",
+               f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}", "use 1e-4 and 0.02")
+        _check(self.beta_schedule in ("linear", "squaredcos_cap_v2"), "diffusion.beta_schedule",
+               f"unknown schedule {self.beta_schedule!r}", "use 'linear' or 'squaredcos_cap_v2'")
+        _check(self.prediction in ("epsilon", "v_prediction"), "diffusion.prediction",
+               f"unknown target {self.prediction!r}", "use 'epsilon' or 'v_prediction'")
+        _check(self.hidden_loss_weight >= 0, "diffusion.hidden_loss_weight", f"got {self.hidden_loss_weight}",
+               "use a weight >= 0 (0.1 in the paper)")
+
+
+DATASETS = ("fashion-mnist", "emoji", "folder")
+CODECS = ("pixel", "vae")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "fashion-mnist"  # "fashion-mnist" (offline default), "emoji" (colour, 64x64+), "folder"
+    root: str = ""                 # dataset location; empty = the dataset's default search path
+    image_size: int = 32           # side of the square images fed to the codec
+    channels: int = 1              # image channels (1 grey, 3 RGB)
+    codec: str = "pixel"           # "pixel": the model works on pixels; "vae": on AutoencoderKL latents
+    vae_path: str = ""             # local folder of a diffusers AutoencoderKL (codec="vae" only)
+    latent_scale: float = 1.0      # latents are multiplied by this (0.18215 for SD-VAE)
+    random_flip: bool = True       # horizontal flips as augmentation
+    on_corrupt: str = "error"      # unreadable images: "error" stops with the file name; "skip" counts them
+    num_workers: int = 0           # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        _check(self.dataset in DATASETS, "data.dataset", f"unknown dataset {self.dataset!r}",
+               f"use one of {', '.join(DATASETS)}")
+        _check(self.codec in CODECS, "data.codec", f"unknown codec {self.codec!r}", f"use one of {', '.join(CODECS)}")
+        _check(self.image_size >= 8, "data.image_size", f"got {self.image_size}", "use a size >= 8")
+        _check(self.channels in (1, 3), "data.channels", f"got {self.channels}", "use 1 (grey) or 3 (RGB)")
+        _check(self.codec != "vae" or bool(self.vae_path), "data.vae_path", "codec='vae' needs a local VAE folder",
+               "set data.vae_path to a diffusers AutoencoderKL folder (e.g. sd-vae-ft-mse)")
+        _check(self.on_corrupt in ("error", "skip"), "data.on_corrupt", f"got {self.on_corrupt!r}",
+               "use 'error' or 'skip'")
+        _check(self.latent_scale > 0, "data.latent_scale", f"got {self.latent_scale}", "use a positive factor")
+        _check(self.num_workers >= 0, "data.num_workers", f"got {self.num_workers}", "use 0 or more")
+
+    @property
+    def downsample(self) -> int:
+        """Pixels per latent pixel of the codec."""
+        return 8 if self.codec == "vae" else 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 64           # images per optimizer step per process (before accumulation)
+    grad_accum: int = 1            # micro-batches accumulated per optimizer step
+    lr: float = 3e-4               # peak learning rate (AdamW)
+    beta1: float = 0.9             # AdamW beta1
+    beta2: float = 0.95            # AdamW beta2
+    weight_decay: float = 0.05     # AdamW decoupled weight decay (matrices only)
+    warmup_frac: float = 0.01      # warmup-stable-decay: fraction of steps with linear warmup
+    decay_start_frac: float = 0.85  # fraction of steps after which the LR decays
+    final_lr_frac: float = 1 / 64  # LR at the end, as a fraction of the peak
+    grad_clip: float = 1.0         # max global gradient norm (0 disables)
+    ema_decay: float = 0.9999      # EMA of the weights used for sampling (0 disables)
+    max_steps: int = 10_000        # optimizer steps of the run (the LR schedule spans these)
+    max_minutes: float = 0.0       # wall-clock budget; 0 = no limit (the run stops early, checkpointed)
+    precision: str = "32-true"     # Fabric precision: "32-true", "bf16-mixed", "16-mixed", "bf16-true"
+    accelerator: str = "auto"      # Fabric accelerator: "auto", "cpu", "cuda", "mps"
+    devices: Any = 1               # processes/devices per node (int, list or "auto")
+    num_nodes: int = 1             # nodes
+    strategy: str = "auto"         # Fabric strategy: "auto", "ddp", "fsdp"
+    seed: int = 0                  # seed of weights, data order and noise
+    out_dir: str = "runs/default"  # checkpoints, logs and sample grids go here
+    log_every: int = 10            # steps between log lines
+    ckpt_every: int = 500          # steps between checkpoints
+    keep_last: int = 3             # checkpoints kept (older ones are deleted)
+    sample_every: int = 1000       # steps between sample grids (0 disables)
+    eval_every: int = 0            # steps between validation/FID (0 = only at the end)
+    val_batches: int = 8           # batches of the validation split used for the validation loss
+    compile: bool = False          # torch.compile the model
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grad_accum", "max_steps", "log_every", "ckpt_every", "keep_last", "num_nodes",
+                     "val_batches"):
+            _check(getattr(self, name) >= 1, f"train.{name}", f"must be >= 1, got {getattr(self, name)}",
+                   "use a positive integer")
+        _check(self.lr > 0, "train.lr", f"got {self.lr}", "use a positive learning rate")
+        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "AdamW betas must lie in [0, 1)",
+               "use 0.9 and 0.95")
+        _check(0 <= self.warmup_frac <= self.decay_start_frac <= 1, "train.warmup_frac",
+               "need 0 <= warmup_frac <= decay_start_frac <= 1", "use 0.01 and 0.85")
+        _check(0 < self.final_lr_frac <= 1, "train.final_lr_frac", f"got {self.final_lr_frac}", "use e.g. 1/64")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", f"got {self.ema_decay}", "use e.g. 0.9999, or 0 to disable")
+        _check(self.grad_clip >= 0, "train.grad_clip", f"got {self.grad_clip}", "use 1.0, or 0 to disable")
+        _check(self.max_minutes >= 0, "train.max_minutes", f"got {self.max_minutes}", "use 0 for no limit")
+        _check(self.strategy in ("auto", "ddp", "fsdp", "ddp_spawn", "dp"), "train.strategy",
+               f"got {self.strategy!r}", "use 'auto', 'ddp' or 'fsdp'")
+        _check(self.sample_every >= 0 and self.eval_every >= 0, "train.sample_every", "must be >= 0", "use 0 to disable")
+
+
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "euler")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = "ddim"          # "ddpm", "ddim", "dpm++2m" (DPM-Solver++ 2M) or "euler"
+    steps: int = 50                # S: denoising steps per block
+    num_images: int = 16           # images per call
+    seed: int = 0                  # seed of the initial noise and stochastic samplers
+    cfg_scale: float = 1.0         # classifier-free guidance scale (1 = none; class-conditional models only)
+    use_cache: bool = True         # KV-cached block-wise sampling (False recomputes the prefix every step)
+    use_ema: bool = True           # sample from EMA weights when the checkpoint has them
+
+    def __post_init__(self) -> None:
+        _check(self.sampler in SAMPLERS, "sample.sampler", f"unknown sampler {self.sampler!r}",
+               f"use one of {', '.join(SAMPLERS)}")
+        _check(1 <= self.steps <= 1000, "sample.steps", f"got {self.steps}", "use 1..1000 steps")
+        _check(self.num_images >= 1, "sample.num_images", f"got {self.num_images}", "use at least 1 image")
+        _check(self.cfg_scale >= 0, "sample.cfg_scale", f"got {self.cfg_scale}", "use 1 (none) or more")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "custom"           # preset or experiment name (recorded in checkpoints and reports)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        expect = self.data.image_size // self.data.downsample
+        _check(self.data.image_size % self.data.downsample == 0 and self.model.latent_size == expect,
+               "model.latent_size", f"{self.model.latent_size} does not match data.image_size={self.data.image_size} "
+               f"through the {self.data.codec!r} codec (x1/{self.data.downsample})",
+               f"set model.latent_size={expect} or change data.image_size")
+        want_c = self.data.channels if self.data.codec == "pixel" else self.model.latent_channels
+        _check(self.model.latent_channels == want_c, "model.latent_channels",
+               f"{self.model.latent_channels} does not match data.channels={self.data.channels} for the pixel codec",
+               f"set model.latent_channels={want_c}")
+
+    # ---- serialisation -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return _from_dict(cls, d, "")
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "Config":
+        p = Path(text_or_path)
+        text = p.read_text() if (isinstance(text_or_path, Path) or "\n" not in str(text_or_path)) and p.exists() \
+            else str(text_or_path)
+        d = yaml.safe_load(text)
+        if not isinstance(d, dict):
+            raise ValueError(f"config: YAML must hold a mapping, got {type(d).__name__}. Fix: write 'model: ...' keys.")
+        return cls.from_dict(d)
+
+    def override(self, **dotted: Any) -> "Config":
+        """Return a copy with dotted fields replaced, e.g. override(**{"model.depth": 8})."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            node, parts = d, key.split(".")
+            for p in parts[:-1]:
+                if p not in node or not isinstance(node[p], dict):
+                    raise ValueError(f"{key}: no config section {p!r}. Fix: use one of {sorted(_sections())}.")
+                node = node[p]
+            if parts[-1] not in node:
+                raise ValueError(f"{key}: unknown field {parts[-1]!r}. Fix: use one of {sorted(node)}.")
+            node[parts[-1]] = value
+        return Config.from_dict(d)
+
+
+def _sections() -> list[str]:
+    return [f.name for f in fields(Config) if f.name != "name"]
+
+
+def _from_dict(cls: type, d: dict, prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {d!r}. Fix: use 'key: value' entries.")
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ValueError(f"{prefix or 'config'}: unknown field(s) {sorted(unknown)}. Fix: use only {sorted(known)}.")
+    kwargs = {}
+    for name, value in d.items():
+        f = known[name]
+        sub = _SUBCONFIGS.get(name) if cls is Config else None
+        if sub is not None:
+            kwargs[name] = _from_dict(sub, value, name)
+        else:
+            kwargs[name] = _coerce(value, f, f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: expected true/false, got {value!r}. Fix: write true or false.")
+        return value
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, bool):
+            raise ValueError(f"{name}: expected a number, got {value!r}. Fix: write a number.")
+        try:
+            num = float(value) if isinstance(value, str) else value
+            if isinstance(default, int) and f.name != "devices":
+                if float(num) != int(float(num)):
+                    raise ValueError
+                return int(float(num))
+            return float(num)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: expected a {type(default).__name__}, got {value!r}. Fix: write a number.") \
+                from None
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ValueError(f"{name}: expected text, got {value!r}. Fix: quote the value.")
+    return value
+
+
+_SUBCONFIGS = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
+               "sample": SampleConfig}
+
+
+# ---- presets (DiT-style registry of one-line factories) ----------------------------------------------------------
+def _fmnist(name: str, **model: Any) -> Config:
+    return Config(name=name, model=ModelConfig(**model),
+                  data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
+                  train=TrainConfig(batch_size=64, max_steps=6000, max_minutes=50, ema_decay=0.999, ckpt_every=500,
+                                    sample_every=1000, precision="bf16-mixed", out_dir=f"runs/{name}"))
+
+
+def _tiny() -> Config:
+    return Config(name="tiny",
+                  model=ModelConfig(latent_size=32, latent_channels=1, patch_size=4, num_blocks=4, depth=4,
+                                    diffusion_depth=2, width=64, heads=2),
+                  data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
+                  train=TrainConfig(batch_size=16, max_steps=200, lr=1e-3, warmup_frac=0.05, ema_decay=0.99,
+                                    ckpt_every=100, sample_every=0, log_every=20, out_dir="runs/tiny"),
+                  sample=SampleConfig(steps=20, num_images=4))
+
+
+def _emoji(name: str, size: int, **model: Any) -> Config:
+    return Config(name=name,
+                  model=ModelConfig(latent_size=size, latent_channels=3, patch_size=4, **model),
+                  data=DataConfig(dataset="emoji", image_size=size, channels=3),
+                  train=TrainConfig(batch_size=32, max_steps=4000, max_minutes=50, ema_decay=0.999,
+                                    precision="bf16-mixed", out_dir=f"runs/{name}"))
+
+
+def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Config:
+    return Config(name=name,
+                  model=ModelConfig(latent_size=image // 8, latent_channels=4, patch_size=2, num_blocks=blocks,
+                                    depth=28, diffusion_depth=14, width=1152, heads=18, num_classes=classes,
+                                    rope_base=10000.0),
+                  data=DataConfig(dataset=dataset, image_size=image, channels=3, codec="vae",
+                                  vae_path="data/vae/sd-vae-ft-mse", latent_scale=0.18215, num_workers=8),
+                  train=TrainConfig(batch_size=32, max_steps=400_000, precision="bf16-mixed", strategy="fsdp",
+                                    accelerator="cuda", devices=8, ckpt_every=5000, sample_every=10_000,
+                                    eval_every=50_000, out_dir=f"runs/{name}"),
+                  sample=SampleConfig(sampler="dpm++2m", steps=250 if classes == 0 else 100))
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "tiny": _tiny,
+    "fmnist-small": lambda: _fmnist("fmnist-small", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
+    "fmnist-dit": lambda: _fmnist("fmnist-dit", num_blocks=1, depth=6, diffusion_depth=6, width=256, heads=4),
+    "fmnist-cond": lambda: _fmnist("fmnist-cond", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4,
+                                   num_classes=10),
+    "emoji64": lambda: _emoji("emoji64", 64, num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
+    "ffhq256": lambda: _paper("ffhq256", 256, 4, 0, "folder").override(
+        **{"model.depth": 12, "model.diffusion_depth": 6, "model.width": 768, "model.heads": 12, "name": "ffhq256"}),
+    "ffhq1024-paper": lambda: _paper("ffhq1024-paper", 1024, 16, 0, "folder"),
+    "imagenet256-paper": lambda: _paper("imagenet256-paper", 256, 4, 1000, "folder"),
+}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """Return a preset config by name, optionally with dotted overrides ("model.depth"=8)."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}. Fix: use one of {', '.join(PRESETS)}.")
+    cfg = PRESETS[name]()
+    return cfg.override(**overrides) if overrides else cfg
+
+
+__all__ = ["ModelConfig", "DiffusionConfig", "DataConfig", "TrainConfig", "SampleConfig", "Config", "PRESETS",
+           "preset", "SAMPLERS", "replace"]
