@@ -1,0 +1,13 @@
+"""MADFormer Workbench: mixed autoregressive + diffusion image transformers.
+
+    import workbench as wb
+    cfg = wb.preset("tiny")
+    model = wb.build_model(cfg)
+    latents = wb.generate(model, cfg, num_images=4, steps=20, sampler="ddim", seed=0)
+"""
+from .config import Config, preset
+from .model import MADFormer, build_model
+from .sampling import Event, generate, generate_events
+
+__all__ = ["Config", "preset", "build_model", "MADFormer", "generate", "generate_events", "Event"]
+__version__ = "0.1.0"

@@ -1,0 +1,145 @@
+"""Transformer building blocks: RMSNorm, axial 2-D RoPE, SwiGLU, joint two-stream attention with a KV cache.
+
+A decoder layer holds one parameter set ("tower") per stream: index 0 for the clean stream (context blocks and
+the class prefix), index 1 for the noisy stream (the slots that become z_cond and then denoise). With
+`towers="shared"` both indices point at the same parameters. Attention is joint over both streams.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLEAN, NOISY = 0, 1
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class Rope2D(nn.Module):
+    """Axial 2-D rotary embedding: half of each head rotates with the row, half with the column.
+
+    A true rotation (cos/sin pairs), so q.k depends only on the 2-D offset between tokens.
+    """
+
+    def __init__(self, head_dim: int, base: float):
+        super().__init__()
+        quarter = head_dim // 4
+        inv_freq = base ** (-torch.arange(quarter, dtype=torch.float64) / quarter)  # (hd/4,)
+        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+
+    def angles(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pos: (L, 2) integer (row, col) -> cos, sin of shape (L, hd/2)."""
+        rows = pos[:, :1].float() * self.inv_freq  # (L, hd/4)
+        cols = pos[:, 1:].float() * self.inv_freq  # (L, hd/4)
+        ang = torch.cat([rows, cols], dim=-1)  # (L, hd/2)
+        return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, L, hd); cos/sin: (L, hd/2). Rotates pairs (x[2i], x[2i+1])."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, L, hd/2) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+    return out.type_as(x)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, ratio: float):
+        super().__init__()
+        hidden = int(math.ceil(dim * ratio / 8) * 8)
+        self.w12 = nn.Linear(dim, 2 * hidden, bias=False)  # fused gate and value projections
+        self.w3 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(a) * b)
+
+
+class Tower(nn.Module):
+    """The per-stream parameters of one layer: norms, fused QKV, output projection, MLP, QK-norm."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, eps: float):
+        super().__init__()
+        hd = dim // heads
+        self.norm1 = RMSNorm(dim, eps)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_norm = RMSNorm(hd, eps) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(hd, eps) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim, bias=False)
+        self.norm2 = RMSNorm(dim, eps)
+        self.mlp = SwiGLU(dim, mlp_ratio)
+
+
+class KVCache:
+    """Per-layer keys/values of the context tokens, preallocated so a step writes in place.
+
+    Layout per layer: (B, H, capacity, hd). `length[layer]` tokens are context; a query block appends its own
+    K/V temporarily at [length, length + L) without committing them, so the cache never grows inside a step.
+    """
+
+    def __init__(self, layers: int, batch: int, heads: int, head_dim: int, capacity: int, device, dtype):
+        shape = (batch, heads, capacity, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.length = [0] * layers
+
+    def keys_values(self, layer: int, k: torch.Tensor, v: torch.Tensor, commit: bool):
+        """Write k/v (B, H, L, hd) after the context of `layer`; return all keys/values up to them."""
+        n, L = self.length[layer], k.shape[2]
+        if n + L > self.k[layer].shape[2]:
+            raise RuntimeError(f"KV cache overflow at layer {layer}: {n}+{L} > {self.k[layer].shape[2]} tokens")
+        self.k[layer][:, :, n:n + L] = k
+        self.v[layer][:, :, n:n + L] = v
+        if commit:
+            self.length[layer] = n + L
+        return self.k[layer][:, :, :n + L], self.v[layer][:, :, :n + L]
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm transformer layer over one or two streams with joint attention.
+
+    `forward` takes a list of stream tensors (each (B, L_i, W)) with their tower index and RoPE angles, and
+    one boolean attention mask over the concatenation (True = may attend), or a KV cache.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, towers: str, qk_norm: bool, eps: float):
+        super().__init__()
+        self.heads = heads
+        tower = Tower(dim, heads, mlp_ratio, qk_norm, eps)
+        self.towers = nn.ModuleList([tower, tower if towers == "shared" else
+                                     Tower(dim, heads, mlp_ratio, qk_norm, eps)])
+
+    def forward(self, xs: list[torch.Tensor], tower_ids: list[int], ropes: list[tuple | None],
+                mask: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
+                commit: bool = False, use_context: bool = True) -> list[torch.Tensor]:
+        qs, ks, vs = [], [], []
+        for x, ti, rope in zip(xs, tower_ids, ropes):
+            t = self.towers[ti]
+            q, k, v = t.qkv(t.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
+            q, k = t.q_norm(q), t.k_norm(k)
+            if rope is not None:
+                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+            qs.append(q), ks.append(k), vs.append(v)
+        q, k, v = (torch.cat(a, dim=2) if len(a) > 1 else a[0] for a in (qs, ks, vs))  # (B, H, L, hd)
+        if cache is not None:
+            kc, vc = cache.keys_values(layer, k, v, commit)
+            if use_context:
+                k, v = kc, vc
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, hd)
+        attn = attn.transpose(1, 2).flatten(2)  # (B, L, W)
+        out, start = [], 0
+        for x, ti in zip(xs, tower_ids):
+            t = self.towers[ti]
+            h = x + t.proj(attn[:, start:start + x.shape[1]])
+            out.append(h + t.mlp(t.norm2(h)))
+            start += x.shape[1]
+        return out

@@ -1,0 +1,236 @@
+"""MADFormer: N decoder layers; the first N-D form the AR stage, the last D the diffusion stage.
+
+Training (`forward`) runs all T blocks in one pass over [prefix | C_0..C_{T-2} | S_0..S_{T-1}] with the
+skip-causal masks of blocks.py. Sampling uses `prefill`, `ar_step` and `denoise_step` with a KVCache; the
+model never loops over timesteps (sampling.py does).
+
+Paper symbol -> code: N = cfg.depth, D = cfg.diffusion_depth, T = cfg.num_blocks, B (tokens per block) =
+cfg.block_tokens, z_cond = output of layer N-D-1 at the noisy slots.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import block_positions, from_blocks, to_blocks, training_masks
+from .compute import clean_pass_depth
+from .config import Config, ModelConfig
+from .layers import CLEAN, NOISY, DecoderLayer, KVCache, RMSNorm, Rope2D
+
+
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal features of (possibly fractional) timesteps: (...,) -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    ang = t.float().unsqueeze(-1) * freqs  # (..., half)
+    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, width: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_features(t, self.freq_dim))
+
+
+class BlockEmbedder(nn.Module):
+    """Tokens of a block and their timestep -> width. Clean context is embedded with t=0."""
+
+    def __init__(self, token_dim: int, width: int):
+        super().__init__()
+        self.proj = nn.Linear(token_dim, width)
+        self.time = TimestepEmbedder(width)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: (B, n, Lb, Cpp), t: (B, n) -> (B, n, Lb, W)."""
+        return self.proj(x) + self.time(t).unsqueeze(-2)
+
+
+class OutputHead(nn.Module):
+    """Final norm modulated by the timestep (its only other entry point), then a linear map to token values."""
+
+    def __init__(self, width: int, token_dim: int, eps: float):
+        super().__init__()
+        self.norm = RMSNorm(width, eps)
+        self.time = TimestepEmbedder(width)
+        self.modulation = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, token_dim)
+
+    def zero_init(self) -> None:
+        """Start as "predict zero, no modulation", as DiT does."""
+        for lin in (self.modulation, self.out):
+            nn.init.zeros_(lin.weight), nn.init.zeros_(lin.bias)
+
+    def forward(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """h: (B, n, Lb, W), t: (B, n) -> (B, n, Lb, Cpp)."""
+        shift, scale = self.modulation(F.silu(self.time(t))).unsqueeze(-2).chunk(2, dim=-1)
+        return self.out(self.norm(h) * (1 + scale) + shift)
+
+
+class MADFormer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        W = cfg.width
+        self.embed = BlockEmbedder(cfg.token_dim, W)
+        self.boi = nn.Parameter(torch.randn(cfg.block_tokens, W) * 0.02)  # learned begin-of-image block
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, W) if cfg.num_classes else None  # last = null class
+        self.layers = nn.ModuleList([DecoderLayer(W, cfg.heads, cfg.mlp_ratio, cfg.towers, cfg.qk_norm, cfg.norm_eps)
+                                     for _ in range(cfg.depth)])
+        self.head = OutputHead(W, cfg.token_dim, cfg.norm_eps)
+        # decodes z_cond toward the clean block: a head of its own, with no path to the noisy target
+        self.hidden_head = nn.Sequential(RMSNorm(W, cfg.norm_eps), nn.Linear(W, cfg.token_dim))
+        self.rope = Rope2D(W // cfg.heads, cfg.rope_base)
+        self.register_buffer("positions", block_positions(cfg), persistent=False)  # (T, Lb, 2)
+        ar_mask, diff_mask = training_masks(cfg)
+        self.register_buffer("ar_mask", ar_mask, persistent=False)
+        self.register_buffer("diff_mask", diff_mask, persistent=False)
+        self.apply(self._init)
+        self.head.zero_init()
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    # ---- helpers -------------------------------------------------------------------------------------------
+    @property
+    def has_hidden_loss(self) -> bool:
+        return self.cfg.use_z_cond and self.cfg.ar_depth > 0
+
+    def _rope(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE angles for the tokens of the given block indices (prefix tokens get the identity rotation)."""
+        return self.rope.angles(self.positions[blocks].flatten(0, 1))
+
+    def _prefix(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if self.class_embed is None:
+            return None
+        if labels is None:
+            raise ValueError("labels: this model is class-conditional. Fix: pass labels (use num_classes for "
+                             "the unconditional/null class).")
+        return self.class_embed(labels).unsqueeze(1)  # (B, 1, W)
+
+    def _clean_rope(self, n_blocks: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self._rope(torch.arange(n_blocks, device=device))
+        P = self.cfg.prefix_tokens
+        if P:
+            ones = torch.ones(P, cos.shape[1], device=device)
+            cos, sin = torch.cat([ones, cos]), torch.cat([torch.zeros_like(ones), sin])
+        return cos, sin
+
+    def drop_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Training-time label dropout to the null class (enables classifier-free guidance)."""
+        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.cfg.num_classes), labels)
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def forward(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None):
+        """Teacher-forced pass over all blocks.
+
+        x0: clean latents (B, C, H, W); xt: noisy latents (B, C, H, W), block k noised to t[:, k]; t: (B, T).
+        Returns (prediction (B, C, H, W) of the diffusion target, hidden prediction of x0 (B, C, H, W) or None).
+        """
+        cfg = self.cfg
+        B, T, Lb, W = x0.shape[0], cfg.num_blocks, cfg.block_tokens, cfg.width
+        if labels is not None and self.class_embed is not None and self.training and cfg.label_dropout > 0:
+            labels = self.drop_labels(labels)
+        clean_tok = to_blocks(x0, cfg)  # (B, T, Lb, Cpp)
+        clean_emb = self.embed(clean_tok[:, :T - 1], torch.zeros(B, T - 1, device=x0.device))  # (B, T-1, Lb, W)
+        # noisy stream in the AR layers: BOI, then clean block k-1 at block k's positions
+        slot = torch.cat([self.boi.expand(B, 1, Lb, W), clean_emb], dim=1).flatten(1, 2)  # (B, T*Lb, W)
+        streams = [slot]
+        towers, ropes = [NOISY], [self._rope(torch.arange(T, device=x0.device))]
+        context = [p for p in (self._prefix(labels, B),) if p is not None]
+        if cfg.clean_stream:
+            context.append(clean_emb.flatten(1, 2))  # (B, (T-1)*Lb, W)
+        if context and sum(c.shape[1] for c in context):
+            streams.insert(0, torch.cat(context, dim=1))
+            towers.insert(0, CLEAN)
+            ropes.insert(0, self._clean_rope(T - 1 if cfg.clean_stream else 0, x0.device))
+        z_cond = None
+        for i, layer in enumerate(self.layers):
+            if i == cfg.ar_depth:
+                z_cond = streams[-1]
+                noisy = self.embed(to_blocks(xt, cfg), t).flatten(1, 2)  # (B, T*Lb, W)
+                streams[-1] = z_cond + noisy if cfg.use_z_cond else noisy
+            mask = self.ar_mask if i < cfg.ar_depth else self.diff_mask
+            streams = layer(streams, towers, ropes, mask=mask)
+        pred = self.head(streams[-1].view(B, T, Lb, W), t)  # (B, T, Lb, Cpp)
+        hidden = self.hidden_head(z_cond.view(B, T, Lb, W)) if self.has_hidden_loss else None
+        return from_blocks(pred, cfg), (from_blocks(hidden, cfg) if hidden is not None else None)
+
+    # ---- cached sampling -----------------------------------------------------------------------------------
+    def new_cache(self, batch: int, device=None, dtype=None) -> KVCache:
+        cfg = self.cfg
+        p = next(self.parameters())
+        capacity = cfg.prefix_tokens + cfg.num_blocks * cfg.block_tokens
+        return KVCache(cfg.depth, batch, cfg.heads, cfg.width // cfg.heads, capacity,
+                       device or p.device, dtype or p.dtype)
+
+    def prefill(self, cache: KVCache, labels: torch.Tensor | None) -> None:
+        """Put the class prefix (if any) into the cache of every layer."""
+        prefix = self._prefix(labels, cache.k[0].shape[0])
+        if prefix is None:
+            return
+        one = torch.ones(1, self.rope.inv_freq.numel() * 2, device=prefix.device)
+        rope = (one, torch.zeros_like(one))
+        x = [prefix]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, [CLEAN], [rope], cache=cache, layer=i, commit=True)
+
+    def ar_step(self, cache: KVCache, k: int, prev_block: torch.Tensor | None) -> torch.Tensor | None:
+        """AR stage for block k: cache the clean copy of block k-1, then compute z_cond for block k.
+
+        prev_block: (B, Lb, Cpp) finished block k-1 (None for k=0). Returns z_cond (B, Lb, W), or None when the
+        model does not use z_cond.
+        """
+        cfg = self.cfg
+        B, Lb, W = cache.k[0].shape[0], cfg.block_tokens, cfg.width
+        dev = cache.k[0].device
+        if prev_block is not None:
+            emb = self.embed(prev_block.unsqueeze(1), torch.zeros(B, 1, device=dev))[:, 0]  # (B, Lb, W)
+            if cfg.clean_stream:
+                x = [emb]
+                rope = self._rope(torch.tensor([k - 1], device=dev))
+                for i in range(clean_pass_depth(cfg)):
+                    x = self.layers[i](x, [CLEAN], [rope], cache=cache, layer=i, commit=True)
+        else:
+            emb = self.boi.expand(B, Lb, W)
+        if not cfg.use_z_cond:
+            return None
+        x = [emb]
+        rope = self._rope(torch.tensor([k], device=dev))
+        for i in range(cfg.ar_depth):
+            # without a clean stream the slot is the context: its AR-layer keys/values stay for later blocks
+            x = self.layers[i](x, [NOISY], [rope], cache=cache, layer=i, commit=not cfg.clean_stream)
+        return x[0]
+
+    def denoise_step(self, cache: KVCache, k: int, z_cond: torch.Tensor | None, xt: torch.Tensor,
+                     t: torch.Tensor) -> torch.Tensor:
+        """Diffusion stage on block k: xt (B, Lb, Cpp) at timestep t (B,) -> prediction (B, Lb, Cpp)."""
+        cfg = self.cfg
+        h = self.embed(xt.unsqueeze(1), t.view(-1, 1))[:, 0]  # (B, Lb, W)
+        if z_cond is not None:
+            h = h + z_cond
+        rope = self._rope(torch.tensor([k], device=xt.device))
+        use_context = cfg.denoiser_attention == "context"
+        mask = None
+        if cfg.denoiser_attention == "token":
+            mask = torch.eye(cfg.block_tokens, dtype=torch.bool, device=xt.device)
+        x = [h]
+        for i in range(cfg.ar_depth, cfg.depth):
+            x = self.layers[i](x, [NOISY], [rope], mask=mask, cache=cache if use_context else None, layer=i)
+        return self.head(x[0].unsqueeze(1), t.view(-1, 1))[:, 0]
+
+
+def build_model(config: Config | ModelConfig) -> MADFormer:
+    """Build a MADFormer from a full Config or a ModelConfig."""
+    return MADFormer(config.model if isinstance(config, Config) else config)
