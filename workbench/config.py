@@ -340,8 +340,8 @@ def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
                 return int(float(num))
             return float(num)
         except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected a {type(default).__name__}, got {value!r}. Fix: write a number.") \
-                from None
+            kind = "an integer" if isinstance(default, int) else "a number"
+            raise ValueError(f"{name}: expected {kind}, got {value!r}. Fix: write {kind}.") from None
     if isinstance(default, str) and not isinstance(value, str):
         raise ValueError(f"{name}: expected text, got {value!r}. Fix: quote the value.")
     return value

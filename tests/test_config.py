@@ -1,0 +1,50 @@
+import pytest
+
+import workbench as wb
+from workbench.config import PRESETS, Config, ModelConfig
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_yaml(name, tmp_path):
+    cfg = wb.preset(name)
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    assert Config.from_yaml(path) == cfg
+    assert Config.from_yaml(cfg.to_yaml()) == cfg
+
+
+def test_paper_presets_match_the_paper():
+    for name, T in (("ffhq1024-paper", 16), ("imagenet256-paper", 4)):
+        m = wb.preset(name).model
+        assert (m.depth, m.width, m.heads, m.diffusion_depth, m.num_blocks, m.latent_channels) == (28, 1152, 18, 14, T, 4)
+    assert wb.preset("ffhq1024-paper").model.block_tokens == 256
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"depth": 4, "diffusion_depth": 5}, "model.diffusion_depth"),
+    ({"num_blocks": 9, "latent_size": 32, "patch_size": 4}, "model.num_blocks"),  # 3x3 blocks on an 8x8 grid
+    ({"num_blocks": 8}, "not a square"),
+    ({"width": 100, "heads": 3}, "model.heads"),
+    ({"width": 96, "heads": 16}, "multiple of 4"),
+    ({"patch_size": 3}, "model.patch_size"),
+    ({"towers": "both"}, "model.towers"),
+    ({"denoiser_attention": "mlp"}, "model.denoiser_attention"),
+    ({"clean_stream": False, "use_z_cond": False}, "model.use_z_cond"),
+])
+def test_invalid_model_configs_name_field_and_fix(fields, needle):
+    with pytest.raises(ValueError, match="Fix:") as err:
+        ModelConfig(**fields)
+    assert needle in str(err.value)
+
+
+def test_cross_section_validation_and_overrides():
+    with pytest.raises(ValueError, match="model.latent_size"):
+        wb.preset("tiny", **{"data.image_size": 64})
+    with pytest.raises(ValueError, match="unknown field 'dept'"):
+        wb.preset("tiny", **{"model.dept": 3})
+    with pytest.raises(ValueError, match="expected an integer"):
+        wb.preset("tiny", **{"model.depth": "deep"})
+    cfg = wb.preset("tiny", **{"model.depth": "6", "model.towers": "shared", "model.qk_norm": "false"})
+    assert cfg.model.depth == 6 and cfg.model.towers == "shared" and cfg.model.qk_norm is False
+    with pytest.raises(ValueError, match="unknown preset"):
+        wb.preset("nope")
