@@ -14,12 +14,10 @@ FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx
 
 
 def _fashion_mnist_dirs(root: str) -> list[Path]:
-    if root:
-        return [Path(root), Path(root) / "fashion-mnist"]
     dirs = []
-    env = os.environ.get("WORKBENCH_DATA", "")
-    if env:
-        dirs += [Path(env), Path(env) / "fashion-mnist"]
+    for base in (root, os.environ.get("WORKBENCH_DATA", "")):
+        if base:
+            dirs += [Path(base), Path(base) / "fashion-mnist"]
     return dirs + [REPO_ROOT / "data" / "fashion-mnist", DEBIAN_FASHION_MNIST]
 
 
@@ -38,8 +36,8 @@ def _read_idx(path: Path) -> np.ndarray:
 def fashion_mnist_arrays(split: str = "train", root: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Return Fashion-MNIST as uint8 images (N, 28, 28) and int64 labels (N,); N = 60000 (train) or 10000 (test).
 
-    Searched in order: `root` (or its fashion-mnist/ sub-folder) if given, else $WORKBENCH_DATA (or its
-    fashion-mnist/ sub-folder), data/fashion-mnist/ in the repo, and Debian's /usr/share/datasets/fashion-mnist.
+    Searched in order: `root` if given, $WORKBENCH_DATA if set (each: the folder or its fashion-mnist/ sub-folder),
+    data/fashion-mnist/ in the repo, Debian's /usr/share/datasets/fashion-mnist (dataset-fashion-mnist).
     """
     if split not in FASHION_MNIST_FILES:
         raise ValueError(f"fashion_mnist_arrays: unknown split {split!r}. Fix: use 'train' or 'test'.")
