@@ -1,0 +1,130 @@
+"""The model zoo: every family of the paper's experiments at small scale, trained with one budget per family.
+
+    python experiments/zoo.py list                    # members, budgets, status
+    python experiments/zoo.py train [--only NAME]     # resumable: rerun to continue where it stopped
+    python experiments/zoo.py eval  [--only NAME]     # FID against sampling steps / compute, JSON reports
+    python experiments/zoo.py export                  # half-precision EMA weights + reports -> data/checkpoints/
+    python experiments/zoo.py all --gpu               # one run on a GPU with larger budgets
+
+Families (same data and same training budget inside a family):
+  vertical      N=4, D in {1, 2, 3, 4} = {N/4, N/2, 3N/4, N}, T=4, Fashion-MNIST 32x32
+  blocks-fmnist T in {1, 4, 16}, N=4, D=2, Fashion-MNIST 32x32 (low resolution)
+  blocks-emoji  T in {1, 4, 16}, N=4, D=2, Noto colour emoji 64x64 (high resolution)
+  ablations     default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers
+Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import workbench as wb
+from workbench.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ROOT / "runs" / "zoo"
+SHIP = ROOT / "data" / "checkpoints"
+
+# Budgets: CPU sized so the whole zoo trains in about an hour and a half on 2 cores; GPU sized for < 8 minutes.
+CPU_BUDGET = {"fmnist": dict(steps=600, batch=64), "emoji": dict(steps=400, batch=32)}
+GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256), "emoji": dict(steps=3000, batch=128)}
+EVAL_STEPS = (2, 4, 8, 16, 32)  # S grid for the FID-vs-compute curves
+
+
+def base(dataset: str, budget: dict, gpu: bool) -> Config:
+    over = {"model.width": 128, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2,
+            "model.num_blocks": 4, "train.batch_size": budget["batch"], "train.max_steps": budget["steps"],
+            "train.lr": 1e-3, "train.ema_decay": 0.995, "train.ckpt_every": 100, "train.sample_every": 0,
+            "train.max_minutes": 0.0, "train.eval_every": 0, "train.log_every": 25,
+            "train.precision": "bf16-mixed", "train.accelerator": "cuda" if gpu else "cpu"}
+    return wb.preset("fmnist-small" if dataset == "fmnist" else "emoji64", **over)
+
+
+@dataclass(frozen=True)
+class Member:
+    family: str
+    name: str                      # e.g. "D1", "T16", "no-zcond"
+    config: Config
+
+    @property
+    def key(self) -> str:
+        """Training identity: members with the same model, data and budget share one run."""
+        c = self.config
+        blob = json.dumps({"model": c.to_dict()["model"], "diffusion": c.to_dict()["diffusion"],
+                           "data": c.to_dict()["data"], "train": {k: v for k, v in c.to_dict()["train"].items()
+                                                                  if k != "out_dir"}}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def members(gpu: bool = False) -> list[Member]:
+    budgets = GPU_BUDGET if gpu else CPU_BUDGET
+    fm, em = base("fmnist", budgets["fmnist"], gpu), base("emoji", budgets["emoji"], gpu)
+    spec = [("vertical", f"D{d}", fm, {"model.diffusion_depth": d}) for d in (1, 2, 3, 4)]
+    spec += [("blocks-fmnist", f"T{t}", fm, {"model.num_blocks": t}) for t in (1, 4, 16)]
+    spec += [("blocks-emoji", f"T{t}", em, {"model.num_blocks": t}) for t in (1, 4, 16)]
+    spec += [("ablations", name, fm, over) for name, over in [
+        ("default", {}), ("no-zcond", {"model.use_z_cond": False}), ("no-clean", {"model.clean_stream": False}),
+        ("mlp-denoise", {"model.denoiser_attention": "block"}), ("hidden0", {"diffusion.hidden_loss_weight": 0.0}),
+        ("shared", {"model.towers": "shared"})]]
+    out = []
+    for family, name, cfg, over in spec:
+        cfg = cfg.override(**over)
+        m = Member(family, name, cfg)
+        out.append(Member(family, name, cfg.override(**{"name": f"{family}/{name}",
+                                                         "train.out_dir": str(RUNS / m.key)})))
+    return out
+
+
+def unique_runs(ms: list[Member]) -> dict[str, Member]:
+    runs: dict[str, Member] = {}
+    for m in ms:
+        runs.setdefault(m.key, m)
+    return runs
+
+
+def cmd_list(ms: list[Member]) -> None:
+    for m in ms:
+        c = m.config
+        done = (RUNS / m.key / "DONE").exists()
+        print(f"{m.family:14s} {m.name:12s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
+              f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} "
+              f"{'trained' if done else 'pending'}")
+
+
+def cmd_train(ms: list[Member]) -> None:
+    from workbench.train import train
+
+    for key, m in unique_runs(ms).items():
+        marker = RUNS / key / "DONE"
+        if marker.exists():
+            continue
+        t0 = time.time()
+        summary = train(m.config, resume=True)
+        if summary.get("step", 0) >= m.config.train.max_steps:
+            summary["train_seconds_this_chunk"] = round(time.time() - t0, 1)
+            marker.write_text(json.dumps(summary, indent=1, default=str))
+        print(f"{m.family}/{m.name}: {summary}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["list", "train", "eval", "export", "all"])
+    ap.add_argument("--only", default="", help="comma-separated member names or families")
+    ap.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
+    args = ap.parse_args()
+    ms = members(args.gpu)
+    if args.only:
+        want = set(args.only.split(","))
+        ms = [m for m in ms if m.name in want or m.family in want or f"{m.family}/{m.name}" in want]
+    if args.command == "list":
+        cmd_list(ms)
+    if args.command in ("train", "all"):
+        cmd_train(ms)
+
+
+if __name__ == "__main__":
+    main()
