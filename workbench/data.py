@@ -1,18 +1,49 @@
-"""Datasets: Fashion-MNIST (the offline default), rendered colour emoji, image folders; a resumable sampler."""
+"""Datasets: Fashion-MNIST (the offline default), rendered colour emoji, image folders; a resumable data order.
+
+Every dataset returns (image, label): a float tensor (C, H, W) in [-1, 1] and an int. The key may be an index
+or an (index, flip) pair; EpochSampler yields the pairs, so horizontal flips are drawn from (seed, epoch) like
+the order itself and a resumed run sees exactly the same augmented stream.
+"""
 from __future__ import annotations
 
+import bisect
 import gzip
+import hashlib
+import json
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+import PIL
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import DataConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = REPO_ROOT / "data" / "cache"
+SPLITS = ("train", "val", "test")
+HELD_OUT_PERCENT = {"emoji": 10, "folder": 5}  # hash-based held-out share of the datasets without official splits
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
+EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+EMOJI_FONT_SIZE = 109      # the only size of the CBDT bitmap strike: FreeType refuses other sizes
+EMOJI_CANVAS = 136         # the strike's advance width; glyphs are drawn into a square of this side
+EMOJI_SCAN = [(0x00A0, 0x3400), (0x1F000, 0x1FB00)]  # code points probed for a colour glyph (ASCII: keycap bases)
+# coarse labels: Unicode blocks of the emoji planes, grouped (label = index of the last start <= code point)
+EMOJI_GROUPS = [(0x0000, "bmp-symbols"), (0x1F000, "enclosed"), (0x1F300, "pictographs"),
+                (0x1F600, "emoticons"), (0x1F650, "transport"), (0x1F700, "geometric"),
+                (0x1F900, "supplemental"), (0x1FA00, "extended-a")]
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
+
+# ---- Fashion-MNIST -----------------------------------------------------------------------------------------------
 def _fashion_mnist_dirs(root: str) -> list[Path]:
     dirs = []
     for base in (root, os.environ.get("WORKBENCH_DATA", "")):
@@ -55,3 +86,289 @@ def fashion_mnist_arrays(split: str = "train", root: str = "") -> tuple[np.ndarr
         f"Fashion-MNIST {split} files ({image_file}, {label_file}) not found in: "
         f"{', '.join(str(d) for d in searched)}. Fix: sudo apt-get install dataset-fashion-mnist, or point "
         "WORKBENCH_DATA (or data.root) at a folder holding the four idx .gz files.")
+
+
+# ---- emoji -------------------------------------------------------------------------------------------------------
+def _emoji_font(path: Path) -> ImageFont.FreeTypeFont:
+    if not path.is_file():
+        raise FileNotFoundError(f"colour emoji font {path} not found. Fix: sudo apt-get install "
+                                "fonts-noto-color-emoji, or set data.root to a CBDT colour emoji font file.")
+    # the basic layout engine renders one code point per glyph the same way with or without libraqm
+    return ImageFont.truetype(str(path), EMOJI_FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
+
+
+def _glyph(font: ImageFont.FreeTypeFont, cp: int) -> np.ndarray:
+    glyph = Image.new("RGBA", (EMOJI_CANVAS, EMOJI_CANVAS), (0, 0, 0, 0))
+    _, _, _, bottom = font.getbbox(chr(cp))
+    ImageDraw.Draw(glyph).text((0, (EMOJI_CANVAS - bottom) // 2), chr(cp), font=font, embedded_color=True)
+    return np.asarray(glyph)  # (136, 136, 4)
+
+
+def _emoji_glyphs(font: ImageFont.FreeTypeFont, limit: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(code point, RGBA glyph) for every code point the font draws: non-empty and unlike its .notdef glyph."""
+    notdef = _glyph(font, 0x10FFFE)  # a noncharacter: never in a font's cmap
+    found = 0
+    for lo, hi in EMOJI_SCAN:
+        for cp in range(lo, hi):
+            _, top, _, bottom = font.getbbox(chr(cp))
+            if bottom <= top:  # nothing drawn: cheap test that skips most of the scan
+                continue
+            glyph = _glyph(font, cp)
+            if glyph[..., 3].any() and not np.array_equal(glyph, notdef):
+                yield cp, glyph
+                found += 1
+                if found == limit:
+                    return
+
+
+def _compose(glyph: np.ndarray, size: int, background: tuple[int, int, int]) -> np.ndarray:
+    image = Image.new("RGBA", (EMOJI_CANVAS, EMOJI_CANVAS), tuple(background) + (255,))
+    image.alpha_composite(Image.fromarray(glyph))
+    return np.asarray(image.convert("RGB").resize((size, size), Image.LANCZOS))  # (size, size, 3)
+
+
+def emoji_arrays(size: int = 64, background: tuple[int, int, int] = (255, 255, 255), font_path: Path = EMOJI_FONT,
+                 limit: int = 0, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render every colour glyph of the emoji font at size x size; return uint8 images (N, size, size, 3),
+    int64 coarse labels (N,) (index into EMOJI_GROUPS) and int64 code points (N,).
+
+    The result is cached as .npz in `cache_dir` (default data/cache/) under a key of (font file hash, size,
+    background, limit, Pillow version); the build is deterministic. `limit` > 0 keeps the first `limit` glyphs.
+    """
+    font_path = Path(font_path)
+    font = _emoji_font(font_path)
+    key = json.dumps({"font": hashlib.sha256(font_path.read_bytes()).hexdigest(), "size": size,
+                      "background": list(background), "limit": limit, "pillow": PIL.__version__})
+    cache = Path(cache_dir or CACHE_DIR) / f"emoji-{size}px-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            return z["images"], z["labels"], z["codepoints"]
+    cps, images = [], []
+    for cp, glyph in _emoji_glyphs(font, limit):
+        cps.append(cp)
+        images.append(_compose(glyph, size, background))
+    images = np.stack(images)  # (N, size, size, 3)
+    labels = np.array([bisect.bisect_right([s for s, _ in EMOJI_GROUPS], cp) - 1 for cp in cps], dtype=np.int64)
+    codepoints = np.array(cps, dtype=np.int64)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, images=images, labels=labels, codepoints=codepoints, key=np.array(key))
+    os.replace(tmp, cache)
+    return images, labels, codepoints
+
+
+# ---- datasets ----------------------------------------------------------------------------------------------------
+def _to_tensor(a: np.ndarray, channels: int) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, 3) -> float (channels, H, W) in [-1, 1]."""
+    if a.ndim == 3 and channels == 1:
+        a = np.asarray(Image.fromarray(a).convert("L"))  # ITU-R 601 luma, as Pillow converts files
+    x = torch.from_numpy(np.array(a, dtype=np.float32))  # (H, W) or (H, W, 3)
+    x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)  # (1 or 3, H, W)
+    if x.shape[0] != channels:
+        x = x.expand(channels, -1, -1)
+    return x / 127.5 - 1.0
+
+
+def _held_out(name: str, percent: int) -> bool:
+    """Deterministic hash split, stable across machines and Python runs (unlike hash())."""
+    return int.from_bytes(hashlib.md5(name.encode()).digest()[:4], "little") % 100 < percent
+
+
+class ImageDataset(Dataset, ABC):
+    """Base of the datasets: `identity` (a dict naming the exact content, used by cache keys) and flip keys."""
+
+    identity: dict
+
+    @abstractmethod
+    def item(self, index: int) -> tuple[torch.Tensor, int]:
+        """The image (C, H, W) in [-1, 1] and label at `index`, unflipped."""
+
+    def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, int]:
+        index, flip = key if isinstance(key, tuple) else (key, False)
+        image, label = self.item(int(index))  # (C, H, W)
+        return (image.flip(-1) if flip else image), label
+
+
+class FashionMNIST(ImageDataset):
+    """Fashion-MNIST: 28x28 zero-padded to 32x32 (its background is black), or resized (LANCZOS) to another size."""
+
+    def __init__(self, cfg: DataConfig, split: str):
+        self.images, self.labels = fashion_mnist_arrays("train" if split == "train" else "test", cfg.root)
+        self.size, self.channels = cfg.image_size, cfg.channels
+        self.identity = {"dataset": "fashion-mnist", "split": split, "size": self.size, "channels": self.channels}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def item(self, index: int) -> tuple[torch.Tensor, int]:
+        a = self.images[index]  # (28, 28)
+        if self.size == 32:
+            a = np.pad(a, 2)  # (32, 32)
+        else:
+            a = np.asarray(Image.fromarray(a).resize((self.size, self.size), Image.LANCZOS))
+        return _to_tensor(a, self.channels), int(self.labels[index])
+
+
+class Emoji(ImageDataset):
+    """Noto Color Emoji glyphs rendered on white; ~90/10 train/held-out split by a hash of the code point."""
+
+    def __init__(self, cfg: DataConfig, split: str, limit: int = 0, cache_dir: Path | None = None):
+        font = Path(cfg.root) if cfg.root else EMOJI_FONT
+        images, labels, cps = emoji_arrays(cfg.image_size, font_path=font, limit=limit, cache_dir=cache_dir)
+        keep = np.array([_held_out(f"U+{cp:X}", HELD_OUT_PERCENT["emoji"]) != (split == "train") for cp in cps],
+                        dtype=bool)
+        self.images, self.labels, self.codepoints = images[keep], labels[keep], cps[keep]
+        self.channels = cfg.channels
+        self.identity = {"dataset": "emoji", "split": split, "size": cfg.image_size, "channels": cfg.channels,
+                         "font": str(font), "codepoints": hashlib.sha256(self.codepoints.tobytes()).hexdigest()}
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def item(self, index: int) -> tuple[torch.Tensor, int]:
+        return _to_tensor(self.images[index], self.channels), int(self.labels[index])
+
+
+def _folder_classes(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} not found. Fix: set data.root to a folder of images "
+                                "(flat, or one sub-folder per class as in ImageNet's layout).")
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+class ImageFolder(ImageDataset):
+    """Images in a flat folder (label 0) or in class sub-folders (labels: sub-folder names sorted, as ImageNet).
+
+    Each image is centre-cropped to a square and resized (LANCZOS) to image_size: the same as resizing the shorter
+    side and cropping the centre. Files whose header Pillow cannot read are caught when the folder is listed;
+    files that fail to decode later are caught on loading. With on_corrupt="skip" they are recorded in `skipped`
+    (and `num_skipped`) and the next image is served instead, so the stream stays deterministic.
+    """
+
+    def __init__(self, cfg: DataConfig, split: str):
+        if not cfg.root:
+            raise ValueError("data.root is empty for dataset 'folder'. Fix: set data.root to your image folder.")
+        self.root = Path(cfg.root).expanduser().resolve()
+        self.classes = _folder_classes(self.root)
+        self.size, self.mode, self.on_corrupt = cfg.image_size, "L" if cfg.channels == 1 else "RGB", cfg.on_corrupt
+        self.channels = cfg.channels
+        self.skipped: list[Path] = []
+        loose = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if self.classes and loose:
+            raise ValueError(f"{self.root} mixes loose images ({loose[0].name}, ...) with class sub-folders. Fix: "
+                             "move the loose images into a sub-folder, or point data.root at a flat folder.")
+        listed = []
+        for label, folder in enumerate([self.root / c for c in self.classes] or [self.root]):
+            listed += [(p, label) for p in sorted(folder.rglob("*"))
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")]
+        held = [(p, y) for p, y in listed if _held_out(p.relative_to(self.root).as_posix(),
+                                                       HELD_OUT_PERCENT["folder"]) != (split == "train")]
+        self.samples = [(p, y) for p, y in held if self._readable_header(p)]
+        if not self.samples:
+            raise ValueError(f"{self.root}: no readable images in split {split!r} ({len(listed)} image files in all, "
+                             f"~{HELD_OUT_PERCENT['folder']}% held out for 'val'/'test'). Fix: add images "
+                             f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or use split='train'.")
+        stamp = hashlib.sha256("\n".join(f"{p.relative_to(self.root)}:{p.stat().st_size}:{y}"
+                                         for p, y in self.samples).encode()).hexdigest()
+        self.identity = {"dataset": "folder", "root": str(self.root), "split": split, "size": self.size,
+                         "channels": self.channels, "files": stamp}
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def _corrupt(self, path: Path, err: Exception) -> None:
+        if self.on_corrupt == "error":
+            raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err}). Fix: delete or replace the "
+                             "file, or set data.on_corrupt='skip' to skip unreadable images.") from err
+        self.skipped.append(path)
+
+    def _readable_header(self, path: Path) -> bool:
+        try:
+            with Image.open(path):
+                return True
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            self._corrupt(path, err)
+            return False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def item(self, index: int) -> tuple[torch.Tensor, int]:
+        for k in range(len(self.samples)):
+            path, label = self.samples[(index + k) % len(self.samples)]
+            try:
+                with Image.open(path) as im:
+                    im = ImageOps.fit(im.convert(self.mode), (self.size, self.size), Image.LANCZOS)
+            except (UnidentifiedImageError, OSError, ValueError) as err:
+                self._corrupt(path, err)
+                continue
+            return _to_tensor(np.asarray(im), self.channels), label
+        raise ValueError(f"{self.root}: every image failed to decode. Fix: check the files (see .skipped).")
+
+
+def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
+    """Return the dataset of `cfg` for split "train", "val" or "test" (Fashion-MNIST: val = its test set)."""
+    if split not in SPLITS:
+        raise ValueError(f"build_dataset: unknown split {split!r}. Fix: use one of {', '.join(SPLITS)}.")
+    return {"fashion-mnist": FashionMNIST, "emoji": Emoji, "folder": ImageFolder}[cfg.dataset](cfg, split)
+
+
+def num_classes(cfg: DataConfig) -> int:
+    """Number of class labels of the dataset; 0 for a flat image folder (every label is 0)."""
+    if cfg.dataset == "fashion-mnist":
+        return 10
+    if cfg.dataset == "emoji":
+        return len(EMOJI_GROUPS)
+    return len(_folder_classes(Path(cfg.root).expanduser()))
+
+
+# ---- resumable data order ----------------------------------------------------------------------------------------
+class EpochSampler(Sampler):
+    """An endless, resumable stream of dataset keys.
+
+    Epoch e visits a permutation of range(n) drawn from (seed, e) (identity order when shuffle=False); with
+    flips=True each key is an (index, flip) pair whose flip bit is drawn from the same (seed, e). The state is
+    (epoch, position) = divmod(global_index, n), where global_index counts samples taken by all ranks since the
+    run began: a run resumed with start_index = global_index yields exactly the tail of the uninterrupted stream.
+    Rank r of world_size takes global positions r, r + world_size, ...; set Fabric's use_distributed_sampler=False.
+    """
+
+    def __init__(self, n: int, seed: int = 0, start_index: int = 0, shuffle: bool = True, flips: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        if n < 1 or start_index < 0 or not 0 <= rank < world_size:
+            raise ValueError(f"EpochSampler: need n >= 1, start_index >= 0, 0 <= rank < world_size; got n={n}, "
+                             f"start_index={start_index}, rank={rank}, world_size={world_size}. Fix: pass len(dataset) "
+                             "and the global sample count saved in the checkpoint.")
+        self.n, self.seed, self.start_index, self.shuffle, self.flips = n, seed, start_index, shuffle, flips
+        self.rank, self.world_size = rank, world_size
+
+    def state(self, global_index: int) -> tuple[int, int]:
+        """(epoch, position) of a global sample count."""
+        return divmod(global_index, self.n)
+
+    def epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The permutation (n,) and flip bits (n,) of one epoch."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        return order, rng.integers(0, 2, self.n).astype(bool)
+
+    def __iter__(self) -> Iterator[int | tuple[int, bool]]:
+        g, epoch, order, flip = self.start_index + self.rank, -1, None, None
+        while True:
+            e, p = divmod(g, self.n)
+            if e != epoch:
+                epoch, (order, flip) = e, self.epoch_order(e)
+            yield (int(order[p]), bool(flip[p])) if self.flips else int(order[p])
+            g += self.world_size
+
+
+def make_loader(dataset: Dataset, batch_size: int, train: bool = True, seed: int = 0, start_index: int = 0,
+                flips: bool = False, num_workers: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+    """train=True: an endless loader over EpochSampler (count steps, not epochs; full batches only).
+    train=False: one ordered pass over this rank's share (indices rank, rank + world_size, ...)."""
+    if train:
+        sampler = EpochSampler(len(dataset), seed, start_index, flips=flips, rank=rank, world_size=world_size)
+        return DataLoader(dataset, batch_size, sampler=sampler, drop_last=True, num_workers=num_workers)
+    return DataLoader(dataset, batch_size, sampler=range(rank, len(dataset), world_size), num_workers=num_workers)

@@ -1,0 +1,211 @@
+"""Datasets and the resumable data order: real data (Debian's Fashion-MNIST and Noto Color Emoji), real errors."""
+import itertools
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from workbench import data
+from workbench.config import DataConfig
+from workbench.data import EpochSampler, build_dataset, fashion_mnist_arrays, make_loader, num_classes
+
+needs_fmnist = pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(),
+                                  reason="sudo apt-get install dataset-fashion-mnist")
+needs_emoji = pytest.mark.skipif(not data.EMOJI_FONT.is_file(), reason="sudo apt-get install fonts-noto-color-emoji")
+
+
+# ---- Fashion-MNIST -----------------------------------------------------------------------------------------------
+@needs_fmnist
+@pytest.mark.parametrize("split,count", [("train", 60000), ("test", 10000)])
+def test_fashion_mnist_arrays(split, count):
+    images, labels = fashion_mnist_arrays(split)
+    assert images.shape == (count, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (count,) and labels.dtype == np.int64
+    assert np.array_equal(np.bincount(labels), np.full(10, count // 10))  # balanced classes
+    assert images.min() == 0 and images.max() == 255
+
+
+@needs_fmnist
+def test_fashion_mnist_dataset_pads_with_background():
+    images, labels = fashion_mnist_arrays("test")
+    ds = build_dataset(DataConfig(dataset="fashion-mnist"), "val")
+    assert len(ds) == 10000 and num_classes(DataConfig()) == 10
+    x, y = ds[123]
+    assert x.shape == (1, 32, 32) and x.dtype == torch.float32 and y == labels[123]
+    assert x.min() >= -1 and x.max() <= 1
+    expect = torch.from_numpy(images[123].astype(np.float32)) / 127.5 - 1
+    assert torch.equal(x[0, 2:30, 2:30], expect)  # the original pixels, untouched
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert (x[0][border] == -1).all()  # padding is the black background
+
+
+@needs_fmnist
+def test_fashion_mnist_resized_rgb_and_flip_key():
+    ds = build_dataset(DataConfig(dataset="fashion-mnist", image_size=48, channels=3), "test")
+    x, _ = ds[0]
+    assert x.shape == (3, 48, 48) and torch.equal(x[0], x[2])
+    assert torch.equal(ds[0, True][0], x.flip(-1))
+
+
+def test_missing_fashion_mnist_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(data, "REPO_ROOT", tmp_path / "repo")
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist.*WORKBENCH_DATA"):
+        fashion_mnist_arrays("train", root=str(tmp_path))
+
+
+def test_unknown_split():
+    with pytest.raises(ValueError, match="unknown split 'dev'.*Fix"):
+        build_dataset(DataConfig(), "dev")
+
+
+# ---- EpochSampler ------------------------------------------------------------------------------------------------
+def take(sampler, k):
+    return list(itertools.islice(iter(sampler), k))
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_epoch_sampler_is_deterministic_and_resumes_mid_epoch(flips):
+    n, seed = 37, 5
+    stream = take(EpochSampler(n, seed, flips=flips), 4 * n)
+    assert stream == take(EpochSampler(n, seed, flips=flips), 4 * n)
+    indices = [k[0] if flips else k for k in stream]
+    for e in range(4):
+        assert sorted(indices[e * n:(e + 1) * n]) == list(range(n))  # each epoch is a permutation
+    assert indices[:n] != indices[n:2 * n]  # a new order every epoch
+    assert indices[:n] != take(EpochSampler(n, seed + 1), n)
+    for start in (0, 1, n - 1, n, 2 * n + 11):  # resume anywhere, across epoch boundaries
+        assert take(EpochSampler(n, seed, start_index=start, flips=flips), 4 * n - start) == stream[start:]
+    assert EpochSampler(n, seed).state(2 * n + 11) == (2, 11)
+    if flips:
+        assert 0 < sum(f for _, f in stream) < len(stream)
+
+
+def test_epoch_sampler_ranks_partition_the_stream():
+    n, world = 10, 3
+    full = take(EpochSampler(n, 1, start_index=4), 30)
+    shards = [take(EpochSampler(n, 1, start_index=4, rank=r, world_size=world), 10) for r in range(world)]
+    assert [shards[g % world][g // world] for g in range(30)] == full
+
+
+@needs_fmnist
+def test_loader_resume_gives_the_same_batches():
+    ds = build_dataset(DataConfig(), "test")
+    first = [b for b, _ in itertools.islice(make_loader(ds, 8, seed=3, flips=True), 5)]
+    resumed = [b for b, _ in itertools.islice(make_loader(ds, 8, seed=3, start_index=3 * 8, flips=True), 2)]
+    assert torch.equal(torch.stack(first[3:]), torch.stack(resumed))
+    (val,) = list(make_loader(torch.utils.data.Subset(ds, range(7)), 8, train=False))
+    assert torch.equal(val[0], torch.stack([ds[i][0] for i in range(7)]))
+
+
+# ---- emoji -------------------------------------------------------------------------------------------------------
+@needs_emoji
+def test_emoji_full_build_colour_deterministic_and_cached(tmp_path):
+    t = time.perf_counter()
+    images, labels, cps = data.emoji_arrays(64, cache_dir=tmp_path)
+    build_s = time.perf_counter() - t
+    print(f"emoji: {len(images)} glyphs at 64x64 rendered in {build_s:.2f} s")
+    assert images.shape == (len(cps), 64, 64, 3) and images.dtype == np.uint8 and len(cps) > 1000
+    assert len(set(cps.tolist())) == len(cps) and 0x1F600 in cps  # grinning face
+    assert labels.min() == 0 and labels.max() == len(data.EMOJI_GROUPS) - 1
+    assert (images.std(axis=-1) > 10).mean() > 0.1  # colour, not grey
+    assert (images[:, 0, 0] == 255).all()  # white background at the corners
+    t = time.perf_counter()
+    again = data.emoji_arrays(64, cache_dir=tmp_path)
+    assert time.perf_counter() - t < build_s / 5 and np.array_equal(again[0], images)
+    fresh = data.emoji_arrays(64, cache_dir=tmp_path / "fresh", limit=40)  # rebuilt from scratch: same pixels
+    assert np.array_equal(fresh[0], images[:40]) and np.array_equal(fresh[2], cps[:40])
+
+
+@needs_emoji
+def test_emoji_dataset_splits(tmp_path):
+    cfg = DataConfig(dataset="emoji", image_size=32, channels=3)
+    train, test = (data.Emoji(cfg, s, limit=200, cache_dir=tmp_path) for s in ("train", "test"))
+    assert len(train) + len(test) == 200 and 10 <= len(test) <= 35  # ~10 % held out
+    assert not set(train.codepoints.tolist()) & set(test.codepoints.tolist())
+    x, y = train[0]
+    assert x.shape == (3, 32, 32) and -1 <= x.min() and x.max() <= 1 and 0 <= y < num_classes(cfg)
+    grey = data.Emoji(DataConfig(dataset="emoji", image_size=32, channels=1), "train", limit=200, cache_dir=tmp_path)
+    assert grey[0][0].shape == (1, 32, 32)
+
+
+def test_missing_emoji_font_names_the_fix(tmp_path):
+    cfg = DataConfig(dataset="emoji", root=str(tmp_path / "NoFont.ttf"), image_size=64, channels=3)
+    with pytest.raises(FileNotFoundError, match="apt-get install fonts-noto-color-emoji"):
+        build_dataset(cfg, "train")
+
+
+# ---- image folders -----------------------------------------------------------------------------------------------
+def write_folder(root, classes=("cat", "dog"), per_class=30, size=(40, 24)):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_folder_class_labels_and_centre_crop(tmp_path):
+    write_folder(tmp_path, classes=("zebra", "ant", "cat"))
+    cfg = DataConfig(dataset="folder", root=str(tmp_path), image_size=16, channels=3)
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    assert num_classes(cfg) == 3 and len(train) + len(val) == 90 and 1 <= len(val) <= 12
+    assert {p for p, _ in train.samples}.isdisjoint(p for p, _ in val.samples)
+    for path, label in train.samples:
+        assert label == ["ant", "cat", "zebra"].index(path.parent.name)
+    x, y = train[0]
+    assert x.shape == (3, 16, 16) and -1 <= x.min() and x.max() <= 1
+
+
+def test_folder_resizes_the_centre_square(tmp_path):
+    wide = np.zeros((24, 40, 3), dtype=np.uint8)  # (H, W, 3): red side bands around a smooth blue-green square
+    wide[:, :8, 0] = wide[:, 32:, 0] = 255
+    wide[:, 8:32, 2] = np.linspace(0, 255, 24, dtype=np.uint8)[None, :]
+    wide[:, 8:32, 1] = 128
+    (tmp_path / "a").mkdir()
+    Image.fromarray(wide).save(tmp_path / "a" / "wide.png")
+    cfg = DataConfig(dataset="folder", root=str(tmp_path), image_size=12, channels=3)
+    x, _ = build_dataset(cfg, "train")[0]  # (3, 12, 12)
+    ref = np.asarray(Image.fromarray(wide[:, 8:32]).resize((12, 12), Image.LANCZOS)).astype(np.float32)
+    ref = torch.from_numpy(ref).permute(2, 0, 1) / 127.5 - 1  # (3, 12, 12)
+    assert (x[0, :, 1:-1] < -0.9).all()  # no red inside: the side bands were cropped (the filter sees 1 px)
+    assert torch.allclose(x[:, :, 1:-1], ref[:, :, 1:-1], atol=4 / 127.5)  # the centre square, resized
+    grey = build_dataset(DataConfig(dataset="folder", root=str(tmp_path), image_size=12, channels=1), "train")
+    assert grey[0][0].shape == (1, 12, 12)
+
+
+def test_flat_folder_has_label_zero(tmp_path):
+    write_folder(tmp_path, classes=("",), per_class=10)
+    cfg = DataConfig(dataset="folder", root=str(tmp_path), image_size=8, channels=3)
+    assert num_classes(cfg) == 0 and {y for _, y in build_dataset(cfg, "train").samples} == {0}
+
+
+def test_corrupt_file_errors_or_is_skipped(tmp_path):
+    write_folder(tmp_path, per_class=12)
+    bad = [tmp_path / "cat" / "broken.png", tmp_path / "dog" / "blank.jpg"]
+    assert not any(data._held_out(p.relative_to(tmp_path).as_posix(), 5) for p in bad)  # all in "train"
+    bad[0].write_bytes(b"not a png at all")
+    bad[1].write_bytes(b"")
+    (tmp_path / "dog" / "truncated.png").write_bytes((tmp_path / "dog" / "0.png").read_bytes()[:200])
+    cfg = DataConfig(dataset="folder", root=str(tmp_path), image_size=8, channels=3, on_corrupt="error")
+    with pytest.raises(ValueError, match="(broken.png|blank.jpg): unreadable image.*on_corrupt='skip'"):
+        build_dataset(cfg, "train")
+    skip = DataConfig(dataset="folder", root=str(tmp_path), image_size=8, channels=3, on_corrupt="skip")
+    ds = build_dataset(skip, "train")
+    assert sorted(ds.skipped) == sorted(bad) and ds.num_skipped == 2  # caught when listing
+    images = [ds[i][0] for i in range(len(ds))]  # truncated.png fails to decode: skipped on load
+    assert ds.num_skipped == 3 and ds.skipped[-1].name == "truncated.png"
+    assert all(im.shape == (3, 8, 8) for im in images)
+
+
+def test_missing_folder_names_the_fix(tmp_path):
+    cfg = DataConfig(dataset="folder", root=str(tmp_path / "nowhere"), image_size=16, channels=3)
+    with pytest.raises(FileNotFoundError, match="nowhere not found. Fix: set data.root"):
+        build_dataset(cfg, "train")
+    with pytest.raises(ValueError, match="data.root is empty.*Fix"):
+        build_dataset(DataConfig(dataset="folder", image_size=16, channels=3), "train")
+    with pytest.raises(ValueError, match="no readable images.*Fix"):
+        build_dataset(DataConfig(dataset="folder", root=str(tmp_path), image_size=16, channels=3), "train")
