@@ -221,7 +221,7 @@ class Emoji(ImageDataset):
         self.images, self.labels, self.codepoints = images[keep], labels[keep], cps[keep]
         self.channels = cfg.channels
         self.identity = {"dataset": "emoji", "split": split, "size": cfg.image_size, "channels": cfg.channels,
-                         "font": str(font), "codepoints": hashlib.sha256(self.codepoints.tobytes()).hexdigest()}
+                         "pixels": hashlib.sha256(self.images.tobytes()).hexdigest()}
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -243,7 +243,9 @@ class ImageFolder(ImageDataset):
     Each image is centre-cropped to a square and resized (LANCZOS) to image_size: the same as resizing the shorter
     side and cropping the centre. Files whose header Pillow cannot read are caught when the folder is listed;
     files that fail to decode later are caught on loading. With on_corrupt="skip" they are recorded in `skipped`
-    (and `num_skipped`) and the next image is served instead, so the stream stays deterministic.
+    (and `num_skipped`) and the next image is served instead, so the stream stays deterministic; decode-time skips
+    inside DataLoader workers are recorded in the workers' copies. `identity` stamps file names and sizes, not
+    contents (hashing ImageNet would take minutes): rewrite an image in place and delete the latent cache.
     """
 
     def __init__(self, cfg: DataConfig, split: str):
