@@ -153,7 +153,7 @@ def emoji_arrays(size: int = 64, background: tuple[int, int, int] = (255, 255, 2
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        np.savez(f, images=images, labels=labels, codepoints=codepoints, key=np.array(key))
+        np.savez_compressed(f, images=images, labels=labels, codepoints=codepoints, key=np.array(key))
     os.replace(tmp, cache)
     return images, labels, codepoints
 
