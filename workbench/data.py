@@ -147,6 +147,9 @@ def emoji_arrays(size: int = 64, background: tuple[int, int, int] = (255, 255, 2
     for cp, glyph in _emoji_glyphs(font, limit):
         cps.append(cp)
         images.append(_compose(glyph, size, background))
+    if not images:
+        raise ValueError(f"{font_path}: no colour glyph in U+00A0..U+33FF or U+1F000..U+1FAFF. Fix: use a CBDT "
+                         "colour emoji font (sudo apt-get install fonts-noto-color-emoji).")
     images = np.stack(images)  # (N, size, size, 3)
     labels = np.array([bisect.bisect_right([s for s, _ in EMOJI_GROUPS], cp) - 1 for cp in cps], dtype=np.int64)
     codepoints = np.array(cps, dtype=np.int64)
