@@ -1,0 +1,186 @@
+"""Analysis functions of workbench.experiments on synthetic zoo reports written to a tmp dir."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import workbench as wb
+from workbench import experiments as ex
+from workbench.compute import cached_cost, paper_cost
+
+STEPS = (2, 4, 8, 16, 32)
+
+
+def make_report(family, name, fid_of_steps, steps=STEPS, width=0.5, **over):
+    """A report of the zoo's schema for the tiny preset with `over` applied; FID(S) from `fid_of_steps`."""
+    cfg = wb.preset("tiny", **over)
+    curve = [{"steps": s, "fid": fid_of_steps(s), "fid_low": fid_of_steps(s) - width,
+              "fid_high": fid_of_steps(s) + width, "kid_mean": 0.01, "kid_std": 0.001,
+              "paper_cost": paper_cost(cfg.model, s), "cached_cost": cached_cost(cfg.model, s),
+              "seconds_per_image": 0.01 * s} for s in steps]
+    return {"family": family, "name": name, "config": cfg.to_dict(),
+            "training": {"steps": 600, "batch": 64, "images_seen": 38400, "seconds": 900.0, "device": "cpu (2 cores)",
+                         "final_val_loss": 0.05},
+            "eval": {"extractor": "fmnist-classifier-0123456789ab", "reference": "fashion-mnist-32px-test",
+                     "n": 1000, "sampler": "ddim", "weights": "ema", "seed": 0, "curve": curve}}
+
+
+def vertical_fid(d):
+    """AR-heavy (small D) converges fast to a high floor; all-diffusion slowly to a low floor (the paper's shape)."""
+    floor, amp = {1: (30.0, 20.0), 2: (26.0, 40.0), 3: (23.0, 50.0), 4: (20.0, 60.0)}[d]
+    return lambda s: floor + amp / s
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    for d in (1, 2, 3, 4):
+        write(tmp_path, make_report("vertical", f"D{d}", vertical_fid(d), **{"model.diffusion_depth": d}))
+    for t, fid in ((1, 40.0), (4, 35.0), (16, 45.0)):
+        write(tmp_path, make_report("blocks-fmnist", f"T{t}", lambda s, f=fid: f + 10 / s, **{"model.num_blocks": t}))
+    for t, fid in ((1, 90.0), (4, 80.0), (16, 70.0)):
+        write(tmp_path, make_report("blocks-emoji", f"T{t}", lambda s, f=fid: f + 10 / s, **{"model.num_blocks": t}))
+    abl = {"default": ({}, 30.0), "no-zcond": ({"model.use_z_cond": False}, 35.0),
+           "no-clean": ({"model.clean_stream": False}, 34.0), "mlp-denoise": ({"model.denoiser_attention": "block"}, 60.0),
+           "hidden0": ({"diffusion.hidden_loss_weight": 0.0}, 30.3), "shared": ({"model.towers": "shared"}, 30.2)}
+    for name, (over, fid) in abl.items():
+        write(tmp_path, make_report("ablations", name, lambda s, f=fid: f + 1 / s, **over))
+    return tmp_path
+
+
+def write(root, d):
+    path = root / d["family"] / f"{d['name']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(d))
+
+
+def test_load_reports_orders_members_and_round_trips(zoo, tmp_path_factory):
+    vertical = ex.load_reports("vertical", zoo)
+    assert list(vertical) == ["D1", "D2", "D3", "D4"]
+    assert [r.D for r in vertical.values()] == [1, 2, 3, 4] and all(r.N == 4 and r.T == 4 for r in vertical.values())
+    assert list(ex.load_reports("ablations", zoo)) == ["default", "no-zcond", "no-clean", "shared", "mlp-denoise",
+                                                      "hidden0"]
+    assert list(ex.load_reports("blocks-emoji", zoo)) == ["T1", "T4", "T16"]
+    assert ex.load_reports("vertical", zoo / "nothing") == {}
+    assert ex.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "ablations": 6}
+    r = vertical["D1"]
+    again = ex.read_report(ex.write_report(r, tmp_path_factory.mktemp("out")))
+    assert again.to_dict() == r.to_dict()
+    assert r.final.steps == 32 and r.xs("steps").tolist() == list(STEPS)
+
+
+def test_report_schema_errors_name_file_and_field(tmp_path):
+    d = make_report("vertical", "D1", vertical_fid(1))
+    del d["eval"]["curve"][2]["paper_cost"]
+    write(tmp_path, d)
+    with pytest.raises(ValueError, match=r"D1\.json: eval\.curve\[2\] lacks \['paper_cost'\]"):
+        ex.load_reports("vertical", tmp_path)
+    (tmp_path / "vertical" / "D1.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ex.load_reports("vertical", tmp_path)
+    with pytest.raises(ValueError, match="missing field 'training'"):
+        ex.report_from_dict({k: v for k, v in d.items() if k != "training"})
+
+
+def line_report(name, costs, fids):
+    """A report whose paper_cost points are given directly (steps 1..n)."""
+    r = ex.report_from_dict(make_report("vertical", name, lambda s: 0.0, steps=tuple(range(1, len(costs) + 1))))
+    pts = tuple(ex.CurvePoint(p.steps, f, f - 1, f + 1, 0, 0, c, c, 0) for p, c, f in zip(r.curve, costs, fids))
+    return ex.Report(r.family, name, r.config, r.training, r.eval, pts)
+
+
+def test_fid_at_is_log_linear_and_never_extrapolates():
+    r = line_report("a", [10.0, 100.0, 1000.0], [30.0, 20.0, 15.0])
+    assert ex.fid_at(r, 10.0) == 30.0 and ex.fid_at(r, 1000.0) == 15.0
+    assert ex.fid_at(r, math.sqrt(10 * 100)) == pytest.approx(25.0)  # halfway in log(compute)
+    assert ex.fid_at(r, 100.0, y="fid_high") == pytest.approx(21.0)
+    assert math.isnan(ex.fid_at(r, 9.99)) and math.isnan(ex.fid_at(r, 1000.1))
+    table = ex.equal_compute_table({"a": r, "b": line_report("b", [50.0, 500.0], [10.0, 5.0])}, [10.0, 50.0])
+    assert math.isnan(table[0]["b"]) and table[1]["b"] == 10.0 and table[1]["a"] == pytest.approx(
+        30 - 10 * math.log(5) / math.log(10))
+
+
+def test_crossing_is_exact_for_known_lines():
+    a = line_report("a", [10.0, 100.0], [10.0, 20.0])
+    b = line_report("b", [10.0, 100.0], [20.0, 10.0])
+    (c,) = ex.crossings(a, b)
+    assert c.cost == pytest.approx(math.sqrt(10 * 100)) and c.fid == pytest.approx(15.0)
+    assert (c.better_below, c.better_above) == ("a", "b")
+    assert ex.crossings(a, line_report("c", [200.0, 300.0], [1.0, 2.0])) == []  # no common range
+    assert ex.crossings(a, line_report("d", [10.0, 100.0], [5.0, 6.0])) == []  # d always better
+    touch = line_report("e", [10.0, 31.0, 100.0], [20.0, 10.0 + 10 * math.log(3.1) / math.log(10), 10.0])
+    assert len(ex.crossings(a, touch)) == 1
+
+
+def test_compare_on_the_papers_shape(zoo):
+    v = ex.load_reports("vertical", zoo)
+    c = ex.compare(v["D1"], v["D4"])
+    # lowest common compute: D4 at S=2 costs 4*4*2 = 32; D1 reaches 32 at S=5, i.e. between S=4 (28) and S=8 (44)
+    assert c.low_cost == 32.0
+    u = math.log(32 / 28) / math.log(44 / 28)
+    assert c.low_fid[0] == pytest.approx((30 + 20 / 4) + u * ((30 + 20 / 8) - (30 + 20 / 4)))
+    assert c.low_fid[1] == pytest.approx(20 + 60 / 2)
+    assert c.low_improvement == pytest.approx(1 - c.low_fid[0] / c.low_fid[1])
+    assert c.low_significant and c.equal_steps == 2
+    assert c.equal_steps_improvement == pytest.approx(1 - 40 / 50)
+    assert c.final_fid == (30 + 20 / 32, 20 + 60 / 32)
+    (k,) = c.crossings
+    assert (k.better_below, k.better_above) == ("D1", "D4")
+    assert ex.fid_at(v["D1"], k.cost) == pytest.approx(ex.fid_at(v["D4"], k.cost))
+    assert c.verdict == "same direction, smaller gap than the paper's"
+    text = ex.describe_comparison(c)
+    assert f"{c.low_fid[0]:.1f}" in text and f"{k.cost:.0f}" in text and "D1" in text
+
+
+@pytest.mark.parametrize("ar,ref,verdict", [(30.0, 100.0, "reproduced"), (90.0, 100.0, "same direction, smaller gap "
+                                            "than the paper's"), (10.0, 100.0, "same direction, larger gap than the "
+                                            "paper's"), (110.0, 100.0, "not reproduced")])
+def test_verdict_against_the_papers_band(ar, ref, verdict):
+    a = line_report("a", [10.0, 100.0], [ar, ar])
+    b = line_report("b", [10.0, 100.0], [ref, ref])
+    c = ex.compare(a, b)
+    assert c.low_improvement == pytest.approx(ex.improvement(ar, ref)) and c.verdict == verdict
+    assert ex.improvement(25.0, 100.0) == 0.75
+
+
+def test_vertical_table_aligns_d_with_the_papers(zoo):
+    rows = ex.vertical_table(ex.load_reports("vertical", zoo))
+    assert [r["paper D"] for r in rows] == [7, 14, 21, 28]
+    assert [r["FFHQ-1024"] for r in rows] == [20.2, 17.8, 16.6, 15.9]
+    assert [r["ImageNet-256"] for r in rows] == [34.0, 30.0, 28.1, 27.4]
+    assert rows[-1]["FID / FID(D=N)"] == 1.0 and rows[-1]["FFHQ-1024 / FID(D=N)"] == 1.0
+    assert rows[0]["FID"] == pytest.approx(30 + 20 / 32)
+    assert "rank correlation of FID with D is -1.00 (paper: -1.00)" in ex.describe_vertical(rows)
+    md = ex.markdown_table(rows, ["D", "paper D", "FID", "FID interval", "FFHQ-1024"])
+    assert md.splitlines()[0] == "| D | paper D | FID | FID interval | FFHQ-1024 |" and "[30.1, 31.1]" in md
+
+
+def test_blocks_table_and_best_t(zoo):
+    low, high = ex.load_reports("blocks-fmnist", zoo), ex.load_reports("blocks-emoji", zoo)
+    rows = ex.blocks_table(low, high)
+    assert [r["T"] for r in rows] == [1, 4, 16]
+    assert ex.best_t(low) == 4 and ex.best_t(high) == 16
+    text = ex.describe_blocks(low, high)
+    assert "T=4 is best" in text and "is T=1: different" in text and "is T=16: same" in text
+    assert math.isnan(ex.blocks_table(low, {})[0]["FID high"])
+
+
+def test_ablation_table_uses_intervals_and_paper_directions(zoo):
+    rows = {r["ablation"]: r for r in ex.ablation_table(ex.load_reports("ablations", zoo))}
+    assert rows["default"]["change"] == 0.0
+    assert rows["mlp-denoise"]["ours"] == "worse" and rows["mlp-denoise"]["agrees"]
+    assert rows["hidden0"]["ours"] == "≈" and rows["hidden0"]["paper"] == "worse" and not rows["hidden0"]["agrees"]
+    assert rows["shared"]["paper"] == "≈" and rows["shared"]["agrees"]  # +0% / +1.3% in the paper
+    assert rows["no-zcond"]["FFHQ change"] == pytest.approx(20.1 / 17.8 - 1)
+    text = ex.describe_ablations(list(rows.values()))
+    assert text.startswith("4 of 5 ablations") and "hidden0 (ours ≈, paper worse)" in text
+    md = ex.markdown_table(list(rows.values()), ["ablation", "change", "FFHQ change"])
+    assert "| mlp-denoise | +100% | +19% |" in md
+    with pytest.raises(ValueError, match="no 'default' report"):
+        ex.ablation_table({k: v for k, v in ex.load_reports("ablations", zoo).items() if k != "default"})
+
+
+def test_rank_correlation_edge_cases():
+    assert ex.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(ex.rank_correlation([1, 2], [5, 5]))
+    assert math.isnan(ex.rank_correlation([1, 2, 3], [np.nan, np.nan, 1.0]))
