@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 import workbench as wb
 from workbench.config import Config
 
@@ -29,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "zoo"
 SHIP = ROOT / "data" / "checkpoints"
 
-# Budgets: CPU sized so the whole zoo trains in about an hour and a half on 2 cores; GPU sized for < 8 minutes.
-CPU_BUDGET = {"fmnist": dict(steps=600, batch=64), "emoji": dict(steps=400, batch=32)}
+# Budgets: CPU sized so the whole zoo trains in about an hour on 2 cores; GPU sized for < 8 minutes.
+CPU_BUDGET = {"fmnist": dict(steps=500, batch=48), "emoji": dict(steps=300, batch=32)}
 GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256), "emoji": dict(steps=3000, batch=128)}
 EVAL_STEPS = (2, 4, 8, 16, 32)  # S grid for the FID-vs-compute curves
 
@@ -106,8 +108,71 @@ def cmd_train(ms: list[Member]) -> None:
         summary = train(m.config, resume=True)
         if summary.get("step", 0) >= m.config.train.max_steps:
             summary["train_seconds_this_chunk"] = round(time.time() - t0, 1)
+            summary["device"] = (torch.cuda.get_device_name() if m.config.train.accelerator == "cuda"
+                                 else f"cpu ({torch.get_num_threads()} thread(s))")
             marker.write_text(json.dumps(summary, indent=1, default=str))
         print(f"{m.family}/{m.name}: {summary}")
+
+
+def _eval_plan(m: Member) -> tuple[str, int, tuple[int, ...]]:
+    """(extractor, images per point, S grid): the fast classifier for Fashion-MNIST, Inception for emoji."""
+    if m.config.data.dataset == "fashion-mnist":
+        return "fmnist-classifier", 1000, EVAL_STEPS
+    return "inception", 256, (8, 32)
+
+
+def evaluate(m: Member, sampler: str = "ddim", seed: int = 0) -> dict:
+    """FID against sampling steps (and compute) for one member, with full provenance."""
+    from workbench.checkpoint import load_for_inference
+    from workbench.compute import cached_cost, paper_cost
+    from workbench.metrics import compute_fid, reference_stats
+
+    model, cfg = load_for_inference(RUNS / m.key)
+    extractor, n, grid = _eval_plan(m)
+    d = cfg.data
+    ref = reference_stats(d.dataset, "train", extractor, n=None if extractor != "inception" else 1024,
+                          image_size=d.image_size, channels=d.channels)
+    curve = []
+    for S in grid:
+        t0 = time.perf_counter()
+        images = torch.cat([wb.generate(model, cfg, num_images=min(250, n - i), steps=S, sampler=sampler,
+                                        seed=seed + i).clamp(-1, 1) for i in range(0, n, 250)])
+        seconds = time.perf_counter() - t0
+        r = compute_fid(images, ref, extractor, seed=seed)
+        curve.append({"steps": S, "fid": r.fid, "fid_low": r.fid_ci[0], "fid_high": r.fid_ci[1],
+                      "kid_mean": r.kid_mean, "kid_std": r.kid_std, "fid_inf": r.fid_inf,
+                      "paper_cost": paper_cost(cfg.model, S), "cached_cost": cached_cost(cfg.model, S),
+                      "seconds_per_image": seconds / n})
+        print(f"{m.family}/{m.name} S={S}: FID {r.fid:.2f} [{r.fid_ci[0]:.2f}, {r.fid_ci[1]:.2f}]", flush=True)
+    summary = json.loads((RUNS / m.key / "DONE").read_text())
+    return {"family": m.family, "name": m.name, "config": cfg.to_dict(),
+            "training": {"steps": summary["step"], "batch": cfg.train.batch_size,
+                         "images_seen": summary["images_seen"], "seconds": summary.get("train_seconds"),
+                         "device": summary.get("device", "cpu (1 thread of 2 cores)"), "final_val_loss": summary["val_loss"]},
+            "eval": {"extractor": r.extractor, "reference": r.reference, "reference_count": r.reference_count,
+                     "n": n, "sampler": sampler, "weights": "ema", "seed": seed, "curve": curve}}
+
+
+def cmd_eval(ms: list[Member]) -> None:
+    for m in ms:
+        out = RUNS / m.key / f"eval-{m.family}-{m.name}.json"
+        if out.exists() or not (RUNS / m.key / "DONE").exists():
+            continue
+        out.write_text(json.dumps(evaluate(m), indent=1))
+
+
+def cmd_export(ms: list[Member]) -> None:
+    from workbench.checkpoint import export_for_inference
+
+    for m in ms:
+        report = RUNS / m.key / f"eval-{m.family}-{m.name}.json"
+        if not report.exists():
+            print(f"skip {m.family}/{m.name}: not evaluated")
+            continue
+        dest = SHIP / m.family / f"{m.name}.safetensors"
+        export_for_inference(RUNS / m.key, dest, eval_report=report)
+        dest.with_suffix(".json").write_text(report.read_text())
+        print(f"exported {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
 
 
 def main() -> None:
@@ -124,6 +189,10 @@ def main() -> None:
         cmd_list(ms)
     if args.command in ("train", "all"):
         cmd_train(ms)
+    if args.command in ("eval", "all"):
+        cmd_eval(ms)
+    if args.command in ("export", "all"):
+        cmd_export(ms)
 
 
 if __name__ == "__main__":
