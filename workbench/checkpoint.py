@@ -1,0 +1,306 @@
+"""Self-describing checkpoints: one safetensors file per checkpoint, loaded without executing pickled code.
+
+A file holds every tensor (model and EMA weights, optimizer moments, RNG states) under a prefixed name, and a JSON
+header in the safetensors metadata with everything else: the config, the step, the LR-schedule state, the data
+position, the optimizer structure and run metadata. Nested state (optimizer, scheduler, RNG) is stored as a JSON
+tree whose tensor leaves point at tensor names, so `load_checkpoint` rebuilds it exactly.
+
+Writes are atomic (temporary file in the same folder, fsync, os.replace, fsync of the folder), the text file
+`latest` names the newest checkpoint of a run folder, and only the last `keep_last` checkpoints are kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import Config
+from .model import MADFormer, build_model
+
+FORMAT = "workbench-checkpoint"
+VERSION = 1
+LATEST = "latest"
+CKPT_PATTERN = re.compile(r"^ckpt-(\d+)\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, truncated, corrupt, of another format or another architecture."""
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    step: int                              # optimizer steps done
+    model: dict[str, torch.Tensor]         # state_dict of the trained model
+    ema: dict[str, torch.Tensor] | None    # state_dict of the EMA copy (None when train.ema_decay = 0)
+    optimizer: dict | None = None          # optimizer.state_dict()
+    scheduler: dict | None = None          # LR scheduler state_dict()
+    rng: list[dict] = field(default_factory=list)  # one capture_rng() per rank
+    data: dict = field(default_factory=dict)       # samples_seen (all ranks), epoch, index into its permutation
+    meta: dict = field(default_factory=dict)       # wall time, images/tokens seen, git commit, val loss, ...
+    kind: str = "train"                    # "train" (resumable) or "export" (weights for inference only)
+    path: Path | None = None               # where it was loaded from
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    path: Path
+    name: str             # config name (preset or experiment)
+    step: int
+    N: int                # model.depth
+    D: int                # model.diffusion_depth
+    T: int                # model.num_blocks
+    images_seen: int      # training images seen by all ranks
+    kind: str             # "train" or "export"
+
+
+# ---- nested state <-> (JSON tree, named tensors) ---------------------------------------------------------------
+def _flatten(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        tensors[name] = obj.detach().to("cpu", copy=True).contiguous()  # a copy: safetensors refuses shared storage
+        return {"__tensor__": name}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) for k in obj):
+            return {k: _flatten(v, f"{name}/{k}", tensors) for k, v in obj.items()}
+        return {"__items__": [[k, _flatten(v, f"{name}/{k}", tensors)] for k, v in obj.items()]}  # e.g. int ids
+    if isinstance(obj, (list, tuple)):
+        return [_flatten(v, f"{name}/{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"{name}: cannot store a {type(obj).__name__} in a checkpoint. Fix: convert it to a tensor, "
+                    "a number, a string or a list/dict of those.")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        if set(obj) == {"__items__"}:
+            return {k: _unflatten(v, tensors) for k, v in obj["__items__"]}
+        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+# ---- RNG states --------------------------------------------------------------------------------------------------
+def capture_rng(noise: torch.Generator | None = None) -> dict:
+    """The RNG states of this process: torch CPU (and CUDA), numpy, Python `random`, and the noise generator."""
+    version, mt, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": [version, list(mt), gauss],
+            "noise": noise.get_state() if noise is not None else None}
+
+
+def restore_rng(state: dict, noise: torch.Generator | None = None) -> None:
+    """Inverse of capture_rng."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    if noise is not None and state["noise"] is not None:
+        noise.set_state(state["noise"])
+
+
+# ---- atomic files ------------------------------------------------------------------------------------------------
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(tmp_path) fills a temporary file next to `path`; only a complete, fsynced file replaces `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+# ---- save / load -------------------------------------------------------------------------------------------------
+def _write(ckpt: Checkpoint, path: Path) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    header = {"kind": ckpt.kind, "config": ckpt.config.to_dict(), "step": ckpt.step,
+              "model": _flatten(ckpt.model, "model", tensors),
+              "ema": _flatten(ckpt.ema, "ema", tensors) if ckpt.ema is not None else None,
+              "optimizer": _flatten(ckpt.optimizer, "optimizer", tensors),
+              "scheduler": _flatten(ckpt.scheduler, "scheduler", tensors),
+              "rng": _flatten(ckpt.rng, "rng", tensors), "data": ckpt.data, "meta": ckpt.meta}
+    metadata = {"format": FORMAT, "version": str(VERSION), "header": json.dumps(header)}
+    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def save_checkpoint(ckpt: Checkpoint, folder: str | Path, keep_last: int = 3) -> Path:
+    """Write `ckpt` atomically as <folder>/ckpt-<step>.safetensors, point `latest` at it, keep the last `keep_last`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ckpt-{ckpt.step:07d}.safetensors"
+    _write(ckpt, path)
+    _atomic_write(folder / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
+    for old in checkpoint_files(folder)[:-keep_last]:
+        old.unlink()
+    return path
+
+
+def checkpoint_files(folder: str | Path) -> list[Path]:
+    """Training checkpoints ckpt-<step>.safetensors of a run folder, oldest first."""
+    folder = Path(folder)
+    found = [p for p in folder.iterdir() if CKPT_PATTERN.match(p.name)] if folder.is_dir() else []
+    return sorted(found, key=lambda p: int(CKPT_PATTERN.match(p.name).group(1)))
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or the one a run folder's `latest` names (its newest checkpoint if `latest` is missing)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint file or run folder. Fix: pass a .safetensors checkpoint "
+                              "or the train.out_dir of a run (list them with workbench.checkpoint.list_checkpoints).")
+    latest = path / LATEST
+    if latest.is_file():
+        target = path / latest.read_text().strip()
+        if not target.is_file():
+            raise CheckpointError(f"{latest} names {target.name}, which does not exist. Fix: pass one of the "
+                                  f"remaining checkpoints explicitly: {[p.name for p in checkpoint_files(path)]}.")
+        return target
+    files = checkpoint_files(path)
+    if not files:
+        raise CheckpointError(f"{path}: no checkpoint in this folder (no 'latest', no ckpt-*.safetensors). Fix: "
+                              "train first (python -m workbench train), or pass the right train.out_dir.")
+    return files[-1]
+
+
+def _open_error(path: Path, problem: str) -> CheckpointError:
+    previous = [p.name for p in checkpoint_files(path.parent) if p != path]
+    fix = (f"resume from an earlier checkpoint kept by train.keep_last in {path.parent}: {previous} (pass it "
+           f"explicitly, or write its name into {path.parent / LATEST})") if previous else \
+        "re-create it (train again or re-export); no earlier checkpoint is left in this folder"
+    return CheckpointError(f"{path}: {problem}. Fix: {fix}.")
+
+
+def read_header(path: str | Path) -> dict:
+    """The JSON header of a checkpoint without reading its tensors."""
+    path = resolve(path)
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            raise CheckpointError(f"{path}: this is a torch.save (pickle/zip) file, not a workbench checkpoint. Fix: "
+                                  "pass a .safetensors checkpoint written by workbench (pickles are never loaded).")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise _open_error(path, f"truncated or corrupt checkpoint ({err})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a safetensors file but not a workbench checkpoint (no '{FORMAT}' header). "
+                              "Fix: pass a file written by workbench training or export_for_inference.")
+    if int(metadata.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {metadata['version']} is newer than this "
+                              f"workbench reads ({VERSION}). Fix: update workbench.")
+    return json.loads(metadata["header"])
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint file (or a run folder's latest) into a Checkpoint; tensors land on the CPU."""
+    path = resolve(path)
+    header = read_header(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise _open_error(path, f"truncated or corrupt checkpoint ({err})") from None
+    return Checkpoint(config=Config.from_dict(header["config"]), step=header["step"],
+                      model=_unflatten(header["model"], tensors),
+                      ema=_unflatten(header["ema"], tensors) if header["ema"] is not None else None,
+                      optimizer=_unflatten(header.get("optimizer"), tensors),
+                      scheduler=_unflatten(header.get("scheduler"), tensors),
+                      rng=_unflatten(header.get("rng", []), tensors), data=header.get("data", {}),
+                      meta=header.get("meta", {}), kind=header["kind"], path=path)
+
+
+def config_differences(saved: Config, current: Config, section: str | None = None) -> list[str]:
+    """Fields that differ between two configs, as 'section.field: saved -> current' (one section, or all)."""
+    a, b = saved.to_dict(), current.to_dict()
+    out = []
+    for sec in ([section] if section else list(a)):
+        if isinstance(a[sec], dict):
+            out += [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for k in a[sec] if a[sec][k] != b[sec][k]]
+        elif a[sec] != b[sec]:
+            out.append(f"{sec}: {a[sec]!r} -> {b[sec]!r}")
+    return out
+
+
+def check_architecture(ckpt: Checkpoint, config: Config) -> None:
+    """Raise CheckpointError listing the model fields in which `config` differs from the checkpoint's."""
+    diff = config_differences(ckpt.config, config, "model")
+    if diff:
+        raise CheckpointError(f"{ckpt.path}: checkpoint of another architecture ({'; '.join(diff)}). Fix: resume with "
+                              "the checkpoint's config (drop these overrides), or start a new run in another "
+                              "train.out_dir.")
+
+
+# ---- inference ---------------------------------------------------------------------------------------------------
+def load_for_inference(path: str | Path, use_ema: bool = True,
+                       device: torch.device | str = "cpu") -> tuple[MADFormer, Config]:
+    """(model in eval mode, its config) from a checkpoint file, an export, or a run folder (its `latest`).
+
+    use_ema=True loads the EMA weights when the checkpoint has them (exports hold only EMA weights)."""
+    ckpt = load_checkpoint(path)
+    model = build_model(ckpt.config)
+    weights = ckpt.ema if (use_ema and ckpt.ema is not None) else ckpt.model
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    return model.to(device).eval(), ckpt.config
+
+
+def list_checkpoints(folder: str | Path) -> list[CheckpointInfo]:
+    """One record per readable checkpoint (*.safetensors with a workbench header) in `folder`, by step."""
+    out = []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            h = read_header(path)
+        except CheckpointError:
+            continue
+        m = h["config"]["model"]
+        out.append(CheckpointInfo(path, h["config"]["name"], h["step"], m["depth"], m["diffusion_depth"],
+                                  m["num_blocks"], int(h["data"].get("samples_seen", 0)), h["kind"]))
+    return sorted(out, key=lambda r: (r.step, r.path.name))
+
+
+def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
+                         eval_report: dict | str | Path | None = None) -> Path:
+    """Write a small file for shipping: EMA weights (model weights without EMA) in `dtype`, the config, the training
+    budget (step, images seen, wall time) and an optional evaluation report (dict or JSON file)."""
+    src = load_checkpoint(ckpt)
+    weights = src.ema if src.ema is not None else src.model
+    if isinstance(eval_report, (str, Path)):
+        eval_report = json.loads(Path(eval_report).read_text())
+    meta = dict(src.meta, source=str(src.path), source_step=src.step, dtype=str(dtype).removeprefix("torch."),
+                eval_report=eval_report)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write(Checkpoint(config=src.config, step=src.step, model={k: v.to(dtype) for k, v in weights.items()}, ema=None,
+                      data=src.data, meta=meta, kind="export"), out)
+    return out
