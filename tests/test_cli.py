@@ -1,0 +1,70 @@
+"""CLI: options generated from the config dataclasses, one-line usage errors with exit code 2, `sample` PNGs."""
+import pytest
+import yaml
+from PIL import Image
+
+import workbench as wb
+from conftest import randomize_head
+from single_thread import one_thread  # noqa: F401 (autouse)
+from workbench.__main__ import main
+from workbench.checkpoint import Checkpoint, save_checkpoint
+
+
+def run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse exits by itself on its own errors
+        return exit_.code
+
+
+def printed_config(capsys, *argv: str) -> dict:
+    assert run(["train", *argv, "--print-config"]) == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_overrides_take_types_from_the_dataclasses(capsys):
+    cfg = printed_config(capsys, "--preset", "tiny", "--model.depth", "6", "--model.use_z_cond", "false",
+                         "--train.lr", "2e-3", "--data.root", "/data", "--train.max_minutes", "5", "--name", "exp")
+    assert cfg["model"]["depth"] == 6 and cfg["model"]["use_z_cond"] is False and cfg["train"]["lr"] == 2e-3
+    assert cfg["data"]["root"] == "/data" and cfg["train"]["max_minutes"] == 5.0 and cfg["name"] == "exp"
+    assert cfg["model"]["width"] == wb.preset("tiny").model.width  # untouched fields keep the preset's values
+
+
+def test_preset_then_file_then_options(capsys, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: {depth: 6, width: 96}\ntrain: {lr: 0.01}\n")  # a partial config
+    cfg = printed_config(capsys, "--preset", "tiny", "--config", str(path), "--model.depth", "8")
+    assert (cfg["model"]["depth"], cfg["model"]["width"], cfg["train"]["lr"]) == (8, 96, 0.01)
+    assert cfg["model"]["heads"] == wb.preset("tiny").model.heads and cfg["name"] == "tiny"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--model.dept", "3"], "did you mean --model.depth"),       # a prefix of a real option is not accepted
+    (["--model.depth", "abc"], "model.depth: expected an integer"),
+    (["--model.use_z_cond", "maybe"], "model.use_z_cond: expected true/false"),
+    (["--model.diffusion_depth", "9"], "model.diffusion_depth"),  # validation of the resulting config
+    (["--train.nope", "1"], "unknown option --train.nope"),
+    (["--preset", "nope"], "invalid choice"),
+    (["--config", "missing.yaml"], "no such file"),
+])
+def test_bad_options_exit_2_with_one_line(capsys, argv, says):
+    assert run(["train", "--preset", "tiny", *argv] if argv[0] != "--preset" else ["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_sample_writes_a_grid_and_block_frames(tmp_path):
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1})
+    model = wb.build_model(cfg)
+    randomize_head(model)
+    save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), model.state_dict()), tmp_path / "run")
+    out, frames = tmp_path / "grid.png", tmp_path / "frames"
+    assert run(["sample", "--checkpoint", str(tmp_path / "run"), "--num-images", "4", "--steps", "2",
+                "--sampler", "ddim", "--seed", "1", "--out", str(out), "--frames", str(frames)]) == 0
+    grid = Image.open(out)
+    assert grid.size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2) and grid.mode == "L"  # 2x2 tiles with 2-pixel gutters
+    pixels = list(grid.get_flattened_data())
+    assert len(set(pixels)) > 10  # an image, not a blank or saturated tile
+    assert sorted(p.name for p in frames.iterdir()) == [f"block-{k:02d}.png" for k in range(cfg.model.num_blocks)]
+    last = Image.open(frames / "block-03.png")
+    assert list(last.get_flattened_data()) == pixels  # the last block's frame is the finished image

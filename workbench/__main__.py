@@ -1,0 +1,192 @@
+"""Command line: `python -m workbench COMMAND ...` (or `workbench COMMAND ...`).
+
+    python -m workbench train --preset tiny --train.max_steps 100 --model.depth 8
+    python -m workbench train --preset fmnist-small --config run.yaml --print-config
+    python -m workbench train --preset tiny --train.out_dir runs/tiny --resume
+    python -m workbench sample --checkpoint runs/tiny --num-images 16 --out grid.png --frames frames/
+
+Every config field is an option `--section.field VALUE`, generated from the dataclasses in config.py (values are
+parsed and validated by the config itself; booleans take true/false). Settings apply in order: --preset, then
+--config FILE (a full or partial YAML config), then the options. A new command is a function decorated with
+@command(name, help, configure) below; `configure` adds its arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import inspect
+import json
+import re
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .config import PRESETS, SAMPLERS, Config, preset
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 2 (argparse would print the whole, very long, usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}. Fix: see {self.prog} --help.\n")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):
+    """Register `run(args) -> exit code` as the subcommand `name`."""
+    def register(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = Command(help, configure, run)
+        return run
+    return register
+
+
+# ---- config options generated from the dataclasses ---------------------------------------------------------------
+def _field_comments(cls: type) -> dict[str, str]:
+    """The trailing comment of each field in the dataclass source: the config's documentation."""
+    found = (re.match(r"\s+(\w+): [^=]+=.*?#\s*(.*)", line) for line in inspect.getsource(cls).splitlines())
+    return {m[1]: m[2] for m in found if m}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--preset, --config, --print-config and one --section.field option per config field."""
+    parser.add_argument("--preset", choices=list(PRESETS), help="start from this preset (default: Config())")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML config applied on top of the preset")
+    parser.add_argument("--print-config", action="store_true", help="print the resulting config as YAML and exit")
+    parser.add_argument("--name", default=argparse.SUPPRESS, help="experiment name (recorded in checkpoints)")
+    defaults = Config()
+    for section in fields(Config):
+        if section.name == "name":
+            continue
+        cls, current = type(getattr(defaults, section.name)), getattr(defaults, section.name)
+        group = parser.add_argument_group(f"{section.name} options")
+        comments = _field_comments(cls)
+        for f in fields(cls):
+            value = getattr(current, f.name)
+            kind = "true/false" if isinstance(value, bool) else type(value).__name__.upper()
+            text = f"{comments.get(f.name, '')} (default {value!r})".replace("%", "%%")
+            group.add_argument(f"--{section.name}.{f.name}", dest=f"{section.name}.{f.name}", metavar=kind,
+                               default=argparse.SUPPRESS, help=text)
+
+
+def _dotted(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+class UsageError(ValueError):
+    """A bad option value or config file: exit code 2 like argparse's own errors."""
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The preset, then the YAML file, then the --section.field options (raises UsageError naming the field)."""
+    try:
+        return _config_from_args(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    cfg = preset(args.preset) if args.preset else Config()
+    if args.config is not None:
+        if not args.config.is_file():
+            raise ValueError(f"--config: no such file {args.config}. Fix: pass a YAML file (see --print-config).")
+        loaded = yaml.safe_load(args.config.read_text())
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config: {args.config} does not hold a mapping. Fix: write 'model: {{depth: 8}}' keys.")
+        cfg = cfg.override(**_dotted(loaded))
+    overrides = {k: v for k, v in vars(args).items() if "." in k or k == "name"}
+    return cfg.override(**overrides) if overrides else cfg
+
+
+# ---- commands ----------------------------------------------------------------------------------------------------
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "%(prog)s [--preset NAME] [--config FILE] [--section.field VALUE ...] [--resume] [--print-config]"
+    add_config_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from train.out_dir/latest")
+
+
+@command("train", "train a model (Lightning Fabric; CPU, DDP, GPUs)", _train_arguments)
+def run_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    if args.print_config:
+        print(cfg.to_yaml(), end="")
+        return 0
+    from .train import train  # importing Fabric is slow; --print-config and --help do not need it
+
+    summary = train(cfg, resume=args.resume)
+    if summary["rank"] == 0:
+        print(json.dumps(summary, default=str))
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def _sample_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file, export or run folder")
+    parser.add_argument("--num-images", type=int, help="images to generate (default: the config's sample section)")
+    parser.add_argument("--steps", type=int, help="S: denoising steps per block")
+    parser.add_argument("--sampler", choices=SAMPLERS)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write")
+    parser.add_argument("--frames", type=Path, metavar="DIR", help="also write one PNG per finished block here")
+    parser.add_argument("--no-ema", action="store_true", help="use the trained weights instead of the EMA weights")
+
+
+@command("sample", "generate a PNG grid (and block-by-block frames) from a checkpoint", _sample_arguments)
+def run_sample(args: argparse.Namespace) -> int:
+    from .checkpoint import load_for_inference
+    from .codecs import build_codec
+    from .images import save_grid
+    from .sampling import generate_events
+
+    model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
+    codec = build_codec(cfg.data)
+    last = None
+    for last in generate_events(model, cfg, args.num_images, args.steps, args.sampler, args.seed):
+        if last.kind == "block" and args.frames is not None:
+            print(save_grid(codec.decode(last.x_t), args.frames / f"block-{last.block:02d}.png"))
+    print(save_grid(codec.decode(last.x_t), args.out))
+    return 0
+
+
+# ---- entry -------------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` (default sys.argv[1:]), run the command, return its exit code (2 for usage errors)."""
+    parser = _Parser(prog="python -m workbench", description=__doc__.split("\n")[0], allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    parsers = {name: sub.add_parser(name, help=c.help, description=c.help, allow_abbrev=False)
+               for name, c in COMMANDS.items()}
+    for name, c in COMMANDS.items():
+        c.configure(parsers[name])
+    args, unknown = parser.parse_known_args(argv)
+    own = parsers[args.command]
+    if unknown:
+        options = [s for a in own._actions for s in a.option_strings]
+        near = difflib.get_close_matches(unknown[0], options, n=1)
+        own.error(f"unknown option {unknown[0]}" + (f" (did you mean {near[0]}?)" if near else ""))
+    try:
+        return COMMANDS[args.command].run(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+        if "Fix:" not in str(err):  # the project's own errors name the fix; anything else is a bug: keep the trace
+            raise
+        print(f"{own.prog}: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
