@@ -1,4 +1,6 @@
-"""Cost accounting for block-wise sampling, in block-layer evaluations (one layer applied to one block's tokens).
+"""Cost accounting: block-layer evaluations, analytic FLOPs, and FLOPs measured on a real run.
+
+Block-layer evaluations (one decoder layer applied to one block's tokens):
 
 paper_cost:  T * [(N - D) + D * S]            the paper's count (noisy slot only)
 cached_cost: what the KV-cached sampler runs: per block the clean copy of block k-1 once through the layers
@@ -6,10 +8,53 @@ cached_cost: what the KV-cached sampler runs: per block the clean copy of block 
              N-D AR layers, and the noisy block through the D diffusion layers at each of the S steps.
 naive_cost:  recomputing the whole training sequence through all N layers at every step (the no-cache
              reference): T * S * N * (2T - 1 + P/Lb).
+
+FLOPs count matrix multiplies only (2 per multiply-add), as torch.utils.flop_counter does: the projections and
+MLP of every token, plus attention as the dense kernel computes it (4 * queries * keys * W per layer, masked
+entries included). Backward costs 2x the forward matmuls and 2.5x the forward attention (scores recomputed).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
 from .config import ModelConfig
+from .layers import swiglu_hidden
+from .model import TIME_FEATURES, clean_pass_depth
+
+STAGES = ("prefix", "clean", "ar", "diffusion")
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Decoder layers run on a group of tokens during cached sampling."""
+    stage: str     # one of STAGES
+    layers: int    # consecutive decoder layers the tokens go through
+    queries: int   # tokens pushed through them
+    keys: int      # tokens each query attends over in every one of those layers
+    repeats: int   # times the pass runs (S for the diffusion stage, else 1)
+
+
+def block_passes(cfg: ModelConfig, block: int, steps: int) -> list[Pass]:
+    """The layer passes of the cached sampler for block k (mirrors MADFormer.prefill/ar_step/denoise_step)."""
+    P, Lb, N, D = cfg.prefix_tokens, cfg.block_tokens, cfg.depth, cfg.diffusion_depth
+    context = P + block * Lb  # prefix and the finished blocks 0..k-1, once block k-1 is committed
+    passes = []
+    if block == 0 and P:
+        passes.append(Pass("prefix", N, P, P, 1))
+    if block > 0 and cfg.clean_stream:
+        passes.append(Pass("clean", clean_pass_depth(cfg), Lb, context, 1))
+    if cfg.use_z_cond:
+        passes.append(Pass("ar", N - D, Lb, context + Lb, 1))
+    if cfg.denoiser_attention != "context":
+        keys = Lb
+    else:
+        keys = (context if cfg.clean_stream else P) + Lb
+    passes.append(Pass("diffusion", D, Lb, keys, steps))
+    return passes
 
 
 def paper_cost(cfg: ModelConfig, steps: int) -> float:
@@ -17,21 +62,23 @@ def paper_cost(cfg: ModelConfig, steps: int) -> float:
     return float(T * ((N - D) + D * steps))
 
 
-def clean_pass_depth(cfg: ModelConfig) -> int:
-    """Layers the clean copy of a finished block runs through in cached sampling."""
-    return cfg.depth if (cfg.denoiser_attention == "context" and cfg.clean_stream) else cfg.ar_depth
-
-
 def block_cost(cfg: ModelConfig, block: int, steps: int) -> dict[str, float]:
     """Block-layer evaluations of the cached sampler for one block, split by stage."""
-    prefix = cfg.prefix_tokens * cfg.depth / cfg.block_tokens if block == 0 else 0.0
-    clean = float(clean_pass_depth(cfg)) if (block > 0 and cfg.clean_stream) else 0.0
-    ar = float(cfg.ar_depth) if cfg.use_z_cond else 0.0
-    return {"prefix": prefix, "clean": clean, "ar": ar, "diffusion": float(cfg.diffusion_depth * steps)}
+    cost = dict.fromkeys(STAGES, 0.0)
+    for p in block_passes(cfg, block, steps):
+        cost[p.stage] += p.layers * p.queries * p.repeats / cfg.block_tokens
+    return cost
 
 
 def cached_cost(cfg: ModelConfig, steps: int) -> float:
     return float(sum(sum(block_cost(cfg, k, steps).values()) for k in range(cfg.num_blocks)))
+
+
+def attention_cost(cfg: ModelConfig, steps: int) -> float:
+    """Attention of the cached sampler in block-pair units: sum over layer evaluations of queries*keys / Lb^2."""
+    Lb = cfg.block_tokens
+    return float(sum(p.layers * p.queries * p.keys * p.repeats / Lb ** 2
+                     for k in range(cfg.num_blocks) for p in block_passes(cfg, k, steps)))
 
 
 def sequence_blocks(cfg: ModelConfig) -> float:
@@ -42,3 +89,81 @@ def sequence_blocks(cfg: ModelConfig) -> float:
 
 def naive_cost(cfg: ModelConfig, steps: int) -> float:
     return float(cfg.num_blocks * steps * cfg.depth * sequence_blocks(cfg))
+
+
+# ---- analytic FLOPs ----------------------------------------------------------------------------------------------
+def layer_flops(cfg: ModelConfig, queries: int, keys: int) -> dict[str, float]:
+    """One decoder layer on `queries` tokens attending over `keys` tokens: {"linear", "attention"} FLOPs."""
+    W = cfg.width
+    per_token = W * (4 * W + 3 * swiglu_hidden(W, cfg.mlp_ratio))  # QKV 3W^2 + out W^2 + SwiGLU 3Wh
+    return {"linear": 2.0 * queries * per_token, "attention": 4.0 * queries * keys * W}
+
+
+def _io_flops(cfg: ModelConfig, embedded: int, predicted: int, hidden: int) -> float:
+    """Block embedder, output head and hidden head, each counted in blocks (one image, one timestep each)."""
+    W, Lb, C = cfg.width, cfg.block_tokens, cfg.token_dim
+    time_mlp = 2.0 * (TIME_FEATURES * W + W * W)
+    embed = 2.0 * Lb * C * W + time_mlp
+    head = time_mlp + 2.0 * W * 2 * W + 2.0 * Lb * W * C
+    return embedded * embed + predicted * head + hidden * 2.0 * Lb * W * C
+
+
+def forward_flops(cfg: ModelConfig) -> dict[str, float]:
+    """Teacher-forced forward pass (MADFormer.forward) of one image: {"linear", "attention"} FLOPs."""
+    T, Lb = cfg.num_blocks, cfg.block_tokens
+    L = round(sequence_blocks(cfg) * Lb)  # tokens of the training sequence
+    layer = layer_flops(cfg, L, L)
+    hidden = T if (cfg.use_z_cond and cfg.ar_depth > 0) else 0
+    return {"linear": cfg.depth * layer["linear"] + _io_flops(cfg, 2 * T - 1, T, hidden),
+            "attention": cfg.depth * layer["attention"]}
+
+
+def train_flops(cfg: ModelConfig, batch: int) -> float:
+    """FLOPs of one training step (forward + backward) on `batch` images."""
+    f = forward_flops(cfg)
+    # the first matmul of the block embedder and of each timestep MLP reads data: no gradient to its input
+    T, W = cfg.num_blocks, cfg.width
+    no_input_grad = (2 * T - 1) * 2.0 * (cfg.block_tokens * cfg.token_dim * W + TIME_FEATURES * W) \
+        + T * 2.0 * TIME_FEATURES * W
+    return batch * (3.0 * f["linear"] - no_input_grad + 3.5 * f["attention"])
+
+
+def sample_flops(cfg: ModelConfig, steps: int, use_cache: bool = True) -> dict[str, float]:
+    """FLOPs to sample one image with S=`steps` per block (no guidance): {"linear", "attention"}."""
+    T = cfg.num_blocks
+    if not use_cache:
+        return {k: T * steps * v for k, v in forward_flops(cfg).items()}
+    out = {"linear": _io_flops(cfg, (T - 1) + T * steps, T * steps, 0), "attention": 0.0}
+    for k in range(T):
+        for p in block_passes(cfg, k, steps):
+            for kind, v in layer_flops(cfg, p.queries, p.keys).items():
+                out[kind] += p.layers * p.repeats * v
+    return out
+
+
+# ---- measured FLOPs ----------------------------------------------------------------------------------------------
+def _cpu_attention(q, k, v, *args, **kwargs) -> int:
+    return sdpa_flop_count(q, k, v)
+
+
+def _cpu_attention_backward(grad_out, q, k, v, *args, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, q, k, v)
+
+
+# FlopCounterMode has no formula for the CPU flash-attention kernels; without these it counts their FLOPs as 0
+_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Matmul FLOPs that fn() executes, counted by torch.utils.flop_counter.FlopCounterMode."""
+    with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def measure_sample_flops(model, config, steps: int, num_images: int = 1, use_cache: bool = True) -> float:
+    """FLOPs per image of a real sampling run (generate with the config's sampler), counted on the fly."""
+    from .sampling import generate  # sampling imports this module for its event costs
+    return count_flops(lambda: generate(model, config, num_images=num_images, steps=steps,
+                                        use_cache=use_cache)) / num_images

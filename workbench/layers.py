@@ -53,10 +53,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.type_as(x)
 
 
+def swiglu_hidden(dim: int, ratio: float) -> int:
+    """SwiGLU hidden size: ratio * dim rounded up to a multiple of 8."""
+    return int(math.ceil(dim * ratio / 8) * 8)
+
+
 class SwiGLU(nn.Module):
     def __init__(self, dim: int, ratio: float):
         super().__init__()
-        hidden = int(math.ceil(dim * ratio / 8) * 8)
+        hidden = swiglu_hidden(dim, ratio)
         self.w12 = nn.Linear(dim, 2 * hidden, bias=False)  # fused gate and value projections
         self.w3 = nn.Linear(hidden, dim, bias=False)
 

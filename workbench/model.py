@@ -16,9 +16,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import block_positions, from_blocks, to_blocks, training_masks
-from .compute import clean_pass_depth
 from .config import Config, ModelConfig
 from .layers import CLEAN, NOISY, DecoderLayer, KVCache, RMSNorm, Rope2D
+
+TIME_FEATURES = 256  # sinusoidal features of a timestep, the input of its embedding MLP
+
+
+def clean_pass_depth(cfg: ModelConfig) -> int:
+    """Layers the clean copy of a finished block runs through in cached sampling."""
+    return cfg.depth if (cfg.denoiser_attention == "context" and cfg.clean_stream) else cfg.ar_depth
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -30,7 +36,7 @@ def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -
 
 
 class TimestepEmbedder(nn.Module):
-    def __init__(self, width: int, freq_dim: int = 256):
+    def __init__(self, width: int, freq_dim: int = TIME_FEATURES):
         super().__init__()
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
@@ -203,7 +209,8 @@ class MADFormer(nn.Module):
                 for i in range(clean_pass_depth(cfg)):
                     x = self.layers[i](x, [CLEAN], [rope], cache=cache, layer=i, commit=True)
         else:
-            emb = self.boi.expand(B, Lb, W)
+            # a copy: a view of a parameter still requires grad under no_grad (FlopCounterMode rejects that)
+            emb = self.boi.expand(B, Lb, W).clone()
         if not cfg.use_z_cond:
             return None
         x = [emb]
