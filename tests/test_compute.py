@@ -7,21 +7,13 @@ from workbench.compute import (attention_cost, block_cost, cached_cost, count_fl
                                naive_cost, paper_cost, sample_flops, train_flops)
 from workbench.diffusion import Diffusion
 
+from single_thread import one_thread  # noqa: F401  (FLOP counts do not depend on threads)
+
 CASES = [(4, 2, 4, 3, {}), (4, 1, 16, 1, {}), (4, 4, 1, 3, {}), (3, 3, 4, 2, {}), (6, 2, 4, 1, {}),
          (4, 2, 4, 2, {"num_classes": 10}), (4, 2, 4, 2, {"clean_stream": False}),
          (4, 2, 4, 2, {"use_z_cond": False}), (4, 2, 4, 2, {"denoiser_attention": "block"}),
          (4, 2, 4, 2, {"towers": "shared"})]  # (N, D, T, S, model overrides)
 NAIVE = [CASES[i] for i in (0, 2, 5, 6)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # FlopCounterMode runs every op through Python; on a shared 2-core machine a second intra-op thread only
-    # adds barrier waits to these tiny ops. FLOP counts do not depend on it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make(N, D, T, **model):

@@ -11,7 +11,9 @@ naive_cost:  recomputing the whole training sequence through all N layers at eve
 
 FLOPs count matrix multiplies only (2 per multiply-add), as torch.utils.flop_counter does: the projections and
 MLP of every token, plus attention as the dense kernel computes it (4 * queries * keys * W per layer, masked
-entries included). Backward costs 2x the forward matmuls and 2.5x the forward attention (scores recomputed).
+entries included). Tokens whose last-layer output is never read (the context stream in the last layer, the last
+layer of a clean pass) only get their keys and values projected there; block-layer evaluations still count such
+a layer as a whole. Backward costs 2x the forward matmuls and 2.5x the forward attention (scores recomputed).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ class Pass:
     queries: int   # tokens pushed through them
     keys: int      # tokens each query attends over in every one of those layers
     repeats: int   # times the pass runs (S for the diffusion stage, else 1)
+    kv_last: bool  # the last of these layers only projects keys/values (its output is never read)
 
 
 def block_passes(cfg: ModelConfig, block: int, steps: int) -> list[Pass]:
@@ -44,17 +47,17 @@ def block_passes(cfg: ModelConfig, block: int, steps: int) -> list[Pass]:
     context = P + block * Lb  # prefix and the finished blocks 0..k-1, once block k-1 is committed
     passes = []
     if block == 0 and P:
-        passes.append(Pass("prefix", N, P, P, 1))
+        passes.append(Pass("prefix", N, P, P, 1, True))
     if block > 0 and cfg.clean_stream:
-        passes.append(Pass("clean", clean_pass_depth(cfg), Lb, context, 1))
+        passes.append(Pass("clean", clean_pass_depth(cfg), Lb, context, 1, True))
     if cfg.use_z_cond:
-        passes.append(Pass("ar", N - D, Lb, context + Lb, 1))
+        passes.append(Pass("ar", N - D, Lb, context + Lb, 1, False))
     if cfg.denoiser_attention != "context":
         keys = Lb
     else:
         keys = (context if cfg.clean_stream else P) + Lb
-    passes.append(Pass("diffusion", D, Lb, keys, steps))
-    return passes
+    passes.append(Pass("diffusion", D, Lb, keys, steps, False))
+    return [p for p in passes if p.layers > 0]
 
 
 def paper_cost(cfg: ModelConfig, steps: int) -> float:
@@ -92,11 +95,19 @@ def naive_cost(cfg: ModelConfig, steps: int) -> float:
 
 
 # ---- analytic FLOPs ----------------------------------------------------------------------------------------------
-def layer_flops(cfg: ModelConfig, queries: int, keys: int) -> dict[str, float]:
-    """One decoder layer on `queries` tokens attending over `keys` tokens: {"linear", "attention"} FLOPs."""
+def layer_flops(cfg: ModelConfig, queries: int, keys: int, kv_tokens: int = 0) -> dict[str, float]:
+    """One decoder layer: `queries` tokens attend over `keys` tokens; `kv_tokens` more only project keys/values.
+
+    Returns {"linear", "attention"} FLOPs.
+    """
     W = cfg.width
     per_token = W * (4 * W + 3 * swiglu_hidden(W, cfg.mlp_ratio))  # QKV 3W^2 + out W^2 + SwiGLU 3Wh
-    return {"linear": 2.0 * queries * per_token, "attention": 4.0 * queries * keys * W}
+    return {"linear": 2.0 * (queries * per_token + kv_tokens * 2 * W * W), "attention": 4.0 * queries * keys * W}
+
+
+def _add(total: dict[str, float], flops: dict[str, float], times: float = 1.0) -> None:
+    for kind, v in flops.items():
+        total[kind] += times * v
 
 
 def _io_flops(cfg: ModelConfig, embedded: int, predicted: int, hidden: int) -> float:
@@ -112,10 +123,12 @@ def forward_flops(cfg: ModelConfig) -> dict[str, float]:
     """Teacher-forced forward pass (MADFormer.forward) of one image: {"linear", "attention"} FLOPs."""
     T, Lb = cfg.num_blocks, cfg.block_tokens
     L = round(sequence_blocks(cfg) * Lb)  # tokens of the training sequence
-    layer = layer_flops(cfg, L, L)
+    slots = T * Lb  # the last layer: only the noisy slots have queries, the context gives keys/values
     hidden = T if (cfg.use_z_cond and cfg.ar_depth > 0) else 0
-    return {"linear": cfg.depth * layer["linear"] + _io_flops(cfg, 2 * T - 1, T, hidden),
-            "attention": cfg.depth * layer["attention"]}
+    out = {"linear": _io_flops(cfg, 2 * T - 1, T, hidden), "attention": 0.0}
+    _add(out, layer_flops(cfg, L, L), cfg.depth - 1)
+    _add(out, layer_flops(cfg, slots, L, L - slots))
+    return out
 
 
 def train_flops(cfg: ModelConfig, batch: int) -> float:
@@ -136,8 +149,9 @@ def sample_flops(cfg: ModelConfig, steps: int, use_cache: bool = True) -> dict[s
     out = {"linear": _io_flops(cfg, (T - 1) + T * steps, T * steps, 0), "attention": 0.0}
     for k in range(T):
         for p in block_passes(cfg, k, steps):
-            for kind, v in layer_flops(cfg, p.queries, p.keys).items():
-                out[kind] += p.layers * p.repeats * v
+            full = p.layers - p.kv_last
+            _add(out, layer_flops(cfg, p.queries, p.keys), full * p.repeats)
+            _add(out, layer_flops(cfg, 0, 0, p.queries), p.kv_last * p.repeats)
     return out
 
 

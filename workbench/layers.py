@@ -48,9 +48,9 @@ class Rope2D(nn.Module):
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: (B, H, L, hd); cos/sin: (L, hd/2). Rotates pairs (x[2i], x[2i+1])."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, L, hd/2) each
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-    return out.type_as(x)
+    # the pair (x[2i], x[2i+1]) as one complex number: the rotation is one complex multiply (two kernels, not seven)
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, H, L, hd/2) complex
+    return torch.view_as_real(pairs * torch.complex(cos.float(), sin.float())).flatten(-2).type_as(x)
 
 
 def swiglu_hidden(dim: int, ratio: float) -> int:
@@ -114,36 +114,49 @@ class DecoderLayer(nn.Module):
     """Pre-norm transformer layer over one or two streams with joint attention.
 
     `forward` takes a list of stream tensors (each (B, L_i, W)) with their tower index and RoPE angles, and
-    one boolean attention mask over the concatenation (True = may attend), or a KV cache.
+    one boolean attention mask over the concatenation (True = may attend), or a KV cache. The first `kv_only`
+    streams only give keys and values (where their output is never read, e.g. the clean stream in the last
+    layer): they get no queries and no output, so the returned list holds the other streams.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, towers: str, qk_norm: bool, eps: float):
         super().__init__()
-        self.heads = heads
+        self.heads, self.width = heads, dim
         tower = Tower(dim, heads, mlp_ratio, qk_norm, eps)
         self.towers = nn.ModuleList([tower, tower if towers == "shared" else
                                      Tower(dim, heads, mlp_ratio, qk_norm, eps)])
 
     def forward(self, xs: list[torch.Tensor], tower_ids: list[int], ropes: list[tuple | None],
                 mask: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
-                commit: bool = False, use_context: bool = True) -> list[torch.Tensor]:
+                commit: bool = False, use_context: bool = True, kv_only: int = 0) -> list[torch.Tensor]:
         qs, ks, vs = [], [], []
-        for x, ti, rope in zip(xs, tower_ids, ropes):
+        for j, (x, ti, rope) in enumerate(zip(xs, tower_ids, ropes)):
             t = self.towers[ti]
-            q, k, v = t.qkv(t.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
-            q, k = t.q_norm(q), t.k_norm(k)
-            if rope is not None:
-                q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-            qs.append(q), ks.append(k), vs.append(v)
-        q, k, v = (torch.cat(a, dim=2) if len(a) > 1 else a[0] for a in (qs, ks, vs))  # (B, H, L, hd)
+            h = t.norm1(x)
+            if j < kv_only:  # the key/value rows of the fused projection only
+                k, v = F.linear(h, t.qkv.weight[self.width:]).unflatten(-1, (2, self.heads, -1)).permute(
+                    2, 0, 3, 1, 4)  # (B, H, L, hd)
+            else:
+                q, k, v = t.qkv(h).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
+                q = t.q_norm(q)
+                qs.append(apply_rope(q, *rope) if rope is not None else q)
+            k = t.k_norm(k)
+            ks.append(apply_rope(k, *rope) if rope is not None else k)
+            vs.append(v)
+        k, v = (torch.cat(a, dim=2) if len(a) > 1 else a[0] for a in (ks, vs))  # (B, H, L, hd)
         if cache is not None:
             kc, vc = cache.keys_values(layer, k, v, commit)
             if use_context:
                 k, v = kc, vc
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, hd)
-        attn = attn.transpose(1, 2).flatten(2)  # (B, L, W)
+        if not qs:
+            return []
+        q = torch.cat(qs, dim=2) if len(qs) > 1 else qs[0]  # (B, H, Lq, hd)
+        if mask is not None and kv_only:
+            mask = mask[mask.shape[0] - q.shape[2]:]  # the query rows of the streams that have queries
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Lq, hd)
+        attn = attn.transpose(1, 2).flatten(2)  # (B, Lq, W)
         out, start = [], 0
-        for x, ti in zip(xs, tower_ids):
+        for x, ti in zip(xs[kv_only:], tower_ids[kv_only:]):
             t = self.towers[ti]
             h = x + t.proj(attn[:, start:start + x.shape[1]])
             out.append(h + t.mlp(t.norm2(h)))

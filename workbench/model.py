@@ -93,7 +93,10 @@ class MADFormer(nn.Module):
         # decodes z_cond toward the clean block: a head of its own, with no path to the noisy target
         self.hidden_head = nn.Sequential(RMSNorm(W, cfg.norm_eps), nn.Linear(W, cfg.token_dim))
         self.rope = Rope2D(W // cfg.heads, cfg.rope_base)
-        self.register_buffer("positions", block_positions(cfg), persistent=False)  # (T, Lb, 2)
+        cos, sin = self.rope.angles(block_positions(cfg).flatten(0, 1))  # (T*Lb, hd/2): RoPE of every block, once
+        self.register_buffer("rope_cos", cos.view(cfg.num_blocks, cfg.block_tokens, -1), persistent=False)
+        self.register_buffer("rope_sin", sin.view(cfg.num_blocks, cfg.block_tokens, -1), persistent=False)
+        self.register_buffer("token_mask", torch.eye(cfg.block_tokens, dtype=torch.bool), persistent=False)
         ar_mask, diff_mask = training_masks(cfg)
         self.register_buffer("ar_mask", ar_mask, persistent=False)
         self.register_buffer("diff_mask", diff_mask, persistent=False)
@@ -112,9 +115,10 @@ class MADFormer(nn.Module):
     def has_hidden_loss(self) -> bool:
         return self.cfg.use_z_cond and self.cfg.ar_depth > 0
 
-    def _rope(self, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """RoPE angles for the tokens of the given block indices (prefix tokens get the identity rotation)."""
-        return self.rope.angles(self.positions[blocks].flatten(0, 1))
+    def _rope(self, first: int, count: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE cos/sin (count*Lb, hd/2) of the tokens of blocks first..first+count-1 (views of the tables)."""
+        end = first + count
+        return self.rope_cos[first:end].flatten(0, 1), self.rope_sin[first:end].flatten(0, 1)
 
     def _prefix(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if self.class_embed is None:
@@ -124,11 +128,12 @@ class MADFormer(nn.Module):
                              "the unconditional/null class).")
         return self.class_embed(labels).unsqueeze(1)  # (B, 1, W)
 
-    def _clean_rope(self, n_blocks: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        cos, sin = self._rope(torch.arange(n_blocks, device=device))
+    def _clean_rope(self, n_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE of the context stream: the prefix tokens (identity rotation), then blocks 0..n_blocks-1."""
+        cos, sin = self._rope(0, n_blocks)
         P = self.cfg.prefix_tokens
         if P:
-            ones = torch.ones(P, cos.shape[1], device=device)
+            ones = cos.new_ones(P, cos.shape[1])
             cos, sin = torch.cat([ones, cos]), torch.cat([torch.zeros_like(ones), sin])
         return cos, sin
 
@@ -153,14 +158,14 @@ class MADFormer(nn.Module):
         # noisy stream in the AR layers: BOI, then clean block k-1 at block k's positions
         slot = torch.cat([self.boi.expand(B, 1, Lb, W), clean_emb], dim=1).flatten(1, 2)  # (B, T*Lb, W)
         streams = [slot]
-        towers, ropes = [NOISY], [self._rope(torch.arange(T, device=x0.device))]
+        towers, ropes = [NOISY], [self._rope(0, T)]
         context = [p for p in (self._prefix(labels, B),) if p is not None]
         if cfg.clean_stream:
             context.append(clean_emb.flatten(1, 2))  # (B, (T-1)*Lb, W)
         if context and sum(c.shape[1] for c in context):
             streams.insert(0, torch.cat(context, dim=1))
             towers.insert(0, CLEAN)
-            ropes.insert(0, self._clean_rope(T - 1 if cfg.clean_stream else 0, x0.device))
+            ropes.insert(0, self._clean_rope(T - 1 if cfg.clean_stream else 0))
         z_cond = None
         for i, layer in enumerate(self.layers):
             if i == cfg.ar_depth:
@@ -168,7 +173,9 @@ class MADFormer(nn.Module):
                 noisy = self.embed(to_blocks(xt, cfg), t).flatten(1, 2)  # (B, T*Lb, W)
                 streams[-1] = z_cond + noisy if cfg.use_z_cond else noisy
             mask = self.ar_mask if i < cfg.ar_depth else self.diff_mask
-            streams = layer(streams, towers, ropes, mask=mask)
+            # the last layer's context stream is never read: it only gives keys and values
+            kv_only = len(streams) - 1 if i == cfg.depth - 1 else 0
+            streams = layer(streams, towers, ropes, mask=mask, kv_only=kv_only)
         pred = self.head(streams[-1].view(B, T, Lb, W), t)  # (B, T, Lb, Cpp)
         hidden = self.hidden_head(z_cond.view(B, T, Lb, W)) if self.has_hidden_loss else None
         return from_blocks(pred, cfg), (from_blocks(hidden, cfg) if hidden is not None else None)
@@ -188,9 +195,9 @@ class MADFormer(nn.Module):
             return
         one = torch.ones(1, self.rope.inv_freq.numel() * 2, device=prefix.device)
         rope = (one, torch.zeros_like(one))
-        x = [prefix]
-        for i, layer in enumerate(self.layers):
-            x = layer(x, [CLEAN], [rope], cache=cache, layer=i, commit=True)
+        x, last = [prefix], len(self.layers) - 1
+        for i, layer in enumerate(self.layers):  # the last layer only caches keys/values
+            x = layer(x, [CLEAN], [rope], cache=cache, layer=i, commit=True, kv_only=int(i == last))
 
     def ar_step(self, cache: KVCache, k: int, prev_block: torch.Tensor | None) -> torch.Tensor | None:
         """AR stage for block k: cache the clean copy of block k-1, then compute z_cond for block k.
@@ -204,17 +211,18 @@ class MADFormer(nn.Module):
         if prev_block is not None:
             emb = self.embed(prev_block.unsqueeze(1), torch.zeros(B, 1, device=dev))[:, 0]  # (B, Lb, W)
             if cfg.clean_stream:
-                x = [emb]
-                rope = self._rope(torch.tensor([k - 1], device=dev))
-                for i in range(clean_pass_depth(cfg)):
-                    x = self.layers[i](x, [CLEAN], [rope], cache=cache, layer=i, commit=True)
+                x, depth = [emb], clean_pass_depth(cfg)
+                rope = self._rope(k - 1)
+                for i in range(depth):  # the last layer only caches keys/values: its output is never read
+                    x = self.layers[i](x, [CLEAN], [rope], cache=cache, layer=i, commit=True,
+                                       kv_only=int(i == depth - 1))
         else:
             # a copy: a view of a parameter still requires grad under no_grad (FlopCounterMode rejects that)
             emb = self.boi.expand(B, Lb, W).clone()
         if not cfg.use_z_cond:
             return None
         x = [emb]
-        rope = self._rope(torch.tensor([k], device=dev))
+        rope = self._rope(k)
         for i in range(cfg.ar_depth):
             # without a clean stream the slot is the context: its AR-layer keys/values stay for later blocks
             x = self.layers[i](x, [NOISY], [rope], cache=cache, layer=i, commit=not cfg.clean_stream)
@@ -227,11 +235,9 @@ class MADFormer(nn.Module):
         h = self.embed(xt.unsqueeze(1), t.view(-1, 1))[:, 0]  # (B, Lb, W)
         if z_cond is not None:
             h = h + z_cond
-        rope = self._rope(torch.tensor([k], device=xt.device))
+        rope = self._rope(k)
         use_context = cfg.denoiser_attention == "context"
-        mask = None
-        if cfg.denoiser_attention == "token":
-            mask = torch.eye(cfg.block_tokens, dtype=torch.bool, device=xt.device)
+        mask = self.token_mask if cfg.denoiser_attention == "token" else None
         x = [h]
         for i in range(cfg.ar_depth, cfg.depth):
             x = self.layers[i](x, [NOISY], [rope], mask=mask, cache=cache if use_context else None, layer=i)
