@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from functools import cached_property, partial
+from typing import Callable, Iterator
 
 import torch
 
 from .blocks import from_blocks, to_blocks
 from .compute import block_cost, naive_cost
-from .config import Config
+from .config import Config, ModelConfig
 from .diffusion import make_scheduler, predicted_x0
 from .model import MADFormer
 
@@ -26,13 +27,26 @@ class Event:
     step: int                 # denoising steps done in this block (S at a "block" event)
     num_blocks: int           # T
     steps: int                # S
-    x_t: torch.Tensor         # (B, C, H, W) latents: finished blocks, block k at x_t, zeros after
-    x0: torch.Tensor          # (B, C, H, W) latents: finished blocks, block k's predicted x0, zeros after
-    cost: dict = field(default_factory=dict)  # block-layer evaluations per image so far, and seconds
+    cost: dict                # block-layer evaluations per image so far, and seconds
+    # the latents are assembled only when read: most consumers look at a few events, not every step
+    _canvas: torch.Tensor = field(repr=False)  # (B, T, Lb, Cpp) the sampler's canvas; blocks < k are final
+    _block_x_t: torch.Tensor = field(repr=False)  # (B, Lb, Cpp) block k at x_t
+    _block_x0: Callable[[], torch.Tensor] = field(repr=False)  # -> (B, Lb, Cpp) block k's predicted x0
+    _cfg: ModelConfig = field(repr=False)
 
     @property
     def done(self) -> bool:
         return self.kind == "block" and self.block == self.num_blocks - 1
+
+    @cached_property
+    def x_t(self) -> torch.Tensor:
+        """(B, C, H, W) latents: finished blocks, block k at x_t, zeros after."""
+        return _assemble(self._canvas, self.block, self._block_x_t, self._cfg)
+
+    @cached_property
+    def x0(self) -> torch.Tensor:
+        """(B, C, H, W) latents: finished blocks, block k's predicted x0, zeros after."""
+        return _assemble(self._canvas, self.block, self._block_x0(), self._cfg)
 
 
 def default_labels(model: MADFormer, num_images: int, device) -> torch.Tensor | None:
@@ -41,7 +55,7 @@ def default_labels(model: MADFormer, num_images: int, device) -> torch.Tensor | 
     return torch.arange(num_images, device=device) % n if n else None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_events(model: MADFormer, config: Config, num_images: int | None = None, steps: int | None = None,
                     sampler: str | None = None, seed: int | None = None, use_cache: bool | None = None,
                     labels: torch.Tensor | None = None, cfg_scale: float | None = None,
@@ -106,7 +120,7 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
                 if guided:
                     cond, uncond = out.chunk(2)
                     out = uncond + cfg_scale * (cond - uncond)
-                x0 = predicted_x0(scheduler, out.float(), x_in.float(), t).to(dtype)
+                x0 = partial(_predicted_block, scheduler, out, x_in, t)
                 x = scheduler.step(out, t, x, generator=gen).prev_sample.to(dtype)
                 paper = (k + 1) * mcfg.ar_depth + (k * steps + i + 1) * mcfg.diffusion_depth  # T[(N-D)+D*S] so far
                 cost = {"block_layer_evals": evals * (2 if guided else 1), "paper_block_layer_evals": float(paper),
@@ -114,16 +128,20 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
                 last = i == len(scheduler.timesteps) - 1
                 if last:
                     canvas[:, k] = x
-                yield Event("step", k, i + 1, T, steps, _show(canvas, k, x, mcfg),
-                            _show(canvas, k, x0, mcfg), cost)
-            yield Event("block", k, steps, T, steps, from_blocks(canvas, mcfg).clone(),
-                        from_blocks(canvas, mcfg).clone(), cost)
+                yield Event("step", k, i + 1, T, steps, cost, canvas, x, x0, mcfg)
+            yield Event("block", k, steps, T, steps, cost, canvas, x, partial(torch.clone, x), mcfg)
     finally:
         model.train(was_training)
 
 
-def _show(canvas: torch.Tensor, k: int, block: torch.Tensor, mcfg) -> torch.Tensor:
-    view = canvas.clone()
+def _predicted_block(scheduler, out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
+    return predicted_x0(scheduler, out.float(), x_in.float(), t).to(out.dtype)
+
+
+def _assemble(canvas: torch.Tensor, k: int, block: torch.Tensor, mcfg: ModelConfig) -> torch.Tensor:
+    """(B, C, H, W) latents: canvas blocks < k (final once block k started), `block` at k, zeros after."""
+    view = torch.zeros_like(canvas)  # (B, T, Lb, Cpp)
+    view[:, :k] = canvas[:, :k]
     view[:, k] = block
     return from_blocks(view, mcfg)
 
