@@ -12,7 +12,7 @@ import torch
 
 import workbench as wb
 import workbench.train as tr
-from workbench.checkpoint import list_checkpoints, load_checkpoint
+from workbench.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from workbench.train import param_groups, train, wsd_lr
 from single_thread import one_thread  # noqa: F401 (autouse)
 
@@ -126,12 +126,19 @@ def test_ddp_two_cpu_processes_write_one_checkpoint_per_interval_and_resume(tmp_
 @pytest.mark.slow
 def test_short_fashion_mnist_run_lowers_validation_loss(tmp_path):
     cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 80, "train.batch_size": 16, "train.val_batches": 4,
-                              "train.ckpt_every": 80, "train.out_dir": str(tmp_path)})
-    summary = train(cfg)
+                              "train.ckpt_every": 80, "train.eval_every": 50, "train.out_dir": str(tmp_path)})
+    seen = []
+
+    def evaluate_fn(model, step):  # where the metrics engineer plugs in FID
+        seen.append((step, model.training, isinstance(model, wb.MADFormer)))
+        return {"fake_fid": 100.0 / step}
+
+    summary = train(cfg, evaluate_fn=evaluate_fn)
     assert summary["status"] == "finished" and summary["step"] == 80
     assert summary["val_loss"] < 0.6 * summary["val_loss_initial"], summary
+    assert seen == [(50, False, True), (80, False, True)] and summary["metrics"]["eval/fake_fid"] == 1.25
     logs = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text()
-    assert "train/loss" in logs and "val/loss" in logs  # the CSV logger was flushed on a short run
+    assert "train/loss" in logs and "val/loss" in logs and "eval/fake_fid" in logs  # flushed on a short run
     assert list((tmp_path / "tb" / "version_0").glob("events.out.tfevents.*"))
 
 
@@ -177,3 +184,15 @@ def test_fresh_start_refuses_to_overwrite_a_run(tmp_path):
     with pytest.raises(ValueError, match="--resume"):
         train(cfg)
     assert train(cfg, resume=True)["steps_this_launch"] == 0  # already finished: nothing to do
+    with pytest.raises(CheckpointError, match="model.depth: 2 -> 3"):
+        train(cfg.override(**{"model.depth": 3}), resume=True)
+
+
+def test_time_budget_stops_with_a_checkpoint_and_resume_continues(tmp_path):
+    cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 6, "train.ckpt_every": 100, "train.max_minutes": 1e-5,
+                               "train.out_dir": str(tmp_path)})
+    summary = train(cfg)
+    assert summary["status"] == "time budget" and summary["step"] <= 2 and summary["val_loss"] is not None
+    assert load_checkpoint(tmp_path).step == summary["step"]
+    summary = train(cfg.override(**{"train.max_minutes": 0.0}), resume=True)
+    assert summary["status"] == "finished" and summary["step"] == 6 and load_checkpoint(tmp_path).step == 6

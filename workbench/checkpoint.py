@@ -131,8 +131,10 @@ def _atomic_write(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; a checkpoint is as readable as any file
         with open(tmp, "rb+") as f:
-            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
