@@ -163,7 +163,8 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path, keep_last: int = 3) ->
     _write(ckpt, path)
     _atomic_write(folder / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
     for old in checkpoint_files(folder)[:-keep_last]:
-        old.unlink()
+        if old != path:  # a run resumed from an earlier checkpoint may still hold later-numbered ones
+            old.unlink()
     return path
 
 
