@@ -48,3 +48,10 @@ def test_cross_section_validation_and_overrides():
     assert cfg.model.depth == 6 and cfg.model.towers == "shared" and cfg.model.qk_norm is False
     with pytest.raises(ValueError, match="unknown preset"):
         wb.preset("nope")
+
+
+def test_devices_accepts_count_list_and_auto():
+    for value, want in (("2", 2), (2.0, 2), ("auto", "auto"), ([0, 1], [0, 1])):
+        assert wb.preset("tiny", **{"train.devices": value}).train.devices == want
+    with pytest.raises(ValueError, match="train.devices"):
+        wb.preset("tiny", **{"train.devices": "many"})

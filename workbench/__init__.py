@@ -5,9 +5,11 @@
     model = wb.build_model(cfg)
     latents = wb.generate(model, cfg, num_images=4, steps=20, sampler="ddim", seed=0)
 """
+from .checkpoint import load_for_inference
 from .config import Config, preset
 from .model import MADFormer, build_model
 from .sampling import Event, generate, generate_events
 
-__all__ = ["Config", "preset", "build_model", "MADFormer", "generate", "generate_events", "Event"]
+__all__ = ["Config", "preset", "build_model", "MADFormer", "generate", "generate_events", "Event",
+           "load_for_inference"]
 __version__ = "0.1.0"

@@ -323,6 +323,16 @@ def _from_dict(cls: type, d: dict, prefix: str) -> Any:
 
 def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
     default = f.default if f.default is not dataclasses.MISSING else None
+    if f.name == "devices":  # Fabric takes a count, a list of indices or "auto"
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)) or \
+                (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+            return value
+        raise ValueError(f"{name}: expected a device count, a list of indices or 'auto', got {value!r}. "
+                         "Fix: write e.g. 2, [0, 1] or auto.")
     if isinstance(default, bool):
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
@@ -334,7 +344,7 @@ def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
             raise ValueError(f"{name}: expected a number, got {value!r}. Fix: write a number.")
         try:
             num = float(value) if isinstance(value, str) else value
-            if isinstance(default, int) and f.name != "devices":
+            if isinstance(default, int):
                 if float(num) != int(float(num)):
                     raise ValueError
                 return int(float(num))
