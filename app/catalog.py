@@ -1,0 +1,227 @@
+"""The checkpoints the app may open: the shipped zoo and the user's folders, nothing outside them.
+
+Checkpoints are grouped into families: the same family name, run, data and training budget, differing only in the
+diffusion depth D. A family's depth positions are the paper's grid D in {N/4, N/2, 3N/4, N} plus every D that was
+trained; a position without a checkpoint stays empty (the app shows it as such, it never stands in another one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.checkpoint import CheckpointError, list_checkpoints, read_header, resolve
+from workbench.config import Config
+from workbench.experiments import Report, read_report, report_from_dict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ZOO_DIR = REPO_ROOT / "data" / "checkpoints"
+ENV_FOLDERS = "WORKBENCH_CHECKPOINTS"  # extra folders, separated by os.pathsep
+MAX_PATH = 4096  # characters of a typed path
+
+
+class PathRefused(ValueError):
+    """A checkpoint path the app will not open (outside the allowed folders, missing, not a checkpoint)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path                 # resolved checkpoint file, inside an allowed folder
+    family: str                # the zoo family (e.g. "vertical"); other runs: their config name before any "/"
+    name: str                  # e.g. "vertical/D2"
+    config: Config
+    step: int                  # optimizer steps trained
+    images_seen: int           # training images seen
+    kind: str                  # "export" (shipped weights) or "train"
+    source: str                # "zoo" or "user"
+    report: Report | None      # its eval report (FID against steps and compute), None when none ships
+
+    @property
+    def D(self) -> int:
+        return self.config.model.diffusion_depth
+
+    @property
+    def N(self) -> int:
+        return self.config.model.depth
+
+    @property
+    def budget(self) -> str:
+        return f"{self.step:,} steps, {_short(self.images_seen)} images"
+
+    @property
+    def group(self) -> str:
+        """Identity of the family: everything that shaped the weights except D."""
+        d = self.config.to_dict()
+        d["model"].pop("diffusion_depth")
+        d["train"].pop("out_dir")
+        d.pop("sample")
+        d.pop("name")
+        return json.dumps([self.source, self.family, self.step, d], sort_keys=True)
+
+    def describe(self) -> str:
+        m, data = self.config.model, self.config.data
+        cond = f", {m.num_classes} classes" if m.num_classes else ""
+        return (f"{self.name}: N={m.depth}, D={m.diffusion_depth}, T={m.num_blocks}, width {m.width}{cond}; "
+                f"{data.dataset} {data.image_size}px; trained {self.budget}")
+
+
+@dataclass(frozen=True)
+class Family:
+    label: str
+    entries: tuple[Entry, ...]  # one per trained D, by D
+
+    @property
+    def N(self) -> int:
+        return self.entries[0].N
+
+    def positions(self) -> list[int]:
+        """Depth slider positions: the quartiles of N (rounded half up) and every trained D."""
+        quartiles = {max(1, (q * self.N + 2) // 4) for q in (1, 2, 3, 4)}
+        return sorted(quartiles | {e.D for e in self.entries})
+
+    def at(self, D: int) -> Entry | None:
+        return next((e for e in self.entries if e.D == D), None)
+
+    def position_label(self, D: int) -> str:
+        e = self.at(D)
+        return f"D={D}/N={self.N}" + (f" · {e.budget}" if e else " · not trained")
+
+
+def _short(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+# ---- allowed folders -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Folders:
+    zoo: Path                 # the shipped zoo (resolved)
+    user: tuple[Path, ...]    # --checkpoints / $WORKBENCH_CHECKPOINTS (resolved)
+    default: Path | None      # --checkpoint: the operator's choice, allowed even outside the folders
+    problems: tuple[str, ...] = ()  # what was wrong with the command line
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return (self.zoo, *self.user)
+
+    @property
+    def allowed(self) -> tuple[Path, ...]:
+        return self.roots + ((self.default,) if self.default else ())
+
+
+def folders_from(argv: list[str], environ: dict | None = None) -> Folders:
+    """Folders from the app's command line (after `--` in `streamlit run app/main.py -- ...`) and the environment."""
+    environ = os.environ if environ is None else environ
+    ap = argparse.ArgumentParser(prog="streamlit run app/main.py --", add_help=False)
+    ap.add_argument("--checkpoints", action="append", default=[], help="a folder of checkpoints (repeatable)")
+    ap.add_argument("--checkpoint", default=None, help="the checkpoint opened first")
+    args, _ = ap.parse_known_args(argv)  # under AppTest argv is pytest's: ignore what is not ours
+    user = [*args.checkpoints, *[p for p in environ.get(ENV_FOLDERS, "").split(os.pathsep) if p]]
+    default, problems = None, []
+    if args.checkpoint:
+        try:
+            default = resolve(Path(args.checkpoint).expanduser()).resolve()
+        except CheckpointError as err:
+            problems.append(f"--checkpoint: {err}")
+    return Folders(ZOO_DIR.resolve(), tuple(dict.fromkeys(Path(p).expanduser().resolve() for p in user)), default,
+                   tuple(problems))
+
+
+def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def check_path(text: str, folders: Folders) -> Path:
+    """The real checkpoint file a user-typed path names, or PathRefused saying why and what to do.
+
+    The check runs on the fully resolved path (symlinks followed) before anything is read, so neither a path
+    outside the folders nor a link pointing out of them opens, and nothing reveals what exists outside."""
+    text = text.strip()
+    if not text or len(text) > MAX_PATH or "\0" in text:
+        raise PathRefused(f"not a usable path (empty, over {MAX_PATH} characters, or with a NUL). Fix: type the "
+                          "path of a .safetensors checkpoint inside an allowed folder.")
+    where = ", ".join(str(r) for r in folders.roots)
+    candidate = Path(text).expanduser()
+    real = (candidate if candidate.is_absolute() else REPO_ROOT / candidate).resolve()
+    if not _inside(real, folders.allowed):
+        raise PathRefused(f"{text}: outside the folders this app may open ({where}). Fix: copy the checkpoint into "
+                          f"one of them, or start the app with `-- --checkpoints DIR` (or ${ENV_FOLDERS}).")
+    try:
+        target = resolve(real).resolve()  # a run folder opens its latest checkpoint
+    except CheckpointError as err:
+        raise PathRefused(str(err)) from None
+    if not _inside(target, folders.allowed):
+        raise PathRefused(f"{text}: its 'latest' file points outside the allowed folders ({where}). Fix: pass the "
+                          "checkpoint file itself.")
+    return target
+
+
+# ---- scanning --------------------------------------------------------------------------------------------------
+def load_entry(path: Path, source: str) -> Entry:
+    """The entry of a checkpoint file; its eval report is the .json beside it, else the one embedded at export."""
+    h = read_header(path)
+    sidecar = path.with_suffix(".json")
+    embedded = h.get("meta", {}).get("eval_report")
+    report = read_report(sidecar) if sidecar.is_file() else report_from_dict(embedded, path) if embedded else None
+    config = Config.from_dict(h["config"])
+    # Zoo members trained once and shipped under several names keep their first member's config name: the
+    # report says which member a file is.
+    family, name = (report.family, report.label) if report else (config.name.split("/")[0], config.name)
+    return Entry(path, family, name, config, int(h["step"]), int(h["data"].get("samples_seen", 0)), h["kind"],
+                 source, report)
+
+
+def scan(folders: Folders) -> tuple[list[Entry], list[str]]:
+    """Every readable checkpoint in the allowed folders and their run sub-folders, and notes on what was skipped."""
+    entries: list[Entry] = []
+    notes = list(folders.problems)
+    seen: set[Path] = set()
+    for root, source in [(folders.zoo, "zoo")] + [(u, "user") for u in folders.user]:
+        if not root.is_dir():
+            if root != folders.zoo:
+                notes.append(f"{root}: no such folder")
+            continue
+        subfolders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+        for folder in subfolders:
+            for info in list_checkpoints(folder):
+                real = info.path.resolve()
+                if not _inside(real, folders.allowed):
+                    notes.append(f"{info.path}: a link pointing outside the allowed folders, refused")
+                elif real not in seen:
+                    seen.add(real)
+                    _add(entries, notes, real, source)
+    if folders.default and folders.default not in seen:
+        _add(entries, notes, folders.default, "user")
+    return entries, notes
+
+
+def _add(entries: list[Entry], notes: list[str], path: Path, source: str) -> None:
+    try:
+        entries.append(load_entry(path, source))
+    except (CheckpointError, ValueError) as err:  # a header or report this version cannot use: skip, say why
+        notes.append(f"{path}: skipped ({err})")
+
+
+def families(entries: list[Entry]) -> list[Family]:
+    """Entries grouped into families (zoo first); duplicates of a (family, D) keep the first found."""
+    groups: dict[str, dict[int, Entry]] = {}
+    for e in entries:
+        groups.setdefault(e.group, {}).setdefault(e.D, e)
+    out = []
+    for by_d in groups.values():
+        e = next(iter(by_d.values()))
+        m, data = e.config.model, e.config.data
+        tag = "" if e.source == "zoo" else " (your folder)"
+        label = f"{e.family} · N={m.depth} T={m.num_blocks} · {data.dataset} {data.image_size}px · {e.budget}{tag}"
+        out.append(Family(label, tuple(by_d[d] for d in sorted(by_d))))
+    return out
+
+
+def default_entry(fams: list[Family], folders: Folders) -> Entry | None:
+    """--checkpoint, else the middle trained depth of the family with the most trained depths (the depth slider
+    has the most to show there; in the zoo: vertical, D=N/2)."""
+    if folders.default or not fams:
+        return next((e for f in fams for e in f.entries if e.path == folders.default), None)
+    richest = max(fams, key=lambda f: len(f.entries))
+    return richest.entries[(len(richest.entries) - 1) // 2]

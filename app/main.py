@@ -1,0 +1,210 @@
+"""MADFormer Workbench app: pick a checkpoint, move the AR-vs-diffusion depth and the steps, watch the blocks
+generate, and see the FID estimate move.
+
+    streamlit run app/main.py                                   # the shipped zoo (data/checkpoints)
+    streamlit run app/main.py -- --checkpoints runs/ --checkpoint runs/my-run   # plus your own runs
+
+Only UI code lives here and in app/: sampling, metrics, cost and checkpoints come from workbench.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
+
+from app import catalog  # noqa: E402
+from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_ui, path_ui,  # noqa: E402
+                          settings_ui, validate)
+from app.panels import RunView, zoo_charts  # noqa: E402
+from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate  # noqa: E402
+from workbench.checkpoint import CheckpointError, load_for_inference  # noqa: E402
+from workbench.codecs import build_codec  # noqa: E402
+from workbench.config import DataConfig  # noqa: E402
+from workbench.experiments import FAMILIES, load_reports  # noqa: E402
+from workbench.metrics import REFERENCE_DIR, ReferenceStats, load_reference  # noqa: E402
+
+LIVE_EXTRACTOR = "fmnist-classifier"  # thousands of images/s on a CPU: the only extractor fast enough to be live
+
+
+# ---- cached, read-only resources (shared by all sessions: never mutated after loading) -------------------------
+@st.cache_resource(max_entries=16, show_spinner="Loading the checkpoint…")
+def load_model(path: str, stamp: tuple[int, int]):
+    """(model, config) of a checkpoint file; `stamp` (mtime, size) reloads a file that changed."""
+    model, config = load_for_inference(path)
+    return model.requires_grad_(False), config
+
+
+@st.cache_resource(show_spinner=False)
+def load_codec(data: DataConfig):
+    return build_codec(data)
+
+
+@st.cache_resource(show_spinner="Loading reference statistics…")
+def load_live_reference(dataset: str, image_size: int) -> ReferenceStats:
+    """The shipped reference statistics of the live extractor for this data (training split, most images)."""
+    found = []
+    for card in REFERENCE_DIR.glob("*.json"):
+        c = json.loads(card.read_text())
+        if (c.get("dataset"), c.get("image_size"), c.get("extractor")) == (dataset, image_size, LIVE_EXTRACTOR):
+            found.append((c.get("split") == "train", c.get("count", 0), card.with_suffix(".safetensors")))
+    if not found:
+        raise FileNotFoundError(f"no {LIVE_EXTRACTOR} reference statistics for {dataset} {image_size}px in "
+                                f"{REFERENCE_DIR}. Fix: compute them once with workbench.metrics.reference_stats"
+                                f"('{dataset}', 'train', '{LIVE_EXTRACTOR}', image_size={image_size}).")
+    stats = load_reference(max(found)[2])
+    _ = stats.factor  # computed now, so that sessions only ever read the shared object
+    return stats
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def scan(folders: catalog.Folders):
+    entries, notes = catalog.scan(folders)
+    return entries, notes, [r for f in FAMILIES for r in load_reports(f, folders.zoo).values()]
+
+
+def loaded(path: Path) -> Loaded:
+    """The cached model, codec and FID reference of a checkpoint file."""
+    stat = path.stat()
+    model, config = load_model(str(path), (stat.st_mtime_ns, stat.st_size))
+    data = config.data
+    try:
+        reference, problem = load_live_reference(data.dataset, data.image_size), None
+    except (FileNotFoundError, ValueError) as err:
+        reference, problem = None, str(err)
+    return Loaded(model, config, load_codec(data), reference, problem)
+
+
+# ---- page ------------------------------------------------------------------------------------------------------
+def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, catalog.Entry | None, list, bool]:
+    """Sidebar: the family to sample (and a typed path, checked), compare mode; plus the zoo's reports."""
+    st.sidebar.title("MADFormer Workbench")
+    entries, notes, reports = scan(folders)
+    typed = path_ui()
+    opened = None
+    if typed:
+        try:
+            path = catalog.check_path(typed, folders)
+            opened = next((e for e in entries if e.path == path), None) or catalog.load_entry(path, "user")
+            entries = entries if opened in entries else [*entries, opened]
+        except (catalog.PathRefused, CheckpointError, ValueError) as err:
+            st.sidebar.error(f"Refused: {err}")
+    families = catalog.families(entries)
+    if not families:
+        st.sidebar.error(f"No checkpoints found in {', '.join(map(str, folders.roots))}. Fix: ship the zoo "
+                         "(python experiments/zoo.py all; export) or start the app with `-- --checkpoints DIR`.")
+        return None, None, reports, False
+    default = opened or catalog.default_entry(families, folders)
+    if opened and st.session_state.get("opened") != str(opened.path):  # a newly opened file selects its family
+        st.session_state["opened"] = str(opened.path)
+        st.session_state["family"] = next(f.label for f in families if opened in f.entries)
+    family = family_ui(families, default)
+    compare = st.sidebar.toggle("Compare two settings", key="compare",
+                                help="Two settings side by side, generated from the same seeds.")
+    st.sidebar.caption("Trained positions of this family:")
+    st.sidebar.markdown("\n".join(f"- {e.describe()}" for e in family.entries))
+    st.sidebar.caption("Folders this app may open: " + ", ".join(f"`{r}`" for r in folders.roots))
+    for note in notes:
+        st.sidebar.warning(note)
+    return family, default, reports, compare
+
+
+def main() -> None:
+    clicked = time.perf_counter()  # a click reruns this script: first-block latency counts from here
+    st.set_page_config(page_title="MADFormer Workbench", page_icon="🧩", layout="wide")
+    st.set_option("client.toolbarMode", "viewer")  # no "Deploy" button: this is a local research tool
+    torch.set_num_threads(TORCH_THREADS)
+    folders = catalog.folders_from(sys.argv[1:])
+    family, default, reports, compare = checkpoint_ui(folders)
+    st.title("AR ↔ diffusion, block by block")
+    st.caption("The first N−D layers run once per block (autoregressive); the last D layers denoise it at every "
+               "step. Move D and the steps S, press Generate, and watch the FID and the compute.")
+    if family is None:
+        return
+    _preload(family)
+    request, submitted = settings_ui(family, default, compare)
+    state = st.session_state
+    state.setdefault("runs", [])
+    views = _generate(request, family, compare, clicked) if submitted else _show(state["runs"])
+    if views:
+        more_ui(state["runs"], views)
+    st.divider()
+    zoo_charts(family, reports, state["runs"])
+
+
+def _preload(family: catalog.Family) -> None:
+    """Load the family's models now, so that Generate starts sampling at once (cached: a no-op after the first
+    page view). A checkpoint that fails here fails again, with its message, when it is used."""
+    for entry in family.entries:
+        try:
+            loaded(entry.path)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _generate(request: Request, family: catalog.Family, compare: bool, clicked: float) -> list[RunView] | None:
+    """Check the request, then run it while drawing; the runs replace the session's only when they all finish.
+    Returns the views to attach controls to (None when a generation failed half-way)."""
+    try:
+        entries = validate(request, family)
+        resources = [loaded(e.path) for e in entries]
+    except Exception as err:  # noqa: BLE001 - bad input or an unusable checkpoint: say so, keep the old results
+        st.error(f"Cannot generate: {err}")
+        return _show(st.session_state["runs"])
+    runs = [Run(name if compare else "", side, e.path, e.name, request.num_images, request.seed)
+            for name, side, e in zip(SIDES, request.sides, entries)]
+    views = _views(runs)
+    try:
+        generate(runs, resources, views, request.preview, clicked)
+    except Exception as err:  # noqa: BLE001 - the page stays usable; the previous results come back on rerun
+        traceback.print_exc()
+        st.error(f"Generation failed: {type(err).__name__}: {err}")
+        return None
+    st.session_state["runs"] = runs
+    return views
+
+
+def more_ui(runs: list[Run], views: list[RunView]) -> None:
+    """The "more samples" button; a click reruns the page, which then adds the samples."""
+    more = [(r, v) for r, v in zip(runs, views) if r.live is not None and r.live.n < MAX_FID_SAMPLES]
+    if not more or not st.button(f"{MORE_SAMPLES} more samples for the FID", key="more", icon=":material/add:",
+                                 help=f"More images from the same settings (seeds seed+1, seed+2, …), up to "
+                                      f"{MAX_FID_SAMPLES} per run. The interval narrows as n grows."):
+        return
+    try:
+        add_samples([r for r, _ in more], [loaded(r.checkpoint) for r, _ in more], [v for _, v in more],
+                    MAX_FID_SAMPLES)
+    except Exception as err:  # noqa: BLE001
+        traceback.print_exc()
+        st.error(f"Adding samples failed: {type(err).__name__}: {err}")
+
+
+def _views(runs: list[Run]) -> list[RunView]:
+    if not runs:
+        st.info("Choose the settings above and press **Generate**: the grid fills block by block.")
+        return []
+    views = []
+    for run, column in zip(runs, st.columns(len(runs), gap="large")):
+        with column:
+            views.append(RunView(run.title, wide=len(runs) == 1))
+    return views
+
+
+def _show(runs: list[Run]) -> list[RunView]:
+    """Redraw the stored results (a rerun clears the page)."""
+    views = _views(runs)
+    for run, view in zip(runs, views):
+        view.show_images(run.images, 1.0, f"{run.num_images} images from seed {run.seed}")
+        view.show_meter(run)
+        view.show_fid(run.fid, run.fid_problem)
+    return views
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""What the app draws: the image grid with its progress bar, the compute meter, the FID panel and the zoo charts.
+
+A `RunView` owns the placeholders of one side, so a generation redraws them in place as events arrive and a
+rerun redraws them from session_state.
+"""
+from __future__ import annotations
+
+import streamlit as st
+import torch
+from PIL import Image
+
+from workbench.experiments import Report
+from workbench.images import image_grid
+from workbench.metrics import FIDResult
+from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
+
+from .catalog import Family
+from .runs import Run
+
+GRID_WIDTH = 440  # pixels the grid is upscaled to (nearest neighbour keeps 32 px images crisp)
+
+
+def grid_picture(images: torch.Tensor) -> Image.Image:
+    """(B, C, H, W) images in [-1, 1] -> one upscaled grid picture."""
+    grid = image_grid(images)
+    scale = max(1, round(GRID_WIDTH / grid.width))
+    return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+
+
+class RunView:
+    """Placeholders of one side: title, progress bar, image grid, compute meter, FID panel. `wide`: the grid
+    and the numbers side by side (one run), else stacked (compare mode's columns)."""
+
+    def __init__(self, title: str, wide: bool):
+        st.markdown(f"##### {title}")
+        self.progress = st.empty()
+        left, right = st.columns([1, 1], gap="large") if wide else (st.container(), st.container())
+        self.image = left.empty()
+        self.meter = right.empty()
+        self.fid = right.empty()
+
+    def show_images(self, images: torch.Tensor, done: float, text: str) -> None:
+        self.progress.progress(min(1.0, done), text=text)
+        self.image.image(grid_picture(images), width="content")
+
+    def show_meter(self, run: Run) -> None:
+        with self.meter.container():
+            a, b, c = st.columns(3)
+            a.metric("layer evals / image", f"{run.cost['paper_block_layer_evals']:,.0f}",
+                     help="The paper's count T[(N-D)+D*S]: noisy slot only. What the KV-cached sampler ran: "
+                          f"{run.cost['block_layer_evals']:,.0f} per image (with clean copies of finished blocks "
+                          "and guidance).")
+            b.metric("wall time", f"{run.cost['seconds']:.2f} s",
+                     help="Seconds spent sampling these images (drawing, and in compare mode the other side, "
+                          "excluded).")
+            c.metric("images / s", f"{run.num_images / max(run.cost['seconds'], 1e-9):.1f}")
+            st.caption(f"First block on screen {run.first_block_s:.2f} s after the click.")
+
+    def show_fid(self, result: FIDResult | None, problem: str | None) -> None:
+        with self.fid.container():
+            if problem:
+                st.info(f"Live FID unavailable: {problem}")
+                return
+            if result is None:
+                st.caption("Live FID: waiting for images…")
+                return
+            a, b, c = st.columns(3)
+            ci = (f"{result.ci_level:.0%} interval {result.fid_ci[0]:.1f}–{result.fid_ci[1]:.1f}"
+                  if result.fid_ci else None)
+            a.metric(f"FID@{result.n}", f"{result.fid:.1f}", help=ci)
+            b.metric("KID", f"{result.kid_mean:.3g}", help=f"± {result.kid_std:.2g} (std over subsets of "
+                                                           f"{result.kid_subset_size} images)")
+            c.metric("samples", f"{result.n:,}")
+            inf = f"; FID∞ ≈ {result.fid_inf:.1f}" if result.fid_inf is not None else ""
+            st.caption(f"{ci or 'no interval'}{inf}. Features: `{result.extractor}`; reference: "
+                       f"`{result.reference}` ({result.reference_count:,} real images). Few samples bias FID "
+                       "upward: add samples and watch it settle.")
+
+
+def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
+    """FID against compute: this family's curves and the frontier of every zoo report on the same data; FID
+    against steps for this family; the current runs placed on both (by their live FID when it is comparable:
+    the same feature extractor as the zoo's reports)."""
+    data = family.entries[0].config.data
+    peers = [r for r in zoo if (r.config.data.dataset, r.config.data.image_size) == (data.dataset, data.image_size)]
+    mine = {e.name: e.report for e in family.entries if e.report}
+    extractors = {r.eval.get("extractor") for r in peers}
+    compute, steps = {}, {}
+    for run in runs:
+        fid = run.fid if run.fid and (not peers or run.fid.extractor in extractors) else None
+        low, high = fid.fid_ci if fid and fid.fid_ci else (None, None)
+        name = f"{run.name or 'run'}: FID@{fid.n}" if fid else f"{run.name or 'run'}: compute"
+        compute[name] = Marker(run.cost["paper_block_layer_evals"], fid and fid.fid, low, high)
+        steps[name] = Marker(run.side.steps, fid and fid.fid, low, high)
+    if not peers and not any(m.fid is not None for m in compute.values()):
+        st.caption("No eval report for this data in the zoo and no live FID: nothing to place on the FID charts "
+                   "yet (the compute per image is in the meter above).")
+        return
+    left, right = st.columns(2, gap="large")
+    with left:
+        st.plotly_chart(fid_vs_compute_figure({n: r.points("paper_cost") for n, r in mine.items()}, compute,
+                                              frontier=[p for r in peers for p in r.points("paper_cost")],
+                                              title="FID against inference compute (dashed: zoo frontier)"))
+    with right:
+        st.plotly_chart(fid_vs_steps_figure({n: r.points("steps") for n, r in mine.items()}, steps,
+                                            title=f"FID against steps: {family.entries[0].family}"))
+    if peers:
+        ev = peers[0].eval
+        st.caption(f"Zoo: {ev.get('n')} images per FID, features `{ev.get('extractor')}`, reference "
+                   f"`{ev.get('reference')}`, sampler {ev.get('sampler')}. Runs are placed by their live FID only "
+                   "with the same features. FID falls as n grows: compare at similar n.")
+    else:
+        st.caption("No eval report for this data in the zoo yet: the charts show your runs only.")

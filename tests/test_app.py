@@ -1,0 +1,339 @@
+"""The Streamlit app: AppTest runs of the page, the event stream it draws, input bounds, folder confinement.
+
+AppTest sees only the final state of each placeholder, so what the app draws during a run is tested on the
+generator (test_frames_*). Checkpoints are tiny models written to temporary folders.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.checkpoint import Checkpoint, export_for_inference, save_checkpoint
+from workbench.config import SAMPLERS
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `app` is a folder of the repo, not an installed package
+
+from app import catalog  # noqa: E402
+from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, validate  # noqa: E402
+from app.runs import Busy, frames, interleave, progress_text  # noqa: E402
+from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
+
+MAIN = str(ROOT / "app" / "main.py")
+TIMEOUT = 60  # seconds per AppTest run: loading torch models and the FID reference exceeds the 3 s default
+FAMILY_D = (1, 2, 4)  # D=3 stays untrained: the slider must show that position as empty
+
+
+def tiny_config(name: str, D: int):
+    return wb.preset("tiny", **{"model.diffusion_depth": D, "model.width": 32}).override(name=name)
+
+
+def write_checkpoint(folder: Path, file: str, name: str, D: int, seed: int = 0, width: int = 32) -> Path:
+    """An exported (half-precision, EMA-only) checkpoint of a freshly initialised tiny model; a `width` other than
+    the config's makes a file whose weights do not fit its config."""
+    torch.manual_seed(seed)
+    cfg = tiny_config(name, D)
+    model = wb.build_model(cfg.override(**{"model.width": width}))
+    with torch.no_grad():
+        for p in model.head.parameters():  # the head starts at zero: make the samples depend on the weights
+            p.normal_(0, 0.02)
+    state = model.state_dict()
+    run = save_checkpoint(Checkpoint(cfg, step=100, model=state, ema=state, data={"samples_seen": 1600}),
+                          folder / f".run-{name.replace('/', '-')}")
+    return export_for_inference(run, folder / file)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("app")
+    user, outside = base / "user", base / "outside"
+    paths = {f"D{d}": write_checkpoint(user, f"D{d}.safetensors", f"vertical/D{d}", d) for d in FAMILY_D}
+    paths["outside"] = write_checkpoint(outside, "secret.safetensors", "vertical/D3", 3)
+    (user / "link.safetensors").symlink_to(paths["outside"])
+    return {"user": user, "outside": outside, **paths}
+
+
+def start(monkeypatch, *argv: str):
+    """A fresh AppTest session of the app started as `streamlit run app/main.py -- *argv`."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(sys, "argv", [MAIN, *argv])
+    monkeypatch.delenv(catalog.ENV_FOLDERS, raising=False)
+    return AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+
+
+@pytest.fixture
+def app(folders, monkeypatch):
+    """A session on the user folder, opening D2 first."""
+    return start(monkeypatch, "--checkpoints", str(folders["user"]), "--checkpoint", str(folders["D2"]))
+
+
+def side_widgets(at, family_label: str, side: str = "A"):
+    key = f"{side}@{family_label}"
+    return at.select_slider(key=f"{key}.D"), at.slider(key=f"{key}.S"), at.selectbox(key=f"{key}.sampler")
+
+
+def submit(at):
+    return at.button[[b.label for b in at.button].index("Generate")].click().run()
+
+
+# ---- the page ----------------------------------------------------------------------------------------------------
+def test_app_loads_with_family_and_empty_position(app):
+    assert not app.exception, app.exception
+    family = app.selectbox(key="family")
+    assert family.value.startswith("vertical · N=4 T=4")
+    depth, steps, sampler = side_widgets(app, family.value)
+    assert depth.value == 2 and list(depth.options) == ["D=1/N=4 · 100 steps, 2k images",
+                                                         "D=2/N=4 · 100 steps, 2k images",
+                                                         "D=3/N=4 · not trained",
+                                                         "D=4/N=4 · 100 steps, 2k images"]
+    assert sampler.options == list(SAMPLERS)
+    assert any("a link pointing outside the allowed folders, refused" in w.value for w in app.sidebar.warning)
+
+
+def test_generate_uses_the_sliders_and_reports_fid(app):
+    family = app.selectbox(key="family").value
+    depth, steps, sampler = side_widgets(app, family)
+    depth.set_value(4)
+    steps.set_value(3)
+    sampler.set_value("dpm++2m")
+    app.slider(key="images").set_value(12)
+    at = submit(app)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    titles = [m.value for m in at.markdown if m.value.startswith("#####")]
+    assert titles == ["##### vertical/D4 · D=4 · S=3 · dpm++2m"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["layer evals / image"] == f"{4 * ((4 - 4) + 4 * 3):,}"  # T[(N-D)+D*S]
+    assert float(metrics["images / s"]) > 0
+    assert at.image, "no image grid"
+    assert metrics["samples"] == "12" and at.session_state["runs"][0].images.shape == (12, 1, 32, 32)
+    assert float(metrics["FID@12"]) > 0
+    assert "fmnist-classifier" in " ".join(c.value for c in at.caption)
+
+
+def test_more_samples_grow_the_fid_sample(app):
+    side_widgets(app, app.selectbox(key="family").value)[1].set_value(2)
+    at = submit(app)
+    at = at.button(key="more").click().run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["samples"] == f"{16 + 64}"
+
+
+def test_untrained_position_is_refused(app):
+    family = app.selectbox(key="family").value
+    side_widgets(app, family)[0].set_value(3)
+    at = submit(app)
+    assert not at.exception
+    assert any("D=3 has no trained checkpoint" in e.value for e in at.error)
+    assert not at.image
+
+
+def test_compare_mode_same_seeds(app):
+    app.toggle(key="compare").set_value(True).run()
+    family = app.selectbox(key="family").value
+    for side in "AB":
+        depth, steps, _ = side_widgets(app, family, side)
+        depth.set_value(2)
+        steps.set_value(2)
+    at = submit(app)
+    assert not at.exception, at.exception
+    titles = [m.value for m in at.markdown if m.value.startswith("#####")]
+    assert titles == ["##### A · vertical/D2 · D=2 · S=2 · ddim", "##### B · vertical/D2 · D=2 · S=2 · ddim"]
+    runs = at.session_state["runs"]
+    assert torch.equal(runs[0].images, runs[1].images)  # same checkpoint, same settings, same seed
+
+
+@pytest.mark.parametrize("where", ["outside", "link"])
+def test_paths_outside_the_folders_are_refused(app, folders, where):
+    path = folders["outside"] if where == "outside" else folders["user"] / "link.safetensors"
+    at = app.text_input(key="path").input(str(path)).run()
+    assert not at.exception
+    errors = [e.value for e in at.sidebar.error]
+    assert errors and "outside the folders this app may open" in errors[0]
+    assert "vertical/D3" not in " ".join(at.selectbox(key="family").options)
+
+
+def test_path_inside_the_folders_opens(app, folders):
+    at = app.text_input(key="path").input(str(folders["D4"])).run()
+    assert not at.sidebar.error
+    assert side_widgets(at, at.selectbox(key="family").value)[0].value in (2, 4)
+
+
+def test_sessions_share_no_state(folders, monkeypatch):
+    args = ("--checkpoints", str(folders["user"]), "--checkpoint", str(folders["D2"]))
+    first, second = start(monkeypatch, *args), start(monkeypatch, *args)
+    side_widgets(first, first.selectbox(key="family").value)[1].set_value(2)
+    first = submit(first)
+    second.run()
+    assert len(first.session_state["runs"]) == 1
+    assert second.session_state["runs"] == []
+    assert side_widgets(second, second.selectbox(key="family").value)[1].value != 2
+    assert not second.image
+
+
+def test_failing_generation_keeps_the_app_usable(app, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated sampler fault")
+        yield
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wb, "generate_events", broken)
+        at = submit(app)
+    assert not at.exception
+    assert any("simulated sampler fault" in e.value for e in at.error)
+    at = submit(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.image
+
+
+def test_corrupt_checkpoint_is_reported_and_others_still_run(folders, monkeypatch, tmp_path):
+    good = write_checkpoint(tmp_path, "D1.safetensors", "broken/D1", 1)
+    write_checkpoint(tmp_path, "D4.safetensors", "broken/D4", 4, width=64)  # listed, but its weights do not load
+    at = start(monkeypatch, "--checkpoints", str(tmp_path), "--checkpoint", str(good))
+    depth, steps, _ = side_widgets(at, at.selectbox(key="family").value)
+    depth.set_value(4)
+    steps.set_value(2)
+    at = submit(at)
+    assert not at.exception
+    assert any("Cannot generate" in e.value and "do not fit" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    side_widgets(at, at.selectbox(key="family").value)[0].set_value(1)
+    at = submit(at)
+    assert not at.error and at.image
+
+
+def write_zoo(zoo: Path, extractor: str) -> None:
+    """A zoo as experiments/zoo.py ships it: <family>/<member>.safetensors with the report beside it as .json;
+    a report may ship without weights (the ablations)."""
+    from workbench.compute import cached_cost, paper_cost
+    from workbench.experiments import report_from_dict, write_report
+
+    for family, name, D, fids, weights in [("vertical", "D1", 1, (60, 40, 30), True),
+                                           ("vertical", "D2", 2, (80, 45, 25), True),
+                                           ("ablations", "default", 2, (81, 44, 26), False)]:
+        cfg = tiny_config(f"{family}/{name}", D)
+        if weights:
+            write_checkpoint(zoo / family, f"{name}.safetensors", "vertical/D2", D)  # deduplicated runs keep
+        curve = [{"steps": S, "fid": f, "paper_cost": paper_cost(cfg.model, S),  # their first member's name
+                  "cached_cost": cached_cost(cfg.model, S)} for S, f in zip((2, 4, 8), fids)]
+        write_report(report_from_dict({"family": family, "name": name, "config": cfg.to_dict(), "training": {},
+                                       "eval": {"extractor": extractor, "reference": "ref", "n": 1000,
+                                                "sampler": "ddim", "curve": curve}}), zoo)
+
+
+def test_zoo_reports_place_the_run_on_the_frontier(monkeypatch, tmp_path):
+    from workbench.features import feature_extractor
+
+    write_zoo(tmp_path, feature_extractor("fmnist-classifier").id)
+    monkeypatch.setattr(catalog, "ZOO_DIR", tmp_path)
+    at = start(monkeypatch)
+    assert at.selectbox(key="family").value.startswith("vertical · N=4 T=4")  # the richest family comes first
+    depth = side_widgets(at, at.selectbox(key="family").value)[0]
+    assert depth.value == 1 and depth.options[2] == "D=3/N=4 · not trained"
+    side_widgets(at, at.selectbox(key="family").value)[1].set_value(4)
+    at = submit(at)
+    assert not at.exception and not at.error
+    compute, steps = ([t.get("name") for t in json.loads(c.proto.spec)["data"]] for c in at.get("plotly_chart"))
+    assert compute == ["vertical/D1", "vertical/D2", "frontier", "run: FID@16"]  # the frontier spans all families
+    assert steps == ["vertical/D1", "vertical/D2", "run: FID@16"]
+    assert "Zoo: 1000 images per FID" in " ".join(c.value for c in at.caption)
+
+
+# ---- what a run draws (AppTest only sees final states) ---------------------------------------------------------
+@pytest.mark.parametrize("preview", [False, True])
+def test_frames_follow_the_generator(preview):
+    cfg = tiny_config("t", 2)
+    model = wb.build_model(cfg)
+    clock = iter(range(1000)).__next__  # one "second" per call: every step is due for a preview
+    events = list(frames(wb.generate_events(model, cfg, num_images=2, steps=3, seed=0), preview, 1.0, clock))
+    blocks = [e for e in events if e.kind == "block"]
+    assert [e.block for e in blocks] == list(range(cfg.model.num_blocks)) and blocks[-1].done
+    assert sum(e.done for e in events) == 1
+    steps = [e for e in events if e.kind == "step"]
+    assert len(steps) == (cfg.model.num_blocks * 3 if preview else 0)
+    done = [progress_text(e)[0] for e in events]
+    assert done == sorted(done) and done[-1] == 1.0
+    side = cfg.model.block_side * cfg.model.patch_size  # pixels per block side
+    for e in events:
+        assert e.x0.shape == e.x_t.shape == (2, 1, 32, 32)
+        if e.block < cfg.model.num_blocks - 1:  # the last block (bottom right) is still empty
+            assert e.x_t[:, :, -side:, -side:].abs().sum() == 0
+
+
+def test_frames_throttle_previews():
+    cfg = tiny_config("t", 2)
+    model = wb.build_model(cfg)
+    frozen = lambda: 0.0  # noqa: E731 - time stands still: only the first step is previewed
+    events = list(frames(wb.generate_events(model, cfg, num_images=1, steps=4, seed=0), True, 0.25, frozen))
+    assert [e.kind for e in events] == ["step"] + ["block"] * cfg.model.num_blocks
+
+
+def test_interleave_round_robin_and_busy_time():
+    assert list(interleave(iter("ab"), iter("xyz"))) == [(0, "a"), (1, "x"), (0, "b"), (1, "y"), (1, "z")]
+
+    def slow():
+        time.sleep(0.05)
+        yield 1
+
+    busy = Busy(slow())
+    assert list(interleave(busy, iter("x"))) == [(0, 1), (1, "x")]
+    assert 0.05 <= busy.seconds < 1
+
+
+def test_sampling_leaves_the_cached_model_untouched(folders):
+    from workbench.checkpoint import load_for_inference
+
+    model, cfg = load_for_inference(folders["D2"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    list(wb.generate_events(model, cfg, num_images=2, steps=2, seed=0, cfg_scale=1.0))
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ---- bounds and folders ------------------------------------------------------------------------------------------
+def test_validate_bounds(folders):
+    entries, _ = catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None))
+    family = catalog.families(entries)[0]
+    ok = Side(2, 10, "ddim", None, 1.0)
+    assert [e.D for e in validate(Request((ok,), 4, 0, True), family)] == [2]
+    bad = [Request((ok,), MAX_IMAGES + 1, 0, True), Request((ok,), 0, 0, True), Request((ok,), 4, -1, True),
+           Request((Side(2, MAX_STEPS + 1, "ddim", None, 1.0),), 4, 0, True),
+           Request((Side(2, 10, "rm -rf", None, 1.0),), 4, 0, True),
+           Request((Side(3, 10, "ddim", None, 1.0),), 4, 0, True),
+           Request((Side(2, 10, "ddim", 0, 1.0),), 4, 0, True),       # a class for an unconditional model
+           Request((Side(2, 10, "ddim", None, 3.0),), 4, 0, True),    # guidance without classes
+           Request((ok, ok, ok), 4, 0, True)]
+    for request in bad:
+        with pytest.raises(ValueError, match="Fix:"):
+            validate(request, family)
+
+
+def test_check_path_confines_to_the_folders(folders, tmp_path):
+    f = catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None)
+    assert catalog.check_path(str(folders["D1"]), f) == folders["D1"].resolve()
+    for refused in [folders["outside"], folders["user"] / "link.safetensors", folders["user"] / ".." / "outside",
+                    "/etc/passwd", folders["user"] / "missing.safetensors", "", "x" * 5000, "a\0b"]:
+        with pytest.raises(catalog.PathRefused, match="Fix:"):
+            catalog.check_path(str(refused), f)
+    bad = folders["user"] / "bad-run"  # a run folder whose `latest` points out of the folders
+    bad.mkdir(exist_ok=True)
+    (bad / "latest").write_text(os.path.relpath(folders["outside"], bad) + "\n")
+    with pytest.raises(catalog.PathRefused, match="outside the allowed folders"):
+        catalog.check_path(str(bad), f)
+
+
+def test_folders_from_command_line_and_environment(folders, tmp_path):
+    f = catalog.folders_from(["-q", "--checkpoints", str(tmp_path), "--checkpoint", str(folders["D1"])],
+                             {catalog.ENV_FOLDERS: os.pathsep.join([str(folders["user"]), ""])})
+    assert f.user == (tmp_path.resolve(), folders["user"].resolve()) and f.default == folders["D1"].resolve()
+    broken = catalog.folders_from(["--checkpoint", str(tmp_path / "nope")], {})
+    assert broken.default is None and "--checkpoint" in broken.problems[0]
