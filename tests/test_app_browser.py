@@ -1,0 +1,71 @@
+"""End to end: `streamlit run app/main.py` on localhost, driven by Debian's headless Chromium through Playwright.
+
+Presses Generate, waits for the image grid and the FID value, and saves test-artifacts/app.png (on failure
+app-failure.png) with the click-to-first-block time in test-artifacts/app_browser.json. Runs on the shipped zoo
+when data/checkpoints holds checkpoints (the `make app` path), else on a tiny checkpoint. The server and browser
+harness is the one benchmarks/app_first_block.py measures with.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from app_first_block import CHROMIUM, click_to_first_image, launch_chromium, open_app, streamlit_server  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+
+def require_chromium() -> None:
+    """Debian's Chromium, installed by scripts/system_deps.sh when missing (as root); else a skip saying why."""
+    if not os.access(CHROMIUM, os.X_OK):
+        subprocess.run(["bash", str(ROOT / "scripts" / "system_deps.sh")], check=False, timeout=900)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing and could not be installed (needs root and Debian's apt): "
+                    "sudo apt-get install chromium")
+
+
+def app_args(tmp_path: Path) -> list[str]:
+    if any((ROOT / "data" / "checkpoints").rglob("*.safetensors")):
+        return []
+    from test_app import write_checkpoint
+
+    return ["--checkpoint", str(write_checkpoint(tmp_path, "D2.safetensors", "tiny/D2", 2))]
+
+
+def test_generate_in_a_real_browser(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    args = app_args(tmp_path)
+    with streamlit_server(args, ARTIFACTS / "streamlit.log") as url, sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1700})
+        try:
+            first_block_s = click_to_first_image(page, open_app(page, url))
+            fid = page.locator('[data-testid="stMetric"]', has_text="FID@")
+            expect(fid).to_be_visible(timeout=90_000)
+            value = fid.locator('[data-testid="stMetricValue"]').inner_text()
+            expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
+            expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(500)  # plotly draws its traces after the container appears
+            page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
+            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+            assert errors.count() == 0, errors.all_inner_texts()
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert float(value) > 0
+    (ARTIFACTS / "app_browser.json").write_text(json.dumps(
+        {"click_to_first_block_s": round(first_block_s, 3), "fid": value, "app_args": args}, indent=1) + "\n")
