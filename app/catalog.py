@@ -48,7 +48,7 @@ class Entry:
 
     @property
     def budget(self) -> str:
-        return f"{self.step:,} steps, {_short(self.images_seen)} images"
+        return f"{self.step:,} steps" + (f", {_short(self.images_seen)} images" if self.images_seen else "")
 
     @property
     def group(self) -> str:

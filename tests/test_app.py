@@ -31,15 +31,17 @@ TIMEOUT = 60  # seconds per AppTest run: loading torch models and the FID refere
 FAMILY_D = (1, 2, 4)  # D=3 stays untrained: the slider must show that position as empty
 
 
-def tiny_config(name: str, D: int):
-    return wb.preset("tiny", **{"model.diffusion_depth": D, "model.width": 32}).override(name=name)
+def tiny_config(name: str, D: int, classes: int = 0):
+    return wb.preset("tiny", **{"model.diffusion_depth": D, "model.width": 32, "model.num_classes": classes}
+                     ).override(name=name)
 
 
-def write_checkpoint(folder: Path, file: str, name: str, D: int, seed: int = 0, width: int = 32) -> Path:
+def write_checkpoint(folder: Path, file: str, name: str, D: int, seed: int = 0, width: int = 32,
+                     classes: int = 0) -> Path:
     """An exported (half-precision, EMA-only) checkpoint of a freshly initialised tiny model; a `width` other than
     the config's makes a file whose weights do not fit its config."""
     torch.manual_seed(seed)
-    cfg = tiny_config(name, D)
+    cfg = tiny_config(name, D, classes)
     model = wb.build_model(cfg.override(**{"model.width": width}))
     with torch.no_grad():
         for p in model.head.parameters():  # the head starts at zero: make the samples depend on the weights
@@ -193,6 +195,20 @@ def test_failing_generation_keeps_the_app_usable(app, monkeypatch):
     at = submit(at)
     assert not at.error, [e.value for e in at.error]
     assert at.image
+
+
+def test_class_and_guidance_for_class_conditional_checkpoints(monkeypatch, tmp_path):
+    path = write_checkpoint(tmp_path, "cond.safetensors", "cond/D2", 2, classes=10)
+    at = start(monkeypatch, "--checkpoint", str(path))
+    key = f"A@{at.selectbox(key='family').value}"
+    assert at.selectbox(key=f"{key}.class").options[:2] == ["all classes in turn", "class 0"]
+    at.selectbox(key=f"{key}.class").set_value(3)
+    at.slider(key=f"{key}.cfg").set_value(2.0)
+    at.slider(key=f"{key}.S").set_value(2)
+    at = submit(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [m.value for m in at.markdown if m.value.startswith("#####")] == \
+        ["##### cond/D2 · D=2 · S=2 · ddim · class 3 · guidance 2"]
 
 
 def test_corrupt_checkpoint_is_reported_and_others_still_run(folders, monkeypatch, tmp_path):
