@@ -6,10 +6,14 @@ position, the optimizer structure and run metadata. Nested state (optimizer, sch
 tree whose tensor leaves point at tensor names, so `load_checkpoint` rebuilds it exactly.
 
 Writes are atomic (temporary file in the same folder, fsync, os.replace, fsync of the folder), the text file
-`latest` names the newest checkpoint of a run folder, and only the last `keep_last` checkpoints are kept.
+`latest` names the newest checkpoint of a run folder, and only the last `keep_last` checkpoints are kept. A write
+that fails (disk full) or is killed never replaces the last good checkpoint, and `latest` always names a complete
+file. Since format version 2 the metadata carries a SHA-256 checksum over itself and every tensor (name, dtype,
+shape, bytes): a flipped bit anywhere is detected on loading. Version 1 files (no checksum) still load.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -27,9 +31,14 @@ from .config import Config
 from .model import MADFormer, build_model
 
 FORMAT = "workbench-checkpoint"
-VERSION = 1
+VERSION = 2
+CHECKSUM = "sha256"  # metadata key of the checksum (format version >= 2)
 LATEST = "latest"
 CKPT_PATTERN = re.compile(r"^ckpt-(\d+)\.safetensors$")
+TMP_PATTERN = re.compile(r"^\..+\.(\d+)\.tmp$")  # _atomic_write's temporary files: .<name>.<pid>.tmp
+# the first bytes of files that people pass by mistake, for a message that says what the file is
+MAGIC = {b"PK\x03\x04": "a torch.save (pickle/zip) file", b"\x80": "a pickle file", b"\x89PNG": "a PNG image",
+         b"\xff\xd8\xff": "a JPEG image", b"\x1f\x8b": "a gzip file", b"\x93NUMPY": "a NumPy .npy file"}
 
 
 class CheckpointError(ValueError):
@@ -142,7 +151,31 @@ def _atomic_write(path: Path, write) -> None:
     _fsync_dir(path.parent)
 
 
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files left by writers that were killed mid-write (their process no longer exists)."""
+    for tmp in folder.iterdir():
+        m = TMP_PATTERN.match(tmp.name)
+        if m is None or int(m[1]) == os.getpid():
+            continue
+        try:
+            os.kill(int(m[1]), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's process
+            pass
+
+
 # ---- save / load -------------------------------------------------------------------------------------------------
+def _checksum(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the metadata (but the checksum itself) and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != CHECKSUM}, sort_keys=True).encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())  # raw bytes, any dtype (bf16 included)
+    return h.hexdigest()
+
+
 def _write(ckpt: Checkpoint, path: Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     header = {"kind": ckpt.kind, "config": ckpt.config.to_dict(), "step": ckpt.step,
@@ -152,6 +185,7 @@ def _write(ckpt: Checkpoint, path: Path) -> None:
               "scheduler": _flatten(ckpt.scheduler, "scheduler", tensors),
               "rng": _flatten(ckpt.rng, "rng", tensors), "data": ckpt.data, "meta": ckpt.meta}
     metadata = {"format": FORMAT, "version": str(VERSION), "header": json.dumps(header)}
+    metadata[CHECKSUM] = _checksum(metadata, tensors)
     _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -159,9 +193,17 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path, keep_last: int = 3) ->
     """Write `ckpt` atomically as <folder>/ckpt-<step>.safetensors, point `latest` at it, keep the last `keep_last`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(folder)
     path = folder / f"ckpt-{ckpt.step:07d}.safetensors"
-    _write(ckpt, path)
-    _atomic_write(folder / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
+    try:
+        _write(ckpt, path)
+        _atomic_write(folder / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
+    except OSError as err:
+        kept = (folder / LATEST).read_text().strip() if (folder / LATEST).is_file() else None
+        state = f"the last good checkpoint {kept} is untouched and '{LATEST}' still names it" if kept else \
+            "no earlier checkpoint exists"
+        raise OSError(err.errno, f"{path}: checkpoint not written ({err.strerror or err}); {state}. Fix: free space "
+                                 f"in {folder} (or lower train.keep_last), then continue with --resume") from err
     for old in checkpoint_files(folder)[:-keep_last]:
         if old != path:  # a run resumed from an earlier checkpoint may still hold later-numbered ones
             old.unlink()
@@ -205,13 +247,25 @@ def _open_error(path: Path, problem: str) -> CheckpointError:
     return CheckpointError(f"{path}: {problem}. Fix: {fix}.")
 
 
-def read_header(path: str | Path) -> dict:
-    """The JSON header of a checkpoint without reading its tensors."""
-    path = resolve(path)
+def _check_kind_of_file(path: Path) -> None:
+    """Refuse, from its first bytes and before any parser sees it, a file that is not a safetensors file."""
     with open(path, "rb") as f:
-        if f.read(4) == b"PK\x03\x04":
-            raise CheckpointError(f"{path}: this is a torch.save (pickle/zip) file, not a workbench checkpoint. Fix: "
-                                  "pass a .safetensors checkpoint written by workbench (pickles are never loaded).")
+        head = f.read(16)
+    if not head:
+        raise _open_error(path, "empty file (0 bytes; the disk may have filled up while it was written)")
+    if head[8:9] == b"{":  # safetensors: 8-byte header length, then the JSON header
+        return
+    what = next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
+    if what is not None:
+        raise CheckpointError(f"{path}: this is {what}, not a workbench checkpoint; it was not loaded (pickles are "
+                              "never unpickled). Fix: pass a .safetensors checkpoint written by workbench training "
+                              "or export_for_inference.")
+    raise _open_error(path, f"not a safetensors file, or truncated ({path.stat().st_size} bytes, starting "
+                            f"{head[:8]!r})")
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    _check_kind_of_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -220,28 +274,59 @@ def read_header(path: str | Path) -> dict:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: a safetensors file but not a workbench checkpoint (no '{FORMAT}' header). "
                               "Fix: pass a file written by workbench training or export_for_inference.")
-    if int(metadata.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {metadata['version']} is newer than this "
-                              f"workbench reads ({VERSION}). Fix: update workbench.")
-    return json.loads(metadata["header"])
+    version = metadata.get("version", "")
+    if not version.isdigit():
+        raise _open_error(path, f"corrupt header (format version {version!r})")
+    if int(version) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this workbench reads "
+                              f"({VERSION}). Fix: update workbench.")
+    return metadata
+
+
+def _header(path: Path, metadata: dict[str, str]) -> dict:
+    try:
+        header = json.loads(metadata["header"])
+    except (KeyError, ValueError) as err:
+        raise _open_error(path, f"corrupt header ({type(err).__name__}: {err})") from None
+    if not isinstance(header, dict):
+        raise _open_error(path, "corrupt header (not a JSON object)")
+    return header
+
+
+def read_header(path: str | Path) -> dict:
+    """The JSON header of a checkpoint without reading its tensors (the checksum is checked by load_checkpoint)."""
+    path = resolve(path)
+    return _header(path, _metadata(path))
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint file (or a run folder's latest) into a Checkpoint; tensors land on the CPU."""
+    """Read a checkpoint file (or a run folder's latest) into a Checkpoint; tensors land on the CPU.
+
+    Raises CheckpointError for anything but an intact workbench checkpoint: empty, truncated, bit-flipped (checksum),
+    another format (pickles are refused from their first bytes, never unpickled)."""
     path = resolve(path)
-    header = read_header(path)
+    metadata = _metadata(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError) as err:
         raise _open_error(path, f"truncated or corrupt checkpoint ({err})") from None
-    return Checkpoint(config=Config.from_dict(header["config"]), step=header["step"],
-                      model=_unflatten(header["model"], tensors),
-                      ema=_unflatten(header["ema"], tensors) if header["ema"] is not None else None,
-                      optimizer=_unflatten(header.get("optimizer"), tensors),
-                      scheduler=_unflatten(header.get("scheduler"), tensors),
-                      rng=_unflatten(header.get("rng", []), tensors), data=header.get("data", {}),
-                      meta=header.get("meta", {}), kind=header["kind"], path=path)
+    if CHECKSUM in metadata:
+        if _checksum(metadata, tensors) != metadata[CHECKSUM]:
+            raise _open_error(path, "checksum mismatch: the file was altered or damaged after it was written")
+    elif int(metadata["version"]) >= 2:
+        raise _open_error(path, f"corrupt header (format version {metadata['version']} without its checksum)")
+    header = _header(path, metadata)
+    try:
+        return Checkpoint(config=Config.from_dict(header["config"]), step=header["step"],
+                          model=_unflatten(header["model"], tensors),
+                          ema=_unflatten(header["ema"], tensors) if header["ema"] is not None else None,
+                          optimizer=_unflatten(header.get("optimizer"), tensors),
+                          scheduler=_unflatten(header.get("scheduler"), tensors),
+                          rng=_unflatten(header.get("rng", []), tensors), data=header.get("data", {}),
+                          meta=header.get("meta", {}), kind=header["kind"], path=path)
+    except (KeyError, TypeError, ValueError) as err:  # a version-1 file (no checksum) edited by hand
+        raise _open_error(path, f"inconsistent header ({type(err).__name__}: {err})") from None
 
 
 def config_differences(saved: Config, current: Config, section: str | None = None) -> list[str]:
@@ -274,7 +359,12 @@ def load_for_inference(path: str | Path, use_ema: bool = True,
     ckpt = load_checkpoint(path)
     model = build_model(ckpt.config)
     weights = ckpt.ema if (use_ema and ckpt.ema is not None) else ckpt.model
-    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    try:
+        model.load_state_dict({k: v.float() for k, v in weights.items()})
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+        raise CheckpointError(f"{ckpt.path}: its weights do not fit the architecture its config describes "
+                              f"({str(err).splitlines()[0]} ...). Fix: the file was not written by workbench or was "
+                              "edited; re-export it from its training checkpoint.") from None
     return model.to(device).eval(), ckpt.config
 
 
@@ -284,11 +374,12 @@ def list_checkpoints(folder: str | Path) -> list[CheckpointInfo]:
     for path in sorted(Path(folder).glob("*.safetensors")):
         try:
             h = read_header(path)
-        except CheckpointError:
+            m = h["config"]["model"]
+            info = CheckpointInfo(path, h["config"]["name"], h["step"], m["depth"], m["diffusion_depth"],
+                                  m["num_blocks"], int(h["data"].get("samples_seen", 0)), h["kind"])
+        except (KeyError, TypeError, ValueError):  # unreadable or damaged (CheckpointError is a ValueError)
             continue
-        m = h["config"]["model"]
-        out.append(CheckpointInfo(path, h["config"]["name"], h["step"], m["depth"], m["diffusion_depth"],
-                                  m["num_blocks"], int(h["data"].get("samples_seen", 0)), h["kind"]))
+        out.append(info)
     return sorted(out, key=lambda r: (r.step, r.path.name))
 
 
