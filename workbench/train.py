@@ -173,6 +173,8 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
               Diffusion(config.diffusion, config.model), build_codec(config.data, fabric.device))
 
     train_set, val_set = build_dataset(config.data, "train"), build_dataset(config.data, "val")
+    for note in filter(None, (train_set.report(), val_set.report())):
+        fabric.print(note)  # e.g. "data/faces: 6980 images; skipped 3 (2 unreadable, 1 too small); ..."
     start = ckpt.data["samples_seen"] if ckpt is not None else 0
     # plain DataLoaders (batches move with fabric.to_device): iter() must build the loader's iterator right here,
     # because building it draws from the global RNG, and on resume that draw has to come before _restore
@@ -278,14 +280,13 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
             lr = run.optimizer.param_groups[0]["lr"]
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
-            if stop:
+            if stop and run.step < tc.max_steps:  # a stop request in the last step changes nothing: finish
                 status = "interrupted" if signalled.is_set() else "time budget"
             last = run.step == tc.max_steps or stop
             if run.step % tc.log_every == 0 or last:
                 epoch, index = divmod(run.samples_seen, dataset_size)
                 fabric.log_dict({"train/loss": loss, "train/lr": lr, "train/img_per_s": rate, "train/epoch": epoch,
-                                 "train/epoch_index": index,
-                                 **({"train/grad_norm": grad_norm} if grad_norm is not None else {})}, run.step)
+                                 "train/epoch_index": index, "train/grad_norm": grad_norm}, run.step)
             with torch.random.fork_rng(_rng_devices(fabric)):
                 if tc.sample_every and (run.step % tc.sample_every == 0 or last) and status != "interrupted" \
                         and fabric.is_global_zero:
@@ -304,11 +305,11 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
             - launched, "checkpoint": str(ckpt_path) if ckpt_path else None, "out_dir": str(out), "samples": grids}
 
 
-def train_step(run: Run, batches: Iterator, stop_requested: bool) -> tuple[float, float | None, bool]:
+def train_step(run: Run, batches: Iterator, stop_requested: bool) -> tuple[float, float, bool]:
     """One optimizer step over train.grad_accum micro-batches.
 
-    Returns (loss averaged over ranks, gradient norm before clipping or None, whether any rank asked to stop). A
-    non-finite loss raises FloatingPointError before the optimizer step, so no checkpoint holds its weights."""
+    Returns (loss averaged over ranks, gradient norm before clipping, whether any rank asked to stop). A non-finite
+    loss or gradient norm raises FloatingPointError before the optimizer step, so no checkpoint holds its weights."""
     fabric, tc = run.fabric, run.config.train
     loss = torch.zeros((), device=fabric.device)
     for micro in range(tc.grad_accum):
@@ -325,7 +326,17 @@ def train_step(run: Run, batches: Iterator, stop_requested: bool) -> tuple[float
             f"optimizer step {run.step + 1}: the training loss is not finite ({loss.item()}); stopped before updating "
             f"the weights. Last good checkpoint (untouched): {_latest(Path(tc.out_dir))}. Fix: lower train.lr, raise "
             "train.warmup_frac, keep train.grad_clip > 0 or use train.precision=32-true, then continue with --resume.")
-    grad_norm = fabric.clip_gradients(run.model, run.optimizer, max_norm=tc.grad_clip) if tc.grad_clip else None
+    grad_norm = fabric.clip_gradients(run.model, run.optimizer, max_norm=tc.grad_clip, error_if_nonfinite=False) \
+        if tc.grad_clip else \
+        torch.nn.utils.get_total_norm([p.grad for p in run.net.parameters() if p.grad is not None])
+    # a finite loss can still back-propagate inf/NaN (overflow); the weights must not take them. 16-mixed is the
+    # exception: its grad scaler skips such steps and lowers the scale by design
+    if not torch.isfinite(grad_norm) and tc.precision not in ("16-mixed", "16"):
+        raise FloatingPointError(
+            f"optimizer step {run.step + 1}: the gradient norm is not finite ({float(grad_norm)}) although the loss "
+            f"is ({loss.item():.4g}); stopped before updating the weights. Last good checkpoint (untouched): "
+            f"{_latest(Path(tc.out_dir))}. Fix: lower train.lr, keep train.grad_clip > 0 or use "
+            "train.precision=32-true, then continue with --resume.")
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
@@ -333,7 +344,7 @@ def train_step(run: Run, batches: Iterator, stop_requested: bool) -> tuple[float
         run.ema.update_parameters(run.net)
     run.step += 1
     run.samples_seen += run.images_per_step
-    return total / fabric.world_size, (float(grad_norm) if grad_norm is not None else None), stop > 0
+    return total / fabric.world_size, float(grad_norm), stop > 0
 
 
 @torch.no_grad()
