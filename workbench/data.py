@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -41,6 +42,8 @@ EMOJI_GROUPS = [(0x0000, "bmp-symbols"), (0x1F000, "enclosed"), (0x1F300, "picto
                 (0x1F600, "emoticons"), (0x1F650, "transport"), (0x1F700, "geometric"),
                 (0x1F900, "supplemental"), (0x1FA00, "extended-a")]
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+MAX_UPSCALE = 4            # folder images whose shorter side is under image_size / 4 are unusable (thumbnails, icons)
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of 16-bit grey files; convert("L") would clip them
 
 
 # ---- Fashion-MNIST -----------------------------------------------------------------------------------------------
@@ -192,6 +195,10 @@ class ImageDataset(Dataset, ABC):
         image, label = self.item(int(index))  # (C, H, W)
         return (image.flip(-1) if flip else image), label
 
+    def report(self) -> str:
+        """One line on what loading did to the files (skipped, converted, upscaled); empty when nothing happened."""
+        return ""
+
 
 class FashionMNIST(ImageDataset):
     """Fashion-MNIST: 28x28 zero-padded to 32x32 (its background is black), or resized (LANCZOS) to another size."""
@@ -247,7 +254,9 @@ class ImageFolder(ImageDataset):
     side and cropping the centre. Files whose header Pillow cannot read are caught when the folder is listed;
     files that fail to decode later are caught on loading. With on_corrupt="skip" they are recorded in `skipped`
     (and `num_skipped`) and the next image is served instead, so the stream stays deterministic; decode-time skips
-    inside DataLoader workers are recorded in the workers' copies. `identity` stamps file names and sizes, not
+    inside DataLoader workers are recorded in the workers' copies. Images whose shorter side is under
+    image_size / MAX_UPSCALE count as unusable like unreadable ones. Other modes are converted to the dataset's
+    (RGBA, CMYK, palette, grey <-> RGB; 16-bit grey scaled to 8 bits); `counts` and `report()` say how many. `identity` stamps file names and sizes, not
     contents (hashing ImageNet would take minutes): rewrite an image in place and delete the latent cache.
     """
 
@@ -259,6 +268,7 @@ class ImageFolder(ImageDataset):
         self.size, self.mode, self.on_corrupt = cfg.image_size, "L" if cfg.channels == 1 else "RGB", cfg.on_corrupt
         self.channels = cfg.channels
         self.skipped: list[Path] = []
+        self.counts: Counter = Counter()  # "unreadable", "too small", "upscaled", "converted from <mode>"
         loose = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if self.classes and loose:
             raise ValueError(f"{self.root} mixes loose images ({loose[0].name}, ...) with class sub-folders. Fix: "
@@ -288,14 +298,36 @@ class ImageFolder(ImageDataset):
             raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err}). Fix: delete or replace the "
                              "file, or set data.on_corrupt='skip' to skip unreadable images.") from err
         self.skipped.append(path)
+        self.counts["unreadable"] += 1
 
     def _readable_header(self, path: Path) -> bool:
         try:
-            with Image.open(path):
-                return True
+            with Image.open(path) as im:
+                mode, side = im.mode, min(im.size)
         except (UnidentifiedImageError, OSError, ValueError) as err:
             self._corrupt(path, err)
             return False
+        if side * MAX_UPSCALE < self.size:
+            if self.on_corrupt == "error":
+                raise ValueError(f"{path}: image too small ({side} px shorter side; image_size={self.size} would "
+                                 f"upscale it more than {MAX_UPSCALE}x). Fix: delete the file, or set "
+                                 "data.on_corrupt='skip' to skip unusable images.")
+            self.skipped.append(path)
+            self.counts["too small"] += 1
+            return False
+        self.counts["upscaled"] += side < self.size
+        self.counts[f"converted from {mode}"] += mode != self.mode
+        return True
+
+    def report(self) -> str:
+        skipped = ", ".join(f"{self.counts[k]} {k}" for k in ("unreadable", "too small") if self.counts[k])
+        converted = ", ".join(f"{n} {k.removeprefix('converted from ')}" for k, n in sorted(self.counts.items())
+                              if k.startswith("converted") and n)
+        parts = [f"skipped {self.num_skipped} ({skipped})" if self.skipped else "",
+                 f"converted to {self.mode}: {converted}" if converted else "",
+                 f"upscaled {self.counts['upscaled']} smaller than {self.size} px" if self.counts["upscaled"] else ""]
+        parts = [p for p in parts if p]
+        return f"{self.root}: {len(self)} images; " + "; ".join(parts) if parts else ""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -305,6 +337,9 @@ class ImageFolder(ImageDataset):
             path, label = self.samples[(index + k) % len(self.samples)]
             try:
                 with Image.open(path) as im:
+                    if im.mode in SIXTEEN_BIT:
+                        im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255)
+                                             .astype(np.uint8))  # (H, W), 0..65535 -> 0..255
                     im = ImageOps.fit(im.convert(self.mode), (self.size, self.size), Image.LANCZOS)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 self._corrupt(path, err)
