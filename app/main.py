@@ -65,8 +65,14 @@ def load_live_reference(dataset: str, image_size: int) -> ReferenceStats:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def scan(folders: catalog.Folders):
+    """(checkpoint entries, notes on skipped files, eval reports): the zoo's reports, including members shipped
+    without weights, and those beside checkpoints in the user's folders."""
     entries, notes = catalog.scan(folders)
-    return entries, notes, [r for f in FAMILIES for r in load_reports(f, folders.zoo).values()]
+    reports = {r.label: r for f in FAMILIES for r in load_reports(f, folders.zoo).values()}
+    for e in entries:
+        if e.report:
+            reports.setdefault(e.report.label, e.report)
+    return entries, notes, list(reports.values())
 
 
 def loaded(path: Path) -> Loaded:

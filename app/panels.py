@@ -78,7 +78,7 @@ class RunView:
 
 
 def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
-    """FID against compute: this family's curves and the frontier of every zoo report on the same data; FID
+    """FID against compute: this family's curves and the frontier of every report on the same data; FID
     against steps for this family; the current runs placed on both (by their live FID when it is comparable:
     the same feature extractor as the zoo's reports)."""
     data = family.entries[0].config.data
