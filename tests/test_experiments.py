@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 import workbench as wb
 from workbench import experiments as ex
@@ -184,3 +185,101 @@ def test_rank_correlation_edge_cases():
     assert ex.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     assert math.isnan(ex.rank_correlation([1, 2], [5, 5]))
     assert math.isnan(ex.rank_correlation([1, 2, 3], [np.nan, np.nan, 1.0]))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread, above all when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class PixelStats(torch.nn.Module):
+    """A stand-in feature extractor: 8 pooled pixel statistics (no shipped weights needed)."""
+    name, id, num_features = "pixel-stats", "pixel-stats-test", 8
+
+    def forward(self, images):
+        x = torch.nn.functional.adaptive_avg_pool2d(images.float().mean(1, keepdim=True), 2).flatten(1)  # (B, 4)
+        return torch.cat([x, x.square()], dim=1)
+
+
+def test_evaluate_curve_writes_the_report_schema_deterministically(one_thread):
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.diffusion_depth": 1})
+    model = wb.build_model(cfg)
+    real = torch.rand(16, 1, 32, 32) * 2 - 1
+    ev = ex.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
+    assert ev["n"] == 6 and ev["extractor"] == "pixel-stats-test" and ev["seed"] == 3
+    assert [p["steps"] for p in ev["curve"]] == [1, 2]
+    assert [p["paper_cost"] for p in ev["curve"]] == [4 * (3 + 1), 4 * (3 + 2)]
+    assert all(p["fid_low"] <= p["fid_high"] and p["seconds_per_image"] > 0 for p in ev["curve"])
+    again = ex.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
+    assert [p["fid"] for p in again["curve"]] == [p["fid"] for p in ev["curve"]]
+    r = ex.report_from_dict({"family": "vertical", "name": "D1", "config": cfg.to_dict(), "training": {}, "eval": ev})
+    assert r.final.steps == 2 and r.D == 1
+
+
+def test_live_configs_follow_the_zoo_families(tmp_path):
+    for family, members in ex.MEMBERS.items():
+        cfgs = [ex.live_config(family, name, 5, tmp_path) for name, _ in members]
+        assert len({c.train.out_dir for c in cfgs}) == len(cfgs)
+    assert [ex.live_config("vertical", f"D{d}", 5, tmp_path).model.diffusion_depth for d in (1, 2, 3, 4)] == [1, 2, 3, 4]
+    emoji = ex.live_config("blocks-emoji", "T16", 5, tmp_path)
+    assert (emoji.data.dataset, emoji.model.latent_size, emoji.model.num_blocks) == ("emoji", 64, 16)
+    assert not ex.live_config("ablations", "no-zcond", 5, tmp_path).model.use_z_cond
+
+
+def test_family_reports_prefers_the_zoo_and_full_mode_needs_it(zoo, tmp_path):
+    reports, source = ex.family_reports("vertical", fast=False, root=zoo)
+    assert list(reports) == ["D1", "D2", "D3", "D4"] and "shipped zoo reports (4" in source
+    with pytest.raises(FileNotFoundError, match="python experiments/zoo.py all"):
+        ex.family_reports("vertical", fast=False, root=tmp_path / "empty")
+
+
+def test_figures_build(zoo):
+    v = ex.load_reports("vertical", zoo)
+    fig = ex.curves_figure(v, "paper_cost")
+    assert {t.name for t in fig.data} >= set(v) and fig.data[0].error_y.array is not None
+    assert ex.curves_figure(v, "steps").layout.xaxis.title.text.startswith("denoising steps")
+    cross = ex.crossover_figure(v["D1"], v["D4"])
+    assert any(t.name.startswith("crossover") for t in cross.data)
+    bars = ex.paper_figure(ex.vertical_table(v), "D", {"ours": "FID / FID(D=N)", "FFHQ": "FFHQ-1024 / FID(D=N)"}, "t")
+    assert len(bars.data) == 2 and len(bars.data[0].x) == 4
+    frames = ex.frames_figure([torch.zeros(4, 1, 8, 8), torch.ones(4, 3, 8, 8)], ["a", "b"])
+    assert len(frames.data) == 2
+
+
+@pytest.mark.slow
+def test_fast_mode_without_a_zoo_trains_and_evaluates_live_members(tmp_path, monkeypatch, one_thread):
+    from workbench import features
+    from workbench.data import build_dataset
+    from workbench.metrics import ReferenceStats
+
+    stats = PixelStats()
+    monkeypatch.setitem(features.FEATURE_EXTRACTORS, stats.name, lambda: stats)
+
+    def reference_for(cfg, n=None):
+        data = build_dataset(cfg.data, "train")
+        real = torch.stack([data[i][0] for i in range(64)])
+        return ReferenceStats.from_features(features.extract_features(stats, real), {
+            "name": "stub", "extractor": stats.name, "extractor_id": stats.id})
+
+    monkeypatch.setattr(ex, "reference_for", reference_for)
+    monkeypatch.setitem(ex.MEMBERS, "vertical", ex.MEMBERS["vertical"][::3])  # D1 and D4
+    reports, source = ex.family_reports("vertical", fast=True, root=tmp_path / "no-zoo", live_root=tmp_path / "live",
+                                        train_steps=2, steps=(1, 2), n=6)
+    assert list(reports) == ["D1", "D4"] and source.startswith("NO ZOO REPORTS FOUND")
+    assert all(r.training["steps"] == 2 and r.eval["n"] == 6 and len(r.curve) == 2 for r in reports.values())
+    assert (tmp_path / "live" / "vertical" / "D4.json").is_file()
+    ex.compare(reports["D1"], reports["D4"])  # the notebooks' analysis runs on live reports as on the zoo's
+
+
+def test_comparison_without_intervals_says_so():
+    a, b = line_report("a", [10.0, 100.0], [30.0, 30.0]), line_report("b", [10.0, 100.0], [40.0, 40.0])
+    strip = [ex.Report(r.family, r.name, r.config, r.training, r.eval, tuple(
+        ex.CurvePoint(p.steps, p.fid, math.nan, math.nan, 0, 0, p.paper_cost, p.cached_cost, 0) for p in r.curve))
+        for r in (a, b)]
+    c = ex.compare(*strip)
+    assert c.low_significant is None and "no intervals" in ex.describe_comparison(c)
+    assert ex.compare(a, b).low_significant is True

@@ -11,22 +11,40 @@ both grids the two interpolants are straight lines in log(compute), so the cross
 """
 from __future__ import annotations
 
+import csv
+import functools
 import json
 import math
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+from scipy.stats import spearmanr
 
-from .config import Config
+from . import plots
+from .checkpoint import load_for_inference
+from .codecs import build_codec
+from .compute import cached_cost, paper_cost, sample_flops, sequence_blocks, train_flops
+from .config import Config, DiffusionConfig, ModelConfig, preset
+from .diffusion import Diffusion
+from .metrics import compute_fid, reference_stats
+from .model import build_model
+from .sampling import generate
+from .train import train
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ZOO_DIR = REPO_ROOT / "data" / "checkpoints"
 FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "ablations")
 COSTS = {"steps": "denoising steps per block, S",
          "paper_cost": "block-layer evaluations per image, T[(N-D)+D*S] (paper)",
-         "cached_cost": "block-layer evaluations per image, cached sampler"}
+         "cached_cost": "block-layer evaluations per image, cached sampler",
+         "flops": "FLOPs per image (analytic, compute.sample_flops; fair across T)"}
 
 # ---- the paper's numbers (PAPER.md; secondary notes, approximate) ------------------------------------------------
 PAPER_N = 28
@@ -96,6 +114,8 @@ class Report:
     def xs(self, x: str = "paper_cost") -> np.ndarray:
         if x not in COSTS:
             raise ValueError(f"x: unknown axis {x!r}. Fix: use one of {', '.join(COSTS)}.")
+        if x == "flops":  # a block-layer evaluation costs more for bigger blocks: compare T on FLOPs
+            return np.array([sum(sample_flops(self.config.model, p.steps).values()) for p in self.curve])
         return np.array([getattr(p, x) for p in self.curve], dtype=float)
 
     def ys(self, y: str = "fid") -> np.ndarray:
@@ -168,6 +188,16 @@ def load_reports(family: str, root: str | Path = ZOO_DIR) -> dict[str, Report]:
 def zoo_status(root: str | Path = ZOO_DIR) -> dict[str, int]:
     """Reports found per family."""
     return {f: len(list((Path(root) / f).glob("*.json"))) for f in FAMILIES}
+
+
+def budget_table(reports: Mapping[str, Report]) -> list[dict]:
+    """Provenance of each report: architecture, training budget and how its FID was measured."""
+    return [{"member": r.label, "N": r.N, "D": r.D, "T": r.T, "train steps": r.training.get("steps"),
+             "batch": r.training.get("batch"), "images seen": r.training.get("images_seen"),
+             "train min": (r.training.get("seconds") or math.nan) / 60, "device": r.training.get("device"),
+             "val loss": r.training.get("final_val_loss"), "FID extractor": r.eval.get("extractor"),
+             "reference": r.eval.get("reference"), "n": r.eval.get("n"), "sampler": r.eval.get("sampler"),
+             "S grid": ",".join(str(p.steps) for p in r.curve)} for r in reports.values()]
 
 
 # ---- equal compute -----------------------------------------------------------------------------------------------
@@ -254,9 +284,11 @@ class Comparison:
         return improvement(*self.equal_steps_fid)
 
     @property
-    def low_significant(self) -> bool:
-        """The intervals at low compute do not overlap."""
+    def low_significant(self) -> bool | None:
+        """Whether the intervals at low compute are disjoint (None when the reports have no intervals)."""
         (a_lo, a_hi), (r_lo, r_hi) = self.low_interval
+        if not all(np.isfinite([a_lo, a_hi, r_lo, r_hi])):
+            return None
         return a_hi < r_lo or r_hi < a_lo
 
     @property
@@ -289,14 +321,19 @@ def compare(ar: Report, ref: Report, x: str = "paper_cost") -> Comparison:
         s, (at[ar.name][s], at[ref.name][s]), tuple(crossings(ar, ref, x)))
 
 
+def _noise(significant: bool | None) -> str:
+    return {True: "the bootstrap intervals do not overlap", False: "the bootstrap intervals overlap, so the gap is "
+            "within noise", None: "the reports carry no intervals to judge the noise"}[significant]
+
+
 def describe_comparison(c: Comparison) -> str:
     """One paragraph of markdown, written from the numbers."""
     lo, hi = PAPER_CLAIM_BAND
     text = (f"At the lowest compute both curves cover ({c.low_cost:.0f} block-layer evaluations per image), "
             f"**{c.ar}** reaches FID {c.low_fid[0]:.1f} and **{c.ref}** FID {c.low_fid[1]:.1f}: "
             f"{abs(c.low_improvement):.0%} {'lower' if c.low_improvement > 0 else 'higher'} for {c.ar} "
-            f"(paper: {lo:.0%}-{hi:.0%} lower), so the claim is **{c.verdict}** here; the bootstrap intervals "
-            f"{'do not overlap' if c.low_significant else 'overlap, so the gap is within noise'}. "
+            f"(paper: {lo:.0%}-{hi:.0%} lower), so the claim is **{c.verdict}** here; "
+            f"{_noise(c.low_significant)}. "
             f"At equal steps (S={c.equal_steps}) the gap is {c.equal_steps_improvement:+.0%}. ")
     if c.crossings:
         k = c.crossings[0]
@@ -313,8 +350,6 @@ def describe_comparison(c: Comparison) -> str:
 # ---- tables beside the paper's -----------------------------------------------------------------------------------
 def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman's rank correlation (ties averaged); NaN with fewer than 2 finite pairs or a constant side."""
-    from scipy.stats import spearmanr
-
     pairs = [(u, v) for u, v in zip(a, b) if np.isfinite(u) and np.isfinite(v)]
     if len(pairs) < 2 or len({u for u, _ in pairs}) < 2 or len({v for _, v in pairs}) < 2:
         return math.nan
@@ -444,3 +479,334 @@ def markdown_table(rows: Sequence[dict], columns: Iterable[str] | None = None) -
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_cell(r.get(c), c) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# ---- live evaluation (the zoo's eval, and FAST mode without a zoo) -----------------------------------------------
+EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
+MEMBERS = {  # family -> (member name, config overrides); the zoo's families, shared with experiments/zoo.py
+    "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in (1, 2, 3, 4)],
+    "blocks-fmnist": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
+    "blocks-emoji": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
+    "ablations": [("default", {}), ("no-zcond", {"model.use_z_cond": False}),
+                  ("no-clean", {"model.clean_stream": False}), ("mlp-denoise", {"model.denoiser_attention": "block"}),
+                  ("hidden0", {"diffusion.hidden_loss_weight": 0.0}), ("shared", {"model.towers": "shared"})],
+}
+
+
+def generate_images(model, config: Config, n: int, steps: int, sampler: str = "ddim", seed: int = 0,
+                    batch: int = 250):
+    """n decoded images (n, C, H, W) in [-1, 1]; batch i uses seed + i, so every S and every model sees the
+    same initial noise (common random numbers make curves comparable with fewer images)."""
+    codec = build_codec(config.data)
+    out = []
+    for i, start in enumerate(range(0, n, batch)):
+        latents = generate(model, config, num_images=min(batch, n - start), steps=steps, sampler=sampler,
+                           seed=seed + i)  # (b, C, h, w)
+        with torch.no_grad():
+            out.append(codec.decode(latents).float().clamp(-1, 1))
+    return torch.cat(out)
+
+
+def evaluate_curve(model, config: Config, reference, extractor=None, steps: Sequence[int] = EVAL_STEPS,
+                   n: int = 1000, sampler: str = "ddim", seed: int = 0, weights: str = "ema",
+                   progress=None) -> dict:
+    """The `eval` section of a report: FID (with bootstrap interval), KID and compute for each S in `steps`.
+
+    `reference`: metrics.ReferenceStats (or real images); `extractor`: name or module (default: the reference's).
+    `progress(S, point)` is called after each point."""
+    curve, result = [], None
+    for s in steps:
+        start = time.perf_counter()
+        images = generate_images(model, config, n, s, sampler, seed)
+        seconds = (time.perf_counter() - start) / n
+        result = compute_fid(images, reference, extractor, seed=seed)
+        low, high = result.fid_ci or (math.nan, math.nan)
+        curve.append({"steps": int(s), "fid": result.fid, "fid_low": low, "fid_high": high,
+                      "kid_mean": result.kid_mean, "kid_std": result.kid_std, "fid_inf": result.fid_inf,
+                      "paper_cost": paper_cost(config.model, s), "cached_cost": cached_cost(config.model, s),
+                      "seconds_per_image": seconds})
+        if progress:
+            progress(s, curve[-1])
+    return {"extractor": result.extractor, "reference": result.reference, "reference_count": result.reference_count,
+            "n": n, "sampler": sampler, "weights": weights, "seed": seed, "curve": curve}
+
+
+def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -> Config:
+    """A tiny member of `family` for FAST mode (seconds to train): the family's overrides on a 4-layer width-32
+    model, Fashion-MNIST 32px or emoji 64px (patch 8), float32 on one CPU process."""
+    over = dict(MEMBERS[family])[name]
+    base = {"model.width": 32, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2, "model.num_blocks": 4,
+            "train.max_steps": train_steps, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_frac": 0.05,
+            "train.ema_decay": 0.9, "train.val_batches": 1, "train.ckpt_every": train_steps, "train.log_every": 10,
+            "train.sample_every": 0, "train.precision": "32-true", "train.accelerator": "cpu",
+            "train.out_dir": str(Path(out_dir) / family / name), "name": f"{family}/{name}"}
+    if family == "blocks-emoji":
+        base.update({"data.dataset": "emoji", "data.image_size": 64, "data.channels": 3, "model.latent_size": 64,
+                     "model.latent_channels": 3, "model.patch_size": 8})
+    return preset("tiny").override(**{**base, **over})
+
+
+def reference_for(config: Config, n: int | None = None):
+    """Reference statistics for live evaluation: the Fashion-MNIST classifier's features of the config's dataset's
+    training images (all of them by default, as the zoo's Fashion-MNIST reports use; for emoji a grey proxy, less
+    faithful than Inception), computed once and cached by workbench.metrics."""
+    d = config.data
+    return reference_stats(d.dataset, "train", "fmnist-classifier", n=n, image_size=d.image_size, channels=d.channels)
+
+
+def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -> dict:
+    """One curve point of a shipped report computed again from its checkpoint (<name>.safetensors beside the
+    report) with the report's sampler, seed and reference statistics; S defaults to the fewest steps, n to the
+    report's."""
+    ckpt = report.path.with_suffix(".safetensors") if report.path else None
+    if ckpt is None or not ckpt.is_file():
+        raise FileNotFoundError(f"{ckpt}: no checkpoint beside the report of {report.label}. Fix: ship it with "
+                                "python experiments/zoo.py export (ablation weights may be left out for space).")
+    model, config = load_for_inference(ckpt)
+    d, ev = config.data, report.eval
+    reference = reference_stats(d.dataset, "train", ev["extractor"].rsplit("-", 1)[0], n=ev.get("reference_count"),
+                                image_size=d.image_size, channels=d.channels)  # cached: loaded, not recomputed
+    if reference.name != ev["reference"]:
+        raise ValueError(f"{report.path}: its reference {ev['reference']!r} is not {reference.name!r}. Fix: "
+                         "re-evaluate the report with the current workbench.metrics.")
+    ev = evaluate_curve(model, config, reference, steps=[steps or report.curve[0].steps], n=n or report.eval["n"],
+                        sampler=report.eval["sampler"], seed=report.eval["seed"])
+    return ev["curve"][0]
+
+
+def live_family(family: str, root: str | Path, train_steps: int = 20, steps: Sequence[int] = (1, 2, 4),
+                n: int = 48, seed: int = 0) -> dict[str, Report]:
+    """Train and evaluate tiny members of `family` now and write their reports under `root` (the FAST fallback
+    when the zoo has not shipped: it exercises the whole pipeline, it reproduces nothing)."""
+    for name, _ in MEMBERS[family]:
+        cfg = live_config(family, name, train_steps, Path(root) / "runs")
+        reference = reference_for(cfg)
+        summary = train(cfg)
+        model, cfg = load_for_inference(summary["checkpoint"])
+        tc = cfg.train
+        training = {"steps": summary["step"], "batch": tc.batch_size, "images_seen": summary["images_seen"],
+                    "seconds": round(summary["train_seconds"], 1), "device": "cpu (live, FAST mode)",
+                    "final_val_loss": summary["val_loss"]}
+        ev = evaluate_curve(model, cfg, reference, steps=steps, n=n, seed=seed)
+        write_report(report_from_dict({"family": family, "name": name, "config": cfg.to_dict(),
+                                       "training": training, "eval": ev}), root)
+    return load_reports(family, root)
+
+
+def family_reports(family: str, fast: bool, root: str | Path = ZOO_DIR, live_root: str | Path | None = None,
+                   **live) -> tuple[dict[str, Report], str]:
+    """(reports, provenance): the zoo's reports when shipped; in FAST mode without them, tiny live members
+    (`live_family(**live)` under `live_root`, default a temporary folder); in full mode without them, an error."""
+    reports = load_reports(family, root)
+    if reports:
+        return reports, f"shipped zoo reports ({len(reports)} in {Path(root) / family})"
+    if not fast:
+        raise FileNotFoundError(f"{Path(root) / family}: no reports. Fix: train and evaluate the zoo "
+                                "(python experiments/zoo.py all), or run with WORKBENCH_FAST=1 for a live demo.")
+    live_root = Path(live_root or tempfile.mkdtemp(prefix="workbench-live-"))
+    reports = live_family(family, live_root, **live)
+    r = next(iter(reports.values()))
+    return reports, (f"NO ZOO REPORTS FOUND: tiny live models ({r.training['steps']} training steps, n={r.eval['n']} "
+                     f"images per FID); the numbers only show the pipeline works, they reproduce nothing")
+
+
+def read_training_log(log_dir: str | Path) -> dict[str, list[float]]:
+    """The CSV log of a training run (<log_dir>/metrics.csv) as {column: values} over the rows that logged a
+    training loss, with "step" first."""
+    with open(Path(log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    return {k: [float(r[k]) if r[k] else math.nan for r in rows] for k in (rows[0] if rows else {})}
+
+
+# ---- figures of the notebooks (shared curve figures come from workbench.plots) -----------------------------------
+def curves_figure(reports: Mapping[str, Report], x: str = "paper_cost", title: str | None = None):
+    """FID against steps or compute for each report, with its bootstrap interval as error bars."""
+    curves = {name: r.points(x) for name, r in reports.items()}
+    fig = (plots.fid_vs_steps_figure(curves, title=title or "FID against denoising steps") if x == "steps" else
+           plots.fid_vs_compute_figure(curves, x_title=COSTS[x], title=title or "FID against inference compute"))
+    for trace in fig.data:
+        r = reports.get(trace.name)
+        if r is not None:
+            trace.error_y = dict(type="data", symmetric=False, array=r.ys("fid_high") - r.ys("fid"),
+                                 arrayminus=r.ys("fid") - r.ys("fid_low"), thickness=1)
+    return fig
+
+
+def crossover_figure(ar: Report, ref: Report, x: str = "paper_cost"):
+    """Top: both FID curves on the compute they share, crossings marked. Bottom: how much lower AR-heavy's FID is
+    at equal compute, against the paper's 60-75% band."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.06)
+    for r, color in ((ar, "#d62728"), (ref, "#1f77b4")):
+        fig.add_trace(go.Scatter(x=r.xs(x), y=r.ys(), name=f"{r.name} (D={r.D})", mode="lines+markers",
+                                 line=dict(color=color), text=[f"S={p.steps}" for p in r.curve],
+                                 error_y=dict(type="data", symmetric=False, array=r.ys("fid_high") - r.ys(),
+                                              arrayminus=r.ys() - r.ys("fid_low"), thickness=1)), row=1, col=1)
+    for k in crossings(ar, ref, x):
+        fig.add_trace(go.Scatter(x=[k.cost], y=[k.fid], mode="markers", name=f"crossover ({k.cost:.0f})",
+                                 marker=dict(symbol="x", size=14, color="black")), row=1, col=1)
+    span = overlap(ar, ref, x)
+    if span:
+        grid = np.geomspace(*span, 60) if span[1] > span[0] else np.array(span[:1])
+        gain = [improvement(fid_at(ar, b, x), fid_at(ref, b, x)) for b in grid]
+        fig.add_trace(go.Scatter(x=grid, y=gain, name=f"{ar.name} FID lower by", mode="lines",
+                                 line=dict(color="black")), row=2, col=1)
+        fig.add_hrect(y0=PAPER_CLAIM_BAND[0], y1=PAPER_CLAIM_BAND[1], fillcolor="green", opacity=0.15, line_width=0,
+                      annotation_text="paper: 60-75%", annotation_position="top left", row=2, col=1)
+        fig.add_hline(y=0, line=dict(color="grey", width=1), row=2, col=1)
+    fig.update_xaxes(type="log", row=1, col=1)
+    fig.update_xaxes(type="log", title=COSTS[x], row=2, col=1)
+    fig.update_yaxes(title="FID", row=1, col=1)
+    fig.update_yaxes(title="FID lower by", tickformat=".0%", row=2, col=1)
+    fig.update_layout(template="plotly_white", height=600, title=f"{ar.name} against {ref.name} at equal compute")
+    return fig
+
+
+def paper_figure(rows: Sequence[dict], label: str, series: Mapping[str, str], title: str):
+    """Grouped bars: for each row (x = row[label]) one bar per series {legend name: row key}."""
+    fig = go.Figure([go.Bar(name=name, x=[str(r[label]) for r in rows], y=[r[key] for r in rows])
+                     for name, key in series.items()])
+    fig.update_layout(template="plotly_white", barmode="group", title=title, xaxis_title=label)
+    return fig
+
+
+def loss_figure(log: Mapping[str, Sequence[float]], title: str = "training loss"):
+    """Training loss against optimizer steps, from read_training_log."""
+    fig = go.Figure(go.Scatter(x=log["step"], y=log["train/loss"], mode="lines+markers", name="train/loss"))
+    fig.update_layout(template="plotly_white", title=title, xaxis_title="optimizer step", yaxis_title="loss",
+                      yaxis_type="log", height=320)
+    return fig
+
+
+def frames_figure(frames: Sequence[torch.Tensor], titles: Sequence[str], nrow: int | None = None):
+    """One panel per frame (each a batch of images (B, C, H, W) in [-1, 1]) side by side: e.g. the canvas after
+    each finished block."""
+    fig = make_subplots(rows=1, cols=len(frames), subplot_titles=list(titles), horizontal_spacing=0.01)
+    for i, frame in enumerate(frames):
+        for trace in plots.image_grid_figure(frame, nrow).data:
+            fig.add_trace(trace, row=1, col=i + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    for i in range(len(frames)):
+        fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
+    fig.update_layout(template="plotly_white", height=260, margin=dict(l=0, r=0, t=30, b=0))
+    return fig
+
+
+# ---- scaling up: parameters, memory and time of the paper's settings ---------------------------------------------
+GPUS = {  # name -> (dense bf16 peak FLOP/s, memory bytes): vendor datasheet numbers
+    "A100-80GB": (312e12, 80e9), "H100-80GB": (989e12, 80e9), "H200-141GB": (989e12, 141e9)}
+STATE_BYTES = {"weights": 4, "grads": 4, "adam": 8, "ema": 4}  # per parameter (fp32 master, bf16-mixed)
+
+
+def param_count(config: Config) -> int:
+    """Parameters of the model a config builds, counted on the meta device (no memory, any size)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(config).parameters())
+
+
+@functools.lru_cache(maxsize=64)
+def _saved_bytes(model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig, dtype: torch.dtype | None) -> float:
+    """Bytes autograd keeps for the backward of one training loss on one random image."""
+    m = model_cfg
+    model, diffusion = build_model(m), Diffusion(diffusion_cfg, m)
+    x = torch.randn(1, m.latent_channels, m.latent_size, m.latent_size)
+    seen: dict = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()  # each storage once
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        diffusion.loss(model, x)
+    return float(sum(seen.values()))
+
+
+def adaln_params(config: Config) -> int:
+    """Parameters DiT-style adaLN-Zero modulation would add (a W -> 6W linear per layer and tower): our model has
+    none, since the timestep enters through the block embedder and the output head."""
+    m = config.model
+    towers = 2 if m.towers == "separate" else 1
+    return m.depth * towers * (6 * m.width * m.width + 6 * m.width)
+
+
+def preset_table(configs: Mapping[str, Config]) -> list[dict]:
+    """One row per preset: image and latent geometry, N, D, T, width, sampler, parameters."""
+    rows = []
+    for name, c in configs.items():
+        m = c.model
+        rows.append({"preset": name, "image": f"{c.data.image_size}px {c.data.codec}",
+                     "latent": f"{m.latent_channels}x{m.latent_size}x{m.latent_size}", "patch": m.patch_size,
+                     "tokens": m.grid ** 2, "T": m.num_blocks, "tokens/block": m.block_tokens, "N": m.depth,
+                     "D": m.diffusion_depth, "width": m.width, "heads": m.heads, "classes": m.num_classes,
+                     "sampler": f"{c.sample.sampler} S={c.sample.steps}", "params (M)": param_count(c) / 1e6})
+    return rows
+
+
+def activation_bytes_per_token_layer(config: Config) -> float:
+    """Activation memory of training, in bytes per token per decoder layer, measured at the config's width and
+    precision on small copies on the CPU: the saved tensors of one more layer, at two sequence lengths; the slope
+    over the tokens drops what does not grow with them (e.g. the bf16 copies of the weights under autocast).
+    Attention is taken as memory-efficient (nothing quadratic saved), as the SDPA kernels of CPU and GPU are."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(config.train.precision)
+    per_layer, tokens = [], []
+    for grid in (4, 8):  # tokens per side; 4 blocks of (grid/2)^2 tokens
+        small = replace(config.model, num_blocks=4, latent_size=grid * config.model.patch_size, num_classes=0,
+                        diffusion_depth=1)
+        one, two = (_saved_bytes(replace(small, depth=d), config.diffusion, dtype) for d in (1, 2))
+        per_layer.append(two - one)
+        tokens.append(sequence_blocks(small) * small.block_tokens)
+    return (per_layer[1] - per_layer[0]) / (tokens[1] - tokens[0])
+
+
+def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8, nodes: int = 1,
+                  mfu: float = 0.4, per_token_layer: float | None = None) -> dict:
+    """Memory per GPU and time of the config's training run on `nodes` x `gpus_per_node` GPUs.
+
+    Memory: fp32 weights, gradients, AdamW moments and EMA (20 bytes per parameter; FSDP shards them over all GPUs,
+    DDP keeps a full copy each) plus activations (measured per token and layer, see
+    activation_bytes_per_token_layer). The largest micro-batch that fits in 90% of the GPU memory, and the gradient
+    accumulation that keeps the config's global batch, follow. Time: compute.train_flops per step at `mfu` of the
+    GPU's dense bf16 peak (an assumption: 0.3-0.5 is typical for transformers of this size)."""
+    peak, memory = GPUS[gpu]
+    m, tc = config.model, config.train
+    world = gpus_per_node * nodes
+    params = param_count(config)
+    state = params * sum(STATE_BYTES.values()) / (world if tc.strategy == "fsdp" else 1)
+    per_token_layer = per_token_layer or activation_bytes_per_token_layer(config)
+    tokens = sequence_blocks(m) * m.block_tokens
+    per_image = per_token_layer * tokens * m.depth
+    fits = int((0.9 * memory - state) // per_image)
+    devices = int(tc.devices) if isinstance(tc.devices, (int, float)) else 1  # "auto" or a list: count as 1
+    global_batch = tc.batch_size * tc.grad_accum * devices * tc.num_nodes  # the recipe's batch, kept on any cluster
+    micro = max(1, min(fits, tc.batch_size))
+    accum = math.ceil(global_batch / (micro * world))
+    step_flops = train_flops(m, global_batch)
+    seconds = step_flops / (world * peak * mfu)
+    return {"gpu": gpu, "gpus": world, "strategy": tc.strategy, "params": params, "state GB/GPU": state / 1e9,
+            "activations GB/image": per_image / 1e9, "bytes/token/layer": per_token_layer, "tokens": tokens,
+            "config batch/GPU": tc.batch_size, "config fits": fits >= tc.batch_size, "max micro-batch": fits,
+            "global batch": global_batch, "micro-batch": micro, "grad_accum": accum,
+            "effective batch": micro * accum * world,
+            "TFLOPs/step": step_flops / 1e12, "s/step": seconds, "steps": tc.max_steps,
+            "days": seconds * tc.max_steps / 86400, "GPU-hours": seconds * tc.max_steps * world / 3600}
+
+
+def launch_commands(preset_name: str, plan: dict, nodes: int = 1, gpus_per_node: int = 8,
+                    hours: int = 48) -> dict[str, str]:
+    """Shell commands for the plan: one node (Fabric starts the processes), several nodes with torchrun (Fabric
+    detects TorchElastic) and a SLURM batch script (Fabric detects SLURM; one task per GPU)."""
+    opts = (f"--preset {preset_name} --train.devices {gpus_per_node} --train.num_nodes {nodes} "
+            f"--train.strategy {plan['strategy']} --train.batch_size {plan['micro-batch']} "
+            f"--train.grad_accum {plan['grad_accum']}")
+    single = opts.replace(f"--train.num_nodes {nodes}", "--train.num_nodes 1")
+    return {
+        "one node": f"python -m workbench train {single}",
+        "torchrun (run on every node)": (
+            f"torchrun --nnodes {nodes} --nproc-per-node {gpus_per_node} --node-rank $NODE_RANK "
+            f"--rdzv-backend c10d --rdzv-endpoint $MAIN_ADDR:29500 -m workbench train {opts}"),
+        "slurm (sbatch)": "\n".join([
+            "#!/bin/bash", f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={gpus_per_node}",
+            f"#SBATCH --gpus-per-node={gpus_per_node}", "#SBATCH --cpus-per-task=8", f"#SBATCH --time={hours}:00:00",
+            f"srun python -m workbench train {opts} --resume"]),
+    }
