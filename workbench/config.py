@@ -349,7 +349,7 @@ def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
                     raise ValueError
                 return int(float(num))
             return float(num)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             kind = "an integer" if isinstance(default, int) else "a number"
             raise ValueError(f"{name}: expected {kind}, got {value!r}. Fix: write {kind}.") from None
     if isinstance(default, str) and not isinstance(value, str):
