@@ -1,56 +1,81 @@
-"""Cached vs naive (recompute the prefix every step) block-wise sampling, side by side in one run.
+"""Cached vs naive (recompute the whole prefix every step) block-wise sampling, side by side in one run.
 
-    python benchmarks/bench_cache.py [--preset fmnist-small] [--blocks 16] [--steps 50] [--images 4]
+    python benchmarks/bench_cache.py [--preset fmnist-small] [--blocks 16] [--patch 2] [--steps 50] [--images 4]
+                                     [--naive-blocks 0] [--rounds 2] [--threads 0] [--clock wall|cpu]
+                                     [--out results.jsonl]
 
-Prints the measured speed-up next to the one the cost model predicts (naive_cost / cached_cost).
+Prints the measured speed-up next to the two predictions of the cost model: block-layer evaluations
+(naive_cost / cached_cost) and FLOPs (sample_flops, which adds attention over the context). `--naive-blocks n`
+times only the first n blocks of the naive sampler and scales by T/n: every naive step runs the same full
+sequence, so its cost does not depend on the block (the script checks this on the blocks it times).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
 import workbench as wb
-from workbench.compute import cached_cost, naive_cost
+from harness import CLOCKS, best_times, emit, machine
+from workbench.compute import cached_cost, naive_cost, sample_flops
 
 
-def timed(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def naive_block_times(model, cfg, blocks: int, **run) -> list[float]:
+    """Seconds of each of the first `blocks` blocks of the naive sampler."""
+    times, start = [], time.perf_counter()
+    for event in wb.generate_events(model, cfg, use_cache=False, **run):
+        if event.kind == "block":
+            times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            if len(times) == blocks:
+                break
+    return times
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fmnist-small")
-    ap.add_argument("--blocks", type=int, default=16)
+    ap.add_argument("--blocks", type=int, default=16, help="T")
     ap.add_argument("--patch", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=50, help="S")
     ap.add_argument("--images", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--naive-blocks", type=int, default=0, help="time the first n naive blocks (0: all T)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default=None, help="append the result to this JSON-lines file")
+    ap.add_argument("--clock", choices=CLOCKS, default="wall", help="wall clock, or process CPU time (1 thread)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = wb.preset(args.preset, **{"model.num_blocks": args.blocks, "model.patch_size": args.patch})
     model = wb.build_model(cfg)
-    run = dict(num_images=args.images, steps=args.steps, sampler="ddim", seed=0)
+    m, S, T = cfg.model, args.steps, cfg.model.num_blocks
+    run = dict(num_images=args.images, steps=S, sampler="ddim", seed=0)
+    nb = args.naive_blocks or T
     wb.generate(model, cfg, **{**run, "steps": 2})  # warm-up
-    t_cache = timed(lambda: wb.generate(model, cfg, use_cache=True, **run), args.repeats)
-    t_naive = timed(lambda: wb.generate(model, cfg, use_cache=False, **run), args.repeats)
-    m = cfg.model
-    result = {
-        "preset": args.preset, "N": m.depth, "D": m.diffusion_depth, "T": m.num_blocks, "S": args.steps,
-        "tokens_per_block": m.block_tokens, "width": m.width, "images": args.images,
-        "threads": torch.get_num_threads(),
-        "seconds_cached": round(t_cache, 3), "seconds_naive": round(t_naive, 3),
-        "measured_speedup": round(t_naive / t_cache, 2),
-        "predicted_speedup": round(naive_cost(m, args.steps) / cached_cost(m, args.steps), 2),
-    }
-    print(json.dumps(result, indent=1))
+    per_block: list[float] = []
+
+    def naive() -> None:
+        per_block[:] = naive_block_times(model, cfg, nb, **run)
+
+    t = best_times({"cached": lambda: wb.generate(model, cfg, use_cache=True, **run), "naive": naive},
+                   rounds=args.rounds, clock=args.clock)
+    t_naive = t["naive"] * T / nb
+    flops_c, flops_n = (sum(sample_flops(m, S, c).values()) for c in (True, False))
+    emit({
+        "benchmark": "cache", "preset": args.preset, "N": m.depth, "D": m.diffusion_depth, "T": T, "S": S,
+        "patch": m.patch_size, "tokens_per_block": m.block_tokens, "width": m.width, "images": args.images,
+        "naive_blocks_timed": nb, "clock": args.clock, "naive_block_seconds_last_round": [round(x, 3) for x in per_block],
+        "seconds_cached": round(t["cached"], 3), "seconds_naive": round(t_naive, 3),
+        "measured_speedup": round(t_naive / t["cached"], 2),
+        "predicted_speedup_block_layers": round(naive_cost(m, S) / cached_cost(m, S), 2),
+        "predicted_speedup_flops": round(flops_n / flops_c, 2),
+        "gflops_per_s_cached": round(flops_c * args.images / t["cached"] / 1e9, 1),
+        "gflops_per_s_naive": round(flops_n * args.images / t_naive / 1e9, 1),
+        "machine": machine(),
+    }, args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""The CPU-runnable parts of the GPU benchmark: argument parsing, the einops stand-in, and a tiny dry run."""
+import sys
+from pathlib import Path
+
+import einops
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import gpu_bench  # noqa: E402
+
+from single_thread import one_thread  # noqa: E402,F401
+
+
+def test_dry_run_reports_every_section():
+    result = gpu_bench.main(["--dry-run"])
+    assert result["stand_ins"] == []  # this environment has the real packages
+    assert result["train"]["tiny"]["mfu_vs_measured_bf16_matmul"] > 0
+    assert set(result["sample"]) == {"tiny-fp32", "tiny-bf16"}
+    cache = result["cache"]
+    assert cache["seconds_cached"] > 0 and cache["seconds_naive"] > 0
+    assert cache["predicted_speedup_flops"] > cache["predicted_speedup_block_layers"] > 1
+
+
+def test_unknown_argument_is_a_usage_error():
+    with pytest.raises(SystemExit) as exc:
+        gpu_bench.main(["--steps", "3"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("pattern,sizes", [
+    ("b c (bi s1 p1) (bj s2 p2) -> b (bi bj) (s1 s2) (c p1 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
+    ("b (bi bj) (s1 s2) (c p1 p2) -> b c (bi s1 p1) (bj s2 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
+])
+def test_rearrange_stand_in_matches_einops(pattern, sizes):
+    x = torch.randn(2, 3, 16, 16) if pattern.startswith("b c") else torch.randn(2, 4, 4, 48)
+    assert torch.equal(gpu_bench._rearrange(x, pattern, **sizes), einops.rearrange(x, pattern, **sizes))
+
+
+def test_stand_ins_replace_missing_packages(monkeypatch):
+    monkeypatch.setitem(sys.modules, "einops", None)  # `import einops` now raises ImportError
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    assert gpu_bench.install_stand_ins() == ["einops", "diffusers"]
+    assert sys.modules["einops"].rearrange is gpu_bench._rearrange
+    with pytest.raises(ImportError, match="not installed"):
+        sys.modules["diffusers"].DDIMScheduler()
