@@ -24,8 +24,9 @@ DEFAULT_IMAGES = 16
 
 
 def default_steps(config) -> int:
-    """The steps slider's start: the checkpoint's own S, at most 32 (a responsive first run)."""
-    return min(config.sample.steps, 32)
+    """The steps slider's start: the checkpoint's own S, at most 16. On the zoo's FID curves S=16 is within a few
+    percent of S=32, and the first block shows twice as fast."""
+    return min(config.sample.steps, 16)
 
 
 @dataclass(frozen=True)
