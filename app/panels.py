@@ -62,7 +62,7 @@ class RunView:
                 st.info(f"Live FID unavailable: {problem}")
                 return
             if result is None:
-                st.caption("Live FID: waiting for images…")
+                st.caption("Live FID: computing the features of the images…")
                 return
             a, b, c = st.columns(3)
             ci = (f"{result.ci_level:.0%} interval {result.fid_ci[0]:.1f}–{result.fid_ci[1]:.1f}"

@@ -137,6 +137,7 @@ def generate(runs: list[Run], loaded: list[Loaded], views: list, preview: bool, 
         if ld.reference is None:
             run.fid_problem = ld.reference_problem
         else:
+            view.show_fid(None, None)
             run.live = LiveFID(ld.reference)
             run.live.update(run.images)
             run.fid = run.live.compute() if run.live.n >= 2 else None
