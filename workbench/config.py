@@ -365,7 +365,7 @@ _SUBCONFIGS = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataC
 def _fmnist(name: str, **model: Any) -> Config:
     return Config(name=name, model=ModelConfig(**model),
                   data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
-                  train=TrainConfig(batch_size=64, max_steps=6000, max_minutes=50, ema_decay=0.999, ckpt_every=500,
+                  train=TrainConfig(batch_size=64, max_steps=1000, max_minutes=55, ema_decay=0.999, ckpt_every=250,
                                     sample_every=1000, precision="bf16-mixed", out_dir=f"runs/{name}"))
 
 
