@@ -68,7 +68,8 @@ class ModelConfig:
                "use 'separate' or 'shared'")
         _check(self.denoiser_attention in ("context", "block", "token"), "model.denoiser_attention",
                f"unknown value {self.denoiser_attention!r}", "use 'context', 'block' or 'token'")
-        _check(self.mlp_ratio > 0, "model.mlp_ratio", f"must be > 0, got {self.mlp_ratio}", "use e.g. 8/3")
+        _check(0 < self.mlp_ratio < 64, "model.mlp_ratio", f"must lie in (0, 64), got {self.mlp_ratio}", "use e.g. 8/3")
+        _check(0 < self.norm_eps < 1, "model.norm_eps", f"must lie in (0, 1), got {self.norm_eps}", "use e.g. 1e-6")
         _check(self.num_classes >= 0, "model.num_classes", f"must be >= 0, got {self.num_classes}",
                "use 0 for unconditional models")
         _check(0.0 <= self.label_dropout < 1.0, "model.label_dropout", f"must lie in [0, 1), got {self.label_dropout}",
@@ -205,7 +206,7 @@ class TrainConfig:
                      "val_batches"):
             _check(getattr(self, name) >= 1, f"train.{name}", f"must be >= 1, got {getattr(self, name)}",
                    "use a positive integer")
-        _check(self.lr > 0, "train.lr", f"got {self.lr}", "use a positive learning rate")
+        _check(0 < self.lr < math.inf, "train.lr", f"got {self.lr}", "use a finite positive learning rate")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1", "AdamW betas must lie in [0, 1)",
                "use 0.9 and 0.95")
         _check(0 <= self.warmup_frac <= self.decay_start_frac <= 1, "train.warmup_frac",
