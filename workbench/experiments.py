@@ -216,6 +216,15 @@ def overlap(a: Report, b: Report, x: str = "paper_cost") -> tuple[float, float] 
     return (lo, hi) if lo <= hi else None
 
 
+def common_budgets(a: Report, b: Report, x: str = "paper_cost") -> list[float]:
+    """The measured computes of either curve inside the range both cover, with its two ends (empty if none)."""
+    span = overlap(a, b, x)
+    if span is None:
+        return []
+    lo, hi = span
+    return sorted({lo, hi, *(float(c) for c in np.concatenate([a.xs(x), b.xs(x)]) if lo < c < hi)})
+
+
 def equal_compute_table(reports: Mapping[str, Report], budgets: Sequence[float], x: str = "paper_cost") -> list[dict]:
     """One row per budget: the FID of every report there (NaN where that curve was not measured)."""
     return [{x: float(b), **{name: fid_at(r, b, x) for name, r in reports.items()}} for b in budgets]
@@ -237,11 +246,7 @@ class Crossing:
 def crossings(a: Report, b: Report, x: str = "paper_cost") -> list[Crossing]:
     """Computes where FID(a) - FID(b) changes sign within the range both curves cover (exact for the
     log-linear interpolants)."""
-    span = overlap(a, b, x)
-    if span is None:
-        return []
-    lo, hi = span
-    knots = sorted({lo, hi, *(c for c in np.concatenate([a.xs(x), b.xs(x)]) if lo < c < hi)})
+    knots = common_budgets(a, b, x)
     diffs = [fid_at(a, k, x) - fid_at(b, k, x) for k in knots]
     out, last = [], None  # last: index of the last knot with a non-zero difference
     for i, d in enumerate(diffs):
@@ -333,8 +338,9 @@ def describe_comparison(c: Comparison) -> str:
             f"**{c.ar}** reaches FID {c.low_fid[0]:.1f} and **{c.ref}** FID {c.low_fid[1]:.1f}: "
             f"{abs(c.low_improvement):.0%} {'lower' if c.low_improvement > 0 else 'higher'} for {c.ar} "
             f"(paper: {lo:.0%}-{hi:.0%} lower), so the claim is **{c.verdict}** here; "
-            f"{_noise(c.low_significant)}. "
-            f"At equal steps (S={c.equal_steps}) the gap is {c.equal_steps_improvement:+.0%}. ")
+            f"{_noise(c.low_significant)}. At equal steps (S={c.equal_steps}) {c.ar} has FID "
+            f"{c.equal_steps_fid[0]:.1f} against {c.equal_steps_fid[1]:.1f} "
+            f"({abs(c.equal_steps_improvement):.0%} {'lower' if c.equal_steps_improvement > 0 else 'higher'}). ")
     if c.crossings:
         k = c.crossings[0]
         text += (f"The curves cross at about {k.cost:.0f} evaluations (FID {k.fid:.1f}): below it {k.better_below} "
@@ -411,11 +417,14 @@ def describe_blocks(low: Mapping[str, Report], high: Mapping[str, Report]) -> st
         if not reps:
             parts.append(f"No {side}-resolution reports yet.")
             continue
-        t, (paper_t, dataset) = best_t(reps), PAPER_BEST_T[side]
-        r = next(iter(reps.values()))
-        parts.append(f"At the {side} resolution ({r.config.data.dataset} {r.config.data.image_size}px) T={t} is best; "
-                     f"the paper's best at {side} resolution ({dataset}) is T={paper_t}: "
-                     f"{'same' if t == paper_t else 'different'}.")
+        ranked = sorted(reps.values(), key=lambda r: r.final.fid)
+        best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
+        close = [f"T={r.T}" for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
+        d = best.config.data
+        parts.append(f"At the {side} resolution ({d.dataset} {d.image_size}px) T={best.T} is best (FID "
+                     f"{best.final.fid:.1f}" + (f"; its interval overlaps {', '.join(close)}" if close else "") +
+                     f"); the paper's best at {side} resolution ({dataset}) is T={paper_t}: "
+                     f"{'same' if best.T == paper_t else 'different'}.")
     return " ".join(parts)
 
 
@@ -441,12 +450,12 @@ def ablation_table(reports: Mapping[str, Report]) -> list[dict]:
         rows.append({"ablation": name, "description": desc, "FID": p.fid, "FID interval": (p.fid_low, p.fid_high),
                      "change": change, "ours": ours, "FFHQ": ffhq, "FFHQ change": paper_ffhq, "ImageNet": inet,
                      "ImageNet change": paper_inet, "paper": paper,
-                     "agrees": ours == paper if name in PAPER_ABLATIONS else None})
+                     "agrees": ours == paper if name in PAPER_ABLATIONS and name != "default" else None})
     return rows
 
 
 def describe_ablations(rows: Sequence[dict]) -> str:
-    judged = [r for r in rows if r["ablation"] != "default" and r["agrees"] is not None]
+    judged = [r for r in rows if r["agrees"] is not None]
     agree = [r["ablation"] for r in judged if r["agrees"]]
     differ = [f"{r['ablation']} (ours {r['ours']}, paper {r['paper']})" for r in judged if not r["agrees"]]
     worst = max(judged, key=lambda r: r["change"]) if judged else None
@@ -783,8 +792,8 @@ def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8
     accum = math.ceil(global_batch / (micro * world))
     step_flops = train_flops(m, global_batch)
     seconds = step_flops / (world * peak * mfu)
-    return {"gpu": gpu, "gpus": world, "strategy": tc.strategy, "params": params, "state GB/GPU": state / 1e9,
-            "activations GB/image": per_image / 1e9, "bytes/token/layer": per_token_layer, "tokens": tokens,
+    return {"gpu": gpu, "gpus": world, "strategy": tc.strategy, "params": params, "params (B)": params / 1e9, "state GB/GPU": state / 1e9,
+            "activations GB/image": per_image / 1e9, "bytes/token/layer": per_token_layer, "tokens": round(tokens),
             "config batch/GPU": tc.batch_size, "config fits": fits >= tc.batch_size, "max micro-batch": fits,
             "global batch": global_batch, "micro-batch": micro, "grad_accum": accum,
             "effective batch": micro * accum * world,
@@ -796,17 +805,19 @@ def launch_commands(preset_name: str, plan: dict, nodes: int = 1, gpus_per_node:
                     hours: int = 48) -> dict[str, str]:
     """Shell commands for the plan: one node (Fabric starts the processes), several nodes with torchrun (Fabric
     detects TorchElastic) and a SLURM batch script (Fabric detects SLURM; one task per GPU)."""
-    opts = (f"--preset {preset_name} --train.devices {gpus_per_node} --train.num_nodes {nodes} "
-            f"--train.strategy {plan['strategy']} --train.batch_size {plan['micro-batch']} "
-            f"--train.grad_accum {plan['grad_accum']}")
-    single = opts.replace(f"--train.num_nodes {nodes}", "--train.num_nodes 1")
+    def options(n: int) -> str:  # the gradient accumulation that keeps the recipe's global batch on n nodes
+        accum = math.ceil(plan["global batch"] / (plan["micro-batch"] * gpus_per_node * n))
+        return (f"--preset {preset_name} --train.devices {gpus_per_node} --train.num_nodes {n} "
+                f"--train.strategy {plan['strategy']} --train.batch_size {plan['micro-batch']} --train.grad_accum {accum}")
+
+    single, multi = options(1), options(nodes)
     return {
         "one node": f"python -m workbench train {single}",
         "torchrun (run on every node)": (
             f"torchrun --nnodes {nodes} --nproc-per-node {gpus_per_node} --node-rank $NODE_RANK "
-            f"--rdzv-backend c10d --rdzv-endpoint $MAIN_ADDR:29500 -m workbench train {opts}"),
+            f"--rdzv-backend c10d --rdzv-endpoint $MAIN_ADDR:29500 -m workbench train {multi}"),
         "slurm (sbatch)": "\n".join([
             "#!/bin/bash", f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={gpus_per_node}",
             f"#SBATCH --gpus-per-node={gpus_per_node}", "#SBATCH --cpus-per-task=8", f"#SBATCH --time={hours}:00:00",
-            f"srun python -m workbench train {opts} --resume"]),
+            f"srun python -m workbench train {multi} --resume"]),
     }

@@ -1,0 +1,48 @@
+"""The notebooks: their shape (a `parameters` cell with the FAST switch, no outputs committed, no computation
+defined in them, a conclusion computed from the measured numbers) and a run of each under nbmake in FAST mode, so
+that `make test` executes them as CI does (`pytest --nbmake notebooks/`)."""
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+EXPECTED = ["01_quickstart", "02_vertical_mixing", "03_block_partitioning", "04_ablations", "05_scaling_up"]
+FAST_SWITCH = 'FAST = os.environ.get("WORKBENCH_FAST", "0") == "1"'
+
+
+def test_the_five_experiments_have_notebooks():
+    assert [p.stem for p in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_shape(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", [])
+    assert FAST_SWITCH in first.source
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks without outputs"
+    assert not any(line.lstrip().startswith(("def ", "class ")) for c in code for line in c.source.splitlines()), \
+        "notebooks narrate, the package computes: move functions to workbench/"
+    assert any(c.source.lstrip().startswith("# ") and c.cell_type == "markdown" for c in nb.cells)
+    last = nb.cells[-1]
+    assert last.cell_type == "code" and "Markdown(" in last.source, "end with a conclusion written from the numbers"
+    assert nb.cells[-2].cell_type == "markdown" and "Conclusion" in nb.cells[-2].source
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_fast_mode(path):
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
+                          cwd=ROOT, env={**os.environ, "WORKBENCH_FAST": "1"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    print(f"{path.name}: {time.perf_counter() - start:.0f} s under nbmake (FAST)")
