@@ -93,10 +93,15 @@ def path_ui() -> str:
                                   "$WORKBENCH_CHECKPOINTS.")
 
 
+def widget_key(side: str, family: Family) -> str:
+    """Prefix of a side's widget keys; options differ between families, so each family has its own widgets."""
+    return f"{side}@{family.label}"
+
+
 def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
     """Depth, steps, sampler (and class, guidance): in a row when `wide`, else stacked."""
     positions = family.positions()
-    key = f"{name}@{family.label}"  # options differ between families: a widget per family
+    key = widget_key(name, family)
     cfg = family.entries[0].config
     conditional = cfg.model.num_classes > 0
     cells = st.columns([3, 3, 2] + [2, 2] * conditional, gap="medium") if wide else [st.container()] * 5

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 
 from app import catalog  # noqa: E402
 from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_ui, path_ui,  # noqa: E402
-                          settings_ui, validate)
+                          settings_ui, validate, widget_key)
 from app.panels import RunView, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate  # noqa: E402
 from workbench.checkpoint import CheckpointError, load_for_inference  # noqa: E402
@@ -111,9 +111,11 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
                          "(python experiments/zoo.py all; export) or start the app with `-- --checkpoints DIR`.")
         return None, None, reports, False
     default = opened or catalog.default_entry(families, folders)
-    if opened and st.session_state.get("opened") != str(opened.path):  # a newly opened file selects its family
+    if opened and st.session_state.get("opened") != str(opened.path):  # a newly opened file: select it
+        family = next(f for f in families if opened in f.entries)
         st.session_state["opened"] = str(opened.path)
-        st.session_state["family"] = next(f.label for f in families if opened in f.entries)
+        st.session_state["family"] = family.label
+        st.session_state[f"{widget_key(SIDES[0], family)}.D"] = opened.D
     family = family_ui(families, default)
     compare = st.sidebar.toggle("Compare two settings", key="compare",
                                 help="Two settings side by side, generated from the same seeds.")
