@@ -199,7 +199,7 @@ def scan(folders: Folders) -> tuple[list[Entry], list[str]]:
 def _add(entries: list[Entry], notes: list[str], path: Path, source: str) -> None:
     try:
         entries.append(load_entry(path, source))
-    except (CheckpointError, ValueError) as err:  # a header or report this version cannot use: skip, say why
+    except (ValueError, OSError) as err:  # a header or report this version cannot use, unreadable: skip, say why
         notes.append(f"{path}: skipped ({err})")
 
 

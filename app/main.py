@@ -24,7 +24,7 @@ from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_
                           settings_ui, validate, widget_key)
 from app.panels import RunView, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate  # noqa: E402
-from workbench.checkpoint import CheckpointError, load_for_inference  # noqa: E402
+from workbench.checkpoint import load_for_inference  # noqa: E402
 from workbench.codecs import build_codec  # noqa: E402
 from workbench.config import DataConfig  # noqa: E402
 from workbench.experiments import FAMILIES, load_reports  # noqa: E402
@@ -103,7 +103,7 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
             path = catalog.check_path(typed, folders)
             opened = next((e for e in entries if e.path == path), None) or catalog.load_entry(path, "user")
             entries = entries if opened in entries else [*entries, opened]
-        except (catalog.PathRefused, CheckpointError, ValueError) as err:
+        except (ValueError, OSError) as err:  # PathRefused, CheckpointError, a config this version rejects
             st.sidebar.error(f"Refused: {err}")
     families = catalog.families(entries)
     if not families:
@@ -111,11 +111,11 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
                          "(python experiments/zoo.py all; export) or start the app with `-- --checkpoints DIR`.")
         return None, None, reports, False
     default = opened or catalog.default_entry(families, folders)
-    if opened and st.session_state.get("opened") != str(opened.path):  # a newly opened file: select it
-        family = next(f for f in families if opened in f.entries)
+    home = next((f for f in families if opened in f.entries), None)  # None: a copy of a listed checkpoint
+    if home and st.session_state.get("opened") != str(opened.path):  # a newly opened file: select it
         st.session_state["opened"] = str(opened.path)
-        st.session_state["family"] = family.label
-        st.session_state[f"{widget_key(SIDES[0], family)}.D"] = opened.D
+        st.session_state["family"] = home.label
+        st.session_state[f"{widget_key(SIDES[0], home)}.D"] = opened.D
     family = family_ui(families, default)
     compare = st.sidebar.toggle("Compare two settings", key="compare",
                                 help="Two settings side by side, generated from the same seeds.")
