@@ -85,7 +85,9 @@ def launch_chromium(playwright):
 
 
 def open_app(page, url: str, previews: bool = False):
-    """Load the app and wait until the form is usable; returns the Generate button."""
+    """Load the app and wait until it is idle, as a user sees it before pressing Generate: the script finished
+    and the browser done drawing (a fresh page parses plotly.js for the charts; under load that takes seconds
+    and would delay the first click's image). Returns the Generate button."""
     from playwright.sync_api import expect
 
     page.goto(url)
@@ -93,6 +95,8 @@ def open_app(page, url: str, previews: bool = False):
     preview = page.get_by_text("Show the denoising steps")  # widgets load lazily: wait for the last one
     expect(generate).to_be_visible(timeout=90_000)
     expect(preview).to_be_visible(timeout=90_000)
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=90_000)
+    page.evaluate("() => new Promise(done => requestIdleCallback(done, {timeout: 30000}))")
     if not previews:
         preview.click()  # the first image on screen is then the first finished block
     return generate
@@ -153,13 +157,15 @@ def sampler_first_block(path: Path, repeats: int) -> tuple[list[float], dict]:
 
 
 def browser_first_block(app_args: list[str], repeats: int, log: Path) -> tuple[list[float], list[float]]:
+    """Click-to-image in the page and the app's own caption, each on a fresh page of one server; the first
+    round (cold server: imports, model loads, first plotly.js) is dropped."""
     from playwright.sync_api import sync_playwright
 
     clicks, captions = [], []
     with streamlit_server(app_args, log) as url, sync_playwright() as pw:
         browser = launch_chromium(pw)
         try:
-            for _ in range(repeats + 1):  # a fresh page (and session) each time; the first warms the server
+            for _ in range(repeats + 1):
                 page = browser.new_page()
                 generate = open_app(page, url)
                 clicks.append(click_to_first_image(page, generate))
