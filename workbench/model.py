@@ -27,22 +27,22 @@ def clean_pass_depth(cfg: ModelConfig) -> int:
     return cfg.depth if (cfg.denoiser_attention == "context" and cfg.clean_stream) else cfg.ar_depth
 
 
-def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal features of (possibly fractional) timesteps: (...,) -> (..., dim)."""
+def timestep_frequencies(dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Frequencies (dim/2,) of the sinusoidal timestep features."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    ang = t.float().unsqueeze(-1) * freqs  # (..., half)
-    return torch.cat([ang.cos(), ang.sin()], dim=-1)
+    return torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
 
 
 class TimestepEmbedder(nn.Module):
     def __init__(self, width: int, freq_dim: int = TIME_FEATURES):
         super().__init__()
-        self.freq_dim = freq_dim
+        self.register_buffer("freqs", timestep_frequencies(freq_dim), persistent=False)  # built once, not per step
         self.mlp = nn.Sequential(nn.Linear(freq_dim, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_features(t, self.freq_dim))
+        """(Possibly fractional) timesteps (...,) -> (..., width)."""
+        ang = t.float().unsqueeze(-1) * self.freqs.float()  # (..., freq_dim/2)
+        return self.mlp(torch.cat([ang.cos(), ang.sin()], dim=-1))
 
 
 class BlockEmbedder(nn.Module):

@@ -1,0 +1,70 @@
+"""Semantics check for speed work: the working tree's model gives the same outputs as a base revision's.
+
+    python benchmarks/check_equivalence.py BASE [--preset fmnist-small]
+
+Exports BASE's `workbench/` (git archive) under the package name `wb_base` (its imports are relative), builds
+both models with the same random non-zero weights, and compares the teacher-forced forward and a short cached
+sampling run over a few variants. Prints the largest absolute difference of each; exit status 1 above --tol.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+import torch
+
+import workbench as wb
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = [{}, {"model.num_classes": 10}, {"model.clean_stream": False}, {"model.use_z_cond": False},
+            {"model.denoiser_attention": "token"}, {"model.num_blocks": 16, "model.patch_size": 2},
+            {"model.num_blocks": 1, "model.diffusion_depth": 6}]
+
+
+def import_base(rev: str, tmp: Path):
+    archive = tmp / "base.tar"
+    with open(archive, "wb") as f:
+        subprocess.run(["git", "-C", str(REPO), "archive", rev, "workbench"], stdout=f, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp, filter="data")
+    (tmp / "workbench").rename(tmp / "wb_base")
+    sys.path.insert(0, str(tmp))
+    import wb_base
+    return wb_base
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("base")
+    ap.add_argument("--preset", default="fmnist-small")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    args = ap.parse_args()
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        base = import_base(args.base, Path(tmp))
+        for over in VARIANTS:
+            cb, cn = base.preset(args.preset, **over), wb.preset(args.preset, **over)
+            mb, mn = base.build_model(cb).eval(), wb.build_model(cn).eval()
+            g = torch.Generator().manual_seed(0)
+            weights = {k: v + 0.02 * torch.randn(v.shape, generator=g) for k, v in mb.state_dict().items()}
+            mb.load_state_dict(weights)
+            mn.load_state_dict(weights)
+            x0, xt = torch.randn(2, 1, 32, 32, generator=g), torch.randn(2, 1, 32, 32, generator=g)
+            t = torch.randint(0, 1000, (2, cn.model.num_blocks), generator=g)
+            labels = torch.tensor([1, 2]) if cn.model.num_classes else None
+            with torch.no_grad():
+                forward = (mb(x0, xt, t, labels)[0] - mn(x0, xt, t, labels)[0]).abs().max().item()
+            run = dict(num_images=2, steps=3, seed=0)
+            sampled = (base.generate(mb, cb, **run) - wb.generate(mn, cn, **run)).abs().max().item()
+            worst = max(worst, forward, sampled)
+            print(f"{over or 'default'}: forward {forward:.3g}, cached sampling {sampled:.3g}")
+    print(f"largest difference {worst:.3g} (tolerance {args.tol})")
+    sys.exit(int(worst > args.tol))
+
+
+if __name__ == "__main__":
+    main()
