@@ -29,7 +29,7 @@ test: install
 	WORKBENCH_FAST=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 app: install
-	$(BIN)/streamlit run app/main.py -- $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
+	$(BIN)/streamlit run app/main.py --server.headless true --browser.gatherUsageStats false -- $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
