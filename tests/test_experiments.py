@@ -42,7 +42,8 @@ def zoo(tmp_path):
     for t, fid in ((1, 90.0), (4, 80.0), (16, 70.0)):
         write(tmp_path, make_report("blocks-emoji", f"T{t}", lambda s, f=fid: f + 10 / s, **{"model.num_blocks": t}))
     abl = {"default": ({}, 30.0), "no-zcond": ({"model.use_z_cond": False}, 35.0),
-           "no-clean": ({"model.clean_stream": False}, 34.0), "mlp-denoise": ({"model.denoiser_attention": "block"}, 60.0),
+           "no-clean": ({"model.clean_stream": False}, 34.0),
+           "mlp-denoise": ({"model.denoiser_attention": "block"}, 60.0),
            "hidden0": ({"diffusion.hidden_loss_weight": 0.0}, 30.3), "shared": ({"model.towers": "shared"}, 30.2)}
     for name, (over, fid) in abl.items():
         write(tmp_path, make_report("ablations", name, lambda s, f=fid: f + 1 / s, **over))
@@ -224,7 +225,8 @@ def test_live_configs_follow_the_zoo_families(tmp_path):
     for family, members in ex.MEMBERS.items():
         cfgs = [ex.live_config(family, name, 5, tmp_path) for name, _ in members]
         assert len({c.train.out_dir for c in cfgs}) == len(cfgs)
-    assert [ex.live_config("vertical", f"D{d}", 5, tmp_path).model.diffusion_depth for d in (1, 2, 3, 4)] == [1, 2, 3, 4]
+    depths = [ex.live_config("vertical", f"D{d}", 5, tmp_path).model.diffusion_depth for d in (1, 2, 3, 4)]
+    assert depths == [1, 2, 3, 4]
     emoji = ex.live_config("blocks-emoji", "T16", 5, tmp_path)
     assert (emoji.data.dataset, emoji.model.latent_size, emoji.model.num_blocks) == ("emoji", 64, 16)
     assert not ex.live_config("ablations", "no-zcond", 5, tmp_path).model.use_z_cond
@@ -320,3 +322,23 @@ def test_training_plan_and_commands_keep_the_global_batch():
         commands["slurm (sbatch)"]
     ddp = ex.training_plan(cfg.override(**{"train.strategy": "ddp"}), "A100-80GB", 8, 2, per_token_layer=1.0)
     assert ddp["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and ddp["config fits"]
+
+
+def test_recheck_rows_compare_against_the_reports_interval(zoo):
+    r = ex.load_reports("vertical", zoo)["D1"]
+    row = ex.recheck_row(r, {"steps": 2, "fid": r.curve[0].fid + 0.2})
+    assert row["difference"] == pytest.approx(0.2) and row["interval width"] == pytest.approx(1.0)
+    text = ex.describe_recheck([row])
+    assert "within 0.20" in text and "well inside the reports' 1.0-wide" in text
+    assert "not inside" in ex.describe_recheck([ex.recheck_row(r, {"steps": 2, "fid": r.curve[0].fid + 2})])
+    assert ex.describe_recheck([]) == ""
+
+
+def test_describe_plan_covers_fit_accumulate_and_nothing_fits():
+    cfg = wb.preset("tiny", **{"train.batch_size": 32, "train.devices": 8, "train.strategy": "fsdp"})
+    fits = ex.describe_plan(cfg, ex.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1.0), 0.4)
+    assert "images per GPU fit a H100-80GB" in fits and "tiny preset" in fits
+    accumulate = ex.describe_plan(cfg, ex.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1e8), 0.4)
+    assert "use micro-batches of 1 with grad_accum 32" in accumulate
+    nothing = ex.describe_plan(cfg, ex.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1e9), 0.4)
+    assert "not even one image" in nothing

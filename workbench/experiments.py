@@ -347,9 +347,12 @@ def describe_comparison(c: Comparison) -> str:
                  f"is better, above it {k.better_above}. ")
     else:
         better = c.ar if c.high_fid[0] < c.high_fid[1] else c.ref
-        text += f"The curves do not cross in the measured range: {better} stays better up to {c.high_cost:.0f}. "
+        text += (f"The curves do not cross in the measured range: {better} stays better up to {c.high_cost:.0f} "
+                 f"evaluations. ")
+    ahead = c.final_fid[1] < c.final_fid[0]
     text += (f"With full sampling steps the FIDs are {c.final_fid[0]:.1f} ({c.ar}) and {c.final_fid[1]:.1f} "
-             f"({c.ref}); the paper has the all-diffusion model ahead there.")
+             f"({c.ref}): the all-diffusion model is "
+             f"{'ahead there, as in the paper' if ahead else 'behind there, unlike the paper, where it is ahead'}.")
     return text
 
 
@@ -583,6 +586,22 @@ def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -
     return ev["curve"][0]
 
 
+def recheck_row(report: Report, point: dict) -> dict:
+    """A re-evaluated point (from reevaluate) beside the report's point at the same S."""
+    shipped = next(p for p in report.curve if p.steps == point["steps"])
+    return {"member": report.label, "S": point["steps"], "report FID": shipped.fid, "recomputed FID": point["fid"],
+            "difference": point["fid"] - shipped.fid, "interval width": shipped.fid_high - shipped.fid_low}
+
+
+def describe_recheck(rows: Sequence[dict]) -> str:
+    if not rows:
+        return ""
+    worst, width = max(abs(r["difference"]) for r in rows), min(r["interval width"] for r in rows)
+    return (f" Re-sampling the compared models from the shipped half-precision weights gives FIDs within "
+            f"{worst:.2f} of their reports (measured before export, in float32): "
+            f"{'well inside' if worst < width / 2 else 'not inside'} the reports' {width:.1f}-wide intervals.")
+
+
 def live_family(family: str, root: str | Path, train_steps: int = 20, steps: Sequence[int] = (1, 2, 4),
                 n: int = 48, seed: int = 0) -> dict[str, Report]:
     """Train and evaluate tiny members of `family` now and write their reports under `root` (the FAST fallback
@@ -792,13 +811,31 @@ def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8
     accum = math.ceil(global_batch / (micro * world))
     step_flops = train_flops(m, global_batch)
     seconds = step_flops / (world * peak * mfu)
-    return {"gpu": gpu, "gpus": world, "strategy": tc.strategy, "params": params, "params (B)": params / 1e9, "state GB/GPU": state / 1e9,
+    return {"gpu": gpu, "gpus": world, "strategy": tc.strategy, "params": params, "params (B)": params / 1e9,
+            "state GB/GPU": state / 1e9,
             "activations GB/image": per_image / 1e9, "bytes/token/layer": per_token_layer, "tokens": round(tokens),
             "config batch/GPU": tc.batch_size, "config fits": fits >= tc.batch_size, "max micro-batch": fits,
             "global batch": global_batch, "micro-batch": micro, "grad_accum": accum,
             "effective batch": micro * accum * world,
             "TFLOPs/step": step_flops / 1e12, "s/step": seconds, "steps": tc.max_steps,
             "days": seconds * tc.max_steps / 86400, "GPU-hours": seconds * tc.max_steps * world / 3600}
+
+
+def describe_plan(config: Config, plan: dict, mfu: float) -> str:
+    """What the plan means for the config, in one paragraph of markdown."""
+    p = plan
+    if p["max micro-batch"] < 1:
+        batch = (f"not even one image per GPU fits a {p['gpu']}: this needs activation checkpointing or a GPU with "
+                 "more memory")
+    elif p["config fits"]:
+        batch = f"the preset's {p['config batch/GPU']} images per GPU fit a {p['gpu']}"
+    else:
+        batch = (f"the preset's {p['config batch/GPU']} images per GPU do not fit a {p['gpu']}: use micro-batches of "
+                 f"{p['micro-batch']} with grad_accum {p['grad_accum']}")
+    return (f"The {config.name} preset builds a {p['params'] / 1e9:.2f}B-parameter model. A training image costs "
+            f"{p['TFLOPs/step'] / p['global batch']:.1f} TFLOPs and {p['activations GB/image']:.1f} GB of activations "
+            f"({p['tokens']} tokens), so {batch}. At {mfu:.0%} utilisation its {p['steps']:,} steps take about "
+            f"{p['days']:.1f} days on {p['gpus']} GPUs ({p['GPU-hours']:,.0f} GPU-hours).")
 
 
 def launch_commands(preset_name: str, plan: dict, nodes: int = 1, gpus_per_node: int = 8,
@@ -808,7 +845,8 @@ def launch_commands(preset_name: str, plan: dict, nodes: int = 1, gpus_per_node:
     def options(n: int) -> str:  # the gradient accumulation that keeps the recipe's global batch on n nodes
         accum = math.ceil(plan["global batch"] / (plan["micro-batch"] * gpus_per_node * n))
         return (f"--preset {preset_name} --train.devices {gpus_per_node} --train.num_nodes {n} "
-                f"--train.strategy {plan['strategy']} --train.batch_size {plan['micro-batch']} --train.grad_accum {accum}")
+                f"--train.strategy {plan['strategy']} --train.batch_size {plan['micro-batch']} "
+                f"--train.grad_accum {accum}")
 
     single, multi = options(1), options(nodes)
     return {
