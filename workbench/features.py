@@ -18,6 +18,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -97,7 +98,9 @@ class InceptionFeatures(nn.Module):
             raise ValueError(f"{path}: sha256 {self.sha256[:12]}... is not the TF-FID Inception "
                              f"{INCEPTION_SHA256[:12]}.... Fix: {INSTALL_INCEPTION}.")
         self.id = f"{self.name}-{self.sha256[:12]}"
-        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, but these weights exist only as TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.net = torch.jit.load(str(path), map_location="cpu").eval()
         self._resize: dict[tuple[int, int], Tensor] = {}
 
     def train(self, mode: bool = True) -> "InceptionFeatures":

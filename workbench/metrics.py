@@ -196,11 +196,17 @@ def reference_stats(dataset: str, split: str = "train", extractor: str | nn.Modu
     return stats
 
 
-# ---- KID, bootstrap, FID-infinity --------------------------------------------------------------------------------
-def kid(features: Tensor, real_features: Tensor, subset_size: int = 1000, subsets: int = 50,
+# ---- FID of generated features, KID, bootstrap, FID-infinity ---------------------------------------------------------
+def fid_from_features(features: Tensor, reference: ReferenceStats) -> float:
+    """FID of generated features (n, F) against reference statistics; cheap while n < F (see module docstring)."""
+    return _frechet(*_factor(features), reference.mu, reference.factor)
+
+
+def kid(features: Tensor, real_features: Tensor, subset_size: int = 500, subsets: int = 20,
         generator: torch.Generator | None = None) -> tuple[float, float, int]:
     """KID (mean, std over subsets, subset size) with torchmetrics' cubic polynomial kernel MMD; the subset size
-    is min(subset_size, len(features), len(real_features))."""
+    is min(subset_size, len(features), len(real_features)). The default 500 is half of a reference's 1000-image
+    KID sample, so real subsets differ too; the cost is subsets * 3 * m^2 * F multiply-adds."""
     m = min(subset_size, len(features), len(real_features))
     if m < 2:
         raise ValueError(f"kid: subsets of {m} features; KID needs 2. Fix: use at least 2 images on each side.")
@@ -217,9 +223,9 @@ def bootstrap_fid(features: Tensor, reference: ReferenceStats, resamples: int = 
     features, the reference fixed. A resample repeats ~37% of its images, which inflates FID like a smaller n
     would, so the interval is shifted back by that bias (mean of the resampled FIDs minus the FID)."""
     n = len(features)
-    fid = _frechet(*_factor(features), reference.mu, reference.factor)
-    fids = np.array([_frechet(*_factor(features[torch.randint(n, (n,), generator=generator)]), reference.mu,
-                              reference.factor) for _ in range(resamples)])
+    fid = fid_from_features(features, reference)
+    fids = np.array([fid_from_features(features[torch.randint(n, (n,), generator=generator)], reference)
+                     for _ in range(resamples)])
     lo, hi = np.quantile(fids, [(1 - level) / 2, (1 + level) / 2]) - (fids.mean() - fid)
     return float(lo), float(hi)
 
@@ -232,10 +238,8 @@ def fid_infinity(features: Tensor, reference: ReferenceStats, points: int = 10, 
     sizes = np.unique(np.linspace(max(2, int(min_fraction * n)), n, points).astype(int))
     if len(sizes) < 3:
         raise ValueError(f"fid_infinity: {n} images give {len(sizes)} subset sizes. Fix: use at least 10 images.")
-    fids = [_frechet(*_factor(features[torch.randperm(n, generator=generator)[:s]]), reference.mu, reference.factor)
-            for s in sizes]
-    slope, intercept = np.polyfit(1.0 / sizes, fids, 1)
-    return float(intercept)
+    fids = [fid_from_features(features[torch.randperm(n, generator=generator)[:s]], reference) for s in sizes]
+    return float(np.polyfit(1.0 / sizes, fids, 1)[1])  # (slope, intercept)
 
 
 # ---- live and one-shot FID ---------------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ class FIDResult:
     kid_mean: float                   # KID over random subsets (generated vs the reference's KID sample)
     kid_std: float
     kid_subset_size: int
-    fid_ci: tuple[float, float] | None  # bootstrap interval over resamples of the generated features
+    fid_ci: tuple[float, float] | None  # bootstrap interval of fid (see bootstrap_fid); None when disabled
     ci_level: float
     fid_inf: float | None             # FID-infinity (None below 10 images)
     extractor: str                    # extractor id: name + weights hash prefix
@@ -267,10 +271,15 @@ class LiveFID:
     current n, KID, a bootstrap interval and FID-infinity. The random draws of compute() depend only on `seed`
     and the features, so batch-wise updates give the same result as one update with all images. A UI calls
     `maybe_compute(min_interval_s)`, which reuses the last result until that many seconds have passed.
+
+    Cost of compute(): 1 + bootstrap + inf_points Frechet evaluations. At F = 128 (classifier) they take
+    milliseconds. At F = 2048 (Inception) each costs ~n F^2 flops while n < F, but an (F, F) eigendecomposition
+    (~1.3 s on 2 cores) once n >= F: lower `bootstrap` and `inf_points` there. The reference's covariance factor
+    is computed once, on first use.
     """
 
     def __init__(self, reference: ReferenceStats, extractor: str | nn.Module | None = None, bootstrap: int = 50,
-                 ci_level: float = 0.9, inf_points: int = 10, kid_subset_size: int = 1000, kid_subsets: int = 50,
+                 ci_level: float = 0.9, inf_points: int = 10, kid_subset_size: int = 500, kid_subsets: int = 20,
                  seed: int = 0, clock: Callable[[], float] = time.monotonic):
         self.extractor = resolve_extractor(extractor or reference.card["extractor"])
         if self.extractor.id != reference.card["extractor_id"]:
@@ -286,6 +295,7 @@ class LiveFID:
 
     @property
     def n(self) -> int:
+        """Generated images seen so far."""
         return sum(len(f) for f in self._features)
 
     def update(self, images: Tensor) -> None:
@@ -293,6 +303,7 @@ class LiveFID:
         self._features.append(extract_features(self.extractor, images))
 
     def reset(self) -> None:
+        """Forget the generated images (the reference stays)."""
         self._features, self._last, self._last_time = [], None, -float("inf")
 
     def compute(self) -> FIDResult:
@@ -302,7 +313,7 @@ class LiveFID:
             raise ValueError(f"LiveFID: {self.n} generated image(s); FID needs 2. Fix: update() with more images.")
         feats = torch.cat(self._features)  # (n, F)
         g = torch.Generator().manual_seed(self.seed)
-        fid = _frechet(*_factor(feats), self.reference.mu, self.reference.factor)
+        fid = fid_from_features(feats, self.reference)
         kid_mean, kid_std, m = kid(feats, self.reference.kid_features, self.kid_subset_size, self.kid_subsets, g)
         ci = bootstrap_fid(feats, self.reference, self.bootstrap, self.ci_level, g) if self.bootstrap else None
         inf = fid_infinity(feats, self.reference, self.inf_points, generator=g) \
