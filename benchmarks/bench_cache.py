@@ -7,7 +7,9 @@
 Prints the measured speed-up next to the two predictions of the cost model: block-layer evaluations
 (naive_cost / cached_cost) and FLOPs (sample_flops, which adds attention over the context). `--naive-blocks n`
 times only the first n blocks of the naive sampler and scales by T/n: every naive step runs the same full
-sequence, so its cost does not depend on the block (the script checks this on the blocks it times).
+sequence, so its cost does not depend on the block (the per-block times are printed to check this).
+`--compile` also times the cached sampler with its denoising step under torch.compile (dynamic shapes: the
+context grows block by block); the compilation is done in the warm-up and reported, not timed.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--naive-blocks", type=int, default=0, help="time the first n naive blocks (0: all T)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--compile", action="store_true", help="also time a torch.compile'd denoising step")
     ap.add_argument("--out", default=None, help="append the result to this JSON-lines file")
     ap.add_argument("--clock", choices=CLOCKS, default="wall", help="wall clock, or process CPU time (1 thread)")
     args = ap.parse_args()
@@ -60,8 +63,17 @@ def main() -> None:
     def naive() -> None:
         per_block[:] = naive_block_times(model, cfg, nb, **run)
 
-    t = best_times({"cached": lambda: wb.generate(model, cfg, use_cache=True, **run), "naive": naive},
-                   rounds=args.rounds, clock=args.clock)
+    fns = {"cached": lambda: wb.generate(model, cfg, use_cache=True, **run), "naive": naive}
+    compile_s = None
+    if args.compile:
+        compiled = wb.build_model(cfg)
+        compiled.load_state_dict(model.state_dict())
+        compiled.denoise_step = torch.compile(compiled.denoise_step, dynamic=True)
+        start = time.perf_counter()
+        wb.generate(compiled, cfg, **run)  # compiles (and recompiles as shapes first change)
+        compile_s = round(time.perf_counter() - start, 1)
+        fns["cached_compiled"] = lambda: wb.generate(compiled, cfg, use_cache=True, **run)
+    t = best_times(fns, rounds=args.rounds, clock=args.clock)
     t_naive = t["naive"] * T / nb
     flops_c, flops_n = (sum(sample_flops(m, S, c).values()) for c in (True, False))
     emit({
@@ -74,6 +86,8 @@ def main() -> None:
         "predicted_speedup_flops": round(flops_n / flops_c, 2),
         "gflops_per_s_cached": round(flops_c * args.images / t["cached"] / 1e9, 1),
         "gflops_per_s_naive": round(flops_n * args.images / t_naive / 1e9, 1),
+        **({"seconds_cached_compiled": round(t["cached_compiled"], 3), "compile_warmup_s": compile_s,
+            "compiled_speedup_over_eager": round(t["cached"] / t["cached_compiled"], 3)} if args.compile else {}),
         "machine": machine(),
     }, args.out)
 

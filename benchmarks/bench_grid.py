@@ -3,14 +3,18 @@
     python benchmarks/bench_grid.py [--preset fmnist-small] [--patch 2] [--depths 4,6,8] [--blocks 1,4,16]
                                     [--steps 4,16] [--images 4] [--rounds 2] [--threads 0] [--clock wall|cpu]
                                     [--out results.jsonl]
+    python benchmarks/bench_grid.py --refit results.jsonl     # the fits again, from the last stored timings
 
-D runs over {1, N/2, N}. Regressors per image, all from workbench.compute:
-  layer   Lb * cached_cost      token-layer evaluations: T*[N + (N-D) + D*S] block-layer evaluations times the
-                                tokens per block (blocks of different T differ in size, so the unit is a token)
-  attn    Lb^2 * attention_cost query-key pairs over the growing context
-  steps   T * S                 denoising steps (a fixed per-step overhead: scheduler, embedder, head, Python)
-Least squares without intercept; reports R^2 (and the mean relative error) for layer, layer+attn (the cost
-model), and layer+attn+steps (what remains as per-step overhead), and for FLOPs (sample_flops) as a check.
+D runs over {1, N/2, N}. Least squares without intercept of seconds per image on regressors from
+workbench.compute; reports R^2 and the mean relative error of each fit:
+  per T          cached_cost (T*[N + (N-D) + D*S]: block-layer evaluations, all of one size at fixed T), and
+                 paper_cost (T*[(N-D) + D*S])
+  across T       blocks of different T differ in size, so a block-layer evaluation is no longer one unit of work:
+    block_layers   cached_cost                  cost of a layer call (small matrices run below the matmul rate)
+    token_layers   Lb * cached_cost             work: token-layer evaluations
+    attention      Lb^2 * attention_cost        query-key pairs over the growing context
+    steps          T * S                        fixed per-step work (scheduler, embedder, head, Python)
+    flops          sample_flops                 analytic FLOPs
 """
 from __future__ import annotations
 
@@ -34,6 +38,28 @@ def fit(columns: dict[str, np.ndarray], y: np.ndarray) -> dict:
             "mean_rel_err": round(float(np.mean(np.abs(pred - y) / y)), 3)}
 
 
+def fits(grid: list[tuple[str, object, int]], y: np.ndarray) -> dict:
+    """All the fits of the docstring for grid points (name, ModelConfig, S) with seconds per image y."""
+    cols = {
+        "block_layers": np.array([cached_cost(m, S) for _, m, S in grid]),
+        "token_layers": np.array([m.block_tokens * cached_cost(m, S) for _, m, S in grid]),
+        "attention": np.array([m.block_tokens ** 2 * attention_cost(m, S) for _, m, S in grid]),
+        "steps": np.array([float(m.num_blocks * S) for _, m, S in grid]),
+        "flops": np.array([sum(sample_flops(m, S).values()) for _, m, S in grid]),
+    }
+    out = {"per_T": {}}
+    for T in sorted({m.num_blocks for _, m, _ in grid}):
+        idx = [i for i, (_, m, _) in enumerate(grid) if m.num_blocks == T]
+        out["per_T"][T] = {"cached_cost": fit({"block_layers": cols["block_layers"][idx]}, y[idx]),
+                           "paper_cost": fit({"paper": np.array([paper_cost(grid[i][1], grid[i][2]) for i in idx])},
+                                             y[idx])}
+    for name in ("block_layers", "token_layers", "flops", "block_layers+token_layers",
+                 "block_layers+token_layers+attention", "block_layers+token_layers+attention+steps",
+                 "flops+block_layers"):
+        out[name] = fit({k: cols[k] for k in name.split("+")}, y)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="fmnist-small")
@@ -45,8 +71,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--refit", default=None, help="fit the last stored result of this JSON-lines file again")
     ap.add_argument("--clock", choices=CLOCKS, default="wall", help="wall clock, or process CPU time (1 thread)")
     args = ap.parse_args()
+    if args.refit:
+        refit(args.refit)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     grid, runs = [], {}
@@ -65,24 +95,28 @@ def main() -> None:
     wb.generate(model, cfg, num_images=args.images, steps=2)  # warm-up
     seconds = best_times(runs, rounds=args.rounds, min_seconds=0.0, clock=args.clock)
     y = np.array([seconds[name] / args.images for name, _, _ in grid])  # seconds per image
-    cols = {
-        "layer": np.array([m.block_tokens * cached_cost(m, S) for _, m, S in grid]),
-        "attn": np.array([m.block_tokens ** 2 * attention_cost(m, S) for _, m, S in grid]),
-        "steps": np.array([float(m.num_blocks * S) for _, m, S in grid]),
-    }
-    flops = [sample_flops(m, S) for _, m, S in grid]
     emit({
         "benchmark": "grid", "preset": args.preset, "patch": args.patch, "images": args.images, "clock": args.clock,
-        "fit_layer": fit({"layer": cols["layer"]}, y),
-        "fit_layer_attn": fit({k: cols[k] for k in ("layer", "attn")}, y),
-        "fit_layer_attn_steps": fit(cols, y),
-        "fit_flops": fit({"linear": np.array([f["linear"] for f in flops]),
-                          "attention": np.array([f["attention"] for f in flops])}, y),
+        "fits": fits(grid, y),
         "points": [{"config": name, "seconds_per_image": round(float(t), 5), "paper_cost": paper_cost(m, S),
                     "cached_cost": cached_cost(m, S), "tokens_per_block": m.block_tokens}
                    for (name, m, S), t in zip(grid, y)],
         "machine": machine(),
     }, args.out)
+
+
+def refit(path: str) -> None:
+    """Print the fits of the last grid result stored in `path` (grid points rebuilt from their names)."""
+    import json
+    result = [json.loads(line) for line in open(path) if '"grid"' in line][-1]
+    grid, y = [], []
+    for p in result["points"]:
+        N, D, T, S = (int(part[1:]) for part in p["config"].split("-"))
+        cfg = wb.preset(result["preset"], **{"model.depth": N, "model.diffusion_depth": D, "model.num_blocks": T,
+                                              "model.patch_size": result["patch"]})
+        grid.append((p["config"], cfg.model, S))
+        y.append(p["seconds_per_image"])
+    print(json.dumps({"refit_of": result["machine"]["date"], "fits": fits(grid, np.array(y))}, indent=1))
 
 
 if __name__ == "__main__":

@@ -68,3 +68,48 @@ def test_sample_writes_a_grid_and_block_frames(tmp_path):
     assert sorted(p.name for p in frames.iterdir()) == [f"block-{k:02d}.png" for k in range(cfg.model.num_blocks)]
     last = Image.open(frames / "block-03.png")
     assert list(last.get_flattened_data()) == pixels  # the last block's frame is the finished image
+
+
+@pytest.mark.parametrize("depth, diffusion_depth, blocks", [(2, 1, 4), (3, 3, 1), (2, 2, 16)])
+def test_eval_writes_a_report_with_provenance_and_cost(tmp_path, capsys, depth, diffusion_depth, blocks):
+    """`eval` scores a checkpoint's samples and says what made every number: extractor, reference, n, sampler,
+    steps, weights, seed; its analytic and measured FLOPs agree; the report is reproducible from its seed."""
+    import json
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": depth,
+                               "model.diffusion_depth": diffusion_depth, "model.num_blocks": blocks})
+    model = wb.build_model(cfg)
+    randomize_head(model)
+    ema = {k: v + 0.01 for k, v in model.state_dict().items()}  # distinguishable from the raw weights
+    save_checkpoint(Checkpoint(cfg, 7, model.state_dict(), ema), tmp_path / "run")
+    argv = ["eval", "--checkpoint", str(tmp_path / "run"), "--num-samples", "12", "--steps", "2", "--sampler",
+            "euler", "--seed", "3"]
+    reports = []
+    for extra, name in (([], "a.json"), ([], "b.json"), (["--no-ema"], "raw.json")):
+        assert run([*argv, *extra, "--out", str(tmp_path / name)]) == 0
+        reports.append(json.loads((tmp_path / name).read_text()))
+    a, b, raw = reports
+    assert a["fid"] == b["fid"] and a["fid_inf"] == b["fid_inf"]  # same seed, same numbers
+    assert raw["weights"] == "raw" and a["weights"] == "ema" and raw["fid"] != a["fid"]
+    assert (a["n"], a["steps"], a["sampler"], a["seed"], a["checkpoint_step"]) == (12, 2, "euler", 3, 7)
+    assert a["extractor"].startswith("fmnist-classifier-") and a["reference_count"] == 60000
+    assert a["reference"] == "fashion-mnist-32px-train-fmnist-classifier-60000" and a["reference_card"]["split"] == "train"
+    assert a["fid_low"] < a["fid"] < a["fid_high"] and a["kid_subset_size"] == 12
+    cost = a["cost"]
+    assert cost["paper_cost"] == blocks * ((depth - diffusion_depth) + diffusion_depth * 2)
+    assert cost["flops_measured_over_analytic"] == pytest.approx(1, abs=0.1)
+    assert len(a["checkpoint_sha256"]) == 64 and a["model"]["T"] == blocks
+    assert "fid" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("extra, says, code", [
+    (["--num-samples", "5"], "Fix: use at least 10", 1),
+    (["--steps", "0"], "sample.steps", 1),
+    (["--reference", "nope.safetensors"], "no such file", 2),
+    (["--sampler", "heun"], "invalid choice", 2),
+])
+def test_eval_bad_inputs_name_the_fix(tmp_path, capsys, extra, says, code):
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1})
+    model = wb.build_model(cfg)
+    save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), None), tmp_path / "run")
+    assert run(["eval", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "r.json"), *extra]) == code
+    assert says in capsys.readouterr().err and not (tmp_path / "r.json").exists()

@@ -164,6 +164,45 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file, export or run folder")
+    parser.add_argument("--num-samples", type=int, default=1000, help="images to generate and score (default 1000)")
+    parser.add_argument("--steps", type=int, help="S: denoising steps per block (default: the config's)")
+    parser.add_argument("--sampler", choices=SAMPLERS, help="default: the config's")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise and of the bootstrap")
+    parser.add_argument("--extractor", choices=("fmnist-classifier", "inception"),
+                        help="feature network (default: fmnist-classifier for Fashion-MNIST models, else inception)")
+    parser.add_argument("--reference", type=Path, metavar="FILE",
+                        help="reference statistics .safetensors (default: the shipped ones for the model's data)")
+    parser.add_argument("--no-ema", action="store_true", help="score the trained weights instead of the EMA weights")
+    parser.add_argument("--no-flop-count", action="store_true", help="skip the measured-FLOPs sampling run")
+    parser.add_argument("--out", type=Path, help="JSON report to write (default eval-<checkpoint>-<sampler>-S<steps>"
+                        "-n<n>-seed<seed>.json in the current folder)")
+
+
+@command("eval", "FID/KID of a checkpoint's samples with provenance and cost, as a JSON report", _eval_arguments)
+def run_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import write_text_atomic
+    from .evaluation import evaluate_checkpoint
+
+    if args.reference is not None and not args.reference.is_file():
+        raise UsageError(f"--reference: no such file {args.reference}. Fix: pass a .safetensors file of "
+                         "data/reference/ (or omit it for the default).")
+    report = evaluate_checkpoint(args.checkpoint, args.num_samples, args.steps, args.sampler, args.seed,
+                                 args.extractor, args.reference, use_ema=not args.no_ema,
+                                 measure_flops=not args.no_flop_count,
+                                 progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True))
+    report["command"] = "python -m workbench eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
+    out = args.out or Path(f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"
+                           f"-n{report['n']}-seed{report['seed']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("fid", "fid_low", "fid_high", "fid_inf", "kid_mean", "n", "extractor",
+                                             "reference", "sampler", "steps", "weights", "seed")}))
+    print(f"eval: report written to {out}", file=sys.stderr)
+    return 0
+
+
 # ---- entry -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default sys.argv[1:]), run the command, return its exit code (2 for usage errors)."""

@@ -151,6 +151,11 @@ def _atomic_write(path: Path, write) -> None:
     _fsync_dir(path.parent)
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file (a report, a card) so that a crash leaves the old file or the new one, never half."""
+    _atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+
 def _remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary files left by writers that were killed mid-write (their process no longer exists)."""
     for tmp in folder.iterdir():
@@ -392,6 +397,7 @@ def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype =
     if isinstance(eval_report, (str, Path)):
         eval_report = json.loads(Path(eval_report).read_text())
     meta = dict(src.meta, source=str(src.path), source_step=src.step, dtype=str(dtype).removeprefix("torch."),
+                weights="ema" if src.ema is not None else "raw",
                 eval_report=eval_report)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
