@@ -37,8 +37,8 @@ ZOO_BASE = {"model.width": 128, "model.heads": 2, "model.depth": 4, "train.batch
 def workbench_config(name: str, D: int, T: int, minutes: float, runs: Path):
     import workbench as wb
     return wb.preset("fmnist-small", **{**ZOO_BASE, "model.diffusion_depth": D, "model.num_blocks": T,
-                                        "train.max_minutes": minutes, "train.out_dir": str(runs / name),
-                                        "name": f"quality/{name}"})
+                                        "train.max_minutes": minutes, "train.out_dir": str(runs / name)}
+                     ).override(name=f"quality/{name}")
 
 
 def train_one(kind: str, minutes: float, runs: Path, D: int, T: int) -> None:

@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -85,7 +86,8 @@ def peak_rate(times: dict[str, float], probes: dict[str, tuple[Callable, float]]
 
 
 def emit(result: dict[str, Any], out: str | None) -> None:
-    """Print a result as JSON and append it to a JSON-lines file (if given)."""
+    """Print a result as JSON and append it to a JSON-lines file (if given), with the command that made it."""
+    result = {**result, "command": result.get("command") or "python " + " ".join(sys.argv)}
     text = json.dumps(result, default=str)
     print(json.dumps(result, indent=1, default=str))
     if out:

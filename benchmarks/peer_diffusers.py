@@ -70,7 +70,7 @@ def train_peer(minutes: float, batch: int = 48, lr: float = 1e-3, ema_decay: flo
     seconds = time.perf_counter() - start
     return ema, {"model": "diffusers UNet2DModel", "unet": UNET, "params": sum(p.numel() for p in unet.parameters()),
                  "steps": step, "batch": batch, "images_seen": step * batch, "seconds": round(seconds, 1),
-                 "final_loss": float(loss), "lr": lr, "ema_decay": ema_decay, "precision": "bf16" if bf16 else "fp32",
+                 "final_loss": float(loss.detach()), "lr": lr, "ema_decay": ema_decay, "precision": "bf16" if bf16 else "fp32",
                  "threads": torch.get_num_threads()}
 
 
