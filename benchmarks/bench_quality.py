@@ -1,8 +1,9 @@
 """Quality per compute: FID against sampling FLOPs for (a) a plain diffusion transformer (T=1, D=N), (b) a hybrid
 MADFormer and (c) the external diffusers UNet baseline, all trained on Fashion-MNIST 32x32 for the same wall clock.
 
-    python benchmarks/bench_quality.py [--minutes 5] [--hybrid-D 2] [--hybrid-T 4] [--steps 2,4,8,16,32]
-                                       [--n 1000] [--runs runs/quality] [--out benchmarks/results/quality.jsonl]
+    python benchmarks/bench_quality.py [--minutes 5] [--hybrid-D 2] [--hybrid-T 4] [--steps 2,4,8,16,32,64]
+                                       [--peer-steps 2,4,8,16] [--n 1000] [--eval-threads 0] [--runs runs/quality]
+                                       [--out benchmarks/results/quality.jsonl]
 
 The three trainings run at the same time as three single-threaded processes, so on a shared machine they see the
 same outside load during their equal wall-clock budgets. The workbench models are the zoo's Fashion-MNIST base
@@ -127,7 +128,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--hybrid-D", type=int, default=2, help="D of the hybrid (N=4; the zoo's best: D2)")
     ap.add_argument("--hybrid-T", type=int, default=4, help="T of the hybrid")
-    ap.add_argument("--steps", default="2,4,8,16,32")
+    ap.add_argument("--steps", default="2,4,8,16,32,64", help="S per block for the two transformers")
+    ap.add_argument("--peer-steps", default="2,4,8,16", help="S for the UNet (a UNet step costs ~4-7x a hybrid's)")
+    ap.add_argument("--eval-threads", type=int, default=0, help="torch threads for sampling (0: torch's default)")
     ap.add_argument("--n", type=int, default=1000, help="images per FID point")
     ap.add_argument("--runs", default="runs/quality")
     ap.add_argument("--skip-training", action="store_true", help="evaluate the models already in --runs")
@@ -147,12 +150,14 @@ def main() -> None:
                                    "--hybrid-T", str(args.hybrid_T)]) for k in ("dit", "hybrid", "peer")]
         if any(p.wait() for p in procs):
             raise SystemExit("bench_quality.py: a training worker failed (see its output above)")
-    torch.set_num_threads(1)
+    if args.eval_threads:
+        torch.set_num_threads(args.eval_threads)
     steps = [int(s) for s in args.steps.split(",")]
+    peer_steps = [int(s) for s in args.peer_steps.split(",")]
     curves, info = {}, {}
     for kind in kinds:
         curves[kind], info[kind] = curve_workbench(kind, runs, steps, args.n)
-    curves["peer"], info["peer"] = curve_peer(runs, steps, args.n)
+    curves["peer"], info["peer"] = curve_peer(runs, peer_steps, args.n)
     out = Path(args.out)
     figure(curves, out.with_suffix(".html"))
     emit({"benchmark": "quality", "minutes": args.minutes, "n": args.n, "models": info, "curves": curves,
