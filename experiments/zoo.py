@@ -124,33 +124,26 @@ def _eval_plan(m: Member) -> tuple[str, int, tuple[int, ...]]:
 def evaluate(m: Member, sampler: str = "ddim", seed: int = 0) -> dict:
     """FID against sampling steps (and compute) for one member, with full provenance."""
     from workbench.checkpoint import load_for_inference
-    from workbench.compute import cached_cost, paper_cost
-    from workbench.metrics import compute_fid, reference_stats
+    from workbench.experiments import evaluate_curve
+    from workbench.metrics import reference_stats
 
     model, cfg = load_for_inference(RUNS / m.key)
     extractor, n, grid = _eval_plan(m)
     d = cfg.data
     ref = reference_stats(d.dataset, "train", extractor, n=None if extractor != "inception" else 1024,
                           image_size=d.image_size, channels=d.channels)
-    curve = []
-    for S in grid:
-        t0 = time.perf_counter()
-        images = torch.cat([wb.generate(model, cfg, num_images=min(250, n - i), steps=S, sampler=sampler,
-                                        seed=seed + i).clamp(-1, 1) for i in range(0, n, 250)])
-        seconds = time.perf_counter() - t0
-        r = compute_fid(images, ref, extractor, seed=seed)
-        curve.append({"steps": S, "fid": r.fid, "fid_low": r.fid_ci[0], "fid_high": r.fid_ci[1],
-                      "kid_mean": r.kid_mean, "kid_std": r.kid_std, "fid_inf": r.fid_inf,
-                      "paper_cost": paper_cost(cfg.model, S), "cached_cost": cached_cost(cfg.model, S),
-                      "seconds_per_image": seconds / n})
-        print(f"{m.family}/{m.name} S={S}: FID {r.fid:.2f} [{r.fid_ci[0]:.2f}, {r.fid_ci[1]:.2f}]", flush=True)
+
+    def progress(S: int, p: dict) -> None:
+        print(f"{m.family}/{m.name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
+
+    ev = evaluate_curve(model, cfg, ref, extractor, steps=grid, n=n, sampler=sampler, seed=seed, weights="ema",
+                        progress=progress)
     summary = json.loads((RUNS / m.key / "DONE").read_text())
     return {"family": m.family, "name": m.name, "config": cfg.to_dict(),
             "training": {"steps": summary["step"], "batch": cfg.train.batch_size,
                          "images_seen": summary["images_seen"], "seconds": summary.get("train_seconds"),
                          "device": summary.get("device", "cpu (1 thread of 2 cores)"), "final_val_loss": summary["val_loss"]},
-            "eval": {"extractor": r.extractor, "reference": r.reference, "reference_count": r.reference_count,
-                     "n": n, "sampler": sampler, "weights": "ema", "seed": seed, "curve": curve}}
+            "eval": ev}
 
 
 def cmd_eval(ms: list[Member]) -> None:

