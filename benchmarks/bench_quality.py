@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--hybrid-D", type=int, default=2, help="D of the hybrid (N=4; the zoo's best: D2)")
     ap.add_argument("--hybrid-T", type=int, default=4, help="T of the hybrid")
     ap.add_argument("--steps", default="2,4,8,16,32,64", help="S per block for the two transformers")
-    ap.add_argument("--peer-steps", default="2,4,8,16", help="S for the UNet (a UNet step costs ~4-7x a hybrid's)")
+    ap.add_argument("--peer-steps", default="2,4,8,16", help="S for the UNet (a UNet step costs 7x a DiT step here, 7-14x a hybrid step)")
     ap.add_argument("--eval-threads", type=int, default=0, help="torch threads for sampling (0: torch's default)")
     ap.add_argument("--n", type=int, default=1000, help="images per FID point")
     ap.add_argument("--runs", default="runs/quality")

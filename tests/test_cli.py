@@ -1,4 +1,6 @@
 """CLI: options generated from the config dataclasses, one-line usage errors with exit code 2, `sample` PNGs."""
+import json
+
 import pytest
 import yaml
 from PIL import Image
@@ -74,7 +76,6 @@ def test_sample_writes_a_grid_and_block_frames(tmp_path):
 def test_eval_writes_a_report_with_provenance_and_cost(tmp_path, capsys, depth, diffusion_depth, blocks):
     """`eval` scores a checkpoint's samples and says what made every number: extractor, reference, n, sampler,
     steps, weights, seed; its analytic and measured FLOPs agree; the report is reproducible from its seed."""
-    import json
     cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": depth,
                                "model.diffusion_depth": diffusion_depth, "model.num_blocks": blocks})
     model = wb.build_model(cfg)

@@ -46,8 +46,6 @@ MAX_UPSCALE = 4            # folder images whose shorter side is under image_siz
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of 16-bit grey files; convert("L") would clip them
 
 
-# ---- Fashion-MNIST -----------------------------------------------------------------------------------------------
-
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -56,6 +54,8 @@ def sha256_file(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
+# ---- Fashion-MNIST -----------------------------------------------------------------------------------------------
 def _fashion_mnist_dirs(root: str) -> list[Path]:
     dirs = []
     for base in (root, os.environ.get("WORKBENCH_DATA", "")):
