@@ -11,7 +11,7 @@ import torch
 
 import workbench as wb
 from workbench.data import fashion_mnist_arrays
-from workbench.diffusion import Diffusion
+from workbench.objectives import build_objective
 
 
 def four_images() -> torch.Tensor:
@@ -25,14 +25,25 @@ def nearest_mse(samples: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
     return ((samples[:, None] - refs[None]) ** 2).mean(dim=(2, 3, 4)).min(dim=1).values
 
 
+OBJECTIVES = {  # (config overrides, sampler)
+    "epsilon": ({}, "dpm++2m"),
+    "v-min-snr": ({"diffusion.prediction": "v_prediction", "diffusion.loss_weighting": "min_snr"}, "dpm++2m"),
+    "flow": ({"diffusion.prediction": "flow", "sample.sampler": "euler"}, "euler"),
+    "flow-adaln": ({"diffusion.prediction": "flow", "sample.sampler": "euler",
+                    "model.timestep_conditioning": "adaln"}, "dpm++2m"),
+}
+
+
 @pytest.mark.slow
-def test_tiny_model_memorises_four_images():
+@pytest.mark.parametrize("objective", list(OBJECTIVES))
+def test_tiny_model_memorises_four_images(objective):
     torch.manual_seed(0)
     imgs = four_images()
-    cfg = wb.preset("tiny")
+    over, sampler = OBJECTIVES[objective]
+    cfg = wb.preset("tiny", **over)
     model = wb.build_model(cfg)
-    untrained = wb.generate(model, cfg, num_images=8, steps=50, seed=0).clamp(-1, 1)
-    diffusion = Diffusion(cfg.diffusion, cfg.model)
+    untrained = wb.generate(model, cfg, num_images=8, steps=50, sampler=sampler, seed=0).clamp(-1, 1)
+    diffusion = build_objective(cfg.diffusion, cfg.model)
     steps = 500
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 25, max(0.05, 2 * (steps - s) / steps)))
@@ -43,7 +54,7 @@ def test_tiny_model_memorises_four_images():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-    samples = wb.generate(model, cfg, num_images=8, steps=50, sampler="dpm++2m", seed=0).clamp(-1, 1)
+    samples = wb.generate(model, cfg, num_images=8, steps=50, sampler=sampler, seed=0).clamp(-1, 1)
     pair = ((imgs[:, None] - imgs[None]) ** 2).mean(dim=(2, 3, 4))
     d_min = pair[~torch.eye(4, dtype=torch.bool)].min()
     got, before = nearest_mse(samples, imgs), nearest_mse(untrained, imgs)

@@ -119,13 +119,25 @@ def _io_flops(cfg: ModelConfig, embedded: int, predicted: int, hidden: int) -> f
     return embedded * embed + predicted * head + hidden * 2.0 * Lb * W * C
 
 
+def _adaln_flops(cfg: ModelConfig, ada_rows: float, time_rows: float) -> float:
+    """adaLN: `ada_rows` conditioning vectors mapped to 6 modulations in some layer, `time_rows` timestep MLPs."""
+    if cfg.timestep_conditioning != "adaln":
+        return 0.0
+    W = cfg.width
+    return ada_rows * 2.0 * W * 6 * W + time_rows * 2.0 * (TIME_FEATURES * W + W * W)
+
+
 def forward_flops(cfg: ModelConfig) -> dict[str, float]:
-    """Teacher-forced forward pass (MADFormer.forward) of one image: {"linear", "attention"} FLOPs."""
+    """Teacher-forced forward pass (MADFormer.forward) of one image: {"linear", "attention"} FLOPs.
+
+    adaLN's conditioning of clean tokens is one vector per batch; it is counted once, as for a batch of one."""
     T, Lb = cfg.num_blocks, cfg.block_tokens
     L = round(sequence_blocks(cfg) * Lb)  # tokens of the training sequence
     slots = T * Lb  # the last layer: only the noisy slots have queries, the context gives keys/values
     hidden = T if (cfg.use_z_cond and cfg.ar_depth > 0) else 0
-    out = {"linear": _io_flops(cfg, 2 * T - 1, T, hidden), "attention": 0.0}
+    context = cfg.clean_stream or cfg.num_classes > 0
+    ada_rows = cfg.depth * int(context) + cfg.ar_depth + T * cfg.diffusion_depth
+    out = {"linear": _io_flops(cfg, 2 * T - 1, T, hidden) + _adaln_flops(cfg, ada_rows, 1 + T), "attention": 0.0}
     _add(out, layer_flops(cfg, L, L), cfg.depth - 1)
     _add(out, layer_flops(cfg, slots, L, L - slots))
     return out
@@ -149,6 +161,9 @@ def sample_flops(cfg: ModelConfig, steps: int, use_cache: bool = True) -> dict[s
     out = {"linear": _io_flops(cfg, (T - 1) + T * steps, T * steps, 0), "attention": 0.0}
     for k in range(T):
         for p in block_passes(cfg, k, steps):
+            # adaLN: each call conditions its layers with one vector per image (the diffusion stage's t) or per
+            # batch (t = 0: counted as for a batch of one)
+            out["linear"] += _adaln_flops(cfg, p.layers * p.repeats, p.repeats)
             full = p.layers - p.kv_last
             _add(out, layer_flops(cfg, p.queries, p.keys), full * p.repeats)
             _add(out, layer_flops(cfg, 0, 0, p.queries), p.kv_last * p.repeats)

@@ -14,6 +14,30 @@ from typing import Any, Callable
 import yaml
 
 
+TIMESTEP_CONDITIONING = ("embed", "adaln")
+PREDICTIONS = ("epsilon", "v_prediction", "flow")  # the first two: VP diffusion (DDPM); "flow": rectified flow
+LOSS_WEIGHTINGS = ("none", "min_snr")
+# the diffusers schedulers that fit each objective (the sampler names of SampleConfig)
+SAMPLERS_FOR = {"vp": ("ddpm", "ddim", "dpm++2m", "euler"), "flow": ("euler", "dpm++2m")}
+SAMPLERS = ("ddpm", "ddim", "dpm++2m", "euler")
+X0_CLIPS = ("none", "clip", "dynamic")
+# the samplers whose diffusers scheduler offers each x0 treatment
+CLIP_SAMPLERS = {"clip": ("ddpm", "ddim"), "dynamic": ("ddpm", "ddim", "dpm++2m")}
+
+
+def objective_family(prediction: str) -> str:
+    """"flow" for rectified flow, "vp" for the variance-preserving (DDPM) objectives."""
+    return "flow" if prediction == "flow" else "vp"
+
+
+def samplers_for(prediction: str, x0_clip: str = "none") -> tuple[str, ...]:
+    """The sampler names that fit a prediction target (and, when set, offer the x0 treatment)."""
+    names = SAMPLERS_FOR[objective_family(prediction)]
+    if x0_clip != "none":
+        names = tuple(n for n in names if n in CLIP_SAMPLERS[x0_clip])
+    return names
+
+
 def _check(ok: bool, name: str, problem: str, fix: str) -> None:
     if not ok:
         raise ValueError(f"{name}: {problem}. Fix: {fix}.")
@@ -39,6 +63,8 @@ class ModelConfig:
     label_dropout: float = 0.1     # training probability of replacing the label by the null class (enables CFG)
     qk_norm: bool = True           # RMSNorm on queries and keys (stabilises bf16 training)
     rope_base: float = 100.0       # RoPE base frequency; the grid is small, so a small base suffices
+    timestep_conditioning: str = "embed"  # "embed" (paper): t enters only through the block embedder and output
+    #                                      head; "adaln": also DiT's adaLN-Zero (shift, scale, gate) in every layer
     norm_eps: float = 1e-6         # RMSNorm epsilon
 
     def __post_init__(self) -> None:
@@ -78,6 +104,8 @@ class ModelConfig:
                "with clean_stream=False and use_z_cond=False the denoiser sees no context at all",
                "keep at least one of clean_stream / use_z_cond")
         _check(self.rope_base > 1, "model.rope_base", f"must be > 1, got {self.rope_base}", "use e.g. 100")
+        _check(self.timestep_conditioning in TIMESTEP_CONDITIONING, "model.timestep_conditioning",
+               f"unknown value {self.timestep_conditioning!r}", "use 'embed' (paper) or 'adaln' (DiT's adaLN-Zero)")
 
     @property
     def grid(self) -> int:
@@ -120,8 +148,14 @@ class DiffusionConfig:
     beta_start: float = 1e-4       # first beta of the linear schedule (DDPM)
     beta_end: float = 0.02         # last beta of the linear schedule
     beta_schedule: str = "linear"  # "linear" (paper) or "squaredcos_cap_v2" (cosine)
-    prediction: str = "epsilon"    # network target: "epsilon" (paper) or "v_prediction"
+    prediction: str = "epsilon"    # network target: "epsilon" (paper), "v_prediction", or "flow" (rectified flow:
+    #                                x_t = (1 - s) x0 + s eps with s = t/train_steps, velocity target eps - x0)
     hidden_loss_weight: float = 0.1  # weight of the loss decoding z_cond toward the clean block (0 disables)
+    loss_weighting: str = "none"   # "none" (paper) or "min_snr": min(SNR, gamma)/SNR for epsilon, /(SNR+1) for v
+    min_snr_gamma: float = 5.0     # gamma of min-SNR weighting (Hang et al. 2023)
+    logit_mean: float = 0.0        # flow: training s = sigmoid(u), u ~ N(logit_mean, logit_std) (SD3)
+    logit_std: float = 1.0         # flow: 0 draws s uniformly instead
+    flow_shift: float = 1.0        # flow: sampling time shift s' = k s / (1 + (k - 1) s) (1 = none; SD3 uses 3)
 
     def __post_init__(self) -> None:
         _check(self.train_steps >= 2, "diffusion.train_steps", f"got {self.train_steps}", "use e.g. 1000")
@@ -129,8 +163,20 @@ class DiffusionConfig:
                f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}", "use 1e-4 and 0.02")
         _check(self.beta_schedule in ("linear", "squaredcos_cap_v2"), "diffusion.beta_schedule",
                f"unknown schedule {self.beta_schedule!r}", "use 'linear' or 'squaredcos_cap_v2'")
-        _check(self.prediction in ("epsilon", "v_prediction"), "diffusion.prediction",
-               f"unknown target {self.prediction!r}", "use 'epsilon' or 'v_prediction'")
+        _check(self.prediction in PREDICTIONS, "diffusion.prediction",
+               f"unknown target {self.prediction!r}", "use 'epsilon' (paper), 'v_prediction' or 'flow'")
+        _check(self.loss_weighting in LOSS_WEIGHTINGS, "diffusion.loss_weighting",
+               f"unknown weighting {self.loss_weighting!r}", "use 'none' or 'min_snr'")
+        _check(self.loss_weighting == "none" or self.prediction != "flow", "diffusion.loss_weighting",
+               f"{self.loss_weighting!r} weights the VP objectives by their SNR; flow matching has no such weighting "
+               "(its logit-normal timesteps play that role)",
+               "use loss_weighting='none' with prediction='flow', or prediction 'epsilon'/'v_prediction'")
+        _check(0 < self.min_snr_gamma < math.inf, "diffusion.min_snr_gamma", f"got {self.min_snr_gamma}",
+               "use a positive gamma (5 in the paper of min-SNR)")
+        _check(math.isfinite(self.logit_mean) and 0 <= self.logit_std < 10, "diffusion.logit_std",
+               f"need a finite logit_mean and 0 <= logit_std < 10, got {self.logit_mean}, {self.logit_std}",
+               "use logit_mean 0 and logit_std 1 (SD3)")
+        _check(0 < self.flow_shift < 100, "diffusion.flow_shift", f"got {self.flow_shift}", "use 1 (none) to 3")
         _check(self.hidden_loss_weight >= 0, "diffusion.hidden_loss_weight", f"got {self.hidden_loss_weight}",
                "use a weight >= 0 (0.1 in the paper)")
 
@@ -220,22 +266,24 @@ class TrainConfig:
         _check(self.sample_every >= 0 and self.eval_every >= 0, "train.sample_every", "must be >= 0", "use 0 to disable")
 
 
-SAMPLERS = ("ddpm", "ddim", "dpm++2m", "euler")
-
-
 @dataclass(frozen=True)
 class SampleConfig:
-    sampler: str = "ddim"          # "ddpm", "ddim", "dpm++2m" (DPM-Solver++ 2M) or "euler"
+    sampler: str = "ddim"          # "ddpm", "ddim", "dpm++2m" (DPM-Solver++ 2M) or "euler"; which of them fit is
+    #                                set by diffusion.prediction (SAMPLERS_FOR: flow takes euler and dpm++2m)
     steps: int = 50                # S: denoising steps per block
     num_images: int = 16           # images per call
     seed: int = 0                  # seed of the initial noise and stochastic samplers
     cfg_scale: float = 1.0         # classifier-free guidance scale (1 = none; class-conditional models only)
     use_cache: bool = True         # KV-cached block-wise sampling (False recomputes the prefix every step)
     use_ema: bool = True           # sample from EMA weights when the checkpoint has them
+    x0_clip: str = "none"          # the scheduler's treatment of predicted x0: "none", "clip" to [-1, 1] or
+    #                                "dynamic" thresholding (Imagen); only where the diffusers scheduler offers it
 
     def __post_init__(self) -> None:
         _check(self.sampler in SAMPLERS, "sample.sampler", f"unknown sampler {self.sampler!r}",
                f"use one of {', '.join(SAMPLERS)}")
+        _check(self.x0_clip in X0_CLIPS, "sample.x0_clip", f"unknown value {self.x0_clip!r}",
+               "use 'none', 'clip' or 'dynamic'")
         _check(1 <= self.steps <= 1000, "sample.steps", f"got {self.steps}", "use 1..1000 steps")
         _check(self.num_images >= 1, "sample.num_images", f"got {self.num_images}", "use at least 1 image")
         _check(self.cfg_scale >= 0, "sample.cfg_scale", f"got {self.cfg_scale}", "use 1 (none) or more")
@@ -260,6 +308,7 @@ class Config:
         _check(self.model.latent_channels == want_c, "model.latent_channels",
                f"{self.model.latent_channels} does not match data.channels={self.data.channels} for the pixel codec",
                f"set model.latent_channels={want_c}")
+        check_sampler(self.diffusion.prediction, self.sample.sampler, self.sample.x0_clip)
 
     # ---- serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -298,6 +347,19 @@ class Config:
                 raise ValueError(f"{key}: unknown field {parts[-1]!r}. Fix: use one of {sorted(node)}.")
             node[parts[-1]] = value
         return Config.from_dict(d)
+
+
+def check_sampler(prediction: str, sampler: str, x0_clip: str = "none") -> None:
+    """Refuse a sampler that does not fit the objective (or does not offer the x0 treatment), naming those that do."""
+    fits = samplers_for(prediction)
+    _check(sampler in fits, "sample.sampler",
+           f"{sampler!r} does not fit a model trained with prediction={prediction!r}",
+           f"use one of {', '.join(fits)}")
+    if x0_clip != "none":
+        offer = samplers_for(prediction, x0_clip)
+        _check(sampler in offer, "sample.x0_clip",
+               f"the {sampler!r} scheduler offers no {x0_clip!r} treatment of x0 for prediction={prediction!r}",
+               f"use x0_clip='none' or one of {', '.join(offer) or 'no sampler'}")
 
 
 def _sections() -> list[str]:
@@ -424,4 +486,4 @@ def preset(name: str, **overrides: Any) -> Config:
 
 
 __all__ = ["ModelConfig", "DiffusionConfig", "DataConfig", "TrainConfig", "SampleConfig", "Config", "PRESETS",
-           "preset", "SAMPLERS", "replace"]
+           "preset", "SAMPLERS", "SAMPLERS_FOR", "samplers_for", "check_sampler", "objective_family", "replace"]

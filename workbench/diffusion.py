@@ -1,6 +1,9 @@
-"""The diffusion objective (DDPM noising with one timestep per image and block) and the samplers.
+"""The training objective interface, and the VP (DDPM) objective: noising with one timestep per image and block.
 
-The schedule and every sampler come from diffusers' schedulers; this module only wires them to the model.
+An `Objective` draws the timesteps, noises x0, names the regression target and its weight, computes the loss and
+builds the diffusers schedulers that fit it. The model never knows which objective trains it: it sees noisy
+latents and a timestep t in [0, train_steps) per block, with t = 0 meaning clean. flow.py holds the other
+objective (rectified flow), as SiT's `transport/` sits beside `diffusion/`; objectives.py picks one from the config.
 
 | code           | paper                                   |
 |----------------|-----------------------------------------|
@@ -8,58 +11,132 @@ The schedule and every sampler come from diffusers' schedulers; this module only
 | t (B, T)       | one timestep per (image, block)         |
 | epsilon        | eps-prediction target (default)         |
 | v_prediction   | v = alpha_t * eps - sigma_t * x0        |
+| min_snr        | w(t) = min(SNR_t, gamma) / SNR_t (eps), / (SNR_t + 1) (v)  (Hang et al. 2023) |
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 from .blocks import block_index_map
-from .config import DiffusionConfig, ModelConfig
-
-
-def _schedule_kwargs(cfg: DiffusionConfig) -> dict:
-    return dict(num_train_timesteps=cfg.train_steps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction)
-
-
-def make_scheduler(name: str, cfg: DiffusionConfig, steps: int):
-    """A fresh diffusers scheduler by name ("ddpm", "ddim", "dpm++2m", "euler") with `steps` set."""
-    kw = _schedule_kwargs(cfg)
-    if name == "ddpm":
-        s = DDPMScheduler(**kw, clip_sample=False)
-    elif name == "ddim":
-        s = DDIMScheduler(**kw, clip_sample=False, set_alpha_to_one=False, timestep_spacing="trailing")
-    elif name == "dpm++2m":
-        s = DPMSolverMultistepScheduler(**kw, algorithm_type="dpmsolver++", solver_order=2,
-                                        timestep_spacing="trailing", lower_order_final=True)
-    elif name == "euler":
-        s = EulerDiscreteScheduler(**kw, timestep_spacing="trailing")
-    else:
-        raise ValueError(f"sampler: unknown sampler {name!r}. Fix: use ddpm, ddim, dpm++2m or euler.")
-    s.set_timesteps(steps)
-    return s
+from .config import DiffusionConfig, ModelConfig, check_sampler
 
 
 @dataclass
 class Losses:
     total: torch.Tensor      # diffusion + hidden_loss_weight * hidden
-    diffusion: torch.Tensor  # MSE to the target (epsilon or v)
+    diffusion: torch.Tensor  # (weighted) MSE to the objective's target
     hidden: torch.Tensor     # MSE of the z_cond decoder to the clean block (0 when the model has none)
 
 
-class Diffusion:
-    """Training-time DDPM process: noising per (image, block), targets and the loss."""
+class Objective:
+    """What trains the denoiser: timesteps, noising, target, weight, loss; and the samplers that fit."""
+
+    family = ""  # "vp" or "flow" (config.SAMPLERS_FOR)
 
     def __init__(self, cfg: DiffusionConfig, model_cfg: ModelConfig):
         self.cfg = cfg
         self.model_cfg = model_cfg
+        self.block_map = block_index_map(model_cfg)  # (H, W): the block of every latent pixel
+
+    # ---- to be provided by an objective --------------------------------------------------------------------------
+    def sample_t(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training timesteps, one per (image, block): (B, T)."""
+        raise NotImplementedError
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weight(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Loss weight per (image, block) (B, T), or None for the plain mean."""
+        return None
+
+    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none"):
+        raise NotImplementedError
+
+    def predicted_x0(self, model_out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
+        """x0 implied by a model output at (scalar) timestep t from the input x_in the model saw."""
+        raise NotImplementedError
+
+    # ---- shared ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def scale_input(scheduler, x: torch.Tensor, t) -> torch.Tensor:
+        """The scheduler's input scaling where it has one (VP Euler), else x."""
+        scale = getattr(scheduler, "scale_model_input", None)
+        return scale(x, t) if scale is not None else x
+
+    @staticmethod
+    def init_sigma(scheduler) -> float:
+        return float(getattr(scheduler, "init_noise_sigma", 1.0))
+
+    def per_pixel(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, T) per-block values -> (B, 1, H, W) maps over the latent grid."""
+        return values[:, self.block_map.to(values.device)].unsqueeze(1)
+
+    def check_sampler(self, name: str, x0_clip: str = "none") -> None:
+        check_sampler(self.cfg.prediction, name, x0_clip)
+
+    def loss(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> Losses:
+        """Sample t and noise, run the teacher-forced forward, return the losses."""
+        t = self.sample_t(x0.shape[0], x0.device, generator)
+        noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+        xt = self.add_noise(x0, noise, t)
+        pred, hidden = model(x0, xt, t, labels)
+        w = self.weight(t)
+        if w is None:
+            diffusion = F.mse_loss(pred.float(), self.target(x0, noise, t).float())
+        else:
+            err = (pred.float() - self.target(x0, noise, t).float()) ** 2
+            diffusion = (self.per_pixel(w.float()) * err).mean()
+        hidden_loss = F.mse_loss(hidden.float(), x0.float()) if hidden is not None else diffusion.new_zeros(())
+        return Losses(diffusion + self.cfg.hidden_loss_weight * hidden_loss, diffusion, hidden_loss)
+
+
+# ---- the VP objective ----------------------------------------------------------------------------------------------
+def _schedule_kwargs(cfg: DiffusionConfig) -> dict:
+    return dict(num_train_timesteps=cfg.train_steps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
+                beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction)
+
+
+def make_scheduler(name: str, cfg: DiffusionConfig, steps: int, x0_clip: str = "none"):
+    """A fresh diffusers scheduler for the VP objective by name ("ddpm", "ddim", "dpm++2m", "euler") with `steps`
+    set; x0_clip "clip" or "dynamic" turns on the scheduler's own x0 clipping or dynamic thresholding."""
+    check_sampler(cfg.prediction, name, x0_clip)
+    kw = _schedule_kwargs(cfg)
+    clip = dict(clip_sample=x0_clip == "clip", thresholding=x0_clip == "dynamic", sample_max_value=1.0)
+    if name == "ddpm":
+        s = DDPMScheduler(**kw, **clip)
+    elif name == "ddim":
+        s = DDIMScheduler(**kw, **clip, set_alpha_to_one=False, timestep_spacing="trailing")
+    elif name == "dpm++2m":
+        s = DPMSolverMultistepScheduler(**kw, algorithm_type="dpmsolver++", solver_order=2,
+                                        timestep_spacing="trailing", lower_order_final=True,
+                                        thresholding=x0_clip == "dynamic", sample_max_value=1.0)
+    else:  # euler (check_sampler refused anything else)
+        s = EulerDiscreteScheduler(**kw, timestep_spacing="trailing")
+    s.set_timesteps(steps)
+    return s
+
+
+class Diffusion(Objective):
+    """Training-time DDPM process (epsilon or v target): noising per (image, block), targets, min-SNR weights."""
+
+    family = "vp"
+
+    def __init__(self, cfg: DiffusionConfig, model_cfg: ModelConfig):
+        super().__init__(cfg, model_cfg)
         self.train_scheduler = DDPMScheduler(**_schedule_kwargs(cfg))
         self.alphas_cumprod = self.train_scheduler.alphas_cumprod.float()  # (train_steps,)
-        self.block_map = block_index_map(model_cfg)  # (H, W)
+        ab = self.alphas_cumprod.double()
+        self._sigmas = ((1 - ab) / ab).sqrt().numpy()  # Euler's sigma at every integer timestep
 
     def sample_t(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
         """One independent timestep per (image, block): (B, T) long."""
@@ -67,8 +144,7 @@ class Diffusion:
                              generator=generator)
 
     def _per_pixel(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ab = self.alphas_cumprod.to(t.device)[t]  # (B, T)
-        ab = ab[:, self.block_map.to(t.device)].unsqueeze(1)  # (B, 1, H, W)
+        ab = self.per_pixel(self.alphas_cumprod.to(t.device)[t])  # (B, 1, H, W)
         return ab.sqrt(), (1 - ab).sqrt()
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -82,22 +158,30 @@ class Diffusion:
         a, s = self._per_pixel(t)
         return a * noise - s * x0
 
-    def loss(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> Losses:
-        """Sample t and noise, run the teacher-forced forward, return the losses."""
-        t = self.sample_t(x0.shape[0], x0.device, generator)
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
-        xt = self.add_noise(x0, noise, t)
-        pred, hidden = model(x0, xt, t, labels)
-        diffusion = F.mse_loss(pred.float(), self.target(x0, noise, t).float())
-        hidden_loss = F.mse_loss(hidden.float(), x0.float()) if hidden is not None else diffusion.new_zeros(())
-        return Losses(diffusion + self.cfg.hidden_loss_weight * hidden_loss, diffusion, hidden_loss)
+    def weight(self, t: torch.Tensor) -> torch.Tensor | None:
+        if self.cfg.loss_weighting == "none":
+            return None
+        ab = self.alphas_cumprod.to(t.device)[t]
+        snr = ab / (1 - ab)
+        clipped = snr.clamp(max=self.cfg.min_snr_gamma)
+        return clipped / snr if self.cfg.prediction == "epsilon" else clipped / (snr + 1)
 
+    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none"):
+        return make_scheduler(name, self.cfg, steps, x0_clip)
 
-def predicted_x0(scheduler, model_out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
-    """x0 implied by a model output at timestep t, from the VP-space input x_in the model saw."""
-    ab = scheduler.alphas_cumprod.to(x_in.device)[int(round(float(t)))].float()
-    a, s = ab.sqrt(), (1 - ab).sqrt()
-    if scheduler.config.prediction_type == "epsilon":
-        return (x_in - s * model_out) / a
-    return a * x_in - s * model_out  # v-prediction
+    def alpha_bar(self, t) -> torch.Tensor:
+        """alpha-bar (float32 scalar) at a possibly fractional timestep (Euler's), interpolated in sigma as
+        diffusers interpolates its sigmas."""
+        t = float(t)
+        if t == int(t):
+            return self.alphas_cumprod[int(t)]
+        sigma = float(np.interp(t, np.arange(len(self._sigmas)), self._sigmas))
+        return torch.tensor(1.0 / (1.0 + sigma ** 2), dtype=torch.float32)
+
+    def predicted_x0(self, model_out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
+        """x0 implied by a model output at timestep t, from the VP-space input x_in the model saw."""
+        ab = self.alpha_bar(t).to(x_in.device)
+        a, s = ab.sqrt(), (1 - ab).sqrt()
+        if self.cfg.prediction == "epsilon":
+            return (x_in - s * model_out) / a
+        return a * x_in - s * model_out  # v-prediction

@@ -2,11 +2,13 @@
 
 A decoder layer holds one parameter set ("tower") per stream: index 0 for the clean stream (context blocks and
 the class prefix), index 1 for the noisy stream (the slots that become z_cond and then denoise). With
-`towers="shared"` both indices point at the same parameters. Attention is joint over both streams.
+`towers="shared"` both indices point at the same parameters. Attention is joint over both streams. A `Stream`
+carries a stream's tokens with its tower, RoPE angles and (adaLN only) its conditioning vectors.
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,10 +77,31 @@ class SwiGLU(nn.Module):
         return self.w3(F.silu(a) * b)
 
 
-class Tower(nn.Module):
-    """The per-stream parameters of one layer: norms, fused QKV, output projection, MLP, QK-norm."""
+class Stream(NamedTuple):
+    """One stream of tokens through a decoder layer."""
+    x: torch.Tensor                   # (B, L, W) tokens
+    tower: int                        # CLEAN or NOISY: whose parameters it uses
+    rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) of shape (L, hd/2), or None (no rotation)
+    cond: torch.Tensor | None = None  # adaLN conditioning (1 or B, G, W): G consecutive groups of L/G tokens, each
+    #                                   modulated by one vector (one per block); None without adaLN
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, eps: float):
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x (B, L, W) * (1 + scale) + shift, with shift/scale (1 or B, G, W) shared by groups of L/G tokens."""
+    g = shift.shape[1]
+    return (x.unflatten(1, (g, -1)) * (1 + scale.unsqueeze(2)) + shift.unsqueeze(2)).flatten(1, 2)
+
+
+def gate(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """x (B, L, W) scaled by per-group gates g (1 or B, G, W)."""
+    return (x.unflatten(1, (g.shape[1], -1)) * g.unsqueeze(2)).flatten(1, 2)
+
+
+class Tower(nn.Module):
+    """The per-stream parameters of one layer: norms, fused QKV, output projection, MLP, QK-norm, and with adaLN
+    the map from the conditioning vector to shift/scale/gate of both sublayers (zero at init, as DiT's)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, qk_norm: bool, eps: float, adaln: bool = False):
         super().__init__()
         hd = dim // heads
         self.norm1 = RMSNorm(dim, eps)
@@ -88,6 +111,19 @@ class Tower(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
         self.norm2 = RMSNorm(dim, eps)
         self.mlp = SwiGLU(dim, mlp_ratio)
+        self.ada = nn.Linear(dim, 6 * dim) if adaln else None
+
+    def zero_init(self) -> None:
+        if self.ada is not None:
+            nn.init.zeros_(self.ada.weight), nn.init.zeros_(self.ada.bias)
+
+    def modulation(self, cond: torch.Tensor | None) -> tuple[torch.Tensor, ...] | None:
+        """(shift1, scale1, gate1, shift2, scale2, gate2), each (1 or B, G, W); None without adaLN."""
+        if self.ada is None:
+            return None
+        if cond is None:
+            raise ValueError("adaLN layer called without a conditioning vector: every stream needs Stream.cond")
+        return self.ada(F.silu(cond)).chunk(6, dim=-1)
 
 
 class KVCache:
@@ -118,41 +154,43 @@ class KVCache:
 class DecoderLayer(nn.Module):
     """Pre-norm transformer layer over one or two streams with joint attention.
 
-    `forward` takes a list of stream tensors (each (B, L_i, W)) with their tower index and RoPE angles, and
-    one boolean attention mask over the concatenation (True = may attend), or a KV cache. The first `kv_only`
-    streams only give keys and values (where their output is never read, e.g. the clean stream in the last
-    layer): they get no queries and no output, so the returned list holds the other streams.
+    `forward` takes a list of Streams and one boolean attention mask over their concatenation (True = may
+    attend), or a KV cache. The first `kv_only` streams only give keys and values (where their output is never
+    read, e.g. the clean stream in the last layer): they get no queries and no output, so the returned list holds
+    the other streams, with their tokens replaced by the layer's output.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, towers: str, qk_norm: bool, eps: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, towers: str, qk_norm: bool, eps: float,
+                 adaln: bool = False):
         super().__init__()
         self.heads, self.width = heads, dim
-        tower = Tower(dim, heads, mlp_ratio, qk_norm, eps)
+        tower = Tower(dim, heads, mlp_ratio, qk_norm, eps, adaln)
         self.towers = nn.ModuleList([tower, tower if towers == "shared" else
-                                     Tower(dim, heads, mlp_ratio, qk_norm, eps)])
+                                     Tower(dim, heads, mlp_ratio, qk_norm, eps, adaln)])
 
-    def forward(self, xs: list[torch.Tensor], tower_ids: list[int], ropes: list[tuple | None],
-                mask: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
-                commit: bool = False, use_context: bool = True, kv_only: int = 0) -> list[torch.Tensor]:
-        qs, ks, vs = [], [], []
-        for j, (x, ti, rope) in enumerate(zip(xs, tower_ids, ropes)):
-            t = self.towers[ti]
-            h = t.norm1(x)
+    def forward(self, streams: list[Stream], mask: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0, commit: bool = False, kv_only: int = 0) -> list[Stream]:
+        qs, ks, vs, mods = [], [], [], []
+        for j, s in enumerate(streams):
+            t = self.towers[s.tower]
+            mod = t.modulation(s.cond)
+            mods.append(mod)
+            h = t.norm1(s.x)
+            if mod is not None:
+                h = modulate(h, mod[0], mod[1])
             if j < kv_only:  # the key/value rows of the fused projection only
                 k, v = F.linear(h, t.qkv.weight[self.width:]).unflatten(-1, (2, self.heads, -1)).permute(
                     2, 0, 3, 1, 4)  # (B, H, L, hd)
             else:
                 q, k, v = t.qkv(h).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
                 q = t.q_norm(q)
-                qs.append(apply_rope(q, *rope) if rope is not None else q)
+                qs.append(apply_rope(q, *s.rope) if s.rope is not None else q)
             k = t.k_norm(k)
-            ks.append(apply_rope(k, *rope) if rope is not None else k)
+            ks.append(apply_rope(k, *s.rope) if s.rope is not None else k)
             vs.append(v)
         k, v = (torch.cat(a, dim=2) if len(a) > 1 else a[0] for a in (ks, vs))  # (B, H, L, hd)
         if cache is not None:
-            kc, vc = cache.keys_values(layer, k, v, commit)
-            if use_context:
-                k, v = kc, vc
+            k, v = cache.keys_values(layer, k, v, commit)
         if not qs:
             return []
         q = torch.cat(qs, dim=2) if len(qs) > 1 else qs[0]  # (B, H, Lq, hd)
@@ -161,9 +199,15 @@ class DecoderLayer(nn.Module):
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Lq, hd)
         attn = attn.transpose(1, 2).flatten(2)  # (B, Lq, W)
         out, start = [], 0
-        for x, ti in zip(xs[kv_only:], tower_ids[kv_only:]):
-            t = self.towers[ti]
-            h = x + t.proj(attn[:, start:start + x.shape[1]])
-            out.append(h + t.mlp(t.norm2(h)))
-            start += x.shape[1]
+        for s, mod in zip(streams[kv_only:], mods[kv_only:]):
+            t, L = self.towers[s.tower], s.x.shape[1]
+            a = t.proj(attn[:, start:start + L])
+            if mod is None:
+                h = s.x + a
+                x = h + t.mlp(t.norm2(h))
+            else:
+                h = s.x + gate(a, mod[2])
+                x = h + gate(t.mlp(modulate(t.norm2(h), mod[3], mod[4])), mod[5])
+            out.append(s._replace(x=x))
+            start += L
         return out

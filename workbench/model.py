@@ -17,7 +17,7 @@ from torch import nn
 
 from .blocks import block_positions, from_blocks, to_blocks, training_masks
 from .config import Config, ModelConfig
-from .layers import CLEAN, NOISY, DecoderLayer, KVCache, RMSNorm, Rope2D
+from .layers import CLEAN, NOISY, DecoderLayer, KVCache, RMSNorm, Rope2D, Stream
 
 TIME_FEATURES = 256  # sinusoidal features of a timestep, the input of its embedding MLP
 
@@ -87,8 +87,11 @@ class MADFormer(nn.Module):
         self.embed = BlockEmbedder(cfg.token_dim, W)
         self.boi = nn.Parameter(torch.randn(cfg.block_tokens, W) * 0.02)  # learned begin-of-image block
         self.class_embed = nn.Embedding(cfg.num_classes + 1, W) if cfg.num_classes else None  # last = null class
-        self.layers = nn.ModuleList([DecoderLayer(W, cfg.heads, cfg.mlp_ratio, cfg.towers, cfg.qk_norm, cfg.norm_eps)
-                                     for _ in range(cfg.depth)])
+        adaln = cfg.timestep_conditioning == "adaln"
+        self.layers = nn.ModuleList([DecoderLayer(W, cfg.heads, cfg.mlp_ratio, cfg.towers, cfg.qk_norm, cfg.norm_eps,
+                                                  adaln) for _ in range(cfg.depth)])
+        # adaLN: one timestep embedding conditions every layer (t = 0 for clean tokens and the AR stage)
+        self.cond_time = TimestepEmbedder(W) if adaln else None
         self.head = OutputHead(W, cfg.token_dim, cfg.norm_eps)
         # decodes z_cond toward the clean block: a head of its own, with no path to the noisy target
         self.hidden_head = nn.Sequential(RMSNorm(W, cfg.norm_eps), nn.Linear(W, cfg.token_dim))
@@ -102,6 +105,9 @@ class MADFormer(nn.Module):
         self.register_buffer("diff_mask", diff_mask, persistent=False)
         self.apply(self._init)
         self.head.zero_init()
+        for layer in self.layers:
+            for tower in layer.towers:
+                tower.zero_init()
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -114,6 +120,15 @@ class MADFormer(nn.Module):
     @property
     def has_hidden_loss(self) -> bool:
         return self.cfg.use_z_cond and self.cfg.ar_depth > 0
+
+    def _cond(self, t: torch.Tensor | None = None) -> torch.Tensor | None:
+        """adaLN conditioning: (B, n, W) for timesteps t (B, n); (1, 1, W) for clean tokens (t = None); None when
+        the model has no adaLN."""
+        if self.cond_time is None:
+            return None
+        if t is None:
+            t = torch.zeros(1, 1, device=self.boi.device)
+        return self.cond_time(t)
 
     def _rope(self, first: int, count: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE cos/sin (count*Lb, hd/2) of the tokens of blocks first..first+count-1 (views of the tables)."""
@@ -157,26 +172,25 @@ class MADFormer(nn.Module):
         clean_emb = self.embed(clean_tok[:, :T - 1], torch.zeros(B, T - 1, device=x0.device))  # (B, T-1, Lb, W)
         # noisy stream in the AR layers: BOI, then clean block k-1 at block k's positions
         slot = torch.cat([self.boi.expand(B, 1, Lb, W), clean_emb], dim=1).flatten(1, 2)  # (B, T*Lb, W)
-        streams = [slot]
-        towers, ropes = [NOISY], [self._rope(0, T)]
+        clean_cond = self._cond()
+        streams = [Stream(slot, NOISY, self._rope(0, T), clean_cond)]
         context = [p for p in (self._prefix(labels, B),) if p is not None]
         if cfg.clean_stream:
             context.append(clean_emb.flatten(1, 2))  # (B, (T-1)*Lb, W)
         if context and sum(c.shape[1] for c in context):
-            streams.insert(0, torch.cat(context, dim=1))
-            towers.insert(0, CLEAN)
-            ropes.insert(0, self._clean_rope(T - 1 if cfg.clean_stream else 0))
+            streams.insert(0, Stream(torch.cat(context, dim=1), CLEAN, self._clean_rope(T - 1 if cfg.clean_stream
+                                                                                         else 0), clean_cond))
         z_cond = None
         for i, layer in enumerate(self.layers):
             if i == cfg.ar_depth:
-                z_cond = streams[-1]
+                z_cond = streams[-1].x
                 noisy = self.embed(to_blocks(xt, cfg), t).flatten(1, 2)  # (B, T*Lb, W)
-                streams[-1] = z_cond + noisy if cfg.use_z_cond else noisy
+                streams[-1] = streams[-1]._replace(x=z_cond + noisy if cfg.use_z_cond else noisy, cond=self._cond(t))
             mask = self.ar_mask if i < cfg.ar_depth else self.diff_mask
             # the last layer's context stream is never read: it only gives keys and values
             kv_only = len(streams) - 1 if i == cfg.depth - 1 else 0
-            streams = layer(streams, towers, ropes, mask=mask, kv_only=kv_only)
-        pred = self.head(streams[-1].view(B, T, Lb, W), t)  # (B, T, Lb, Cpp)
+            streams = layer(streams, mask=mask, kv_only=kv_only)
+        pred = self.head(streams[-1].x.view(B, T, Lb, W), t)  # (B, T, Lb, Cpp)
         hidden = self.hidden_head(z_cond.view(B, T, Lb, W)) if self.has_hidden_loss else None
         return from_blocks(pred, cfg), (from_blocks(hidden, cfg) if hidden is not None else None)
 
@@ -194,10 +208,9 @@ class MADFormer(nn.Module):
         if prefix is None:
             return
         one = torch.ones(1, self.rope.inv_freq.numel() * 2, device=prefix.device)
-        rope = (one, torch.zeros_like(one))
-        x, last = [prefix], len(self.layers) - 1
+        x, last = [Stream(prefix, CLEAN, (one, torch.zeros_like(one)), self._cond())], len(self.layers) - 1
         for i, layer in enumerate(self.layers):  # the last layer only caches keys/values
-            x = layer(x, [CLEAN], [rope], cache=cache, layer=i, commit=True, kv_only=int(i == last))
+            x = layer(x, cache=cache, layer=i, commit=True, kv_only=int(i == last))
 
     def ar_step(self, cache: KVCache, k: int, prev_block: torch.Tensor | None) -> torch.Tensor | None:
         """AR stage for block k: cache the clean copy of block k-1, then compute z_cond for block k.
@@ -211,22 +224,19 @@ class MADFormer(nn.Module):
         if prev_block is not None:
             emb = self.embed(prev_block.unsqueeze(1), torch.zeros(B, 1, device=dev))[:, 0]  # (B, Lb, W)
             if cfg.clean_stream:
-                x, depth = [emb], clean_pass_depth(cfg)
-                rope = self._rope(k - 1)
+                x, depth = [Stream(emb, CLEAN, self._rope(k - 1), self._cond())], clean_pass_depth(cfg)
                 for i in range(depth):  # the last layer only caches keys/values: its output is never read
-                    x = self.layers[i](x, [CLEAN], [rope], cache=cache, layer=i, commit=True,
-                                       kv_only=int(i == depth - 1))
+                    x = self.layers[i](x, cache=cache, layer=i, commit=True, kv_only=int(i == depth - 1))
         else:
             # a copy: a view of a parameter still requires grad under no_grad (FlopCounterMode rejects that)
             emb = self.boi.expand(B, Lb, W).clone()
         if not cfg.use_z_cond:
             return None
-        x = [emb]
-        rope = self._rope(k)
+        x = [Stream(emb, NOISY, self._rope(k), self._cond())]
         for i in range(cfg.ar_depth):
             # without a clean stream the slot is the context: its AR-layer keys/values stay for later blocks
-            x = self.layers[i](x, [NOISY], [rope], cache=cache, layer=i, commit=not cfg.clean_stream)
-        return x[0]
+            x = self.layers[i](x, cache=cache, layer=i, commit=not cfg.clean_stream)
+        return x[0].x
 
     def denoise_step(self, cache: KVCache, k: int, z_cond: torch.Tensor | None, xt: torch.Tensor,
                      t: torch.Tensor) -> torch.Tensor:
@@ -235,13 +245,12 @@ class MADFormer(nn.Module):
         h = self.embed(xt.unsqueeze(1), t.view(-1, 1))[:, 0]  # (B, Lb, W)
         if z_cond is not None:
             h = h + z_cond
-        rope = self._rope(k)
         use_context = cfg.denoiser_attention == "context"
         mask = self.token_mask if cfg.denoiser_attention == "token" else None
-        x = [h]
+        x = [Stream(h, NOISY, self._rope(k), self._cond(t.view(-1, 1)))]
         for i in range(cfg.ar_depth, cfg.depth):
-            x = self.layers[i](x, [NOISY], [rope], mask=mask, cache=cache if use_context else None, layer=i)
-        return self.head(x[0].unsqueeze(1), t.view(-1, 1))[:, 0]
+            x = self.layers[i](x, mask=mask, cache=cache if use_context else None, layer=i)
+        return self.head(x[0].x.unsqueeze(1), t.view(-1, 1))[:, 0]
 
 
 def build_model(config: Config | ModelConfig) -> MADFormer:

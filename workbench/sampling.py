@@ -16,8 +16,9 @@ import torch
 from .blocks import from_blocks, to_blocks
 from .compute import block_cost, naive_cost
 from .config import Config, ModelConfig
-from .diffusion import make_scheduler, predicted_x0
+from .diffusion import Objective
 from .model import MADFormer
+from .objectives import build_objective
 
 
 @dataclass
@@ -80,6 +81,9 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
         raise ValueError("labels: this model is unconditional. Fix: pass labels=None.")
     elif labels.shape != (B,) or int(labels.min()) < 0 or int(labels.max()) >= mcfg.num_classes:
         raise ValueError(f"labels: need {B} class indices in [0, {mcfg.num_classes}). Fix: pass a (B,) tensor.")
+    objective = build_objective(config.diffusion, mcfg)
+    x0_clip = sc.x0_clip
+    objective.check_sampler(sampler, x0_clip)  # before any work: a flow model refuses VP samplers, naming its own
     guided = labels is not None and cfg_scale != 1.0
     if guided:  # classifier-free guidance: a second half of the batch with the null class
         labels = torch.cat([labels, torch.full_like(labels, mcfg.num_classes)])
@@ -98,7 +102,7 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
     try:
         z_cond = None
         for k in range(T):
-            scheduler = make_scheduler(sampler, config.diffusion, steps)  # multistep state is per block
+            scheduler = objective.make_scheduler(sampler, steps, x0_clip)  # multistep state is per block
             if use_cache:
                 prev = canvas[:, k - 1] if k > 0 else None
                 if prev is not None and guided:
@@ -106,9 +110,9 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
                 z_cond = model.ar_step(cache, k, prev)
                 cost = block_cost(mcfg, k, steps)
                 evals += cost["prefix"] + cost["clean"] + cost["ar"]
-            x = torch.randn(B, Lb, Cpp, generator=gen).to(device, dtype) * scheduler.init_noise_sigma
+            x = torch.randn(B, Lb, Cpp, generator=gen).to(device, dtype) * objective.init_sigma(scheduler)
             for i, t in enumerate(scheduler.timesteps):
-                x_in = scheduler.scale_model_input(x, t)
+                x_in = objective.scale_input(scheduler, x, t)
                 x_in2 = torch.cat([x_in, x_in]) if guided else x_in
                 tt = torch.full((nb,), float(t), device=device)
                 if use_cache:
@@ -120,7 +124,7 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
                 if guided:
                     cond, uncond = out.chunk(2)
                     out = uncond + cfg_scale * (cond - uncond)
-                x0 = partial(_predicted_block, scheduler, out, x_in, t)
+                x0 = partial(_predicted_block, objective, out, x_in, t)
                 x = scheduler.step(out, t, x, generator=gen).prev_sample.to(dtype)
                 paper = (k + 1) * mcfg.ar_depth + (k * steps + i + 1) * mcfg.diffusion_depth  # T[(N-D)+D*S] so far
                 cost = {"block_layer_evals": evals * (2 if guided else 1), "paper_block_layer_evals": float(paper),
@@ -134,8 +138,8 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
         model.train(was_training)
 
 
-def _predicted_block(scheduler, out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
-    return predicted_x0(scheduler, out.float(), x_in.float(), t).to(out.dtype)
+def _predicted_block(objective: Objective, out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
+    return objective.predicted_x0(out.float(), x_in.float(), t).to(out.dtype)
 
 
 def _assemble(canvas: torch.Tensor, k: int, block: torch.Tensor, mcfg: ModelConfig) -> torch.Tensor:

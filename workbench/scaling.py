@@ -16,7 +16,7 @@ import torch
 
 from .compute import sequence_blocks, train_flops
 from .config import Config, DiffusionConfig, ModelConfig
-from .diffusion import Diffusion
+from .objectives import build_objective
 from .model import build_model
 
 GPUS = {  # name -> (dense bf16 peak FLOP/s, memory bytes): vendor datasheet numbers
@@ -34,7 +34,7 @@ def param_count(config: Config) -> int:
 def _saved_bytes(model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig, dtype: torch.dtype | None) -> float:
     """Bytes autograd keeps for the backward of one training loss on one random image."""
     m = model_cfg
-    model, diffusion = build_model(m), Diffusion(diffusion_cfg, m)
+    model, diffusion = build_model(m), build_objective(diffusion_cfg, m)
     x = torch.randn(1, m.latent_channels, m.latent_size, m.latent_size)
     seen: dict = {}
 

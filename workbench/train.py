@@ -33,9 +33,10 @@ from .checkpoint import (LATEST, Checkpoint, capture_rng, check_architecture, ch
 from .codecs import Codec, build_codec
 from .config import Config, TrainConfig
 from .data import build_dataset, make_loader
-from .diffusion import Diffusion
+from .diffusion import Objective
 from .images import save_grid
 from .model import MADFormer, build_model
+from .objectives import build_objective
 from .sampling import generate
 
 EvaluateFn = Callable[[nn.Module, int], dict]  # (EMA model, step) -> metrics, e.g. {"fid": 12.3}
@@ -124,7 +125,7 @@ class Run:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: AveragedModel | None
     noise: torch.Generator         # timesteps and noise of the diffusion loss, one stream per rank
-    diffusion: Diffusion
+    diffusion: Objective           # the training objective (VP diffusion or flow matching)
     codec: Codec
     step: int = 0                  # optimizer steps done
     samples_seen: int = 0          # training images drawn by all ranks (the data position)
@@ -170,7 +171,7 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     model, optimizer = fabric.setup(torch.compile(net) if tc.compile else net, optimizer)
     run = Run(config, fabric, net, model, optimizer, scheduler, make_ema(net, tc.ema_decay),
               torch.Generator(fabric.device).manual_seed(_seed(tc.seed, fabric.global_rank)),
-              Diffusion(config.diffusion, config.model), build_codec(config.data, fabric.device))
+              build_objective(config.diffusion, config.model), build_codec(config.data, fabric.device))
 
     train_set, val_set = build_dataset(config.data, "train"), build_dataset(config.data, "val")
     for note in filter(None, (train_set.report(), val_set.report())):
