@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from workbench.config import SAMPLERS
+from workbench.config import samplers_for
 
 from .catalog import MAX_PATH, Entry, Family
 
@@ -66,7 +66,8 @@ def validate(request: Request, family: Family) -> list[Entry]:
              f"pick a trained position ({', '.join(f'D={e.D}' for e in family.entries)})")
         need(isinstance(s.steps, int) and 1 <= s.steps <= MAX_STEPS,
              f"{name}: steps {s.steps!r} outside 1..{MAX_STEPS}", f"use 1 to {MAX_STEPS} denoising steps")
-        need(s.sampler in SAMPLERS, f"{name}: unknown sampler {s.sampler!r}", f"use one of {', '.join(SAMPLERS)}")
+        fits = samplers_for(entry.config.diffusion.prediction)
+        need(s.sampler in fits, f"{name}: sampler {s.sampler!r} does not fit this model", f"use one of {', '.join(fits)}")
         classes = entry.config.model.num_classes
         need(s.label is None or (isinstance(s.label, int) and 0 <= s.label < classes),
              f"{name}: class {s.label!r} is not one of the model's {classes} classes", "pick a listed class")
@@ -110,7 +111,8 @@ def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
                                help="The last D of the N layers denoise at every step; the first N-D run once per "
                                     "block (autoregressive).")
     steps = cells[1].slider("Denoising steps S per block", 1, MAX_STEPS, default_steps(cfg), key=f"{key}.S")
-    sampler = cells[2].selectbox("Sampler", SAMPLERS, index=SAMPLERS.index(cfg.sample.sampler), key=f"{key}.sampler")
+    fits = list(samplers_for(cfg.diffusion.prediction))  # flow models take flow schedulers only
+    sampler = cells[2].selectbox("Sampler", fits, index=fits.index(cfg.sample.sampler), key=f"{key}.sampler")
     label, scale = None, 1.0
     if conditional:
         label = cells[3].selectbox("Class", [None, *range(cfg.model.num_classes)], key=f"{key}.class",

@@ -24,7 +24,7 @@ from typing import Callable
 
 import yaml
 
-from .config import PRESETS, SAMPLERS, Config, preset
+from .config import PRESETS, SAMPLERS, X0_CLIPS, Config, preset
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,7 +140,8 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file, export or run folder")
     parser.add_argument("--num-images", type=int, help="images to generate (default: the config's sample section)")
     parser.add_argument("--steps", type=int, help="S: denoising steps per block")
-    parser.add_argument("--sampler", choices=SAMPLERS)
+    parser.add_argument("--sampler", choices=SAMPLERS, help="default: the config's (flow models take euler, dpm++2m)")
+    parser.add_argument("--x0-clip", choices=X0_CLIPS, help="the scheduler's x0 clipping / dynamic thresholding")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write")
     parser.add_argument("--frames", type=Path, metavar="DIR", help="also write one PNG per finished block here")
@@ -155,6 +156,8 @@ def run_sample(args: argparse.Namespace) -> int:
     from .sampling import generate_events
 
     model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
+    cfg = cfg.override(**{"sample.sampler": args.sampler or cfg.sample.sampler,
+                          "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip})  # validated: names the fix
     codec = build_codec(cfg.data)
     last = None
     for last in generate_events(model, cfg, args.num_images, args.steps, args.sampler, args.seed):
@@ -169,6 +172,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=1000, help="images to generate and score (default 1000)")
     parser.add_argument("--steps", type=int, help="S: denoising steps per block (default: the config's)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="default: the config's")
+    parser.add_argument("--x0-clip", choices=X0_CLIPS, help="the scheduler's x0 clipping / dynamic thresholding "
+                        "(default: the config's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise and of the bootstrap")
     parser.add_argument("--extractor", choices=("fmnist-classifier", "inception"),
                         help="feature network (default: fmnist-classifier for Fashion-MNIST models, else inception)")
@@ -190,7 +195,7 @@ def run_eval(args: argparse.Namespace) -> int:
                          "data/reference/ (or omit it for the default).")
     report = evaluate_checkpoint(args.checkpoint, args.num_samples, args.steps, args.sampler, args.seed,
                                  args.extractor, args.reference, use_ema=not args.no_ema,
-                                 measure_flops=not args.no_flop_count,
+                                 measure_flops=not args.no_flop_count, x0_clip=args.x0_clip,
                                  progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True))
     report["command"] = "python -m workbench eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
     out = args.out or Path(f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"
@@ -198,7 +203,8 @@ def run_eval(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("fid", "fid_low", "fid_high", "fid_inf", "kid_mean", "n", "extractor",
-                                             "reference", "sampler", "steps", "weights", "seed")}))
+                                             "reference", "sampler", "steps", "x0_clip", "weights", "seed",
+                                             "pixels_out_of_range")}))
     print(f"eval: report written to {out}", file=sys.stderr)
     return 0
 

@@ -32,8 +32,9 @@ class Codec(nn.Module, ABC):
         """(B, C, H, W) images in [-1, 1] -> (B, latent_channels, H / downsample, W / downsample) latents."""
 
     @abstractmethod
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, latent_channels, h, w) latents -> (B, C, h * downsample, w * downsample) images in [-1, 1]."""
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """(B, latent_channels, h, w) latents -> (B, C, h * downsample, w * downsample) images in [-1, 1] (clamped;
+        clamp=False returns what the decoder gives, to measure how far a sampler leaves the range)."""
 
     @property
     @abstractmethod
@@ -56,9 +57,9 @@ class PixelCodec(Codec):
         _check_channels(images, self.latent_channels, "PixelCodec.encode", "images")
         return images
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         _check_channels(latents, self.latent_channels, "PixelCodec.decode", "latents")
-        return latents.clamp(-1, 1)
+        return latents.clamp(-1, 1) if clamp else latents
 
 
 def _check_channels(x: torch.Tensor, channels: int, where: str, what: str) -> None:
@@ -125,10 +126,11 @@ class VAECodec(Codec):
         return torch.cat(out).to(device, dtype).contiguous()  # the posterior mean is a strided view
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         _check_channels(latents, self.latent_channels, "VAECodec.decode", "latents")
         chunks, device, dtype = self._chunks(latents)
-        out = [self.vae.decode(z / self.latent_scale + self.shift).sample.clamp(-1, 1) for z in chunks]  # (b, 3, H, W)
+        out = [self.vae.decode(z / self.latent_scale + self.shift).sample for z in chunks]  # (b, 3, H, W)
+        out = [x.clamp(-1, 1) for x in out] if clamp else out
         return torch.cat(out).to(device, dtype)
 
 

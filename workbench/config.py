@@ -486,4 +486,4 @@ def preset(name: str, **overrides: Any) -> Config:
 
 
 __all__ = ["ModelConfig", "DiffusionConfig", "DataConfig", "TrainConfig", "SampleConfig", "Config", "PRESETS",
-           "preset", "SAMPLERS", "SAMPLERS_FOR", "samplers_for", "check_sampler", "objective_family", "replace"]
+           "preset", "SAMPLERS", "X0_CLIPS", "SAMPLERS_FOR", "samplers_for", "check_sampler", "objective_family", "replace"]

@@ -23,7 +23,7 @@ import torch
 from .checkpoint import load_for_inference, read_header, resolve
 from .compute import cached_cost, measure_sample_flops, paper_cost, sample_flops
 from .config import Config
-from .experiments import generate_images
+from .experiments import generate_images_checked
 from .features import resolve_extractor, sha256_file
 from .metrics import REFERENCE_DIR, ReferenceStats, compute_fid, load_reference, reference_stats
 
@@ -60,7 +60,8 @@ def _weights(header: dict, use_ema: bool) -> str:
 def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: int | None = None,
                         sampler: str | None = None, seed: int = 0, extractor: str | None = None,
                         reference: str | Path | ReferenceStats | None = None, use_ema: bool = True,
-                        bootstrap: int = 50, measure_flops: bool = True, progress=None) -> dict:
+                        bootstrap: int = 50, measure_flops: bool = True, x0_clip: str | None = None,
+                        progress=None) -> dict:
     """Generate `num_samples` images from `checkpoint` (S=`steps` per block with `sampler`; the config's sample
     section when None) and score them; returns the report (see module docstring). `progress(message)` is told
     what is going on (features of a new reference can take minutes)."""
@@ -72,7 +73,8 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
     model, config = load_for_inference(path, use_ema=use_ema)  # checksum verified here
     header = read_header(path)
     config = config.override(**{"sample.steps": config.sample.steps if steps is None else steps,
-                                  "sample.sampler": sampler or config.sample.sampler})  # validated, with the fix
+                                  "sample.sampler": sampler or config.sample.sampler,
+                                  "sample.x0_clip": x0_clip or config.sample.x0_clip})  # validated, with the fix
     steps, sampler = config.sample.steps, config.sample.sampler
     ext = resolve_extractor(extractor or default_extractor(config))
     if reference is None:
@@ -82,7 +84,7 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
         ref = reference if isinstance(reference, ReferenceStats) else load_reference(reference)
     say(f"generating {num_samples} images, {sampler} S={steps}")
     start = time.perf_counter()
-    images = generate_images(model, config, num_samples, steps, sampler, seed)
+    images, health = generate_images_checked(model, config, num_samples, steps, sampler, seed)
     gen_seconds = time.perf_counter() - start
     say(f"scoring with {ext.id} against {ref.name}")
     result = compute_fid(images, ref, ext, bootstrap=bootstrap, seed=seed)
@@ -100,7 +102,10 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
     return {
         "fid": result.fid, "fid_low": low, "fid_high": high, "ci_level": result.ci_level, "fid_inf": result.fid_inf,
         "kid_mean": result.kid_mean, "kid_std": result.kid_std, "kid_subset_size": result.kid_subset_size,
-        "n": num_samples, "sampler": sampler, "steps": steps, "weights": _weights(header, use_ema), "seed": seed,
+        "n": num_samples, "sampler": sampler, "steps": steps, "x0_clip": config.sample.x0_clip,
+        "prediction": config.diffusion.prediction, "weights": _weights(header, use_ema), "seed": seed,
+        # fractions of decoded pixel values beyond +-1 (the codec's range) and +-1.5 before the clamp
+        "pixels_out_of_range": health["pixels_out_of_range"], "pixels_beyond_1.5": health["pixels_beyond_1.5"],
         "extractor": result.extractor, "extractor_preprocess": ext.preprocess,
         "reference": result.reference, "reference_count": result.reference_count,
         "reference_card": {k: ref.card.get(k) for k in ("dataset", "split", "subset", "image_size", "dataset_transform",

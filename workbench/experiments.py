@@ -502,18 +502,33 @@ MEMBERS = {  # family -> (member name, config overrides); the zoo's families, sh
 }
 
 
-def generate_images(model, config: Config, n: int, steps: int, sampler: str = "ddim", seed: int = 0,
-                    batch: int = 250):
-    """n decoded images (n, C, H, W) in [-1, 1]; batch i uses seed + i, so every S and every model sees the
-    same initial noise (common random numbers make curves comparable with fewer images)."""
+OUT_OF_RANGE = (1.0, 1.5)  # pixel bounds whose exceedance eval reports (the codec's range, and well outside it)
+
+
+def generate_images_checked(model, config: Config, n: int, steps: int, sampler: str = "ddim", seed: int = 0,
+                            batch: int = 250) -> tuple[torch.Tensor, dict]:
+    """n decoded images (n, C, H, W) clamped to [-1, 1], and the fractions of decoded pixel values that lay beyond
+    +-1 and +-1.5 before the clamp ({"pixels_out_of_range": ..., "pixels_beyond_1.5": ...}). Batch i uses
+    seed + i, so every S and every model sees the same initial noise (common random numbers make curves
+    comparable with fewer images)."""
     codec = build_codec(config.data)
-    out = []
+    out, beyond = [], torch.zeros(len(OUT_OF_RANGE), dtype=torch.float64)
     for i, start in enumerate(range(0, n, batch)):
         latents = generate(model, config, num_images=min(batch, n - start), steps=steps, sampler=sampler,
                            seed=seed + i)  # (b, C, h, w)
         with torch.no_grad():
-            out.append(codec.decode(latents).float().clamp(-1, 1))
-    return torch.cat(out)
+            raw = codec.decode(latents, clamp=False).float()
+        beyond += torch.tensor([float((raw.abs() > b).sum()) for b in OUT_OF_RANGE], dtype=torch.float64)
+        out.append(raw.clamp(-1, 1))
+    images = torch.cat(out)
+    frac = (beyond / images.numel()).tolist()
+    return images, {"pixels_out_of_range": frac[0], "pixels_beyond_1.5": frac[1]}
+
+
+def generate_images(model, config: Config, n: int, steps: int, sampler: str = "ddim", seed: int = 0,
+                    batch: int = 250) -> torch.Tensor:
+    """n decoded images (n, C, H, W) in [-1, 1] (see generate_images_checked)."""
+    return generate_images_checked(model, config, n, steps, sampler, seed, batch)[0]
 
 
 def evaluate_curve(model, config: Config, reference, extractor=None, steps: Sequence[int] = EVAL_STEPS,
@@ -526,14 +541,14 @@ def evaluate_curve(model, config: Config, reference, extractor=None, steps: Sequ
     curve, result = [], None
     for s in steps:
         start = time.perf_counter()
-        images = generate_images(model, config, n, s, sampler, seed)
+        images, health = generate_images_checked(model, config, n, s, sampler, seed)
         seconds = (time.perf_counter() - start) / n
         result = compute_fid(images, reference, extractor, seed=seed)
         low, high = result.fid_ci or (math.nan, math.nan)
         curve.append({"steps": int(s), "fid": result.fid, "fid_low": low, "fid_high": high,
                       "kid_mean": result.kid_mean, "kid_std": result.kid_std, "fid_inf": result.fid_inf,
                       "paper_cost": paper_cost(config.model, s), "cached_cost": cached_cost(config.model, s),
-                      "seconds_per_image": seconds})
+                      "seconds_per_image": seconds, **health})
         if progress:
             progress(s, curve[-1])
     return {"extractor": result.extractor, "reference": result.reference, "reference_count": result.reference_count,

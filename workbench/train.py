@@ -268,6 +268,7 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
     fabric, tc = run.fabric, run.config.train
     out = Path(tc.out_dir)
     launched, step_seconds, images, first_step = time.perf_counter(), 0.0, 0, run.step
+    first_seconds = None  # the first step of a launch (torch.compile compiles there)
     status, ckpt_path, grids, metrics = "finished", _latest(out), [], {}
     with _stop_on_signals() as signalled, tqdm(total=tc.max_steps, initial=run.step, desc=run.config.name,
                                                disable=not fabric.is_global_zero, dynamic_ncols=True) as bar:
@@ -276,6 +277,7 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
             t0 = time.perf_counter()
             loss, grad_norm, stop = train_step(run, batches, signalled.is_set() or over_time)
             step_seconds += time.perf_counter() - t0
+            first_seconds = step_seconds if first_seconds is None else first_seconds
             images += run.images_per_step
             rate = images / step_seconds
             lr = run.optimizer.param_groups[0]["lr"]
@@ -302,6 +304,8 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
         fabric.print(f"stopped at step {run.step} ({status}); checkpoint {ckpt_path}. Continue with --resume.")
     return {"status": status, "step": run.step, "images_seen": run.samples_seen, "val_loss": run.val_loss,
             "metrics": metrics, "images_per_second": images / step_seconds if step_seconds else None,
+            "first_step_seconds": first_seconds, "seconds_per_step_after_first":
+            (step_seconds - first_seconds) / (run.step - first_step - 1) if run.step - first_step > 1 else None,
             "steps_this_launch": run.step - first_step, "train_seconds": run.train_seconds + time.perf_counter()
             - launched, "checkpoint": str(ckpt_path) if ckpt_path else None, "out_dir": str(out), "samples": grids}
 

@@ -1,0 +1,229 @@
+"""Training recipe race: variants of `fmnist-small` trained for the same wall-clock budget, one after another, each
+scored at n images with both extractors over a step grid.
+
+    python benchmarks/bench_recipe.py [--minutes 10] [--variants today,lr1e-3,...] [--define NAME=KEY=VAL,KEY=VAL]
+                                      [--steps 8,16] [--inception-steps 16] [--n 1000] [--threads 2]
+                                      [--stage screen] [--runs ~/wb-runs/recipe] [--out benchmarks/results/recipe.jsonl]
+
+Equal budget: a time budget has no known end for the LR schedule to decay toward, so every variant first runs a
+short probe (its own config, same threads) that measures seconds per optimizer step on this machine; the run is
+then given the number of steps that fits the budget (first step, where torch.compile compiles, included), so
+warmup-stable-decay reaches its end. The wall time each run really took, the probe's rate and the load are
+recorded: the budget is equal as measured by the probes, and a run slowed by other work still trains the same
+steps. Trainings run one at a time in a fresh process with `--threads` torch threads; never two at once.
+
+Scoring: the EMA weights (as the app samples them), the config's sampler (DDIM for VP models, flow Euler for flow
+models), S steps per block for S in --steps, n images with seed 0 (the same initial noise for every variant); FID
+with the Fashion-MNIST classifier features at every S and with Inception (TF-FID weights) at --inception-steps,
+each against the shipped train statistics; a 90% bootstrap interval; the fraction of pixels the sampler leaves
+outside [-1, 1]. A 64-image grid of each variant (S=16) is written beside --out for a person to look at.
+
+Resumable: a variant already in --out for this stage and budget is skipped; an interrupted training continues from
+its last checkpoint (`--resume`) with the planned step count kept in its probe.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from harness import emit, machine
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = "fmnist-small"
+# what every run shares: no sample grids or FID during training (the race scores afterwards), frequent checkpoints
+COMMON = {"train.sample_every": 0, "train.eval_every": 0, "train.ckpt_every": 100, "train.log_every": 25,
+          "train.keep_last": 2, "train.accelerator": "cpu"}
+FLOW = {"diffusion.prediction": "flow", "sample.sampler": "euler"}
+VARIANTS: dict[str, dict] = {
+    "today": {},                                                          # fmnist-small as shipped before the race
+    "lr1e-3": {"train.lr": 1e-3},
+    "lr1e-3-b128": {"train.lr": 1e-3, "train.batch_size": 128},
+    "min-snr": {"diffusion.loss_weighting": "min_snr"},
+    "v": {"diffusion.prediction": "v_prediction"},
+    "flow": FLOW,
+    "adaln": {"model.timestep_conditioning": "adaln"},
+    "patch2": {"model.patch_size": 2},
+    "deep-narrow": {"model.depth": 8, "model.diffusion_depth": 4, "model.width": 192, "model.heads": 4},
+    "wide-shallow": {"model.depth": 4, "model.diffusion_depth": 2, "model.width": 384, "model.heads": 6},
+    "fp32": {"train.precision": "32-true"},
+    "compile": {"train.compile": True},
+    "ema0.9995": {"train.ema_decay": 0.9995},
+    "ema0.995": {"train.ema_decay": 0.995},
+}
+PROBE_STEPS = 12
+
+
+def parse_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_define(text: str) -> tuple[str, dict]:
+    """'NAME=KEY=VAL,KEY=VAL' (or NAME=+OTHER,KEY=VAL to start from another variant) -> (NAME, overrides)."""
+    name, _, body = text.partition("=")
+    over: dict = {}
+    for item in filter(None, body.split(",")):
+        if item.startswith("+"):
+            over.update(VARIANTS[item[1:]])
+            continue
+        key, _, value = item.partition("=")
+        over[key] = parse_value(value)
+    return name, over
+
+
+def config_for(name: str, overrides: dict, runs: Path, steps: int, minutes: float, out_dir: Path | None = None):
+    import workbench as wb
+    over = {**COMMON, **overrides, "train.max_steps": steps, "train.max_minutes": minutes,
+            "train.out_dir": str(out_dir or runs / name)}
+    return wb.preset(BASE, **over).override(name=f"recipe/{name}")
+
+
+# ---- worker modes (one fresh process each) -----------------------------------------------------------------------
+def worker_train(args) -> None:
+    torch.set_num_threads(args.threads)
+    from workbench.train import train
+    spec = json.loads(args.spec)
+    cfg = config_for(spec["name"], spec["overrides"], Path(spec["runs"]), spec["steps"], spec["minutes"],
+                     Path(spec["out_dir"]))
+    summary = train(cfg, resume=spec["resume"])
+    Path(spec["out_dir"], "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def run_worker(mode: str, spec: dict, threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    subprocess.run([sys.executable, __file__, mode, "--spec", json.dumps(spec), "--threads", str(threads)],
+                   check=True, env=env, cwd=REPO)
+    return json.loads(Path(spec["out_dir"], "summary.json").read_text())
+
+
+# ---- one variant -------------------------------------------------------------------------------------------------
+def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -> dict:
+    """Probe the variant's step time (kept in runs/<name>/probe.json) and the steps that fit `minutes`."""
+    path = runs / "probes" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    probe_dir = runs / "probes" / name
+    if probe_dir.exists():
+        import shutil
+        shutil.rmtree(probe_dir)
+    load = os.getloadavg()[0]
+    s = run_worker("_train", {"name": name, "overrides": overrides, "runs": str(runs), "steps": PROBE_STEPS,
+                              "minutes": 0.0, "out_dir": str(probe_dir), "resume": False}, threads)
+    per_step, first = s["seconds_per_step_after_first"], s["first_step_seconds"]
+    steps = max(10, math.floor((60 * minutes - first) / per_step))
+    info = {"seconds_per_step": per_step, "first_step_seconds": first, "steps": steps, "minutes": minutes,
+            "load_1min_before": load}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=1))
+    return info
+
+
+def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, grid: Path) -> list[dict]:
+    from workbench.checkpoint import load_for_inference
+    from workbench.evaluation import default_reference
+    from workbench.experiments import generate_images_checked
+    from workbench.features import resolve_extractor
+    from workbench.images import save_grid
+    from workbench.metrics import compute_fid
+    model, cfg = load_for_inference(run_dir)
+    sampler = cfg.sample.sampler
+    save_grid(generate_images_checked(model, cfg, 64, 16, sampler, 0)[0], grid)
+    points = []
+    for S in steps:
+        start = time.perf_counter()
+        images, health = generate_images_checked(model, cfg, n, S, sampler, seed=0)
+        seconds = time.perf_counter() - start
+        for ext_name in ["fmnist-classifier"] + (["inception"] if S in inception_steps else []):
+            ext = resolve_extractor(ext_name)
+            ref = default_reference(cfg, ext.name)
+            r = compute_fid(images, ref, ext, seed=0)
+            points.append({"steps": S, "sampler": sampler, "extractor": r.extractor, "reference": r.reference,
+                           "reference_count": r.reference_count, "fid": round(r.fid, 3),
+                           "fid_low": round(r.fid_ci[0], 3), "fid_high": round(r.fid_ci[1], 3),
+                           "ci_level": r.ci_level, "fid_inf": r.fid_inf and round(r.fid_inf, 3),
+                           "kid_mean": r.kid_mean, "n": n, "weights": "ema", "seed": 0,
+                           "seconds_per_image": round(seconds / n, 5), **health})
+            print(f"  S={S} {ext_name}: FID {r.fid:.2f} [{r.fid_ci[0]:.2f}, {r.fid_ci[1]:.2f}]", flush=True)
+    return points
+
+
+def done_variants(out: Path, stage: str, minutes: float) -> set[str]:
+    if not out.is_file():
+        return set()
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {r["variant"] for r in rows if r.get("stage") == stage and r.get("minutes") == minutes}
+
+
+def race(args) -> None:
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs).expanduser()
+    variants = dict(VARIANTS)
+    for text in args.define:
+        name, over = parse_define(text)
+        variants[name] = over
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [v for v in names if v not in variants]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}. Fix: use {', '.join(variants)} or --define NAME=KEY=VAL.")
+    out = Path(args.out)
+    skip = done_variants(out, args.stage, args.minutes)
+    steps = [int(s) for s in args.steps.split(",")]
+    inception_steps = [int(s) for s in args.inception_steps.split(",") if s]
+    for name in names:
+        if name in skip:
+            print(f"{name}: already in {out} for stage {args.stage} at {args.minutes} min, skipped")
+            continue
+        over = variants[name]
+        stage_runs = runs / f"{args.stage}-{args.minutes:g}min"
+        info = plan(name, over, stage_runs, args.minutes, args.threads)
+        run_dir = stage_runs / name
+        print(f"{name}: {info['steps']} steps planned ({info['seconds_per_step']:.3f} s/step)", flush=True)
+        load_before = os.getloadavg()[0]
+        resume = (run_dir / "latest").is_file()
+        summary = run_worker("_train", {"name": name, "overrides": over, "runs": str(stage_runs),
+                                        "steps": info["steps"], "minutes": 3 * args.minutes,
+                                        "out_dir": str(run_dir), "resume": resume}, args.threads)
+        load_after = os.getloadavg()[0]
+        points = score(run_dir, steps, inception_steps, args.n, out.parent / "recipe" / f"{args.stage}-{name}.png")
+        emit({"benchmark": "recipe", "stage": args.stage, "variant": name, "overrides": over,
+              "minutes": args.minutes, "steps_planned": info["steps"], "steps_reached": summary["step"],
+              "status": summary["status"], "train_seconds": round(summary["train_seconds"], 1),
+              "images_seen": summary["images_seen"], "probe_seconds_per_step": info["seconds_per_step"],
+              "probe_first_step_seconds": info["first_step_seconds"], "val_loss": summary["val_loss"],
+              "load_1min": {"probe": info["load_1min_before"], "before": load_before, "after": load_after},
+              "scores": points, "machine": machine()}, str(out))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", nargs="?", default="race", choices=("race", "_train"))
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (wall clock)")
+    p.add_argument("--variants", default="", help=f"comma-separated, default all: {', '.join(VARIANTS)}")
+    p.add_argument("--define", action="append", default=[], metavar="NAME=KEY=VAL,...",
+                   help="an extra variant (e.g. combined winners); +NAME includes another variant's overrides")
+    p.add_argument("--steps", default="8,16", help="denoising steps per block to score")
+    p.add_argument("--inception-steps", default="16", help="the subset of --steps also scored with Inception")
+    p.add_argument("--n", type=int, default=1000, help="images per score")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--stage", default="screen", help="label of this round (screen, final)")
+    p.add_argument("--runs", default="~/wb-runs/recipe", help="training runs go here (outside the repository)")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "recipe.jsonl"))
+    p.add_argument("--spec", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    worker_train(args) if args.mode == "_train" else race(args)
+
+
+if __name__ == "__main__":
+    main()
