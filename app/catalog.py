@@ -14,10 +14,9 @@ from pathlib import Path
 
 from workbench.checkpoint import CheckpointError, list_checkpoints, read_header, resolve
 from workbench.config import Config
-from workbench.experiments import Report, read_report, report_from_dict
+from workbench.paths import REPO_ROOT, ZOO_DIR
+from workbench.reports import Report, read_report, report_from_dict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ZOO_DIR = REPO_ROOT / "data" / "checkpoints"
 ENV_FOLDERS = "WORKBENCH_CHECKPOINTS"  # extra folders, separated by os.pathsep
 MAX_PATH = 4096  # characters of a typed path
 

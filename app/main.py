@@ -8,7 +8,6 @@ Only UI code lives here and in app/: sampling, metrics, cost and checkpoints com
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
@@ -27,8 +26,11 @@ from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate  # noqa: 
 from workbench.checkpoint import load_for_inference  # noqa: E402
 from workbench.codecs import build_codec  # noqa: E402
 from workbench.config import DataConfig  # noqa: E402
-from workbench.experiments import FAMILIES, load_reports  # noqa: E402
-from workbench.metrics import REFERENCE_DIR, ReferenceStats, load_reference  # noqa: E402
+from workbench.evaluation import shipped_reference  # noqa: E402
+from workbench.metrics import ReferenceStats  # noqa: E402
+from workbench.paths import REFERENCE_DIR  # noqa: E402
+from workbench.reports import load_reports  # noqa: E402
+from workbench.zoo import FAMILIES  # noqa: E402
 
 # Feature extractors for the live FID, fastest first: the Fashion-MNIST classifier scores thousands of images/s
 # on a CPU, Inception (the standard, and the one the zoo's emoji reports use) about 5/s on one thread.
@@ -49,20 +51,14 @@ def load_codec(data: DataConfig):
 
 
 @st.cache_resource(show_spinner="Loading reference statistics…")
-def load_live_reference(dataset: str, image_size: int) -> ReferenceStats:
-    """Shipped reference statistics for this data: the fastest extractor that has some, then the training split,
-    then the most images."""
-    found = []
-    for card in REFERENCE_DIR.glob("*.json"):
-        c = json.loads(card.read_text())
-        if (c.get("dataset"), c.get("image_size")) == (dataset, image_size) and c.get("extractor") in LIVE_EXTRACTORS:
-            found.append((-LIVE_EXTRACTORS.index(c["extractor"]), c.get("split") == "train", c.get("count", 0),
-                          card.with_suffix(".safetensors")))
-    if not found:
-        raise FileNotFoundError(f"no reference statistics for {dataset} {image_size}px in {REFERENCE_DIR}. Fix: "
-                                f"compute them once with workbench.metrics.reference_stats('{dataset}', 'train', "
-                                f"'{LIVE_EXTRACTORS[0]}', image_size={image_size}).")
-    stats = load_reference(max(found)[-1])
+def load_live_reference(data: DataConfig) -> ReferenceStats:
+    """Shipped train statistics for this data (evaluation.shipped_reference) of the fastest extractor that has
+    some."""
+    stats = next(filter(None, (shipped_reference(data, e) for e in LIVE_EXTRACTORS)), None)
+    if stats is None:
+        raise FileNotFoundError(f"no reference statistics for {data.dataset} {data.image_size}px in {REFERENCE_DIR}. "
+                                f"Fix: compute them once with workbench.metrics.reference_stats('{data.dataset}', "
+                                f"'train', '{LIVE_EXTRACTORS[0]}', image_size={data.image_size}).")
     _ = stats.factor  # computed now, so that sessions only ever read the shared object
     return stats
 
@@ -85,7 +81,7 @@ def loaded(path: Path) -> Loaded:
     model, config = load_model(str(path), (stat.st_mtime_ns, stat.st_size))
     data = config.data
     try:
-        reference, problem = load_live_reference(data.dataset, data.image_size), None
+        reference, problem = load_live_reference(data), None
     except (FileNotFoundError, ValueError) as err:
         reference, problem = None, str(err)
     return Loaded(model, config, load_codec(data), reference, problem)

@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from workbench.experiments import Report
+from workbench.reports import Report
 from workbench.images import image_grid
 from workbench.metrics import FIDResult
 from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
@@ -46,14 +46,14 @@ class RunView:
     def show_meter(self, run: Run) -> None:
         with self.meter.container():
             a, b, c = st.columns(3)
-            a.metric("layer evals / image", f"{run.cost['paper_block_layer_evals']:,.0f}",
+            a.metric("layer evals / image", f"{run.cost.paper_block_layer_evals:,.0f}",
                      help="The paper's count T[(N-D)+D*S]: noisy slot only. What the KV-cached sampler ran: "
-                          f"{run.cost['block_layer_evals']:,.0f} per image (with clean copies of finished blocks "
+                          f"{run.cost.block_layer_evals:,.0f} per image (with clean copies of finished blocks "
                           "and guidance).")
-            b.metric("wall time", f"{run.cost['seconds']:.2f} s",
+            b.metric("wall time", f"{run.cost.seconds:.2f} s",
                      help="Seconds spent sampling these images (drawing, and in compare mode the other side, "
                           "excluded).")
-            c.metric("images / s", f"{run.num_images / max(run.cost['seconds'], 1e-9):.1f}")
+            c.metric("images / s", f"{run.num_images / max(run.cost.seconds, 1e-9):.1f}")
             st.caption(f"First block on screen {run.first_block_s:.2f} s after the click.")
 
     def show_fid(self, result: FIDResult | None, problem: str | None) -> None:
@@ -90,7 +90,7 @@ def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
         fid = run.fid if run.fid and (not peers or run.fid.extractor in extractors) else None
         low, high = fid.fid_ci if fid and fid.fid_ci else (None, None)
         name = f"{run.name or 'run'}: FID@{fid.n}" if fid else f"{run.name or 'run'}: compute"
-        compute[name] = Marker(run.cost["paper_block_layer_evals"], fid and fid.fid, low, high)
+        compute[name] = Marker(run.cost.paper_block_layer_evals, fid and fid.fid, low, high)
         steps[name] = Marker(run.side.steps, fid and fid.fid, low, high)
     if not peers and not any(m.fid is not None for m in compute.values()):
         st.caption("No eval report for this data in the zoo and no live FID: nothing to place on the FID charts "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import count
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -17,6 +17,7 @@ import torch
 
 import workbench as wb
 from workbench.codecs import Codec
+from workbench.compute import Cost
 from workbench.config import Config
 from workbench.metrics import FIDResult, LiveFID, ReferenceStats
 from workbench.model import MADFormer
@@ -41,7 +42,7 @@ class Run:
     num_images: int
     seed: int
     images: torch.Tensor | None = None   # (B, C, H, W) in [-1, 1]: the first batch (seed)
-    cost: dict = field(default_factory=dict)  # per-image block-layer evals of the first batch; its sampling seconds
+    cost: Cost | None = None  # per-image block-layer evals of the first batch; its sampling seconds
     first_block_s: float = math.nan      # from the click to the first finished block on screen
     batches: int = 1                     # batches generated; batch b >= 1 used seed + b
     live: LiveFID | None = None
@@ -131,7 +132,7 @@ def generate(runs: list[Run], loaded: list[Loaded], views: list, preview: bool, 
             run.first_block_s = time.perf_counter() - clicked
         if event.done:
             run.images = images
-            run.cost = {**event.cost, "seconds": streams[i].seconds}
+            run.cost = replace(event.cost, seconds=streams[i].seconds)  # sampling time only
             view.show_meter(run)
     for run, ld, view in zip(runs, loaded, views):
         if ld.reference is None:

@@ -57,18 +57,14 @@ def train_one(kind: str, minutes: float, runs: Path, D: int, T: int) -> None:
 def curve_workbench(kind: str, runs: Path, steps: list[int], n: int) -> tuple[list[dict], dict]:
     from workbench.checkpoint import load_for_inference
     from workbench.compute import sample_flops
-    from workbench.experiments import generate_images, reference_for
-    from workbench.metrics import compute_fid
+    from workbench.evaluation import reference_for, score
     model, cfg = load_for_inference(runs / kind)
     reference = reference_for(cfg)
     points = []
     for s in steps:
-        start = time.perf_counter()
-        images = generate_images(model, cfg, n, s, "ddim", 0)
-        seconds = time.perf_counter() - start
-        fid = compute_fid(images, reference, seed=0)
-        points.append({"steps": s, "fid": fid.fid, "fid_ci": fid.fid_ci, "seconds_per_image": seconds / n,
-                       "flops": sum(sample_flops(cfg.model, s).values())})
+        fid = score(model, cfg, s, "ddim", n, 0, reference=reference)  # the one evaluation path
+        points.append({"steps": s, "fid": fid.fid, "fid_ci": (fid.fid_low, fid.fid_high),
+                       "seconds_per_image": fid.seconds_per_image, "flops": sum(sample_flops(cfg.model, s).values())})
     summary = json.loads((runs / kind / "summary.json").read_text())
     m = cfg.model
     return points, {"N": m.depth, "D": m.diffusion_depth, "T": m.num_blocks, "train_steps": summary.get("step"),
@@ -78,8 +74,8 @@ def curve_workbench(kind: str, runs: Path, steps: list[int], n: int) -> tuple[li
 
 def curve_peer(runs: Path, steps: list[int], n: int) -> tuple[list[dict], dict]:
     from peer_diffusers import flops_per_image, load_peer, sample_peer
-    from workbench.config import preset
-    from workbench.experiments import reference_for
+    from workbench.presets import preset
+    from workbench.evaluation import reference_for
     from workbench.metrics import compute_fid
     unet = load_peer(runs / "peer")
     reference = reference_for(preset("fmnist-small"))

@@ -132,30 +132,18 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
 
 def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, grid: Path) -> list[dict]:
     from workbench.checkpoint import load_for_inference
-    from workbench.evaluation import default_reference
-    from workbench.experiments import generate_images_checked
-    from workbench.features import resolve_extractor
+    from workbench.evaluation import sample_images, score
     from workbench.images import save_grid
-    from workbench.metrics import compute_fid
     model, cfg = load_for_inference(run_dir)
     sampler = cfg.sample.sampler
-    save_grid(generate_images_checked(model, cfg, 64, 16, sampler, 0)[0], grid)
+    save_grid(sample_images(model, cfg, 64, 16, sampler, 0)[0], grid)
     points = []
     for S in steps:
-        start = time.perf_counter()
-        images, health = generate_images_checked(model, cfg, n, S, sampler, seed=0)
-        seconds = time.perf_counter() - start
+        samples = sample_images(model, cfg, n, S, sampler, seed=0)  # scored by both extractors
         for ext_name in ["fmnist-classifier"] + (["inception"] if S in inception_steps else []):
-            ext = resolve_extractor(ext_name)
-            ref = default_reference(cfg, ext.name)
-            r = compute_fid(images, ref, ext, seed=0)
-            points.append({"steps": S, "sampler": sampler, "extractor": r.extractor, "reference": r.reference,
-                           "reference_count": r.reference_count, "fid": round(r.fid, 3),
-                           "fid_low": round(r.fid_ci[0], 3), "fid_high": round(r.fid_ci[1], 3),
-                           "ci_level": r.ci_level, "fid_inf": r.fid_inf and round(r.fid_inf, 3),
-                           "kid_mean": r.kid_mean, "n": n, "weights": "ema", "seed": 0,
-                           "seconds_per_image": round(seconds / n, 5), **health})
-            print(f"  S={S} {ext_name}: FID {r.fid:.2f} [{r.fid_ci[0]:.2f}, {r.fid_ci[1]:.2f}]", flush=True)
+            s = score(model, cfg, S, sampler, n, 0, ext_name, samples=samples)
+            points.append(s.as_dict())
+            print(f"  S={S} {ext_name}: FID {s.fid:.2f} [{s.fid_low:.2f}, {s.fid_high:.2f}]", flush=True)
     return points
 
 

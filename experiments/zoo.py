@@ -26,6 +26,7 @@ import torch
 
 import workbench as wb
 from workbench.config import Config
+from workbench.zoo import EVAL_STEPS, MEMBERS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "zoo"
@@ -34,7 +35,6 @@ SHIP = ROOT / "data" / "checkpoints"
 # Budgets: CPU sized so the whole zoo trains in about an hour on 2 cores; GPU sized for < 8 minutes.
 CPU_BUDGET = {"fmnist": dict(steps=500, batch=48), "emoji": dict(steps=300, batch=32)}
 GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256), "emoji": dict(steps=3000, batch=128)}
-EVAL_STEPS = (2, 4, 8, 16, 32)  # S grid for the FID-vs-compute curves
 
 
 def base(dataset: str, budget: dict, gpu: bool) -> Config:
@@ -65,13 +65,8 @@ class Member:
 def members(gpu: bool = False) -> list[Member]:
     budgets = GPU_BUDGET if gpu else CPU_BUDGET
     fm, em = base("fmnist", budgets["fmnist"], gpu), base("emoji", budgets["emoji"], gpu)
-    spec = [("vertical", f"D{d}", fm, {"model.diffusion_depth": d}) for d in (1, 2, 3, 4)]
-    spec += [("blocks-fmnist", f"T{t}", fm, {"model.num_blocks": t}) for t in (1, 4, 16)]
-    spec += [("blocks-emoji", f"T{t}", em, {"model.num_blocks": t}) for t in (1, 4, 16)]
-    spec += [("ablations", name, fm, over) for name, over in [
-        ("default", {}), ("no-zcond", {"model.use_z_cond": False}), ("no-clean", {"model.clean_stream": False}),
-        ("mlp-denoise", {"model.denoiser_attention": "block"}), ("hidden0", {"diffusion.hidden_loss_weight": 0.0}),
-        ("shared", {"model.towers": "shared"})]]
+    spec = [(family, name, em if family == "blocks-emoji" else fm, over)  # the members of workbench.zoo
+            for family, entries in MEMBERS.items() for name, over in entries]
     out = []
     for family, name, cfg, over in spec:
         cfg = cfg.override(**over)
@@ -124,7 +119,7 @@ def _eval_plan(m: Member) -> tuple[str, int, tuple[int, ...]]:
 def evaluate(m: Member, sampler: str = "ddim", seed: int = 0) -> dict:
     """FID against sampling steps (and compute) for one member, with full provenance."""
     from workbench.checkpoint import load_for_inference
-    from workbench.experiments import evaluate_curve
+    from workbench.evaluation import evaluate_curve
     from workbench.metrics import reference_stats
 
     model, cfg = load_for_inference(RUNS / m.key)

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from workbench.data import fashion_mnist_arrays
-from workbench.features import CLASSIFIER_WEIGHTS, FashionClassifier, sha256_file
+from workbench.features import CLASSIFIER_WEIGHTS, FashionClassifier
+from workbench.paths import sha256_file
 
 
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:

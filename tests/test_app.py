@@ -231,7 +231,7 @@ def write_zoo(zoo: Path, extractor: str) -> None:
     """A zoo as experiments/zoo.py ships it: <family>/<member>.safetensors with the report beside it as .json;
     a report may ship without weights (the ablations)."""
     from workbench.compute import cached_cost, paper_cost
-    from workbench.experiments import report_from_dict, write_report
+    from workbench.reports import report_from_dict, write_report
 
     for family, name, D, fids, weights in [("vertical", "D1", 1, (60, 40, 30), True),
                                            ("vertical", "D2", 2, (80, 45, 25), True),

@@ -1,7 +1,8 @@
 import pytest
 
 import workbench as wb
-from workbench.config import PRESETS, Config, ModelConfig
+from workbench.config import Config, ModelConfig
+from workbench.presets import PRESETS
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

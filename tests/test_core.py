@@ -207,9 +207,9 @@ def test_event_stream():
     assert events[-1].done and events[-1].x0.shape == (2, 1, 32, 32)
     blocks = to_blocks(events[3].x_t, cfg.model)  # after block 0: later blocks still empty
     assert blocks[:, 1:].abs().sum() == 0 and blocks[:, 0].abs().sum() > 0
-    costs = [e.cost["block_layer_evals"] for e in events]
-    assert costs == sorted(costs) and events[-1].cost["paper_block_layer_evals"] == paper_cost(cfg.model, 3)
-    assert events[-1].cost["block_layer_evals"] == cached_cost(cfg.model, 3)
+    costs = [e.cost.block_layer_evals for e in events]
+    assert costs == sorted(costs) and events[-1].cost.paper_block_layer_evals == paper_cost(cfg.model, 3)
+    assert events[-1].cost.block_layer_evals == cached_cost(cfg.model, 3)
 
 
 def test_blocks_round_trip_and_maps():

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import experiments as ex
+from workbench import comparison, evaluation, paper, plots, reports, experiments as ex
+from workbench.zoo import MEMBERS
 from workbench.compute import cached_cost, paper_cost
 
 STEPS = (2, 4, 8, 16, 32)
@@ -57,16 +58,16 @@ def write(root, d):
 
 
 def test_load_reports_orders_members_and_round_trips(zoo, tmp_path_factory):
-    vertical = ex.load_reports("vertical", zoo)
+    vertical = reports.load_reports("vertical", zoo)
     assert list(vertical) == ["D1", "D2", "D3", "D4"]
     assert [r.D for r in vertical.values()] == [1, 2, 3, 4] and all(r.N == 4 and r.T == 4 for r in vertical.values())
-    assert list(ex.load_reports("ablations", zoo)) == ["default", "no-zcond", "no-clean", "shared", "mlp-denoise",
+    assert list(reports.load_reports("ablations", zoo)) == ["default", "no-zcond", "no-clean", "shared", "mlp-denoise",
                                                       "hidden0"]
-    assert list(ex.load_reports("blocks-emoji", zoo)) == ["T1", "T4", "T16"]
-    assert ex.load_reports("vertical", zoo / "nothing") == {}
-    assert ex.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "ablations": 6}
+    assert list(reports.load_reports("blocks-emoji", zoo)) == ["T1", "T4", "T16"]
+    assert reports.load_reports("vertical", zoo / "nothing") == {}
+    assert reports.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "ablations": 6}
     r = vertical["D1"]
-    again = ex.read_report(ex.write_report(r, tmp_path_factory.mktemp("out")))
+    again = reports.read_report(reports.write_report(r, tmp_path_factory.mktemp("out")))
     assert again.to_dict() == r.to_dict()
     assert r.final.steps == 32 and r.xs("steps").tolist() == list(STEPS)
 
@@ -76,28 +77,28 @@ def test_report_schema_errors_name_file_and_field(tmp_path):
     del d["eval"]["curve"][2]["paper_cost"]
     write(tmp_path, d)
     with pytest.raises(ValueError, match=r"D1\.json: eval\.curve\[2\] lacks \['paper_cost'\]"):
-        ex.load_reports("vertical", tmp_path)
+        reports.load_reports("vertical", tmp_path)
     (tmp_path / "vertical" / "D1.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        ex.load_reports("vertical", tmp_path)
+        reports.load_reports("vertical", tmp_path)
     with pytest.raises(ValueError, match="missing field 'training'"):
-        ex.report_from_dict({k: v for k, v in d.items() if k != "training"})
+        reports.report_from_dict({k: v for k, v in d.items() if k != "training"})
 
 
 def line_report(name, costs, fids):
     """A report whose paper_cost points are given directly (steps 1..n)."""
-    r = ex.report_from_dict(make_report("vertical", name, lambda s: 0.0, steps=tuple(range(1, len(costs) + 1))))
-    pts = tuple(ex.CurvePoint(p.steps, f, f - 1, f + 1, 0, 0, c, c, 0) for p, c, f in zip(r.curve, costs, fids))
-    return ex.Report(r.family, name, r.config, r.training, r.eval, pts)
+    r = reports.report_from_dict(make_report("vertical", name, lambda s: 0.0, steps=tuple(range(1, len(costs) + 1))))
+    pts = tuple(reports.CurvePoint(p.steps, f, f - 1, f + 1, 0, 0, c, c, 0) for p, c, f in zip(r.curve, costs, fids))
+    return reports.Report(r.family, name, r.config, r.training, r.eval, pts)
 
 
 def test_fid_at_is_log_linear_and_never_extrapolates():
     r = line_report("a", [10.0, 100.0, 1000.0], [30.0, 20.0, 15.0])
-    assert ex.fid_at(r, 10.0) == 30.0 and ex.fid_at(r, 1000.0) == 15.0
-    assert ex.fid_at(r, math.sqrt(10 * 100)) == pytest.approx(25.0)  # halfway in log(compute)
-    assert ex.fid_at(r, 100.0, y="fid_high") == pytest.approx(21.0)
-    assert math.isnan(ex.fid_at(r, 9.99)) and math.isnan(ex.fid_at(r, 1000.1))
-    table = ex.equal_compute_table({"a": r, "b": line_report("b", [50.0, 500.0], [10.0, 5.0])}, [10.0, 50.0])
+    assert comparison.fid_at(r, 10.0) == 30.0 and comparison.fid_at(r, 1000.0) == 15.0
+    assert comparison.fid_at(r, math.sqrt(10 * 100)) == pytest.approx(25.0)  # halfway in log(compute)
+    assert comparison.fid_at(r, 100.0, y="fid_high") == pytest.approx(21.0)
+    assert math.isnan(comparison.fid_at(r, 9.99)) and math.isnan(comparison.fid_at(r, 1000.1))
+    table = comparison.equal_compute_table({"a": r, "b": line_report("b", [50.0, 500.0], [10.0, 5.0])}, [10.0, 50.0])
     assert math.isnan(table[0]["b"]) and table[1]["b"] == 10.0 and table[1]["a"] == pytest.approx(
         30 - 10 * math.log(5) / math.log(10))
 
@@ -105,18 +106,18 @@ def test_fid_at_is_log_linear_and_never_extrapolates():
 def test_crossing_is_exact_for_known_lines():
     a = line_report("a", [10.0, 100.0], [10.0, 20.0])
     b = line_report("b", [10.0, 100.0], [20.0, 10.0])
-    (c,) = ex.crossings(a, b)
+    (c,) = comparison.crossings(a, b)
     assert c.cost == pytest.approx(math.sqrt(10 * 100)) and c.fid == pytest.approx(15.0)
     assert (c.better_below, c.better_above) == ("a", "b")
-    assert ex.crossings(a, line_report("c", [200.0, 300.0], [1.0, 2.0])) == []  # no common range
-    assert ex.crossings(a, line_report("d", [10.0, 100.0], [5.0, 6.0])) == []  # d always better
+    assert comparison.crossings(a, line_report("c", [200.0, 300.0], [1.0, 2.0])) == []  # no common range
+    assert comparison.crossings(a, line_report("d", [10.0, 100.0], [5.0, 6.0])) == []  # d always better
     touch = line_report("e", [10.0, 31.0, 100.0], [20.0, 10.0 + 10 * math.log(3.1) / math.log(10), 10.0])
-    assert len(ex.crossings(a, touch)) == 1
+    assert len(comparison.crossings(a, touch)) == 1
 
 
 def test_compare_on_the_papers_shape(zoo):
-    v = ex.load_reports("vertical", zoo)
-    c = ex.compare(v["D1"], v["D4"])
+    v = reports.load_reports("vertical", zoo)
+    c = comparison.compare(v["D1"], v["D4"])
     # lowest common compute: D4 at S=2 costs 4*4*2 = 32; D1 reaches 32 at S=5, i.e. between S=4 (28) and S=8 (44)
     assert c.low_cost == 32.0
     u = math.log(32 / 28) / math.log(44 / 28)
@@ -128,9 +129,9 @@ def test_compare_on_the_papers_shape(zoo):
     assert c.final_fid == (30 + 20 / 32, 20 + 60 / 32)
     (k,) = c.crossings
     assert (k.better_below, k.better_above) == ("D1", "D4")
-    assert ex.fid_at(v["D1"], k.cost) == pytest.approx(ex.fid_at(v["D4"], k.cost))
+    assert comparison.fid_at(v["D1"], k.cost) == pytest.approx(comparison.fid_at(v["D4"], k.cost))
     assert c.verdict == "same direction, smaller gap than the paper's"
-    text = ex.describe_comparison(c)
+    text = comparison.describe_comparison(c)
     assert f"{c.low_fid[0]:.1f}" in text and f"{k.cost:.0f}" in text and "D1" in text
 
 
@@ -140,52 +141,52 @@ def test_compare_on_the_papers_shape(zoo):
 def test_verdict_against_the_papers_band(ar, ref, verdict):
     a = line_report("a", [10.0, 100.0], [ar, ar])
     b = line_report("b", [10.0, 100.0], [ref, ref])
-    c = ex.compare(a, b)
-    assert c.low_improvement == pytest.approx(ex.improvement(ar, ref)) and c.verdict == verdict
-    assert ex.improvement(25.0, 100.0) == 0.75
+    c = comparison.compare(a, b)
+    assert c.low_improvement == pytest.approx(comparison.improvement(ar, ref)) and c.verdict == verdict
+    assert comparison.improvement(25.0, 100.0) == 0.75
 
 
 def test_vertical_table_aligns_d_with_the_papers(zoo):
-    rows = ex.vertical_table(ex.load_reports("vertical", zoo))
+    rows = paper.vertical_table(reports.load_reports("vertical", zoo))
     assert [r["paper D"] for r in rows] == [7, 14, 21, 28]
     assert [r["FFHQ-1024"] for r in rows] == [20.2, 17.8, 16.6, 15.9]
     assert [r["ImageNet-256"] for r in rows] == [34.0, 30.0, 28.1, 27.4]
     assert rows[-1]["FID / FID(D=N)"] == 1.0 and rows[-1]["FFHQ-1024 / FID(D=N)"] == 1.0
     assert rows[0]["FID"] == pytest.approx(30 + 20 / 32)
-    assert "rank correlation of FID with D is -1.00 (paper: -1.00)" in ex.describe_vertical(rows)
-    md = ex.markdown_table(rows, ["D", "paper D", "FID", "FID interval", "FFHQ-1024"])
+    assert "rank correlation of FID with D is -1.00 (paper: -1.00)" in paper.describe_vertical(rows)
+    md = paper.markdown_table(rows, ["D", "paper D", "FID", "FID interval", "FFHQ-1024"])
     assert md.splitlines()[0] == "| D | paper D | FID | FID interval | FFHQ-1024 |" and "[30.1, 31.1]" in md
 
 
 def test_blocks_table_and_best_t(zoo):
-    low, high = ex.load_reports("blocks-fmnist", zoo), ex.load_reports("blocks-emoji", zoo)
-    rows = ex.blocks_table(low, high)
+    low, high = reports.load_reports("blocks-fmnist", zoo), reports.load_reports("blocks-emoji", zoo)
+    rows = paper.blocks_table(low, high)
     assert [r["T"] for r in rows] == [1, 4, 16]
-    assert ex.best_t(low) == 4 and ex.best_t(high) == 16
-    text = ex.describe_blocks(low, high)
+    assert paper.best_t(low) == 4 and paper.best_t(high) == 16
+    text = paper.describe_blocks(low, high)
     assert "T=4 is best" in text and "is T=1: different" in text and "is T=16: same" in text
-    assert math.isnan(ex.blocks_table(low, {})[0]["FID high"])
+    assert math.isnan(paper.blocks_table(low, {})[0]["FID high"])
 
 
 def test_ablation_table_uses_intervals_and_paper_directions(zoo):
-    rows = {r["ablation"]: r for r in ex.ablation_table(ex.load_reports("ablations", zoo))}
+    rows = {r["ablation"]: r for r in paper.ablation_table(reports.load_reports("ablations", zoo))}
     assert rows["default"]["change"] == 0.0 and rows["default"]["agrees"] is None
     assert rows["mlp-denoise"]["ours"] == "worse" and rows["mlp-denoise"]["agrees"]
     assert rows["hidden0"]["ours"] == "≈" and rows["hidden0"]["paper"] == "worse" and not rows["hidden0"]["agrees"]
     assert rows["shared"]["paper"] == "≈" and rows["shared"]["agrees"]  # +0% / +1.3% in the paper
     assert rows["no-zcond"]["FFHQ change"] == pytest.approx(20.1 / 17.8 - 1)
-    text = ex.describe_ablations(list(rows.values()))
+    text = paper.describe_ablations(list(rows.values()))
     assert text.startswith("4 of 5 ablations") and "hidden0 (ours ≈, paper worse)" in text
-    md = ex.markdown_table(list(rows.values()), ["ablation", "change", "FFHQ change"])
+    md = paper.markdown_table(list(rows.values()), ["ablation", "change", "FFHQ change"])
     assert "| mlp-denoise | +100% | +19% |" in md
     with pytest.raises(ValueError, match="no 'default' report"):
-        ex.ablation_table({k: v for k, v in ex.load_reports("ablations", zoo).items() if k != "default"})
+        paper.ablation_table({k: v for k, v in reports.load_reports("ablations", zoo).items() if k != "default"})
 
 
 def test_rank_correlation_edge_cases():
-    assert ex.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert math.isnan(ex.rank_correlation([1, 2], [5, 5]))
-    assert math.isnan(ex.rank_correlation([1, 2, 3], [np.nan, np.nan, 1.0]))
+    assert paper.rank_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(paper.rank_correlation([1, 2], [5, 5]))
+    assert math.isnan(paper.rank_correlation([1, 2, 3], [np.nan, np.nan, 1.0]))
 
 
 @pytest.fixture
@@ -210,19 +211,19 @@ def test_evaluate_curve_writes_the_report_schema_deterministically(one_thread):
     cfg = wb.preset("tiny", **{"model.width": 32, "model.diffusion_depth": 1})
     model = wb.build_model(cfg)
     real = torch.rand(16, 1, 32, 32) * 2 - 1
-    ev = ex.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
+    ev = evaluation.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
     assert ev["n"] == 6 and ev["extractor"] == "pixel-stats-test" and ev["seed"] == 3
     assert [p["steps"] for p in ev["curve"]] == [1, 2]
     assert [p["paper_cost"] for p in ev["curve"]] == [4 * (3 + 1), 4 * (3 + 2)]
     assert all(p["fid_low"] <= p["fid_high"] and p["seconds_per_image"] > 0 for p in ev["curve"])
-    again = ex.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
+    again = evaluation.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
     assert [p["fid"] for p in again["curve"]] == [p["fid"] for p in ev["curve"]]
-    r = ex.report_from_dict({"family": "vertical", "name": "D1", "config": cfg.to_dict(), "training": {}, "eval": ev})
+    r = reports.report_from_dict({"family": "vertical", "name": "D1", "config": cfg.to_dict(), "training": {}, "eval": ev})
     assert r.final.steps == 2 and r.D == 1
 
 
 def test_live_configs_follow_the_zoo_families(tmp_path):
-    for family, members in ex.MEMBERS.items():
+    for family, members in MEMBERS.items():
         cfgs = [ex.live_config(family, name, 5, tmp_path) for name, _ in members]
         assert len({c.train.out_dir for c in cfgs}) == len(cfgs)
     depths = [ex.live_config("vertical", f"D{d}", 5, tmp_path).model.diffusion_depth for d in (1, 2, 3, 4)]
@@ -240,15 +241,15 @@ def test_family_reports_prefers_the_zoo_and_full_mode_needs_it(zoo, tmp_path):
 
 
 def test_figures_build(zoo):
-    v = ex.load_reports("vertical", zoo)
-    fig = ex.curves_figure(v, "paper_cost")
+    v = reports.load_reports("vertical", zoo)
+    fig = plots.curves_figure(v, "paper_cost")
     assert {t.name for t in fig.data} >= set(v) and fig.data[0].error_y.array is not None
-    assert ex.curves_figure(v, "steps").layout.xaxis.title.text.startswith("denoising steps")
-    cross = ex.crossover_figure(v["D1"], v["D4"])
+    assert plots.curves_figure(v, "steps").layout.xaxis.title.text.startswith("denoising steps")
+    cross = plots.crossover_figure(v["D1"], v["D4"])
     assert any(t.name.startswith("crossover") for t in cross.data)
-    bars = ex.paper_figure(ex.vertical_table(v), "D", {"ours": "FID / FID(D=N)", "FFHQ": "FFHQ-1024 / FID(D=N)"}, "t")
+    bars = plots.paper_figure(paper.vertical_table(v), "D", {"ours": "FID / FID(D=N)", "FFHQ": "FFHQ-1024 / FID(D=N)"}, "t")
     assert len(bars.data) == 2 and len(bars.data[0].x) == 4
-    frames = ex.frames_figure([torch.zeros(4, 1, 8, 8), torch.ones(4, 3, 8, 8)], ["a", "b"])
+    frames = plots.frames_figure([torch.zeros(4, 1, 8, 8), torch.ones(4, 3, 8, 8)], ["a", "b"])
     assert len(frames.data) == 2
 
 
@@ -268,34 +269,34 @@ def test_fast_mode_without_a_zoo_trains_and_evaluates_live_members(tmp_path, mon
             "name": "stub", "extractor": stats.name, "extractor_id": stats.id})
 
     monkeypatch.setattr(ex, "reference_for", reference_for)
-    monkeypatch.setitem(ex.MEMBERS, "vertical", ex.MEMBERS["vertical"][::3])  # D1 and D4
+    monkeypatch.setitem(MEMBERS, "vertical", MEMBERS["vertical"][::3])  # D1 and D4
     reports, source = ex.family_reports("vertical", fast=True, root=tmp_path / "no-zoo", live_root=tmp_path / "live",
                                         train_steps=2, steps=(1, 2), n=6)
     assert list(reports) == ["D1", "D4"] and source.startswith("NO ZOO REPORTS FOUND")
     assert all(r.training["steps"] == 2 and r.eval["n"] == 6 and len(r.curve) == 2 for r in reports.values())
     assert (tmp_path / "live" / "vertical" / "D4.json").is_file()
-    ex.compare(reports["D1"], reports["D4"])  # the notebooks' analysis runs on live reports as on the zoo's
+    comparison.compare(reports["D1"], reports["D4"])  # the notebooks' analysis runs on live reports as on the zoo's
 
 
 def test_comparison_without_intervals_says_so():
     a, b = line_report("a", [10.0, 100.0], [30.0, 30.0]), line_report("b", [10.0, 100.0], [40.0, 40.0])
-    strip = [ex.Report(r.family, r.name, r.config, r.training, r.eval, tuple(
-        ex.CurvePoint(p.steps, p.fid, math.nan, math.nan, 0, 0, p.paper_cost, p.cached_cost, 0) for p in r.curve))
+    strip = [reports.Report(r.family, r.name, r.config, r.training, r.eval, tuple(
+        reports.CurvePoint(p.steps, p.fid, math.nan, math.nan, 0, 0, p.paper_cost, p.cached_cost, 0) for p in r.curve))
         for r in (a, b)]
-    c = ex.compare(*strip)
-    assert c.low_significant is None and "no intervals" in ex.describe_comparison(c)
-    assert ex.compare(a, b).low_significant is True
+    c = comparison.compare(*strip)
+    assert c.low_significant is None and "no intervals" in comparison.describe_comparison(c)
+    assert comparison.compare(a, b).low_significant is True
 
 
 def test_common_budgets_are_the_knots_inside_the_shared_range():
     a = line_report("a", [10.0, 20.0, 100.0], [3.0, 2.0, 1.0])
     b = line_report("b", [15.0, 50.0, 200.0], [3.0, 2.0, 1.0])
-    assert ex.common_budgets(a, b) == [15.0, 20.0, 50.0, 100.0]
-    assert ex.common_budgets(a, line_report("c", [300.0, 400.0], [1.0, 1.0])) == []
+    assert comparison.common_budgets(a, b) == [15.0, 20.0, 50.0, 100.0]
+    assert comparison.common_budgets(a, line_report("c", [300.0, 400.0], [1.0, 1.0])) == []
 
 
 def test_recheck_rows_compare_against_the_reports_interval(zoo):
-    r = ex.load_reports("vertical", zoo)["D1"]
+    r = reports.load_reports("vertical", zoo)["D1"]
     row = ex.recheck_row(r, {"steps": 2, "fid": r.curve[0].fid + 0.2})
     assert row["difference"] == pytest.approx(0.2) and row["interval width"] == pytest.approx(1.0)
     text = ex.describe_recheck([row])

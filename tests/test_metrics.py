@@ -16,7 +16,8 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from workbench import data
 from workbench.data import fashion_mnist_arrays
 from workbench.features import (CLASSIFIER_WEIGHTS, INSTALL_INCEPTION, ClassifierFeatures, extract_features,
-                                feature_extractor, sha256_file)
+                                feature_extractor)
+from workbench.paths import sha256_file
 from workbench.metrics import (REFERENCE_DIR, LiveFID, ReferenceStats, compute_fid, feature_stats, fid_from_features,
                                fid_infinity, frechet_distance, kid, load_reference, reference_stats)
 

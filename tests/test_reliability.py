@@ -243,7 +243,7 @@ def fault_points(seed: int, kills: int = 5) -> list[tuple[int, str]]:
 def inject(step: int, phase: str) -> None:
     """Patch this (forked) process to SIGKILL itself, or press Ctrl-C, at `phase` of optimizer step `step`."""
     current = {"step": 0}
-    real_step, real_loss, real_validate = tr.train_step, tr.Diffusion.loss, tr.validate
+    real_step, real_loss, real_validate = tr.train_step, tr.Objective.loss, tr.validate
     real_save, real_write = ck.save_file, ck._write
 
     def train_step(run, batches, stop):
@@ -274,7 +274,7 @@ def inject(step: int, phase: str) -> None:
         if (ckpt.step, phase) == (step, "before latest"):
             die()
 
-    tr.train_step, tr.Diffusion.loss, tr.validate, ck.save_file, ck._write = \
+    tr.train_step, tr.Objective.loss, tr.validate, ck.save_file, ck._write = \
         train_step, loss, validate, save_file, write
 
 
@@ -318,7 +318,7 @@ def train_config(out: Path):
 
 
 def test_inf_loss_and_non_finite_gradient_stop_before_the_update(tmp_path, monkeypatch):
-    real_loss = tr.Diffusion.loss
+    real_loss = tr.Objective.loss
     poison = {}
 
     def poisoned(self, model, *args, **kwargs):
@@ -331,7 +331,7 @@ def test_inf_loss_and_non_finite_gradient_stop_before_the_update(tmp_path, monke
                 losses.total.register_hook(lambda g: g * float("nan"))
         return losses
 
-    monkeypatch.setattr(tr.Diffusion, "loss", poisoned)
+    monkeypatch.setattr(tr.Objective, "loss", poisoned)
     for kind, says, clip in (("inf loss", "training loss is not finite", 1.0), ("nan gradient", "gradient norm", 1.0),
                              ("nan gradient", "gradient norm", 0.0)):
         poison.update(kind=kind, n=0)

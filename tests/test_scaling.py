@@ -3,10 +3,12 @@ gradient accumulation that keeps the global batch, launch commands, and the sent
 import math
 
 import pytest
+from lightning_fabric.strategies import DDPStrategy
 
 import workbench as wb
 from single_thread import one_thread  # noqa: F401 (autouse)
 from workbench import scaling
+from workbench.train import _strategy
 
 
 def test_parameter_count_and_activation_memory():
@@ -25,7 +27,8 @@ def test_training_plan_and_commands_keep_the_global_batch():
     plan = scaling.training_plan(cfg, "A100-80GB", 8, 2, per_token_layer=per_token_layer)
     params = scaling.param_count(cfg)
     assert plan["global batch"] == 256 and plan["gpus"] == 16
-    assert plan["state GB/GPU"] == pytest.approx(params * 20 / 16 / 1e9)
+    assert plan["state GB/GPU if sharded"] == pytest.approx(params * 20 / 16 / 1e9)  # what FSDP would change
+    assert plan["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and plan["strategy"] == "ddp"  # what launches
     assert plan["activations GB/image"] == pytest.approx(1e8 * plan["tokens"] * cfg.model.depth / 1e9)
     assert not plan["config fits"] and plan["micro-batch"] == plan["max micro-batch"] == 1 and plan["grad_accum"] == 16
     assert plan["micro-batch"] * plan["grad_accum"] * 16 >= 256 == plan["global batch"]
@@ -35,6 +38,7 @@ def test_training_plan_and_commands_keep_the_global_batch():
     assert "--nnodes 2 --nproc-per-node 8" in commands["torchrun (run on every node)"]
     assert "#SBATCH --ntasks-per-node=8" in commands["slurm (sbatch)"] and "srun python -m workbench train" in \
         commands["slurm (sbatch)"]
+    assert all("--train.strategy ddp" in c for c in commands.values())  # a strategy the training loop launches
     ddp = scaling.training_plan(cfg.override(**{"train.strategy": "ddp"}), "A100-80GB", 8, 2, per_token_layer=1.0)
     assert ddp["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and ddp["config fits"]
 
@@ -47,3 +51,14 @@ def test_describe_plan_covers_fit_accumulate_and_nothing_fits():
     assert "use micro-batches of 1 with grad_accum 32" in accumulate
     nothing = scaling.describe_plan(cfg, scaling.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1e9), 0.4)
     assert "not even one image" in nothing
+
+
+@pytest.mark.parametrize("name", ["ffhq256", "ffhq1024-paper", "imagenet256-paper"])
+def test_paper_presets_launch_with_ddp(name):
+    cfg = wb.preset(name)
+    assert cfg.train.strategy == "ddp" and isinstance(_strategy(cfg.train), DDPStrategy)
+    with pytest.raises(ValueError, match="train.strategy: 'fsdp' is not supported.*Fix: use train.strategy='ddp'"):
+        _strategy(cfg.override(**{"train.strategy": "fsdp"}).train)
+    for refused in ("ddp_spawn", "dp"):
+        with pytest.raises(ValueError, match="train.strategy"):
+            cfg.override(**{"train.strategy": refused})

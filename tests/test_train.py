@@ -159,7 +159,7 @@ def test_sigint_saves_a_checkpoint_and_stops(tmp_path):
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     calls = {"train": 0}
-    real_loss = tr.Diffusion.loss
+    real_loss = tr.Objective.loss
 
     def poisoned(self, model, x0, labels=None, generator=None):
         losses = real_loss(self, model, x0, labels, generator)
@@ -169,7 +169,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, monke
                 losses.total = losses.total * float("nan")
         return losses
 
-    monkeypatch.setattr(tr.Diffusion, "loss", poisoned)
+    monkeypatch.setattr(tr.Objective, "loss", poisoned)
     cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 10, "train.ckpt_every": 2, "train.out_dir": str(tmp_path)})
     with pytest.raises(FloatingPointError, match="optimizer step 4") as err:
         train(cfg)

@@ -6,7 +6,8 @@
     latents = wb.generate(model, cfg, num_images=4, steps=20, sampler="ddim", seed=0)
 """
 from .checkpoint import load_for_inference
-from .config import Config, preset
+from .config import Config
+from .presets import preset
 from .model import MADFormer, build_model
 from .sampling import Event, generate, generate_events
 

@@ -24,7 +24,13 @@ from typing import Callable
 
 import yaml
 
-from .config import PRESETS, SAMPLERS, X0_CLIPS, Config, preset
+from .checkpoint import load_for_inference, write_text_atomic
+from .codecs import build_codec
+from .config import SAMPLERS, X0_CLIPS, Config
+from .presets import PRESETS, preset
+from .evaluation import evaluate_checkpoint
+from .images import save_grid
+from .sampling import generate_events
 
 
 class _Parser(argparse.ArgumentParser):
@@ -128,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
-    from .train import train  # importing Fabric is slow; --print-config and --help do not need it
+    from .train import train  # Lightning Fabric: a heavy import that only training needs
 
     summary = train(cfg, resume=args.resume)
     if summary["rank"] == 0:
@@ -150,11 +156,6 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("sample", "generate a PNG grid (and block-by-block frames) from a checkpoint", _sample_arguments)
 def run_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import load_for_inference
-    from .codecs import build_codec
-    from .images import save_grid
-    from .sampling import generate_events
-
     model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
     cfg = cfg.override(**{"sample.sampler": args.sampler or cfg.sample.sampler,
                           "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip})  # validated: names the fix
@@ -181,21 +182,19 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reference statistics .safetensors (default: the shipped ones for the model's data)")
     parser.add_argument("--no-ema", action="store_true", help="score the trained weights instead of the EMA weights")
     parser.add_argument("--no-flop-count", action="store_true", help="skip the measured-FLOPs sampling run")
+    parser.add_argument("--device", default="cpu", help="where to sample and score: cpu, cuda, cuda:1, mps")
     parser.add_argument("--out", type=Path, help="JSON report to write (default eval-<checkpoint>-<sampler>-S<steps>"
                         "-n<n>-seed<seed>.json in the current folder)")
 
 
 @command("eval", "FID/KID of a checkpoint's samples with provenance and cost, as a JSON report", _eval_arguments)
 def run_eval(args: argparse.Namespace) -> int:
-    from .checkpoint import write_text_atomic
-    from .evaluation import evaluate_checkpoint
-
     if args.reference is not None and not args.reference.is_file():
         raise UsageError(f"--reference: no such file {args.reference}. Fix: pass a .safetensors file of "
                          "data/reference/ (or omit it for the default).")
     report = evaluate_checkpoint(args.checkpoint, args.num_samples, args.steps, args.sampler, args.seed,
                                  args.extractor, args.reference, use_ema=not args.no_ema,
-                                 measure_flops=not args.no_flop_count, x0_clip=args.x0_clip,
+                                 measure_flops=not args.no_flop_count, x0_clip=args.x0_clip, device=args.device,
                                  progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True))
     report["command"] = "python -m workbench eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
     out = args.out or Path(f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import DataConfig
-from .data import CACHE_DIR, REPO_ROOT, sha256_file
+from .paths import CACHE_DIR, REPO_ROOT, sha256_file
 
 
 class Codec(nn.Module, ABC):

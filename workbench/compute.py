@@ -17,6 +17,7 @@ a layer as a whole. Backward costs 2x the forward matmuls and 2.5x the forward a
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -92,6 +93,41 @@ def sequence_blocks(cfg: ModelConfig) -> float:
 
 def naive_cost(cfg: ModelConfig, steps: int) -> float:
     return float(cfg.num_blocks * steps * cfg.depth * sequence_blocks(cfg))
+
+
+# ---- the meter of a sampling run -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cost:
+    """What a sampling run has spent so far, per image. Under classifier-free guidance every evaluation runs on
+    the image and on its unconditional twin, so both counts are doubled (`guidance` = 2)."""
+    block_layer_evals: float        # decoder layers applied to one block's tokens, as the sampler ran them
+    paper_block_layer_evals: float  # the paper's count so far: T[(N-D)+D*S] when done
+    seconds: float                  # wall time since the run started
+    guidance: int = 1               # model evaluations per image and step (2 with classifier-free guidance)
+
+
+class CostMeter:
+    """Counts a sampling run as it goes: `block(k)` when block k starts, `step()` after each denoising step."""
+
+    def __init__(self, cfg: ModelConfig, steps: int, use_cache: bool, guided: bool):
+        self.cfg, self.steps, self.use_cache = cfg, steps, use_cache
+        self.guidance = 2 if guided else 1
+        self.evals = self.paper = 0.0
+        self.start = time.perf_counter()
+
+    def block(self, k: int) -> None:
+        self.paper += self.cfg.ar_depth
+        if self.use_cache:  # the clean copy of block k-1 and the AR pass of block k's slot, once
+            cost = block_cost(self.cfg, k, self.steps)
+            self.evals += cost["prefix"] + cost["clean"] + cost["ar"]
+
+    def step(self) -> None:
+        self.paper += self.cfg.diffusion_depth
+        self.evals += self.cfg.diffusion_depth if self.use_cache else naive_cost(self.cfg, 1) / self.cfg.num_blocks
+
+    def cost(self) -> Cost:
+        g = self.guidance
+        return Cost(self.evals * g, self.paper * g, time.perf_counter() - self.start, g)
 
 
 # ---- analytic FLOPs ----------------------------------------------------------------------------------------------
@@ -189,10 +225,3 @@ def count_flops(fn: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
         fn()
     return counter.get_total_flops()
-
-
-def measure_sample_flops(model, config, steps: int, num_images: int = 1, use_cache: bool = True) -> float:
-    """FLOPs per image of a real sampling run (generate with the config's sampler), counted on the fly."""
-    from .sampling import generate  # sampling imports this module for its event costs
-    return count_flops(lambda: generate(model, config, num_images=num_images, steps=steps,
-                                        use_cache=use_cache)) / num_images

@@ -1,4 +1,4 @@
-"""Configuration: frozen dataclasses, validation with actionable messages, YAML round-trip, presets.
+"""Configuration: frozen dataclasses, validation with actionable messages, YAML round-trip (presets: presets.py).
 
 Symbols follow the paper: N = `model.depth`, D = `model.diffusion_depth`, T = `model.num_blocks`,
 S = `sample.steps`.
@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -182,6 +182,7 @@ class DiffusionConfig:
 
 
 DATASETS = ("fashion-mnist", "emoji", "folder")
+STRATEGIES = ("auto", "ddp", "fsdp")
 CODECS = ("pixel", "vae")
 
 
@@ -236,7 +237,7 @@ class TrainConfig:
     accelerator: str = "auto"      # Fabric accelerator: "auto", "cpu", "cuda", "mps"
     devices: Any = 1               # processes/devices per node (int, list or "auto")
     num_nodes: int = 1             # nodes
-    strategy: str = "auto"         # Fabric strategy: "auto", "ddp", "fsdp"
+    strategy: str = "auto"         # Fabric strategy: "auto", "ddp" ("fsdp" is refused by train.py, see scaling.py)
     seed: int = 0                  # seed of weights, data order and noise
     out_dir: str = "runs/default"  # checkpoints, logs and sample grids go here
     log_every: int = 10            # steps between log lines
@@ -261,8 +262,9 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "train.ema_decay", f"got {self.ema_decay}", "use e.g. 0.9999, or 0 to disable")
         _check(self.grad_clip >= 0, "train.grad_clip", f"got {self.grad_clip}", "use 1.0, or 0 to disable")
         _check(self.max_minutes >= 0, "train.max_minutes", f"got {self.max_minutes}", "use 0 for no limit")
-        _check(self.strategy in ("auto", "ddp", "fsdp", "ddp_spawn", "dp"), "train.strategy",
-               f"got {self.strategy!r}", "use 'auto', 'ddp' or 'fsdp'")
+        _check(self.strategy in STRATEGIES, "train.strategy", f"got {self.strategy!r}",
+               "use 'auto' (one process) or 'ddp' (several processes, GPUs or nodes); 'fsdp' is refused by the "
+               "training loop")
         _check(self.sample_every >= 0 and self.eval_every >= 0, "train.sample_every", "must be >= 0", "use 0 to disable")
 
 
@@ -326,9 +328,16 @@ class Config:
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> "Config":
+        """A config from YAML text or a YAML file (a Path, or one line ending in .yaml/.yml)."""
         p = Path(text_or_path)
-        text = p.read_text() if (isinstance(text_or_path, Path) or "\n" not in str(text_or_path)) and p.exists() \
-            else str(text_or_path)
+        one_line = isinstance(text_or_path, Path) or "\n" not in str(text_or_path)
+        if one_line and (p.exists() or p.suffix in (".yaml", ".yml")):
+            if not p.is_file():
+                raise ValueError(f"config: no such file {p}. Fix: check the path (a YAML file of 'model: ...' "
+                                 "sections), or pass the YAML text itself.")
+            text = p.read_text()
+        else:
+            text = str(text_or_path)
         d = yaml.safe_load(text)
         if not isinstance(d, dict):
             raise ValueError(f"config: YAML must hold a mapping, got {type(d).__name__}. Fix: write 'model: ...' keys.")
@@ -424,66 +433,4 @@ _SUBCONFIGS = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataC
                "sample": SampleConfig}
 
 
-# ---- presets (DiT-style registry of one-line factories) ----------------------------------------------------------
-def _fmnist(name: str, **model: Any) -> Config:
-    return Config(name=name, model=ModelConfig(**model),
-                  data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
-                  train=TrainConfig(batch_size=64, max_steps=1000, max_minutes=55, ema_decay=0.999, ckpt_every=250,
-                                    sample_every=1000, precision="bf16-mixed", out_dir=f"runs/{name}"))
-
-
-def _tiny() -> Config:
-    return Config(name="tiny",
-                  model=ModelConfig(latent_size=32, latent_channels=1, patch_size=4, num_blocks=4, depth=4,
-                                    diffusion_depth=2, width=64, heads=2),
-                  data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
-                  train=TrainConfig(batch_size=16, max_steps=200, lr=1e-3, warmup_frac=0.05, ema_decay=0.99,
-                                    ckpt_every=100, sample_every=0, log_every=20, out_dir="runs/tiny"),
-                  sample=SampleConfig(steps=20, num_images=4))
-
-
-def _emoji(name: str, size: int, **model: Any) -> Config:
-    return Config(name=name,
-                  model=ModelConfig(latent_size=size, latent_channels=3, patch_size=4, **model),
-                  data=DataConfig(dataset="emoji", image_size=size, channels=3),
-                  train=TrainConfig(batch_size=32, max_steps=4000, max_minutes=50, ema_decay=0.999,
-                                    precision="bf16-mixed", out_dir=f"runs/{name}"))
-
-
-def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Config:
-    return Config(name=name,
-                  model=ModelConfig(latent_size=image // 8, latent_channels=4, patch_size=2, num_blocks=blocks,
-                                    depth=28, diffusion_depth=14, width=1152, heads=18, num_classes=classes,
-                                    rope_base=10000.0),
-                  data=DataConfig(dataset=dataset, image_size=image, channels=3, codec="vae",
-                                  vae_path="data/vae/sd-vae-ft-mse", latent_scale=0.18215, num_workers=8),
-                  train=TrainConfig(batch_size=32, max_steps=400_000, precision="bf16-mixed", strategy="fsdp",
-                                    accelerator="cuda", devices=8, ckpt_every=5000, sample_every=10_000,
-                                    eval_every=50_000, out_dir=f"runs/{name}"),
-                  sample=SampleConfig(sampler="dpm++2m", steps=250 if classes == 0 else 100))
-
-
-PRESETS: dict[str, Callable[[], Config]] = {
-    "tiny": _tiny,
-    "fmnist-small": lambda: _fmnist("fmnist-small", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
-    "fmnist-dit": lambda: _fmnist("fmnist-dit", num_blocks=1, depth=6, diffusion_depth=6, width=256, heads=4),
-    "fmnist-cond": lambda: _fmnist("fmnist-cond", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4,
-                                   num_classes=10),
-    "emoji64": lambda: _emoji("emoji64", 64, num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
-    "ffhq256": lambda: _paper("ffhq256", 256, 4, 0, "folder").override(
-        **{"model.depth": 12, "model.diffusion_depth": 6, "model.width": 768, "model.heads": 12, "name": "ffhq256"}),
-    "ffhq1024-paper": lambda: _paper("ffhq1024-paper", 1024, 16, 0, "folder"),
-    "imagenet256-paper": lambda: _paper("imagenet256-paper", 256, 4, 1000, "folder"),
-}
-
-
-def preset(name: str, **overrides: Any) -> Config:
-    """Return a preset config by name, optionally with dotted overrides ("model.depth"=8)."""
-    if name not in PRESETS:
-        raise ValueError(f"preset: unknown preset {name!r}. Fix: use one of {', '.join(PRESETS)}.")
-    cfg = PRESETS[name]()
-    return cfg.override(**overrides) if overrides else cfg
-
-
-__all__ = ["ModelConfig", "DiffusionConfig", "DataConfig", "TrainConfig", "SampleConfig", "Config", "PRESETS",
-           "preset", "SAMPLERS", "X0_CLIPS", "SAMPLERS_FOR", "samplers_for", "check_sampler", "objective_family", "replace"]
+__all__ = ["ModelConfig", "DiffusionConfig", "DataConfig", "TrainConfig", "SampleConfig", "Config", "SAMPLERS", "X0_CLIPS", "SAMPLERS_FOR", "samplers_for", "check_sampler", "objective_family", "replace"]

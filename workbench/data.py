@@ -23,9 +23,8 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import DataConfig
+from .paths import CACHE_DIR, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CACHE_DIR = REPO_ROOT / "data" / "cache"
 SPLITS = ("train", "val", "test")
 HELD_OUT_PERCENT = {"emoji": 10, "folder": 5}  # hash-based held-out share of the datasets without official splits
 
@@ -44,15 +43,6 @@ EMOJI_GROUPS = [(0x0000, "bmp-symbols"), (0x1F000, "enclosed"), (0x1F300, "picto
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 MAX_UPSCALE = 4            # folder images whose shorter side is under image_size / 4 are unusable (thumbnails, icons)
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of 16-bit grey files; convert("L") would clip them
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---- Fashion-MNIST -----------------------------------------------------------------------------------------------

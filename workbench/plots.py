@@ -1,6 +1,7 @@
-"""Plotly figure builders shared by the notebooks and the app: image grids, FID against compute, FID against steps.
+"""Plotly figure builders shared by the notebooks and the app: image grids, FID against compute, FID against steps,
+and the figures of reports (curves with intervals, the crossover figure, bars beside the paper's, training loss).
 
-Inputs are plain numbers and tensors, so any notebook, report or UI can draw them; nothing here computes a metric.
+Nothing here computes a metric: inputs are plain numbers, tensors, and reports.
 """
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
+from .comparison import crossings, fid_at, improvement, overlap
 from .images import image_grid
+from .paper import PAPER_CLAIM_BAND
+from .reports import COSTS, Report
 
 Curve = Sequence[tuple[float, float]]  # (x, FID) pairs of one model, e.g. one per number of denoising steps
 LAYOUT = dict(template="plotly_white", margin=dict(l=10, r=10, t=40, b=10), legend=dict(font=dict(size=11)))
@@ -90,3 +95,77 @@ def fid_vs_steps_figure(curves: Mapping[str, Curve], markers: Mapping[str, Marke
                         title: str = "FID against denoising steps") -> go.Figure:
     """One line per model over its (steps S, FID) points, and highlighted runs as stars."""
     return _curves(curves, markers, "denoising steps per block, S", title)
+
+
+# ---- figures of reports (the notebooks) -------------------------------------------------------------------------
+def curves_figure(reports: Mapping[str, Report], x: str = "paper_cost", title: str | None = None):
+    """FID against steps or compute for each report, with its bootstrap interval as error bars."""
+    curves = {name: r.points(x) for name, r in reports.items()}
+    fig = (fid_vs_steps_figure(curves, title=title or "FID against denoising steps") if x == "steps" else
+           fid_vs_compute_figure(curves, x_title=COSTS[x], title=title or "FID against inference compute"))
+    for trace in fig.data:
+        r = reports.get(trace.name)
+        if r is not None:
+            trace.error_y = dict(type="data", symmetric=False, array=r.ys("fid_high") - r.ys("fid"),
+                                 arrayminus=r.ys("fid") - r.ys("fid_low"), thickness=1)
+    return fig
+
+
+def crossover_figure(ar: Report, ref: Report, x: str = "paper_cost"):
+    """Top: both FID curves on the compute they share, crossings marked. Bottom: how much lower AR-heavy's FID is
+    at equal compute, against the paper's 60-75% band."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.06)
+    for r, color in ((ar, "#d62728"), (ref, "#1f77b4")):
+        fig.add_trace(go.Scatter(x=r.xs(x), y=r.ys(), name=f"{r.name} (D={r.D})", mode="lines+markers",
+                                 line=dict(color=color), text=[f"S={p.steps}" for p in r.curve],
+                                 error_y=dict(type="data", symmetric=False, array=r.ys("fid_high") - r.ys(),
+                                              arrayminus=r.ys() - r.ys("fid_low"), thickness=1)), row=1, col=1)
+    for k in crossings(ar, ref, x):
+        fig.add_trace(go.Scatter(x=[k.cost], y=[k.fid], mode="markers", name=f"crossover ({k.cost:.0f})",
+                                 marker=dict(symbol="x", size=14, color="black")), row=1, col=1)
+    span = overlap(ar, ref, x)
+    if span:
+        grid = np.geomspace(*span, 60) if span[1] > span[0] else np.array(span[:1])
+        gain = [improvement(fid_at(ar, b, x), fid_at(ref, b, x)) for b in grid]
+        fig.add_trace(go.Scatter(x=grid, y=gain, name=f"{ar.name} FID lower by", mode="lines",
+                                 line=dict(color="black")), row=2, col=1)
+        fig.add_hrect(y0=PAPER_CLAIM_BAND[0], y1=PAPER_CLAIM_BAND[1], fillcolor="green", opacity=0.15, line_width=0,
+                      annotation_text="paper: 60-75%", annotation_position="top left", row=2, col=1)
+        fig.add_hline(y=0, line=dict(color="grey", width=1), row=2, col=1)
+    fig.update_xaxes(type="log", row=1, col=1)
+    fig.update_xaxes(type="log", title=COSTS[x], row=2, col=1)
+    fig.update_yaxes(title="FID", row=1, col=1)
+    fig.update_yaxes(title="FID lower by", tickformat=".0%", row=2, col=1)
+    fig.update_layout(template="plotly_white", height=600, title=f"{ar.name} against {ref.name} at equal compute")
+    return fig
+
+
+def paper_figure(rows: Sequence[dict], label: str, series: Mapping[str, str], title: str):
+    """Grouped bars: for each row (x = row[label]) one bar per series {legend name: row key}."""
+    fig = go.Figure([go.Bar(name=name, x=[str(r[label]) for r in rows], y=[r[key] for r in rows])
+                     for name, key in series.items()])
+    fig.update_layout(template="plotly_white", barmode="group", title=title, xaxis_title=label)
+    return fig
+
+
+def loss_figure(log: Mapping[str, Sequence[float]], title: str = "training loss"):
+    """Training loss against optimizer steps, from read_training_log."""
+    fig = go.Figure(go.Scatter(x=log["step"], y=log["train/loss"], mode="lines+markers", name="train/loss"))
+    fig.update_layout(template="plotly_white", title=title, xaxis_title="optimizer step", yaxis_title="loss",
+                      yaxis_type="log", height=320)
+    return fig
+
+
+def frames_figure(frames: Sequence[torch.Tensor], titles: Sequence[str], nrow: int | None = None):
+    """One panel per frame (each a batch of images (B, C, H, W) in [-1, 1]) side by side: e.g. the canvas after
+    each finished block."""
+    fig = make_subplots(rows=1, cols=len(frames), subplot_titles=list(titles), horizontal_spacing=0.01)
+    for i, frame in enumerate(frames):
+        for trace in image_grid_figure(frame, nrow).data:
+            fig.add_trace(trace, row=1, col=i + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    for i in range(len(frames)):
+        fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
+    fig.update_layout(template="plotly_white", height=260, margin=dict(l=0, r=0, t=30, b=0))
+    return fig

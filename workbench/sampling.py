@@ -14,8 +14,9 @@ from typing import Callable, Iterator
 import torch
 
 from .blocks import from_blocks, to_blocks
-from .compute import block_cost, naive_cost
-from .config import Config, ModelConfig
+from .codecs import build_codec
+from .compute import Cost, CostMeter, count_flops
+from .config import Config, ModelConfig, SampleConfig, check_sampler, replace
 from .diffusion import Objective
 from .model import MADFormer
 from .objectives import build_objective
@@ -28,7 +29,7 @@ class Event:
     step: int                 # denoising steps done in this block (S at a "block" event)
     num_blocks: int           # T
     steps: int                # S
-    cost: dict                # block-layer evaluations per image so far, and seconds
+    cost: Cost                # block-layer evaluations per image so far, and seconds
     # the latents are assembled only when read: most consumers look at a few events, not every step
     _canvas: torch.Tensor = field(repr=False)  # (B, T, Lb, Cpp) the sampler's canvas; blocks < k are final
     _block_x_t: torch.Tensor = field(repr=False)  # (B, Lb, Cpp) block k at x_t
@@ -56,86 +57,92 @@ def default_labels(model: MADFormer, num_images: int, device) -> torch.Tensor | 
     return torch.arange(num_images, device=device) % n if n else None
 
 
+def sample_settings(config: Config, **given) -> SampleConfig:
+    """config.sample with the given (not None) fields replaced, validated (steps=0 is an error, not the default),
+    and checked against the objective (a flow model takes flow samplers)."""
+    sc = replace(config.sample, **{k: v for k, v in given.items() if v is not None})
+    check_sampler(config.diffusion.prediction, sc.sampler, sc.x0_clip)
+    return sc
+
+
+def _check_labels(model: MADFormer, labels: torch.Tensor | None, num_images: int, device) -> torch.Tensor | None:
+    n = model.cfg.num_classes
+    if labels is None:
+        return default_labels(model, num_images, device)
+    if n == 0:
+        raise ValueError("labels: this model is unconditional. Fix: pass labels=None.")
+    if labels.shape != (num_images,) or int(labels.min()) < 0 or int(labels.max()) >= n:
+        raise ValueError(f"labels: need {num_images} class indices in [0, {n}). Fix: pass a (B,) tensor.")
+    return labels
+
+
 @torch.inference_mode()
 def generate_events(model: MADFormer, config: Config, num_images: int | None = None, steps: int | None = None,
                     sampler: str | None = None, seed: int | None = None, use_cache: bool | None = None,
                     labels: torch.Tensor | None = None, cfg_scale: float | None = None,
                     device: torch.device | str | None = None) -> Iterator[Event]:
     """Yield an Event per denoising step and per finished block; arguments left None come from config.sample."""
-    sc = config.sample
-    num_images = num_images or sc.num_images
-    steps = steps or sc.steps
-    sampler = sampler or sc.sampler
-    seed = sc.seed if seed is None else seed
-    use_cache = sc.use_cache if use_cache is None else use_cache
-    cfg_scale = sc.cfg_scale if cfg_scale is None else cfg_scale
+    sc = sample_settings(config, num_images=num_images, steps=steps, sampler=sampler, seed=seed,
+                         use_cache=use_cache, cfg_scale=cfg_scale)
     mcfg = model.cfg
     if mcfg != config.model:
         raise ValueError("config.model does not describe this model. Fix: pass the config the model was built from.")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    B, T, Lb, Cpp = num_images, mcfg.num_blocks, mcfg.block_tokens, mcfg.token_dim
-    if labels is None:
-        labels = default_labels(model, B, device)
-    elif mcfg.num_classes == 0:
-        raise ValueError("labels: this model is unconditional. Fix: pass labels=None.")
-    elif labels.shape != (B,) or int(labels.min()) < 0 or int(labels.max()) >= mcfg.num_classes:
-        raise ValueError(f"labels: need {B} class indices in [0, {mcfg.num_classes}). Fix: pass a (B,) tensor.")
-    objective = build_objective(config.diffusion, mcfg)
-    x0_clip = sc.x0_clip
-    objective.check_sampler(sampler, x0_clip)  # before any work: a flow model refuses VP samplers, naming its own
-    guided = labels is not None and cfg_scale != 1.0
+    B, T, S = sc.num_images, mcfg.num_blocks, sc.steps
+    labels = _check_labels(model, labels, B, device)
+    guided = labels is not None and sc.cfg_scale != 1.0
     if guided:  # classifier-free guidance: a second half of the batch with the null class
         labels = torch.cat([labels, torch.full_like(labels, mcfg.num_classes)])
-    nb = 2 * B if guided else B
-
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    canvas = torch.zeros(B, T, Lb, Cpp, device=device, dtype=dtype)  # finished blocks (clean)
+    objective = build_objective(config.diffusion, mcfg)
+    gen = torch.Generator(device="cpu").manual_seed(sc.seed)
+    canvas = torch.zeros(B, T, mcfg.block_tokens, mcfg.token_dim, device=device, dtype=dtype)  # finished blocks
+    meter = CostMeter(mcfg, S, sc.use_cache, guided)
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
-    evals = 0.0
-    cache = None
-    if use_cache:
-        cache = model.new_cache(nb, device, dtype)
+    cache = model.new_cache(2 * B if guided else B, device, dtype) if sc.use_cache else None
+    if cache is not None:
         model.prefill(cache, labels)
     try:
-        z_cond = None
         for k in range(T):
-            scheduler = objective.make_scheduler(sampler, steps, x0_clip)  # multistep state is per block
-            if use_cache:
-                prev = canvas[:, k - 1] if k > 0 else None
-                if prev is not None and guided:
-                    prev = torch.cat([prev, prev])
-                z_cond = model.ar_step(cache, k, prev)
-                cost = block_cost(mcfg, k, steps)
-                evals += cost["prefix"] + cost["clean"] + cost["ar"]
-            x = torch.randn(B, Lb, Cpp, generator=gen).to(device, dtype) * objective.init_sigma(scheduler)
+            scheduler = objective.make_scheduler(sc.sampler, S, sc.x0_clip)  # multistep state is per block
+            z_cond = _ar_step(model, cache, canvas, k, guided) if cache is not None else None
+            meter.block(k)
+            x = torch.randn(B, mcfg.block_tokens, mcfg.token_dim, generator=gen).to(device, dtype) \
+                * objective.init_sigma(scheduler)
             for i, t in enumerate(scheduler.timesteps):
                 x_in = objective.scale_input(scheduler, x, t)
-                x_in2 = torch.cat([x_in, x_in]) if guided else x_in
-                tt = torch.full((nb,), float(t), device=device)
-                if use_cache:
-                    out = model.denoise_step(cache, k, z_cond, x_in2, tt)
-                    evals += mcfg.diffusion_depth
-                else:
-                    out = _recompute(model, canvas, x_in2, k, tt, labels, guided)
-                    evals += naive_cost(mcfg, 1) / T
-                if guided:
-                    cond, uncond = out.chunk(2)
-                    out = uncond + cfg_scale * (cond - uncond)
+                out = _denoise(model, cache, canvas, k, z_cond, x_in, t, labels, guided, sc.cfg_scale)
+                meter.step()
                 x0 = partial(_predicted_block, objective, out, x_in, t)
                 x = scheduler.step(out, t, x, generator=gen).prev_sample.to(dtype)
-                paper = (k + 1) * mcfg.ar_depth + (k * steps + i + 1) * mcfg.diffusion_depth  # T[(N-D)+D*S] so far
-                cost = {"block_layer_evals": evals * (2 if guided else 1), "paper_block_layer_evals": float(paper),
-                        "seconds": time.perf_counter() - start}
-                last = i == len(scheduler.timesteps) - 1
-                if last:
+                if i == len(scheduler.timesteps) - 1:
                     canvas[:, k] = x
-                yield Event("step", k, i + 1, T, steps, cost, canvas, x, x0, mcfg)
-            yield Event("block", k, steps, T, steps, cost, canvas, x, partial(torch.clone, x), mcfg)
+                yield Event("step", k, i + 1, T, S, meter.cost(), canvas, x, x0, mcfg)
+            yield Event("block", k, S, T, S, meter.cost(), canvas, x, partial(torch.clone, x), mcfg)
     finally:
         model.train(was_training)
+
+
+def _ar_step(model: MADFormer, cache, canvas: torch.Tensor, k: int, guided: bool) -> torch.Tensor | None:
+    """The AR stage for block k (caches the clean copy of block k-1): z_cond for the batch (twice under guidance)."""
+    prev = canvas[:, k - 1] if k > 0 else None
+    if prev is not None and guided:
+        prev = torch.cat([prev, prev])
+    return model.ar_step(cache, k, prev)
+
+
+def _denoise(model: MADFormer, cache, canvas: torch.Tensor, k: int, z_cond, x_in: torch.Tensor, t,
+             labels: torch.Tensor | None, guided: bool, scale: float) -> torch.Tensor:
+    """One model evaluation on block k at timestep t (cached, or recomputing the prefix); guidance combined."""
+    x_in2 = torch.cat([x_in, x_in]) if guided else x_in
+    tt = torch.full((x_in2.shape[0],), float(t), device=x_in.device)
+    out = model.denoise_step(cache, k, z_cond, x_in2, tt) if cache is not None else \
+        _recompute(model, canvas, x_in2, k, tt, labels, guided)
+    if guided:
+        cond, uncond = out.chunk(2)
+        out = uncond + scale * (cond - uncond)
+    return out
 
 
 def _predicted_block(objective: Objective, out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
@@ -169,3 +176,39 @@ def generate(model: MADFormer, config: Config, num_images: int | None = None, st
     for last in generate_events(model, config, num_images, steps, sampler, seed, use_cache, **kwargs):
         pass
     return last.x_t
+
+
+# ---- many images at once: what evaluation, the zoo and the benchmarks score ---------------------------------------
+OUT_OF_RANGE = (1.0, 1.5)  # pixel bounds whose exceedance eval reports (the codec's range, and well outside it)
+
+
+def generate_images_checked(model, config: Config, n: int, steps: int, sampler: str = "ddim", seed: int = 0,
+                            batch: int = 250) -> tuple[torch.Tensor, dict]:
+    """n decoded images (n, C, H, W) clamped to [-1, 1], and the fractions of decoded pixel values that lay beyond
+    +-1 and +-1.5 before the clamp ({"pixels_out_of_range": ..., "pixels_beyond_1p5": ...}). Batch i uses
+    seed + i, so every S and every model sees the same initial noise (common random numbers make curves
+    comparable with fewer images)."""
+    codec = build_codec(config.data)
+    out, beyond = [], torch.zeros(len(OUT_OF_RANGE), dtype=torch.float64)
+    for i, start in enumerate(range(0, n, batch)):
+        latents = generate(model, config, num_images=min(batch, n - start), steps=steps, sampler=sampler,
+                           seed=seed + i)  # (b, C, h, w)
+        with torch.no_grad():
+            raw = codec.decode(latents, clamp=False).float()
+        beyond += torch.tensor([float((raw.abs() > b).sum()) for b in OUT_OF_RANGE], dtype=torch.float64)
+        out.append(raw.clamp(-1, 1))
+    images = torch.cat(out)
+    frac = (beyond / images.numel()).tolist()
+    return images, {"pixels_out_of_range": frac[0], "pixels_beyond_1p5": frac[1]}
+
+
+def generate_images(model, config: Config, n: int, steps: int, sampler: str = "ddim", seed: int = 0,
+                    batch: int = 250) -> torch.Tensor:
+    """n decoded images (n, C, H, W) in [-1, 1] (see generate_images_checked)."""
+    return generate_images_checked(model, config, n, steps, sampler, seed, batch)[0]
+
+
+def measure_sample_flops(model, config, steps: int, num_images: int = 1, use_cache: bool = True) -> float:
+    """FLOPs per image of a real sampling run (generate with the config's sampler), counted on the fly."""
+    return count_flops(lambda: generate(model, config, num_images=num_images, steps=steps,
+                                        use_cache=use_cache)) / num_images

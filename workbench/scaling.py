@@ -89,8 +89,10 @@ def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8
                   mfu: float = 0.4, per_token_layer: float | None = None) -> dict:
     """Memory per GPU and time of the config's training run on `nodes` x `gpus_per_node` GPUs.
 
-    Memory: fp32 weights, gradients, AdamW moments and EMA (20 bytes per parameter; FSDP shards them over all GPUs,
-    DDP keeps a full copy each) plus activations (measured per token and layer, see
+    Memory: fp32 weights, gradients, AdamW moments and EMA (20 bytes per parameter) plus activations. The plan is
+    for what train.py launches, DDP, which keeps a full copy of that state on every GPU; FSDP would shard it over
+    all GPUs ("state GB/GPU if sharded"), but the training loop refuses FSDP (the EMA copy and the checkpoints need
+    the full weights), so it only says what sharding would change. Activations (measured per token and layer, see
     activation_bytes_per_token_layer). The largest micro-batch that fits in 90% of the GPU memory, and the gradient
     accumulation that keeps the config's global batch, follow. Time: compute.train_flops per step at `mfu` of the
     GPU's dense bf16 peak (an assumption: 0.3-0.5 is typical for transformers of this size)."""
@@ -98,7 +100,8 @@ def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8
     m, tc = config.model, config.train
     world = gpus_per_node * nodes
     params = param_count(config)
-    state = params * sum(STATE_BYTES.values()) / (world if tc.strategy == "fsdp" else 1)
+    state = params * sum(STATE_BYTES.values())  # DDP: a full copy per GPU
+    strategy = "ddp" if world > 1 else "auto"
     per_token_layer = per_token_layer or activation_bytes_per_token_layer(config)
     tokens = sequence_blocks(m) * m.block_tokens
     per_image = per_token_layer * tokens * m.depth
@@ -109,8 +112,8 @@ def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8
     accum = math.ceil(global_batch / (micro * world))
     step_flops = train_flops(m, global_batch)
     seconds = step_flops / (world * peak * mfu)
-    return {"gpu": gpu, "gpus": world, "strategy": tc.strategy, "params": params, "params (B)": params / 1e9,
-            "state GB/GPU": state / 1e9,
+    return {"gpu": gpu, "gpus": world, "strategy": strategy, "params": params, "params (B)": params / 1e9,
+            "state GB/GPU": state / 1e9, "state GB/GPU if sharded": state / world / 1e9,
             "activations GB/image": per_image / 1e9, "bytes/token/layer": per_token_layer, "tokens": round(tokens),
             "config batch/GPU": tc.batch_size, "config fits": fits >= tc.batch_size, "max micro-batch": fits,
             "global batch": global_batch, "micro-batch": micro, "grad_accum": accum,
@@ -125,6 +128,10 @@ def describe_plan(config: Config, plan: dict, mfu: float) -> str:
     if p["max micro-batch"] < 1:
         batch = (f"not even one image per GPU fits a {p['gpu']}: this needs activation checkpointing or a GPU with "
                  "more memory")
+        if p["state GB/GPU"] > p["state GB/GPU if sharded"]:
+            batch += (f" (FSDP would shard the {p['state GB/GPU']:.1f} GB of weights, gradients, AdamW and EMA state "
+                      f"per GPU down to {p['state GB/GPU if sharded']:.1f} GB, but the training loop refuses FSDP: "
+                      "the EMA copy and the checkpoints need the full weights)")
     elif p["config fits"]:
         batch = f"the preset's {p['config batch/GPU']} images per GPU fit a {p['gpu']}"
     else:

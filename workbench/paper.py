@@ -1,0 +1,162 @@
+"""The paper's numbers (PAPER.md; secondary notes, approximate) and our tables beside them (Table 1 D sweep,
+Table 2 T sweep, Tables 3-6 ablations), each with a sentence computed from the numbers; markdown rendering."""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from .reports import Report
+
+PAPER_N = 28
+PAPER_TABLE1 = {"FFHQ-1024": {7: 20.2, 14: 17.8, 21: 16.6, 28: 15.9},
+                "ImageNet-256": {7: 34.0, 14: 30.0, 21: 28.1, 28: 27.4}}
+PAPER_CLAIM_BAND = (0.60, 0.75)  # AR-heavy (D=N/4) FID below all-diffusion's by this fraction at low compute
+PAPER_BEST_T = {"high": (16, "FFHQ-1024"), "low": (1, "ImageNet-256")}  # Table 2: best T per resolution
+PAPER_ABLATIONS = {  # name in the zoo -> (description, FFHQ FID, ImageNet FID)
+    "default": ("default (z_cond + clean stream, separate towers, hidden loss 0.1)", 17.8, 30.0),
+    "no-zcond": ("clean blocks only (no z_cond)", 20.1, 31.9),
+    "no-clean": ("z_cond only (no clean stream)", 19.7, 31.2),
+    "shared": ("shared towers", 17.8, 30.4),
+    "mlp-denoise": ("MLP denoising (diffusion layers see only their block)", 21.2, 96.5),
+    "hidden0": ("hidden loss weight 0", 19.4, 30.2),
+}
+SAME = 0.03  # relative FID change the paper's ablations count as "about the same" (shared towers: +0% / +1.3%)
+
+
+def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (ties averaged); NaN with fewer than 2 finite pairs or a constant side."""
+    pairs = [(u, v) for u, v in zip(a, b) if np.isfinite(u) and np.isfinite(v)]
+    if len(pairs) < 2 or len({u for u, _ in pairs}) < 2 or len({v for _, v in pairs}) < 2:
+        return math.nan
+    return float(spearmanr(*zip(*pairs)).statistic)
+
+
+def vertical_table(reports: Mapping[str, Report]) -> list[dict]:
+    """Table 1 at our scale: each D mapped to the paper's D at the same fraction D/N of N=28, our FID with full
+    steps beside the paper's, and both relative to the all-diffusion member (D=N)."""
+    rows = []
+    ref = next((r for r in reports.values() if r.D == r.N), None)
+    for r in reports.values():
+        paper_d = round(PAPER_N * r.D / r.N)
+        row = {"D": r.D, "N": r.N, "D/N": r.D / r.N, "paper D": paper_d, "S": r.final.steps, "FID": r.final.fid,
+               "FID interval": (r.final.fid_low, r.final.fid_high),
+               "FID / FID(D=N)": r.final.fid / ref.final.fid if ref else math.nan}
+        for dataset, table in PAPER_TABLE1.items():
+            row[dataset] = table.get(paper_d, math.nan)
+            row[f"{dataset} / FID(D=N)"] = table.get(paper_d, math.nan) / table[PAPER_N]
+        rows.append(row)
+    return rows
+
+
+def describe_vertical(rows: Sequence[dict]) -> str:
+    ds = [r["D"] for r in rows]
+    ours = rank_correlation(ds, [r["FID"] for r in rows])
+    paper = rank_correlation(ds, [r["FFHQ-1024"] for r in rows])
+    best = min(rows, key=lambda r: r["FID"])
+    shape = ("the same shape as the paper (more diffusion depth, lower FID)" if ours < -0.5 else
+             "the opposite shape to the paper's (the paper's FID falls with D)" if ours > 0.5 else
+             "no clear trend with D, unlike the paper's steady fall")
+    return (f"With full sampling steps our best member is D={best['D']} (FID {best['FID']:.1f}); the rank "
+            f"correlation of FID with D is {ours:+.2f} (paper: {paper:+.2f}): {shape}.")
+
+
+def best_t(reports: Mapping[str, Report]) -> int | None:
+    return min(reports.values(), key=lambda r: r.final.fid).T if reports else None
+
+
+def blocks_table(low: Mapping[str, Report], high: Mapping[str, Report]) -> list[dict]:
+    """Table 2 at our scale: FID with full steps per T at the low and the high resolution."""
+    ts = sorted({r.T for r in (*low.values(), *high.values())})
+    by_t = {side: {r.T: r for r in reps.values()} for side, reps in (("low", low), ("high", high))}
+    rows = []
+    for t in ts:
+        row = {"T": t}
+        for side in ("low", "high"):
+            r = by_t[side].get(t)
+            row[f"FID {side}"] = r.final.fid if r else math.nan
+            row[f"interval {side}"] = (r.final.fid_low, r.final.fid_high) if r else (math.nan, math.nan)
+            row[f"resolution {side}"] = f"{r.config.data.dataset} {r.config.data.image_size}px" if r else ""
+        rows.append(row)
+    return rows
+
+
+def describe_blocks(low: Mapping[str, Report], high: Mapping[str, Report]) -> str:
+    parts = []
+    for side, reps in (("low", low), ("high", high)):
+        if not reps:
+            parts.append(f"No {side}-resolution reports yet.")
+            continue
+        ranked = sorted(reps.values(), key=lambda r: r.final.fid)
+        best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
+        close = [f"T={r.T}" for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
+        d = best.config.data
+        parts.append(f"At the {side} resolution ({d.dataset} {d.image_size}px) T={best.T} is best (FID "
+                     f"{best.final.fid:.1f}" + (f"; its interval overlaps {', '.join(close)}" if close else "") +
+                     f"); the paper's best at {side} resolution ({dataset}) is T={paper_t}: "
+                     f"{'same' if best.T == paper_t else 'different'}.")
+    return " ".join(parts)
+
+
+def _direction(change: float) -> str:
+    return "≈" if abs(change) < SAME else ("worse" if change > 0 else "better")
+
+
+def ablation_table(reports: Mapping[str, Report]) -> list[dict]:
+    """Tables 3-6 at our scale: each ablation's FID with full steps against the default's, beside the paper's
+    relative changes. Ours counts as changed only when the bootstrap intervals do not overlap."""
+    if "default" not in reports:
+        raise ValueError("ablation_table: no 'default' report. Fix: evaluate the ablations family's default member.")
+    d = reports["default"].final
+    rows = []
+    for name, r in reports.items():
+        desc, ffhq, inet = PAPER_ABLATIONS.get(name, (name, math.nan, math.nan))
+        p = r.final
+        change = p.fid / d.fid - 1
+        apart = p.fid_low > d.fid_high or p.fid_high < d.fid_low
+        ours = _direction(change) if (apart or name == "default") else "≈"
+        paper_ffhq, paper_inet = ffhq / PAPER_ABLATIONS["default"][1] - 1, inet / PAPER_ABLATIONS["default"][2] - 1
+        paper = _direction((paper_ffhq + paper_inet) / 2)
+        rows.append({"ablation": name, "description": desc, "FID": p.fid, "FID interval": (p.fid_low, p.fid_high),
+                     "change": change, "ours": ours, "FFHQ": ffhq, "FFHQ change": paper_ffhq, "ImageNet": inet,
+                     "ImageNet change": paper_inet, "paper": paper,
+                     "agrees": ours == paper if name in PAPER_ABLATIONS and name != "default" else None})
+    return rows
+
+
+def describe_ablations(rows: Sequence[dict]) -> str:
+    judged = [r for r in rows if r["agrees"] is not None]
+    agree = [r["ablation"] for r in judged if r["agrees"]]
+    differ = [f"{r['ablation']} (ours {r['ours']}, paper {r['paper']})" for r in judged if not r["agrees"]]
+    worst = max(judged, key=lambda r: r["change"]) if judged else None
+    text = f"{len(agree)} of {len(judged)} ablations move FID the way the paper's do"
+    text += f" ({', '.join(agree)})" if agree else ""
+    text += f"; these differ: {', '.join(differ)}." if differ else "."
+    if worst:
+        text += f" The largest harm here is {worst['ablation']} ({worst['change']:+.0%} FID)."
+    return text
+
+
+# ---- presentation ------------------------------------------------------------------------------------------------
+def _cell(v, column: str = "") -> str:
+    if isinstance(v, float) and "change" in column and np.isfinite(v):
+        return f"{v:+.0%}"
+    if isinstance(v, tuple):
+        return "-" if any(not np.isfinite(x) for x in v) else f"[{v[0]:.1f}, {v[1]:.1f}]"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return "-" if not np.isfinite(v) else (f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}")
+    return "-" if v is None else str(v)
+
+
+def markdown_table(rows: Sequence[dict], columns: Iterable[str] | None = None) -> str:
+    """A markdown table of `rows` (dicts), in `columns` order (default: the first row's keys)."""
+    if not rows:
+        return "_(no rows)_"
+    cols = list(columns or rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r.get(c), c) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,70 @@
+"""Presets: a DiT-style registry of one-line config factories, from `tiny` (tests) and `fmnist-small` (the CPU
+default) up to the paper's FFHQ-1024 and ImageNet-256 models."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .config import Config, DataConfig, ModelConfig, SampleConfig, TrainConfig
+
+# ---- presets (DiT-style registry of one-line factories) ----------------------------------------------------------
+def _fmnist(name: str, **model: Any) -> Config:
+    return Config(name=name, model=ModelConfig(**model),
+                  data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
+                  train=TrainConfig(batch_size=64, max_steps=1000, max_minutes=55, ema_decay=0.999, ckpt_every=250,
+                                    sample_every=1000, precision="bf16-mixed", out_dir=f"runs/{name}"))
+
+
+def _tiny() -> Config:
+    return Config(name="tiny",
+                  model=ModelConfig(latent_size=32, latent_channels=1, patch_size=4, num_blocks=4, depth=4,
+                                    diffusion_depth=2, width=64, heads=2),
+                  data=DataConfig(dataset="fashion-mnist", image_size=32, channels=1),
+                  train=TrainConfig(batch_size=16, max_steps=200, lr=1e-3, warmup_frac=0.05, ema_decay=0.99,
+                                    ckpt_every=100, sample_every=0, log_every=20, out_dir="runs/tiny"),
+                  sample=SampleConfig(steps=20, num_images=4))
+
+
+def _emoji(name: str, size: int, **model: Any) -> Config:
+    return Config(name=name,
+                  model=ModelConfig(latent_size=size, latent_channels=3, patch_size=4, **model),
+                  data=DataConfig(dataset="emoji", image_size=size, channels=3),
+                  train=TrainConfig(batch_size=32, max_steps=4000, max_minutes=50, ema_decay=0.999,
+                                    precision="bf16-mixed", out_dir=f"runs/{name}"))
+
+
+def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Config:
+    return Config(name=name,
+                  model=ModelConfig(latent_size=image // 8, latent_channels=4, patch_size=2, num_blocks=blocks,
+                                    depth=28, diffusion_depth=14, width=1152, heads=18, num_classes=classes,
+                                    rope_base=10000.0),
+                  data=DataConfig(dataset=dataset, image_size=image, channels=3, codec="vae",
+                                  vae_path="data/vae/sd-vae-ft-mse", latent_scale=0.18215, num_workers=8),
+                  train=TrainConfig(batch_size=32, max_steps=400_000, precision="bf16-mixed", strategy="ddp",
+                                    accelerator="cuda", devices=8, ckpt_every=5000, sample_every=10_000,
+                                    eval_every=50_000, out_dir=f"runs/{name}"),
+                  sample=SampleConfig(sampler="dpm++2m", steps=250 if classes == 0 else 100))
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "tiny": _tiny,
+    "fmnist-small": lambda: _fmnist("fmnist-small", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
+    "fmnist-dit": lambda: _fmnist("fmnist-dit", num_blocks=1, depth=6, diffusion_depth=6, width=256, heads=4),
+    "fmnist-cond": lambda: _fmnist("fmnist-cond", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4,
+                                   num_classes=10),
+    "emoji64": lambda: _emoji("emoji64", 64, num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
+    "ffhq256": lambda: _paper("ffhq256", 256, 4, 0, "folder").override(
+        **{"model.depth": 12, "model.diffusion_depth": 6, "model.width": 768, "model.heads": 12, "name": "ffhq256"}),
+    "ffhq1024-paper": lambda: _paper("ffhq1024-paper", 1024, 16, 0, "folder"),
+    "imagenet256-paper": lambda: _paper("imagenet256-paper", 256, 4, 1000, "folder"),
+}
+
+
+def preset(name: str, **overrides: Any) -> Config:
+    """Return a preset config by name, optionally with dotted overrides ("model.depth"=8)."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown preset {name!r}. Fix: use one of {', '.join(PRESETS)}.")
+    cfg = PRESETS[name]()
+    return cfg.override(**overrides) if overrides else cfg
+
+
+__all__ = ["PRESETS", "preset"]

@@ -1,0 +1,161 @@
+"""Evaluation reports of the zoo: the JSON schema (config, training budget, an FID curve over S) and its files.
+
+A report (data/checkpoints/<family>/<name>.json) holds the member's config, its training budget and an FID curve:
+one point per number of denoising steps S, with the FID, its bootstrap interval, KID, and the inference compute
+per image both as the paper counts it, T[(N-D)+D*S], and as the cached sampler runs it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .compute import sample_flops
+from .config import Config
+from .paths import ZOO_DIR
+from .zoo import FAMILIES, MEMBERS
+
+COSTS = {"steps": "denoising steps per block, S",
+         "paper_cost": "block-layer evaluations per image, T[(N-D)+D*S] (paper)",
+         "cached_cost": "block-layer evaluations per image, cached sampler",
+         "flops": "FLOPs per image (analytic, compute.sample_flops; fair across T)"}
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    steps: int                 # S: denoising steps per block
+    fid: float
+    fid_low: float             # bootstrap interval of the FID (NaN when the report has none)
+    fid_high: float
+    kid_mean: float
+    kid_std: float
+    paper_cost: float          # T[(N-D)+D*S] block-layer evaluations per image
+    cached_cost: float         # block-layer evaluations the cached sampler runs per image
+    seconds_per_image: float
+
+
+REQUIRED_POINT = ("steps", "fid", "paper_cost", "cached_cost")
+
+
+@dataclass(frozen=True)
+class Report:
+    family: str
+    name: str
+    config: Config
+    training: dict             # steps, batch, images_seen, seconds, device, final_val_loss
+    eval: dict                 # extractor, reference, n, sampler, weights, seed (the curve is in `curve`)
+    curve: tuple[CurvePoint, ...]  # sorted by steps
+    path: Path | None = None
+
+    @property
+    def N(self) -> int:
+        return self.config.model.depth
+
+    @property
+    def D(self) -> int:
+        return self.config.model.diffusion_depth
+
+    @property
+    def T(self) -> int:
+        return self.config.model.num_blocks
+
+    @property
+    def label(self) -> str:
+        return f"{self.family}/{self.name}"
+
+    @property
+    def final(self) -> CurvePoint:
+        """The point with the most denoising steps: the 'full sampling' condition of the paper's tables."""
+        return self.curve[-1]
+
+    def xs(self, x: str = "paper_cost") -> np.ndarray:
+        if x not in COSTS:
+            raise ValueError(f"x: unknown axis {x!r}. Fix: use one of {', '.join(COSTS)}.")
+        if x == "flops":  # a block-layer evaluation costs more for bigger blocks: compare T on FLOPs
+            return np.array([sum(sample_flops(self.config.model, p.steps).values()) for p in self.curve])
+        return np.array([getattr(p, x) for p in self.curve], dtype=float)
+
+    def ys(self, y: str = "fid") -> np.ndarray:
+        return np.array([getattr(p, y) for p in self.curve], dtype=float)
+
+    def points(self, x: str = "paper_cost") -> list[tuple[float, float]]:
+        """(x, FID) pairs, the input of workbench.plots' curve figures."""
+        return list(zip(self.xs(x).tolist(), self.ys().tolist()))
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, "name": self.name, "config": self.config.to_dict(), "training": self.training,
+                "eval": {**self.eval, "curve": [p.__dict__ for p in self.curve]}}
+
+
+def report_from_dict(d: dict, path: Path | None = None) -> Report:
+    """A Report from the JSON schema above; a missing field is an error naming the file and the field."""
+    where = str(path) if path else "report"
+    for key in ("family", "name", "config", "training", "eval"):
+        if key not in d:
+            raise ValueError(f"{where}: missing field {key!r}. Fix: write reports with experiments/zoo.py eval "
+                             "(schema: family, name, config, training, eval.curve).")
+    curve = d["eval"].get("curve") or []
+    if not curve:
+        raise ValueError(f"{where}: eval.curve is empty. Fix: evaluate at least one number of steps.")
+    points = []
+    for i, p in enumerate(curve):
+        missing = [k for k in REQUIRED_POINT if k not in p]
+        if missing:
+            raise ValueError(f"{where}: eval.curve[{i}] lacks {missing}. Fix: every point needs {REQUIRED_POINT}.")
+        points.append(CurvePoint(int(p["steps"]), *(float(p.get(k, math.nan)) for k in (
+            "fid", "fid_low", "fid_high", "kid_mean", "kid_std", "paper_cost", "cached_cost", "seconds_per_image"))))
+    points.sort(key=lambda p: p.steps)
+    if len({p.steps for p in points}) != len(points):
+        raise ValueError(f"{where}: eval.curve repeats a number of steps. Fix: one point per S.")
+    ev = {k: v for k, v in d["eval"].items() if k != "curve"}
+    return Report(d["family"], d["name"], Config.from_dict(d["config"]), dict(d["training"]), ev, tuple(points), path)
+
+
+def read_report(path: str | Path) -> Report:
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}). Fix: re-run experiments/zoo.py eval for it.") from None
+    return report_from_dict(d, path)
+
+
+def write_report(report: Report, root: str | Path = ZOO_DIR) -> Path:
+    """Write <root>/<family>/<name>.json."""
+    path = Path(root) / report.family / f"{report.name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    return path
+
+
+def _order(r: Report) -> tuple:
+    ablations = [name for name, _ in MEMBERS["ablations"]]
+    return (r.D if r.family == "vertical" else r.T if r.family.startswith("blocks") else
+            ablations.index(r.name) if r.name in ablations else len(ablations), r.name)
+
+
+def load_reports(family: str, root: str | Path = ZOO_DIR) -> dict[str, Report]:
+    """The reports of one family, keyed by member name, ordered by D (vertical), T (blocks) or the paper's
+    ablation order; empty when the family has none yet."""
+    folder = Path(root) / family
+    reports = [read_report(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return {r.name: r for r in sorted(reports, key=_order)}
+
+
+def zoo_status(root: str | Path = ZOO_DIR) -> dict[str, int]:
+    """Reports found per family."""
+    return {f: len(list((Path(root) / f).glob("*.json"))) for f in FAMILIES}
+
+
+def budget_table(reports: Mapping[str, Report]) -> list[dict]:
+    """Provenance of each report: architecture, training budget and how its FID was measured."""
+    return [{"member": r.label, "N": r.N, "D": r.D, "T": r.T, "train steps": r.training.get("steps"),
+             "batch": r.training.get("batch"), "images seen": r.training.get("images_seen"),
+             "train min": (r.training.get("seconds") or math.nan) / 60, "device": r.training.get("device"),
+             "val loss": r.training.get("final_val_loss"), "FID extractor": r.eval.get("extractor"),
+             "reference": r.eval.get("reference"), "n": r.eval.get("n"), "sampler": r.eval.get("sampler"),
+             "S grid": ",".join(str(p.steps) for p in r.curve)} for r in reports.values()]

@@ -1,0 +1,15 @@
+"""The zoo's definition: its families, their members (config overrides of each family's base) and the S grid of
+every evaluation curve. experiments/zoo.py trains and evaluates them; reports, notebooks and the app read them."""
+from __future__ import annotations
+
+FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "ablations")
+EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
+MEMBERS = {  # family -> [(member name, config overrides)]
+    "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in (1, 2, 3, 4)],
+    "blocks-fmnist": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
+    "blocks-emoji": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
+    "ablations": [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
+                  ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
+                  ("mlp-denoise", {"model.denoiser_attention": "block"}),
+                  ("hidden0", {"diffusion.hidden_loss_weight": 0.0})],
+}
