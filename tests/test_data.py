@@ -177,6 +177,22 @@ def test_folder_resizes_the_centre_square(tmp_path):
     assert grey[0][0].shape == (1, 12, 12)
 
 
+@pytest.mark.parametrize("orientation,bright", [(1, "left"), (6, "top"), (8, "bottom"), (3, "right")])
+def test_folder_applies_exif_orientation(tmp_path, orientation, bright):
+    """A phone photo stores its pixels unrotated with an EXIF orientation tag: the data must see what a viewer
+    shows. Stored pixels: white left half, black right half."""
+    stored = np.zeros((32, 32, 3), dtype=np.uint8)
+    stored[:, :16] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # Orientation: 1 as stored, 6 rotate 90 clockwise, 8 counter-clockwise, 3 by 180
+    (tmp_path / "a").mkdir()
+    Image.fromarray(stored).save(tmp_path / "a" / "photo.jpg", exif=exif, quality=95)
+    x, _ = build_dataset(DataConfig(dataset="folder", root=str(tmp_path), image_size=16, channels=1), "train")[0]
+    halves = {"left": x[0, :, :8], "right": x[0, :, 8:], "top": x[0, :8], "bottom": x[0, 8:]}
+    assert halves[bright].mean() > 0.8 and all(v.mean() < 0.5 for k, v in halves.items() if k != bright and
+                                               {k, bright} in ({"left", "right"}, {"top", "bottom"})), orientation
+
+
 def test_flat_folder_has_label_zero(tmp_path):
     write_folder(tmp_path, classes=("",), per_class=10)
     cfg = DataConfig(dataset="folder", root=str(tmp_path), image_size=8, channels=3)

@@ -235,8 +235,8 @@ def fault_points(seed: int, kills: int = 5) -> list[tuple[int, str]]:
         [(s, "validation") for s in evals]
     rng = random.Random(seed)
     points = rng.sample(candidates, kills)
-    # Ctrl-C in step c stops after step c + 1, so no kill may be planned in step c + 1
-    points.append((rng.choice([c for c in range(2, 12) if all(s != c + 1 for s, _ in points)]), "ctrl-c"))
+    # Ctrl-C in step c stops after step c (with a checkpoint of step c); no kill is planned in that step
+    points.append((rng.choice([c for c in range(2, 12) if all(s != c for s, _ in points)]), "ctrl-c"))
     return sorted(points, key=lambda sp: (sp[0], PHASES.index(sp[1])))
 
 
@@ -280,8 +280,8 @@ def inject(step: int, phase: str) -> None:
 
 def last_checkpoint_before(step: int, phase: str) -> int:
     """The step of the newest complete checkpoint that `latest` names after the fault."""
-    if phase == "ctrl-c":  # the stop request rides on the next step's collective: that step ends with a checkpoint
-        return step + 1
+    if phase == "ctrl-c":  # the stop request rides on this step's collective: the step ends with a checkpoint
+        return step
     done = step - (phase in ("forward", "checkpoint write", "before latest"))  # steps whose checkpoint was written
     return done - done % 3
 

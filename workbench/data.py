@@ -336,6 +336,7 @@ class ImageFolder(ImageDataset):
             path, label = self.samples[(index + k) % len(self.samples)]
             try:
                 with Image.open(path) as im:
+                    im = ImageOps.exif_transpose(im)  # as a viewer shows it (phone photos store rotated pixels)
                     if im.mode in SIXTEEN_BIT:
                         im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255)
                                              .astype(np.uint8))  # (H, W), 0..65535 -> 0..255
