@@ -194,9 +194,32 @@ def race(args) -> None:
               "scores": points, "machine": machine()}, str(out))
 
 
+def table(out: Path) -> str:
+    """A markdown table of the recorded rows: variant, steps, images seen, FID with each extractor at each S."""
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    cols = sorted({(p["steps"], p["extractor"].rsplit("-", 1)[0]) for r in rows for p in r["scores"]},
+                  key=lambda c: (c[1] != "fmnist-classifier", c[0]))
+    short = {"fmnist-classifier": "classifier", "inception": "Inception"}
+    head = ["stage", "min", "variant", "steps", "images", "train s", "load"] + \
+        [f"{short[e]} FID S={s}" for s, e in cols] + ["out of range (S=16)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        at = {(p["steps"], p["extractor"].rsplit("-", 1)[0]): p for p in r["scores"]}
+        cells = [r["stage"], f"{r['minutes']:g}", r["variant"], str(r["steps_reached"]), f"{r['images_seen']:,}",
+                 f"{r['train_seconds']:.0f}", f"{r['load_1min']['before']:.1f}"]
+        for c in cols:
+            p = at.get(c)
+            cells.append(f"{p['fid']:.1f} [{p['fid_low']:.1f}, {p['fid_high']:.1f}]" if p else "-")
+        p16 = next((p for p in r["scores"] if p["steps"] == 16), None)
+        cells.append(f"{p16['pixels_out_of_range']:.2%}" if p16 else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="race", choices=("race", "_train"))
+    p.add_argument("mode", nargs="?", default="race", choices=("race", "table", "_train"),
+                   help="race: train and score; table: the markdown table of --out")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (wall clock)")
     p.add_argument("--variants", default="", help=f"comma-separated, default all: {', '.join(VARIANTS)}")
     p.add_argument("--define", action="append", default=[], metavar="NAME=KEY=VAL,...",
@@ -210,7 +233,12 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "recipe.jsonl"))
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args()
-    worker_train(args) if args.mode == "_train" else race(args)
+    if args.mode == "_train":
+        worker_train(args)
+    elif args.mode == "table":
+        print(table(Path(args.out)))
+    else:
+        race(args)
 
 
 if __name__ == "__main__":
