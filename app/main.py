@@ -3,11 +3,14 @@ generate, and see the FID estimate move.
 
     streamlit run app/main.py                                   # the shipped zoo (data/checkpoints)
     streamlit run app/main.py -- --checkpoints runs/ --checkpoint runs/my-run   # plus your own runs
+    streamlit run app/main.py -- --jobs 2 --queue 32   # generations advanced at once (default: the cores), waiting
 
 Only UI code lives here and in app/: sampling, metrics, cost and checkpoints come from workbench.
 """
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 import traceback
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import streamlit as st
 import torch
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
 
@@ -22,7 +27,9 @@ from app import catalog  # noqa: E402
 from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_ui, path_ui,  # noqa: E402
                           settings_ui, validate, widget_key)
 from app.panels import RunView, zoo_charts  # noqa: E402
-from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate  # noqa: E402
+from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, submit  # noqa: E402
+from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
+from app.scheduler import log as scheduler_log  # noqa: E402
 from workbench.checkpoint import load_for_inference  # noqa: E402
 from workbench.codecs import build_codec  # noqa: E402
 from workbench.config import DataConfig  # noqa: E402
@@ -35,6 +42,7 @@ from workbench.zoo import FAMILIES  # noqa: E402
 # Feature extractors for the live FID, fastest first: the Fashion-MNIST classifier scores thousands of images/s
 # on a CPU, Inception (the standard, and the one the zoo's emoji reports use) about 5/s on one thread.
 LIVE_EXTRACTORS = ("fmnist-classifier", "inception")
+QUEUE_LOG = "WORKBENCH_QUEUE_LOG"
 
 
 # ---- cached, read-only resources (shared by all sessions: never mutated after loading) -------------------------
@@ -61,6 +69,24 @@ def load_live_reference(data: DataConfig) -> ReferenceStats:
                                 f"'train', '{LIVE_EXTRACTORS[0]}', image_size={data.image_size}).")
     _ = stats.factor  # computed now, so that sessions only ever read the shared object
     return stats
+
+
+@st.cache_resource(show_spinner=False)
+def work_queue(limits: Limits) -> Scheduler:
+    """The server's one work queue: every session's sampling and FID runs on its K workers (scheduler.py).
+    $WORKBENCH_QUEUE_LOG names a file that gets a JSON line per ended job."""
+    if os.environ.get(QUEUE_LOG):
+        handler = logging.FileHandler(os.environ[QUEUE_LOG])
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        scheduler_log.addHandler(handler)
+        scheduler_log.setLevel(logging.INFO)
+    return Scheduler(limits, alive=connected)
+
+
+def connected(session: str) -> bool:
+    """Whether a browser session is still open (a closed tab's work is cancelled at its next step). Outside a
+    server (AppTest) every session is."""
+    return not Runtime.exists() or Runtime.instance().is_active_session(session)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -128,8 +154,13 @@ def main() -> None:
     st.set_page_config(page_title="MADFormer Workbench", page_icon="🧩", layout="wide")
     st.set_option("client.toolbarMode", "viewer")  # no "Deploy" button: this is a local research tool
     torch.set_num_threads(TORCH_THREADS)
+    limits, problems = limits_from(sys.argv[1:])
+    queue, session = work_queue(limits), get_script_run_ctx().session_id
+    queue.cancel_session(session)  # a rerun (Stop, any widget) frees what this page still had queued or running
     folders = catalog.folders_from(sys.argv[1:])
     family, default, reports, compare = checkpoint_ui(folders)
+    for problem in problems:
+        st.sidebar.warning(problem)
     st.title("AR ↔ diffusion, block by block")
     st.caption("The first N−D layers run once per block (autoregressive); the last D layers denoise it at every "
                "step. Move D and the steps S, press Generate, and watch the FID and the compute.")
@@ -139,11 +170,11 @@ def main() -> None:
     request, submitted = settings_ui(family, default, compare)
     state = st.session_state
     state.setdefault("runs", [])
-    views = _generate(request, family, compare, clicked) if submitted else _show(state["runs"])
+    views = _generate(request, family, compare, clicked, queue, session) if submitted else _show(state["runs"])
     if views:
-        more_ui(state["runs"], views)
+        more_ui(state["runs"], views, queue, session)
     st.divider()
-    zoo_charts(family, reports, state["runs"])
+    zoo_charts(family, reports, [r for r in state["runs"] if r.finished])
 
 
 def _preload(family: catalog.Family) -> None:
@@ -156,29 +187,40 @@ def _preload(family: catalog.Family) -> None:
             pass
 
 
-def _generate(request: Request, family: catalog.Family, compare: bool, clicked: float) -> list[RunView] | None:
-    """Check the request, then run it while drawing; the runs replace the session's only when they all finish.
-    Returns the views to attach controls to (None when a generation failed half-way)."""
+def _generate(request: Request, family: catalog.Family, compare: bool, clicked: float, queue: Scheduler,
+              session: str) -> list[RunView] | None:
+    """Check the request, queue it, and draw it as it runs. The new runs replace the session's at once, so that
+    Stop (or any rerun) keeps the finished blocks; a failure brings the previous runs back. Returns the views to
+    attach controls to (None when a generation failed half-way)."""
+    state = st.session_state
     try:
         entries = validate(request, family)
         resources = [loaded(e.path) for e in entries]
-    except Exception as err:  # noqa: BLE001 - bad input or an unusable checkpoint: say so, keep the old results
+        runs = [Run(name if compare else "", side, e.path, e.name, request.num_images, request.seed)
+                for name, side, e in zip(SIDES, request.sides, entries)]
+        jobs = submit(queue, session, runs, resources, request.preview)
+    except Exception as err:  # noqa: BLE001 - bad input, an unusable checkpoint, a full queue: say so, keep the old
         st.error(f"Cannot generate: {err}")
-        return _show(st.session_state["runs"])
-    runs = [Run(name if compare else "", side, e.path, e.name, request.num_images, request.seed)
-            for name, side, e in zip(SIDES, request.sides, entries)]
+        return _show(state["runs"])
+    previous, state["runs"] = state["runs"], runs
+    stop = st.empty()
+    stop.button("Stop", key="stop", icon=":material/stop_circle:",
+                help="Stop generating: the blocks finished so far stay on the page.")
     views = _views(runs)
     try:
-        generate(runs, resources, views, request.preview, clicked)
+        generate(queue, session, jobs, runs, resources, views, clicked)
+    except Cancelled:  # this page reran meanwhile: the new run draws what was kept
+        return None
     except Exception as err:  # noqa: BLE001 - the page stays usable; the previous results come back on rerun
         traceback.print_exc()
+        state["runs"] = previous
         st.error(f"Generation failed: {type(err).__name__}: {err}")
         return None
-    st.session_state["runs"] = runs
+    stop.empty()
     return views
 
 
-def more_ui(runs: list[Run], views: list[RunView]) -> None:
+def more_ui(runs: list[Run], views: list[RunView], queue: Scheduler, session: str) -> None:
     """The "more samples" button; a click reruns the page, which then adds the samples."""
     more = [(r, v) for r, v in zip(runs, views) if r.live is not None and r.live.n < MAX_FID_SAMPLES]
     if not more or not st.button(f"{MORE_SAMPLES} more samples for the FID", key="more", icon=":material/add:",
@@ -186,8 +228,10 @@ def more_ui(runs: list[Run], views: list[RunView]) -> None:
                                       f"{MAX_FID_SAMPLES} per run. The interval narrows as n grows."):
         return
     try:
-        add_samples([r for r, _ in more], [loaded(r.checkpoint) for r, _ in more], [v for _, v in more],
-                    MAX_FID_SAMPLES)
+        add_samples(queue, session, [r for r, _ in more], [loaded(r.checkpoint) for r, _ in more],
+                    [v for _, v in more], MAX_FID_SAMPLES)
+    except Cancelled:
+        return
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
         st.error(f"Adding samples failed: {type(err).__name__}: {err}")
@@ -208,6 +252,9 @@ def _show(runs: list[Run]) -> list[RunView]:
     """Redraw the stored results (a rerun clears the page)."""
     views = _views(runs)
     for run, view in zip(runs, views):
+        if not run.finished:
+            view.show_stopped(run)
+            continue
         view.show_images(run.images, 1.0, f"{run.num_images} images from seed {run.seed}")
         view.show_meter(run)
         view.show_fid(run.fid, run.fid_problem)

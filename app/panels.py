@@ -38,6 +38,24 @@ class RunView:
         self.image = left.empty()
         self.meter = right.empty()
         self.fid = right.empty()
+        self._waiting = None
+
+    def show_waiting(self, place: int, running: int, waiting: int, slots: int) -> None:
+        """The place in line of a run that has not started (redrawn only when it changed)."""
+        text = (f"waiting in line: place {place} of {waiting} · {running} of {slots} generation slots busy"
+                if place else "starting…")
+        if text != self._waiting:
+            self._waiting = text
+            self.progress.progress(0.0, text=text)
+
+    def show_stopped(self, run: Run) -> None:
+        """What a stopped run had finished: its blocks so far."""
+        if run.images is None:
+            self.progress.progress(0.0, text="stopped before the first block")
+            return
+        self.show_images(run.images, run.blocks / run.num_blocks,
+                         f"stopped after block {run.blocks}/{run.num_blocks} · {run.num_images} images from seed "
+                         f"{run.seed}")
 
     def show_images(self, images: torch.Tensor, done: float, text: str) -> None:
         self.progress.progress(min(1.0, done), text=text)

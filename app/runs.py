@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
-from itertools import count
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -23,8 +22,10 @@ from workbench.metrics import FIDResult, LiveFID, ReferenceStats
 from workbench.model import MADFormer
 
 from .controls import MORE_SAMPLES, Side
+from .scheduler import Job, Refused, Scheduler
 
-# Sessions sample in threads of one server process. With torch's intra-op threads on top, a loaded small CPU is
+# Sessions draw in threads of one server process (decoding, encoding PNGs) and sample on the work queue's workers
+# (scheduler.py), which hold their own thread budget. With torch's intra-op threads on top, a loaded small CPU is
 # oversubscribed and its OpenMP threads spin: on 2 cores at load average 13 the first block took 50 s with 2
 # threads and 1 s with 1. The app's models are small enough that one thread per run loses little.
 TORCH_THREADS = 1
@@ -41,13 +42,19 @@ class Run:
     model_name: str              # its config name, e.g. "vertical/D2"
     num_images: int
     seed: int
-    images: torch.Tensor | None = None   # (B, C, H, W) in [-1, 1]: the first batch (seed)
-    cost: Cost | None = None  # per-image block-layer evals of the first batch; its sampling seconds
+    images: torch.Tensor | None = None   # (B, C, H, W) in [-1, 1]: the first batch (seed), as far as it got
+    blocks: int = 0                      # finished blocks in `images` (of num_blocks)
+    num_blocks: int = 0
+    cost: Cost | None = None  # per-image block-layer evals of the first batch; its sampling seconds (None: stopped)
     first_block_s: float = math.nan      # from the click to the first finished block on screen
     batches: int = 1                     # batches generated; batch b >= 1 used seed + b
     live: LiveFID | None = None
     fid: FIDResult | None = None
     fid_problem: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.cost is not None
 
     @property
     def title(self) -> str:
@@ -74,45 +81,29 @@ def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[w
                               sampler=side.sampler, seed=seed, labels=labels, cfg_scale=side.cfg_scale)
 
 
-def frames(stream: Iterable[wb.Event], preview: bool, interval_s: float = PREVIEW_INTERVAL_S,
-           clock: Callable[[], float] = time.perf_counter) -> Iterator[wb.Event]:
-    """The events worth drawing: every finished block and, with `preview`, a denoising step at most every
-    `interval_s` seconds (a browser cannot show more, and each drawing costs an encode and a send)."""
-    last = -math.inf
-    for event in stream:
-        if event.kind == "block" or (preview and clock() - last >= interval_s):
-            last = clock()
-            yield event
+class Throttle:
+    """Which events are worth drawing: every finished block and, with `preview`, a denoising step at most every
+    `interval_s` seconds (a browser cannot show more, and each drawing costs an encode and a send). Applied on the
+    worker, so skipped steps never reach the session."""
+
+    def __init__(self, preview: bool, interval_s: float = PREVIEW_INTERVAL_S,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.preview, self.interval_s, self.clock = preview, interval_s, clock
+        self.last = -math.inf
+
+    def __call__(self, event: wb.Event) -> bool:
+        if event.kind == "block" or (self.preview and self.clock() - self.last >= self.interval_s):
+            self.last = self.clock()
+            return True
+        return False
 
 
-class Busy:
-    """An iterator that counts the seconds spent producing its items: the sampling time of one side, without
-    the drawing and without the other side's turns in compare mode."""
-
-    def __init__(self, items: Iterator):
-        self.items, self.seconds = items, 0.0
-
-    def __iter__(self) -> "Busy":
-        return self
-
-    def __next__(self):
-        start = time.perf_counter()
-        try:
-            return next(self.items)
-        finally:
-            self.seconds += time.perf_counter() - start
+def is_block(event: wb.Event) -> bool:
+    return event.kind == "block"
 
 
-def interleave(*streams: Iterator) -> Iterator[tuple[int, object]]:
-    """(index, item) round-robin over iterators until all are exhausted: compare mode advances both sides."""
-    live = dict(enumerate(streams))
-    while live:
-        for i in list(live):
-            item = next(live[i], StopIteration)
-            if item is StopIteration:
-                del live[i]
-            else:
-                yield i, item
+def is_done(event: wb.Event) -> bool:
+    return event.done
 
 
 def progress_text(event: wb.Event) -> tuple[float, str]:
@@ -121,45 +112,83 @@ def progress_text(event: wb.Event) -> tuple[float, str]:
     return done, f"block {event.block + 1}/{event.num_blocks} {what}"
 
 
-def generate(runs: list[Run], loaded: list[Loaded], views: list, preview: bool, clicked: float) -> None:
-    """The first batch of every run, drawn as it arrives (sides interleaved), then each run's first FID."""
-    streams = [Busy(frames(events(ld, r.side, r.num_images, r.seed), preview)) for r, ld in zip(runs, loaded)]
-    for i, event in interleave(*streams):
+def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded], preview: bool) -> list[Job]:
+    """Queue the first batch of every run, served block by block; all or none (Refused leaves nothing queued)."""
+    jobs: list[Job] = []
+    try:
+        for run, ld in zip(runs, loaded):
+            jobs.append(queue.submit(session, events(ld, run.side, run.num_images, run.seed), boundary=is_block,
+                                     last=is_done, keep=Throttle(preview)))
+    except Refused:
+        for job in jobs:
+            queue.cancel(job)
+        raise
+    return jobs
+
+
+def generate(queue: Scheduler, session: str, jobs: list[Job], runs: list[Run], loaded: list[Loaded], views: list,
+             clicked: float) -> None:
+    """Draw the queued runs as their events arrive (sides in turn), and the place in line while a run waits; then
+    each finished run's first FID. Every finished block is kept in its run, so a stopped run keeps what it drew."""
+    for got in queue.follow(jobs):
+        if got is None:
+            for job, view in zip(jobs, views):
+                if not job.started:
+                    view.show_waiting(queue.place(job), *queue.load(), queue.limits.workers)
+            continue
+        i, event = got
         run, ld, view = runs[i], loaded[i], views[i]
         images = ld.codec.decode(event.x_t if event.kind == "block" else event.x0)
         view.show_images(images, *progress_text(event))
-        if event.kind == "block" and event.block == 0:
-            run.first_block_s = time.perf_counter() - clicked
+        if event.kind == "block":
+            run.images, run.blocks, run.num_blocks = images, event.block + 1, event.num_blocks
+            if event.block == 0:
+                run.first_block_s = time.perf_counter() - clicked
         if event.done:
-            run.images = images
-            run.cost = replace(event.cost, seconds=streams[i].seconds)  # sampling time only
+            run.cost = replace(event.cost, seconds=jobs[i].busy_s)  # sampling time only, not the waits
             view.show_meter(run)
     for run, ld, view in zip(runs, loaded, views):
+        if not run.finished:
+            continue
         if ld.reference is None:
             run.fid_problem = ld.reference_problem
         else:
             view.show_fid(None, None)
             run.live = LiveFID(ld.reference)
-            run.live.update(run.images)
-            run.fid = run.live.compute() if run.live.n >= 2 else None
+            run.fid_problem = "stopped before its FID was computed."  # until it is
+            run.fid = queue.call(session, partial(_first_fid, run.live, run.images))
             run.fid_problem = None if run.fid else "FID needs at least 2 images: generate more."
         view.show_fid(run.fid, run.fid_problem)
 
 
-def add_samples(runs: list[Run], loaded: list[Loaded], views: list, limit: int) -> None:
-    """MORE_SAMPLES more images per run (batches of MORE_BATCH, seeds seed+1, seed+2, ...), the FID redrawn
-    after every batch; a run never holds more than `limit` images."""
+def _first_fid(live: LiveFID, images: torch.Tensor) -> FIDResult | None:
+    live.update(images)
+    return live.compute() if live.n >= 2 else None
+
+
+def add_samples(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded], views: list,
+                limit: int) -> None:
+    """MORE_SAMPLES more images per run (batches of MORE_BATCH, seeds seed+1, seed+2, ...) through the work queue,
+    the FID redrawn after every batch; a run never holds more than `limit` images."""
     for run, ld, view in zip(runs, loaded, views):
         target = min(limit, run.live.n + MORE_SAMPLES)
-        for b in count(run.batches):
-            if run.live.n >= target:
-                break
-            last = deque(events(ld, run.side, min(MORE_BATCH, target - run.live.n), run.seed + b), maxlen=1)[0]
-            run.live.update(ld.codec.decode(last.x_t))
-            run.batches = b + 1
-            run.fid = run.live.maybe_compute(min_interval_s=1.0)  # throttled: the sampler keeps the CPU
+        need = target - run.live.n
+        sizes = [min(MORE_BATCH, need - b) for b in range(0, need, MORE_BATCH)]
+        stream = _batches(ld, run.side, run.seed + run.batches, sizes)
+        for got in queue.follow([queue.submit(session, stream, boundary=is_block, keep=is_done)]):
+            if got is None:
+                continue
+            run.live.update(ld.codec.decode(got[1].x_t))
+            run.batches += 1
+            run.fid = queue.call(session, partial(run.live.maybe_compute, min_interval_s=1.0))  # throttled
             view.show_fid(run.fid, None)
             view.progress.progress(run.live.n / target, text=f"adding samples for the FID: {run.live.n}/{target}")
         if run.fid.n != run.live.n:
-            run.fid = run.live.compute()
+            run.fid = queue.call(session, run.live.compute)
             view.show_fid(run.fid, None)
+
+
+def _batches(loaded: Loaded, side: Side, seed: int, sizes: list[int]) -> Iterator[wb.Event]:
+    """The events of batches of `sizes` images, batch b from seed + b (closing it closes the running sampler)."""
+    for b, n in enumerate(sizes):
+        yield from events(loaded, side, n, seed + b)

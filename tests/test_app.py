@@ -1,14 +1,13 @@
 """The Streamlit app: AppTest runs of the page, the event stream it draws, input bounds, folder confinement.
 
 AppTest sees only the final state of each placeholder, so what the app draws during a run is tested on the
-generator (test_frames_*). Checkpoints are tiny models written to temporary folders.
+generator (test_frames_*) and the queue in test_scheduler.py. Checkpoints are tiny models written to temporary folders.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ sys.path.insert(0, str(ROOT))  # `app` is a folder of the repo, not an installed
 
 from app import catalog  # noqa: E402
 from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, validate  # noqa: E402
-from app.runs import Busy, frames, interleave, progress_text  # noqa: E402
+from app.runs import Throttle, progress_text  # noqa: E402
 from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
 
 MAIN = str(ROOT / "app" / "main.py")
@@ -270,7 +269,7 @@ def test_frames_follow_the_generator(preview):
     cfg = tiny_config("t", 2)
     model = wb.build_model(cfg)
     clock = iter(range(1000)).__next__  # one "second" per call: every step is due for a preview
-    events = list(frames(wb.generate_events(model, cfg, num_images=2, steps=3, seed=0), preview, 1.0, clock))
+    events = list(filter(Throttle(preview, 1.0, clock), wb.generate_events(model, cfg, num_images=2, steps=3, seed=0)))
     blocks = [e for e in events if e.kind == "block"]
     assert [e.block for e in blocks] == list(range(cfg.model.num_blocks)) and blocks[-1].done
     assert sum(e.done for e in events) == 1
@@ -289,20 +288,8 @@ def test_frames_throttle_previews():
     cfg = tiny_config("t", 2)
     model = wb.build_model(cfg)
     frozen = lambda: 0.0  # noqa: E731 - time stands still: only the first step is previewed
-    events = list(frames(wb.generate_events(model, cfg, num_images=1, steps=4, seed=0), True, 0.25, frozen))
+    events = list(filter(Throttle(True, 0.25, frozen), wb.generate_events(model, cfg, num_images=1, steps=4, seed=0)))
     assert [e.kind for e in events] == ["step"] + ["block"] * cfg.model.num_blocks
-
-
-def test_interleave_round_robin_and_busy_time():
-    assert list(interleave(iter("ab"), iter("xyz"))) == [(0, "a"), (1, "x"), (0, "b"), (1, "y"), (1, "z")]
-
-    def slow():
-        time.sleep(0.05)
-        yield 1
-
-    busy = Busy(slow())
-    assert list(interleave(busy, iter("x"))) == [(0, 1), (1, "x")]
-    assert 0.05 <= busy.seconds < 1
 
 
 def test_sampling_leaves_the_cached_model_untouched(folders):
@@ -353,3 +340,37 @@ def test_folders_from_command_line_and_environment(folders, tmp_path):
     assert f.user == (tmp_path.resolve(), folders["user"].resolve()) and f.default == folders["D1"].resolve()
     broken = catalog.folders_from(["--checkpoint", str(tmp_path / "nope")], {})
     assert broken.default is None and "--checkpoint" in broken.problems[0]
+
+
+def test_a_stopped_run_keeps_its_finished_blocks(app, monkeypatch):
+    """Stop (or any rerun) cancels the page's job at its next step; the blocks finished so far stay on the page
+    and come back on the rerun, without a meter or FID of a batch that never finished."""
+    from app.scheduler import Scheduler
+
+    jobs, real = [], wb.generate_events
+    submit_job = Scheduler.submit
+
+    def recording(self, *args, **kwargs):
+        jobs.append((self, submit_job(self, *args, **kwargs)))
+        return jobs[-1][1]
+
+    def stopped_after_two_blocks(*args, **kwargs):
+        for event in real(*args, **kwargs):
+            yield event
+            if event.kind == "block" and event.block == 1:
+                queue, job = jobs[-1]
+                queue.cancel(job)  # what the Stop button's rerun does
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Scheduler, "submit", recording)
+        patch.setattr(wb, "generate_events", stopped_after_two_blocks)
+        side_widgets(app, app.selectbox(key="family").value)[1].set_value(2)
+        at = submit(app)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = at.session_state["runs"][0]
+    assert (run.blocks, run.num_blocks, run.finished) == (2, 4, False)
+    assert run.images[:, :, :16].abs().sum() > 0 and run.images[:, :, 16:].abs().sum() == 0  # top half only
+    at = at.run()
+    assert not at.exception and at.image
+    assert [p.proto.text for p in at.get("progress")] == ["stopped after block 2/4 · 16 images from seed 0"]
+    assert not [m for m in at.metric if m.label.startswith("FID")]
