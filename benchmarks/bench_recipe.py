@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -109,22 +110,47 @@ def run_worker(mode: str, spec: dict, threads: int) -> dict:
 
 
 # ---- one variant -------------------------------------------------------------------------------------------------
+COST_KEYS = ("model.", "train.batch_size", "train.grad_accum", "train.precision", "train.compile")
+
+
+def probe(name: str, overrides: dict, runs: Path, threads: int) -> dict:
+    """Seconds per step (after the first) and of the first step of a short run of the variant."""
+    probe_dir = runs / "probes" / f"{name}-{time.time_ns()}"
+    s = run_worker("_train", {"name": name, "overrides": overrides, "runs": str(runs), "steps": PROBE_STEPS,
+                              "minutes": 0.0, "out_dir": str(probe_dir), "resume": False}, threads)
+    shutil.rmtree(probe_dir, ignore_errors=True)
+    return {"seconds_per_step": s["seconds_per_step_after_first"], "first_step_seconds": s["first_step_seconds"]}
+
+
 def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -> dict:
-    """Probe the variant's step time (kept in runs/<name>/probe.json) and the steps that fit `minutes`."""
+    """The steps that fit `minutes` (kept in runs/probes/<name>.json).
+
+    The baseline (`today`) is probed alone, once. A variant whose step costs the same by construction (it changes
+    no model, batch, precision or compile setting: LR, objective, weighting, EMA) trains the baseline's steps. Any
+    other variant is probed back to back with the baseline, and its steps are the baseline's scaled by the ratio of
+    the two step times: a ratio measured side by side holds under whatever load the machine has then."""
     path = runs / "probes" / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    probe_dir = runs / "probes" / name
-    if probe_dir.exists():
-        import shutil
-        shutil.rmtree(probe_dir)
     load = os.getloadavg()[0]
-    s = run_worker("_train", {"name": name, "overrides": overrides, "runs": str(runs), "steps": PROBE_STEPS,
-                              "minutes": 0.0, "out_dir": str(probe_dir), "resume": False}, threads)
-    per_step, first = s["seconds_per_step_after_first"], s["first_step_seconds"]
-    steps = max(10, math.floor((60 * minutes - first) / per_step))
-    info = {"seconds_per_step": per_step, "first_step_seconds": first, "steps": steps, "minutes": minutes,
-            "load_1min_before": load}
+    if name == "today":
+        p = probe(name, overrides, runs, threads)
+        info = {**p, "steps": max(10, math.floor((60 * minutes - p["first_step_seconds"]) / p["seconds_per_step"])),
+                "basis": "probed alone"}
+    else:
+        base = plan("today", VARIANTS["today"], runs, minutes, threads)
+        if not any(k.startswith(COST_KEYS) for k in overrides):
+            info = {k: base[k] for k in ("seconds_per_step", "first_step_seconds", "steps")}
+            info["basis"] = "same step cost as today by construction"
+        else:
+            a, b = probe("today", VARIANTS["today"], runs, threads), probe(name, overrides, runs, threads)
+            ratio = b["seconds_per_step"] / a["seconds_per_step"]
+            per_step = base["seconds_per_step"] * ratio  # on the machine as the baseline's probe found it
+            first = b["first_step_seconds"] * base["seconds_per_step"] / a["seconds_per_step"]
+            info = {"seconds_per_step": per_step, "first_step_seconds": first,
+                    "steps": max(10, math.floor((60 * minutes - first) / per_step)),
+                    "basis": f"probed beside today: step time ratio {ratio:.3f}", "ratio_to_today": ratio}
+    info.update(minutes=minutes, load_1min_before=load)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info, indent=1))
     return info
@@ -189,7 +215,8 @@ def race(args) -> None:
               "minutes": args.minutes, "steps_planned": info["steps"], "steps_reached": summary["step"],
               "status": summary["status"], "train_seconds": round(summary["train_seconds"], 1),
               "images_seen": summary["images_seen"], "probe_seconds_per_step": info["seconds_per_step"],
-              "probe_first_step_seconds": info["first_step_seconds"], "val_loss": summary["val_loss"],
+              "probe_first_step_seconds": info["first_step_seconds"], "steps_basis": info["basis"],
+              "val_loss": summary["val_loss"],
               "load_1min": {"probe": info["load_1min_before"], "before": load_before, "after": load_after},
               "scores": points, "machine": machine()}, str(out))
 
