@@ -9,16 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import CheckpointError, list_checkpoints, read_header, resolve
+from workbench.checkpoint import LATEST, CheckpointError, read_header, resolve
 from workbench.config import Config
 from workbench.paths import REPO_ROOT, ZOO_DIR
 from workbench.reports import Report, read_report, report_from_dict
 
 ENV_FOLDERS = "WORKBENCH_CHECKPOINTS"  # extra folders, separated by os.pathsep
 MAX_PATH = 4096  # characters of a typed path
+MAX_SIDE_FILE = 1 << 20  # bytes of a run folder's `latest` or an eval report read beside a checkpoint
 
 
 class PathRefused(ValueError):
@@ -116,15 +118,54 @@ def folders_from(argv: list[str], environ: dict | None = None) -> Folders:
     ap.add_argument("--checkpoints", action="append", default=[], help="a folder of checkpoints (repeatable)")
     ap.add_argument("--checkpoint", default=None, help="the checkpoint opened first")
     args, _ = ap.parse_known_args(argv)  # under AppTest argv is pytest's: ignore what is not ours
-    user = [*args.checkpoints, *[p for p in environ.get(ENV_FOLDERS, "").split(os.pathsep) if p]]
-    default, problems = None, []
+    default, problems, user = None, [], []
+    for text in [*args.checkpoints, *[p for p in environ.get(ENV_FOLDERS, "").split(os.pathsep) if p]]:
+        try:
+            user.append(_real(text))
+        except PathRefused as err:
+            problems.append(f"--checkpoints / ${ENV_FOLDERS}: {err}")
     if args.checkpoint:
         try:
-            default = resolve(Path(args.checkpoint).expanduser()).resolve()
-        except CheckpointError as err:
-            problems.append(f"--checkpoint: {err}")
-    return Folders(ZOO_DIR.resolve(), tuple(dict.fromkeys(Path(p).expanduser().resolve() for p in user)), default,
-                   tuple(problems))
+            named = _real(args.checkpoint)
+            _check_side_files(named)
+            default = _real(str(resolve(named)))
+        except (PathRefused, CheckpointError, OSError) as err:
+            fix = "" if "Fix:" in str(err) else " Fix: pass a .safetensors checkpoint file or a run folder."
+            problems.append(f"--checkpoint: {err}{fix}")
+            default = None
+    return Folders(ZOO_DIR.resolve(), tuple(dict.fromkeys(user)), default, tuple(problems))
+
+
+def _shown(text: str) -> str:
+    """A typed path as a message quotes it: shortened, control characters escaped."""
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return ascii(text)[1:-1] if any(not c.isprintable() for c in text) else text
+
+
+def _real(text: str, base: Path = REPO_ROOT) -> Path:
+    """The absolute path `text` names, links followed; PathRefused for what cannot name a file here."""
+    if not text or len(text) > MAX_PATH or "\0" in text or any(not c.isprintable() for c in text):
+        raise PathRefused(f"{_shown(text)!r}: not a usable path (empty, over {MAX_PATH} characters, or with a NUL, control or "
+                          "invisible formatting character). Fix: type the path of a .safetensors checkpoint inside an allowed "
+                          "folder.")
+    try:
+        text.encode("utf-8")
+        candidate = Path(text).expanduser()
+        return (candidate if candidate.is_absolute() else base / candidate).resolve()
+    except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a name too long, ~nobody, a lone surrogate
+        raise PathRefused(f"{_shown(text)}: cannot be resolved ({type(err).__name__}: {err}). Fix: type the path "
+                          "of a .safetensors checkpoint inside an allowed folder.") from None
+
+
+def _check_side_files(path: Path) -> None:
+    """Refuse a run folder whose `latest` is not a small regular file (a FIFO would block the server, a huge
+    file would fill its memory) before workbench.checkpoint.resolve reads it."""
+    latest = path / LATEST
+    if path.is_dir() and (latest.exists() or latest.is_symlink()):
+        info = os.stat(latest)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SIDE_FILE:
+            raise PathRefused(f"{latest}: not a small text file naming a checkpoint. Fix: write the checkpoint's "
+                              "file name into it, or pass the checkpoint file itself.")
 
 
 def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
@@ -137,22 +178,22 @@ def check_path(text: str, folders: Folders) -> Path:
     The check runs on the fully resolved path (symlinks followed) before anything is read, so neither a path
     outside the folders nor a link pointing out of them opens, and nothing reveals what exists outside."""
     text = text.strip()
-    if not text or len(text) > MAX_PATH or "\0" in text:
-        raise PathRefused(f"not a usable path (empty, over {MAX_PATH} characters, or with a NUL). Fix: type the "
-                          "path of a .safetensors checkpoint inside an allowed folder.")
+    real = _real(text)
     where = ", ".join(str(r) for r in folders.roots)
-    candidate = Path(text).expanduser()
-    real = (candidate if candidate.is_absolute() else REPO_ROOT / candidate).resolve()
     if not _inside(real, folders.allowed):
-        raise PathRefused(f"{text}: outside the folders this app may open ({where}). Fix: copy the checkpoint into "
-                          f"one of them, or start the app with `-- --checkpoints DIR` (or ${ENV_FOLDERS}).")
+        raise PathRefused(f"{_shown(text)}: outside the folders this app may open ({where}). Fix: copy the checkpoint "
+                          f"into one of them, or start the app with `-- --checkpoints DIR` (or ${ENV_FOLDERS}).")
     try:
+        _check_side_files(real)
         target = resolve(real).resolve()  # a run folder opens its latest checkpoint
-    except CheckpointError as err:
-        raise PathRefused(str(err)) from None
+    except (CheckpointError, OSError, RuntimeError) as err:
+        raise PathRefused(str(err) if "Fix:" in str(err) else f"{_shown(text)}: cannot be opened ({err}). Fix: type "
+                          "the path of a .safetensors checkpoint inside an allowed folder.") from None
     if not _inside(target, folders.allowed):
-        raise PathRefused(f"{text}: its 'latest' file points outside the allowed folders ({where}). Fix: pass the "
-                          "checkpoint file itself.")
+        raise PathRefused(f"{_shown(text)}: its 'latest' file points outside the allowed folders ({where}). Fix: "
+                          "pass the checkpoint file itself.")
+    if not stat.S_ISREG(os.stat(target).st_mode):
+        raise PathRefused(f"{_shown(text)}: not a regular file. Fix: type the path of a .safetensors checkpoint.")
     return target
 
 
@@ -161,14 +202,20 @@ def load_entry(path: Path, source: str) -> Entry:
     """The entry of a checkpoint file; its eval report is the .json beside it, else the one embedded at export."""
     h = read_header(path)
     sidecar = path.with_suffix(".json")
-    embedded = h.get("meta", {}).get("eval_report")
-    report = read_report(sidecar) if sidecar.is_file() else report_from_dict(embedded, path) if embedded else None
-    config = Config.from_dict(h["config"])
+    if sidecar.is_file() and sidecar.stat().st_size > MAX_SIDE_FILE:
+        raise CheckpointError(f"{sidecar}: an eval report over {MAX_SIDE_FILE:,} bytes. Fix: remove or rewrite it.")
+    try:
+        embedded = h.get("meta", {}).get("eval_report")
+        report = read_report(sidecar) if sidecar.is_file() else report_from_dict(embedded, path) if embedded else None
+        config = Config.from_dict(h["config"])
+        step, seen, kind = int(h["step"]), int(h["data"].get("samples_seen", 0)), h["kind"]
+    except (KeyError, TypeError, AttributeError) as err:  # a header of the right format with the wrong content
+        raise CheckpointError(f"{path}: its header lacks what a workbench checkpoint holds ({type(err).__name__}: "
+                              f"{err}). Fix: re-export it with workbench.checkpoint.export_for_inference.") from None
     # Zoo members trained once and shipped under several names keep their first member's config name: the
     # report says which member a file is.
     family, name = (report.family, report.label) if report else (config.name.split("/")[0], config.name)
-    return Entry(path, family, name, config, int(h["step"]), int(h["data"].get("samples_seen", 0)), h["kind"],
-                 source, report)
+    return Entry(path, family, name, config, step, seen, kind, source, report)
 
 
 def scan(folders: Folders) -> tuple[list[Entry], list[str]]:
@@ -177,19 +224,29 @@ def scan(folders: Folders) -> tuple[list[Entry], list[str]]:
     notes = list(folders.problems)
     seen: set[Path] = set()
     for root, source in [(folders.zoo, "zoo")] + [(u, "user") for u in folders.user]:
-        if not root.is_dir():
-            if root != folders.zoo:
-                notes.append(f"{root}: no such folder")
+        try:
+            if not root.is_dir():
+                if root != folders.zoo:
+                    notes.append(f"{root}: no such folder")
+                continue
+            subfolders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+            files = [f for folder in subfolders for f in sorted(folder.glob("*.safetensors"))]
+        except OSError as err:
+            notes.append(f"{root}: cannot be listed ({err})")
             continue
-        subfolders = [root] + sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
-        for folder in subfolders:
-            for info in list_checkpoints(folder):
-                real = info.path.resolve()
-                if not _inside(real, folders.allowed):
-                    notes.append(f"{info.path}: a link pointing outside the allowed folders, refused")
-                elif real not in seen:
-                    seen.add(real)
-                    _add(entries, notes, real, source)
+        for file in files:  # links are resolved and checked before anything is read
+            try:
+                real = _real(str(file))
+            except PathRefused as err:
+                notes.append(str(err))
+                continue
+            if not _inside(real, folders.allowed):
+                notes.append(f"{file}: a link pointing outside the allowed folders, refused")
+            elif not real.is_file():
+                notes.append(f"{file}: not a regular file, skipped")
+            elif real not in seen:
+                seen.add(real)
+                _add(entries, notes, real, source)
     if folders.default and folders.default not in seen:
         _add(entries, notes, folders.default, "user")
     return entries, notes
