@@ -145,9 +145,9 @@ def _shown(text: str) -> str:
 def _real(text: str, base: Path = REPO_ROOT) -> Path:
     """The absolute path `text` names, links followed; PathRefused for what cannot name a file here."""
     if not text or len(text) > MAX_PATH or "\0" in text or any(not c.isprintable() for c in text):
-        raise PathRefused(f"{_shown(text)!r}: not a usable path (empty, over {MAX_PATH} characters, or with a NUL, control or "
-                          "invisible formatting character). Fix: type the path of a .safetensors checkpoint inside an allowed "
-                          "folder.")
+        raise PathRefused(f"{_shown(text)!r}: not a usable path (empty, over {MAX_PATH} characters, or with a NUL, "
+                          "control or invisible formatting character). Fix: type the path of a .safetensors checkpoint "
+                          "inside an allowed folder.")
     try:
         text.encode("utf-8")
         candidate = Path(text).expanduser()

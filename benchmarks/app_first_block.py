@@ -52,14 +52,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(app_args: list[str], log_path: Path, timeout_s: float = 90):
-    """`streamlit run app/main.py -- app_args` on a free localhost port; yields its URL once it is healthy."""
+def streamlit_server(app_args: list[str], log_path: Path, timeout_s: float = 90, env: dict | None = None):
+    """`streamlit run app/main.py -- app_args` on a free localhost port (environment plus `env`); yields (URL,
+    process) once it is healthy."""
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--", *app_args]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout_s
@@ -71,7 +72,7 @@ def streamlit_server(app_args: list[str], log_path: Path, timeout_s: float = 90)
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"streamlit did not come up; see {log_path}") from None
                     time.sleep(0.2)
-            yield url
+            yield url, proc
         finally:
             proc.terminate()
             try:
@@ -162,7 +163,7 @@ def browser_first_block(app_args: list[str], repeats: int, log: Path) -> tuple[l
     from playwright.sync_api import sync_playwright
 
     clicks, captions = [], []
-    with streamlit_server(app_args, log) as url, sync_playwright() as pw:
+    with streamlit_server(app_args, log) as (url, _), sync_playwright() as pw:
         browser = launch_chromium(pw)
         try:
             for _ in range(repeats + 1):

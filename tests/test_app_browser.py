@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_generate_in_a_real_browser(tmp_path):
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     args = app_args(tmp_path)
-    with streamlit_server(args, ARTIFACTS / "streamlit.log") as url, sync_playwright() as pw:
+    with streamlit_server(args, ARTIFACTS / "streamlit.log") as (url, _), sync_playwright() as pw:
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1700})
         try:
@@ -69,3 +70,38 @@ def test_generate_in_a_real_browser(tmp_path):
     assert float(value) > 0
     (ARTIFACTS / "app_browser.json").write_text(json.dumps(
         {"click_to_first_block_s": round(first_block_s, 3), "fid": value, "app_args": args}, indent=1) + "\n")
+
+
+def test_stop_keeps_the_finished_blocks_and_ends_the_job(tmp_path):
+    """Stop in a real browser: the job ends on the server within a step of the request (its job log line), the
+    first block stays on the page, marked as stopped, and the page has no error."""
+    from playwright.sync_api import expect, sync_playwright
+
+    require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    queue_log = tmp_path / "queue.jsonl"
+    with streamlit_server(app_args(tmp_path), ARTIFACTS / "streamlit-stop.log",
+                          env={"WORKBENCH_QUEUE_LOG": str(queue_log)}) as (url, _), sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1700})
+        try:
+            generate = open_app(page, url)
+            sliders = page.get_by_role("slider")  # depth, steps, images: the most steps and images, a long run
+            sliders.nth(1).press("End")
+            sliders.nth(2).press("End")
+            generate.click()
+            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=120_000)
+            page.get_by_test_id("stButton").get_by_role("button", name="Stop").click()  # not the header's Stop
+            expect(page.get_by_text(re.compile(r"stopped after block \d/\d"))).to_be_visible(timeout=30_000)
+            expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()
+            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+            assert errors.count() == 0, errors.all_inner_texts()
+            page.screenshot(path=str(ARTIFACTS / "app-stopped.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app-stop-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    jobs = [json.loads(line) for line in queue_log.read_text().splitlines()]
+    stopped = [j for j in jobs if j["state"] == "cancelled" and j["blocks"] >= 1]
+    assert stopped and all(j["items_after_cancel"] <= 1 for j in stopped), jobs
