@@ -18,8 +18,8 @@ a layer as a whole. Backward costs 2x the forward matmuls and 2.5x the forward a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -59,6 +59,18 @@ def block_passes(cfg: ModelConfig, block: int, steps: int) -> list[Pass]:
         keys = (context if cfg.clean_stream else P) + Lb
     passes.append(Pass("diffusion", D, Lb, keys, steps, False))
     return [p for p in passes if p.layers > 0]
+
+
+def at_depth(cfg: ModelConfig, depth: int) -> ModelConfig:
+    """The model config as a dedicated model of diffusion depth `depth` (for counting what a D-sampling runs)."""
+    return replace(cfg, diffusion_depth=depth, elastic_depths=())
+
+
+def schedule_costs(cfg: ModelConfig, depths: Sequence[int], steps: Sequence[int]) -> tuple[float, float]:
+    """(paper count, cached count) of sampling block k with D_k = depths[k] and S_k = steps[k]."""
+    paper = sum((cfg.depth - d) + d * s for d, s in zip(depths, steps))
+    cached = sum(sum(block_cost(at_depth(cfg, d), k, s).values()) for k, (d, s) in enumerate(zip(depths, steps)))
+    return float(paper), float(cached)
 
 
 def paper_cost(cfg: ModelConfig, steps: int) -> float:
@@ -107,23 +119,24 @@ class Cost:
 
 
 class CostMeter:
-    """Counts a sampling run as it goes: `block(k)` when block k starts, `step()` after each denoising step."""
+    """Counts a sampling run as it goes: `block(k, D, S)` when block k starts (sampled with diffusion depth D and
+    S steps), `step(D)` after each of its denoising steps."""
 
-    def __init__(self, cfg: ModelConfig, steps: int, use_cache: bool, guided: bool):
-        self.cfg, self.steps, self.use_cache = cfg, steps, use_cache
+    def __init__(self, cfg: ModelConfig, use_cache: bool, guided: bool):
+        self.cfg, self.use_cache = cfg, use_cache
         self.guidance = 2 if guided else 1
         self.evals = self.paper = 0.0
         self.start = time.perf_counter()
 
-    def block(self, k: int) -> None:
-        self.paper += self.cfg.ar_depth
+    def block(self, k: int, depth: int, steps: int) -> None:
+        self.paper += self.cfg.depth - depth
         if self.use_cache:  # the clean copy of block k-1 and the AR pass of block k's slot, once
-            cost = block_cost(self.cfg, k, self.steps)
+            cost = block_cost(at_depth(self.cfg, depth), k, steps)
             self.evals += cost["prefix"] + cost["clean"] + cost["ar"]
 
-    def step(self) -> None:
-        self.paper += self.cfg.diffusion_depth
-        self.evals += self.cfg.diffusion_depth if self.use_cache else naive_cost(self.cfg, 1) / self.cfg.num_blocks
+    def step(self, depth: int) -> None:
+        self.paper += depth
+        self.evals += depth if self.use_cache else naive_cost(self.cfg, 1) / self.cfg.num_blocks
 
     def cost(self) -> Cost:
         g = self.guidance

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from .configio import from_dict
+
 
 TIMESTEP_CONDITIONING = ("embed", "adaln")
 PREDICTIONS = ("epsilon", "v_prediction", "flow")  # the first two: VP diffusion (DDPM); "flow": rectified flow
@@ -65,6 +67,9 @@ class ModelConfig:
     rope_base: float = 100.0       # RoPE base frequency; the grid is small, so a small base suffices
     timestep_conditioning: str = "embed"  # "embed" (paper): t enters only through the block embedder and output
     #                                      head; "adaln": also DiT's adaLN-Zero (shift, scale, gate) in every layer
+    elastic_depths: tuple = ()     # elastic depth: the D values training draws per sample (e.g. [1, 2, 3, 4]), so
+    #                                one checkpoint samples at any of them; () = a dedicated model of D only
+    boundary_embedding: bool = True  # elastic: a learned embedding of D added with the noisy input at layer N-D
     norm_eps: float = 1e-6         # RMSNorm epsilon
 
     def __post_init__(self) -> None:
@@ -104,8 +109,21 @@ class ModelConfig:
                "with clean_stream=False and use_z_cond=False the denoiser sees no context at all",
                "keep at least one of clean_stream / use_z_cond")
         _check(self.rope_base > 1, "model.rope_base", f"must be > 1, got {self.rope_base}", "use e.g. 100")
+        ds = self.elastic_depths
+        _check(not ds or (list(ds) == sorted(set(ds)) and 1 <= ds[0] and ds[-1] <= self.depth), "model.elastic_depths",
+               f"{list(ds)} must be increasing, distinct depths in [1, N={self.depth}]", "write e.g. [1, 2, 3, 4]")
+        _check(not ds or self.diffusion_depth in ds, "model.elastic_depths",
+               f"the default D={self.diffusion_depth} is not one of {list(ds)}", "include model.diffusion_depth")
+        _check(not ds or (self.denoiser_attention == "context" and self.clean_stream and self.use_z_cond),
+               "model.elastic_depths", "elastic depth moves the boundary of the default architecture only",
+               "use denoiser_attention='context', clean_stream=true and use_z_cond=true")
         _check(self.timestep_conditioning in TIMESTEP_CONDITIONING, "model.timestep_conditioning",
                f"unknown value {self.timestep_conditioning!r}", "use 'embed' (paper) or 'adaln' (DiT's adaLN-Zero)")
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """The diffusion depths D this model was trained at."""
+        return tuple(self.elastic_depths) or (self.diffusion_depth,)
 
     @property
     def grid(self) -> int:
@@ -280,6 +298,10 @@ class SampleConfig:
     use_ema: bool = True           # sample from EMA weights when the checkpoint has them
     x0_clip: str = "none"          # the scheduler's treatment of predicted x0: "none", "clip" to [-1, 1] or
     #                                "dynamic" thresholding (Imagen); only where the diffusers scheduler offers it
+    diffusion_depth: int = 0       # D to sample with (0: the model's own); an elastic model takes any D it trained
+    depth_schedule: tuple = ()     # D_k for each block k (T values; overrides diffusion_depth); () = one D
+    steps_schedule: tuple = ()     # S_k for each block k (T values; overrides steps); () = S for every block
+    allow_untrained_depth: bool = False  # permit a D outside the model's trained set (reports label it)
 
     def __post_init__(self) -> None:
         _check(self.sampler in SAMPLERS, "sample.sampler", f"unknown sampler {self.sampler!r}",
@@ -289,6 +311,10 @@ class SampleConfig:
         _check(1 <= self.steps <= 1000, "sample.steps", f"got {self.steps}", "use 1..1000 steps")
         _check(self.num_images >= 1, "sample.num_images", f"got {self.num_images}", "use at least 1 image")
         _check(self.cfg_scale >= 0, "sample.cfg_scale", f"got {self.cfg_scale}", "use 1 (none) or more")
+        _check(self.diffusion_depth >= 0 and all(d >= 1 for d in self.depth_schedule), "sample.diffusion_depth",
+               "depths must be >= 1 (0 = the model's own)", "use a D of the model's trained set")
+        _check(all(1 <= s <= 1000 for s in self.steps_schedule), "sample.steps_schedule",
+               f"got {list(self.steps_schedule)}", "use 1..1000 steps per block")
 
 
 @dataclass(frozen=True)
@@ -314,11 +340,13 @@ class Config:
 
     # ---- serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain types only (tuples become lists), for YAML, JSON and checkpoint headers."""
+        return dataclasses.asdict(self, dict_factory=lambda kv: {k: list(v) if isinstance(v, tuple) else v
+                                                                  for k, v in kv})
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        return _from_dict(cls, d, "")
+        return from_dict(cls, d, "", _SUBCONFIGS)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -375,62 +403,9 @@ def _sections() -> list[str]:
     return [f.name for f in fields(Config) if f.name != "name"]
 
 
-def _from_dict(cls: type, d: dict, prefix: str) -> Any:
-    if not isinstance(d, dict):
-        raise ValueError(f"{prefix or 'config'}: expected a mapping, got {d!r}. Fix: use 'key: value' entries.")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(d) - set(known)
-    if unknown:
-        raise ValueError(f"{prefix or 'config'}: unknown field(s) {sorted(unknown)}. Fix: use only {sorted(known)}.")
-    kwargs = {}
-    for name, value in d.items():
-        f = known[name]
-        sub = _SUBCONFIGS.get(name) if cls is Config else None
-        if sub is not None:
-            kwargs[name] = _from_dict(sub, value, name)
-        else:
-            kwargs[name] = _coerce(value, f, f"{prefix}.{name}" if prefix else name)
-    return cls(**kwargs)
-
-
-def _coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else None
-    if f.name == "devices":  # Fabric takes a count, a list of indices or "auto"
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)) or \
-                (isinstance(value, list) and all(isinstance(v, int) for v in value)):
-            return value
-        raise ValueError(f"{name}: expected a device count, a list of indices or 'auto', got {value!r}. "
-                         "Fix: write e.g. 2, [0, 1] or auto.")
-    if isinstance(default, bool):
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected true/false, got {value!r}. Fix: write true or false.")
-        return value
-    if isinstance(default, (int, float)) and not isinstance(default, bool):
-        if isinstance(value, bool):
-            raise ValueError(f"{name}: expected a number, got {value!r}. Fix: write a number.")
-        try:
-            num = float(value) if isinstance(value, str) else value
-            if isinstance(default, int):
-                if float(num) != int(float(num)):
-                    raise ValueError
-                return int(float(num))
-            return float(num)
-        except (TypeError, ValueError, OverflowError):
-            kind = "an integer" if isinstance(default, int) else "a number"
-            raise ValueError(f"{name}: expected {kind}, got {value!r}. Fix: write {kind}.") from None
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ValueError(f"{name}: expected text, got {value!r}. Fix: quote the value.")
-    return value
-
-
 _SUBCONFIGS = {"model": ModelConfig, "diffusion": DiffusionConfig, "data": DataConfig, "train": TrainConfig,
                "sample": SampleConfig}
 
 
-__all__ = ["ModelConfig", "DiffusionConfig", "DataConfig", "TrainConfig", "SampleConfig", "Config", "SAMPLERS", "X0_CLIPS", "SAMPLERS_FOR", "samplers_for", "check_sampler", "objective_family", "replace"]
+__all__ = ["ModelConfig", "DiffusionConfig", "DataConfig", "TrainConfig", "SampleConfig", "Config", "SAMPLERS",
+           "X0_CLIPS", "SAMPLERS_FOR", "samplers_for", "check_sampler", "objective_family", "replace"]

@@ -24,6 +24,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
 
 from .blocks import block_index_map
 from .config import DiffusionConfig, ModelConfig, check_sampler
+from .model import sample_depths
 
 
 @dataclass
@@ -89,7 +90,11 @@ class Objective:
         t = self.sample_t(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         xt = self.add_noise(x0, noise, t)
-        pred, hidden = model(x0, xt, t, labels)
+        if self.model_cfg.elastic_depths:  # elastic depth: each sample's AR/diffusion boundary
+            depth = sample_depths(self.model_cfg, x0.shape[0], x0.device, generator)
+            pred, hidden = model(x0, xt, t, labels, depth)
+        else:
+            pred, hidden = model(x0, xt, t, labels)
         w = self.weight(t)
         if w is None:
             diffusion = F.mse_loss(pred.float(), self.target(x0, noise, t).float())

@@ -20,20 +20,20 @@ import os
 import platform
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from .checkpoint import load_for_inference, read_header, resolve
-from .compute import cached_cost, paper_cost, sample_flops
+from .compute import sample_flops, schedule_costs
 from .config import Config, DataConfig
 from .data import build_dataset
 from .features import resolve_extractor
 from .metrics import ReferenceStats, compute_fid, load_reference, reference_stats
 from .paths import REFERENCE_DIR, sha256_file
-from .sampling import generate_images_checked, measure_sample_flops
+from .sampling import block_plan, generate_images_checked, measure_sample_flops
 from .zoo import EVAL_STEPS
 
 DEFAULT_REFERENCE_N = 10_000  # training images behind computed (not shipped) reference statistics
@@ -80,6 +80,9 @@ def reference_for(config: Config, n: int | None = None) -> ReferenceStats:
 class Score:
     """One (model, sampler, steps) point scored on n generated images."""
     steps: int                    # S: denoising steps per block
+    depths: tuple                 # D_k each block was sampled with (all equal without a depth schedule)
+    steps_per_block: tuple        # S_k of each block (all S without a steps schedule)
+    untrained_depth: bool         # some D_k lies outside the depths the model was trained at
     sampler: str
     x0_clip: str
     n: int                        # generated images scored
@@ -135,10 +138,13 @@ def score(model, config: Config, steps: int, sampler: str | None = None, n: int 
     r = compute_fid(images, ref, ext, bootstrap=bootstrap, seed=seed)
     low, high = r.fid_ci or (math.nan, math.nan)
     m = config.model
-    return Score(int(steps), sampler, config.sample.x0_clip, len(images), seed, weights, r.extractor,
-                 getattr(ext, "preprocess", ""), r.reference, r.reference_count, r.fid, low, high, r.ci_level,
-                 r.fid_inf, r.kid_mean, r.kid_std, r.kid_subset_size, paper_cost(m, steps), cached_cost(m, steps),
-                 seconds / len(images), r.seconds, health["pixels_out_of_range"], health["pixels_beyond_1p5"])
+    depths, steps_k = block_plan(m, replace(config.sample, steps=int(steps)))
+    paper, cached = schedule_costs(m, depths, steps_k)
+    return Score(int(steps), depths, steps_k, any(d not in m.depths for d in depths), sampler,
+                 config.sample.x0_clip, len(images), seed, weights, r.extractor, getattr(ext, "preprocess", ""),
+                 r.reference, r.reference_count, r.fid, low, high, r.ci_level, r.fid_inf, r.kid_mean, r.kid_std,
+                 r.kid_subset_size, paper, cached, seconds / len(images), r.seconds, health["pixels_out_of_range"],
+                 health["pixels_beyond_1p5"])
 
 
 def evaluate_curve(model, config: Config, reference, extractor=None, steps: Sequence[int] = EVAL_STEPS,

@@ -20,6 +20,17 @@ from .config import Config, ModelConfig
 from .layers import CLEAN, NOISY, DecoderLayer, KVCache, RMSNorm, Rope2D, Stream
 
 TIME_FEATURES = 256  # sinusoidal features of a timestep, the input of its embedding MLP
+SANDWICH = 0.25      # elastic training: this share of samples at the smallest D, as many at the largest
+
+
+def sample_depths(cfg: ModelConfig, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Elastic training: one diffusion depth D per sample (B,) long, drawn by the sandwich rule: a quarter at the
+    smallest trained D, a quarter at the largest, the rest uniformly over the set."""
+    depths = torch.tensor(cfg.depths, device=device)
+    u = torch.rand(batch, device=device, generator=generator)
+    pick = torch.randint(0, len(depths), (batch,), device=device, generator=generator)
+    pick = torch.where(u < SANDWICH, 0, torch.where(u < 2 * SANDWICH, len(depths) - 1, pick))
+    return depths[pick]
 
 
 def clean_pass_depth(cfg: ModelConfig) -> int:
@@ -92,6 +103,9 @@ class MADFormer(nn.Module):
                                                   adaln) for _ in range(cfg.depth)])
         # adaLN: one timestep embedding conditions every layer (t = 0 for clean tokens and the AR stage)
         self.cond_time = TimestepEmbedder(W) if adaln else None
+        # elastic depth: which D a sample's diffusion stage has, added with its noisy input (zero at init)
+        self.boundary_embed = nn.Embedding(cfg.depth + 1, W) if cfg.elastic_depths and cfg.boundary_embedding \
+            else None
         self.head = OutputHead(W, cfg.token_dim, cfg.norm_eps)
         # decodes z_cond toward the clean block: a head of its own, with no path to the noisy target
         self.hidden_head = nn.Sequential(RMSNorm(W, cfg.norm_eps), nn.Linear(W, cfg.token_dim))
@@ -105,6 +119,8 @@ class MADFormer(nn.Module):
         self.register_buffer("diff_mask", diff_mask, persistent=False)
         self.apply(self._init)
         self.head.zero_init()
+        if self.boundary_embed is not None:
+            nn.init.zeros_(self.boundary_embed.weight)
         for layer in self.layers:
             for tower in layer.towers:
                 tower.zero_init()
@@ -158,10 +174,12 @@ class MADFormer(nn.Module):
         return torch.where(drop, torch.full_like(labels, self.cfg.num_classes), labels)
 
     # ---- training ------------------------------------------------------------------------------------------
-    def forward(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None):
+    def forward(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                depth: torch.Tensor | None = None):
         """Teacher-forced pass over all blocks.
 
-        x0: clean latents (B, C, H, W); xt: noisy latents (B, C, H, W), block k noised to t[:, k]; t: (B, T).
+        x0: clean latents (B, C, H, W); xt: noisy latents (B, C, H, W), block k noised to t[:, k]; t: (B, T);
+        depth: (B,) each sample's diffusion depth D (elastic models; None: model.diffusion_depth for all).
         Returns (prediction (B, C, H, W) of the diffusion target, hidden prediction of x0 (B, C, H, W) or None).
         """
         cfg = self.cfg
@@ -181,11 +199,14 @@ class MADFormer(nn.Module):
             streams.insert(0, Stream(torch.cat(context, dim=1), CLEAN, self._clean_rope(T - 1 if cfg.clean_stream
                                                                                          else 0), clean_cond))
         z_cond = None
+        boundary = None if depth is None else cfg.depth - depth  # (B,) the first diffusion layer of each sample
         for i, layer in enumerate(self.layers):
-            if i == cfg.ar_depth:
+            if boundary is None and i == cfg.ar_depth:
                 z_cond = streams[-1].x
                 noisy = self.embed(to_blocks(xt, cfg), t).flatten(1, 2)  # (B, T*Lb, W)
                 streams[-1] = streams[-1]._replace(x=z_cond + noisy if cfg.use_z_cond else noisy, cond=self._cond(t))
+            elif boundary is not None:
+                streams[-1], z_cond = self._enter_diffusion(streams[-1], z_cond, i, boundary, xt, t, depth)
             mask = self.ar_mask if i < cfg.ar_depth else self.diff_mask
             # the last layer's context stream is never read: it only gives keys and values
             kv_only = len(streams) - 1 if i == cfg.depth - 1 else 0
@@ -193,6 +214,24 @@ class MADFormer(nn.Module):
         pred = self.head(streams[-1].x.view(B, T, Lb, W), t)  # (B, T, Lb, Cpp)
         hidden = self.hidden_head(z_cond.view(B, T, Lb, W)) if self.has_hidden_loss else None
         return from_blocks(pred, cfg), (from_blocks(hidden, cfg) if hidden is not None else None)
+
+    def _enter_diffusion(self, slot: Stream, z_cond, i: int, boundary: torch.Tensor, xt, t, depth):
+        """Elastic training at layer i: the samples whose boundary is i keep their slot as z_cond and take their
+        noisy input there (the AR and diffusion masks coincide for the architectures elastic depth allows)."""
+        switch = boundary == i  # (B,)
+        if not bool(switch.any()):
+            return slot, z_cond
+        sw = switch.view(-1, 1, 1)
+        z_cond = torch.where(sw, slot.x, slot.x if z_cond is None else z_cond)
+        noisy = self.embed(to_blocks(xt, self.cfg), t).flatten(1, 2)  # (B, T*Lb, W)
+        if self.boundary_embed is not None:
+            noisy = noisy + self.boundary_embed(depth).unsqueeze(1)
+        x = torch.where(sw, slot.x + noisy, slot.x)
+        cond = slot.cond
+        if cond is not None:  # adaLN: t for the samples in their diffusion stage, t = 0 for the others
+            cond_t = self._cond(t)  # (B, T, W)
+            cond = torch.where((boundary <= i).view(-1, 1, 1), cond_t, cond.expand_as(cond_t))
+        return slot._replace(x=x, cond=cond), z_cond
 
     # ---- cached sampling -----------------------------------------------------------------------------------
     def new_cache(self, batch: int, device=None, dtype=None) -> KVCache:
@@ -212,11 +251,12 @@ class MADFormer(nn.Module):
         for i, layer in enumerate(self.layers):  # the last layer only caches keys/values
             x = layer(x, cache=cache, layer=i, commit=True, kv_only=int(i == last))
 
-    def ar_step(self, cache: KVCache, k: int, prev_block: torch.Tensor | None) -> torch.Tensor | None:
+    def ar_step(self, cache: KVCache, k: int, prev_block: torch.Tensor | None,
+                depth: int | None = None) -> torch.Tensor | None:
         """AR stage for block k: cache the clean copy of block k-1, then compute z_cond for block k.
 
-        prev_block: (B, Lb, Cpp) finished block k-1 (None for k=0). Returns z_cond (B, Lb, W), or None when the
-        model does not use z_cond.
+        prev_block: (B, Lb, Cpp) finished block k-1 (None for k=0); depth: the D to sample block k with (default
+        model.diffusion_depth). Returns z_cond (B, Lb, W), or None when the model does not use z_cond.
         """
         cfg = self.cfg
         B, Lb, W = cache.k[0].shape[0], cfg.block_tokens, cfg.width
@@ -224,31 +264,35 @@ class MADFormer(nn.Module):
         if prev_block is not None:
             emb = self.embed(prev_block.unsqueeze(1), torch.zeros(B, 1, device=dev))[:, 0]  # (B, Lb, W)
             if cfg.clean_stream:
-                x, depth = [Stream(emb, CLEAN, self._rope(k - 1), self._cond())], clean_pass_depth(cfg)
-                for i in range(depth):  # the last layer only caches keys/values: its output is never read
-                    x = self.layers[i](x, cache=cache, layer=i, commit=True, kv_only=int(i == depth - 1))
+                x, layers = [Stream(emb, CLEAN, self._rope(k - 1), self._cond())], clean_pass_depth(cfg)
+                for i in range(layers):  # the last layer only caches keys/values: its output is never read
+                    x = self.layers[i](x, cache=cache, layer=i, commit=True, kv_only=int(i == layers - 1))
         else:
             # a copy: a view of a parameter still requires grad under no_grad (FlopCounterMode rejects that)
             emb = self.boi.expand(B, Lb, W).clone()
         if not cfg.use_z_cond:
             return None
         x = [Stream(emb, NOISY, self._rope(k), self._cond())]
-        for i in range(cfg.ar_depth):
+        for i in range(cfg.depth - (depth or cfg.diffusion_depth)):
             # without a clean stream the slot is the context: its AR-layer keys/values stay for later blocks
             x = self.layers[i](x, cache=cache, layer=i, commit=not cfg.clean_stream)
         return x[0].x
 
     def denoise_step(self, cache: KVCache, k: int, z_cond: torch.Tensor | None, xt: torch.Tensor,
-                     t: torch.Tensor) -> torch.Tensor:
-        """Diffusion stage on block k: xt (B, Lb, Cpp) at timestep t (B,) -> prediction (B, Lb, Cpp)."""
+                     t: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """Diffusion stage (the last `depth` layers, default model.diffusion_depth) on block k: xt (B, Lb, Cpp) at
+        timestep t (B,) -> prediction (B, Lb, Cpp)."""
         cfg = self.cfg
+        D = depth or cfg.diffusion_depth
         h = self.embed(xt.unsqueeze(1), t.view(-1, 1))[:, 0]  # (B, Lb, W)
         if z_cond is not None:
             h = h + z_cond
+        if self.boundary_embed is not None:
+            h = h + self.boundary_embed.weight[D]
         use_context = cfg.denoiser_attention == "context"
         mask = self.token_mask if cfg.denoiser_attention == "token" else None
         x = [Stream(h, NOISY, self._rope(k), self._cond(t.view(-1, 1)))]
-        for i in range(cfg.ar_depth, cfg.depth):
+        for i in range(cfg.depth - D, cfg.depth):
             x = self.layers[i](x, mask=mask, cache=cache if use_context else None, layer=i)
         return self.head(x[0].x.unsqueeze(1), t.view(-1, 1))[:, 0]
 

@@ -65,6 +65,28 @@ def sample_settings(config: Config, **given) -> SampleConfig:
     return sc
 
 
+def block_plan(mcfg: ModelConfig, sc: SampleConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(D_k, S_k) for every block k: the schedules of `sc`, else its one D (default the model's) and S. A depth the
+    model was not trained at is an error naming its set, unless sc.allow_untrained_depth."""
+    T = mcfg.num_blocks
+    depths = tuple(sc.depth_schedule) or (sc.diffusion_depth or mcfg.diffusion_depth,) * T
+    steps = tuple(sc.steps_schedule) or (sc.steps,) * T
+    for name, values in (("sample.depth_schedule", depths), ("sample.steps_schedule", steps)):
+        if len(values) != T:
+            raise ValueError(f"{name}: {list(values)} has {len(values)} entries for T={T} blocks. Fix: give one per "
+                             "block, or leave it empty.")
+    bad = sorted({d for d in depths if d not in mcfg.depths})
+    if bad and not (mcfg.denoiser_attention == "context" and mcfg.clean_stream and mcfg.use_z_cond):
+        raise ValueError(f"sample.diffusion_depth: D={bad[0]} differs from this model's D={mcfg.diffusion_depth}, "
+                         "and its ablated architecture fixes the boundary. Fix: sample at its own D.")
+    if bad and not (sc.allow_untrained_depth and all(1 <= d <= mcfg.depth for d in bad)):
+        raise ValueError(f"sample.diffusion_depth: D={', '.join(map(str, bad))} is not a depth this model was trained "
+                         f"at ({', '.join(map(str, mcfg.depths))}). Fix: pick one of them (an elastic checkpoint "
+                         "trains a set), or set sample.allow_untrained_depth=true to sample anyway (D <= N="
+                         f"{mcfg.depth}; reports label it untrained).")
+    return depths, steps
+
+
 def _check_labels(model: MADFormer, labels: torch.Tensor | None, num_images: int, device) -> torch.Tensor | None:
     n = model.cfg.num_classes
     if labels is None:
@@ -80,16 +102,18 @@ def _check_labels(model: MADFormer, labels: torch.Tensor | None, num_images: int
 def generate_events(model: MADFormer, config: Config, num_images: int | None = None, steps: int | None = None,
                     sampler: str | None = None, seed: int | None = None, use_cache: bool | None = None,
                     labels: torch.Tensor | None = None, cfg_scale: float | None = None,
-                    device: torch.device | str | None = None) -> Iterator[Event]:
-    """Yield an Event per denoising step and per finished block; arguments left None come from config.sample."""
+                    device: torch.device | str | None = None, **schedule) -> Iterator[Event]:
+    """Yield an Event per denoising step and per finished block; arguments left None come from config.sample
+    (`diffusion_depth` and the per-block schedules included)."""
     sc = sample_settings(config, num_images=num_images, steps=steps, sampler=sampler, seed=seed,
-                         use_cache=use_cache, cfg_scale=cfg_scale)
+                         use_cache=use_cache, cfg_scale=cfg_scale, **schedule)
     mcfg = model.cfg
     if mcfg != config.model:
         raise ValueError("config.model does not describe this model. Fix: pass the config the model was built from.")
+    depths, steps_k = block_plan(mcfg, sc)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    B, T, S = sc.num_images, mcfg.num_blocks, sc.steps
+    B, T = sc.num_images, mcfg.num_blocks
     labels = _check_labels(model, labels, B, device)
     guided = labels is not None and sc.cfg_scale != 1.0
     if guided:  # classifier-free guidance: a second half of the batch with the null class
@@ -97,23 +121,23 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
     objective = build_objective(config.diffusion, mcfg)
     gen = torch.Generator(device="cpu").manual_seed(sc.seed)
     canvas = torch.zeros(B, T, mcfg.block_tokens, mcfg.token_dim, device=device, dtype=dtype)  # finished blocks
-    meter = CostMeter(mcfg, S, sc.use_cache, guided)
+    meter = CostMeter(mcfg, sc.use_cache, guided)
     was_training = model.training
     model.eval()
     cache = model.new_cache(2 * B if guided else B, device, dtype) if sc.use_cache else None
     if cache is not None:
         model.prefill(cache, labels)
     try:
-        for k in range(T):
+        for k, (D, S) in enumerate(zip(depths, steps_k)):
             scheduler = objective.make_scheduler(sc.sampler, S, sc.x0_clip)  # multistep state is per block
-            z_cond = _ar_step(model, cache, canvas, k, guided) if cache is not None else None
-            meter.block(k)
+            z_cond = _ar_step(model, cache, canvas, k, guided, D) if cache is not None else None
+            meter.block(k, D, S)
             x = torch.randn(B, mcfg.block_tokens, mcfg.token_dim, generator=gen).to(device, dtype) \
                 * objective.init_sigma(scheduler)
             for i, t in enumerate(scheduler.timesteps):
                 x_in = objective.scale_input(scheduler, x, t)
-                out = _denoise(model, cache, canvas, k, z_cond, x_in, t, labels, guided, sc.cfg_scale)
-                meter.step()
+                out = _denoise(model, cache, canvas, k, z_cond, x_in, t, labels, guided, sc.cfg_scale, D)
+                meter.step(D)
                 x0 = partial(_predicted_block, objective, out, x_in, t)
                 x = scheduler.step(out, t, x, generator=gen).prev_sample.to(dtype)
                 if i == len(scheduler.timesteps) - 1:
@@ -124,21 +148,22 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
         model.train(was_training)
 
 
-def _ar_step(model: MADFormer, cache, canvas: torch.Tensor, k: int, guided: bool) -> torch.Tensor | None:
+def _ar_step(model: MADFormer, cache, canvas: torch.Tensor, k: int, guided: bool, depth: int) -> torch.Tensor | None:
     """The AR stage for block k (caches the clean copy of block k-1): z_cond for the batch (twice under guidance)."""
     prev = canvas[:, k - 1] if k > 0 else None
     if prev is not None and guided:
         prev = torch.cat([prev, prev])
-    return model.ar_step(cache, k, prev)
+    return model.ar_step(cache, k, prev, depth)
 
 
 def _denoise(model: MADFormer, cache, canvas: torch.Tensor, k: int, z_cond, x_in: torch.Tensor, t,
-             labels: torch.Tensor | None, guided: bool, scale: float) -> torch.Tensor:
-    """One model evaluation on block k at timestep t (cached, or recomputing the prefix); guidance combined."""
+             labels: torch.Tensor | None, guided: bool, scale: float, depth: int) -> torch.Tensor:
+    """One model evaluation on block k at timestep t with diffusion depth `depth` (cached, or recomputing the
+    prefix); guidance combined."""
     x_in2 = torch.cat([x_in, x_in]) if guided else x_in
     tt = torch.full((x_in2.shape[0],), float(t), device=x_in.device)
-    out = model.denoise_step(cache, k, z_cond, x_in2, tt) if cache is not None else \
-        _recompute(model, canvas, x_in2, k, tt, labels, guided)
+    out = model.denoise_step(cache, k, z_cond, x_in2, tt, depth) if cache is not None else \
+        _recompute(model, canvas, x_in2, k, tt, labels, guided, depth)
     if guided:
         cond, uncond = out.chunk(2)
         out = uncond + scale * (cond - uncond)
@@ -158,13 +183,15 @@ def _assemble(canvas: torch.Tensor, k: int, block: torch.Tensor, mcfg: ModelConf
 
 
 def _recompute(model: MADFormer, canvas: torch.Tensor, x_in: torch.Tensor, k: int, t: torch.Tensor,
-               labels: torch.Tensor | None, guided: bool) -> torch.Tensor:
+               labels: torch.Tensor | None, guided: bool, depth: int) -> torch.Tensor:
     """No-cache reference: the full teacher-forced pass with finished blocks as context; read slot k."""
     ctx = torch.cat([canvas, canvas]) if guided else canvas  # (nb, T, Lb, Cpp)
     noisy = torch.zeros_like(ctx)
     noisy[:, k] = x_in
     tt = t.view(-1, 1).expand(-1, model.cfg.num_blocks)
-    pred, _ = model(from_blocks(ctx, model.cfg), from_blocks(noisy, model.cfg), tt, labels)
+    per_sample = model.cfg.elastic_depths or depth != model.cfg.diffusion_depth
+    depths = torch.full((ctx.shape[0],), depth, device=ctx.device) if per_sample else None
+    pred, _ = model(from_blocks(ctx, model.cfg), from_blocks(noisy, model.cfg), tt, labels, depths)
     return to_blocks(pred, model.cfg)[:, k]
 
 
