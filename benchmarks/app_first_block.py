@@ -186,6 +186,16 @@ def app_default() -> Path | None:
     return entry.path if entry else None
 
 
+def checkpoint_to_serve(requested: Path | None, tmp: Path) -> tuple[Path, bool, list[str]]:
+    """(checkpoint, whether it is a random stand-in, the app's arguments): the requested file, else what the app
+    opens first, else a random stand-in of the default architecture written to `tmp`."""
+    path = requested or app_default()
+    stand_in = path is None
+    if stand_in:
+        path = stand_in_checkpoint(tmp)
+    return path, stand_in, (["--checkpoint", str(path)] if requested or stand_in else [])
+
+
 def summary(seconds: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(seconds), 3), "max": round(max(seconds), 3)}
 
@@ -198,11 +208,7 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="append the result to benchmarks/results/")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="app-bench-"))
-    path = args.checkpoint or app_default()
-    stand_in = path is None
-    if stand_in:
-        path = stand_in_checkpoint(tmp)
-    app_args = ["--checkpoint", str(path)] if args.checkpoint or stand_in else []
+    path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp)
     sampler, setting = sampler_first_block(path, args.repeats)
     result = {"benchmark": "app_first_block", "checkpoint": str(path), "random_stand_in": stand_in, **setting,
               "sampler_first_block_s": summary(sampler)}

@@ -39,7 +39,7 @@ import workbench as wb  # noqa: E402
 from app.controls import DEFAULT_IMAGES, default_steps  # noqa: E402
 from app.panels import grid_picture  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
-from app_first_block import app_default, launch_chromium, open_app, stand_in_checkpoint, streamlit_server  # noqa: E402
+from app_first_block import checkpoint_to_serve, launch_chromium, open_app, streamlit_server  # noqa: E402
 from workbench.checkpoint import load_for_inference  # noqa: E402
 from workbench.codecs import build_codec  # noqa: E402
 
@@ -225,12 +225,8 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="append the results to benchmarks/results/app_load.jsonl")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="app-load-"))
-    path = args.checkpoint or app_default()
-    stand_in = path is None
-    if stand_in:
-        path = stand_in_checkpoint(tmp)
-    app_args = (["--checkpoint", str(path)] if args.checkpoint or stand_in else []) + \
-        (["--jobs", str(args.jobs)] if args.jobs else [])
+    path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp)
+    app_args += ["--jobs", str(args.jobs)] if args.jobs else []
     machine = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "cpu_count": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
     rows = []

@@ -45,3 +45,14 @@ def test_stand_ins_replace_missing_packages(monkeypatch):
     assert sys.modules["einops"].rearrange is gpu_bench._rearrange
     with pytest.raises(ImportError, match="not installed"):
         sys.modules["diffusers"].DDIMScheduler()
+
+
+def test_recipe_race_variants_build_and_combine():
+    import bench_recipe
+    for name, over in bench_recipe.VARIANTS.items():  # every variant is a valid config
+        cfg = bench_recipe.config_for(name, over, Path("/tmp/unused"), 10, 1.0)
+        assert cfg.name == f"recipe/{name}" and cfg.train.max_steps == 10 and cfg.train.sample_every == 0
+    name, over = bench_recipe.parse_define("best=+flow,model.timestep_conditioning=adaln,train.lr=1e-3")
+    assert name == "best" and over == {**bench_recipe.FLOW, "model.timestep_conditioning": "adaln", "train.lr": 0.001}
+    costly = [n for n, o in bench_recipe.VARIANTS.items() if any(k.startswith(bench_recipe.COST_KEYS) for k in o)]
+    assert "flow" not in costly and "lr1e-3" not in costly and {"patch2", "compile", "fp32"} <= set(costly)
