@@ -206,10 +206,16 @@ def race(args) -> None:
         print(f"{name}: {info['steps']} steps planned ({info['seconds_per_step']:.3f} s/step)", flush=True)
         load_before = os.getloadavg()[0]
         resume = (run_dir / "latest").is_file()
+        # no wall-clock cap: the step count is what is equal, and a run slowed or paused by other work must still
+        # reach the end of its LR schedule
         summary = run_worker("_train", {"name": name, "overrides": over, "runs": str(stage_runs),
-                                        "steps": info["steps"], "minutes": 3 * args.minutes,
+                                        "steps": info["steps"], "minutes": 0.0,
                                         "out_dir": str(run_dir), "resume": resume}, args.threads)
         load_after = os.getloadavg()[0]
+        if summary["status"] != "finished" or summary["step"] != info["steps"]:
+            print(f"{name}: stopped at step {summary['step']} of {info['steps']} ({summary['status']}); not scored. "
+                  "Run the race again to continue it.", flush=True)
+            continue
         points = score(run_dir, steps, inception_steps, args.n, out.parent / "recipe" / f"{args.stage}-{name}.png")
         emit({"benchmark": "recipe", "stage": args.stage, "variant": name, "overrides": over,
               "minutes": args.minutes, "steps_planned": info["steps"], "steps_reached": summary["step"],

@@ -146,7 +146,9 @@ def test_sigint_saves_a_checkpoint_and_stops(tmp_path):
     cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 1000, "train.ckpt_every": 500, "train.out_dir": str(tmp_path)})
 
     def interrupt_when_training():
-        while signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # until the loop takes over Ctrl-C
+        # until the training loop's own handler takes over Ctrl-C (not merely "not the default": a handler left by
+        # other code in this process would swallow the signal before the loop starts)
+        while not getattr(signal.getsignal(signal.SIGINT), "__qualname__", "").startswith("_stop_on_signals"):
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 
