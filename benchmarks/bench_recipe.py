@@ -158,16 +158,17 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
 
 def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, grid: Path) -> list[dict]:
     from workbench.checkpoint import load_for_inference
-    from workbench.evaluation import sample_images, score
+    from workbench.evaluation import default_reference, sample_images, score
     from workbench.images import save_grid
     model, cfg = load_for_inference(run_dir)
     sampler = cfg.sample.sampler
     save_grid(sample_images(model, cfg, 64, 16, sampler, 0)[0], grid)
+    refs = {e: default_reference(cfg, e) for e in ["fmnist-classifier"] + (["inception"] if inception_steps else [])}
     points = []
     for S in steps:
         samples = sample_images(model, cfg, n, S, sampler, seed=0)  # scored by both extractors
         for ext_name in ["fmnist-classifier"] + (["inception"] if S in inception_steps else []):
-            s = score(model, cfg, S, sampler, n, 0, ext_name, samples=samples)
+            s = score(model, cfg, S, sampler, n, 0, ext_name, refs[ext_name], samples=samples)
             points.append(s.as_dict())
             print(f"  S={S} {ext_name}: FID {s.fid:.2f} [{s.fid_low:.2f}, {s.fid_high:.2f}]", flush=True)
     return points

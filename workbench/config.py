@@ -114,11 +114,17 @@ class ModelConfig:
                f"{list(ds)} must be increasing, distinct depths in [1, N={self.depth}]", "write e.g. [1, 2, 3, 4]")
         _check(not ds or self.diffusion_depth in ds, "model.elastic_depths",
                f"the default D={self.diffusion_depth} is not one of {list(ds)}", "include model.diffusion_depth")
-        _check(not ds or (self.denoiser_attention == "context" and self.clean_stream and self.use_z_cond),
+        _check(not ds or self.movable_boundary,
                "model.elastic_depths", "elastic depth moves the boundary of the default architecture only",
                "use denoiser_attention='context', clean_stream=true and use_z_cond=true")
         _check(self.timestep_conditioning in TIMESTEP_CONDITIONING, "model.timestep_conditioning",
                f"unknown value {self.timestep_conditioning!r}", "use 'embed' (paper) or 'adaln' (DiT's adaLN-Zero)")
+
+    @property
+    def movable_boundary(self) -> bool:
+        """Whether the AR/diffusion boundary can move after training: the default architecture, whose AR and
+        diffusion layers see the same tokens (context attention, a clean stream, z_cond)."""
+        return self.denoiser_attention == "context" and self.clean_stream and self.use_z_cond
 
     @property
     def depths(self) -> tuple[int, ...]:

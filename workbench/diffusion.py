@@ -81,9 +81,6 @@ class Objective:
         """(B, T) per-block values -> (B, 1, H, W) maps over the latent grid."""
         return values[:, self.block_map.to(values.device)].unsqueeze(1)
 
-    def check_sampler(self, name: str, x0_clip: str = "none") -> None:
-        check_sampler(self.cfg.prediction, name, x0_clip)
-
     def loss(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> Losses:
         """Sample t and noise, run the teacher-forced forward, return the losses."""

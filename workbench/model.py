@@ -200,13 +200,15 @@ class MADFormer(nn.Module):
                                                                                          else 0), clean_cond))
         z_cond = None
         boundary = None if depth is None else cfg.depth - depth  # (B,) the first diffusion layer of each sample
+        if boundary is not None:  # every sample's noisy input and its adaLN conditioning, for its boundary layer
+            entering = self._noisy_input(xt, t, depth), self._cond(t)
         for i, layer in enumerate(self.layers):
             if boundary is None and i == cfg.ar_depth:
                 z_cond = streams[-1].x
                 noisy = self.embed(to_blocks(xt, cfg), t).flatten(1, 2)  # (B, T*Lb, W)
                 streams[-1] = streams[-1]._replace(x=z_cond + noisy if cfg.use_z_cond else noisy, cond=self._cond(t))
             elif boundary is not None:
-                streams[-1], z_cond = self._enter_diffusion(streams[-1], z_cond, i, boundary, xt, t, depth)
+                streams[-1], z_cond = self._enter_diffusion(streams[-1], z_cond, i, boundary, *entering)
             mask = self.ar_mask if i < cfg.ar_depth else self.diff_mask
             # the last layer's context stream is never read: it only gives keys and values
             kv_only = len(streams) - 1 if i == cfg.depth - 1 else 0
@@ -215,7 +217,13 @@ class MADFormer(nn.Module):
         hidden = self.hidden_head(z_cond.view(B, T, Lb, W)) if self.has_hidden_loss else None
         return from_blocks(pred, cfg), (from_blocks(hidden, cfg) if hidden is not None else None)
 
-    def _enter_diffusion(self, slot: Stream, z_cond, i: int, boundary: torch.Tensor, xt, t, depth):
+    def _noisy_input(self, xt: torch.Tensor, t: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+        """Elastic training: the embedded noisy blocks (B, T*Lb, W), with each sample's boundary embedding."""
+        noisy = self.embed(to_blocks(xt, self.cfg), t).flatten(1, 2)
+        return noisy + self.boundary_embed(depth).unsqueeze(1) if self.boundary_embed is not None else noisy
+
+    def _enter_diffusion(self, slot: Stream, z_cond, i: int, boundary: torch.Tensor, noisy: torch.Tensor,
+                         cond_t: torch.Tensor | None):
         """Elastic training at layer i: the samples whose boundary is i keep their slot as z_cond and take their
         noisy input there (the AR and diffusion masks coincide for the architectures elastic depth allows)."""
         switch = boundary == i  # (B,)
@@ -223,13 +231,9 @@ class MADFormer(nn.Module):
             return slot, z_cond
         sw = switch.view(-1, 1, 1)
         z_cond = torch.where(sw, slot.x, slot.x if z_cond is None else z_cond)
-        noisy = self.embed(to_blocks(xt, self.cfg), t).flatten(1, 2)  # (B, T*Lb, W)
-        if self.boundary_embed is not None:
-            noisy = noisy + self.boundary_embed(depth).unsqueeze(1)
         x = torch.where(sw, slot.x + noisy, slot.x)
         cond = slot.cond
         if cond is not None:  # adaLN: t for the samples in their diffusion stage, t = 0 for the others
-            cond_t = self._cond(t)  # (B, T, W)
             cond = torch.where((boundary <= i).view(-1, 1, 1), cond_t, cond.expand_as(cond_t))
         return slot._replace(x=x, cond=cond), z_cond
 

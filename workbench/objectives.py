@@ -5,7 +5,7 @@ from .config import DiffusionConfig, ModelConfig, objective_family
 from .diffusion import Diffusion, Objective
 from .flow import Flow
 
-OBJECTIVES: dict[str, type[Objective]] = {"vp": Diffusion, "flow": Flow}
+OBJECTIVES: dict[str, type[Objective]] = {c.family: c for c in (Diffusion, Flow)}  # config.objective_family
 
 
 def build_objective(cfg: DiffusionConfig, model_cfg: ModelConfig) -> Objective:

@@ -6,7 +6,6 @@ Notebooks, the app, the CLI and the benchmarks all consume `generate_events`; no
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from functools import cached_property, partial
 from typing import Callable, Iterator
@@ -76,7 +75,7 @@ def block_plan(mcfg: ModelConfig, sc: SampleConfig) -> tuple[tuple[int, ...], tu
             raise ValueError(f"{name}: {list(values)} has {len(values)} entries for T={T} blocks. Fix: give one per "
                              "block, or leave it empty.")
     bad = sorted({d for d in depths if d not in mcfg.depths})
-    if bad and not (mcfg.denoiser_attention == "context" and mcfg.clean_stream and mcfg.use_z_cond):
+    if bad and not mcfg.movable_boundary:
         raise ValueError(f"sample.diffusion_depth: D={bad[0]} differs from this model's D={mcfg.diffusion_depth}, "
                          "and its ablated architecture fixes the boundary. Fix: sample at its own D.")
     if bad and not (sc.allow_untrained_depth and all(1 <= d <= mcfg.depth for d in bad)):

@@ -311,9 +311,9 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
             - launched, "checkpoint": str(ckpt_path) if ckpt_path else None, "out_dir": str(out), "samples": grids}
 
 
-def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool] | bool) -> tuple[float, float, bool]:
-    """One optimizer step over train.grad_accum micro-batches. `stop_requested` (a flag, or a function read after
-    the backward passes, when the step's collective is sent) asks every rank to stop after this step.
+def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool]) -> tuple[float, float, bool]:
+    """One optimizer step over train.grad_accum micro-batches. `stop_requested()`, read after the backward passes
+    when the step's collective is sent, asks every rank to stop after this step.
 
     Returns (loss averaged over ranks, gradient norm before clipping, whether any rank asked to stop). A non-finite
     loss or gradient norm raises FloatingPointError before the optimizer step, so no checkpoint holds its weights."""
@@ -326,8 +326,7 @@ def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool] |
             fabric.backward(losses.total / tc.grad_accum)
         loss += losses.total.detach() / tc.grad_accum
     # one collective per step carries the loss, the non-finite check and the stop request of every rank
-    stop_now = stop_requested() if callable(stop_requested) else stop_requested
-    flags = torch.stack([loss, (~loss.isfinite()).float(), torch.tensor(float(stop_now), device=loss.device)])
+    flags = torch.stack([loss, (~loss.isfinite()).float(), torch.tensor(float(stop_requested()), device=loss.device)])
     total, bad, stop = fabric.all_reduce(flags, reduce_op="sum").tolist()
     if bad:
         raise FloatingPointError(
