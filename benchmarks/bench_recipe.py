@@ -59,6 +59,11 @@ VARIANTS: dict[str, dict] = {
     "ema0.9995": {"train.ema_decay": 0.9995},
     "ema0.995": {"train.ema_decay": 0.995},
 }
+# Round two: the first screen found the learning rate dominant (lr1e-3 halved both FIDs of today's recipe), so each
+# remaining ingredient is screened again on top of it (coordinate ascent: one change at a time from the best so far)
+ON_LR = ("adaln", "flow", "v", "min-snr", "patch2", "ema0.995", "ema0.9995", "wide-shallow", "deep-narrow", "fp32",
+         "compile")
+VARIANTS.update({f"lr1e-3+{k}": {**VARIANTS["lr1e-3"], **VARIANTS[k]} for k in ON_LR})
 PROBE_STEPS = 12
 
 
