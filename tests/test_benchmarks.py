@@ -56,3 +56,25 @@ def test_recipe_race_variants_build_and_combine():
     assert name == "best" and over == {**bench_recipe.FLOW, "model.timestep_conditioning": "adaln", "train.lr": 0.001}
     costly = [n for n, o in bench_recipe.VARIANTS.items() if any(k.startswith(bench_recipe.COST_KEYS) for k in o)]
     assert "flow" not in costly and "lr1e-3" not in costly and {"patch2", "compile", "fp32"} <= set(costly)
+
+
+def test_elastic_benchmark_members_and_frontiers():
+    import bench_elastic
+    import bench_recipe
+    spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
+    assert spec["elastic-4x"]["budgets"] == 4 and spec["elastic-1x"]["budgets"] == 1
+    assert spec["held-out"]["trained"] == [1, 3, 5, 6] and spec["held-out"]["eval_depths"] == [1, 2, 3, 4, 5, 6]
+    for name, m in spec.items():  # every member is a valid config on top of the recipe
+        cfg = bench_recipe.config_for(name, {**bench_recipe.VARIANTS["lr1e-3"], **m["overrides"]}, Path("/tmp/x"), 10, 1)
+        assert cfg.model.depths == tuple(m["trained"])
+    for over in bench_elastic.SCHEDULES.values():  # every schedule is valid on the elastic member
+        cfg = bench_recipe.config_for("e", spec["elastic-4x"]["overrides"], Path("/tmp/x"), 10, 1).override(**over)
+        assert cfg.sample.steps_schedule or cfg.sample.depth_schedule
+    front = bench_elastic.frontier([(10, 50.0), (20, 60.0), (30, 40.0), (5, 70.0)])
+    assert front == [(5, 70.0), (10, 50.0), (30, 40.0)]  # (20, 60) is worse than the cheaper (10, 50)
+    assert bench_elastic.best_at(front, 25) == 50.0 and bench_elastic.best_at(front, 4) == float("inf")
+    # a frontier 10 FID better everywhere over one decade of compute: area +10; swapped: -10
+    a, b = [(10, 40.0), (100, 30.0)], [(10, 50.0), (100, 40.0)]
+    area, span = bench_elastic.area_between(a, b)
+    assert span == (10, 100) and area == pytest.approx(10.0)
+    assert bench_elastic.area_between(b, a)[0] == pytest.approx(-10.0)

@@ -1,0 +1,254 @@
+"""Elastic depth against dedicated models: one checkpoint trained at every AR/diffusion split versus one model per D.
+
+    python benchmarks/bench_elastic.py [--minutes 10] [--recipe lr1e-3] [--depths 1,2,3,4] [--held-out 2,4]
+                                       [--steps 2,4,8,16] [--inception-steps 16] [--n 1000] [--threads 2]
+                                       [--runs ~/wb-runs/elastic] [--out benchmarks/results/elastic.jsonl]
+    python benchmarks/bench_elastic.py report [--out ...]      # tables (a), (b), frontiers, schedules
+
+Members, all `fmnist-small` (N = 6) with the recipe race's variant `--recipe`, trained one after another:
+  D<d>        a dedicated model per D in --depths, one budget each;
+  elastic-1x  elastic_depths = 1..N, one budget: (a) equal per-model training compute;
+  elastic-Kx  the same with K = len(--depths) budgets: (b) equal total compute (the dedicated models' sum);
+  held-out    elastic over 1..N minus --held-out, one budget, scored at every D (the held-out ones flagged).
+A budget is a number of optimizer steps at the base batch: the steps the recipe race's baseline fits in --minutes
+(its probe, kept in --runs/probes). Steps, not seconds, are what is equal (a dedicated D1 step is cheaper than a D4
+step; each row records its FLOPs per step and wall time).
+
+Scoring: EMA weights, the config's sampler, n images from seed 0 (the same initial noise for every model, so two
+models' images pair up by row), every D the member can sample x every S in --steps; classifier FID at every point,
+Inception at --inception-steps. Images are kept (uint8) beside the runs so that differences get a paired bootstrap
+interval (metrics.paired_fid_difference). Schedules (per-block D_k and S_k) are scored on the elastic-Kx model.
+
+Report: (a) elastic-1x vs each D<d>, (b) elastic-Kx vs each D<d> at every (D, S), each difference with its paired
+90% interval; the FID-vs-compute frontier of each side (compute = block-layer evaluations per image, the paper's
+T[(N-D)+D*S]) and the area between them over log10(compute); each schedule against the fixed-(D, S) frontier of the
+same model at its compute.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench_recipe import VARIANTS, config_for, plan, run_worker
+from harness import emit, machine
+
+REPO = Path(__file__).resolve().parents[1]
+N = 6  # fmnist-small's depth
+# schedules scored on the elastic model (sample-config overrides): S_k annealed from many steps on the first block
+# to few on the last (DiSA), and D_k rising or falling over the blocks
+SCHEDULES = {
+    "S_k 8,4,2,2": {"sample.steps_schedule": (8, 4, 2, 2)},
+    "S_k 16,8,4,2": {"sample.steps_schedule": (16, 8, 4, 2)},
+    "S_k 4,4,2,2": {"sample.steps_schedule": (4, 4, 2, 2)},
+    "D_k 4,3,2,1 S=4": {"sample.depth_schedule": (4, 3, 2, 1), "sample.steps": 4},
+    "D_k 1,2,3,4 S=4": {"sample.depth_schedule": (1, 2, 3, 4), "sample.steps": 4},
+    "D_k 4,3,2,1 S_k 8,4,2,2": {"sample.depth_schedule": (4, 3, 2, 1), "sample.steps_schedule": (8, 4, 2, 2)},
+}
+
+
+def members(depths: list[int], held_out: list[int]) -> dict[str, dict]:
+    """name -> {"overrides", "budgets", "eval_depths", "trained"}."""
+    every = list(range(1, N + 1))
+    out = {f"D{d}": {"overrides": {"model.diffusion_depth": d}, "budgets": 1, "eval_depths": [d], "trained": [d]}
+           for d in depths}
+    for name, budgets in (("elastic-1x", 1), (f"elastic-{len(depths)}x", len(depths))):
+        out[name] = {"overrides": {"model.elastic_depths": every}, "budgets": budgets, "eval_depths": every,
+                     "trained": every}
+    trained = [d for d in every if d not in held_out]
+    out["held-out"] = {"overrides": {"model.elastic_depths": trained,
+                                     "model.diffusion_depth": max(d for d in trained if d <= 3)},
+                       "budgets": 1, "eval_depths": every, "trained": trained}
+    return out
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+def train_all(args, spec: dict[str, dict], steps: int) -> dict[str, dict]:
+    runs, recipe = Path(args.runs).expanduser(), VARIANTS[args.recipe]
+    summaries = {}
+    for name, m in spec.items():
+        run_dir, want = runs / name, steps * m["budgets"]
+        done = run_dir / "summary.json"
+        if done.is_file() and json.loads(done.read_text()).get("step") == want:
+            summaries[name] = json.loads(done.read_text())
+            continue
+        print(f"{name}: training {want} steps", flush=True)
+        s = run_worker("_train", {"name": name, "overrides": {**recipe, **m["overrides"]}, "runs": str(runs),
+                                  "steps": want, "minutes": 0.0, "out_dir": str(run_dir),
+                                  "resume": (run_dir / "latest").is_file()}, args.threads)
+        if s["status"] != "finished" or s["step"] != want:
+            raise SystemExit(f"{name}: stopped at step {s['step']} of {want}; run the benchmark again to continue.")
+        summaries[name] = s
+    return summaries
+
+
+# ---- scoring -----------------------------------------------------------------------------------------------------
+def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, dict]) -> None:
+    from workbench.checkpoint import load_for_inference
+    from workbench.compute import train_flops
+    from workbench.evaluation import default_reference, sample_images, score
+    runs = Path(args.runs).expanduser()
+    model, cfg = load_for_inference(runs / name)
+    extractors = ["fmnist-classifier"] + (["inception"] if args.inception_steps else [])
+    refs = {e: default_reference(cfg, e) for e in extractors}
+    done = {(r["member"], r["point"]) for r in rows(Path(args.out))}
+    points = [(f"D={d} S={S}", {"sample.diffusion_depth": d, "sample.allow_untrained_depth": d not in m["trained"]},
+               S) for d in m["eval_depths"] for S in args.steps]
+    points += [(label if "sample.depth_schedule" in over else f"{label} @D={cfg.model.diffusion_depth}", over,
+                over.get("sample.steps") or max(over["sample.steps_schedule"])) for label, over in schedules.items()]
+    for point, over, S in points:
+        if (name, point) in done:
+            continue
+        c = cfg.override(**over)
+        samples = sample_images(model, c, args.n, S, seed=0)
+        keep = runs / "images" / f"{name} {point}.pt"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(((samples[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8), keep)
+        ext = [e for e in extractors  # Inception on the fixed (D, S) grid at --inception-steps only
+               if e == "fmnist-classifier" or (S in args.inception_steps and point.startswith("D="))]
+        for e in ext:
+            s = score(model, c, S, n=args.n, seed=0, extractor=e, reference=refs[e], samples=samples)
+            emit({"benchmark": "elastic", "member": name, "point": point, "recipe": args.recipe,
+                  "train_steps": summary["step"], "budgets": m["budgets"], "trained_depths": m["trained"],
+                  "train_seconds": round(summary["train_seconds"], 1),
+                  "train_flops_per_step": train_flops(cfg.model, cfg.train.batch_size),
+                  "images": str(keep), **s.as_dict(), "machine": machine()}, args.out)
+            print(f"  {name} {point} {e}: FID {s.fid:.2f} [{s.fid_low:.2f}, {s.fid_high:.2f}]", flush=True)
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in out.read_text().splitlines() if x.strip()] if out.is_file() else []
+
+
+# ---- report ------------------------------------------------------------------------------------------------------
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lower-left envelope of (compute, FID): each point kept is better than every cheaper one."""
+    best, out = math.inf, []
+    for c, f in sorted(points):
+        if f < best:
+            best = f
+            out.append((c, f))
+    return out
+
+
+def best_at(front: list[tuple[float, float]], compute: float) -> float:
+    """The best FID reachable at `compute` or less (inf below the frontier's cheapest point)."""
+    return min((f for c, f in front if c <= compute * (1 + 1e-9)), default=math.inf)
+
+
+def area_between(front_a: list[tuple[float, float]], front_b: list[tuple[float, float]]) -> tuple[float, tuple]:
+    """Integral over log10(compute) of best_at(b) - best_at(a), over the range where both are defined (from the
+    dearer of the two cheapest points to the dearer of the two dearest): > 0 when a is the better frontier."""
+    lo = max(front_a[0][0], front_b[0][0])
+    hi = max(front_a[-1][0], front_b[-1][0])
+    cuts = sorted({c for c, _ in front_a + front_b if lo <= c <= hi} | {lo, hi})
+    total = 0.0
+    for left, right in zip(cuts, cuts[1:]):
+        total += (best_at(front_b, left) - best_at(front_a, left)) * (math.log10(right) - math.log10(left))
+    return total, (lo, hi)
+
+
+def classifier(rs: list[dict]) -> list[dict]:
+    return [r for r in rs if r["extractor"].startswith("fmnist-classifier")]
+
+
+def paired(run_a: str, run_b: str, reference) -> tuple[float, float, float]:
+    from workbench.features import extract_features, resolve_extractor
+    from workbench.metrics import paired_fid_difference
+    ext = resolve_extractor("fmnist-classifier")
+    feats = [extract_features(ext, torch.load(p, weights_only=True).float() / 127.5 - 1) for p in (run_a, run_b)]
+    return paired_fid_difference(*feats, reference, generator=torch.Generator().manual_seed(0))
+
+
+def report(args) -> str:
+    import workbench as wb
+    from workbench.evaluation import default_reference
+    rs = classifier(rows(Path(args.out)))
+    if not rs:
+        raise SystemExit(f"report: no rows in {args.out}. Fix: run the benchmark first.")
+    ref = default_reference(wb.preset("fmnist-small"), "fmnist-classifier")
+    at = {(r["member"], r["point"]): r for r in rs}
+    big = max((r["member"] for r in rs if r["member"].startswith("elastic-") and r["member"] != "elastic-1x"),
+              default=None)
+    lines = []
+    for title, elastic in (("(a) equal per-model compute: elastic-1x", "elastic-1x"),
+                           (f"(b) equal total compute: {big}", big)):
+        if elastic is None:
+            continue
+        lines += [f"### {title} vs dedicated (classifier FID, n={args.n}, paired 90% interval of elastic - dedicated)",
+                  "", "| D | S | dedicated | elastic | elastic - dedicated | ratio |", "|---|---|---|---|---|---|"]
+        for (member, point), r in sorted(at.items()):
+            if not member.startswith("D") or (elastic, point) not in at:
+                continue
+            e = at[(elastic, point)]
+            d, lo, hi = paired(e["images"], r["images"], ref)
+            lines.append(f"| {point.split()[0][2:]} | {point.split()[1][2:]} | {r['fid']:.1f} | {e['fid']:.1f} | "
+                         f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}] | {e['fid'] / r['fid']:.2f} |")
+        lines.append("")
+    fixed = [r for r in rs if r["point"].startswith("D=")]
+    dedicated = frontier([(r["paper_cost"], r["fid"]) for r in fixed if r["member"].startswith("D")])
+    for elastic in ("elastic-1x", big):
+        mine = frontier([(r["paper_cost"], r["fid"]) for r in fixed if r["member"] == elastic])
+        if mine and dedicated:
+            area, span = area_between(mine, dedicated)
+            lines.append(f"Frontier {elastic}: " + ", ".join(f"({c:.0f}, {f:.1f})" for c, f in mine) +
+                         f"; dedicated: " + ", ".join(f"({c:.0f}, {f:.1f})" for c, f in dedicated) +
+                         f"; area between (dedicated - elastic, FID x log10 compute over {span[0]:.0f}-{span[1]:.0f}):"
+                         f" {area:+.1f}")
+    if big:
+        lines += ["", f"### Schedules on {big} against its fixed-(D, S) frontier at the same compute", "",
+                  "| schedule | compute | FID | best fixed at <= compute | schedule - fixed (paired 90%) |",
+                  "|---|---|---|---|---|"]
+        mine = [r for r in fixed if r["member"] == big]
+        for r in rs:
+            if r["member"] != big or r["point"].startswith("D="):
+                continue
+            cheaper = [x for x in mine if x["paper_cost"] <= r["paper_cost"] * (1 + 1e-9)]
+            if not cheaper:
+                continue
+            best = min(cheaper, key=lambda x: x["fid"])
+            d, lo, hi = paired(r["images"], best["images"], ref)
+            lines.append(f"| {r['point']} | {r['paper_cost']:.0f} | {r['fid']:.1f} | {best['fid']:.1f} "
+                         f"({best['point']}) | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", nargs="?", default="run", choices=("run", "report"))
+    p.add_argument("--minutes", type=float, default=10.0, help="one training budget (as the recipe race's baseline)")
+    p.add_argument("--recipe", default="lr1e-3", help=f"a recipe race variant: {', '.join(VARIANTS)}")
+    p.add_argument("--depths", default="1,2,3,4", help="the dedicated models' D")
+    p.add_argument("--held-out", default="2,4", help="D values the held-out member does not train")
+    p.add_argument("--steps", default="2,4,8,16")
+    p.add_argument("--inception-steps", default="16")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", default="~/wb-runs/elastic")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "elastic.jsonl"))
+    args = p.parse_args(argv)
+    if args.recipe not in VARIANTS:
+        raise SystemExit(f"--recipe: unknown {args.recipe!r}. Fix: use one of {', '.join(VARIANTS)}.")
+    args.steps = [int(s) for s in args.steps.split(",")]
+    args.inception_steps = [int(s) for s in args.inception_steps.split(",") if s]
+    spec = members([int(d) for d in args.depths.split(",")], [int(d) for d in args.held_out.split(",") if d])
+    if args.mode == "report":
+        print(report(args))
+        return
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs).expanduser()
+    steps = plan("today", VARIANTS["today"], runs, args.minutes, args.threads)["steps"]
+    summaries = train_all(args, spec, steps)
+    big = f"elastic-{len(args.depths.split(','))}x"
+    for name, m in spec.items():
+        score_member(args, name, m, summaries[name], SCHEDULES if name == big else {})
+    print(report(args))
+
+
+if __name__ == "__main__":
+    main()
