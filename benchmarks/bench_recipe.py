@@ -179,6 +179,32 @@ def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, g
     return points
 
 
+def x0_treatments(args) -> None:
+    """Score finished runs of --variants under each x0 treatment their sampler offers (none, clip, dynamic), at
+    every --steps with the classifier, same seed and n as the race: the measurement behind sample.x0_clip."""
+    from workbench.checkpoint import load_for_inference
+    from workbench.config import samplers_for
+    from workbench.evaluation import default_reference, score
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
+    for name in args.variants.split(","):
+        model, cfg = load_for_inference(runs / name)
+        ref = default_reference(cfg, "fmnist-classifier")
+        for clip in ("none", "clip", "dynamic"):
+            if cfg.sample.sampler not in samplers_for(cfg.diffusion.prediction, clip):
+                print(f"{name}: {cfg.sample.sampler} offers no x0 treatment {clip!r}; skipped")
+                continue
+            c = cfg.override(**{"sample.x0_clip": clip})
+            points = []
+            for S in [int(x) for x in args.steps.split(",")]:
+                sc = score(model, c, S, n=args.n, seed=0, extractor="fmnist-classifier", reference=ref)
+                points.append(sc.as_dict())
+                print(f"  {name} x0={clip} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "
+                      f"{sc.pixels_out_of_range:.2%} out of range", flush=True)
+            emit({"benchmark": "recipe-x0", "stage": args.stage, "variant": name, "minutes": args.minutes,
+                  "x0_clip": clip, "scores": points, "machine": machine()}, str(Path(args.out).with_name("recipe_x0.jsonl")))
+
+
 def done_variants(out: Path, stage: str, minutes: float) -> set[str]:
     if not out.is_file():
         return set()
@@ -257,8 +283,9 @@ def table(out: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="race", choices=("race", "table", "_train"),
-                   help="race: train and score; table: the markdown table of --out")
+    p.add_argument("mode", nargs="?", default="race", choices=("race", "table", "x0", "_train"),
+                   help="race: train and score; table: the markdown table of --out; x0: score finished runs of "
+                        "--variants under each x0 treatment (into recipe_x0.jsonl beside --out)")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (wall clock)")
     p.add_argument("--variants", default="", help=f"comma-separated, default all: {', '.join(VARIANTS)}")
     p.add_argument("--define", action="append", default=[], metavar="NAME=KEY=VAL,...",
@@ -274,6 +301,8 @@ def main() -> None:
     args = p.parse_args()
     if args.mode == "_train":
         worker_train(args)
+    elif args.mode == "x0":
+        x0_treatments(args)
     elif args.mode == "table":
         print(table(Path(args.out)))
     else:
