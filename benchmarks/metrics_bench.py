@@ -17,7 +17,7 @@ import time
 import torch
 
 from harness import emit, machine
-from workbench.data import CACHE_DIR
+from workbench.paths import CACHE_DIR
 from workbench.features import extract_features
 from workbench.metrics import REFERENCE_DIR, LiveFID, ReferenceStats, frechet_distance, kid, reference_stats
 

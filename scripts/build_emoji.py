@@ -8,12 +8,12 @@ import time
 
 import numpy as np
 
-from workbench.data import EMOJI_GROUPS, emoji_arrays
+from workbench.emoji import EMOJI_GROUPS, emoji_arrays
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64], help="image sides to render")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="image sides to render")
     args = parser.parse_args()
     for size in args.sizes:
         start = time.perf_counter()

@@ -1,11 +1,27 @@
-"""Codecs and the latent cache, with a tiny randomly initialised AutoencoderKL saved locally (never a download)."""
+"""Codecs, reconstruction measurement and the latent cache, with a tiny randomly initialised AutoencoderKL saved
+locally (never a download), and a codec trained by scripts/train_codec.py on a synthetic Fluent package."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from diffusers import AutoencoderKL
 from torch.utils.data import Dataset
 
-from workbench.codecs import LatentCache, PixelCodec, VAECodec, build_codec
+from fluent_fixture import write_fluent
+from single_thread import one_thread  # noqa: F401 (autouse)
+from workbench import codecs
+from workbench.codecs import Codec, LatentCache, PixelCodec, VAECodec, build_codec, measure_reconstruction
 from workbench.config import DataConfig
+from workbench.data import build_dataset
+from workbench.paths import sha256_file
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_codec.py"
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +84,13 @@ def test_missing_vae_names_the_folder_and_the_fix(tmp_path):
         VAECodec(tmp_path / "no-vae", latent_scale=0.18215)
 
 
+def test_a_codec_not_trained_yet_names_the_training_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(codecs, "CODECS_DIR", tmp_path)  # as if data/codecs/
+    with pytest.raises(FileNotFoundError, match="fluent3d-tiny not found.*Fix: python scripts/train_codec.py --name "
+                                                "fluent3d-tiny"):
+        VAECodec(tmp_path / "fluent3d-tiny", latent_scale=0.0)
+
+
 def test_build_codec_rejects_a_vae_the_config_cannot_size(vae_dir):
     cfg = DataConfig(codec="vae", vae_path=str(vae_dir), channels=3, latent_scale=0.18215)
     with pytest.raises(ValueError, match="downsamples by 2.*x1/8.*Fix"):
@@ -90,3 +113,121 @@ def test_latent_cache_hits_and_misses(vae_dir, tmp_path):
     assert not LatentCache(codec, Noise(seed=1), tmp_path).hit  # so does another dataset
     with pytest.raises(ValueError, match="flips=False.*Fix"):
         LatentCache(codec, ds, tmp_path)[0, True]
+
+
+def test_a_cache_built_with_another_codec_or_dataset_is_refused_naming_both_hashes(vae_dir, tmp_path):
+    a, b, ds = VAECodec(vae_dir, latent_scale=0.5), VAECodec(vae_dir, latent_scale=0.25), Noise()
+    assert a.codec_hash != b.codec_hash and len(a.codec_hash) == 16
+    keyed = LatentCache(a, ds, tmp_path / "latents")
+    assert keyed.file.name.endswith(f"-{a.codec_hash}.safetensors") and keyed.seconds > 0
+    explicit = tmp_path / "mine.safetensors"  # a cache file named outright (e.g. copied to another machine)
+    assert not LatentCache(a, ds, explicit).hit and LatentCache(a, ds, explicit).hit
+    with pytest.raises(ValueError, match=f"built with codec {a.codec_hash} .*this run's codec is {b.codec_hash} "
+                                         ".*Fix: delete .*mine.safetensors"):
+        LatentCache(b, ds, explicit)
+    with pytest.raises(ValueError, match="built with data .*this run's data is .*Fix: delete"):
+        LatentCache(a, Noise(seed=1), explicit)
+    renamed = LatentCache(b, ds, tmp_path / "other").file  # where b's cache of ds would live ...
+    renamed.unlink()
+    shutil.copy(keyed.file, renamed)  # ... holding a's latents
+    with pytest.raises(ValueError, match=f"codec {a.codec_hash} .*codec is {b.codec_hash}"):
+        LatentCache(b, ds, tmp_path / "other")
+
+
+class Offset(Codec):
+    """Reconstructs every pixel 0.1 too bright (in [-1, 1]): MSE 0.05^2 on [0, 1] pixels, PSNR 26.02 dB."""
+    downsample, latent_channels, identity = 1, 3, {"codec": "offset"}
+
+    def encode(self, images):
+        return images
+
+    def decode(self, latents, clamp=True):
+        return latents + 0.1
+
+
+def test_measure_reconstruction_psnr_and_pairs():
+    images = torch.rand(5, 3, 8, 8) * 1.6 - 0.8  # (5, 3, 8, 8): + 0.1 stays inside [-1, 1]
+    seen = []
+    m = measure_reconstruction(Offset(), images.split(2), lambda x, y: seen.append(len(x)))
+    assert m["n"] == 5 and seen == [2, 2, 1]
+    assert m["psnr"] == pytest.approx(-10 * math.log10(0.05 ** 2), abs=1e-3) and m["psnr_std"] < 1e-3
+    assert m["mse"] == pytest.approx(0.05 ** 2, rel=1e-4)
+    assert measure_reconstruction(PixelCodec(3), [images])["psnr"] == pytest.approx(100.0)  # exact: capped
+    with pytest.raises(ValueError, match="no images.*Fix"):
+        measure_reconstruction(PixelCodec(3), [])
+
+
+# ---- a codec trained here: scripts/train_codec.py on a synthetic Fluent package ------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("codec-run")
+    fluent = write_fluent(root / "fluent")
+    args = [sys.executable, str(SCRIPT), "--name", "tiny", "--out", str(root / "codecs"), "--root", str(fluent),
+            "--steps", "4", "--batch", "2", "--crop", "32", "--width", "8", "--blocks", "1", "--threads", "1",
+            "--log-every", "2"]
+    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return root / "codecs" / "tiny", fluent
+
+
+def fluent_images(fluent, split="train"):
+    ds = build_dataset(DataConfig(dataset="fluent", root=str(fluent), image_size=256, channels=3), split)
+    return torch.stack([ds[i][0] for i in range(len(ds))])  # (N, 3, 256, 256)
+
+
+def test_trained_codec_ships_weights_card_and_standardised_latents(trained):
+    folder, fluent = trained
+    card = json.loads((folder / "card.json").read_text())
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "config.json",
+                                                        "diffusion_pytorch_model.safetensors", "reconstructions.png"]
+    assert [p.name for p in folder.parent.iterdir()] == ["tiny"]  # no temporary folder left behind
+    assert card["files"] == {p: sha256_file(folder / p) for p in ("config.json", "diffusion_pytorch_model.safetensors")}
+    assert card["class"] == "AutoencoderTiny" and card["train"]["steps"] == 4 and card["data"]["images"] == 25
+    assert [e["step"] for e in card["train"]["losses"]] == [2, 4] and all(math.isfinite(e["loss"])
+                                                                          for e in card["train"]["losses"])
+    assert card["reconstruction"]["val"]["n"] == 4 and math.isfinite(card["reconstruction"]["val"]["psnr"])
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 20e6
+    codec = build_codec(DataConfig(dataset="fluent", image_size=256, channels=3, codec="vae", vae_path=str(folder),
+                                   latent_scale=0.0))  # 0: the scale the script measured and wrote to config.json
+    assert codec.tiny and (codec.downsample, codec.latent_channels) == (8, 4)
+    assert codec.latent_scale == pytest.approx(card["latents"]["scaling_factor"])
+    z = codec.encode(fluent_images(fluent))  # the 25 images the scale was measured on
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-4) and float(z.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_trained_codec_shapes_and_determinism(trained):
+    folder, fluent = trained
+    codec = VAECodec(folder, latent_scale=0.0, batch_size=3)
+    x = fluent_images(fluent, "val")  # (4, 3, 256, 256)
+    z = codec.encode(x)
+    assert z.shape == (4, 4, 32, 32) and torch.equal(z, codec.encode(x)) and torch.equal(z[1:3], codec.encode(x[1:3]))
+    y = codec.decode(z)
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1 and torch.equal(y, codec.decode(z))
+    with pytest.raises(ValueError, match="sample=True.*AutoencoderTiny.*Fix: sample=False"):
+        VAECodec(folder, latent_scale=0.0, sample=True)
+
+
+@pytest.mark.parametrize("tamper,needle", [
+    ("weights", "model.safetensors: sha256 [0-9a-f]{16} differs from the [0-9a-f]{16} that card.json records"),
+    ("config", "config.json: sha256 [0-9a-f]{16} differs"),
+    ("extra", "extra.bin: sha256 [0-9a-f]{16} differs from the unrecorded"),
+    ("card", "no card.json; a codec under .* is one trained here"),
+])
+def test_a_tampered_codec_is_refused_with_the_fix(trained, tmp_path, monkeypatch, tamper, needle):
+    folder = tmp_path / "tiny"
+    shutil.copytree(trained[0], folder)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    if tamper == "weights":
+        raw = bytearray(weights.read_bytes())
+        raw[-1] ^= 1  # one bit of one weight
+        weights.write_bytes(bytes(raw))
+    elif tamper == "config":
+        (folder / "config.json").write_text((folder / "config.json").read_text().replace('"relu"', '"silu"'))
+    elif tamper == "extra":
+        (folder / "extra.bin").write_bytes(b"weights from elsewhere")
+    else:
+        monkeypatch.setattr(codecs, "CODECS_DIR", tmp_path)  # as if under data/codecs/, whose codecs need a card
+        (folder / "card.json").unlink()
+    with pytest.raises(ValueError, match=needle + ".*Fix: restore the folder .*train_codec.py --name tiny"):
+        VAECodec(folder, latent_scale=0.0)

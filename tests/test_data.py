@@ -1,13 +1,19 @@
-"""Datasets and the resumable data order: real data (Debian's Fashion-MNIST and Noto Color Emoji), real errors."""
+"""Datasets and the resumable data order: real data (Debian's Fashion-MNIST and Noto Color Emoji, the Fluent 3D
+emoji when fetched; a synthetic Fluent package otherwise), real errors, the fetch script without a network."""
 import itertools
+import shutil
+import subprocess
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from workbench import data
+from fluent_fixture import NAMES, held_out, write_fluent
+from workbench import data, emoji
 from workbench.config import DataConfig
 from workbench.data import EpochSampler, build_dataset, fashion_mnist_arrays, make_loader, num_classes
 
@@ -225,3 +231,114 @@ def test_missing_folder_names_the_fix(tmp_path):
         build_dataset(DataConfig(dataset="folder", image_size=16, channels=3), "train")
     with pytest.raises(ValueError, match="no readable images.*Fix"):
         build_dataset(DataConfig(dataset="folder", root=str(tmp_path), image_size=16, channels=3), "train")
+
+
+# ---- Fluent 3D emoji (a synthetic package: tests never download) ------------------------------------------------
+needs_fluent = pytest.mark.skipif(not (emoji.FLUENT_DIR / "SHA256SUMS").is_file(), reason=emoji.FETCH_FLUENT)
+FETCH = Path(__file__).resolve().parents[1] / "scripts" / "fetch_fluent_emoji.sh"
+
+
+@pytest.fixture
+def fluent(tmp_path):
+    return write_fluent(tmp_path / "fluent")
+
+
+def test_fluent_composites_on_the_background_with_group_labels_and_tones_in_one_split(fluent, tmp_path):
+    cfg = DataConfig(dataset="fluent", root=str(fluent), image_size=64, channels=3)
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    assert (len(train), len(val)) == (25, 4) and num_classes(cfg) == len(data.EMOJI_GROUPS)
+    names = {split: {p.name for p, _ in ds.samples} for split, ds in (("train", train), ("val", val))}
+    assert names["val"] == {n for n in NAMES if held_out(n)}
+    assert {f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)} <= names["train"]  # five tones, one side
+    assert {"1f44c.webp", "1f44c-1f3fb.webp"} <= names["val"]
+    groups = {p.name: y for p, y in train.samples}
+    assert (groups["0023-fe0f-20e3.webp"], groups["1f34e.webp"], groups["1f600.webp"], groups["1fa90.webp"]) == \
+        (0, 2, 3, 7)  # bmp-symbols, pictographs, emoticons, extended-a: the groups of the first code point
+    path = fluent / "assets" / "1f600.webp"
+    x, _ = train[[p.name for p, _ in train.samples].index("1f600.webp")]  # (3, 64, 64)
+    with Image.open(path) as im:
+        rgba = np.asarray(im)  # (256, 256, 4)
+    assert (rgba[0, 0, 3] == 0) and (rgba[0, 0, :3] != 255).any()  # a transparent corner hiding a colour
+    assert (x[:, :4, :4] == 1).all()  # composited: white, not the hidden colour that dropping alpha would show
+    assert torch.allclose(x[:, 32, 32], torch.from_numpy(rgba[128, 128, :3].astype(np.float32)) / 127.5 - 1)
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(fluent, moved)  # the identity is the content, not the location
+    assert build_dataset(replace(cfg, root=str(moved)), "train").identity == train.identity
+
+
+def test_fluent_people_subset_keeps_people_hands_and_smileys(fluent):
+    cfg = DataConfig(dataset="fluent-people", root=str(fluent), image_size=32, channels=3)
+    served = {p.name for split in ("train", "val") for p, _ in build_dataset(cfg, split).samples}
+    toned = {"1f3c3.webp", *(f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)), "1f44d.webp",
+             "1f44d-1f3fd.webp", "1f44c.webp", "1f44c-1f3fb.webp"}
+    assert served == toned | {"1f600.webp", "1f60d.webp", "1f914.webp", "1f609.webp"}
+    assert emoji.fluent_subset(NAMES, "all") == NAMES
+    with pytest.raises(ValueError, match="unknown subset 'cats'.*Fix"):
+        emoji.fluent_subset(NAMES, "cats")
+
+
+def test_missing_fluent_package_names_the_install_command_in_one_line(tmp_path):
+    cfg = DataConfig(dataset="fluent", root=str(tmp_path / "nowhere"), image_size=64, channels=3)
+    with pytest.raises(FileNotFoundError, match=r"not found.*Fix: bash scripts/fetch_fluent_emoji.sh.*apt-get "
+                                                r"install npm") as err:
+        build_dataset(cfg, "train")
+    assert "\n" not in str(err.value)
+
+
+def test_fluent_missing_or_changed_image_errors_or_is_skipped(fluent):
+    (fluent / "assets" / "1f600.webp").unlink()
+    cfg = DataConfig(dataset="fluent", root=str(fluent), image_size=16, channels=3, on_corrupt="error")
+    with pytest.raises(ValueError, match=r"1f600.webp: missing image.*fetch_fluent_emoji.sh.*on_corrupt='skip'"):
+        build_dataset(cfg, "train")
+    changed = fluent / "assets" / "1f34e.webp"
+    changed.write_bytes((fluent / "assets" / "1f680.webp").read_bytes())  # a valid image, not the one listed
+    with pytest.raises(ValueError, match=r"1f34e.webp: unreadable image \(ValueError: sha256 .* differs from "
+                                         r"SHA256SUMS"):
+        build_dataset(cfg, "train")
+    ds = build_dataset(replace(cfg, on_corrupt="skip"), "train")
+    assert sorted(p.name for p in ds.skipped) == ["1f34e.webp", "1f600.webp"] and len(ds) == 23
+    assert "skipped 2 (1 missing, 1 unreadable)" in ds.report()
+    assert all(ds[i][0].shape == (3, 16, 16) for i in range(len(ds)))
+
+
+@needs_fluent
+def test_the_fetched_fluent_package_is_whole():
+    cfg = DataConfig(dataset="fluent", image_size=256, channels=3)
+    train, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    assert len(train) + len(val) == emoji.FLUENT_IMAGES and not train.skipped and not val.skipped
+    assert 0.06 < len(val) / emoji.FLUENT_IMAGES < 0.14
+    people = sum(len(build_dataset(replace(cfg, dataset="fluent-people"), s)) for s in ("train", "val"))
+    assert 1500 < people < 2200  # the 1,520 skin-tone variants, their defaults and the smileys
+
+
+def fake_path(tmp_path, npm: str | None) -> dict:
+    """An environment whose PATH holds the tools the fetch script uses and, if given, a fake npm."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "mkdir", "mktemp", "sha256sum", "cut", "tar", "wc", "rm", "mv"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    if npm is not None:
+        (bin_dir / "npm").write_text(f"#!/bin/sh\n{npm}\n")
+        (bin_dir / "npm").chmod(0o755)
+    return {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+
+
+def test_fetch_script_refuses_a_tarball_with_another_checksum(tmp_path):
+    env = fake_path(tmp_path, "echo not a tarball > lobehub-fluent-emoji-3d-1.1.0.tgz")
+    dest = tmp_path / "data" / "fluent"
+    out = subprocess.run(["/bin/bash", str(FETCH), str(dest)], env=env, capture_output=True, text=True)
+    assert out.returncode == 1 and not dest.exists() and list((tmp_path / "data").iterdir()) == []  # no tmp left
+    assert out.stderr.count("\n") == 1 and "expected c1bb7eee7de090205a232518a9ab4adb3df458bfbe8a1f78232991194c8b2e58" \
+        in out.stderr and "Fix:" in out.stderr
+
+
+def test_fetch_script_names_npm_when_missing_and_skips_an_installed_package(tmp_path):
+    out = subprocess.run(["/bin/bash", str(FETCH), str(tmp_path / "fluent")], env=fake_path(tmp_path, None),
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "npm not found" in out.stderr and "sudo apt-get install npm" in out.stderr
+    installed = write_fluent(tmp_path / "installed", names=NAMES[:1], size=8)
+    (tmp_path / "bin" / "npm").write_text("#!/bin/sh\nexit 7\n")  # must not be called
+    (tmp_path / "bin" / "npm").chmod(0o755)
+    out = subprocess.run(["/bin/bash", str(FETCH), str(installed)], env={"PATH": str(tmp_path / "bin")},
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr == ""

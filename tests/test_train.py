@@ -1,4 +1,5 @@
-"""The Fabric training loop: LR schedule, exact resume after SIGKILL, DDP on CPU, learning, signals, NaN."""
+"""The Fabric training loop: LR schedule, exact resume after SIGKILL, DDP on CPU, learning, signals, NaN, and a
+256 px model on latents cached once."""
 import os
 import signal
 import socket
@@ -9,10 +10,13 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 
 import workbench as wb
 import workbench.train as tr
+from fluent_fixture import write_fluent, write_tiny_codec
 from workbench.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from workbench.codecs import VAECodec
 from workbench.train import param_groups, train, wsd_lr
 from single_thread import one_thread  # noqa: F401 (autouse)
 
@@ -198,3 +202,25 @@ def test_time_budget_stops_with_a_checkpoint_and_resume_continues(tmp_path):
     assert load_checkpoint(tmp_path).step == summary["step"]
     summary = train(cfg.override(**{"train.max_minutes": 0.0}), resume=True)
     assert summary["status"] == "finished" and summary["step"] == 6 and load_checkpoint(tmp_path).step == 6
+
+
+# ---- 256 px through a latent codec -------------------------------------------------------------------------------
+def test_a_256px_latent_model_trains_on_latents_encoded_once_and_samples(tmp_path, monkeypatch):
+    fluent, codec = write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec")
+    monkeypatch.setattr(tr, "LATENT_CACHE_DIR", tmp_path / "latents")
+    over = {**FAST, "data.root": str(fluent), "data.vae_path": str(codec), "train.batch_size": 4,
+            "train.max_steps": 2, "train.ckpt_every": 2, "train.sample_every": 2, "train.precision": "32-true",
+            "train.accelerator": "cpu", "model.num_classes": 8}  # labels: label dropout draws from the global RNG
+    first = train(wb.preset("emoji256-T4", **over, **{"train.out_dir": str(tmp_path / "first")}))
+    codec_hash = VAECodec(codec, latent_scale=0.0).codec_hash
+    caches = sorted(p.name for p in (tmp_path / "latents").iterdir())
+    assert len(caches) == 2 and all(n.endswith(f"-{codec_hash}.safetensors") for n in caches)  # train (flips), val
+    assert first["status"] == "finished" and first["step"] == 2
+    with Image.open(first["samples"][-1]) as grid:
+        assert grid.size == (2 * 258 + 2, 258 + 2)  # two 256x256 samples decoded by the codec
+    encoded, real_encode = [], VAECodec.encode
+    monkeypatch.setattr(VAECodec, "encode", lambda self, *a, **k: encoded.append(1) or real_encode(self, *a, **k))
+    second = train(wb.preset("emoji256-T4", **over, **{"train.out_dir": str(tmp_path / "second")}))
+    assert encoded == [] and second["val_loss"] == first["val_loss"]  # the cache found: the encoder never ran
+    a, b = load_checkpoint(tmp_path / "first"), load_checkpoint(tmp_path / "second")
+    assert all(torch.equal(a.model[k], b.model[k]) for k in a.model)  # building the cache drew no training RNG

@@ -1,4 +1,5 @@
-"""Latent codecs: images (B, C, H, W) in [-1, 1] <-> latents (B, c, h, w); an on-disk latent cache.
+"""Latent codecs: images (B, C, H, W) in [-1, 1] <-> latents (B, c, h, w); reconstruction quality; an on-disk
+latent cache keyed by the codec's hash.
 
 The model sees latents only; patching into tokens is the model's job, not the codec's.
 """
@@ -6,18 +7,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import time
 from abc import ABC, abstractmethod
 from functools import cached_property
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .config import DataConfig
-from .paths import CACHE_DIR, REPO_ROOT, sha256_file
+from .paths import CACHE_DIR, CODECS_DIR, REPO_ROOT, sha256_file
+
+CODEC_CARD = "card.json"   # the card of a codec trained here: data, steps, losses, and the sha256 of every file
+AUTOENCODERS = ("AutoencoderKL", "AutoencoderTiny")  # the diffusers classes VAECodec loads
+TRAIN_CODEC = "python scripts/train_codec.py"
+LATENT_CACHE_DIR = CACHE_DIR / "latents"  # where training keeps the latents of each (dataset, codec)
 
 
 class Codec(nn.Module, ABC):
@@ -40,6 +50,11 @@ class Codec(nn.Module, ABC):
     @abstractmethod
     def identity(self) -> dict:
         """What determines the latents: changing any of it must change the cache key."""
+
+    @property
+    def codec_hash(self) -> str:
+        """16 hex digits of the sha256 of `identity`: the name latent caches know the codec by."""
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class PixelCodec(Codec):
@@ -69,45 +84,60 @@ def _check_channels(x: torch.Tensor, channels: int, where: str, what: str) -> No
 
 
 class VAECodec(Codec):
-    """A diffusers AutoencoderKL loaded from a local folder (never the network).
+    """A diffusers AutoencoderKL or AutoencoderTiny loaded from a local folder (never the network).
 
-    latents = (posterior mean - shift) * latent_scale; decode inverts it. The posterior mean makes encoding
-    deterministic, so a latent cache, validation losses and FID references are reproducible; the SD-VAE posterior
-    std is small, so sampling (sample=True, or pass a generator) adds little. Runs without grad in chunks of
-    `batch_size` on the VAE's device (`device`, or wherever the module is moved); results come back on the input's
-    device and dtype.
+    latents = (z - shift) * latent_scale, z = the KL posterior mean or the Tiny encoder's output; decode inverts it;
+    latent_scale=0 takes the folder's config.scaling_factor. The posterior mean makes encoding deterministic, so a
+    latent cache, validation losses and FID references are reproducible; the SD-VAE posterior std is small, so
+    sampling (sample=True, or pass a generator; KL only) adds little. A folder with a card.json (the codecs trained
+    by scripts/train_codec.py) is checked against the sha256 its card records for each file before anything is
+    loaded. Runs without grad in chunks of `batch_size` on the VAE's device (`device`, or wherever the module is
+    moved); results come back on the input's device and dtype.
     """
 
     def __init__(self, path: str | Path, latent_scale: float, device: torch.device | str | None = None,
                  sample: bool = False, batch_size: int = 16):
         super().__init__()
-        from diffusers import AutoencoderKL  # heavy import, paid only by VAE users
+        import diffusers  # heavy import, paid only by VAE users
 
         self.path = Path(path).expanduser().resolve()
+        if not (self.path / "config.json").is_file() and self.path.is_relative_to(CODECS_DIR.resolve()):
+            raise FileNotFoundError(f"codec {self.path} not found (no config.json): it is trained here. Fix: "
+                                    f"{TRAIN_CODEC} --name {self.path.name} (on CPU; see data/README.md).")
         if not (self.path / "config.json").is_file():
             raise FileNotFoundError(
                 f"VAE folder {self.path} not found (no config.json). Fix: on a machine with network run "
                 "python -c \"from diffusers import AutoencoderKL; AutoencoderKL.from_pretrained("
-                f"'stabilityai/sd-vae-ft-mse').save_pretrained('{self.path}')\" and copy the folder here, or set "
-                "data.vae_path to a local diffusers AutoencoderKL folder.")
-        self.vae = AutoencoderKL.from_pretrained(self.path, local_files_only=True, low_cpu_mem_usage=False)
+                f"'stabilityai/sd-vae-ft-mse').save_pretrained('{self.path}')\" and copy the folder here, set "
+                f"data.vae_path to a local diffusers AutoencoderKL folder, or train a codec ({TRAIN_CODEC}).")
+        if (self.path / CODEC_CARD).is_file() or self.path.is_relative_to(CODECS_DIR.resolve()):
+            self._file_hashes = verify_codec(self.path)  # before loading: a refused file is never read as weights
+        kind = json.loads((self.path / "config.json").read_text()).get("_class_name")
+        if kind not in AUTOENCODERS:
+            raise ValueError(f"{self.path / 'config.json'}: a {kind!r}, not one of {', '.join(AUTOENCODERS)}. Fix: "
+                             "point data.vae_path at a diffusers autoencoder folder.")
+        self.vae = getattr(diffusers, kind).from_pretrained(self.path, local_files_only=True, low_cpu_mem_usage=False)
         self.vae.requires_grad_(False).eval()
         if device is not None:
             self.vae.to(device)
+        self.tiny = kind == "AutoencoderTiny"  # no posterior: its encoder gives the latents directly
+        if sample and self.tiny:
+            raise ValueError(f"VAECodec: sample=True draws from a posterior, and the AutoencoderTiny at {self.path} "
+                             "has none. Fix: sample=False.")
         cfg = self.vae.config
         self.downsample = 2 ** (len(cfg.block_out_channels) - 1)  # one 2x downsampler between encoder blocks
         self.latent_channels, self.image_channels = cfg.latent_channels, cfg.in_channels
-        self.latent_scale, self.shift = float(latent_scale), float(cfg.get("shift_factor") or 0.0)
-        self.sample, self.batch_size = sample, batch_size
+        self.latent_scale = float(latent_scale or cfg.get("scaling_factor") or 1.0)
+        self.shift, self.sample, self.batch_size = float(cfg.get("shift_factor") or 0.0), sample, batch_size
 
     @cached_property
-    def _weights_hash(self) -> str:
-        files = sorted(p for p in self.path.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
-        return hashlib.sha256("".join(f"{p.name}:{sha256_file(p)}" for p in files).encode()).hexdigest()
+    def _file_hashes(self) -> dict[str, str]:
+        return codec_files(self.path)
 
     @property
     def identity(self) -> dict:
-        return {"codec": "vae", "weights": self._weights_hash, "latent_scale": self.latent_scale,
+        weights = hashlib.sha256("".join(f"{n}:{h}" for n, h in sorted(self._file_hashes.items())).encode())
+        return {"codec": "vae", "weights": weights.hexdigest(), "latent_scale": self.latent_scale,
                 "shift": self.shift, "sample": self.sample}
 
     def _chunks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.device, torch.dtype]:
@@ -120,8 +150,11 @@ class VAECodec(Codec):
         chunks, device, dtype = self._chunks(images)
         out = []
         for x in chunks:  # (b, 3, H, W)
-            posterior = self.vae.encode(x).latent_dist
-            z = posterior.sample(generator) if (self.sample or generator is not None) else posterior.mean
+            if self.tiny:
+                z = self.vae.encode(x).latents
+            else:
+                posterior = self.vae.encode(x).latent_dist
+                z = posterior.sample(generator) if (self.sample or generator is not None) else posterior.mean
             out.append((z - self.shift) * self.latent_scale)  # (b, c, H / f, W / f)
         return torch.cat(out).to(device, dtype).contiguous()  # the posterior mean is a strided view
 
@@ -132,6 +165,55 @@ class VAECodec(Codec):
         out = [self.vae.decode(z / self.latent_scale + self.shift).sample for z in chunks]  # (b, 3, H, W)
         out = [x.clamp(-1, 1) for x in out] if clamp else out
         return torch.cat(out).to(device, dtype)
+
+
+def codec_files(path: Path) -> dict[str, str]:
+    """{file name: sha256} of what determines a codec folder's latents: its config and weights (not the card)."""
+    return {p.name: sha256_file(p) for p in sorted(path.iterdir())
+            if p.suffix in (".safetensors", ".bin", ".json") and p.name != CODEC_CARD}
+
+
+def verify_codec(path: Path) -> dict[str, str]:
+    """Check a codec folder against the sha256 of every file its card.json records; return {file name: sha256}.
+    A changed, missing or unrecorded file (or a missing card) is refused, naming the file, both hashes and the fix."""
+    card = path / CODEC_CARD
+    fix = (f"Fix: restore the folder as shipped (git checkout -- {path}) or retrain it ({TRAIN_CODEC} --name "
+           f"{path.name}).")
+    if not card.is_file():
+        raise ValueError(f"{path}: no {CODEC_CARD}; a codec under {CODECS_DIR} is one trained here, and its card holds "
+                         f"the sha256 its files are checked against. {fix}")
+    recorded, found = json.loads(card.read_text()).get("files", {}), codec_files(path)
+    for name in sorted(set(recorded) | set(found)):
+        if recorded.get(name) != found.get(name):
+            raise ValueError(f"{path / name}: sha256 {found.get(name, 'absent')[:16]} differs from the "
+                             f"{recorded.get(name, 'unrecorded')[:16]} that {card.name} records, so the codec is not "
+                             f"the one trained and measured there. {fix}")
+    return found
+
+
+@torch.no_grad()
+def measure_reconstruction(codec: Codec, batches: Iterable[torch.Tensor],
+                           on_pairs: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> dict:
+    """Encode and decode batches of images (B, C, H, W) in [-1, 1]: PSNR per image (dB, peak 1 on pixels in
+    [0, 1]) averaged and its std, the mean squared error, n, and encode / decode seconds per image.
+    `on_pairs(images, reconstructions)` sees every batch (FID features, figures)."""
+    psnr, sq, n, enc_s, dec_s = [], 0.0, 0, 0.0, 0.0
+    for images in batches:
+        t0 = time.perf_counter()
+        z = codec.encode(images)
+        t1 = time.perf_counter()
+        out = codec.decode(z)  # (B, C, H, W), clamped to [-1, 1]
+        enc_s, dec_s = enc_s + t1 - t0, dec_s + time.perf_counter() - t1
+        mse = ((out.float() - images.float()) / 2).square().flatten(1).mean(1)  # (B,) on the [0, 1] scale
+        psnr.append(-10 * torch.log10(mse.clamp_min(1e-10)))
+        sq, n = sq + float(mse.sum()), n + len(images)
+        if on_pairs is not None:
+            on_pairs(images, out)
+    if not n:
+        raise ValueError("measure_reconstruction: no images. Fix: pass at least one batch.")
+    psnr = torch.cat(psnr)
+    return {"psnr": float(psnr.mean()), "psnr_std": float(psnr.std()) if n > 1 else math.nan, "mse": sq / n, "n": n,
+            "encode_seconds_per_image": enc_s / n, "decode_seconds_per_image": dec_s / n}
 
 
 def _resolve(path: str) -> Path:
@@ -152,26 +234,47 @@ def build_codec(cfg: DataConfig, device: torch.device | str | None = None) -> Co
 
 
 class LatentCache(Dataset):
-    """A dataset encoded once and stored as <path>/latents-<key>.safetensors, key = hash(codec.identity,
-    dataset.identity, flips); later runs load it (`hit` is True). Serves (latent (c, h, w), label) for an index or
-    an (index, flip) key like the image datasets; flips=True also stores the latents of the mirrored images, because
-    mirroring latents is not the same as encoding a mirrored image."""
+    """A dataset encoded once and stored as <path>/latents-<data key>-<codec hash>.safetensors, data key =
+    hash(dataset.identity, flips); later runs load it (`hit` is True; `seconds` is the encoding time of a build).
+    `path` may also name the .safetensors file itself. A stored cache whose codec or dataset is not this one (a file
+    copied, renamed or named explicitly) is refused, naming both hashes. Serves (latent (c, h, w), label) for an
+    index or an (index, flip) key like the image datasets; flips=True also stores the latents of the mirrored images,
+    because mirroring latents is not the same as encoding a mirrored image."""
 
-    def __init__(self, codec: Codec, dataset: Dataset, path: str | Path = CACHE_DIR, flips: bool = False,
+    def __init__(self, codec: Codec, dataset: Dataset, path: str | Path = LATENT_CACHE_DIR, flips: bool = False,
                  batch_size: int = 64):
         if not hasattr(dataset, "identity"):
             raise TypeError(f"LatentCache: {type(dataset).__name__} has no `identity` to key the cache. Fix: use a "
                             "dataset from workbench.data.build_dataset.")
-        key = json.dumps({"codec": codec.identity, "dataset": dataset.identity, "flips": flips}, sort_keys=True)
-        self.file = Path(path) / f"latents-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
-        self.flips, self.hit = flips, self.file.is_file()
-        if not self.hit:
-            self._build(codec, dataset, batch_size, key)
+        data = json.dumps({"dataset": dataset.identity, "flips": flips}, sort_keys=True)
+        meta = {"codec": codec.codec_hash, "codec_identity": json.dumps(codec.identity, sort_keys=True),
+                "data": hashlib.sha256(data.encode()).hexdigest()[:16], "data_identity": data}
+        path = Path(path)
+        name = f"latents-{meta['data']}-{meta['codec']}.safetensors"
+        self.file = path if path.suffix == ".safetensors" else path / name
+        self.flips, self.hit, self.seconds = flips, self.file.is_file(), 0.0
+        if self.hit:
+            self._check(meta)
+        else:
+            t0 = time.perf_counter()
+            self._build(codec, dataset, batch_size, meta)
+            self.seconds = time.perf_counter() - t0
         stored = load_file(self.file)
         self.latents, self.labels = stored["latents"], stored["labels"]  # (N, c, h, w), (N,)
         self.flipped = stored.get("flipped")  # (N, c, h, w) or None
 
-    def _build(self, codec: Codec, dataset: Dataset, batch_size: int, key: str) -> None:
+    def _check(self, meta: dict) -> None:
+        with safe_open(self.file, "pt") as f:
+            stored = f.metadata() or {}
+        for what, fix in (("codec", "set data.vae_path and data.latent_scale back to the codec it was built with"),
+                          ("data", "use the dataset (and data.random_flip) it was built from")):
+            if stored.get(what) != meta[what]:
+                raise ValueError(
+                    f"{self.file}: latent cache built with {what} {stored.get(what, 'unknown')} "
+                    f"({stored.get(what + '_identity', 'no record')}), but this run's {what} is {meta[what]} "
+                    f"({meta[what + '_identity']}). Fix: delete {self.file} to encode the dataset again, or {fix}.")
+
+    def _build(self, codec: Codec, dataset: Dataset, batch_size: int, meta: dict) -> None:
         latents, flipped, labels = [], [], []
         for images, y in DataLoader(dataset, batch_size):  # (b, C, H, W), (b,)
             latents.append(codec.encode(images).float().cpu())
@@ -183,7 +286,7 @@ class LatentCache(Dataset):
             tensors["flipped"] = torch.cat(flipped)
         self.file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata={"key": key})
+        save_file(tensors, str(tmp), metadata=meta)
         os.replace(tmp, self.file)  # atomic: a killed run never leaves a half-written cache behind
 
     def __len__(self) -> int:

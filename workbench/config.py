@@ -205,20 +205,22 @@ class DiffusionConfig:
                "use a weight >= 0 (0.1 in the paper)")
 
 
-DATASETS = ("fashion-mnist", "emoji", "folder")
+DATASETS = ("fashion-mnist", "emoji", "fluent", "fluent-people", "folder")
 STRATEGIES = ("auto", "ddp", "fsdp")
 CODECS = ("pixel", "vae")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "fashion-mnist"  # "fashion-mnist" (offline default), "emoji" (colour, 64x64+), "folder"
+    dataset: str = "fashion-mnist"  # "fashion-mnist" (offline default), "emoji" (Noto colour, 64x64+), "fluent"
+    #                                (Fluent 3D emoji, 256x256 RGBA), "fluent-people" (its people and smileys), "folder"
     root: str = ""                 # dataset location; empty = the dataset's default search path
     image_size: int = 32           # side of the square images fed to the codec
     channels: int = 1              # image channels (1 grey, 3 RGB)
-    codec: str = "pixel"           # "pixel": the model works on pixels; "vae": on AutoencoderKL latents
-    vae_path: str = ""             # local folder of a diffusers AutoencoderKL (codec="vae" only)
-    latent_scale: float = 1.0      # latents are multiplied by this (0.18215 for SD-VAE)
+    codec: str = "pixel"           # "pixel": the model works on pixels; "vae": on latents of a diffusers autoencoder
+    vae_path: str = ""             # local folder of a diffusers AutoencoderKL / AutoencoderTiny (e.g. data/codecs/...)
+    latent_scale: float = 1.0      # latents are multiplied by this (0.18215 for SD-VAE); 0 = the folder's own
+    #                                config scaling_factor (the codecs trained here measure theirs)
     random_flip: bool = True       # horizontal flips as augmentation
     on_corrupt: str = "error"      # unreadable images: "error" stops with the file name; "skip" counts them
     num_workers: int = 0           # DataLoader worker processes
@@ -233,7 +235,8 @@ class DataConfig:
                "set data.vae_path to a diffusers AutoencoderKL folder (e.g. sd-vae-ft-mse)")
         _check(self.on_corrupt in ("error", "skip"), "data.on_corrupt", f"got {self.on_corrupt!r}",
                "use 'error' or 'skip'")
-        _check(self.latent_scale > 0, "data.latent_scale", f"got {self.latent_scale}", "use a positive factor")
+        _check(self.latent_scale >= 0, "data.latent_scale", f"got {self.latent_scale}",
+               "use a positive factor, or 0 for the codec's own scaling_factor")
         _check(self.num_workers >= 0, "data.num_workers", f"got {self.num_workers}", "use 0 or more")
 
     @property
@@ -307,6 +310,8 @@ class SampleConfig:
     diffusion_depth: int = 0       # D to sample with (0: the model's own); an elastic model takes any D it trained
     depth_schedule: tuple = ()     # D_k for each block k (T values; overrides diffusion_depth); () = one D
     steps_schedule: tuple = ()     # S_k for each block k (T values; overrides steps); () = S for every block
+    depth_per_step: tuple = ()     # D_i over the steps of every block, noisiest first: P <= S_k values spread evenly
+    #                                (step i of S takes value floor(i*P/S)); overrides diffusion_depth; () = one D
     allow_untrained_depth: bool = False  # permit a D outside the model's trained set (reports label it)
 
     def __post_init__(self) -> None:
@@ -321,6 +326,10 @@ class SampleConfig:
                "depths must be >= 1 (0 = the model's own)", "use a D of the model's trained set")
         _check(all(1 <= s <= 1000 for s in self.steps_schedule), "sample.steps_schedule",
                f"got {list(self.steps_schedule)}", "use 1..1000 steps per block")
+        _check(all(d >= 1 for d in self.depth_per_step), "sample.depth_per_step", f"got {list(self.depth_per_step)}",
+               "use depths D >= 1")
+        _check(not (self.depth_schedule and self.depth_per_step), "sample.depth_per_step",
+               "set together with sample.depth_schedule", "give one D per block or D values per step, not both")
 
 
 @dataclass(frozen=True)

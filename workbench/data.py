@@ -1,4 +1,5 @@
-"""Datasets: Fashion-MNIST (the offline default), rendered colour emoji, image folders; a resumable data order.
+"""Datasets: Fashion-MNIST (the offline default), colour emoji (Noto glyphs, Fluent 3D images), image folders; a
+resumable data order.
 
 Every dataset returns (image, label): a float tensor (C, H, W) in [-1, 1] and an int. The key may be an index
 or an (index, flip) pair; EpochSampler yields the pairs, so horizontal flips are drawn from (seed, epoch) like
@@ -6,10 +7,8 @@ the order itself and a resumed run sees exactly the same augmented stream.
 """
 from __future__ import annotations
 
-import bisect
 import gzip
 import hashlib
-import json
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -17,29 +16,23 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import PIL
 import torch
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import DataConfig
-from .paths import CACHE_DIR, REPO_ROOT
+from .emoji import (EMOJI_FONT, EMOJI_GROUPS, FETCH_FLUENT, FLUENT_BACKGROUND, emoji_arrays, emoji_group, fluent_base,
+                    fluent_codepoints, fluent_dir, fluent_manifest, fluent_subset)
+from .paths import REPO_ROOT, sha256_file
 
 SPLITS = ("train", "val", "test")
-HELD_OUT_PERCENT = {"emoji": 10, "folder": 5}  # hash-based held-out share of the datasets without official splits
+# hash-based held-out share of the datasets without official splits
+HELD_OUT_PERCENT = {"emoji": 10, "fluent": 10, "folder": 5}
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
                        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
-EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
-EMOJI_FONT_SIZE = 109      # the only size of the CBDT bitmap strike: FreeType refuses other sizes
-EMOJI_CANVAS = 136         # the strike's advance width; glyphs are drawn into a square of this side
-EMOJI_SCAN = [(0x00A0, 0x3400), (0x1F000, 0x1FB00)]  # code points probed for a colour glyph (ASCII: keycap bases)
-# coarse labels: Unicode blocks of the emoji planes, grouped (label = index of the last start <= code point)
-EMOJI_GROUPS = [(0x0000, "bmp-symbols"), (0x1F000, "enclosed"), (0x1F300, "pictographs"),
-                (0x1F600, "emoticons"), (0x1F650, "transport"), (0x1F700, "geometric"),
-                (0x1F900, "supplemental"), (0x1FA00, "extended-a")]
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 MAX_UPSCALE = 4            # folder images whose shorter side is under image_size / 4 are unusable (thumbnails, icons)
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of 16-bit grey files; convert("L") would clip them
@@ -90,77 +83,6 @@ def fashion_mnist_arrays(split: str = "train", root: str = "") -> tuple[np.ndarr
         "WORKBENCH_DATA (or data.root) at a folder holding the four idx .gz files.")
 
 
-# ---- emoji -------------------------------------------------------------------------------------------------------
-def _emoji_font(path: Path) -> ImageFont.FreeTypeFont:
-    if not path.is_file():
-        raise FileNotFoundError(f"colour emoji font {path} not found. Fix: sudo apt-get install "
-                                "fonts-noto-color-emoji, or set data.root to a CBDT colour emoji font file.")
-    # the basic layout engine renders one code point per glyph the same way with or without libraqm
-    return ImageFont.truetype(str(path), EMOJI_FONT_SIZE, layout_engine=ImageFont.Layout.BASIC)
-
-
-def _glyph(font: ImageFont.FreeTypeFont, cp: int) -> np.ndarray:
-    glyph = Image.new("RGBA", (EMOJI_CANVAS, EMOJI_CANVAS), (0, 0, 0, 0))
-    _, _, _, bottom = font.getbbox(chr(cp))
-    ImageDraw.Draw(glyph).text((0, (EMOJI_CANVAS - bottom) // 2), chr(cp), font=font, embedded_color=True)
-    return np.asarray(glyph)  # (136, 136, 4)
-
-
-def _emoji_glyphs(font: ImageFont.FreeTypeFont, limit: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(code point, RGBA glyph) for every code point the font draws: non-empty and unlike its .notdef glyph."""
-    notdef = _glyph(font, 0x10FFFE)  # a noncharacter: never in a font's cmap
-    found = 0
-    for lo, hi in EMOJI_SCAN:
-        for cp in range(lo, hi):
-            _, top, _, bottom = font.getbbox(chr(cp))
-            if bottom <= top:  # nothing drawn: cheap test that skips most of the scan
-                continue
-            glyph = _glyph(font, cp)
-            if glyph[..., 3].any() and not np.array_equal(glyph, notdef):
-                yield cp, glyph
-                found += 1
-                if found == limit:
-                    return
-
-
-def _compose(glyph: np.ndarray, size: int, background: tuple[int, int, int]) -> np.ndarray:
-    image = Image.new("RGBA", (EMOJI_CANVAS, EMOJI_CANVAS), tuple(background) + (255,))
-    image.alpha_composite(Image.fromarray(glyph))
-    return np.asarray(image.convert("RGB").resize((size, size), Image.LANCZOS))  # (size, size, 3)
-
-
-def emoji_arrays(size: int = 64, background: tuple[int, int, int] = (255, 255, 255), font_path: Path = EMOJI_FONT,
-                 limit: int = 0, cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render every colour glyph of the emoji font at size x size; return uint8 images (N, size, size, 3),
-    int64 coarse labels (N,) (index into EMOJI_GROUPS) and int64 code points (N,).
-
-    The result is cached as .npz in `cache_dir` (default data/cache/) under a key of (font file hash, size,
-    background, limit, Pillow version); the build is deterministic. `limit` > 0 keeps the first `limit` glyphs.
-    """
-    font_path = Path(font_path)
-    font = _emoji_font(font_path)
-    key = json.dumps({"font": hashlib.sha256(font_path.read_bytes()).hexdigest(), "size": size,
-                      "background": list(background), "limit": limit, "pillow": PIL.__version__})
-    cache = Path(cache_dir or CACHE_DIR) / f"emoji-{size}px-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-    if cache.is_file():
-        with np.load(cache) as z:
-            return z["images"], z["labels"], z["codepoints"]
-    cps, images = [], []
-    for cp, glyph in _emoji_glyphs(font, limit):
-        cps.append(cp)
-        images.append(_compose(glyph, size, background))
-    if not images:
-        raise ValueError(f"{font_path}: no colour glyph in U+00A0..U+33FF or U+1F000..U+1FAFF. Fix: use a CBDT "
-                         "colour emoji font (sudo apt-get install fonts-noto-color-emoji).")
-    images = np.stack(images)  # (N, size, size, 3)
-    labels = np.array([bisect.bisect_right([s for s, _ in EMOJI_GROUPS], cp) - 1 for cp in cps], dtype=np.int64)
-    codepoints = np.array(cps, dtype=np.int64)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, images=images, labels=labels, codepoints=codepoints, key=np.array(key))
-    os.replace(tmp, cache)
-    return images, labels, codepoints
 
 
 # ---- datasets ----------------------------------------------------------------------------------------------------
@@ -255,19 +177,19 @@ class ImageFolder(ImageDataset):
     (and `num_skipped`) and the next image is served instead, so the stream stays deterministic; decode-time skips
     inside DataLoader workers are recorded in the workers' copies. Images whose shorter side is under
     image_size / MAX_UPSCALE count as unusable like unreadable ones. Other modes are converted to the dataset's
-    (RGBA, CMYK, palette, grey <-> RGB; 16-bit grey scaled to 8 bits); `counts` and `report()` say how many. `identity` stamps file names and sizes, not
-    contents (hashing ImageNet would take minutes): rewrite an image in place and delete the latent cache.
+    (RGBA, CMYK, palette, grey <-> RGB; 16-bit grey scaled to 8 bits); `counts` and `report()` say how many.
+    `identity` stamps file names and sizes, not contents (hashing ImageNet would take minutes): rewrite an image in
+    place and delete the latent cache.
     """
+
+    held_out_percent = HELD_OUT_PERCENT["folder"]
+    repair = "delete or replace the file"  # the fix named for an unusable file
 
     def __init__(self, cfg: DataConfig, split: str):
         if not cfg.root:
             raise ValueError("data.root is empty for dataset 'folder'. Fix: set data.root to your image folder.")
         self.root = Path(cfg.root).expanduser().resolve()
         self.classes = _folder_classes(self.root)
-        self.size, self.mode, self.on_corrupt = cfg.image_size, "L" if cfg.channels == 1 else "RGB", cfg.on_corrupt
-        self.channels = cfg.channels
-        self.skipped: list[Path] = []
-        self.counts: Counter = Counter()  # "unreadable", "too small", "upscaled", "converted from <mode>"
         loose = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if self.classes and loose:
             raise ValueError(f"{self.root} mixes loose images ({loose[0].name}, ...) with class sub-folders. Fix: "
@@ -276,28 +198,39 @@ class ImageFolder(ImageDataset):
         for label, folder in enumerate([self.root / c for c in self.classes] or [self.root]):
             listed += [(p, label) for p in sorted(folder.rglob("*"))
                        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")]
-        held = [(p, y) for p, y in listed if _held_out(p.relative_to(self.root).as_posix(),
-                                                       HELD_OUT_PERCENT["folder"]) != (split == "train")]
-        self.samples = [(p, y) for p, y in held if self._readable_header(p)]
-        if not self.samples:
-            raise ValueError(f"{self.root}: no readable images in split {split!r} ({len(listed)} image files in all, "
-                             f"~{HELD_OUT_PERCENT['folder']}% held out for 'val'/'test'). Fix: add images "
-                             f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or use split='train'.")
+        self._collect(cfg, split, listed)
         stamp = hashlib.sha256("\n".join(f"{p.relative_to(self.root)}:{p.stat().st_size}:{y}"
                                          for p, y in self.samples).encode()).hexdigest()
         self.identity = {"dataset": "folder", "root": str(self.root), "split": split, "size": self.size,
                          "channels": self.channels, "files": stamp}
 
+    def _split_key(self, path: Path) -> str:
+        """The name whose hash puts a file in train or held out."""
+        return path.relative_to(self.root).as_posix()
+
+    def _collect(self, cfg: DataConfig, split: str, listed: list[tuple[Path, int]]) -> None:
+        """Keep the (path, label) pairs of `split` whose header reads: `samples`; the rest go to `skipped`."""
+        self.size, self.mode, self.on_corrupt = cfg.image_size, "L" if cfg.channels == 1 else "RGB", cfg.on_corrupt
+        self.channels = cfg.channels
+        self.skipped: list[Path] = []
+        self.counts: Counter = Counter()  # "missing", "unreadable", "too small", "upscaled", "converted from <mode>"
+        held = [(p, y) for p, y in listed if _held_out(self._split_key(p), self.held_out_percent) != (split == "train")]
+        self.samples = [(p, y) for p, y in held if self._readable_header(p)]
+        if not self.samples:
+            raise ValueError(f"{self.root}: no readable images in split {split!r} ({len(listed)} image files in all, "
+                             f"~{self.held_out_percent}% held out for 'val'/'test'). Fix: add images "
+                             f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or use split='train'.")
+
     @property
     def num_skipped(self) -> int:
         return len(self.skipped)
 
-    def _corrupt(self, path: Path, err: Exception) -> None:
+    def _corrupt(self, path: Path, err: Exception, kind: str = "unreadable") -> None:
         if self.on_corrupt == "error":
-            raise ValueError(f"{path}: unreadable image ({type(err).__name__}: {err}). Fix: delete or replace the "
-                             "file, or set data.on_corrupt='skip' to skip unreadable images.") from err
+            raise ValueError(f"{path}: {kind} image ({type(err).__name__}: {err}). Fix: {self.repair}, or set "
+                             "data.on_corrupt='skip' to skip unreadable images.") from err
         self.skipped.append(path)
-        self.counts["unreadable"] += 1
+        self.counts[kind] += 1
 
     def _readable_header(self, path: Path) -> bool:
         try:
@@ -319,7 +252,7 @@ class ImageFolder(ImageDataset):
         return True
 
     def report(self) -> str:
-        skipped = ", ".join(f"{self.counts[k]} {k}" for k in ("unreadable", "too small") if self.counts[k])
+        skipped = ", ".join(f"{self.counts[k]} {k}" for k in ("missing", "unreadable", "too small") if self.counts[k])
         converted = ", ".join(f"{n} {k.removeprefix('converted from ')}" for k, n in sorted(self.counts.items())
                               if k.startswith("converted") and n)
         parts = [f"skipped {self.num_skipped} ({skipped})" if self.skipped else "",
@@ -336,30 +269,80 @@ class ImageFolder(ImageDataset):
             path, label = self.samples[(index + k) % len(self.samples)]
             try:
                 with Image.open(path) as im:
-                    im = ImageOps.exif_transpose(im)  # as a viewer shows it (phone photos store rotated pixels)
-                    if im.mode in SIXTEEN_BIT:
-                        im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255)
-                                             .astype(np.uint8))  # (H, W), 0..65535 -> 0..255
-                    im = ImageOps.fit(im.convert(self.mode), (self.size, self.size), Image.LANCZOS)
+                    im = ImageOps.fit(self._convert(im), (self.size, self.size), Image.LANCZOS)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 self._corrupt(path, err)
                 continue
             return _to_tensor(np.asarray(im), self.channels), label
         raise ValueError(f"{self.root}: every image failed to decode. Fix: check the files (see .skipped).")
 
+    def _convert(self, im: Image.Image) -> Image.Image:
+        """An opened file as the dataset's mode ("L" or "RGB"), upright."""
+        im = ImageOps.exif_transpose(im)  # as a viewer shows it (phone photos store rotated pixels)
+        if im.mode in SIXTEEN_BIT:
+            im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255)
+                                 .astype(np.uint8))  # (H, W), 0..65535 -> 0..255
+        return im.convert(self.mode)
+
+
+class FluentEmoji(ImageFolder):
+    """The Fluent 3D emoji (npm @lobehub/fluent-emoji-3d, 256x256 RGBA WebP) composited on FLUENT_BACKGROUND and
+    resized (LANCZOS) to image_size; dataset "fluent-people" keeps people, hands and smileys (emoji.fluent_subset).
+
+    Labels: the coarse Unicode groups of the Noto dataset (EMOJI_GROUPS), by the first code point. The ~10 %
+    held out for 'val'/'test' is drawn by a hash of the name without skin tones, so the five tones of an emoji
+    fall on one side. Each file of the split is checked against SHA256SUMS when the dataset is built (~0.1 s for the
+    whole set): a missing or changed file is reported as the image folders report an unreadable one
+    (data.on_corrupt). `identity` holds the checksums of the files served, not the folder's location.
+    """
+
+    held_out_percent = HELD_OUT_PERCENT["fluent"]
+
+    def __init__(self, cfg: DataConfig, split: str):
+        self.root = fluent_dir(cfg.root)
+        self.repair = f"reinstall the package (delete {self.root}, then {FETCH_FLUENT})"
+        self.manifest = fluent_manifest(self.root)
+        self.classes = [name for _, name in EMOJI_GROUPS]
+        names = fluent_subset(sorted(self.manifest), "people" if cfg.dataset == "fluent-people" else "all")
+        self._collect(cfg, split, [(self.root / "assets" / n, emoji_group(fluent_codepoints(n)[0])) for n in names])
+        stamp = hashlib.sha256("\n".join(f"{p.name}:{self.manifest[p.name]}:{y}" for p, y in self.samples)
+                               .encode()).hexdigest()
+        self.identity = {"dataset": cfg.dataset, "split": split, "size": self.size, "channels": self.channels,
+                         "background": list(FLUENT_BACKGROUND), "files": stamp}
+
+    def _split_key(self, path: Path) -> str:
+        return fluent_base(path.name)
+
+    def _readable_header(self, path: Path) -> bool:
+        if not path.is_file():
+            self._corrupt(path, FileNotFoundError("listed in SHA256SUMS, absent from the folder"), "missing")
+            return False
+        digest, want = sha256_file(path), self.manifest[path.name]
+        if digest != want:
+            self._corrupt(path, ValueError(f"sha256 {digest[:12]}... differs from SHA256SUMS' {want[:12]}..."))
+            return False
+        return super()._readable_header(path)
+
+    def _convert(self, im: Image.Image) -> Image.Image:
+        # transparent pixels keep arbitrary colours in these files: composite, never drop the alpha channel
+        flat = Image.new("RGBA", im.size, FLUENT_BACKGROUND + (255,))
+        flat.alpha_composite(im.convert("RGBA"))
+        return flat.convert(self.mode)
+
 
 def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
     """Return the dataset of `cfg` for split "train", "val" or "test" (Fashion-MNIST: val = its test set)."""
     if split not in SPLITS:
         raise ValueError(f"build_dataset: unknown split {split!r}. Fix: use one of {', '.join(SPLITS)}.")
-    return {"fashion-mnist": FashionMNIST, "emoji": Emoji, "folder": ImageFolder}[cfg.dataset](cfg, split)
+    return {"fashion-mnist": FashionMNIST, "emoji": Emoji, "fluent": FluentEmoji, "fluent-people": FluentEmoji,
+            "folder": ImageFolder}[cfg.dataset](cfg, split)
 
 
 def num_classes(cfg: DataConfig) -> int:
     """Number of class labels of the dataset; 0 for a flat image folder (every label is 0)."""
     if cfg.dataset == "fashion-mnist":
         return 10
-    if cfg.dataset == "emoji":
+    if cfg.dataset in ("emoji", "fluent", "fluent-people"):
         return len(EMOJI_GROUPS)
     return len(_folder_classes(Path(cfg.root).expanduser()))
 

@@ -10,6 +10,7 @@ CACHE_DIR = DATA_DIR / "cache"            # datasets built here (emoji renders, 
 ZOO_DIR = DATA_DIR / "checkpoints"        # the shipped zoo: exports and their evaluation reports
 REFERENCE_DIR = DATA_DIR / "reference"    # FID reference statistics with provenance cards
 FEATURES_DIR = DATA_DIR / "features"      # the Fashion-MNIST feature network
+CODECS_DIR = DATA_DIR / "codecs"          # latent codecs trained here (scripts/train_codec.py), each with its card
 
 
 def sha256_file(path: str | Path) -> str:

@@ -1,5 +1,5 @@
 """Presets: a DiT-style registry of one-line config factories, from `tiny` (tests) and `fmnist-small` (the CPU
-default) up to the paper's FFHQ-1024 and ImageNet-256 models."""
+default) up to the paper's FFHQ-1024 and ImageNet-256 models; GPU budgets of the presets that have one."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -24,12 +24,28 @@ def _tiny() -> Config:
                   sample=SampleConfig(steps=20, num_images=4))
 
 
-def _emoji(name: str, size: int, **model: Any) -> Config:
+def _emoji(name: str, size: int, patch: int = 4, **model: Any) -> Config:
     return Config(name=name,
-                  model=ModelConfig(latent_size=size, latent_channels=3, patch_size=4, **model),
+                  model=ModelConfig(latent_size=size, latent_channels=3, patch_size=patch, **model),
                   data=DataConfig(dataset="emoji", image_size=size, channels=3),
                   train=TrainConfig(batch_size=32, max_steps=4000, max_minutes=50, ema_decay=0.999,
                                     precision="bf16-mixed", out_dir=f"runs/{name}"))
+
+
+FLUENT_CODEC = "data/codecs/fluent3d-tiny"  # the latent codec trained here (scripts/train_codec.py, its card)
+
+
+def _emoji256(blocks: int) -> Config:
+    """Fluent 3D emoji at 256x256 through the codec: 32x32x4 latents, patch 2, so a step costs what emoji64's
+    16x16-token step costs (the latents are cached once); N=6, D=3 for every T, as in the blocks families."""
+    name = f"emoji256-T{blocks}"
+    return Config(name=name,
+                  model=ModelConfig(latent_size=32, latent_channels=4, patch_size=2, num_blocks=blocks, depth=6,
+                                    diffusion_depth=3, width=256, heads=4),
+                  data=DataConfig(dataset="fluent", image_size=256, channels=3, codec="vae", vae_path=FLUENT_CODEC,
+                                  latent_scale=0.0),
+                  train=TrainConfig(batch_size=32, max_steps=1500, max_minutes=55, lr=1e-3, ema_decay=0.999,
+                                    ckpt_every=250, sample_every=500, precision="bf16-mixed", out_dir=f"runs/{name}"))
 
 
 def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Config:
@@ -52,6 +68,12 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "fmnist-cond": lambda: _fmnist("fmnist-cond", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4,
                                    num_classes=10),
     "emoji64": lambda: _emoji("emoji64", 64, num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
+    # the font's bitmaps are 136 px: 128 is about native; patch 8 keeps emoji64's 16x16 tokens
+    "emoji128": lambda: _emoji("emoji128", 128, patch=8, num_blocks=4, depth=6, diffusion_depth=3, width=256,
+                               heads=4),
+    "emoji256-T1": lambda: _emoji256(1),
+    "emoji256-T4": lambda: _emoji256(4),
+    "emoji256-T16": lambda: _emoji256(16),
     "ffhq256": lambda: _paper("ffhq256", 256, 4, 0, "folder").override(
         **{"model.depth": 12, "model.diffusion_depth": 6, "model.width": 768, "model.heads": 12, "name": "ffhq256"}),
     "ffhq1024-paper": lambda: _paper("ffhq1024-paper", 1024, 16, 0, "folder"),
@@ -59,12 +81,23 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
-def preset(name: str, **overrides: Any) -> Config:
-    """Return a preset config by name, optionally with dotted overrides ("model.depth"=8)."""
+# GPU budgets (experiments/zoo.py --gpu): the same model and data, a larger batch and more steps, no time cap
+_EMOJI256_GPU = {"train.batch_size": 128, "train.max_steps": 6000, "train.max_minutes": 0.0, "train.lr": 1e-3,
+                 "train.accelerator": "cuda", "train.ckpt_every": 1000, "train.sample_every": 2000,
+                 "data.num_workers": 4}
+GPU_BUDGETS: dict[str, dict[str, Any]] = {f"emoji256-T{t}": _EMOJI256_GPU for t in (1, 4, 16)}
+
+
+def preset(name: str, gpu: bool = False, **overrides: Any) -> Config:
+    """Return a preset config by name, with its GPU budget when gpu=True, then dotted overrides ("model.depth"=8)."""
     if name not in PRESETS:
         raise ValueError(f"preset: unknown preset {name!r}. Fix: use one of {', '.join(PRESETS)}.")
+    if gpu and name not in GPU_BUDGETS:
+        raise ValueError(f"preset: {name!r} has no GPU budget. Fix: use one of {', '.join(GPU_BUDGETS)}, or give "
+                         "train.* overrides yourself.")
     cfg = PRESETS[name]()
+    cfg = cfg.override(**GPU_BUDGETS[name]) if gpu else cfg
     return cfg.override(**overrides) if overrides else cfg
 
 
-__all__ = ["PRESETS", "preset"]
+__all__ = ["GPU_BUDGETS", "PRESETS", "preset"]

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from .checkpoint import (LATEST, Checkpoint, capture_rng, check_architecture, checkpoint_files, config_differences,
                          load_checkpoint, restore_rng, save_checkpoint)
-from .codecs import Codec, build_codec
+from .codecs import LATENT_CACHE_DIR, Codec, LatentCache, build_codec
 from .config import Config, TrainConfig
 from .data import build_dataset, make_loader
 from .diffusion import Objective
@@ -131,6 +131,7 @@ class Run:
     samples_seen: int = 0          # training images drawn by all ranks (the data position)
     train_seconds: float = 0.0     # wall time of all launches before this one
     val_loss: float | None = None
+    cached: bool = False           # batches hold latents from a LatentCache: the codec encoded the dataset once
 
     @property
     def eval_model(self) -> MADFormer:
@@ -143,6 +144,10 @@ class Run:
 
     def labels(self, labels: torch.Tensor) -> torch.Tensor | None:
         return labels if self.config.model.num_classes else None
+
+    def latents(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of the loader as latents (B, c, h, w): cached ones as they are, images through the codec."""
+        return batch if self.cached else self.codec.encode(batch)
 
 
 # ---- main --------------------------------------------------------------------------------------------------------
@@ -176,6 +181,9 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     train_set, val_set = build_dataset(config.data, "train"), build_dataset(config.data, "val")
     for note in filter(None, (train_set.report(), val_set.report())):
         fabric.print(note)  # e.g. "data/faces: 6980 images; skipped 3 (2 unreadable, 1 too small); ..."
+    if config.data.codec != "pixel":  # encoded once per (dataset, codec): a step costs what a latent model costs
+        train_set, val_set = cached_latents(run, train_set, config.data.random_flip), cached_latents(run, val_set)
+        run.cached = True
     start = ckpt.data["samples_seen"] if ckpt is not None else 0
     # plain DataLoaders (batches move with fabric.to_device): iter() must build the loader's iterator right here,
     # because building it draws from the global RNG, and on resume that draw has to come before _restore
@@ -204,6 +212,21 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     if fabric.is_global_zero:
         summary.update(logs=str(fabric.loggers[0].log_dir), tensorboard=str(fabric.loggers[1].log_dir))
     return summary
+
+
+def cached_latents(run: Run, dataset, flips: bool = False) -> LatentCache:
+    """The latents of `dataset` under LATENT_CACHE_DIR, keyed by the codec's hash; global rank 0 encodes them on
+    first use while the others wait. Encoding runs in a forked RNG: a run that builds the cache trains exactly like
+    one that finds it."""
+    fabric, cache = run.fabric, None
+    with torch.random.fork_rng(_rng_devices(fabric)):
+        if fabric.is_global_zero:
+            cache = LatentCache(run.codec, dataset, LATENT_CACHE_DIR, flips)
+        fabric.barrier()
+        cache = cache if cache is not None else LatentCache(run.codec, dataset, LATENT_CACHE_DIR, flips)
+    how = "found" if cache.hit else f"{len(cache)} images encoded in {cache.seconds:.1f} s"
+    fabric.print(f"latents: {cache.file} ({how})")
+    return cache
 
 
 def _devices(devices):
@@ -320,9 +343,9 @@ def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool]) 
     fabric, tc = run.fabric, run.config.train
     loss = torch.zeros((), device=fabric.device)
     for micro in range(tc.grad_accum):
-        images, labels = fabric.to_device(next(batches))  # (B, C, H, W) in [-1, 1], (B,)
+        images, labels = fabric.to_device(next(batches))  # (B, C, H, W) in [-1, 1] or cached latents, (B,)
         with fabric.no_backward_sync(run.model, enabled=micro < tc.grad_accum - 1):
-            losses = run.diffusion.loss(run.model, run.codec.encode(images), run.labels(labels), generator=run.noise)
+            losses = run.diffusion.loss(run.model, run.latents(images), run.labels(labels), generator=run.noise)
             fabric.backward(losses.total / tc.grad_accum)
         loss += losses.total.detach() / tc.grad_accum
     # one collective per step carries the loss, the non-finite check and the stop request of every rank
@@ -364,7 +387,7 @@ def validate(run: Run, val_loader) -> dict:
     for _, batch in zip(range(tc.val_batches), val_loader):
         images, labels = fabric.to_device(batch)  # (B, C, H, W), (B,)
         with fabric.autocast():
-            losses = run.diffusion.loss(run.eval_model, run.codec.encode(images), run.labels(labels), noise)
+            losses = run.diffusion.loss(run.eval_model, run.latents(images), run.labels(labels), noise)
         sums += torch.stack([losses.total.float(), losses.diffusion.float(), torch.tensor(1.0, device=sums.device)]) \
             * len(images)
     total, diffusion, n = fabric.all_reduce(sums, reduce_op="sum").tolist()

@@ -1,0 +1,232 @@
+"""Train a latent codec here, on CPU: a diffusers AutoencoderTiny (default) or a small AutoencoderKL, downsampling 8,
+on random crops of a dataset's training images; measure its reconstructions; ship it as data/codecs/<name>/
+(config.json, diffusion_pytorch_model.safetensors, card.json with data, steps, losses, timings, measurements and
+the sha256 of every file, reconstructions.png). VAECodec loads the folder and refuses it if a file changed.
+
+    python scripts/train_codec.py --name fluent3d-tiny --steps 2000 --crop 64 --threads 2
+    python scripts/train_codec.py --name fluent3d-tiny --measure-only --fid 1000    # add FID to a trained codec
+
+The latents are standardised: config.scaling_factor = 1 / std and shift_factor = mean of the latents of the
+measured images, so data.latent_scale = 0 (the codec's own) gives the model unit-variance latents.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import diffusers
+import torch
+
+from workbench.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction
+from workbench.config import DataConfig
+from workbench.data import build_dataset
+from workbench.features import feature_extractor
+from workbench.images import save_grid
+from workbench.metrics import ReferenceStats, fid_from_features
+from workbench.paths import CODECS_DIR
+
+SIZE = 256  # the codec trains on crops of, and is measured on, images of this side
+
+
+def build_autoencoder(arch: str, width: int, blocks: int, latent_channels: int) -> torch.nn.Module:
+    """A randomly initialised diffusers autoencoder with four stages (downsampling 8) of `width` channels."""
+    if arch == "tiny":
+        return diffusers.AutoencoderTiny(
+            encoder_block_out_channels=(width,) * 4, decoder_block_out_channels=(width,) * 4,
+            num_encoder_blocks=(1, blocks, blocks, blocks), num_decoder_blocks=(blocks, blocks, blocks, 1),
+            latent_channels=latent_channels)
+    # mid-block attention off: at 32x32 latents it would cost more than the rest of this small encoder
+    return diffusers.AutoencoderKL(
+        block_out_channels=(width, width, 2 * width, 2 * width), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=blocks, latent_channels=latent_channels,
+        norm_num_groups=min(32, width), mid_block_add_attention=False, sample_size=SIZE)
+
+
+def crops(dataset, n: int, batch: int, crop: int, g: torch.Generator) -> torch.Tensor:
+    """A batch (B, 3, crop, crop) of random crops, half of them mirrored, of the first n images of `dataset`."""
+    index, flip = torch.randint(n, (batch,), generator=g), torch.randint(2, (batch,), generator=g)
+    y, x = torch.randint(SIZE - crop + 1, (2, batch), generator=g)
+    out = []
+    for i, f, top, left in zip(index.tolist(), flip.tolist(), y.tolist(), x.tolist()):
+        image = dataset[i][0][:, top:top + crop, left:left + crop]  # (3, crop, crop)
+        out.append(image.flip(-1) if f else image)
+    return torch.stack(out)
+
+
+def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torch.Generator) -> dict:
+    """The training losses of one batch: l1 + mse (+ kl_weight * kl, KL only), and their parts."""
+    if isinstance(vae, diffusers.AutoencoderTiny):
+        out, kl = vae.decode(vae.encode(x).latents).sample, torch.zeros(())
+    else:
+        posterior = vae.encode(x).latent_dist
+        out, kl = vae.decode(posterior.sample(g)).sample, posterior.kl().mean() / x[0].numel()
+    l1, mse = (out - x).abs().mean(), (out - x).square().mean()
+    return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl}
+
+
+def train(args, dataset, vae: torch.nn.Module) -> dict:
+    """AdamW on random crops with a linear warmup and cosine decay to 10 %; returns the training part of the card."""
+    n = min(args.limit or len(dataset), len(dataset))
+    g = torch.Generator().manual_seed(args.seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    warmup = max(1, args.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
+        0.55 + 0.45 * math.cos(math.pi * min(s, args.steps) / args.steps)))
+    vae.train()
+    losses, window, start, step = [], [], time.perf_counter(), 0
+    while step < args.steps and not (args.minutes and time.perf_counter() - start > 60 * args.minutes):
+        parts = reconstruct(vae, crops(dataset, n, args.batch, args.crop, g), args.kl_weight, g)
+        if not torch.isfinite(parts["loss"]):
+            sys.exit(f"step {step + 1}: the loss is not finite ({parts['loss'].item()}). Fix: lower --lr.")
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        window.append({k: float(v.detach()) for k, v in parts.items()})
+        if step % args.log_every == 0 or step == args.steps:
+            mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+            losses.append({"step": step, **{k: round(v, 6) for k, v in mean.items()}})
+            window = []
+            print(f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}) "
+                  f"{step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
+    seconds = time.perf_counter() - start
+    vae.eval()
+    return {"steps": step, "planned_steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
+            "schedule": "AdamW, linear warmup 5 %, cosine to 10 %, grad clip 1", "kl_weight": args.kl_weight,
+            "loss": "l1 + mse" + (" + kl_weight * kl" if args.arch == "kl" else "") + " on pixels in [-1, 1]",
+            "seed": args.seed, "threads": torch.get_num_threads(), "images": n, "seconds": round(seconds, 1),
+            "crops_per_second": round(step * args.batch / seconds, 2), "losses": losses}
+
+
+@torch.no_grad()
+def standardise(vae: torch.nn.Module, dataset, indices: list[int]) -> dict:
+    """Set config.scaling_factor / shift_factor so the latents of the images at `indices` have mean 0 and std 1."""
+    z = []
+    for images in _batches(dataset, indices, 8):
+        encoded = vae.encode(images)
+        z.append(encoded.latents if isinstance(vae, diffusers.AutoencoderTiny) else encoded.latent_dist.mean)
+    z = torch.cat(z)  # (N, c, h, w)
+    shift, std = float(z.mean()), float(z.std())
+    vae.register_to_config(scaling_factor=1.0 / std, shift_factor=shift)
+    return {"scaling_factor": 1.0 / std, "shift_factor": shift, "std": std, "measured_on": len(indices)}
+
+
+def _batches(dataset, indices: list[int], batch: int):
+    for i in range(0, len(indices), batch):
+        yield torch.stack([dataset[j][0] for j in indices[i:i + batch]])  # (b, 3, SIZE, SIZE)
+
+
+def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) -> dict:
+    """PSNR of held-out images, and (fid_n > 0) Inception FID of the reconstructions of fid_n training images
+    against those images, with the codec loaded from `folder` as training will load it."""
+    codec = VAECodec(folder, latent_scale=0.0, batch_size=8)
+    shown = []
+
+    def figure(images: torch.Tensor, recon: torch.Tensor) -> None:  # originals above their reconstructions
+        if not shown:
+            shown.append(torch.cat([images[:6], recon[:6]]))
+
+    out = {"val": measure_reconstruction(codec, _batches(val, list(range(min(eval_n, len(val)))), 8), figure)}
+    save_grid(shown[0], folder / "reconstructions.png", nrow=len(shown[0]) // 2)
+    if fid_n:
+        inception, real, fake = feature_extractor("inception"), [], []
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:fid_n].tolist()
+        t0 = time.perf_counter()
+
+        def features(images: torch.Tensor, recon: torch.Tensor) -> None:
+            real.append(inception(images))
+            fake.append(inception(recon))
+
+        out["train_sample"] = measure_reconstruction(codec, _batches(train_set, order, 8), features)
+        ref = ReferenceStats.from_features(torch.cat(real), {"name": "originals", "extractor": "inception"})
+        out["fid"] = {"fid": fid_from_features(torch.cat(fake), ref), "n": len(order), "extractor": inception.id,
+                      "of": "reconstructions vs the same originals (train split, seeded sample)",
+                      "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def write_card(folder: Path, card: dict) -> None:
+    tmp = folder / f".{CODEC_CARD}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    os.replace(tmp, folder / CODEC_CARD)  # atomic: a killed run leaves the old card or the new one
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", default="fluent3d-tiny", help="folder under --out")
+    ap.add_argument("--out", type=Path, default=CODECS_DIR)
+    ap.add_argument("--dataset", default="fluent", help="a data.dataset with images of 256x256 or more")
+    ap.add_argument("--root", default="", help="data.root of the dataset")
+    ap.add_argument("--arch", choices=("tiny", "kl"), default="tiny")
+    ap.add_argument("--width", type=int, default=32, help="channels of each stage (64 in TAESD)")
+    ap.add_argument("--blocks", type=int, default=3, help="residual blocks per stage (TAESD: 3; KL: layers)")
+    ap.add_argument("--latent-channels", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=64, help="side of the random training crops")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--kl-weight", type=float, default=1e-6, help="KL only")
+    ap.add_argument("--minutes", type=float, default=0.0, help="time budget of the training (0: none)")
+    ap.add_argument("--limit", type=int, default=0, help="train on the first N images only (0: all)")
+    ap.add_argument("--eval", type=int, default=10_000, dest="eval_n", help="held-out images for PSNR")
+    ap.add_argument("--fid", type=int, default=0, help="training images whose reconstructions FID scores (0: none)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--measure-only", action="store_true", help="re-measure the shipped codec, update its card")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    cfg = DataConfig(dataset=args.dataset, root=args.root, image_size=SIZE, channels=3)
+    train_set, val = build_dataset(cfg, "train"), build_dataset(cfg, "val")
+    dest = args.out / args.name
+    if args.measure_only:
+        card = json.loads((dest / CODEC_CARD).read_text())
+        card["reconstruction"] = measure(dest, val, train_set, args.fid, args.eval_n, args.seed)
+        write_card(dest, card)
+        print(json.dumps(card["reconstruction"], indent=1))
+        return
+    vae = build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels)
+    card = {"name": args.name, "class": type(vae).__name__, "created": datetime.now(timezone.utc).isoformat(
+        timespec="seconds"), "command": " ".join(["python", "scripts/train_codec.py", *sys.argv[1:]]),
+        "parameters": sum(p.numel() for p in vae.parameters()),
+        "data": {"dataset": args.dataset, "split": "train", "size": SIZE, "identity": train_set.identity,
+                 "images": len(train_set)},
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__}}
+    card["train"] = train(args, train_set, vae)
+    trained_on = card["train"]["images"]  # 64 of them, evenly spaced, set the latent scale
+    card["latents"] = {**standardise(vae, train_set, list(range(0, trained_on, max(1, trained_on // 64)))[:64]),
+                       "downsample": 8, "channels": args.latent_channels}
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = args.out / f".{args.name}.tmp-{os.getpid()}"
+    vae.save_pretrained(tmp, safe_serialization=True)
+    if args.arch == "tiny":  # AutoencoderTiny sets block_out_channels itself, and warns on loading when a file has it
+        config = json.loads((tmp / "config.json").read_text())
+        config.pop("block_out_channels")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    card["files"] = codec_files(tmp)
+    write_card(tmp, card)  # VAECodec checks the files against it, as any later load does
+    card["reconstruction"] = measure(tmp, val, train_set, args.fid, args.eval_n, args.seed)
+    write_card(tmp, card)
+    old = args.out / f".{args.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)  # the finished folder appears at once; a killed run leaves only a dot folder
+    shutil.rmtree(old, ignore_errors=True)
+    size = sum(p.stat().st_size for p in dest.iterdir())
+    print(f"{dest}: {card['parameters']:,} parameters, {size / 1e6:.1f} MB, {card['train']['steps']} steps in "
+          f"{card['train']['seconds']:.0f} s; val PSNR {card['reconstruction']['val']['psnr']:.2f} dB; files "
+          + ", ".join(f"{n} {h[:16]}" for n, h in card["files"].items()))
+
+
+if __name__ == "__main__":
+    main()
