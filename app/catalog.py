@@ -3,6 +3,8 @@
 Checkpoints are grouped into families: the same family name, run, data and training budget, differing only in the
 diffusion depth D. A family's depth positions are the paper's grid D in {N/4, N/2, 3N/4, N} plus every D that was
 trained; a position without a checkpoint stays empty (the app shows it as such, it never stands in another one).
+An elastic checkpoint (`model.elastic_depths`) is a family of its own whose one file samples at every D in 1..N:
+each position says whether that D was trained or is held out (sampled with allow_untrained_depth).
 """
 from __future__ import annotations
 
@@ -48,6 +50,11 @@ class Entry:
         return self.config.model.depth
 
     @property
+    def elastic(self) -> bool:
+        """One file for every D: trained over a set of depths, its boundary movable to any D in 1..N."""
+        return bool(self.config.model.elastic_depths)
+
+    @property
     def budget(self) -> str:
         return f"{self.step:,} steps" + (f", {_short(self.images_seen)} images" if self.images_seen else "")
 
@@ -64,7 +71,9 @@ class Entry:
     def describe(self) -> str:
         m, data = self.config.model, self.config.data
         cond = f", {m.num_classes} classes" if m.num_classes else ""
-        return (f"{self.name}: N={m.depth}, D={m.diffusion_depth}, T={m.num_blocks}, width {m.width}{cond}; "
+        elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}, every other D in 1..{m.depth} " \
+                  "held out)" if self.elastic else ""
+        return (f"{self.name}: N={m.depth}, D={m.diffusion_depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}; "
                 f"{data.dataset} {data.image_size}px; trained {self.budget}")
 
 
@@ -77,15 +86,34 @@ class Family:
     def N(self) -> int:
         return self.entries[0].N
 
+    @property
+    def elastic(self) -> Entry | None:
+        """The elastic checkpoint that serves every position (None: one file per trained D)."""
+        return next((e for e in self.entries if e.elastic), None)
+
+    def trained(self) -> list[int]:
+        """The depths D this family was trained at: the elastic checkpoint's set, else one per file."""
+        one = self.elastic
+        return list(one.config.model.depths) if one else [e.D for e in self.entries]
+
     def positions(self) -> list[int]:
-        """Depth slider positions: the quartiles of N (rounded half up) and every trained D."""
+        """Depth slider positions: every D in 1..N for an elastic checkpoint; else the quartiles of N (rounded half
+        up) and every trained D."""
+        if self.elastic:
+            return list(range(1, self.N + 1))
         quartiles = {max(1, (q * self.N + 2) // 4) for q in (1, 2, 3, 4)}
         return sorted(quartiles | {e.D for e in self.entries})
 
     def at(self, D: int) -> Entry | None:
+        """The checkpoint that samples at D: the elastic one for any D in 1..N, else the file trained at D."""
+        one = self.elastic
+        if one:
+            return one if isinstance(D, int) and 1 <= D <= self.N else None
         return next((e for e in self.entries if e.D == D), None)
 
     def position_label(self, D: int) -> str:
+        if self.elastic:
+            return f"D={D}/N={self.N} · " + ("trained" if D in self.trained() else "held out")
         e = self.at(D)
         return f"D={D}/N={self.N}" + (f" · {e.budget}" if e else " · not trained")
 
@@ -269,7 +297,9 @@ def families(entries: list[Entry]) -> list[Family]:
         e = next(iter(by_d.values()))
         m, data = e.config.model, e.config.data
         tag = "" if e.source == "zoo" else " (your folder)"
-        label = f"{e.family} · N={m.depth} T={m.num_blocks} · {data.dataset} {data.image_size}px · {e.budget}{tag}"
+        elastic = " · elastic, every D in one file" if e.elastic else ""
+        label = (f"{e.family} · N={m.depth} T={m.num_blocks}{elastic} · {data.dataset} {data.image_size}px · "
+                 f"{e.budget}{tag}")
         out.append(Family(label, tuple(by_d[d] for d in sorted(by_d))))
     return out
 

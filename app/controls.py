@@ -2,6 +2,11 @@
 
 Widget limits only shape the browser's controls; a client can send any value over the websocket, so every value
 that reaches the sampler passes `validate` on the server first.
+
+An elastic checkpoint adds controls of its own: a depth anywhere in 1..N (held-out depths sample with
+allow_untrained_depth and say so), iso-compute (S moves with D so that a block costs what the reference
+(D_ref, S) costs), and per-block schedules D_k and S_k typed as "4,3,2,1". `side_plan` turns them into the D_k and
+S_k the sampler runs.
 """
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from workbench.config import samplers_for
+from workbench.compute import iso_steps
+from workbench.config import Config, samplers_for
 
 from .catalog import MAX_PATH, Entry, Family
 
@@ -21,6 +27,7 @@ MAX_FID_SAMPLES = 2048  # images one run may accumulate for its FID
 MORE_SAMPLES = 64      # images one "more samples" click adds
 SIDES = ("A", "B")
 DEFAULT_IMAGES = 16
+MAX_SCHEDULE_CHARS = 400  # characters of a typed schedule
 
 
 def default_steps(config) -> int:
@@ -37,6 +44,101 @@ class Side:
     sampler: str
     label: int | None    # class of every image (None: cycle through the classes; unconditional models: None)
     cfg_scale: float     # classifier-free guidance (1 = none)
+    depth_schedule: str = ""  # elastic only: D_k, one per block, as typed ("4,3,2,1"); "" = D for every block
+    steps_schedule: str = ""  # elastic only: S_k, one per block, as typed; "" = S for every block
+    iso_depth: int = 0        # elastic only: iso-compute's reference D_ref (0 = off); `steps` is S at D_ref and
+    #                           every block at depth D runs S(D) steps, so it costs C = (N - D_ref) + D_ref * S
+
+
+@dataclass(frozen=True)
+class SidePlan:
+    """What a side samples: D_k and S_k for every block, and what the page says about them."""
+    depths: tuple[int, ...]     # D_k
+    steps: tuple[int, ...]      # S_k
+    trained: tuple[int, ...]    # the depths the checkpoint was trained at
+    held_out: tuple[int, ...]   # the D_k outside them: sampled with allow_untrained_depth
+    iso_cost: int | None        # iso-compute: block-layer evaluations C of every block (None: off)
+    elastic: bool
+
+    def sample_kwargs(self) -> dict:
+        """workbench.generate_events arguments beyond S: none for a dedicated checkpoint (its own D, as always)."""
+        if not self.elastic:
+            return {}
+        return {"depth_schedule": self.depths, "steps_schedule": self.steps,
+                "allow_untrained_depth": bool(self.held_out)}
+
+    def notes(self, side: Side) -> list[str]:
+        """Title parts beyond the side's D and S: the schedules, iso-compute, held-out depths."""
+        out = []
+        if len(set(self.depths)) > 1:
+            out.append("D_k " + ",".join(map(str, self.depths)))
+        if len(set(self.steps)) > 1 or self.steps[0] != side.steps:
+            out.append("S_k " + ",".join(map(str, self.steps)))
+        if self.iso_cost is not None:
+            out.append(f"iso-compute C={self.iso_cost} (D_ref={side.iso_depth}, S={side.steps})")
+        if self.held_out:
+            out.append(f"held out D={','.join(map(str, self.held_out))}: allow_untrained_depth")
+        return out
+
+
+def _need(ok: bool, what: str, fix: str) -> None:
+    if not ok:
+        raise ValueError(f"{what}. Fix: {fix}.")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_schedule(value, what: str, T: int, low: int, high: int) -> tuple[int, ...]:
+    """A typed per-block schedule ("4,3,2,1" or "4 3 2 1"; "" = none) as T integers in low..high."""
+    if value == "":
+        return ()
+    example = ",".join(str(min(high, low + k)) for k in range(T))
+    _need(isinstance(value, str) and len(value) <= MAX_SCHEDULE_CHARS, f"{what}: not a short text",
+          f"type {T} integers separated by commas, e.g. {example}")
+    items = value.replace(",", " ").split()
+    shown = value if len(value) <= 40 else value[:37] + "..."
+    _need(all(x.isascii() and x.isdigit() and len(x) <= 4 for x in items), f"{what}: {shown!r} is not a list of "
+          "integers", f"type {T} integers separated by commas, e.g. {example}")
+    values = tuple(int(x) for x in items)
+    _need(len(values) == T, f"{what}: {len(values)} values for T={T} blocks",
+          f"give one per block ({T} values), or leave it empty")
+    _need(all(low <= v <= high for v in values), f"{what}: {shown!r} has values outside {low}..{high}",
+          f"use integers in {low}..{high}")
+    return values
+
+
+def side_plan(side: Side, config: Config) -> SidePlan:
+    """D_k and S_k of a side on a checkpoint of `config` (its D and S for every block unless an elastic checkpoint's
+    schedules or iso-compute say otherwise), or ValueError naming the bad input and the fix."""
+    m = config.model
+    N, T, elastic = m.depth, m.num_blocks, bool(m.elastic_depths)
+    _need(elastic or not (side.depth_schedule or side.steps_schedule or side.iso_depth),
+          "schedules and iso-compute need an elastic checkpoint (this family has one file per D)",
+          "clear D_k, S_k and iso-compute, or open a checkpoint trained with model.elastic_depths")
+    depths = parse_schedule(side.depth_schedule, "D_k", T, 1, N) or (side.D,) * T
+    _need(_is_int(side.iso_depth) and 0 <= side.iso_depth <= N, f"iso-compute: reference D_ref={side.iso_depth!r} "
+          f"outside 1..N={N}", f"pick a reference depth in 1..{N}")
+    _need(not (side.iso_depth and side.steps_schedule), "iso-compute and S_k are both set",
+          "use one of them: iso-compute chooses S_k from each block's D_k")
+    cost = None
+    if side.iso_depth:
+        cost = (N - side.iso_depth) + side.iso_depth * side.steps
+        steps = tuple(iso_steps(N, d, cost) for d in depths)
+        worst = max(zip(steps, depths))
+        _need(worst[0] <= MAX_STEPS, f"iso-compute: C={cost} needs S={worst[0]} steps at D={worst[1]}, over "
+              f"{MAX_STEPS}", "lower S, or pick a smaller reference D_ref")
+    else:
+        steps = parse_schedule(side.steps_schedule, "S_k", T, 1, MAX_STEPS) or (side.steps,) * T
+    held = tuple(sorted({d for d in depths if d not in m.depths}))
+    return SidePlan(depths, steps, tuple(m.depths), held, cost, elastic)
+
+
+def iso_table(N: int, reference: int, steps: int) -> list[tuple[int, int]]:
+    """(D, S(D)) for every D in 1..N at iso-compute with reference (D_ref, S)."""
+    cost = (N - reference) + reference * steps
+    return [(D, iso_steps(N, D, cost)) for D in range(1, N + 1)]
 
 
 @dataclass(frozen=True)
@@ -49,11 +151,7 @@ class Request:
 
 def validate(request: Request, family: Family) -> list[Entry]:
     """The checkpoint of each side, or ValueError naming the first input out of bounds and the fix."""
-
-    def need(ok: bool, what: str, fix: str) -> None:
-        if not ok:
-            raise ValueError(f"{what}. Fix: {fix}.")
-
+    need = _need
     need(isinstance(request.num_images, int) and 1 <= request.num_images <= MAX_IMAGES,
          f"images: {request.num_images!r} is outside 1..{MAX_IMAGES}", f"ask for 1 to {MAX_IMAGES} images")
     need(isinstance(request.seed, int) and 0 <= request.seed <= MAX_SEED,
@@ -61,7 +159,10 @@ def validate(request: Request, family: Family) -> list[Entry]:
     need(1 <= len(request.sides) <= len(SIDES), f"{len(request.sides)} settings", "compare at most two settings")
     entries = []
     for name, s in zip(SIDES, request.sides):
-        entry = family.at(s.D) if isinstance(s.D, int) else None
+        entry = family.at(s.D) if _is_int(s.D) else None
+        if family.elastic:
+            need(entry is not None, f"{name}: depth D={s.D!r} is outside 1..N={family.N} of this elastic checkpoint",
+                 f"pick a depth in 1..{family.N}")
         need(entry is not None, f"{name}: depth D={s.D!r} has no trained checkpoint in {family.label}",
              f"pick a trained position ({', '.join(f'D={e.D}' for e in family.entries)})")
         need(isinstance(s.steps, int) and 1 <= s.steps <= MAX_STEPS,
@@ -73,6 +174,10 @@ def validate(request: Request, family: Family) -> list[Entry]:
              f"{name}: class {s.label!r} is not one of the model's {classes} classes", "pick a listed class")
         need(isinstance(s.cfg_scale, (int, float)) and 0 <= s.cfg_scale <= MAX_CFG and (classes or s.cfg_scale == 1),
              f"{name}: guidance scale {s.cfg_scale!r} not allowed", f"use 0..{MAX_CFG} on class-conditional models")
+        try:
+            side_plan(s, entry.config)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
         entries.append(entry)
     return entries
 
@@ -118,14 +223,36 @@ def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
         label = cells[3].selectbox("Class", [None, *range(cfg.model.num_classes)], key=f"{key}.class",
                                    format_func=lambda c: "all classes in turn" if c is None else f"class {c}")
         scale = cells[4].slider("Guidance scale", 0.0, MAX_CFG, 1.0, 0.5, key=f"{key}.cfg", help="1 = no guidance")
-    return Side(D, steps, sampler, label, scale)
+    if not family.elastic:
+        return Side(D, steps, sampler, label, scale)
+    return Side(D, steps, sampler, label, scale, *_elastic_ui(family, key, wide))
+
+
+def _elastic_ui(family: Family, key: str, wide: bool) -> tuple[str, str, int]:
+    """An elastic checkpoint's extra controls: (D_k as typed, S_k as typed, iso-compute's D_ref or 0)."""
+    N, T = family.N, family.entries[0].config.model.num_blocks
+    cells = st.columns([2, 2, 3, 3], gap="medium", vertical_alignment="bottom") if wide else [st.container()] * 4
+    iso = cells[0].checkbox("Iso-compute", key=f"{key}.iso",
+                            help="Move S with D so that every block costs what the reference (D_ref, S) costs: "
+                                 "S(D) = (C − (N − D)) / D with C = (N − D_ref) + D_ref·S, rounded, at least 1.")
+    reference = cells[1].selectbox("Reference D_ref", family.positions(), key=f"{key}.iso_D",
+                                   index=family.positions().index(family.elastic.D),
+                                   format_func=lambda d: f"D_ref={d}", help="The depth at which S is the steps set "
+                                                                            "above (iso-compute only).")
+    example = ",".join(str(N - k * (N - 1) // max(1, T - 1)) for k in range(T))
+    depths = cells[2].text_input(f"D_k: one D per block ({T})", key=f"{key}.Dk", max_chars=MAX_SCHEDULE_CHARS,
+                                 placeholder=f"e.g. {example}", help="Empty: D for every block.")
+    steps = cells[3].text_input(f"S_k: one S per block ({T})", key=f"{key}.Sk", max_chars=MAX_SCHEDULE_CHARS,
+                                placeholder="e.g. " + ",".join(str(max(1, 8 >> k)) for k in range(T)),
+                                help="Empty: S for every block (or iso-compute's S(D_k)).")
+    return depths.strip(), steps.strip(), int(reference) if iso else 0
 
 
 def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[Request, bool]:
     """The generation form: settings of one side (two in compare mode), images, seed; and whether it was submitted.
 
     A form, so that moving a slider does not rerun the script and interrupt a generation."""
-    trained = [e.D for e in family.entries]
+    trained = family.trained()
     first = default.D if default in family.entries else trained[len(trained) // 2]
     defaults = [first, trained[0] if trained[0] != first else trained[-1]]
     with st.form("settings", border=True):
@@ -141,4 +268,9 @@ def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[R
         seed = mid.number_input("Seed", 0, MAX_SEED, 0, key="seed")
         preview = right.checkbox("Show the denoising steps (predicted x0)", value=True, key="preview")
         submitted = st.form_submit_button("Generate", type="primary", use_container_width=True)
+    for name, side in zip(SIDES, sides):
+        if side.iso_depth:
+            table = ", ".join(f"D={D}: S={S}" for D, S in iso_table(family.N, side.iso_depth, side.steps))
+            st.caption(f"Iso-compute{' ' + name if compare else ''}: every block costs C = (N − D_ref) + D_ref·S = "
+                       f"{(family.N - side.iso_depth) + side.iso_depth * side.steps} layer evaluations; {table}.")
     return Request(tuple(sides), int(num_images), int(seed), bool(preview)), submitted

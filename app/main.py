@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 
 from app import catalog  # noqa: E402
 from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_ui, path_ui,  # noqa: E402
-                          settings_ui, validate, widget_key)
+                          settings_ui, side_plan, validate, widget_key)
 from app.panels import RunView, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, submit  # noqa: E402
 from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
@@ -141,7 +141,8 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
     family = family_ui(families, default)
     compare = st.sidebar.toggle("Compare two settings", key="compare",
                                 help="Two settings side by side, generated from the same seeds.")
-    st.sidebar.caption("Trained positions of this family:")
+    st.sidebar.caption("One elastic checkpoint samples every depth of this family:" if family.elastic else
+                       "Trained positions of this family:")
     st.sidebar.markdown("\n".join(f"- {e.describe()}" for e in family.entries))
     st.sidebar.caption("Folders this app may open: " + ", ".join(f"`{r}`" for r in folders.roots))
     for note in notes:
@@ -196,8 +197,8 @@ def _generate(request: Request, family: catalog.Family, compare: bool, clicked: 
     try:
         entries = validate(request, family)
         resources = [loaded(e.path) for e in entries]
-        runs = [Run(name if compare else "", side, e.path, e.name, request.num_images, request.seed)
-                for name, side, e in zip(SIDES, request.sides, entries)]
+        runs = [Run(name if compare else "", side, e.path, e.name, request.num_images, request.seed,
+                    plan=side_plan(side, e.config)) for name, side, e in zip(SIDES, request.sides, entries)]
         jobs = submit(queue, session, runs, resources, request.preview)
     except Exception as err:  # noqa: BLE001 - bad input, an unusable checkpoint, a full queue: say so, keep the old
         st.error(f"Cannot generate: {err}")

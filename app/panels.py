@@ -73,6 +73,14 @@ class RunView:
                           "excluded).")
             c.metric("images / s", f"{run.num_images / max(run.cost.seconds, 1e-9):.1f}")
             st.caption(f"First block on screen {run.first_block_s:.2f} s after the click.")
+            plan = run.plan
+            if plan and plan.elastic:
+                trained = ", ".join(map(str, plan.trained))
+                st.caption(f"Elastic checkpoint (trained at D in {{{trained}}}): blocks sampled at D_k "
+                           f"{', '.join(map(str, plan.depths))} with S_k {', '.join(map(str, plan.steps))}."
+                           + (f" Held out of training: D={', '.join(map(str, plan.held_out))}, sampled with "
+                              "allow_untrained_depth; expect it to be worse than the trained depths."
+                              if plan.held_out else ""))
 
     def show_fid(self, result: FIDResult | None, problem: str | None) -> None:
         with self.fid.container():
@@ -109,7 +117,7 @@ def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
         low, high = fid.fid_ci if fid and fid.fid_ci else (None, None)
         name = f"{run.name or 'run'}: FID@{fid.n}" if fid else f"{run.name or 'run'}: compute"
         compute[name] = Marker(run.cost.paper_block_layer_evals, fid and fid.fid, low, high)
-        steps[name] = Marker(run.side.steps, fid and fid.fid, low, high)
+        steps[name] = Marker(run.mean_steps, fid and fid.fid, low, high)
     if not peers and not any(m.fid is not None for m in compute.values()):
         st.caption("No eval report for this data in the zoo and no live FID: nothing to place on the FID charts "
                    "yet (the compute per image is in the meter above).")

@@ -21,7 +21,7 @@ from workbench.config import Config
 from workbench.metrics import FIDResult, LiveFID, ReferenceStats
 from workbench.model import MADFormer
 
-from .controls import MORE_SAMPLES, Side
+from .controls import MORE_SAMPLES, Side, SidePlan, side_plan
 from .scheduler import Job, Refused, Scheduler
 
 # Sessions draw in threads of one server process (decoding, encoding PNGs) and sample on the work queue's workers
@@ -51,6 +51,7 @@ class Run:
     live: LiveFID | None = None
     fid: FIDResult | None = None
     fid_problem: str | None = None
+    plan: SidePlan | None = None         # the D_k and S_k it samples (controls.side_plan)
 
     @property
     def finished(self) -> bool:
@@ -62,7 +63,13 @@ class Run:
         parts = [self.name, self.model_name, f"D={s.D}", f"S={s.steps}", s.sampler]
         if s.label is not None or s.cfg_scale != 1:
             parts += [f"class {'all' if s.label is None else s.label}", f"guidance {s.cfg_scale:g}"]
+        parts += self.plan.notes(s) if self.plan else []
         return " · ".join(p for p in parts if p)
+
+    @property
+    def mean_steps(self) -> float:
+        """S per block, averaged over the blocks (S itself without a steps schedule or iso-compute)."""
+        return sum(self.plan.steps) / len(self.plan.steps) if self.plan else self.side.steps
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,8 @@ class Loaded:
 def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[wb.Event]:
     labels = None if side.label is None else torch.full((num_images,), side.label, dtype=torch.long)
     return wb.generate_events(loaded.model, loaded.config, num_images=num_images, steps=side.steps,
-                              sampler=side.sampler, seed=seed, labels=labels, cfg_scale=side.cfg_scale)
+                              sampler=side.sampler, seed=seed, labels=labels, cfg_scale=side.cfg_scale,
+                              **side_plan(side, loaded.config).sample_kwargs())
 
 
 class Throttle:
@@ -107,7 +115,7 @@ def is_done(event: wb.Event) -> bool:
 
 
 def progress_text(event: wb.Event) -> tuple[float, str]:
-    done = (event.block * event.steps + event.step) / (event.num_blocks * event.steps)
+    done = (event.block + event.step / event.steps) / event.num_blocks  # blocks may differ in S (S_k)
     what = "finished" if event.kind == "block" else f"step {event.step}/{event.steps}"
     return done, f"block {event.block + 1}/{event.num_blocks} {what}"
 

@@ -21,30 +21,34 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `app` is a folder of the repo, not an installed package
 
 from app import catalog  # noqa: E402
-from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, validate  # noqa: E402
+from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, iso_table, side_plan, validate  # noqa: E402
 from app.runs import Throttle, progress_text  # noqa: E402
 from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
 
 MAIN = str(ROOT / "app" / "main.py")
 TIMEOUT = 60  # seconds per AppTest run: loading torch models and the FID reference exceeds the 3 s default
 FAMILY_D = (1, 2, 4)  # D=3 stays untrained: the slider must show that position as empty
+ELASTIC_D = (1, 2, 4)  # the elastic checkpoint's trained set: D=3 is held out
 
 
-def tiny_config(name: str, D: int, classes: int = 0):
-    return wb.preset("tiny", **{"model.diffusion_depth": D, "model.width": 32, "model.num_classes": classes}
-                     ).override(name=name)
+def tiny_config(name: str, D: int, classes: int = 0, elastic: tuple = ()):
+    return wb.preset("tiny", **{"model.diffusion_depth": D, "model.width": 32, "model.num_classes": classes,
+                                "model.elastic_depths": list(elastic)}).override(name=name)
 
 
 def write_checkpoint(folder: Path, file: str, name: str, D: int, seed: int = 0, width: int = 32,
-                     classes: int = 0) -> Path:
-    """An exported (half-precision, EMA-only) checkpoint of a freshly initialised tiny model; a `width` other than
-    the config's makes a file whose weights do not fit its config."""
+                     classes: int = 0, elastic: tuple = ()) -> Path:
+    """An exported (half-precision, EMA-only) checkpoint of a freshly initialised tiny model (trained over the
+    depths `elastic` when given); a `width` other than the config's makes a file whose weights do not fit its
+    config."""
     torch.manual_seed(seed)
-    cfg = tiny_config(name, D, classes)
+    cfg = tiny_config(name, D, classes, elastic)
     model = wb.build_model(cfg.override(**{"model.width": width}))
     with torch.no_grad():
         for p in model.head.parameters():  # the head starts at zero: make the samples depend on the weights
             p.normal_(0, 0.02)
+        if model.boundary_embed is not None:  # so is the embedding of D: make D visible in the samples
+            model.boundary_embed.weight.normal_(0, 0.05)
     state = model.state_dict()
     run = save_checkpoint(Checkpoint(cfg, step=100, model=state, ema=state, data={"samples_seen": 1600}),
                           folder / f".run-{name.replace('/', '-')}")
@@ -374,3 +378,136 @@ def test_a_stopped_run_keeps_its_finished_blocks(app, monkeypatch):
     assert not at.exception and at.image
     assert [p.proto.text for p in at.get("progress")] == ["stopped after block 2/4 · 16 images from seed 0"]
     assert not [m for m in at.metric if m.label.startswith("FID")]
+
+
+# ---- an elastic checkpoint: one file, every D in 1..N ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def elastic(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("elastic"), "elastic.safetensors", "elastic/E", 2,
+                            elastic=ELASTIC_D)
+
+
+@pytest.fixture
+def elastic_app(elastic, monkeypatch):
+    return start(monkeypatch, "--checkpoint", str(elastic))
+
+
+def elastic_widgets(at, side: str = "A") -> dict:
+    key = f"{side}@{at.selectbox(key='family').value}"
+    return {"D": at.select_slider(key=f"{key}.D"), "S": at.slider(key=f"{key}.S"), "iso": at.checkbox(key=f"{key}.iso"),
+            "iso_D": at.selectbox(key=f"{key}.iso_D"), "Dk": at.text_input(key=f"{key}.Dk"),
+            "Sk": at.text_input(key=f"{key}.Sk")}
+
+
+def titles(at) -> list[str]:
+    return [m.value for m in at.markdown if m.value.startswith("#####")]
+
+
+def test_elastic_checkpoint_gives_a_slider_over_every_depth(elastic_app):
+    at = elastic_app
+    assert not at.exception, at.exception
+    w = elastic_widgets(at)
+    assert w["D"].value == 2 and list(w["D"].options) == ["D=1/N=4 · trained", "D=2/N=4 · trained",
+                                                          "D=3/N=4 · held out", "D=4/N=4 · trained"]
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "elastic: trained at D in {1, 2, 4}, every other D in 1..4 held out" in sidebar
+    assert w["iso"].value is False and w["iso_D"].value == 2 and w["Dk"].value == w["Sk"].value == ""
+
+
+@pytest.mark.parametrize("D", [1, 3])
+def test_every_depth_samples_from_the_one_file_and_held_out_ones_say_so(elastic_app, elastic, D):
+    w = elastic_widgets(elastic_app)
+    w["D"].set_value(D)
+    w["S"].set_value(2)
+    at = submit(elastic_app)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    held = " · held out D=3: allow_untrained_depth" if D == 3 else ""
+    assert titles(at) == [f"##### elastic/E · D={D} · S=2 · ddim{held}"]
+    run = at.session_state["runs"][0]
+    assert run.checkpoint == elastic.resolve() and run.images.shape == (16, 1, 32, 32)
+    assert {m.label: m.value for m in at.metric}["layer evals / image"] == f"{4 * ((4 - D) + D * 2):,}"
+    captions = " ".join(c.value for c in at.caption)
+    assert ("Held out of training: D=3, sampled with allow_untrained_depth" in captions) == (D == 3)
+
+
+def test_iso_compute_moves_steps_with_depth(elastic_app):
+    assert iso_table(4, 2, 16) == [(1, 31), (2, 16), (3, 11), (4, 9)]  # C = 2 + 2*16 = 34; (34 - 0)/4 = 8.5 -> 9
+    assert iso_table(4, 2, 4) == [(1, 7), (2, 4), (3, 3), (4, 3)]  # C = 10: (10 - 3)/1, ..., (10 - 0)/4
+    assert iso_table(4, 4, 1) == [(1, 1), (2, 1), (3, 1), (4, 1)]  # at least 1 step
+    w = elastic_widgets(elastic_app)
+    w["iso"].check()
+    w["iso_D"].set_value(2)
+    w["S"].set_value(4)
+    w["D"].set_value(3)
+    at = submit(elastic_app)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert titles(at) == ["##### elastic/E · D=3 · S=4 · ddim · S_k 3,3,3,3 · iso-compute C=10 (D_ref=2, S=4) · "
+                          "held out D=3: allow_untrained_depth"]
+    assert {m.label: m.value for m in at.metric}["layer evals / image"] == f"{4 * 10:,}"  # T * C: (4-3) + 3*3
+    assert "every block costs C = (N − D_ref) + D_ref·S = 10 layer evaluations; D=1: S=7, D=2: S=4, D=3: S=3, " \
+           "D=4: S=3." in " ".join(c.value for c in at.caption)
+
+
+def test_schedule_controls_reach_the_sampler(elastic_app, monkeypatch):
+    calls, real = [], wb.generate_events
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        yield from real(*args, **kwargs)
+
+    w = elastic_widgets(elastic_app)
+    w["Dk"].input("4,3,2,1")
+    w["Sk"].input("3 2 2 1")
+    with monkeypatch.context() as patch:
+        patch.setattr(wb, "generate_events", recording)
+        at = submit(elastic_app)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert [(c["depth_schedule"], c["steps_schedule"], c["allow_untrained_depth"]) for c in calls] == \
+        [((4, 3, 2, 1), (3, 2, 2, 1), True)]
+    assert titles(at) == ["##### elastic/E · D=2 · S=16 · ddim · D_k 4,3,2,1 · S_k 3,2,2,1 · held out D=3: "
+                          "allow_untrained_depth"]
+    paper = sum((4 - d) + d * s for d, s in zip((4, 3, 2, 1), (3, 2, 2, 1)))
+    assert {m.label: m.value for m in at.metric}["layer evals / image"] == f"{paper:,}"
+
+
+def test_bad_elastic_inputs_are_refused_on_the_page(elastic_app):
+    elastic_widgets(elastic_app)["Dk"].input("4,3")
+    at = submit(elastic_app)
+    assert not at.exception and not at.image
+    assert any("D_k: 2 values for T=4 blocks" in e.value and "Fix:" in e.value for e in at.error), \
+        [e.value for e in at.error]
+
+
+def test_validate_elastic_bounds(elastic, folders):
+    fam = catalog.families([catalog.load_entry(elastic.resolve(), "user")])[0]
+    assert fam.elastic and fam.positions() == [1, 2, 3, 4] and fam.trained() == list(ELASTIC_D)
+    ok = Side(3, 4, "ddim", None, 1.0, "4,3,2,1", "", 2)
+    assert validate(Request((ok,), 4, 0, True), fam)[0].path == elastic.resolve()
+    plan = side_plan(ok, fam.elastic.config)
+    assert (plan.depths, plan.steps, plan.held_out, plan.iso_cost) == ((4, 3, 2, 1), (3, 3, 4, 7), (3,), 10)
+    assert plan.sample_kwargs() == {"depth_schedule": (4, 3, 2, 1), "steps_schedule": (3, 3, 4, 7),
+                                    "allow_untrained_depth": True}
+    bad = {"D 0": Side(0, 4, "ddim", None, 1.0), "D 5": Side(5, 4, "ddim", None, 1.0),
+           "D bool": Side(True, 4, "ddim", None, 1.0),
+           "D_k length": Side(2, 4, "ddim", None, 1.0, "1,2,3"),
+           "D_k range": Side(2, 4, "ddim", None, 1.0, "1,2,3,9"),
+           "D_k text": Side(2, 4, "ddim", None, 1.0, "1,2,x,4"),
+           "D_k sign": Side(2, 4, "ddim", None, 1.0, "1,-2,3,4"),
+           "D_k type": Side(2, 4, "ddim", None, 1.0, (1, 2, 3, 4)),
+           "D_k long": Side(2, 4, "ddim", None, 1.0, "1," * 300),
+           "S_k zero": Side(2, 4, "ddim", None, 1.0, "", "0,1,1,1"),
+           "S_k over": Side(2, 4, "ddim", None, 1.0, "", f"1,1,1,{MAX_STEPS + 1}"),
+           "iso ref": Side(2, 4, "ddim", None, 1.0, "", "", 7),
+           "iso and S_k": Side(2, 4, "ddim", None, 1.0, "", "1,1,1,1", 2),
+           "iso over": Side(1, MAX_STEPS, "ddim", None, 1.0, "", "", 4)}  # S(1) = 4 * 200 - 3 steps
+    for what, side in bad.items():
+        with pytest.raises(ValueError, match="Fix:"):
+            validate(Request((side,), 4, 0, True), fam)
+            pytest.fail(what)
+    dedicated = catalog.families(catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),),
+                                                              None))[0])[0]
+    for side in (Side(2, 4, "ddim", None, 1.0, "1,2,1,2"), Side(2, 4, "ddim", None, 1.0, "", "2,2,2,2"),
+                 Side(2, 4, "ddim", None, 1.0, "", "", 2)):
+        with pytest.raises(ValueError, match="need an elastic checkpoint.*Fix:"):
+            validate(Request((side,), 4, 0, True), dedicated)
+    assert side_plan(Side(2, 4, "ddim", None, 1.0), dedicated.entries[0].config).sample_kwargs() == {}

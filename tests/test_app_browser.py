@@ -2,8 +2,9 @@
 
 Presses Generate, waits for the image grid and the FID value, and saves test-artifacts/app.png (on failure
 app-failure.png) with the click-to-first-block time in test-artifacts/app_browser.json. Runs on the shipped zoo
-when data/checkpoints holds checkpoints (the `make app` path), else on a tiny checkpoint. The server and browser
-harness is the one benchmarks/app_first_block.py measures with.
+when data/checkpoints holds checkpoints (the `make app` path), else on a tiny checkpoint. An elastic checkpoint
+gets a page of its own (test-artifacts/app-elastic.png: the depth slider over every D of one file, a held-out D
+sampled). The server and browser harness is the one benchmarks/app_first_block.py measures with.
 """
 from __future__ import annotations
 
@@ -105,3 +106,45 @@ def test_stop_keeps_the_finished_blocks_and_ends_the_job(tmp_path):
     jobs = [json.loads(line) for line in queue_log.read_text().splitlines()]
     stopped = [j for j in jobs if j["state"] == "cancelled" and j["blocks"] >= 1]
     assert stopped and all(j["items_after_cancel"] <= 1 for j in stopped), jobs
+
+
+def test_elastic_checkpoint_slides_over_every_depth_in_a_real_browser(tmp_path):
+    """One elastic file: the depth slider moves over D = 1..N, each position saying trained or held out; a held-out
+    D generates and the page says it was sampled with allow_untrained_depth."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_app import ELASTIC_D, write_checkpoint
+
+    require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = write_checkpoint(tmp_path, "elastic.safetensors", "elastic/E", 2, elastic=ELASTIC_D)
+    with streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-elastic.log") as (url, _), \
+            sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        try:
+            generate = open_app(page, url)
+            depth, steps = page.get_by_role("slider").nth(0), page.get_by_role("slider").nth(1)
+            labels = []
+            for key in ["Home"] + ["ArrowRight"] * 3:  # every position, D=1 to D=4
+                depth.press(key)
+                labels.append(depth.get_attribute("aria-valuetext"))
+            assert labels == ["D=1/N=4 · trained", "D=2/N=4 · trained", "D=3/N=4 · held out", "D=4/N=4 · trained"]
+            depth.press("ArrowLeft")  # D=3: held out of training
+            steps.press("Home")
+            steps.press("ArrowRight")  # S=2: a short run
+            generate.click()
+            expect(page.get_by_text("held out D=3: allow_untrained_depth")).to_be_visible(timeout=120_000)
+            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=120_000)
+            expect(page.get_by_text("Held out of training: D=3")).to_be_visible(timeout=120_000)
+            expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
+            depth.scroll_into_view_if_needed()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "app-elastic.png"), full_page=True)
+            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+            assert errors.count() == 0, errors.all_inner_texts()
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app-elastic-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

@@ -1,5 +1,6 @@
 """Elastic depth: one checkpoint trained over a set of diffusion depths samples at any of them, with per-block
-depth and step schedules; every contract of the core holds for every D and every schedule."""
+depth and step schedules and per-step depth schedules; every contract of the core holds for every D and every
+schedule."""
 import signal
 import time
 
@@ -9,9 +10,10 @@ import torch
 import workbench as wb
 from workbench.blocks import from_blocks, to_blocks
 from workbench.checkpoint import load_checkpoint
-from workbench.compute import at_depth, cached_cost, count_flops, paper_cost, schedule_costs
+from workbench.compute import at_depth, cached_cost, count_flops, paper_cost, sample_flops, schedule_costs
 from workbench.model import SANDWICH, sample_depths
 from workbench.objectives import build_objective
+from workbench.sampling import block_plan, measure_sample_flops, sample_settings
 
 from conftest import randomize_head
 from test_train import cli_args, finish, launch
@@ -97,13 +99,111 @@ def test_cache_equals_recompute_under_schedules(sampler):
     events = list(wb.generate_events(m, cfg, num_images=2, seed=1, **sched))
     steps = [e.steps for e in events if e.kind == "block"]
     assert steps == [5, 3, 2, 1] and [e.step for e in events if e.kind == "step" and e.block == 0] == [1, 2, 3, 4, 5]
-    paper, cached = schedule_costs(cfg.model, (4, 3, 2, 1), (5, 3, 2, 1))
+    paper, cached = schedule_costs(cfg.model, [(d,) * s for d, s in zip((4, 3, 2, 1), (5, 3, 2, 1))])
     assert events[-1].cost.paper_block_layer_evals == paper == sum((4 - d) + d * s for d, s in
                                                                     zip((4, 3, 2, 1), (5, 3, 2, 1)))
     assert events[-1].cost.block_layer_evals == cached
     fixed = list(wb.generate_events(m, cfg, num_images=2, steps=3, diffusion_depth=3))[-1].cost
     assert fixed.block_layer_evals == cached_cost(at_depth(cfg.model, 3), 3)
     assert fixed.paper_block_layer_evals == paper_cost(at_depth(cfg.model, 3), 3)
+
+
+# ---- per-step depth schedules: D_i over the denoising steps of each block --------------------------------------
+PER_STEP = {4: (1, 2, 4), 3: (1, 3, 2)}  # N -> depth_per_step (small D at high noise; one out of order)
+
+
+def test_per_step_values_spread_over_each_blocks_steps():
+    cfg = make(4, 4)[0]
+    plan = block_plan(cfg.model, sample_settings(cfg, depth_per_step=(1, 2, 4), steps_schedule=(6, 4, 3, 5)))
+    assert plan == ((1, 1, 2, 2, 4, 4), (1, 1, 2, 4), (1, 2, 4), (1, 1, 2, 2, 4))  # step i of S: value i*P//S
+    assert block_plan(cfg.model, sample_settings(cfg, steps=2, diffusion_depth=3)) == ((3, 3),) * 4
+    assert block_plan(cfg.model, sample_settings(cfg, steps=2, depth_schedule=(4, 3, 2, 1))) == \
+        ((4, 4), (3, 3), (2, 2), (1, 1))
+
+
+@pytest.mark.parametrize("conditioning", ["embed", "adaln"])
+@pytest.mark.parametrize("towers", ["separate", "shared"])
+@pytest.mark.parametrize("N,T", SHAPES)
+def test_cache_equals_recompute_under_per_step_depths(N, T, towers, conditioning):
+    """Each step enters the diffusion stage at its own N - D_i from one AR pass per block, exactly as the full
+    forward at that step's depth does."""
+    cfg, m = make(N, T, tuple(range(1, N + 1)), D=1, towers=towers, timestep_conditioning=conditioning)
+    sched = dict(depth_per_step=PER_STEP[N], steps_schedule=(4, 3) * (T // 2) if T > 1 else (4,))
+    a = wb.generate(m, cfg, num_images=2, seed=3, use_cache=True, **sched)
+    b = wb.generate(m, cfg, num_images=2, seed=3, use_cache=False, **sched)
+    error = (a - b).abs().max()
+    assert a.abs().max() > 0.1 and error <= 1e-4
+    for D in set(PER_STEP[N]):  # not vacuous: the schedule is none of its depths alone, by far more than the error
+        alone = wb.generate(m, cfg, num_images=2, seed=3, diffusion_depth=D, steps_schedule=sched["steps_schedule"])
+        gap = (a - alone).abs().max()  # near-zero-init adaLN gates make D matter little: ~1e-4 against ~1e-7
+        assert gap > 1e-5 and gap > 100 * error, (D, gap, error)
+    one = wb.generate(m, cfg, num_images=2, seed=3, depth_per_step=(2,), steps_schedule=sched["steps_schedule"])
+    assert torch.equal(one, wb.generate(m, cfg, num_images=2, seed=3, diffusion_depth=2,
+                                        steps_schedule=sched["steps_schedule"]))
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize("towers", ["separate", "shared"])
+def test_per_step_sampling_is_causal(towers, use_cache):
+    """What later blocks are given (their steps, hence their depths) never changes an earlier block."""
+    cfg, m = make(4, 4, towers=towers)
+    runs = [wb.generate_events(m, cfg, num_images=2, seed=5, use_cache=use_cache, depth_per_step=(1, 2, 4),
+                               steps_schedule=(3, 4) + later) for later in ((3, 3), (4, 5))]
+    finished = [[e.x_t.clone() for e in r if e.kind == "block"] for r in runs]
+    side = cfg.model.block_side * cfg.model.patch_size
+    for k in range(2):  # blocks 0 and 1 (the top row) are the same in both runs, bit for bit
+        assert torch.equal(finished[0][k], finished[1][k])
+    assert not torch.allclose(finished[0][3][..., side:, :], finished[1][3][..., side:, :])
+
+
+@pytest.mark.parametrize("N,T,model", [(4, 4, {}), (4, 16, {}), (3, 4, {"timestep_conditioning": "adaln"}),
+                                       (4, 4, {"num_classes": 10})])
+def test_per_step_costs_count_what_ran(N, T, model):
+    cfg, m = make(N, T, tuple(range(1, N + 1)), D=1, **model)
+    sched = {"sample.depth_per_step": list(PER_STEP[N]), "sample.steps_schedule": [3] * (T - 1) + [5],
+             "sample.cfg_scale": 1.0}
+    c = cfg.override(**sched)
+    plan = block_plan(c.model, c.sample)
+    paper, cached = schedule_costs(c.model, plan)
+    assert paper == sum((N - min(ds)) + sum(ds) for ds in plan)
+    last = list(wb.generate_events(m, c, num_images=1, seed=0))[-1].cost
+    assert (last.paper_block_layer_evals, last.block_layer_evals) == (paper, cached)
+    for use_cache in (True, False):
+        measured = measure_sample_flops(m, c, c.sample.steps, use_cache=use_cache)
+        analytic = sum(sample_flops(c.model, plan, use_cache).values())
+        assert measured == pytest.approx(analytic, rel=1e-3 if use_cache else 0.01), use_cache  # cached: exact
+    deepest = measure_sample_flops(m, c.override(**{"sample.depth_per_step": [], "sample.diffusion_depth": N}),
+                                   c.sample.steps)
+    assert measure_sample_flops(m, c, c.sample.steps) < deepest  # small D at high noise saves compute
+
+
+@pytest.mark.parametrize("given,match", [
+    ({"depth_per_step": (1, 2, 4), "steps": 2}, r"sample.depth_per_step: \[1, 2, 4\] has 3 values for a block of "
+                                                r"S_k=2 steps.*Fix: give at most 2 values"),
+    ({"depth_per_step": (1, 2), "steps_schedule": (4, 4, 1, 4)}, r"S_k=1 steps.*at most 1 value"),
+    ({"depth_per_step": (1, 5), "steps": 4}, r"sample.depth_per_step: D=5 exceeds the model's N=4.*1..4"),
+    ({"depth_per_step": (1, 4), "steps": 4}, r"sample.depth_per_step: D=4 is not a depth this model was trained "
+                                             r"at \(1, 2\).*allow_untrained_depth"),
+    ({"depth_per_step": (1, 0), "steps": 4}, r"sample.depth_per_step: got \[1, 0\].*Fix: use depths D >= 1"),
+    ({"depth_per_step": (1, 2), "depth_schedule": (1, 2, 1, 2)}, r"sample.depth_per_step: set together with "
+                                                                 r"sample.depth_schedule.*Fix: give one D per block"),
+])
+def test_bad_per_step_schedules_name_the_field_and_the_fix(given, match):
+    cfg, m = make(4, 4, depths=(1, 2), D=2)
+    with pytest.raises(ValueError, match=match):
+        wb.generate(m, cfg, num_images=1, **given)
+
+
+def test_held_out_per_step_depth_samples_when_allowed_and_round_trips():
+    cfg, m = make(4, 4, depths=(1, 2), D=2)
+    x = wb.generate(m, cfg, num_images=1, steps=4, depth_per_step=(1, 4), allow_untrained_depth=True)
+    assert torch.isfinite(x).all()
+    c = cfg.override(**{"sample.depth_per_step": "1,2"})
+    assert c.sample.depth_per_step == (1, 2) and wb.Config.from_yaml(c.to_yaml()) == c
+    dedicated = wb.preset("tiny", **{"model.denoiser_attention": "block"})
+    with pytest.raises(ValueError, match="depth_per_step: D=1 differs.*fixes the boundary"):
+        wb.generate(wb.build_model(dedicated), dedicated, num_images=1, steps=2, depth_per_step=(1, 2),
+                    allow_untrained_depth=True)
 
 
 def test_depth_outside_the_set_names_the_set():

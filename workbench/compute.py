@@ -2,7 +2,8 @@
 
 Block-layer evaluations (one decoder layer applied to one block's tokens):
 
-paper_cost:  T * [(N - D) + D * S]            the paper's count (noisy slot only)
+paper_cost:  T * [(N - D) + D * S]            the paper's count (noisy slot only); under schedules
+             sum_k [(N - min_i D_ki) + sum_i D_ki]  (block k's AR stage runs once, to its smallest boundary)
 cached_cost: what the KV-cached sampler runs: per block the clean copy of block k-1 once through the layers
              the diffusion stage reads (N, or N-D when it reads no context), the noisy slot once through the
              N-D AR layers, and the noisy block through the D diffusion layers at each of the S steps.
@@ -17,9 +18,10 @@ a layer as a whole. Backward costs 2x the forward matmuls and 2.5x the forward a
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -29,6 +31,10 @@ from .layers import swiglu_hidden
 from .model import TIME_FEATURES, clean_pass_depth
 
 STAGES = ("prefix", "clean", "ar", "diffusion")
+# the denoising steps of one block: S (every step at the config's D), or the D of each of its steps
+Steps = Union[int, Sequence[int]]
+# what a sampling run does: S per block at the config's D, or per block the D of each step (sampling.block_plan)
+Plan = Union[int, Sequence[Sequence[int]]]
 
 
 @dataclass(frozen=True)
@@ -38,27 +44,8 @@ class Pass:
     layers: int    # consecutive decoder layers the tokens go through
     queries: int   # tokens pushed through them
     keys: int      # tokens each query attends over in every one of those layers
-    repeats: int   # times the pass runs (S for the diffusion stage, else 1)
+    repeats: int   # times the pass runs (diffusion stage: the steps at its D; else 1)
     kv_last: bool  # the last of these layers only projects keys/values (its output is never read)
-
-
-def block_passes(cfg: ModelConfig, block: int, steps: int) -> list[Pass]:
-    """The layer passes of the cached sampler for block k (mirrors MADFormer.prefill/ar_step/denoise_step)."""
-    P, Lb, N, D = cfg.prefix_tokens, cfg.block_tokens, cfg.depth, cfg.diffusion_depth
-    context = P + block * Lb  # prefix and the finished blocks 0..k-1, once block k-1 is committed
-    passes = []
-    if block == 0 and P:
-        passes.append(Pass("prefix", N, P, P, 1, True))
-    if block > 0 and cfg.clean_stream:
-        passes.append(Pass("clean", clean_pass_depth(cfg), Lb, context, 1, True))
-    if cfg.use_z_cond:
-        passes.append(Pass("ar", N - D, Lb, context + Lb, 1, False))
-    if cfg.denoiser_attention != "context":
-        keys = Lb
-    else:
-        keys = (context if cfg.clean_stream else P) + Lb
-    passes.append(Pass("diffusion", D, Lb, keys, steps, False))
-    return [p for p in passes if p.layers > 0]
 
 
 def at_depth(cfg: ModelConfig, depth: int) -> ModelConfig:
@@ -66,10 +53,45 @@ def at_depth(cfg: ModelConfig, depth: int) -> ModelConfig:
     return replace(cfg, diffusion_depth=depth, elastic_depths=())
 
 
-def schedule_costs(cfg: ModelConfig, depths: Sequence[int], steps: Sequence[int]) -> tuple[float, float]:
-    """(paper count, cached count) of sampling block k with D_k = depths[k] and S_k = steps[k]."""
-    paper = sum((cfg.depth - d) + d * s for d, s in zip(depths, steps))
-    cached = sum(sum(block_cost(at_depth(cfg, d), k, s).values()) for k, (d, s) in enumerate(zip(depths, steps)))
+def step_depths(cfg: ModelConfig, steps: Steps) -> tuple[int, ...]:
+    """The D of each denoising step of a block: S steps at cfg's D, or the given per-step depths."""
+    return (cfg.diffusion_depth,) * steps if isinstance(steps, int) else tuple(steps)
+
+
+def block_passes(cfg: ModelConfig, block: int, steps: Steps) -> list[Pass]:
+    """The layer passes of the cached sampler for block k (mirrors MADFormer.prefill/ar_states/denoise_step):
+    the clean copy of block k-1 and the AR stage once, the AR stage to the smallest boundary N - min D_i of the
+    block's steps, then each step through its own D_i diffusion layers."""
+    depths = step_depths(cfg, steps)
+    first = at_depth(cfg, min(depths, default=cfg.diffusion_depth))  # the deepest AR stage the block needs
+    P, Lb, N = cfg.prefix_tokens, cfg.block_tokens, cfg.depth
+    context = P + block * Lb  # prefix and the finished blocks 0..k-1, once block k-1 is committed
+    passes = []
+    if block == 0 and P:
+        passes.append(Pass("prefix", N, P, P, 1, True))
+    if block > 0 and cfg.clean_stream:
+        passes.append(Pass("clean", clean_pass_depth(first), Lb, context, 1, True))
+    if cfg.use_z_cond:
+        passes.append(Pass("ar", first.ar_depth, Lb, context + Lb, 1, False))
+    if cfg.denoiser_attention != "context":
+        keys = Lb
+    else:
+        keys = (context if cfg.clean_stream else P) + Lb
+    passes += [Pass("diffusion", D, Lb, keys, depths.count(D), False) for D in sorted(set(depths))]
+    return [p for p in passes if p.layers > 0]
+
+
+def as_plan(cfg: ModelConfig, plan: Plan) -> tuple[tuple[int, ...], ...]:
+    """Per block the D of each step: S steps at cfg's D in every block, or the given plan."""
+    return tuple(step_depths(cfg, plan) for _ in range(cfg.num_blocks)) if isinstance(plan, int) else \
+        tuple(tuple(p) for p in plan)
+
+
+def schedule_costs(cfg: ModelConfig, plan: Plan) -> tuple[float, float]:
+    """(paper count, cached count) of a sampling run: block k's steps at depths plan[k] (sampling.block_plan)."""
+    plan = as_plan(cfg, plan)
+    paper = sum((cfg.depth - min(ds)) + sum(ds) for ds in plan)
+    cached = sum(sum(block_cost(cfg, k, ds).values()) for k, ds in enumerate(plan))
     return float(paper), float(cached)
 
 
@@ -78,7 +100,14 @@ def paper_cost(cfg: ModelConfig, steps: int) -> float:
     return float(T * ((N - D) + D * steps))
 
 
-def block_cost(cfg: ModelConfig, block: int, steps: int) -> dict[str, float]:
+def iso_steps(N: int, depth: int, cost: float) -> int:
+    """Iso-compute: the S at which a block sampled with diffusion depth D costs `cost` block-layer evaluations,
+    S(D) = (C - (N - D)) / D, rounded half up, at least 1 (C = (N - D_ref) + D_ref * S_ref keeps the cost of a
+    reference (D_ref, S_ref))."""
+    return max(1, math.floor((cost - (N - depth)) / depth + 0.5))
+
+
+def block_cost(cfg: ModelConfig, block: int, steps: Steps) -> dict[str, float]:
     """Block-layer evaluations of the cached sampler for one block, split by stage."""
     cost = dict.fromkeys(STAGES, 0.0)
     for p in block_passes(cfg, block, steps):
@@ -113,14 +142,14 @@ class Cost:
     """What a sampling run has spent so far, per image. Under classifier-free guidance every evaluation runs on
     the image and on its unconditional twin, so both counts are doubled (`guidance` = 2)."""
     block_layer_evals: float        # decoder layers applied to one block's tokens, as the sampler ran them
-    paper_block_layer_evals: float  # the paper's count so far: T[(N-D)+D*S] when done
+    paper_block_layer_evals: float  # the paper's count so far: T[(N-D)+D*S] when done (see paper_cost)
     seconds: float                  # wall time since the run started
     guidance: int = 1               # model evaluations per image and step (2 with classifier-free guidance)
 
 
 class CostMeter:
-    """Counts a sampling run as it goes: `block(k, D, S)` when block k starts (sampled with diffusion depth D and
-    S steps), `step(D)` after each of its denoising steps."""
+    """Counts a sampling run as it goes: `block(k, depths)` when block k starts (its steps run at diffusion depths
+    `depths`, D_1..D_S), `step(D)` after each of its denoising steps."""
 
     def __init__(self, cfg: ModelConfig, use_cache: bool, guided: bool):
         self.cfg, self.use_cache = cfg, use_cache
@@ -128,10 +157,10 @@ class CostMeter:
         self.evals = self.paper = 0.0
         self.start = time.perf_counter()
 
-    def block(self, k: int, depth: int, steps: int) -> None:
-        self.paper += self.cfg.depth - depth
+    def block(self, k: int, depths: Sequence[int]) -> None:
+        self.paper += self.cfg.depth - min(depths)  # the AR stage runs once, to the smallest boundary
         if self.use_cache:  # the clean copy of block k-1 and the AR pass of block k's slot, once
-            cost = block_cost(at_depth(self.cfg, depth), k, steps)
+            cost = block_cost(self.cfg, k, depths)
             self.evals += cost["prefix"] + cost["clean"] + cost["ar"]
 
     def step(self, depth: int) -> None:
@@ -202,14 +231,19 @@ def train_flops(cfg: ModelConfig, batch: int) -> float:
     return batch * (3.0 * f["linear"] - no_input_grad + 3.5 * f["attention"])
 
 
-def sample_flops(cfg: ModelConfig, steps: int, use_cache: bool = True) -> dict[str, float]:
-    """FLOPs to sample one image with S=`steps` per block (no guidance): {"linear", "attention"}."""
-    T = cfg.num_blocks
-    if not use_cache:
-        return {k: T * steps * v for k, v in forward_flops(cfg).items()}
-    out = {"linear": _io_flops(cfg, (T - 1) + T * steps, T * steps, 0), "attention": 0.0}
+def sample_flops(cfg: ModelConfig, steps: Plan, use_cache: bool = True) -> dict[str, float]:
+    """FLOPs to sample one image (no guidance) with S=`steps` per block, or with a plan (per block the D of each
+    step, sampling.block_plan): {"linear", "attention"}."""
+    T, plan = cfg.num_blocks, as_plan(cfg, steps)
+    evals = sum(map(len, plan))  # model evaluations: steps over all blocks
+    if not use_cache:  # the whole sequence at every step, through that step's boundary
+        out = dict.fromkeys(("linear", "attention"), 0.0)
+        for D in (D for ds in plan for D in ds):
+            _add(out, forward_flops(at_depth(cfg, D)))
+        return out
+    out = {"linear": _io_flops(cfg, (T - 1) + evals, evals, 0), "attention": 0.0}
     for k in range(T):
-        for p in block_passes(cfg, k, steps):
+        for p in block_passes(cfg, k, plan[k]):
             # adaLN: each call conditions its layers with one vector per image (the diffusion stage's t) or per
             # batch (t = 0: counted as for a batch of one)
             out["linear"] += _adaln_flops(cfg, p.layers * p.repeats, p.repeats)

@@ -80,9 +80,11 @@ def reference_for(config: Config, n: int | None = None) -> ReferenceStats:
 class Score:
     """One (model, sampler, steps) point scored on n generated images."""
     steps: int                    # S: denoising steps per block
-    depths: tuple                 # D_k each block was sampled with (all equal without a depth schedule)
+    depths: tuple                 # D_k each block was sampled with (all equal without a depth schedule); under a
+    #                               per-step schedule the smallest D of its steps (its AR stage ran N - D_k layers)
     steps_per_block: tuple        # S_k of each block (all S without a steps schedule)
-    untrained_depth: bool         # some D_k lies outside the depths the model was trained at
+    depth_per_step: tuple         # sample.depth_per_step: D_i spread over each block's steps (() = one D a block)
+    untrained_depth: bool         # some D lies outside the depths the model was trained at
     sampler: str
     x0_clip: str
     n: int                        # generated images scored
@@ -138,9 +140,10 @@ def score(model, config: Config, steps: int, sampler: str | None = None, n: int 
     r = compute_fid(images, ref, ext, bootstrap=bootstrap, seed=seed)
     low, high = r.fid_ci or (math.nan, math.nan)
     m = config.model
-    depths, steps_k = block_plan(m, replace(config.sample, steps=int(steps)))
-    paper, cached = schedule_costs(m, depths, steps_k)
-    return Score(int(steps), depths, steps_k, any(d not in m.depths for d in depths), sampler,
+    plan = block_plan(m, replace(config.sample, steps=int(steps)))
+    paper, cached = schedule_costs(m, plan)
+    return Score(int(steps), tuple(map(min, plan)), tuple(map(len, plan)), tuple(config.sample.depth_per_step),
+                 any(d not in m.depths for ds in plan for d in ds), sampler,
                  config.sample.x0_clip, len(images), seed, weights, r.extractor, getattr(ext, "preprocess", ""),
                  r.reference, r.reference_count, r.fid, low, high, r.ci_level, r.fid_inf, r.kid_mean, r.kid_std,
                  r.kid_subset_size, paper, cached, seconds / len(images), r.seconds, health["pixels_out_of_range"],
@@ -208,7 +211,7 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
     s = score(model, config, steps, sampler, num_samples, seed, ext, ref, _weights(header, use_ema), bootstrap,
               samples)
     m = config.model
-    analytic = sample_flops(m, steps)
+    analytic = sample_flops(m, block_plan(m, config.sample))  # the schedules of config.sample counted
     cost = {"unit_note": "block-layer evaluations per image; FLOPs per image (matmuls, no guidance)",
             "paper_cost": s.paper_cost, "cached_cost": s.cached_cost,
             "flops_analytic": sum(analytic.values()), "flops_attention_analytic": analytic["attention"]}

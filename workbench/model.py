@@ -1,8 +1,8 @@
 """MADFormer: N decoder layers; the first N-D form the AR stage, the last D the diffusion stage.
 
 Training (`forward`) runs all T blocks in one pass over [prefix | C_0..C_{T-2} | S_0..S_{T-1}] with the
-skip-causal masks of blocks.py. Sampling uses `prefill`, `ar_step` and `denoise_step` with a KVCache; the
-model never loops over timesteps (sampling.py does).
+skip-causal masks of blocks.py. Sampling uses `prefill`, `ar_step` (`ar_states` for steps at several D) and
+`denoise_step` with a KVCache; the model never loops over timesteps (sampling.py does).
 
 Paper symbol -> code: N = cfg.depth, D = cfg.diffusion_depth, T = cfg.num_blocks, B (tokens per block) =
 cfg.block_tokens, z_cond = output of layer N-D-1 at the noisy slots.
@@ -10,6 +10,7 @@ cfg.block_tokens, z_cond = output of layer N-D-1 at the noisy slots.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -262,6 +263,18 @@ class MADFormer(nn.Module):
         prev_block: (B, Lb, Cpp) finished block k-1 (None for k=0); depth: the D to sample block k with (default
         model.diffusion_depth). Returns z_cond (B, Lb, W), or None when the model does not use z_cond.
         """
+        D = depth or self.cfg.diffusion_depth
+        return self.ar_states(cache, k, prev_block, (D,))[D]
+
+    def ar_states(self, cache: KVCache, k: int, prev_block: torch.Tensor | None,
+                  depths: Sequence[int]) -> dict[int, torch.Tensor | None]:
+        """AR stage for block k once, for denoising steps at several diffusion depths (a per-step schedule).
+
+        Caches the clean copy of block k-1 (prev_block (B, Lb, Cpp), None for k=0), runs the slot through the
+        first N - min(depths) layers, and keeps its state at every boundary N - D: the AR stage does not depend
+        on x_t, so the z_cond of a step at depth D is exactly what a pass stopping at layer N - D gives. Returns
+        {D: z_cond (B, Lb, W)} ({D: None} when the model does not use z_cond).
+        """
         cfg = self.cfg
         B, Lb, W = cache.k[0].shape[0], cfg.block_tokens, cfg.width
         dev = cache.k[0].device
@@ -275,12 +288,15 @@ class MADFormer(nn.Module):
             # a copy: a view of a parameter still requires grad under no_grad (FlopCounterMode rejects that)
             emb = self.boi.expand(B, Lb, W).clone()
         if not cfg.use_z_cond:
-            return None
-        x = [Stream(emb, NOISY, self._rope(k), self._cond())]
-        for i in range(cfg.depth - (depth or cfg.diffusion_depth)):
-            # without a clean stream the slot is the context: its AR-layer keys/values stay for later blocks
-            x = self.layers[i](x, cache=cache, layer=i, commit=not cfg.clean_stream)
-        return x[0].x
+            return dict.fromkeys(depths)
+        x, z_cond, last = [Stream(emb, NOISY, self._rope(k), self._cond())], {}, cfg.depth - min(depths)
+        for i in range(last + 1):
+            if cfg.depth - i in depths:  # after i AR layers the slot is z_cond for D = N - i
+                z_cond[cfg.depth - i] = x[0].x
+            if i < last:
+                # without a clean stream the slot is the context: its AR-layer keys/values stay for later blocks
+                x = self.layers[i](x, cache=cache, layer=i, commit=not cfg.clean_stream)
+        return z_cond
 
     def denoise_step(self, cache: KVCache, k: int, z_cond: torch.Tensor | None, xt: torch.Tensor,
                      t: torch.Tensor, depth: int | None = None) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 With the cache (default) each block runs the AR stage once and each step runs only the D diffusion layers on
 the block's tokens. Without it every step recomputes the whole teacher-forced sequence (the test reference).
+D may change from block to block (`depth_schedule`) and from step to step (`depth_per_step`): a block's AR stage
+then runs once to its smallest boundary N - min D_i and each step enters the diffusion stage at its own N - D_i.
 Notebooks, the app, the CLI and the benchmarks all consume `generate_events`; nothing here prints or plots.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ class Event:
     block: int                # k: block being generated, 0..T-1
     step: int                 # denoising steps done in this block (S at a "block" event)
     num_blocks: int           # T
-    steps: int                # S
+    steps: int                # S_k: the steps of block k
     cost: Cost                # block-layer evaluations per image so far, and seconds
     # the latents are assembled only when read: most consumers look at a few events, not every step
     _canvas: torch.Tensor = field(repr=False)  # (B, T, Lb, Cpp) the sampler's canvas; blocks < k are final
@@ -64,26 +66,43 @@ def sample_settings(config: Config, **given) -> SampleConfig:
     return sc
 
 
-def block_plan(mcfg: ModelConfig, sc: SampleConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(D_k, S_k) for every block k: the schedules of `sc`, else its one D (default the model's) and S. A depth the
-    model was not trained at is an error naming its set, unless sc.allow_untrained_depth."""
+def block_plan(mcfg: ModelConfig, sc: SampleConfig) -> tuple[tuple[int, ...], ...]:
+    """The diffusion depth D of every step i of every block k (block k has S_k = len(plan[k]) steps): per-step
+    depths spread over each block's steps (sc.depth_per_step), else per-block depths (sc.depth_schedule), else one
+    D (sc.diffusion_depth, default the model's); S_k from sc.steps_schedule, else sc.steps. A depth the model was
+    not trained at is an error naming its set, unless sc.allow_untrained_depth."""
     T = mcfg.num_blocks
-    depths = tuple(sc.depth_schedule) or (sc.diffusion_depth or mcfg.diffusion_depth,) * T
     steps = tuple(sc.steps_schedule) or (sc.steps,) * T
+    depths = tuple(sc.depth_schedule) or (sc.diffusion_depth or mcfg.diffusion_depth,) * T
     for name, values in (("sample.depth_schedule", depths), ("sample.steps_schedule", steps)):
         if len(values) != T:
             raise ValueError(f"{name}: {list(values)} has {len(values)} entries for T={T} blocks. Fix: give one per "
                              "block, or leave it empty.")
-    bad = sorted({d for d in depths if d not in mcfg.depths})
+    source = "sample.depth_per_step" if sc.depth_per_step else \
+        "sample.depth_schedule" if sc.depth_schedule else "sample.diffusion_depth"
+    if sc.depth_per_step:
+        P = len(sc.depth_per_step)
+        if P > min(steps):
+            raise ValueError(f"{source}: {list(sc.depth_per_step)} has {P} values for a block of S_k={min(steps)} "
+                             f"steps, so some would never run. Fix: give at most {min(steps)} values (one per step "
+                             "at most), or sample with more steps per block.")
+        plan = tuple(tuple(sc.depth_per_step[i * P // S] for i in range(S)) for S in steps)
+    else:
+        plan = tuple((d,) * S for d, S in zip(depths, steps))
+    used = sorted({d for ds in plan for d in ds})
+    if used[-1] > mcfg.depth:
+        raise ValueError(f"{source}: D={used[-1]} exceeds the model's N={mcfg.depth} layers. Fix: use depths in "
+                         f"1..{mcfg.depth}.")
+    bad = [d for d in used if d not in mcfg.depths]
     if bad and not mcfg.movable_boundary:
-        raise ValueError(f"sample.diffusion_depth: D={bad[0]} differs from this model's D={mcfg.diffusion_depth}, "
-                         "and its ablated architecture fixes the boundary. Fix: sample at its own D.")
-    if bad and not (sc.allow_untrained_depth and all(1 <= d <= mcfg.depth for d in bad)):
-        raise ValueError(f"sample.diffusion_depth: D={', '.join(map(str, bad))} is not a depth this model was trained "
-                         f"at ({', '.join(map(str, mcfg.depths))}). Fix: pick one of them (an elastic checkpoint "
+        raise ValueError(f"{source}: D={bad[0]} differs from this model's D={mcfg.diffusion_depth}, and its ablated "
+                         "architecture fixes the boundary. Fix: sample at its own D.")
+    if bad and not sc.allow_untrained_depth:
+        raise ValueError(f"{source}: D={', '.join(map(str, bad))} is not a depth this model was trained at "
+                         f"({', '.join(map(str, mcfg.depths))}). Fix: pick one of them (an elastic checkpoint "
                          "trains a set), or set sample.allow_untrained_depth=true to sample anyway (D <= N="
                          f"{mcfg.depth}; reports label it untrained).")
-    return depths, steps
+    return plan
 
 
 def _check_labels(model: MADFormer, labels: torch.Tensor | None, num_images: int, device) -> torch.Tensor | None:
@@ -103,13 +122,13 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
                     labels: torch.Tensor | None = None, cfg_scale: float | None = None,
                     device: torch.device | str | None = None, **schedule) -> Iterator[Event]:
     """Yield an Event per denoising step and per finished block; arguments left None come from config.sample
-    (`diffusion_depth` and the per-block schedules included)."""
+    (`diffusion_depth`, the per-block schedules and `depth_per_step` included: see block_plan)."""
     sc = sample_settings(config, num_images=num_images, steps=steps, sampler=sampler, seed=seed,
                          use_cache=use_cache, cfg_scale=cfg_scale, **schedule)
     mcfg = model.cfg
     if mcfg != config.model:
         raise ValueError("config.model does not describe this model. Fix: pass the config the model was built from.")
-    depths, steps_k = block_plan(mcfg, sc)
+    plan = block_plan(mcfg, sc)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     B, T = sc.num_images, mcfg.num_blocks
@@ -127,15 +146,16 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
     if cache is not None:
         model.prefill(cache, labels)
     try:
-        for k, (D, S) in enumerate(zip(depths, steps_k)):
+        for k, depths in enumerate(plan):  # depths: D_i of each of block k's S steps
+            S = len(depths)
             scheduler = objective.make_scheduler(sc.sampler, S, sc.x0_clip)  # multistep state is per block
-            z_cond = _ar_step(model, cache, canvas, k, guided, D) if cache is not None else None
-            meter.block(k, D, S)
+            z_cond = _ar_step(model, cache, canvas, k, guided, depths) if cache is not None else {}
+            meter.block(k, depths)
             x = torch.randn(B, mcfg.block_tokens, mcfg.token_dim, generator=gen).to(device, dtype) \
                 * objective.init_sigma(scheduler)
-            for i, t in enumerate(scheduler.timesteps):
+            for i, (t, D) in enumerate(zip(scheduler.timesteps, depths, strict=True)):
                 x_in = objective.scale_input(scheduler, x, t)
-                out = _denoise(model, cache, canvas, k, z_cond, x_in, t, labels, guided, sc.cfg_scale, D)
+                out = _denoise(model, cache, canvas, k, z_cond.get(D), x_in, t, labels, guided, sc.cfg_scale, D)
                 meter.step(D)
                 x0 = partial(_predicted_block, objective, out, x_in, t)
                 x = scheduler.step(out, t, x, generator=gen).prev_sample.to(dtype)
@@ -147,12 +167,14 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
         model.train(was_training)
 
 
-def _ar_step(model: MADFormer, cache, canvas: torch.Tensor, k: int, guided: bool, depth: int) -> torch.Tensor | None:
-    """The AR stage for block k (caches the clean copy of block k-1): z_cond for the batch (twice under guidance)."""
+def _ar_step(model: MADFormer, cache, canvas: torch.Tensor, k: int, guided: bool,
+             depths: tuple[int, ...]) -> dict[int, torch.Tensor | None]:
+    """The AR stage for block k once (caches the clean copy of block k-1): {D: z_cond} for every D its steps use,
+    for the batch (twice under guidance)."""
     prev = canvas[:, k - 1] if k > 0 else None
     if prev is not None and guided:
         prev = torch.cat([prev, prev])
-    return model.ar_step(cache, k, prev, depth)
+    return model.ar_states(cache, k, prev, depths)
 
 
 def _denoise(model: MADFormer, cache, canvas: torch.Tensor, k: int, z_cond, x_in: torch.Tensor, t,
