@@ -114,3 +114,31 @@ def test_eval_bad_inputs_name_the_fix(tmp_path, capsys, extra, says, code):
     save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), None), tmp_path / "run")
     assert run(["eval", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "r.json"), *extra]) == code
     assert says in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+
+
+def test_sample_and_eval_take_depths_and_schedules(tmp_path, capsys):
+    """An elastic checkpoint sampled from the CLI at another D, with per-block schedules and per-step depths; eval
+    records the plan it scored; a schedule of the wrong length or an untrained D fails naming the field."""
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2,
+                               "model.elastic_depths": (1, 2, 3)})
+    model = wb.build_model(cfg)
+    randomize_head(model)
+    save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), model.state_dict()), tmp_path / "run")
+    base = ["sample", "--checkpoint", str(tmp_path / "run"), "--num-images", "2", "--steps", "2", "--seed", "1"]
+    grids = {}
+    for name, extra in {"own": [], "D3": ["--diffusion-depth", "3"], "Dk": ["--depth-schedule", "3,2,1,1"],
+                        "Sk": ["--steps-schedule", "2,2,1,1"], "Di": ["--depth-per-step", "1,3"]}.items():
+        assert run([*base, *extra, "--out", str(tmp_path / f"{name}.png")]) == 0, name
+        grids[name] = list(Image.open(tmp_path / f"{name}.png").get_flattened_data())
+    assert all(grids[n] != grids["own"] for n in ("D3", "Dk", "Sk", "Di"))  # each argument reached the sampler
+    capsys.readouterr()
+    assert run([*base, "--depth-schedule", "3,2"]) == 1
+    assert "sample.depth_schedule" in capsys.readouterr().err
+    assert run([*base, "--diffusion-depth", "4"]) == 1
+    assert "allow_untrained_depth" in capsys.readouterr().err
+    assert run([*base, "--diffusion-depth", "4", "--allow-untrained-depth", "--out", str(tmp_path / "x.png")]) == 0
+    out = tmp_path / "report.json"
+    assert run(["eval", "--checkpoint", str(tmp_path / "run"), "--num-samples", "10", "--steps", "2",
+                "--depth-schedule", "3,2,1,1", "--no-flop-count", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["depths"] == [3, 2, 1, 1] and report["untrained_depth"] is False

@@ -142,6 +142,26 @@ def run_train(args: argparse.Namespace) -> int:
     return 130 if summary["status"] == "interrupted" else 0
 
 
+def _depth_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("depth and schedules (an elastic checkpoint samples any D of its set)")
+    group.add_argument("--diffusion-depth", type=int, metavar="D", help="D to sample with (default: the model's)")
+    group.add_argument("--depth-schedule", metavar="D1,D2,..", help="one D per block (T values)")
+    group.add_argument("--steps-schedule", metavar="S1,S2,..", help="one S per block (T values)")
+    group.add_argument("--depth-per-step", metavar="D1,D2,..", help="D values spread over each block's steps, "
+                       "noisiest first")
+    group.add_argument("--allow-untrained-depth", action="store_true",
+                       help="sample a D the checkpoint was not trained at (reports label it)")
+
+
+def _depth_overrides(args: argparse.Namespace) -> dict:
+    """The sample-section overrides of the depth arguments that were given ("4,3,2,1" strings are coerced and
+    validated by the config, whose errors name the field and the fix)."""
+    given = {"diffusion_depth": args.diffusion_depth, "depth_schedule": args.depth_schedule,
+             "steps_schedule": args.steps_schedule, "depth_per_step": args.depth_per_step,
+             "allow_untrained_depth": args.allow_untrained_depth or None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file, export or run folder")
     parser.add_argument("--num-images", type=int, help="images to generate (default: the config's sample section)")
@@ -152,13 +172,15 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write")
     parser.add_argument("--frames", type=Path, metavar="DIR", help="also write one PNG per finished block here")
     parser.add_argument("--no-ema", action="store_true", help="use the trained weights instead of the EMA weights")
+    _depth_arguments(parser)
 
 
 @command("sample", "generate a PNG grid (and block-by-block frames) from a checkpoint", _sample_arguments)
 def run_sample(args: argparse.Namespace) -> int:
     model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
     cfg = cfg.override(**{"sample.sampler": args.sampler or cfg.sample.sampler,
-                          "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip})  # validated: names the fix
+                          "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip,
+                          **{f"sample.{k}": v for k, v in _depth_overrides(args).items()}})  # validated: names the fix
     codec = build_codec(cfg.data)
     last = None
     for last in generate_events(model, cfg, args.num_images, args.steps, args.sampler, args.seed):
@@ -185,6 +207,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="where to sample and score: cpu, cuda, cuda:1, mps")
     parser.add_argument("--out", type=Path, help="JSON report to write (default eval-<checkpoint>-<sampler>-S<steps>"
                         "-n<n>-seed<seed>.json in the current folder)")
+    _depth_arguments(parser)
 
 
 @command("eval", "FID/KID of a checkpoint's samples with provenance and cost, as a JSON report", _eval_arguments)
@@ -195,6 +218,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.num_samples, args.steps, args.sampler, args.seed,
                                  args.extractor, args.reference, use_ema=not args.no_ema,
                                  measure_flops=not args.no_flop_count, x0_clip=args.x0_clip, device=args.device,
+                                 sample=_depth_overrides(args),
                                  progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True))
     report["command"] = "python -m workbench eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
     out = args.out or Path(f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"

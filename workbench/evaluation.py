@@ -185,9 +185,10 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
                         sampler: str | None = None, seed: int = 0, extractor: str | None = None,
                         reference: str | Path | ReferenceStats | None = None, use_ema: bool = True,
                         bootstrap: int = 50, measure_flops: bool = True, x0_clip: str | None = None,
-                        device: str = "cpu", progress=None) -> dict:
+                        device: str = "cpu", progress=None, sample: dict | None = None) -> dict:
     """Score `num_samples` images of `checkpoint` (S=`steps` per block with `sampler`; the config's sample section
-    when None) on `device`; returns the report: the Score's fields, the checkpoint's provenance, and the cost."""
+    when None, with `sample` overrides such as {"diffusion_depth": 2, "steps_schedule": (8, 4, 2, 2)}) on `device`;
+    returns the report: the Score's fields, the checkpoint's provenance, and the cost."""
     say = progress or (lambda message: None)
     if num_samples < 10:
         raise ValueError(f"eval: --num-samples {num_samples} is too few for FID-infinity and a bootstrap interval. "
@@ -197,7 +198,8 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
     header = read_header(path)
     config = config.override(**{"sample.steps": config.sample.steps if steps is None else steps,
                                   "sample.sampler": sampler or config.sample.sampler,
-                                  "sample.x0_clip": x0_clip or config.sample.x0_clip})  # validated, with the fix
+                                  "sample.x0_clip": x0_clip or config.sample.x0_clip,
+                                  **{f"sample.{k}": v for k, v in (sample or {}).items()}})  # validated, with the fix
     steps, sampler = config.sample.steps, config.sample.sampler
     ext = resolve_extractor(extractor or default_extractor(config))
     if reference is None:
