@@ -190,7 +190,7 @@ def x0_treatments(args) -> None:
     for name in args.variants.split(","):
         model, cfg = load_for_inference(runs / name)
         ref = default_reference(cfg, "fmnist-classifier")
-        for clip in ("none", "clip", "dynamic"):
+        for clip in args.x0.split(","):
             if cfg.sample.sampler not in samplers_for(cfg.diffusion.prediction, clip):
                 print(f"{name}: {cfg.sample.sampler} offers no x0 treatment {clip!r}; skipped")
                 continue
@@ -294,6 +294,7 @@ def main() -> None:
     p.add_argument("--inception-steps", default="16", help="the subset of --steps also scored with Inception")
     p.add_argument("--n", type=int, default=1000, help="images per score")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--x0", default="none,clip,dynamic", help="x0 mode: the treatments to score")
     p.add_argument("--stage", default="screen", help="label of this round (screen, final)")
     p.add_argument("--runs", default="~/wb-runs/recipe", help="training runs go here (outside the repository)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "recipe.jsonl"))

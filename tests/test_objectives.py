@@ -202,3 +202,14 @@ def test_x0_clipping_keeps_samples_in_range(clip, sampler):
                           seed=0)
     out_raw, out_clip = ((x.abs() > 1.05).float().mean().item() for x in (raw, clipped))
     assert out_raw > 0.2 and out_clip < out_raw / 4, (out_raw, out_clip)
+
+
+def test_dynamic_thresholding_is_not_clipping():
+    """Dynamic thresholding divides x0 by a per-image percentile s in [1, 1.5]; with the scheduler's default bound of
+    1 it would equal clipping (which the first x0 measurement found: identical FIDs), so the two must differ."""
+    cfg, m = make("eps")
+    with torch.no_grad():
+        m.head.out.weight.mul_(200)
+    clip, dyn = (wb.generate(m, cfg.override(**{"sample.x0_clip": c}), num_images=4, steps=8, sampler="ddim", seed=0)
+                 for c in ("clip", "dynamic"))
+    assert (clip - dyn).abs().max() > 0.05

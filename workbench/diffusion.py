@@ -108,12 +108,18 @@ def _schedule_kwargs(cfg: DiffusionConfig) -> dict:
                 beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction)
 
 
+DYNAMIC_MAX = 1.5  # the largest percentile s dynamic thresholding divides by
+
+
 def make_scheduler(name: str, cfg: DiffusionConfig, steps: int, x0_clip: str = "none"):
     """A fresh diffusers scheduler for the VP objective by name ("ddpm", "ddim", "dpm++2m", "euler") with `steps`
     set; x0_clip "clip" or "dynamic" turns on the scheduler's own x0 clipping or dynamic thresholding."""
     check_sampler(cfg.prediction, name, x0_clip)
     kw = _schedule_kwargs(cfg)
-    clip = dict(clip_sample=x0_clip == "clip", thresholding=x0_clip == "dynamic", sample_max_value=1.0)
+    # dynamic thresholding (Imagen): s = the 99.5th percentile of |x0| per image, clamped to [1, sample_max_value],
+    # then x0 -> clamp(x0, -s, s) / s. With sample_max_value = 1 that is plain clipping; DeepFloyd IF uses 1.5
+    clip = dict(clip_sample=x0_clip == "clip", thresholding=x0_clip == "dynamic",
+                sample_max_value=DYNAMIC_MAX if x0_clip == "dynamic" else 1.0)
     if name == "ddpm":
         s = DDPMScheduler(**kw, **clip)
     elif name == "ddim":
@@ -121,7 +127,7 @@ def make_scheduler(name: str, cfg: DiffusionConfig, steps: int, x0_clip: str = "
     elif name == "dpm++2m":
         s = DPMSolverMultistepScheduler(**kw, algorithm_type="dpmsolver++", solver_order=2,
                                         timestep_spacing="trailing", lower_order_final=True,
-                                        thresholding=x0_clip == "dynamic", sample_max_value=1.0)
+                                        thresholding=x0_clip == "dynamic", sample_max_value=DYNAMIC_MAX)
     else:  # euler (check_sampler refused anything else)
         s = EulerDiscreteScheduler(**kw, timestep_spacing="trailing")
     s.set_timesteps(steps)
