@@ -69,12 +69,12 @@ class Entry:
         return json.dumps([self.source, self.family, self.step, d], sort_keys=True)
 
     def describe(self) -> str:
-        m, data = self.config.model, self.config.data
+        m = self.config.model
         cond = f", {m.num_classes} classes" if m.num_classes else ""
         elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}, every other D in 1..{m.depth} " \
                   "held out)" if self.elastic else ""
         return (f"{self.name}: N={m.depth}, D={m.diffusion_depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}; "
-                f"{data.dataset} {data.image_size}px; trained {self.budget}")
+                f"{data_text(self.config)}; trained {self.budget}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,14 @@ class Family:
             return f"D={D}/N={self.N} · " + ("trained" if D in self.trained() else "held out")
         e = self.at(D)
         return f"D={D}/N={self.N}" + (f" · {e.budget}" if e else " · not trained")
+
+
+def data_text(config: Config) -> str:
+    """The data a checkpoint generates: dataset and image size, and the latent grid and codec of a latent model."""
+    d, m = config.data, config.model
+    latent = (f" (latents {m.latent_channels}x{m.latent_size}x{m.latent_size}, codec {Path(d.vae_path).name})"
+              if d.codec == "vae" else "")
+    return f"{d.dataset} {d.image_size}px{latent}"
 
 
 def _short(n: int) -> str:
@@ -295,11 +303,10 @@ def families(entries: list[Entry]) -> list[Family]:
     out = []
     for by_d in groups.values():
         e = next(iter(by_d.values()))
-        m, data = e.config.model, e.config.data
+        m = e.config.model
         tag = "" if e.source == "zoo" else " (your folder)"
         elastic = " · elastic, every D in one file" if e.elastic else ""
-        label = (f"{e.family} · N={m.depth} T={m.num_blocks}{elastic} · {data.dataset} {data.image_size}px · "
-                 f"{e.budget}{tag}")
+        label = f"{e.family} · N={m.depth} T={m.num_blocks}{elastic} · {data_text(e.config)} · {e.budget}{tag}"
         out.append(Family(label, tuple(by_d[d] for d in sorted(by_d))))
     return out
 

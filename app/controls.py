@@ -266,7 +266,10 @@ def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[R
         left, mid, right = st.columns([2, 2, 3], vertical_alignment="bottom")
         num_images = left.slider("Images", 1, MAX_IMAGES, DEFAULT_IMAGES, key="images")
         seed = mid.number_input("Seed", 0, MAX_SEED, 0, key="seed")
-        preview = right.checkbox("Show the denoising steps (predicted x0)", value=True, key="preview")
+        preview = right.checkbox("Show the denoising steps (predicted x0)", value=True, key="preview",
+                                 help="Models on pixels draw each step's predicted x0. Models on latents (a VAE "
+                                      "codec) draw each block once it is finished and decoded; their steps move "
+                                      "the progress bar. Blocks not generated yet are hatched grey.")
         submitted = st.form_submit_button("Generate", type="primary", use_container_width=True)
     for name, side in zip(SIDES, sides):
         if side.iso_depth:

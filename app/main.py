@@ -26,21 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 from app import catalog  # noqa: E402
 from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_ui, path_ui,  # noqa: E402
                           settings_ui, side_plan, validate, widget_key)
-from app.panels import RunView, zoo_charts  # noqa: E402
+from app.panels import NATIVE_SIDE, RunView, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, submit  # noqa: E402
 from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
 from app.scheduler import log as scheduler_log  # noqa: E402
 from workbench.checkpoint import load_for_inference  # noqa: E402
 from workbench.codecs import build_codec  # noqa: E402
 from workbench.config import DataConfig  # noqa: E402
-from workbench.evaluation import shipped_reference  # noqa: E402
+from workbench.evaluation import default_extractor, reference_split, shipped_reference  # noqa: E402
 from workbench.metrics import ReferenceStats  # noqa: E402
 from workbench.paths import REFERENCE_DIR  # noqa: E402
 from workbench.reports import load_reports  # noqa: E402
 from workbench.zoo import FAMILIES  # noqa: E402
 
-# Feature extractors for the live FID, fastest first: the Fashion-MNIST classifier scores thousands of images/s
-# on a CPU, Inception (the standard, and the one the zoo's emoji reports use) about 5/s on one thread.
+# Feature extractors for the live FID: the one eval defaults to for the data first (the Fashion-MNIST classifier
+# for Fashion-MNIST, thousands of images/s on a CPU; Inception, the standard, elsewhere: about 5/s on one thread).
 LIVE_EXTRACTORS = ("fmnist-classifier", "inception")
 QUEUE_LOG = "WORKBENCH_QUEUE_LOG"
 
@@ -59,14 +59,16 @@ def load_codec(data: DataConfig):
 
 
 @st.cache_resource(show_spinner="Loading reference statistics…")
-def load_live_reference(data: DataConfig) -> ReferenceStats:
-    """Shipped train statistics for this data (evaluation.shipped_reference) of the fastest extractor that has
-    some."""
-    stats = next(filter(None, (shipped_reference(data, e) for e in LIVE_EXTRACTORS)), None)
+def load_live_reference(data: DataConfig, preferred: str) -> ReferenceStats:
+    """Shipped statistics for this data (evaluation.shipped_reference: the Fluent sets' cover every image) of the
+    `preferred` extractor, else of the other one."""
+    order = sorted(LIVE_EXTRACTORS, key=lambda e: e != preferred)
+    stats = next(filter(None, (shipped_reference(data, e) for e in order)), None)
     if stats is None:
-        raise FileNotFoundError(f"no reference statistics for {data.dataset} {data.image_size}px in {REFERENCE_DIR}. "
-                                f"Fix: compute them once with workbench.metrics.reference_stats('{data.dataset}', "
-                                f"'train', '{LIVE_EXTRACTORS[0]}', image_size={data.image_size}).")
+        raise FileNotFoundError(f"no reference statistics for {data.dataset} {data.image_size}px "
+                                f"({reference_split(data)} split) in {REFERENCE_DIR}. Fix: compute them once with "
+                                f"python scripts/build_reference.py --dataset {data.dataset} --image-size "
+                                f"{data.image_size} --channels {data.channels} --extractor {preferred}.")
     _ = stats.factor  # computed now, so that sessions only ever read the shared object
     return stats
 
@@ -107,7 +109,7 @@ def loaded(path: Path) -> Loaded:
     model, config = load_model(str(path), (stat.st_mtime_ns, stat.st_size))
     data = config.data
     try:
-        reference, problem = load_live_reference(data), None
+        reference, problem = load_live_reference(data, default_extractor(config)), None
     except (FileNotFoundError, ValueError) as err:
         reference, problem = None, str(err)
     return Loaded(model, config, load_codec(data), reference, problem)
@@ -198,7 +200,8 @@ def _generate(request: Request, family: catalog.Family, compare: bool, clicked: 
         entries = validate(request, family)
         resources = [loaded(e.path) for e in entries]
         runs = [Run(name if compare else "", side, e.path, e.name, request.num_images, request.seed,
-                    plan=side_plan(side, e.config)) for name, side, e in zip(SIDES, request.sides, entries)]
+                    plan=side_plan(side, e.config), image_size=e.config.data.image_size)
+                for name, side, e in zip(SIDES, request.sides, entries)]
         jobs = submit(queue, session, runs, resources, request.preview)
     except Exception as err:  # noqa: BLE001 - bad input, an unusable checkpoint, a full queue: say so, keep the old
         st.error(f"Cannot generate: {err}")
@@ -244,8 +247,8 @@ def _views(runs: list[Run]) -> list[RunView]:
         return []
     views = []
     for run, column in zip(runs, st.columns(len(runs), gap="large")):
-        with column:
-            views.append(RunView(run.title, wide=len(runs) == 1))
+        with column:  # one run of small images: grid and numbers side by side; large images take the width
+            views.append(RunView(run.title, wide=len(runs) == 1 and run.image_size < NATIVE_SIDE))
     return views
 
 

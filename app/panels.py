@@ -17,14 +17,24 @@ from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
 from .catalog import Family
 from .runs import Run
 
-GRID_WIDTH = 440  # pixels the grid is upscaled to (nearest neighbour keeps 32 px images crisp)
+GRID_WIDTH = 440   # pixels a grid of small images is upscaled to (nearest neighbour keeps 32 px images crisp)
+NATIVE_SIDE = 128  # images at least this large are shown one by one at their true resolution, never resized
 
 
 def grid_picture(images: torch.Tensor) -> Image.Image:
-    """(B, C, H, W) images in [-1, 1] -> one upscaled grid picture."""
+    """(B, C, H, W) images in [-1, 1] -> one grid picture, upscaled to about GRID_WIDTH."""
     grid = image_grid(images)
     scale = max(1, round(GRID_WIDTH / grid.width))
     return grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+
+
+def pictures(images: torch.Tensor) -> list[Image.Image]:
+    """What the page shows of (B, C, H, W) images in [-1, 1]: small images as one upscaled grid; images of
+    NATIVE_SIDE pixels or more as one picture each at its own size (the page wraps them into rows, where a grid
+    wider than the column would be scaled down)."""
+    if images.shape[-1] >= NATIVE_SIDE:
+        return [image_grid(x[None], pad=0) for x in images]
+    return [grid_picture(images)]
 
 
 class RunView:
@@ -57,9 +67,12 @@ class RunView:
                          f"stopped after block {run.blocks}/{run.num_blocks} · {run.num_images} images from seed "
                          f"{run.seed}")
 
-    def show_images(self, images: torch.Tensor, done: float, text: str) -> None:
+    def show_progress(self, done: float, text: str) -> None:
         self.progress.progress(min(1.0, done), text=text)
-        self.image.image(grid_picture(images), width="content")
+
+    def show_images(self, images: torch.Tensor, done: float, text: str) -> None:
+        self.show_progress(done, text)
+        self.image.image(pictures(images), width="content", output_format="PNG")  # lossless: pixels as generated
 
     def show_meter(self, run: Run) -> None:
         with self.meter.container():

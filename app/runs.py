@@ -15,11 +15,12 @@ from typing import Callable, Iterator
 import torch
 
 import workbench as wb
-from workbench.codecs import Codec
+from workbench.codecs import Codec, PixelCodec
 from workbench.compute import Cost
 from workbench.config import Config
 from workbench.metrics import FIDResult, LiveFID, ReferenceStats
 from workbench.model import MADFormer
+from workbench.sampling import frame
 
 from .controls import MORE_SAMPLES, Side, SidePlan, side_plan
 from .scheduler import Job, Refused, Scheduler
@@ -31,6 +32,8 @@ from .scheduler import Job, Refused, Scheduler
 TORCH_THREADS = 1
 PREVIEW_INTERVAL_S = 0.25  # at most this often a denoising-step preview is sent to the browser
 MORE_BATCH = 32            # images per batch when adding samples for the FID
+FID_INTERVAL_S = 1.0       # while samples are added, the live FID is recomputed at most once a second and at
+FID_BUSY_SHARE = 0.25      # most as often as keeps its computing under this share of the time (Inception: seconds)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Run:
     fid: FIDResult | None = None
     fid_problem: str | None = None
     plan: SidePlan | None = None         # the D_k and S_k it samples (controls.side_plan)
+    image_size: int = 0                  # pixels per image side (the page shows large images at their true size)
 
     @property
     def finished(self) -> bool:
@@ -80,6 +84,12 @@ class Loaded:
     codec: Codec
     reference: ReferenceStats | None
     reference_problem: str | None
+
+    @property
+    def previews(self) -> bool:
+        """Whether denoising steps are drawn (decoded): on pixels only. A latent model's step moves the progress
+        bar, and each block is decoded once, when it is finished (a VAE decode costs more than a step)."""
+        return isinstance(self.codec, PixelCodec)
 
 
 def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[wb.Event]:
@@ -137,7 +147,9 @@ def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded]
 def generate(queue: Scheduler, session: str, jobs: list[Job], runs: list[Run], loaded: list[Loaded], views: list,
              clicked: float) -> None:
     """Draw the queued runs as their events arrive (sides in turn), and the place in line while a run waits; then
-    each finished run's first FID. Every finished block is kept in its run, so a stopped run keeps what it drew."""
+    each finished run's first FID. Every finished block is kept in its run, so a stopped run keeps what it drew.
+    An event is drawn only when no finished block of its run waits behind it: a page slower than its sampler (a
+    latent model's decode takes longer than its steps) draws the newest block, never a queue of outdated ones."""
     for got in queue.follow(jobs):
         if got is None:
             for job, view in zip(jobs, views):
@@ -146,11 +158,14 @@ def generate(queue: Scheduler, session: str, jobs: list[Job], runs: list[Run], l
             continue
         i, event = got
         run, ld, view = runs[i], loaded[i], views[i]
-        images = ld.codec.decode(event.x_t if event.kind == "block" else event.x0)
+        if not (event.kind == "block" or ld.previews) or queue.waiting(jobs[i], is_block):
+            view.show_progress(*progress_text(event))  # a latent model's step, or a frame already outdated
+            continue
+        images = frame(ld.codec, event)  # blocks not started: a placeholder, never decoded zeros
         view.show_images(images, *progress_text(event))
         if event.kind == "block":
             run.images, run.blocks, run.num_blocks = images, event.block + 1, event.num_blocks
-            if event.block == 0:
+            if math.isnan(run.first_block_s):
                 run.first_block_s = time.perf_counter() - clicked
         if event.done:
             run.cost = replace(event.cost, seconds=jobs[i].busy_s)  # sampling time only, not the waits
@@ -188,12 +203,18 @@ def add_samples(queue: Scheduler, session: str, runs: list[Run], loaded: list[Lo
                 continue
             run.live.update(ld.codec.decode(got[1].x_t))
             run.batches += 1
-            run.fid = queue.call(session, partial(run.live.maybe_compute, min_interval_s=1.0))  # throttled
+            run.fid = queue.call(session, partial(run.live.maybe_compute, min_interval_s=fid_interval(run.fid)))
             view.show_fid(run.fid, None)
             view.progress.progress(run.live.n / target, text=f"adding samples for the FID: {run.live.n}/{target}")
         if run.fid.n != run.live.n:
             run.fid = queue.call(session, run.live.compute)
             view.show_fid(run.fid, None)
+
+
+def fid_interval(last: FIDResult | None) -> float:
+    """Seconds the live FID waits before it is recomputed: FID_INTERVAL_S, longer when one computation takes more
+    than FID_BUSY_SHARE of that (Inception's 2048-d FID with its bootstrap, on a CPU)."""
+    return max(FID_INTERVAL_S, last.seconds / FID_BUSY_SHARE if last else 0.0)
 
 
 def _batches(loaded: Loaded, side: Side, seed: int, sizes: list[int]) -> Iterator[wb.Event]:

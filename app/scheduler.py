@@ -198,6 +198,12 @@ class Scheduler:
                 raise job.error
         return None
 
+    def waiting(self, job: Job, predicate: Callable = _always) -> int:
+        """Items of `job` kept for its owner, not read yet, for which predicate(item) holds (an owner that falls
+        behind skips drawing what a newer item already shows)."""
+        with self._cond:
+            return sum(1 for item in job._out if predicate(item))
+
     def cancel(self, job: Job) -> None:
         """Stop `job`: at once when it waits, at its next step when a worker holds it."""
         with self._cond:

@@ -7,17 +7,22 @@
     python experiments/zoo.py all --gpu               # one run on a GPU with larger budgets
 
 Families (same data and same training budget inside a family):
-  vertical      N=4, D in {1, 2, 3, 4} = {N/4, N/2, 3N/4, N}, T=4, Fashion-MNIST 32x32
-  blocks-fmnist T in {1, 4, 16}, N=4, D=2, Fashion-MNIST 32x32 (low resolution)
-  blocks-emoji  T in {1, 4, 16}, N=4, D=2, Noto colour emoji 64x64 (high resolution)
-  ablations     default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers
-Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once.
+  vertical        N=4, D in {1, 2, 3, 4} = {N/4, N/2, 3N/4, N}, T=4, Fashion-MNIST 32x32
+  blocks-fmnist   T in {1, 4, 16}, N=4, D=2, Fashion-MNIST 32x32 (low resolution)
+  blocks-emoji    T in {1, 4, 16}, N=4, D=2, Noto colour emoji 64x64 (high resolution)
+  blocks-emoji256 T in {1, 4, 16}, N=6, D=3, Fluent 3D emoji 256x256 as 32x32x4 latents of the codec trained here:
+                  the presets emoji256-T1/T4/T16 with their budgets (GPU_BUDGETS with --gpu); they need the
+                  codec first (python scripts/train_codec.py --name fluent3d-tiny) and are sized for a GPU
+  ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers
+Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
+that cannot start (a codec or dataset missing) is reported with its fix and the others still train.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +31,14 @@ import torch
 
 import workbench as wb
 from workbench.config import Config
-from workbench.zoo import EVAL_STEPS, MEMBERS
+from workbench.zoo import EVAL_STEPS, MEMBERS, PRESET_FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "zoo"
 SHIP = ROOT / "data" / "checkpoints"
 
-# Budgets: CPU sized so the whole zoo trains in about an hour on 2 cores; GPU sized for < 8 minutes.
+# Budgets: CPU sized so the whole zoo trains in about an hour on 2 cores; GPU sized for < 8 minutes (blocks-emoji256:
+# its presets' budgets, presets.GPU_BUDGETS with --gpu).
 CPU_BUDGET = {"fmnist": dict(steps=500, batch=48), "emoji": dict(steps=300, batch=32)}
 GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256), "emoji": dict(steps=3000, batch=128)}
 
@@ -65,7 +71,13 @@ class Member:
 def members(gpu: bool = False) -> list[Member]:
     budgets = GPU_BUDGET if gpu else CPU_BUDGET
     fm, em = base("fmnist", budgets["fmnist"], gpu), base("emoji", budgets["emoji"], gpu)
-    spec = [(family, name, em if family == "blocks-emoji" else fm, over)  # the members of workbench.zoo
+
+    def family_base(family: str, name: str) -> Config:
+        if family in PRESET_FAMILIES:  # a preset per member, with the preset's own (GPU) budget
+            return wb.preset(PRESET_FAMILIES[family].format(name=name), gpu=gpu)
+        return em if family == "blocks-emoji" else fm
+
+    spec = [(family, name, family_base(family, name), over)  # the members of workbench.zoo
             for family, entries in MEMBERS.items() for name, over in entries]
     out = []
     for family, name, cfg, over in spec:
@@ -92,21 +104,31 @@ def cmd_list(ms: list[Member]) -> None:
               f"{'trained' if done else 'pending'}")
 
 
-def cmd_train(ms: list[Member]) -> None:
+def cmd_train(ms: list[Member]) -> list[str]:
+    """Train the members not done yet; returns the problems of those that could not start (each naming its fix)."""
     from workbench.train import train
 
+    problems = []
     for key, m in unique_runs(ms).items():
         marker = RUNS / key / "DONE"
         if marker.exists():
             continue
         t0 = time.time()
-        summary = train(m.config, resume=True)
+        try:
+            summary = train(m.config, resume=True)
+        except (FileNotFoundError, ValueError) as err:  # the workbench's own errors name the fix; others are bugs
+            if "Fix:" not in str(err):
+                raise
+            problems.append(f"{m.family}/{m.name}: not trained: {err}")
+            print(problems[-1], file=sys.stderr, flush=True)
+            continue
         if summary.get("step", 0) >= m.config.train.max_steps:
             summary["train_seconds_this_chunk"] = round(time.time() - t0, 1)
             summary["device"] = (torch.cuda.get_device_name() if m.config.train.accelerator == "cuda"
                                  else f"cpu ({torch.get_num_threads()} thread(s))")
             marker.write_text(json.dumps(summary, indent=1, default=str))
         print(f"{m.family}/{m.name}: {summary}")
+    return problems
 
 
 def _eval_plan(m: Member) -> tuple[str, int, tuple[int, ...]]:
@@ -116,17 +138,28 @@ def _eval_plan(m: Member) -> tuple[str, int, tuple[int, ...]]:
     return "inception", 256, (8, 32)
 
 
+def reference(cfg: Config, extractor: str):
+    """The reference statistics of the zoo's reports (shipped in data/reference/): all Fashion-MNIST training images
+    under the classifier, the first 1024 of the Noto emoji training images under Inception, every Fluent 3D image
+    (train and held out: evaluation.REFERENCE_SPLITS) under Inception."""
+    from workbench.evaluation import REFERENCE_SPLITS, default_reference
+    from workbench.metrics import reference_stats
+
+    d = cfg.data
+    if d.dataset in REFERENCE_SPLITS:
+        return default_reference(cfg, extractor)
+    return reference_stats(d.dataset, "train", extractor, n=None if extractor != "inception" else 1024,
+                           image_size=d.image_size, channels=d.channels)
+
+
 def evaluate(m: Member, sampler: str = "ddim", seed: int = 0) -> dict:
     """FID against sampling steps (and compute) for one member, with full provenance."""
     from workbench.checkpoint import load_for_inference
     from workbench.evaluation import evaluate_curve
-    from workbench.metrics import reference_stats
 
     model, cfg = load_for_inference(RUNS / m.key)
     extractor, n, grid = _eval_plan(m)
-    d = cfg.data
-    ref = reference_stats(d.dataset, "train", extractor, n=None if extractor != "inception" else 1024,
-                          image_size=d.image_size, channels=d.channels)
+    ref = reference(cfg, extractor)
 
     def progress(S: int, p: dict) -> None:
         print(f"{m.family}/{m.name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
@@ -163,25 +196,27 @@ def cmd_export(ms: list[Member]) -> None:
         print(f"exported {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["list", "train", "eval", "export", "all"])
     ap.add_argument("--only", default="", help="comma-separated member names or families")
     ap.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     ms = members(args.gpu)
     if args.only:
         want = set(args.only.split(","))
         ms = [m for m in ms if m.name in want or m.family in want or f"{m.family}/{m.name}" in want]
     if args.command == "list":
         cmd_list(ms)
-    if args.command in ("train", "all"):
-        cmd_train(ms)
+    problems = cmd_train(ms) if args.command in ("train", "all") else []
     if args.command in ("eval", "all"):
         cmd_eval(ms)
     if args.command in ("export", "all"):
         cmd_export(ms)
+    for problem in problems:  # again at the end, where a long run's log is read
+        print(f"zoo.py: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,8 +22,11 @@ sys.path.insert(0, str(ROOT))  # `app` is a folder of the repo, not an installed
 
 from app import catalog  # noqa: E402
 from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, iso_table, side_plan, validate  # noqa: E402
+from app.panels import pictures  # noqa: E402
 from app.runs import Throttle, progress_text  # noqa: E402
+from fluent_fixture import NAMES, write_fluent, write_tiny_codec  # noqa: E402
 from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
+from workbench.sampling import frame, placeholder  # noqa: E402
 
 MAIN = str(ROOT / "app" / "main.py")
 TIMEOUT = 60  # seconds per AppTest run: loading torch models and the FID reference exceeds the 3 s default
@@ -41,9 +44,13 @@ def write_checkpoint(folder: Path, file: str, name: str, D: int, seed: int = 0, 
     """An exported (half-precision, EMA-only) checkpoint of a freshly initialised tiny model (trained over the
     depths `elastic` when given); a `width` other than the config's makes a file whose weights do not fit its
     config."""
+    return export_model(folder, file, tiny_config(name, D, classes, elastic), seed, width)
+
+
+def export_model(folder: Path, file: str, cfg, seed: int = 0, width: int | None = None) -> Path:
+    """An exported checkpoint of a freshly initialised model of `cfg` (weights of `width` when given)."""
     torch.manual_seed(seed)
-    cfg = tiny_config(name, D, classes, elastic)
-    model = wb.build_model(cfg.override(**{"model.width": width}))
+    model = wb.build_model(cfg.override(**{"model.width": width or cfg.model.width}))
     with torch.no_grad():
         for p in model.head.parameters():  # the head starts at zero: make the samples depend on the weights
             p.normal_(0, 0.02)
@@ -51,7 +58,7 @@ def write_checkpoint(folder: Path, file: str, name: str, D: int, seed: int = 0, 
             model.boundary_embed.weight.normal_(0, 0.05)
     state = model.state_dict()
     run = save_checkpoint(Checkpoint(cfg, step=100, model=state, ema=state, data={"samples_seen": 1600}),
-                          folder / f".run-{name.replace('/', '-')}")
+                          folder / f".run-{cfg.name.replace('/', '-')}")
     return export_for_inference(run, folder / file)
 
 
@@ -373,7 +380,8 @@ def test_a_stopped_run_keeps_its_finished_blocks(app, monkeypatch):
     assert not at.exception and not at.error, [e.value for e in at.error]
     run = at.session_state["runs"][0]
     assert (run.blocks, run.num_blocks, run.finished) == (2, 4, False)
-    assert run.images[:, :, :16].abs().sum() > 0 and run.images[:, :, 16:].abs().sum() == 0  # top half only
+    hatch = placeholder(32, 32)
+    assert (run.images[:, :, 16:] == hatch[16:]).all() and (run.images[:, :, :16] != hatch[:16]).any()  # top half
     at = at.run()
     assert not at.exception and at.image
     assert [p.proto.text for p in at.get("progress")] == ["stopped after block 2/4 · 16 images from seed 0"]
@@ -511,3 +519,146 @@ def test_validate_elastic_bounds(elastic, folders):
         with pytest.raises(ValueError, match="need an elastic checkpoint.*Fix:"):
             validate(Request((side,), 4, 0, True), dedicated)
     assert side_plan(Side(2, 4, "ddim", None, 1.0), dedicated.entries[0].config).sample_kwargs() == {}
+
+
+# ---- a 256 px latent model: each finished block decoded, the others a placeholder, shown at true size ------------
+def latent_config(fluent: Path, codec: Path):
+    """The emoji256 preset (Fluent 3D at 256 px as 32x32x4 latents) shrunk to a tiny model, on the fixture codec."""
+    return wb.preset("emoji256-T4", **{"model.width": 32, "model.heads": 2, "model.depth": 4,
+                                       "model.diffusion_depth": 2, "data.root": str(fluent),
+                                       "data.vae_path": str(codec)}).override(name="blocks-emoji256/T4")
+
+
+@pytest.fixture(scope="module")
+def latent(tmp_path_factory) -> dict[str, Path]:
+    """A tiny untrained 256 px latent checkpoint, its synthetic Fluent package and tiny codec, and the package's
+    Inception statistics over every image, built as scripts/build_reference.py builds them (in a tmp folder)."""
+    from workbench import metrics
+    from workbench.evaluation import build_reference
+
+    base = tmp_path_factory.mktemp("latent")
+    cfg = latent_config(write_fluent(base / "fluent"), write_tiny_codec(base / "codec"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics, "FEATURE_LOG_DIR", base / "features")
+        build_reference(cfg.data, "inception", folder=base / "reference")
+    return {"checkpoint": export_model(base / "checkpoints", "T4.safetensors", cfg), "reference": base / "reference"}
+
+
+def test_a_256px_latent_family_draws_decoded_blocks_at_true_size_with_an_inception_fid(latent, monkeypatch):
+    from workbench import evaluation
+    from workbench.codecs import VAECodec
+
+    monkeypatch.setattr(evaluation, "REFERENCE_DIR", latent["reference"])  # instead of data/reference/
+    decoded, decode = [], VAECodec.decode
+    monkeypatch.setattr(VAECodec, "decode", lambda self, z, *a, **k: decoded.append(len(z)) or decode(self, z, *a, **k))
+    at = start(monkeypatch, "--checkpoint", str(latent["checkpoint"]))
+    assert not at.exception, at.exception
+    family = at.selectbox(key="family").value
+    assert family.startswith("blocks-emoji256 · N=4 T=4 · fluent 256px (latents 4x32x32, codec codec) · ")
+    side_widgets(at, family)[1].set_value(3)
+    at.slider(key="images").set_value(4)
+    assert at.checkbox(key="preview").value  # previews asked for: a latent model's steps are still not decoded
+    at = submit(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    run = at.session_state["runs"][0]
+    assert run.finished and run.images.shape == (4, 3, 256, 256)
+    assert 1 <= len(decoded) <= 4 and set(decoded) == {4}  # the batch, at most once per block (see below)
+    assert [len(image.proto.imgs) for image in at.image] == [4]  # one picture per image (panels.pictures)
+    reference = f"fluent-256px-all-inception-{len(NAMES)}"
+    assert run.fid.extractor.startswith("inception-") and run.fid.reference == reference
+    assert f"reference: `{reference}` ({len(NAMES)} real images)" in " ".join(c.value for c in at.caption)
+
+
+def test_frames_of_a_latent_model_decode_finished_blocks_and_hatch_the_rest(latent):
+    from workbench.checkpoint import load_for_inference
+    from workbench.codecs import build_codec
+
+    model, cfg = load_for_inference(latent["checkpoint"])
+    codec = build_codec(cfg.data)
+    hatch, side = placeholder(256, 256), 128  # T=4: blocks are 128x128 pixel squares in raster order
+    blocks = [e for e in wb.generate_events(model, cfg, num_images=2, steps=2, seed=0) if e.kind == "block"]
+    for e in blocks:
+        shown, decoded = frame(codec, e), codec.decode(e.x_t)  # (2, 3, 256, 256)
+        for k in range(cfg.model.num_blocks):
+            rows, cols = (slice(i * side, (i + 1) * side) for i in divmod(k, 2))
+            if k > e.block:
+                assert (shown[:, :, rows, cols] == hatch[rows, cols]).all(), (e.block, k)
+                assert (decoded[:, :, rows, cols] != hatch[rows, cols]).any()  # what the zero latents decode to
+            else:
+                assert torch.equal(shown[:, :, rows, cols], decoded[:, :, rows, cols]), (e.block, k)
+    assert torch.equal(frame(codec, blocks[-1]), codec.decode(blocks[-1].x_t))  # the finished image, unpainted
+
+
+class Recorder:
+    """A RunView stand-in: the progress texts of the frames runs.generate draws, and how often it moved the bar."""
+
+    def __init__(self):
+        self.drawn, self.moved = [], 0
+
+    def show_images(self, images, done, text):
+        self.drawn.append(text)
+
+    def show_progress(self, done, text):
+        self.moved += 1
+
+    def show_meter(self, run):
+        pass
+
+    def show_fid(self, result, problem):
+        pass
+
+
+@pytest.mark.parametrize("slow", ["sampler", "decoder"])
+def test_a_latent_run_decodes_finished_blocks_only_and_skips_outdated_ones(latent, monkeypatch, slow):
+    """With previews asked for, a latent model's steps only move the progress bar; a page that keeps up with the
+    sampler draws every block as it finishes, one slower than it (a slow decoder) skips the outdated frames."""
+    import time
+
+    from app.runs import Loaded, Run, generate, submit
+    from app.scheduler import Limits, Scheduler
+    from workbench.checkpoint import load_for_inference
+    from workbench.codecs import VAECodec, build_codec
+
+    model, cfg = load_for_inference(latent["checkpoint"])
+    ld = Loaded(model, cfg, build_codec(cfg.data), None, "no reference")
+    assert not ld.previews
+    decoded, decode, sample = [], VAECodec.decode, wb.generate_events
+
+    def slow_decode(self, z, *args, **kwargs):
+        decoded.append(len(z))
+        time.sleep(0.5 if slow == "decoder" else 0)
+        return decode(self, z, *args, **kwargs)
+
+    def slow_sampler(*args, **kwargs):
+        for event in sample(*args, **kwargs):
+            yield event
+            time.sleep(0.3 if slow == "sampler" and event.kind == "block" else 0)
+
+    monkeypatch.setattr(VAECodec, "decode", slow_decode)
+    monkeypatch.setattr(wb, "generate_events", slow_sampler)
+    side = Side(2, 3, "ddim", None, 1.0)
+    run = Run("", side, latent["checkpoint"], "blocks-emoji256/T4", 2, 0, plan=side_plan(side, cfg), image_size=256)
+    queue, view = Scheduler(Limits(workers=1)), Recorder()
+    try:
+        generate(queue, "s", submit(queue, "s", [run], [ld], preview=True), [run], [ld], [view], time.perf_counter())
+    finally:
+        queue.close()
+    assert run.finished and run.images.shape == (2, 3, 256, 256) and view.drawn[-1] == "block 4/4 finished"
+    assert all(text.endswith("finished") for text in view.drawn) and view.moved > 0  # steps: the bar only
+    if slow == "sampler":
+        assert view.drawn == [f"block {k}/4 finished" for k in range(1, 5)] and len(decoded) == 4
+    else:
+        assert len(decoded) == len(view.drawn) < 4
+
+
+def test_pictures_upscale_small_grids_and_keep_large_images_at_their_size():
+    import numpy as np
+
+    from workbench.images import to_uint8
+
+    small = pictures(torch.zeros(16, 1, 32, 32))
+    assert len(small) == 1 and small[0].size == (3 * 138, 3 * 138)  # one 4x4 grid, upscaled 3x (nearest)
+    large = torch.rand(3, 3, 256, 256) * 2 - 1
+    shown = pictures(large)
+    assert [p.size for p in shown] == [(256, 256)] * 3
+    assert all(np.array_equal(np.asarray(p), a) for p, a in zip(shown, to_uint8(large)))  # the pixels, unresized

@@ -148,3 +148,45 @@ def test_elastic_checkpoint_slides_over_every_depth_in_a_real_browser(tmp_path):
             raise
         finally:
             browser.close()
+
+
+def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browser(tmp_path):
+    """A 256 px model on latents of a (tiny, untrained) codec: every generated image is one picture drawn at
+    256x256 CSS pixels, neither upscaled nor squeezed into the column; screenshot test-artifacts/app-256px.png."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from fluent_fixture import write_fluent, write_tiny_codec
+    from test_app import export_model, latent_config
+
+    require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    cfg = latent_config(write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec"))
+    path = export_model(tmp_path, "T4.safetensors", cfg)
+    with streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-256px.log") as (url, _), \
+            sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        try:
+            generate = open_app(page, url)
+            steps, images = page.get_by_role("slider").nth(1), page.get_by_role("slider").nth(2)
+            steps.press("Home")  # S=1, 6 images: a short run
+            images.press("Home")
+            for _ in range(5):
+                images.press("ArrowRight")
+            generate.click()
+            expect(page.get_by_text("First block on screen")).to_be_visible(timeout=120_000)  # the run's meter
+            expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
+            pictures = page.locator('[data-testid="stImage"] img')
+            expect(pictures).to_have_count(6, timeout=30_000)
+            sizes = pictures.evaluate_all("imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight, "
+                                          "i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
+            assert sizes == [[256, 256, 256, 256]] * 6, sizes
+            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+            assert errors.count() == 0, errors.all_inner_texts()
+            pictures.first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / "app-256px.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app-256px-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

@@ -266,6 +266,19 @@ def test_fluent_composites_on_the_background_with_group_labels_and_tones_in_one_
     assert build_dataset(replace(cfg, root=str(moved)), "train").identity == train.identity
 
 
+def test_split_all_is_train_and_held_out_together(fluent):
+    """Split "all" (the Fluent reference statistics' split) serves every image of a hash-split dataset once, in the
+    order of the files; Fashion-MNIST's is its training set followed by its test set."""
+    cfg = DataConfig(dataset="fluent", root=str(fluent), image_size=32, channels=3)
+    parts = {split: [p.name for p, _ in build_dataset(cfg, split).samples] for split in ("train", "val", "all")}
+    assert len(parts["all"]) == len(NAMES) and sorted(parts["all"]) == sorted(parts["train"] + parts["val"])
+    assert build_dataset(cfg, "all").identity["split"] == "all"  # its caches and references are its own
+    if data.DEBIAN_FASHION_MNIST.is_dir():
+        both = build_dataset(DataConfig(dataset="fashion-mnist"), "all")
+        test = build_dataset(DataConfig(dataset="fashion-mnist"), "test")
+        assert len(both) == 70000 and torch.equal(both[60000 + 5][0], test[5][0])
+
+
 def test_fluent_people_subset_keeps_people_hands_and_smileys(fluent):
     cfg = DataConfig(dataset="fluent-people", root=str(fluent), image_size=32, channels=3)
     served = {p.name for split in ("train", "val") for p, _ in build_dataset(cfg, split).samples}

@@ -65,7 +65,8 @@ def test_load_reports_orders_members_and_round_trips(zoo, tmp_path_factory):
                                                       "hidden0"]
     assert list(reports.load_reports("blocks-emoji", zoo)) == ["T1", "T4", "T16"]
     assert reports.load_reports("vertical", zoo / "nothing") == {}
-    assert reports.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "ablations": 6}
+    assert reports.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "blocks-emoji256": 0,
+                                       "ablations": 6}
     r = vertical["D1"]
     again = reports.read_report(reports.write_report(r, tmp_path_factory.mktemp("out")))
     assert again.to_dict() == r.to_dict()
@@ -230,6 +231,9 @@ def test_live_configs_follow_the_zoo_families(tmp_path):
     assert depths == [1, 2, 3, 4]
     emoji = ex.live_config("blocks-emoji", "T16", 5, tmp_path)
     assert (emoji.data.dataset, emoji.model.latent_size, emoji.model.num_blocks) == ("emoji", 64, 16)
+    fluent = ex.live_config("blocks-emoji256", "T4", 5, tmp_path)
+    assert (fluent.data.dataset, fluent.data.image_size, fluent.data.codec, fluent.model.latent_size,
+            fluent.model.num_blocks) == ("fluent", 256, "vae", 32, 4)
     assert not ex.live_config("ablations", "no-zcond", 5, tmp_path).model.use_z_cond
 
 
@@ -303,3 +307,60 @@ def test_recheck_rows_compare_against_the_reports_interval(zoo):
     assert "within 0.20" in text and "well inside the reports' 1.0-wide" in text
     assert "not inside" in ex.describe_recheck([ex.recheck_row(r, {"steps": 2, "fid": r.curve[0].fid + 2})])
     assert ex.describe_recheck([]) == ""
+
+
+def zoo_script():
+    """experiments/zoo.py, imported as the module `zoo_script` (once)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "zoo_script" not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "experiments" / "zoo.py"
+        spec = importlib.util.spec_from_file_location("zoo_script", path)
+        sys.modules["zoo_script"] = importlib.util.module_from_spec(spec)  # its dataclasses look their module up
+        spec.loader.exec_module(sys.modules["zoo_script"])
+    return sys.modules["zoo_script"]
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_256px_zoo_family_is_the_emoji256_presets_with_their_budgets(gpu):
+    from workbench.presets import GPU_BUDGETS
+
+    family = [m for m in zoo_script().members(gpu) if m.family == "blocks-emoji256"]
+    assert [m.name for m in family] == ["T1", "T4", "T16"]
+    for m in family:
+        want = wb.preset(f"emoji256-{m.name}", gpu=gpu).to_dict()
+        got = m.config.to_dict()
+        assert got["model"] == want["model"] and got["data"] == want["data"] and m.config.model.num_blocks == \
+            int(m.name[1:])
+        assert {k: v for k, v in got["train"].items() if k != "out_dir"} == \
+            {k: v for k, v in want["train"].items() if k != "out_dir"}
+        budget = GPU_BUDGETS[f"emoji256-{m.name}"]
+        assert m.config.train.batch_size == (budget["train.batch_size"] if gpu else wb.preset("emoji256-T1").train
+                                             .batch_size) and (m.config.train.accelerator == "cuda") == gpu
+
+
+def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceback(tmp_path, monkeypatch, capsys,
+                                                                                   one_thread):
+    """Its members train once the codec exists; before, `zoo.py train` names the command that trains the codec
+    for each of them (one line, no traceback), trains nothing and exits 1."""
+    from workbench import codecs
+
+    zoo = zoo_script()
+    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(codecs, "CODECS_DIR", tmp_path / "codecs")  # an empty data/codecs/, wherever the repo is
+    real = zoo.members
+
+    def members(gpu=False):
+        return [zoo.Member(m.family, m.name, m.config.override(**{
+            "data.vae_path": str(tmp_path / "codecs" / "fluent3d-tiny"), "data.root": str(tmp_path / "no-fluent"),
+            "train.out_dir": str(tmp_path / "runs" / m.key)})) for m in real(gpu)]
+
+    monkeypatch.setattr(zoo, "members", members)
+    assert zoo.main(["train", "--only", "blocks-emoji256"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not list((tmp_path / "runs").rglob("DONE"))
+    for t in (1, 4, 16):
+        assert f"blocks-emoji256/T{t}: not trained: codec {tmp_path / 'codecs' / 'fluent3d-tiny'} not found" in err
+    assert err.count("Fix: python scripts/train_codec.py --name fluent3d-tiny") == 6  # as it fails, and at the end

@@ -25,7 +25,7 @@ from .emoji import (EMOJI_FONT, EMOJI_GROUPS, FETCH_FLUENT, FLUENT_BACKGROUND, e
                     fluent_codepoints, fluent_dir, fluent_manifest, fluent_subset)
 from .paths import REPO_ROOT, sha256_file
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "all")  # "all": train and held out together (reference statistics of small sets)
 # hash-based held-out share of the datasets without official splits
 HELD_OUT_PERCENT = {"emoji": 10, "fluent": 10, "folder": 5}
 
@@ -102,6 +102,11 @@ def _held_out(name: str, percent: int) -> bool:
     return int.from_bytes(hashlib.md5(name.encode()).digest()[:4], "little") % 100 < percent
 
 
+def _in_split(name: str, percent: int, split: str) -> bool:
+    """Whether the item `name` belongs to `split` of a hash-split dataset ("all" holds every item)."""
+    return split == "all" or _held_out(name, percent) != (split == "train")
+
+
 class ImageDataset(Dataset, ABC):
     """Base of the datasets: `identity` (a dict naming the exact content, used by cache keys) and flip keys."""
 
@@ -125,7 +130,10 @@ class FashionMNIST(ImageDataset):
     """Fashion-MNIST: 28x28 zero-padded to 32x32 (its background is black), or resized (LANCZOS) to another size."""
 
     def __init__(self, cfg: DataConfig, split: str):
-        self.images, self.labels = fashion_mnist_arrays("train" if split == "train" else "test", cfg.root)
+        files = {"train": ("train",), "all": ("train", "test")}.get(split, ("test",))  # val, test: the test set
+        parts = [fashion_mnist_arrays(f, cfg.root) for f in files]
+        self.images = np.concatenate([images for images, _ in parts])  # (N, 28, 28)
+        self.labels = np.concatenate([labels for _, labels in parts])  # (N,)
         self.size, self.channels = cfg.image_size, cfg.channels
         self.identity = {"dataset": "fashion-mnist", "split": split, "size": self.size, "channels": self.channels}
 
@@ -147,8 +155,7 @@ class Emoji(ImageDataset):
     def __init__(self, cfg: DataConfig, split: str, limit: int = 0, cache_dir: Path | None = None):
         font = Path(cfg.root) if cfg.root else EMOJI_FONT
         images, labels, cps = emoji_arrays(cfg.image_size, font_path=font, limit=limit, cache_dir=cache_dir)
-        keep = np.array([_held_out(f"U+{cp:X}", HELD_OUT_PERCENT["emoji"]) != (split == "train") for cp in cps],
-                        dtype=bool)
+        keep = np.array([_in_split(f"U+{cp:X}", HELD_OUT_PERCENT["emoji"], split) for cp in cps], dtype=bool)
         self.images, self.labels, self.codepoints = images[keep], labels[keep], cps[keep]
         self.channels = cfg.channels
         self.identity = {"dataset": "emoji", "split": split, "size": cfg.image_size, "channels": cfg.channels,
@@ -214,7 +221,7 @@ class ImageFolder(ImageDataset):
         self.channels = cfg.channels
         self.skipped: list[Path] = []
         self.counts: Counter = Counter()  # "missing", "unreadable", "too small", "upscaled", "converted from <mode>"
-        held = [(p, y) for p, y in listed if _held_out(self._split_key(p), self.held_out_percent) != (split == "train")]
+        held = [(p, y) for p, y in listed if _in_split(self._split_key(p), self.held_out_percent, split)]
         self.samples = [(p, y) for p, y in held if self._readable_header(p)]
         if not self.samples:
             raise ValueError(f"{self.root}: no readable images in split {split!r} ({len(listed)} image files in all, "
@@ -286,8 +293,8 @@ class ImageFolder(ImageDataset):
 
 
 class FluentEmoji(ImageFolder):
-    """The Fluent 3D emoji (npm @lobehub/fluent-emoji-3d, 256x256 RGBA WebP) composited on FLUENT_BACKGROUND and
-    resized (LANCZOS) to image_size; dataset "fluent-people" keeps people, hands and smileys (emoji.fluent_subset).
+    """The Fluent 3D emoji (npm @lobehub/fluent-emoji-3d@1.1.0, 256x256 RGBA WebP) composited on FLUENT_BACKGROUND
+    and resized (LANCZOS) to image_size; dataset "fluent-people" keeps people, hands and smileys (emoji.fluent_subset).
 
     Labels: the coarse Unicode groups of the Noto dataset (EMOJI_GROUPS), by the first code point. The ~10 %
     held out for 'val'/'test' is drawn by a hash of the name without skin tones, so the five tones of an emoji
@@ -331,7 +338,8 @@ class FluentEmoji(ImageFolder):
 
 
 def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
-    """Return the dataset of `cfg` for split "train", "val" or "test" (Fashion-MNIST: val = its test set)."""
+    """Return the dataset of `cfg` for split "train", "val", "test" (Fashion-MNIST: val = its test set) or "all"
+    (train and held out together)."""
     if split not in SPLITS:
         raise ValueError(f"build_dataset: unknown split {split!r}. Fix: use one of {', '.join(SPLITS)}.")
     return {"fashion-mnist": FashionMNIST, "emoji": Emoji, "fluent": FluentEmoji, "fluent-people": FluentEmoji,

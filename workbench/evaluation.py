@@ -8,8 +8,9 @@ interval, FID-infinity, KID, sampler health, cost per image, provenance). Every 
 
 The extractor defaults to the Fashion-MNIST classifier for Fashion-MNIST models (fast, what the zoo reports) and
 to Inception elsewhere. The reference defaults to the largest shipped statistics of the model's dataset, image
-size and extractor in data/reference/, else to statistics computed once (and cached) from up to 10,000 training
-images.
+size, reference split and extractor in data/reference/, else to statistics computed once (`build_reference`, cached
+there) from up to 10,000 images of that split: the training images, or every image (train and held out) of the
+Fluent 3D sets, whose 3,391 images are few for 2048-d Inception statistics.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from .paths import REFERENCE_DIR, sha256_file
 from .sampling import block_plan, generate_images_checked, measure_sample_flops
 from .zoo import EVAL_STEPS
 
-DEFAULT_REFERENCE_N = 10_000  # training images behind computed (not shipped) reference statistics
+DEFAULT_REFERENCE_N = 10_000  # images behind computed (not shipped) reference statistics
+REFERENCE_SPLITS = {"fluent": "all", "fluent-people": "all"}  # the split a dataset's references use; else "train"
 POINT_FIELDS = ("steps", "fid", "fid_low", "fid_high", "kid_mean", "kid_std", "fid_inf", "paper_cost", "cached_cost",
                 "seconds_per_image", "pixels_out_of_range", "pixels_beyond_1p5")  # a report's curve point
 
@@ -47,24 +49,35 @@ def default_extractor(config: Config) -> str:
     return "fmnist-classifier" if config.data.dataset == "fashion-mnist" else "inception"
 
 
-def shipped_reference(data: DataConfig, extractor: str) -> ReferenceStats | None:
-    """The largest shipped train statistics in data/reference/ for this data and extractor, or None."""
-    d = data
+def reference_split(data: DataConfig) -> str:
+    """The split reference statistics of this data are computed on (REFERENCE_SPLITS, else "train")."""
+    return REFERENCE_SPLITS.get(data.dataset, "train")
+
+
+def shipped_reference(data: DataConfig, extractor: str, folder: Path | None = None) -> ReferenceStats | None:
+    """The largest statistics of this data's reference split and extractor in `folder` (data/reference/), or None."""
+    d, split = data, reference_split(data)
     label = f"folder-{Path(d.root).name}" if d.dataset == "folder" else d.dataset
-    pattern = re.compile(rf"{re.escape(label)}-{d.image_size}px-train-{re.escape(extractor)}-(\d+)\.safetensors")
-    shipped = sorted((int(m[1]), p) for p in REFERENCE_DIR.glob("*.safetensors") if (m := pattern.fullmatch(p.name)))
+    pattern = re.compile(rf"{re.escape(label)}-{d.image_size}px-{split}-{re.escape(extractor)}-(\d+)\.safetensors")
+    found = Path(folder or REFERENCE_DIR).glob("*.safetensors")
+    shipped = sorted((int(m[1]), p) for p in found if (m := pattern.fullmatch(p.name)))
     return load_reference(shipped[-1][1]) if shipped else None
 
 
+def build_reference(data: DataConfig, extractor: str, progress=None, folder: Path | None = None) -> ReferenceStats:
+    """Statistics of up to 10,000 images of the data's reference split (all of Fluent 3D, the training images
+    elsewhere) under `extractor`, computed once and kept in `folder` (data/reference/) with their provenance card.
+    scripts/build_reference.py runs it; `progress(done, n)` is called after every batch."""
+    split = reference_split(data)
+    n = min(DEFAULT_REFERENCE_N, len(build_dataset(data, split)))
+    return reference_stats(data.dataset, split, extractor, n=n, image_size=data.image_size, channels=data.channels,
+                           root=data.root, cache_dir=Path(folder or REFERENCE_DIR), progress=progress)
+
+
 def default_reference(config: Config, extractor: str, progress=None) -> ReferenceStats:
-    """The shipped statistics (shipped_reference), else statistics of up to 10,000 training images (cached)."""
+    """The shipped statistics (shipped_reference), else those build_reference computes (and keeps)."""
     shipped = shipped_reference(config.data, extractor)
-    if shipped is not None:
-        return shipped
-    d = config.data
-    n = min(DEFAULT_REFERENCE_N, len(build_dataset(d, "train")))
-    return reference_stats(d.dataset, "train", extractor, n=n, image_size=d.image_size, channels=d.channels,
-                           root=d.root, progress=progress)
+    return shipped if shipped is not None else build_reference(config.data, extractor, progress)
 
 
 def reference_for(config: Config, n: int | None = None) -> ReferenceStats:

@@ -11,8 +11,9 @@ from typing import Sequence
 
 from .checkpoint import load_for_inference
 from .config import Config
-from .presets import preset
-from .evaluation import evaluate_curve, reference_for
+from .presets import FLUENT_CODEC, preset
+from .evaluation import evaluate_curve, reference_for, reference_split
+from .metrics import reference_stats
 from .paths import ZOO_DIR
 from .reports import Report, load_reports, report_from_dict, write_report
 from .train import train
@@ -21,7 +22,8 @@ from .zoo import MEMBERS
 
 def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -> Config:
     """A tiny member of `family` for FAST mode (seconds to train): the family's overrides on a 4-layer width-32
-    model, Fashion-MNIST 32px or emoji 64px (patch 8), float32 on one CPU process."""
+    model, Fashion-MNIST 32px, emoji 64px (patch 8) or Fluent 3D 256px as 32x32x4 latents of the codec trained
+    here (patch 2; it trains once data/codecs/fluent3d-tiny exists), float32 on one CPU process."""
     over = dict(MEMBERS[family])[name]
     base = {"model.width": 32, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2, "model.num_blocks": 4,
             "train.max_steps": train_steps, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_frac": 0.05,
@@ -31,6 +33,10 @@ def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -
     if family == "blocks-emoji":
         base.update({"data.dataset": "emoji", "data.image_size": 64, "data.channels": 3, "model.latent_size": 64,
                      "model.latent_channels": 3, "model.patch_size": 8})
+    if family == "blocks-emoji256":
+        base.update({"data.dataset": "fluent", "data.image_size": 256, "data.channels": 3, "data.codec": "vae",
+                     "data.vae_path": FLUENT_CODEC, "data.latent_scale": 0.0, "model.latent_size": 32,
+                     "model.latent_channels": 4, "model.patch_size": 2})
     return preset("tiny").override(**{**base, **over})
 
 
@@ -44,8 +50,9 @@ def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -
                                 "python experiments/zoo.py export (ablation weights may be left out for space).")
     model, config = load_for_inference(ckpt)
     d, ev = config.data, report.eval
-    reference = reference_stats(d.dataset, "train", ev["extractor"].rsplit("-", 1)[0], n=ev.get("reference_count"),
-                                image_size=d.image_size, channels=d.channels)  # cached: loaded, not recomputed
+    reference = reference_stats(d.dataset, reference_split(d), ev["extractor"].rsplit("-", 1)[0],
+                                n=ev.get("reference_count"), image_size=d.image_size,
+                                channels=d.channels)  # cached: loaded, not recomputed
     if reference.name != ev["reference"]:
         raise ValueError(f"{report.path}: its reference {ev['reference']!r} is not {reference.name!r}. Fix: "
                          "re-evaluate the report with the current workbench.metrics.")

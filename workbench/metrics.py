@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -152,17 +153,25 @@ def _feature_log(path: Path, extractor: nn.Module, ds: torch.utils.data.Dataset,
     return feats[:n], seconds * n / len(feats)
 
 
+def _first_sentence(doc: str) -> str:
+    """The first sentence of a docstring's first paragraph, on one line (how a card says how images were served)."""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[:end + 1]
+
+
 def reference_stats(dataset: str, split: str = "train", extractor: str | nn.Module = "fmnist-classifier",
                     n: int | None = None, image_size: int = 32, channels: int | None = None, root: str = "",
                     kid_sample: int = 1000, seed: int = 0, batch_size: int = 64, cache_dir: Path = REFERENCE_DIR,
-                    log_dir: Path = FEATURE_LOG_DIR,
+                    log_dir: Path | None = None,
                     progress: Callable[[int, int], None] | None = None) -> ReferenceStats:
     """Statistics of `n` real images (all of the split when None) of a workbench dataset, computed once and cached
     as <cache_dir>/<dataset>-<size>px-<split>-<extractor>-<n>.safetensors with a JSON provenance card.
 
     The images are the first n of a seed-`seed` permutation of the split, served exactly as training sees them
-    (Fashion-MNIST: zero-padded to 32x32). Their features are logged in `log_dir` while computed, so a killed
-    run resumes and a larger n extends a smaller one. `progress(done, n)` is called after every batch.
+    (Fashion-MNIST: zero-padded to 32x32). Their features are logged in `log_dir` (default FEATURE_LOG_DIR) while
+    computed, keyed by the dataset's identity too (other files never resume a log), so a killed run resumes and a
+    larger n extends a smaller one. `progress(done, n)` is called after every batch.
     A cache computed with other extractor weights is an error, never silently reused.
     """
     extractor = resolve_extractor(extractor)
@@ -182,11 +191,13 @@ def reference_stats(dataset: str, split: str = "train", extractor: str | nn.Modu
                              "delete it (and its .json) to recompute, or restore the extractor weights it names.")
         return stats
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-    log = Path(log_dir) / f"{label}-{image_size}px-{split}-{extractor.id}-seed{seed}.safetensors"
+    content = hashlib.sha256(json.dumps(ds.identity, sort_keys=True).encode()).hexdigest()[:12]
+    log_name = f"{label}-{image_size}px-{split}-{extractor.id}-seed{seed}-{content}.safetensors"
+    log = Path(log_dir or FEATURE_LOG_DIR) / log_name
     feats, seconds = _feature_log(log, extractor, ds, order, n, batch_size, progress)
     card = {"name": name, "dataset": dataset, "split": split, "image_size": image_size, "channels": channels,
             "dataset_identity": ds.identity, "subset": f"first {n} of torch.randperm({len(ds)}) seeded {seed}",
-            "dataset_transform": (type(ds).__doc__ or "").strip().splitlines()[0],
+            "dataset_transform": _first_sentence(type(ds).__doc__ or ""),
             "extractor": extractor.name, "extractor_id": extractor.id, "extractor_sha256": extractor.sha256,
             "preprocess": extractor.preprocess, "kid_sample": min(kid_sample, n),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

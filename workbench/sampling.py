@@ -5,6 +5,7 @@ the block's tokens. Without it every step recomputes the whole teacher-forced se
 D may change from block to block (`depth_schedule`) and from step to step (`depth_per_step`): a block's AR stage
 then runs once to its smallest boundary N - min D_i and each step enters the diffusion stage at its own N - D_i.
 Notebooks, the app, the CLI and the benchmarks all consume `generate_events`; nothing here prints or plots.
+`frame` turns an event into the images a viewer shows while the later blocks are not generated yet.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from .blocks import from_blocks, to_blocks
-from .codecs import build_codec
+from .blocks import block_index_map, from_blocks, to_blocks
+from .codecs import Codec, build_codec
 from .compute import Cost, CostMeter, count_flops
 from .config import Config, ModelConfig, SampleConfig, check_sampler, replace
 from .diffusion import Objective
@@ -50,6 +51,30 @@ class Event:
     def x0(self) -> torch.Tensor:
         """(B, C, H, W) latents: finished blocks, block k's predicted x0, zeros after."""
         return _assemble(self._canvas, self.block, self._block_x0(), self._cfg)
+
+
+PLACEHOLDER = (0.0, 0.3)  # values in [-1, 1] of the hatch over blocks not started yet: ground, stripes
+HATCH_PERIOD = 8           # pixels between its diagonal stripes (each 2 pixels wide)
+
+
+def placeholder(height: int, width: int) -> torch.Tensor:
+    """(H, W) the hatch shown where no block is generated yet: mid grey with lighter diagonal stripes, so that it
+    reads as "not yet" and never as a grey image."""
+    i, j = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return torch.where((i + j) % HATCH_PERIOD < 2, PLACEHOLDER[1], PLACEHOLDER[0])
+
+
+def frame(codec: Codec, event: Event) -> torch.Tensor:
+    """(B, C, H, W) images in [-1, 1] of what is known at `event`: the finished blocks and block k (final at a
+    "block" event, its predicted x0 at a "step" event) decoded, the pixels of every later block painted with
+    `placeholder`. Those blocks hold zero latents, which a VAE decodes into image-like texture: painted over, never
+    shown. One decode of the whole canvas: for a latent codec that costs far more than a step, so call it at block
+    events (a pixel codec's is free)."""
+    images = codec.decode(event.x_t if event.kind == "block" else event.x0)  # (B, C, H, W)
+    f = codec.downsample
+    later = block_index_map(event._cfg) > event.block  # (h, w) latent pixels of the blocks not started
+    later = later.repeat_interleave(f, 0).repeat_interleave(f, 1).to(images.device)  # (H, W)
+    return torch.where(later, placeholder(*later.shape).to(images), images)
 
 
 def default_labels(model: MADFormer, num_images: int, device) -> torch.Tensor | None:

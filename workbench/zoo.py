@@ -2,14 +2,18 @@
 every evaluation curve. experiments/zoo.py trains and evaluates them; reports, notebooks and the app read them."""
 from __future__ import annotations
 
-FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "ablations")
+FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "ablations")
 EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
 MEMBERS = {  # family -> [(member name, config overrides)]
     "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in (1, 2, 3, 4)],
     "blocks-fmnist": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "blocks-emoji": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
+    "blocks-emoji256": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "ablations": [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
                   ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
                   ("mlp-denoise", {"model.denoiser_attention": "block"}),
                   ("hidden0", {"diffusion.hidden_loss_weight": 0.0})],
 }
+# families whose members are presets of their own, trained with the preset's budget (its GPU budget with --gpu):
+# the Fluent 3D emoji at 256 px through the codec trained here (presets emoji256-T1/T4/T16)
+PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}"}
