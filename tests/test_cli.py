@@ -10,6 +10,9 @@ from conftest import randomize_head
 from single_thread import one_thread  # noqa: F401 (autouse)
 from workbench.__main__ import main
 from workbench.checkpoint import Checkpoint, save_checkpoint
+from workbench.sampling import PLACEHOLDER
+
+HATCH = {round((float(v) + 1) * 127.5) for v in PLACEHOLDER}  # the hatch's two grey levels in a saved PNG
 
 
 def run(argv: list[str]) -> int:
@@ -70,6 +73,10 @@ def test_sample_writes_a_grid_and_block_frames(tmp_path):
     assert sorted(p.name for p in frames.iterdir()) == [f"block-{k:02d}.png" for k in range(cfg.model.num_blocks)]
     last = Image.open(frames / "block-03.png")
     assert list(last.get_flattened_data()) == pixels  # the last block's frame is the finished image
+    # earlier frames hatch the blocks not generated yet (sampling.frame), one more block finished each time
+    hatched = [sum(p in HATCH for p in Image.open(frames / f"block-{k:02d}.png").get_flattened_data())
+               for k in range(4)]
+    assert hatched[0] > hatched[1] > hatched[2] > hatched[3] == 0 and hatched[0] > 0.5 * 4 * 32 * 32
 
 
 @pytest.mark.parametrize("depth, diffusion_depth, blocks", [(2, 1, 4), (3, 3, 1), (2, 2, 16)])
@@ -142,3 +149,45 @@ def test_sample_and_eval_take_depths_and_schedules(tmp_path, capsys):
                 "--depth-schedule", "3,2,1,1", "--no-flop-count", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["depths"] == [3, 2, 1, 1] and report["untrained_depth"] is False
+
+
+def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_image(tmp_path, monkeypatch, capsys):
+    """A 256 px latent model (tiny codec, synthetic Fluent package): scripts/build_reference.py computes the Fluent
+    reference over every image (train and held out) with its card, and `eval` finds it by default and scores the
+    decoded 256x256 samples with Inception against it, recording its provenance."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    from fluent_fixture import NAMES, write_fluent, write_tiny_codec
+    from workbench import evaluation, metrics
+
+    fluent, codec = write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec")
+    refs = tmp_path / "reference"
+    monkeypatch.setattr(evaluation, "REFERENCE_DIR", refs)  # where eval looks, instead of data/reference/
+    monkeypatch.setattr(metrics, "FEATURE_LOG_DIR", tmp_path / "features")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "build_reference.py"
+    spec = importlib.util.spec_from_file_location("build_reference", script)
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    assert build.main(["--root", str(fluent), "--out", str(refs), "--threads", "1"]) == 0
+    name = f"fluent-256px-all-inception-{len(NAMES)}"
+    card = json.loads((refs / f"{name}.json").read_text())
+    assert card["count"] == len(NAMES) and card["split"] == "all" and card["extractor"] == "inception"
+    assert card["dataset_identity"]["split"] == "all" and "@lobehub/fluent-emoji-3d@1.1.0" in card["dataset_transform"]
+    assert f"| `{name}` | {card['extractor_id']} | {len(NAMES)} (all: train and held out) |" in capsys.readouterr().out
+    cfg = wb.preset("emoji256-T4", **{"model.width": 32, "model.heads": 2, "model.depth": 2,
+                                      "model.diffusion_depth": 1, "data.root": str(fluent),
+                                      "data.vae_path": str(codec)})
+    model = wb.build_model(cfg)
+    randomize_head(model)
+    save_checkpoint(Checkpoint(cfg, 5, model.state_dict(), model.state_dict()), tmp_path / "run")
+    out = tmp_path / "report.json"
+    assert run(["eval", "--checkpoint", str(tmp_path / "run"), "--num-samples", "10", "--steps", "1",
+                "--no-flop-count", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["extractor"] == card["extractor_id"] and report["reference"] == name
+    assert report["reference_count"] == len(NAMES) and report["n"] == 10 and math.isfinite(report["fid"])
+    assert {k: report["reference_card"][k] for k in ("dataset", "split", "image_size")} == \
+        {"dataset": "fluent", "split": "all", "image_size": 256}
+    assert report["data"] == {"dataset": "fluent", "image_size": 256} and report["model"]["T"] == 4

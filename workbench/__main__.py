@@ -30,7 +30,7 @@ from .config import SAMPLERS, X0_CLIPS, Config
 from .presets import PRESETS, preset
 from .evaluation import evaluate_checkpoint
 from .images import save_grid
-from .sampling import generate_events
+from .sampling import frame, generate_events
 
 
 class _Parser(argparse.ArgumentParser):
@@ -184,8 +184,8 @@ def run_sample(args: argparse.Namespace) -> int:
     codec = build_codec(cfg.data)
     last = None
     for last in generate_events(model, cfg, args.num_images, args.steps, args.sampler, args.seed):
-        if last.kind == "block" and args.frames is not None:
-            print(save_grid(codec.decode(last.x_t), args.frames / f"block-{last.block:02d}.png"))
+        if last.kind == "block" and args.frames is not None:  # blocks not started yet are hatched, not decoded
+            print(save_grid(frame(codec, last), args.frames / f"block-{last.block:02d}.png"))
     print(save_grid(codec.decode(last.x_t), args.out))
     return 0
 
