@@ -17,7 +17,7 @@ step; each row records its FLOPs per step and wall time).
 Scoring: EMA weights, the config's sampler, n images from seed 0 (the same initial noise for every model, so two
 models' images pair up by row), every D the member can sample x every S in --steps; classifier FID at every point,
 Inception at --inception-steps. Images are kept (uint8) beside the runs so that differences get a paired bootstrap
-interval (metrics.paired_fid_difference). Schedules (per-block D_k and S_k) are scored on the elastic-Kx model.
+interval (metrics.paired_fid_difference). Schedules (per-block D_k and S_k, per-step D_i) are scored on the elastic-Kx model.
 
 Report: (a) elastic-1x vs each D<d>, (b) elastic-Kx vs each D<d> at every (D, S), each difference with its paired
 90% interval; the FID-vs-compute frontier of each side (compute = block-layer evaluations per image, the paper's
@@ -49,6 +49,10 @@ SCHEDULES = {
     "D_k 4,3,2,1 S=4": {"sample.depth_schedule": (4, 3, 2, 1), "sample.steps": 4},
     "D_k 1,2,3,4 S=4": {"sample.depth_schedule": (1, 2, 3, 4), "sample.steps": 4},
     "D_k 4,3,2,1 S_k 8,4,2,2": {"sample.depth_schedule": (4, 3, 2, 1), "sample.steps_schedule": (8, 4, 2, 2)},
+    # D_i over each block's steps, small D at high noise (ASE, T-Stitch)
+    "D_i 1,3 S=4": {"sample.depth_per_step": (1, 3), "sample.steps": 4},
+    "D_i 1,2,3,4 S=4": {"sample.depth_per_step": (1, 2, 3, 4), "sample.steps": 4},
+    "D_i 2,4 S=8": {"sample.depth_per_step": (2, 4), "sample.steps": 8},
 }
 
 
@@ -99,7 +103,8 @@ def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, d
     done = {(r["member"], r["point"]) for r in rows(Path(args.out))}
     points = [(f"D={d} S={S}", {"sample.diffusion_depth": d, "sample.allow_untrained_depth": d not in m["trained"]},
                S) for d in m["eval_depths"] for S in args.steps]
-    points += [(label if "sample.depth_schedule" in over else f"{label} @D={cfg.model.diffusion_depth}", over,
+    own_depth = ("sample.depth_schedule", "sample.depth_per_step")
+    points += [(label if any(k in over for k in own_depth) else f"{label} @D={cfg.model.diffusion_depth}", over,
                 over.get("sample.steps") or max(over["sample.steps_schedule"])) for label, over in schedules.items()]
     for point, over, S in points:
         if (name, point) in done:

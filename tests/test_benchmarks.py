@@ -69,7 +69,7 @@ def test_elastic_benchmark_members_and_frontiers():
         assert cfg.model.depths == tuple(m["trained"])
     for over in bench_elastic.SCHEDULES.values():  # every schedule is valid on the elastic member
         cfg = bench_recipe.config_for("e", spec["elastic-4x"]["overrides"], Path("/tmp/x"), 10, 1).override(**over)
-        assert cfg.sample.steps_schedule or cfg.sample.depth_schedule
+        assert cfg.sample.steps_schedule or cfg.sample.depth_schedule or cfg.sample.depth_per_step
     front = bench_elastic.frontier([(10, 50.0), (20, 60.0), (30, 40.0), (5, 70.0)])
     assert front == [(5, 70.0), (10, 50.0), (30, 40.0)]  # (20, 60) is worse than the cheaper (10, 50)
     assert bench_elastic.best_at(front, 25) == 50.0 and bench_elastic.best_at(front, 4) == float("inf")
