@@ -64,6 +64,8 @@ VARIANTS: dict[str, dict] = {
 ON_LR = ("adaln", "flow", "v", "min-snr", "patch2", "ema0.995", "ema0.9995", "wide-shallow", "deep-narrow", "fp32",
          "compile")
 VARIANTS.update({f"lr1e-3+{k}": {**VARIANTS["lr1e-3"], **VARIANTS[k]} for k in ON_LR})
+# combined winners of round two (flow and adaLN each beat lr1e-3 alone)
+VARIANTS["lr1e-3+flow+adaln"] = {**VARIANTS["lr1e-3+flow"], **VARIANTS["adaln"]}
 PROBE_STEPS = 12
 
 
