@@ -207,6 +207,28 @@ def x0_treatments(args) -> None:
                   "x0_clip": clip, "scores": points, "machine": machine()}, str(Path(args.out).with_name("recipe_x0.jsonl")))
 
 
+def samplers(args) -> None:
+    """Score finished runs of --variants with every sampler that fits their objective (config.samplers_for), at
+    every --steps with the classifier, same seed and n as the race (into recipe_samplers.jsonl beside --out)."""
+    from workbench.checkpoint import load_for_inference
+    from workbench.config import samplers_for
+    from workbench.evaluation import default_reference, score
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
+    for name in args.variants.split(","):
+        model, cfg = load_for_inference(runs / name)
+        ref = default_reference(cfg, "fmnist-classifier")
+        for sampler in samplers_for(cfg.diffusion.prediction):
+            points = []
+            for S in [int(x) for x in args.steps.split(",")]:
+                sc = score(model, cfg, S, sampler, n=args.n, seed=0, extractor="fmnist-classifier", reference=ref)
+                points.append(sc.as_dict())
+                print(f"  {name} {sampler} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}]", flush=True)
+            emit({"benchmark": "recipe-samplers", "stage": args.stage, "variant": name, "minutes": args.minutes,
+                  "sampler": sampler, "scores": points, "machine": machine()},
+                 str(Path(args.out).with_name("recipe_samplers.jsonl")))
+
+
 def done_variants(out: Path, stage: str, minutes: float) -> set[str]:
     if not out.is_file():
         return set()
@@ -285,9 +307,10 @@ def table(out: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="race", choices=("race", "table", "x0", "_train"),
+    p.add_argument("mode", nargs="?", default="race", choices=("race", "table", "x0", "samplers", "_train"),
                    help="race: train and score; table: the markdown table of --out; x0: score finished runs of "
-                        "--variants under each x0 treatment (into recipe_x0.jsonl beside --out)")
+                        "--variants under each x0 treatment (into recipe_x0.jsonl beside --out); samplers: with "
+                        "every sampler that fits their objective (recipe_samplers.jsonl)")
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (wall clock)")
     p.add_argument("--variants", default="", help=f"comma-separated, default all: {', '.join(VARIANTS)}")
     p.add_argument("--define", action="append", default=[], metavar="NAME=KEY=VAL,...",
@@ -304,6 +327,8 @@ def main() -> None:
     args = p.parse_args()
     if args.mode == "_train":
         worker_train(args)
+    elif args.mode == "samplers":
+        samplers(args)
     elif args.mode == "x0":
         x0_treatments(args)
     elif args.mode == "table":
