@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,26 @@ def require_chromium() -> None:
                     "sudo apt-get install chromium")
 
 
+@contextmanager
+def browser_page(pw, failure_stem: str, height: int = 1700):
+    """A page of a fresh headless Chromium (1400 px wide); on any failure inside, a screenshot
+    test-artifacts/<failure_stem>-failure.png; the browser closed in every case."""
+    browser = launch_chromium(pw)
+    page = browser.new_page(viewport={"width": 1400, "height": height})
+    try:
+        yield page
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / f"{failure_stem}-failure.png"), full_page=True)
+        raise
+    finally:
+        browser.close()
+
+
+def assert_no_errors(page) -> None:
+    errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
 def app_args(tmp_path: Path) -> list[str]:
     if any((ROOT / "data" / "checkpoints").rglob("*.safetensors")):
         return []
@@ -50,9 +71,7 @@ def test_generate_in_a_real_browser(tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     args = app_args(tmp_path)
     with streamlit_server(args, ARTIFACTS / "streamlit.log") as (url, _), sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1700})
-        try:
+        with browser_page(pw, "app") as page:
             first_block_s = click_to_first_image(page, open_app(page, url))
             fid = page.locator('[data-testid="stMetric"]', has_text="FID@")
             expect(fid).to_be_visible(timeout=90_000)
@@ -61,13 +80,7 @@ def test_generate_in_a_real_browser(tmp_path):
             expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
             page.wait_for_timeout(500)  # plotly draws its traces after the container appears
             page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
-            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-            assert errors.count() == 0, errors.all_inner_texts()
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "app-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+            assert_no_errors(page)
     assert float(value) > 0
     (ARTIFACTS / "app_browser.json").write_text(json.dumps(
         {"click_to_first_block_s": round(first_block_s, 3), "fid": value, "app_args": args}, indent=1) + "\n")
@@ -83,9 +96,7 @@ def test_stop_keeps_the_finished_blocks_and_ends_the_job(tmp_path):
     queue_log = tmp_path / "queue.jsonl"
     with streamlit_server(app_args(tmp_path), ARTIFACTS / "streamlit-stop.log",
                           env={"WORKBENCH_QUEUE_LOG": str(queue_log)}) as (url, _), sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1700})
-        try:
+        with browser_page(pw, "app-stop") as page:
             generate = open_app(page, url)
             sliders = page.get_by_role("slider")  # depth, steps, images: the most steps and images, a long run
             sliders.nth(1).press("End")
@@ -95,14 +106,8 @@ def test_stop_keeps_the_finished_blocks_and_ends_the_job(tmp_path):
             page.get_by_test_id("stButton").get_by_role("button", name="Stop").click()  # not the header's Stop
             expect(page.get_by_text(re.compile(r"stopped after block \d/\d"))).to_be_visible(timeout=30_000)
             expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()
-            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-            assert errors.count() == 0, errors.all_inner_texts()
+            assert_no_errors(page)
             page.screenshot(path=str(ARTIFACTS / "app-stopped.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "app-stop-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
     jobs = [json.loads(line) for line in queue_log.read_text().splitlines()]
     stopped = [j for j in jobs if j["state"] == "cancelled" and j["blocks"] >= 1]
     assert stopped and all(j["items_after_cancel"] <= 1 for j in stopped), jobs
@@ -120,9 +125,7 @@ def test_elastic_checkpoint_slides_over_every_depth_in_a_real_browser(tmp_path):
     path = write_checkpoint(tmp_path, "elastic.safetensors", "elastic/E", 2, elastic=ELASTIC_D)
     with streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-elastic.log") as (url, _), \
             sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        try:
+        with browser_page(pw, "app-elastic", 1500) as page:
             generate = open_app(page, url)
             depth, steps = page.get_by_role("slider").nth(0), page.get_by_role("slider").nth(1)
             labels = []
@@ -141,13 +144,7 @@ def test_elastic_checkpoint_slides_over_every_depth_in_a_real_browser(tmp_path):
             depth.scroll_into_view_if_needed()
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "app-elastic.png"), full_page=True)
-            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-            assert errors.count() == 0, errors.all_inner_texts()
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "app-elastic-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+            assert_no_errors(page)
 
 
 def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browser(tmp_path):
@@ -164,9 +161,7 @@ def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browse
     path = export_model(tmp_path, "T4.safetensors", cfg)
     with streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-256px.log") as (url, _), \
             sync_playwright() as pw:
-        browser = launch_chromium(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1500})
-        try:
+        with browser_page(pw, "app-256px", 1500) as page:
             generate = open_app(page, url)
             steps, images = page.get_by_role("slider").nth(1), page.get_by_role("slider").nth(2)
             steps.press("Home")  # S=1, 6 images: a short run
@@ -181,12 +176,6 @@ def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browse
             sizes = pictures.evaluate_all("imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight, "
                                           "i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
             assert sizes == [[256, 256, 256, 256]] * 6, sizes
-            errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
-            assert errors.count() == 0, errors.all_inner_texts()
+            assert_no_errors(page)
             pictures.first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "app-256px.png"), full_page=True)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "app-256px-failure.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
