@@ -27,12 +27,11 @@ same model at its compute.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
-import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench_recipe import VARIANTS, config_for, plan, run_worker
@@ -162,12 +161,18 @@ def classifier(rs: list[dict]) -> list[dict]:
     return [r for r in rs if r["extractor"].startswith("fmnist-classifier")]
 
 
-def paired(run_a: str, run_b: str, reference) -> tuple[float, float, float]:
+@functools.lru_cache(maxsize=None)
+def features(images: str) -> torch.Tensor:
+    """Classifier features of a kept image set (each set appears in several tables: extracted once)."""
     from workbench.features import extract_features, resolve_extractor
+    return extract_features(resolve_extractor("fmnist-classifier"), torch.load(images, weights_only=True).float()
+                            / 127.5 - 1)
+
+
+def paired(run_a: str, run_b: str, reference) -> tuple[float, float, float]:
     from workbench.metrics import paired_fid_difference
-    ext = resolve_extractor("fmnist-classifier")
-    feats = [extract_features(ext, torch.load(p, weights_only=True).float() / 127.5 - 1) for p in (run_a, run_b)]
-    return paired_fid_difference(*feats, reference, generator=torch.Generator().manual_seed(0))
+    return paired_fid_difference(features(run_a), features(run_b), reference,
+                                 generator=torch.Generator().manual_seed(0))
 
 
 def report(args) -> str:

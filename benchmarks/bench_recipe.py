@@ -181,52 +181,48 @@ def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, g
     return points
 
 
-def x0_treatments(args) -> None:
-    """Score finished runs of --variants under each x0 treatment their sampler offers (none, clip, dynamic), at
-    every --steps with the classifier, same seed and n as the race: the measurement behind sample.x0_clip."""
+def rescore(args, benchmark: str, field: str, settings) -> None:
+    """Score finished runs of --variants at every --steps with the classifier, same seed and n as the race, under
+    each setting `settings(name, cfg)` yields as (value of `field`, config, sampler); one line per (variant,
+    setting) into <benchmark with "-" as "_">.jsonl beside --out."""
     from workbench.checkpoint import load_for_inference
-    from workbench.config import samplers_for
     from workbench.evaluation import default_reference, score
     torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
+    out = Path(args.out).with_name(benchmark.replace("-", "_") + ".jsonl")
     for name in args.variants.split(","):
         model, cfg = load_for_inference(runs / name)
         ref = default_reference(cfg, "fmnist-classifier")
+        for value, c, sampler in settings(name, cfg):
+            points = []
+            for S in [int(x) for x in args.steps.split(",")]:
+                sc = score(model, c, S, sampler, n=args.n, seed=0, extractor="fmnist-classifier", reference=ref)
+                points.append(sc.as_dict())
+                print(f"  {name} {field}={value} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "
+                      f"{sc.pixels_out_of_range:.2%} out of range", flush=True)
+            emit({"benchmark": benchmark, "stage": args.stage, "variant": name, "minutes": args.minutes,
+                  field: value, "scores": points, "machine": machine()}, str(out))
+
+
+def x0_treatments(args) -> None:
+    """Each x0 treatment the config's sampler offers (--x0: none, clip, dynamic): the measurement behind
+    sample.x0_clip (recipe_x0.jsonl)."""
+    from workbench.config import samplers_for
+
+    def settings(name, cfg):
         for clip in args.x0.split(","):
             if cfg.sample.sampler not in samplers_for(cfg.diffusion.prediction, clip):
                 print(f"{name}: {cfg.sample.sampler} offers no x0 treatment {clip!r}; skipped")
                 continue
-            c = cfg.override(**{"sample.x0_clip": clip})
-            points = []
-            for S in [int(x) for x in args.steps.split(",")]:
-                sc = score(model, c, S, n=args.n, seed=0, extractor="fmnist-classifier", reference=ref)
-                points.append(sc.as_dict())
-                print(f"  {name} x0={clip} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "
-                      f"{sc.pixels_out_of_range:.2%} out of range", flush=True)
-            emit({"benchmark": "recipe-x0", "stage": args.stage, "variant": name, "minutes": args.minutes,
-                  "x0_clip": clip, "scores": points, "machine": machine()}, str(Path(args.out).with_name("recipe_x0.jsonl")))
+            yield clip, cfg.override(**{"sample.x0_clip": clip}), None
+    rescore(args, "recipe-x0", "x0_clip", settings)
 
 
 def samplers(args) -> None:
-    """Score finished runs of --variants with every sampler that fits their objective (config.samplers_for), at
-    every --steps with the classifier, same seed and n as the race (into recipe_samplers.jsonl beside --out)."""
-    from workbench.checkpoint import load_for_inference
+    """Every sampler that fits the objective (config.samplers_for) (recipe_samplers.jsonl)."""
     from workbench.config import samplers_for
-    from workbench.evaluation import default_reference, score
-    torch.set_num_threads(args.threads)
-    runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
-    for name in args.variants.split(","):
-        model, cfg = load_for_inference(runs / name)
-        ref = default_reference(cfg, "fmnist-classifier")
-        for sampler in samplers_for(cfg.diffusion.prediction):
-            points = []
-            for S in [int(x) for x in args.steps.split(",")]:
-                sc = score(model, cfg, S, sampler, n=args.n, seed=0, extractor="fmnist-classifier", reference=ref)
-                points.append(sc.as_dict())
-                print(f"  {name} {sampler} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}]", flush=True)
-            emit({"benchmark": "recipe-samplers", "stage": args.stage, "variant": name, "minutes": args.minutes,
-                  "sampler": sampler, "scores": points, "machine": machine()},
-                 str(Path(args.out).with_name("recipe_samplers.jsonl")))
+    rescore(args, "recipe-samplers", "sampler",
+            lambda name, cfg: ((s, cfg, s) for s in samplers_for(cfg.diffusion.prediction)))
 
 
 def done_variants(out: Path, stage: str, minutes: float) -> set[str]:
