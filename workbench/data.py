@@ -83,8 +83,6 @@ def fashion_mnist_arrays(split: str = "train", root: str = "") -> tuple[np.ndarr
         "WORKBENCH_DATA (or data.root) at a folder holding the four idx .gz files.")
 
 
-
-
 # ---- datasets ----------------------------------------------------------------------------------------------------
 def _to_tensor(a: np.ndarray, channels: int) -> torch.Tensor:
     """uint8 (H, W) or (H, W, 3) -> float (channels, H, W) in [-1, 1]."""
