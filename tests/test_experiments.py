@@ -161,12 +161,24 @@ def test_vertical_table_aligns_d_with_the_papers(zoo):
 
 def test_blocks_table_and_best_t(zoo):
     low, high = reports.load_reports("blocks-fmnist", zoo), reports.load_reports("blocks-emoji", zoo)
-    rows = paper.blocks_table(low, high)
+    rows = paper.blocks_table({"low": low, "high": high})
     assert [r["T"] for r in rows] == [1, 4, 16]
+    assert rows[0]["resolution low"] == "fashion-mnist 32px" and rows[0]["FID high"] == high["T1"].final.fid
     assert paper.best_t(low) == 4 and paper.best_t(high) == 16
-    text = paper.describe_blocks(low, high)
-    assert "T=4 is best" in text and "is T=1: different" in text and "is T=16: same" in text
-    assert math.isnan(paper.blocks_table(low, {})[0]["FID high"])
+    text = paper.describe_blocks({"low": low, "high": high, "256px": {}})
+    assert "T=4 is best" in text and "ImageNet-256 is T=1: different" in text and "FFHQ-1024 is T=16: same" in text
+    assert text.endswith("No 256px reports yet.")
+    # an arm missing a T has NaN there; a third arm is compared with the paper's high resolution
+    rows = paper.blocks_table({"low": low, "high": {}, "256px": {"T16": high["T16"]}})
+    assert math.isnan(rows[0]["FID high"]) and math.isnan(rows[0]["FID 256px"]) and rows[2]["FID 256px"] > 0
+    assert "the paper's best at FFHQ-1024 is T=16: same" in paper.describe_blocks({"256px": {"T16": high["T16"]}})
+    geometry = {r["arm"]: r for r in paper.geometry_table({"low": low, "high": high, "256px": {}})}
+    assert list(geometry) == ["low", "high", "paper FFHQ-1024", "paper ImageNet-256"]
+    m = high["T16"].config.model
+    assert geometry["high"]["tokens"] == (m.latent_size // m.patch_size) ** 2 and geometry["high"]["T"] == 16
+    assert geometry["paper FFHQ-1024"]["tokens per block"] == 256 and geometry["paper ImageNet-256"]["tokens"] == 256
+    assert "the paper's best at ImageNet-256 is T=1: different" in paper.describe_blocks(
+        {"256px": {"T16": high["T16"]}}, paper_side={"256px": "low"})
 
 
 def test_ablation_table_uses_intervals_and_paper_directions(zoo):

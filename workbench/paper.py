@@ -67,35 +67,69 @@ def best_t(reports: Mapping[str, Report]) -> int | None:
     return min(reports.values(), key=lambda r: r.final.fid).T if reports else None
 
 
-def blocks_table(low: Mapping[str, Report], high: Mapping[str, Report]) -> list[dict]:
-    """Table 2 at our scale: FID with full steps per T at the low and the high resolution."""
-    ts = sorted({r.T for r in (*low.values(), *high.values())})
-    by_t = {side: {r.T: r for r in reps.values()} for side, reps in (("low", low), ("high", high))}
+def blocks_table(arms: Mapping[str, Mapping[str, Report]]) -> list[dict]:
+    """Table 2 at our scale: FID with full steps per T in each resolution arm ({"low": reports, "high": ...,
+    "256px": ...}); columns "FID <arm>", "interval <arm>" and "resolution <arm>", NaN where an arm lacks that T."""
+    ts = sorted({r.T for reps in arms.values() for r in reps.values()})
+    by_t = {arm: {r.T: r for r in reps.values()} for arm, reps in arms.items()}
     rows = []
     for t in ts:
         row = {"T": t}
-        for side in ("low", "high"):
-            r = by_t[side].get(t)
-            row[f"FID {side}"] = r.final.fid if r else math.nan
-            row[f"interval {side}"] = (r.final.fid_low, r.final.fid_high) if r else (math.nan, math.nan)
-            row[f"resolution {side}"] = f"{r.config.data.dataset} {r.config.data.image_size}px" if r else ""
+        for arm in arms:
+            r = by_t[arm].get(t)
+            row[f"FID {arm}"] = r.final.fid if r else math.nan
+            row[f"interval {arm}"] = (r.final.fid_low, r.final.fid_high) if r else (math.nan, math.nan)
+            row[f"resolution {arm}"] = _resolution(r) if r else ""
         rows.append(row)
     return rows
 
 
-def describe_blocks(low: Mapping[str, Report], high: Mapping[str, Report]) -> str:
-    parts = []
-    for side, reps in (("low", low), ("high", high)):
+# The token geometry of the paper's two resolutions (PAPER.md: SD-VAE f8 latents with 4 channels; FFHQ-1024 as 16
+# blocks of 256 tokens, so patch 2 on its 128x128 latents; ImageNet-256 patched the same way has 256 tokens)
+PAPER_GEOMETRY = {"FFHQ-1024": ("128x128x4 latents", 4096), "ImageNet-256": ("32x32x4 latents", 256)}
+
+
+def geometry_table(arms: Mapping[str, Mapping[str, Report]]) -> list[dict]:
+    """Tokens per image and per block (at each arm's largest T) of our arms beside the paper's two resolutions:
+    the paper's contrast is one of token counts, which ours reach only in part."""
+    rows = []
+    for arm, reps in arms.items():
         if not reps:
-            parts.append(f"No {side}-resolution reports yet.")
+            continue
+        r = max(reps.values(), key=lambda r: r.T)
+        m = r.config.model
+        tokens = (m.latent_size // m.patch_size) ** 2
+        grid = f"{m.latent_size}x{m.latent_size}x{m.latent_channels} " + \
+            ("latents" if r.config.data.codec != "pixel" else "pixels")
+        rows.append({"arm": arm, "images": _resolution(r), "grid": grid, "patch": m.patch_size,
+                     "tokens": tokens, "T": r.T, "tokens per block": tokens // r.T})
+    for name, (grid, tokens) in PAPER_GEOMETRY.items():
+        rows.append({"arm": f"paper {name}", "images": name, "grid": grid, "patch": 2, "tokens": tokens, "T": 16,
+                     "tokens per block": tokens // 16})
+    return rows
+
+
+def _resolution(r: Report) -> str:
+    d = r.config.data
+    return f"{d.dataset} {d.image_size}px" + (" (latents)" if d.codec != "pixel" else "")
+
+
+def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mapping[str, str] | None = None) -> str:
+    """Per arm: the best T, the Ts whose intervals overlap it, and the paper's best T at the side of its
+    resolution contrast given by paper_side[arm] ("low": ImageNet-256, "high": FFHQ-1024; by default an arm named
+    "low" is compared with the low side, any other with the high one)."""
+    parts, paper_side = [], paper_side or {}
+    for arm, reps in arms.items():
+        if not reps:
+            parts.append(f"No {arm} reports yet.")
             continue
         ranked = sorted(reps.values(), key=lambda r: r.final.fid)
+        side = paper_side.get(arm, "low" if arm == "low" else "high")
         best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
         close = [f"T={r.T}" for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
-        d = best.config.data
-        parts.append(f"At the {side} resolution ({d.dataset} {d.image_size}px) T={best.T} is best (FID "
-                     f"{best.final.fid:.1f}" + (f"; its interval overlaps {', '.join(close)}" if close else "") +
-                     f"); the paper's best at {side} resolution ({dataset}) is T={paper_t}: "
+        parts.append(f"At {_resolution(best)} T={best.T} is best (FID {best.final.fid:.1f}"
+                     + (f"; its interval overlaps {', '.join(close)}" if close else "") +
+                     f"); the paper's best at {dataset} is T={paper_t}: "
                      f"{'same' if best.T == paper_t else 'different'}.")
     return " ".join(parts)
 
