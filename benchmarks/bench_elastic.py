@@ -29,13 +29,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import math
 from pathlib import Path
 
 import torch
 
 from bench_recipe import VARIANTS, config_for, plan, run_worker
 from harness import emit, machine
+from workbench.comparison import area_between, frontier
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6  # fmnist-small's depth
@@ -130,33 +130,6 @@ def rows(out: Path) -> list[dict]:
 
 
 # ---- report ------------------------------------------------------------------------------------------------------
-def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The lower-left envelope of (compute, FID): each point kept is better than every cheaper one."""
-    best, out = math.inf, []
-    for c, f in sorted(points):
-        if f < best:
-            best = f
-            out.append((c, f))
-    return out
-
-
-def best_at(front: list[tuple[float, float]], compute: float) -> float:
-    """The best FID reachable at `compute` or less (inf below the frontier's cheapest point)."""
-    return min((f for c, f in front if c <= compute * (1 + 1e-9)), default=math.inf)
-
-
-def area_between(front_a: list[tuple[float, float]], front_b: list[tuple[float, float]]) -> tuple[float, tuple]:
-    """Integral over log10(compute) of best_at(b) - best_at(a), over the range where both are defined (from the
-    dearer of the two cheapest points to the dearer of the two dearest): > 0 when a is the better frontier."""
-    lo = max(front_a[0][0], front_b[0][0])
-    hi = max(front_a[-1][0], front_b[-1][0])
-    cuts = sorted({c for c, _ in front_a + front_b if lo <= c <= hi} | {lo, hi})
-    total = 0.0
-    for left, right in zip(cuts, cuts[1:]):
-        total += (best_at(front_b, left) - best_at(front_a, left)) * (math.log10(right) - math.log10(left))
-    return total, (lo, hi)
-
-
 def classifier(rs: list[dict]) -> list[dict]:
     return [r for r in rs if r["extractor"].startswith("fmnist-classifier")]
 
@@ -241,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="~/wb-runs/elastic")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "elastic.jsonl"))
+    p.add_argument("--report-out", default=str(REPO / "benchmarks" / "results" / "elastic.md"),
+                   help="the report is also written here (notebook 02 shows it: its paired intervals need the kept "
+                        "images, which stay beside the runs)")
     args = p.parse_args(argv)
     if args.recipe not in VARIANTS:
         raise SystemExit(f"--recipe: unknown {args.recipe!r}. Fix: use one of {', '.join(VARIANTS)}.")
@@ -248,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     args.inception_steps = [int(s) for s in args.inception_steps.split(",") if s]
     spec = members([int(d) for d in args.depths.split(",")], [int(d) for d in args.held_out.split(",") if d])
     if args.mode == "report":
-        print(report(args))
+        write_report(args)
         return
     torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser()
@@ -257,7 +233,17 @@ def main(argv: list[str] | None = None) -> None:
     big = f"elastic-{len(args.depths.split(','))}x"
     for name, m in spec.items():
         score_member(args, name, m, summaries[name], SCHEDULES if name == big else {})
-    print(report(args))
+    write_report(args)
+
+
+def write_report(args) -> None:
+    text = report(args)
+    print(text)
+    path = Path(args.report_out)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"<!-- python benchmarks/bench_elastic.py report --out {Path(args.out).name} (n={args.n}) -->\n"
+                   + text + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ def test_recipe_race_variants_build_and_combine():
         assert cfg.name == f"recipe/{name}" and cfg.train.max_steps == 10 and cfg.train.sample_every == 0
     name, over = bench_recipe.parse_define("best=+flow,model.timestep_conditioning=adaln,train.lr=1e-3")
     assert name == "best" and over == {**bench_recipe.FLOW, "model.timestep_conditioning": "adaln", "train.lr": 0.001}
+    # the race's baseline is the recipe before the race, whatever fmnist-small's default is now
+    today = bench_recipe.config_for("today", {}, Path("/tmp/unused"), 10, 1.0)
+    assert (today.diffusion.prediction, today.model.timestep_conditioning, today.train.lr, today.sample.sampler) == \
+        ("epsilon", "embed", 3e-4, "ddim")
     costly = [n for n, o in bench_recipe.VARIANTS.items() if any(k.startswith(bench_recipe.COST_KEYS) for k in o)]
     assert "flow" not in costly and "lr1e-3" not in costly and {"patch2", "compile", "fp32"} <= set(costly)
 
@@ -61,6 +65,7 @@ def test_recipe_race_variants_build_and_combine():
 def test_elastic_benchmark_members_and_frontiers():
     import bench_elastic
     import bench_recipe
+    from workbench import comparison
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
     assert spec["elastic-4x"]["budgets"] == 4 and spec["elastic-1x"]["budgets"] == 1
     assert spec["held-out"]["trained"] == [1, 3, 5, 6] and spec["held-out"]["eval_depths"] == [1, 2, 3, 4, 5, 6]
@@ -70,11 +75,24 @@ def test_elastic_benchmark_members_and_frontiers():
     for over in bench_elastic.SCHEDULES.values():  # every schedule is valid on the elastic member
         cfg = bench_recipe.config_for("e", spec["elastic-4x"]["overrides"], Path("/tmp/x"), 10, 1).override(**over)
         assert cfg.sample.steps_schedule or cfg.sample.depth_schedule or cfg.sample.depth_per_step
-    front = bench_elastic.frontier([(10, 50.0), (20, 60.0), (30, 40.0), (5, 70.0)])
+    front = comparison.frontier([(10, 50.0), (20, 60.0), (30, 40.0), (5, 70.0)])
     assert front == [(5, 70.0), (10, 50.0), (30, 40.0)]  # (20, 60) is worse than the cheaper (10, 50)
-    assert bench_elastic.best_at(front, 25) == 50.0 and bench_elastic.best_at(front, 4) == float("inf")
+    assert comparison.best_at(front, 25) == 50.0 and comparison.best_at(front, 4) == float("inf")
     # a frontier 10 FID better everywhere over one decade of compute: area +10; swapped: -10
     a, b = [(10, 40.0), (100, 30.0)], [(10, 50.0), (100, 40.0)]
-    area, span = bench_elastic.area_between(a, b)
+    area, span = comparison.area_between(a, b)
     assert span == (10, 100) and area == pytest.approx(10.0)
-    assert bench_elastic.area_between(b, a)[0] == pytest.approx(-10.0)
+    assert comparison.area_between(b, a)[0] == pytest.approx(-10.0)
+    # rows as the benchmark records them: the grid pairs each elastic point with the dedicated model at that D
+    rows = [{"member": m, "point": f"D={d} S={s}", "paper_cost": 4 * ((4 - d) + d * s), "fid": f}
+            for m, d, s, f in [("D1", 1, 2, 50.0), ("D1", 1, 4, 40.0), ("D2", 2, 2, 45.0), ("D2", 2, 4, 35.0),
+                               ("elastic-2x", 1, 2, 48.0), ("elastic-2x", 1, 4, 41.0), ("elastic-2x", 2, 2, 44.0),
+                               ("elastic-2x", 2, 4, 30.0)]] + [{"member": "elastic-2x", "point": "S_k 4,2,2,2",
+                                                                "paper_cost": 30, "fid": 1.0}]
+    grid = comparison.depth_grid(rows)
+    assert [(g["D"], g["S"], g["dedicated"], g["elastic-2x"]) for g in grid] == [
+        (1, 2, 50.0, 48.0), (1, 4, 40.0, 41.0), (2, 2, 45.0, 44.0), (2, 4, 35.0, 30.0)]
+    fronts = comparison.depth_frontiers(rows)  # schedules are not grid points
+    assert fronts["dedicated"] == [(20, 50.0), (24, 45.0), (28, 40.0), (40, 35.0)]
+    text = comparison.describe_elastic(rows)
+    assert "at or below the dedicated model's at 3 of 4 (D, S) points, elastic / dedicated 0.86-1.02" in text

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from workbench.images import image_grid
-from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure, image_grid_figure, pareto_front
+from workbench.comparison import frontier
+from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure, image_grid_figure
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -22,8 +23,8 @@ def test_image_grid_figure_shows_the_grid_pixels(channels):
 
 def test_pareto_front_keeps_only_unbeaten_points():
     pts = [(4, 4), (1, 5), (2, 6), (3, 4), (5, 1), (5, 3)]
-    assert pareto_front(pts) == [(1, 5), (3, 4), (5, 1)]
-    assert pareto_front([]) == []
+    assert frontier(pts) == [(1, 5), (3, 4), (5, 1)]
+    assert frontier([]) == []
 
 
 def test_fid_vs_compute_figure_curves_frontier_and_markers():

@@ -8,6 +8,7 @@ interpolants are straight lines in log(compute), so the crossover found there is
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -170,3 +171,85 @@ def describe_comparison(c: Comparison) -> str:
              f"({c.ref}): the all-diffusion model is "
              f"{'ahead there, as in the paper' if ahead else 'behind there, unlike the paper, where it is ahead'}.")
     return text
+
+
+# ---- frontiers: the best FID reachable at each compute, over a set of (compute, FID) points -------------------
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lower-left envelope of (compute, FID): each point kept is better than every cheaper one."""
+    best, out = math.inf, []
+    for c, f in sorted(points):
+        if f < best:
+            best = f
+            out.append((c, f))
+    return out
+
+
+def best_at(front: list[tuple[float, float]], compute: float) -> float:
+    """The best FID reachable at `compute` or less (inf below the frontier's cheapest point)."""
+    return min((f for c, f in front if c <= compute * (1 + 1e-9)), default=math.inf)
+
+
+def area_between(front_a: list[tuple[float, float]], front_b: list[tuple[float, float]]) -> tuple[float, tuple]:
+    """Integral over log10(compute) of best_at(b) - best_at(a), over the range where both are defined (from the
+    dearer of the two cheapest points to the dearer of the two dearest): > 0 when a is the better frontier."""
+    lo = max(front_a[0][0], front_b[0][0])
+    hi = max(front_a[-1][0], front_b[-1][0])
+    cuts = sorted({c for c, _ in front_a + front_b if lo <= c <= hi} | {lo, hi})
+    total = 0.0
+    for left, right in zip(cuts, cuts[1:]):
+        total += (best_at(front_b, left) - best_at(front_a, left)) * (math.log10(right) - math.log10(left))
+    return total, (lo, hi)
+
+
+# ---- elastic depth against dedicated models (rows of benchmarks/bench_elastic.py or experiments.live_elastic) ----
+def _is_dedicated(member: str) -> bool:
+    return re.fullmatch(r"D\d+", member) is not None
+
+
+def _grid_point(point: str) -> tuple[int, int]:
+    d, s = point.split()  # "D=2 S=4"
+    return int(d[2:]), int(s[2:])
+
+
+def depth_grid(rows: Sequence[dict]) -> list[dict]:
+    """One row per (D, S) of the fixed grid: D, S, compute (block-layer evaluations per image), the dedicated
+    model's FID at its own D ("dedicated") and each elastic member's (NaN where a member was not scored)."""
+    fixed = [r for r in rows if r["point"].startswith("D=")]
+    cols = ["dedicated"] + list(dict.fromkeys(r["member"] for r in fixed if not _is_dedicated(r["member"])))
+    cells: dict[tuple[int, int], dict] = {}
+    for r in fixed:
+        d, steps = _grid_point(r["point"])
+        cell = cells.setdefault((d, steps), {"D": d, "S": steps, "compute": r["paper_cost"]})
+        cell["dedicated" if _is_dedicated(r["member"]) else r["member"]] = r["fid"]
+    return [{"D": k[0], "S": k[1], "compute": cells[k]["compute"], **{c: math.nan for c in cols}, **cells[k]}
+            for k in sorted(cells)]
+
+
+def depth_frontiers(rows: Sequence[dict]) -> dict[str, list[tuple[float, float]]]:
+    """The FID-vs-compute frontier of the dedicated models together ("dedicated") and of each elastic member over
+    the fixed (D, S) grid."""
+    points: dict[str, list] = {}
+    for r in rows:
+        if r["point"].startswith("D="):
+            points.setdefault("dedicated" if _is_dedicated(r["member"]) else r["member"], []).append(
+                (r["paper_cost"], r["fid"]))
+    return {name: frontier(p) for name, p in points.items()}
+
+
+def describe_elastic(rows: Sequence[dict]) -> str:
+    """Per elastic member: at how many grid points it is at or below the dedicated model, its worst ratio, and the
+    area between the two frontiers (FID x decades of compute; > 0: the elastic frontier is lower)."""
+    grid, fronts = depth_grid(rows), depth_frontiers(rows)
+    dedicated = fronts.pop("dedicated", None)
+    parts = []
+    for member, front in fronts.items():
+        pairs = [(g[member], g["dedicated"]) for g in grid if np.isfinite(g[member]) and np.isfinite(g["dedicated"])]
+        if not pairs or not dedicated:
+            continue
+        ratios = [e / d for e, d in pairs]
+        area, (lo, hi) = area_between(front, dedicated)
+        parts.append(f"{member}: FID at or below the dedicated model's at {sum(r <= 1 for r in ratios)} of "
+                     f"{len(pairs)} (D, S) points, elastic / dedicated {min(ratios):.2f}-{max(ratios):.2f}; its "
+                     f"frontier lies {'below' if area > 0 else 'above'} the dedicated models' by {abs(area):.1f} FID "
+                     f"x decades of compute over {lo:.0f}-{hi:.0f} block-layer evaluations.")
+    return " ".join(parts) or "No elastic member shares grid points with the dedicated models."

@@ -4,6 +4,7 @@ layer that trains, so it is the only one that imports Lightning."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -94,6 +95,48 @@ def live_family(family: str, root: str | Path, train_steps: int = 20, steps: Seq
         write_report(report_from_dict({"family": family, "name": name, "config": cfg.to_dict(),
                                        "training": training, "eval": ev}), root)
     return load_reports(family, root)
+
+
+def live_elastic(root: str | Path, train_steps: int = 20, steps: Sequence[int] = (1, 2, 4), n: int = 48,
+                 seed: int = 0) -> list[dict]:
+    """The FAST fallback of the elastic comparison (benchmarks/bench_elastic.py at full size): tiny dedicated models
+    at D = 1..N and one tiny elastic model over 1..N, each trained now for `train_steps`, scored at every D x S.
+    Rows in the benchmark's format (member, point "D=d S=s", paper_cost, fid, fid_low, fid_high, trained_depths);
+    the elastic model gets the dedicated models' total steps (the benchmark's equal total compute)."""
+    names = [name for name, _ in MEMBERS["vertical"]]
+    specs = [(name, live_config("vertical", name, train_steps, Path(root) / "runs"), [name]) for name in names]
+    every = tuple(range(1, specs[0][1].model.depth + 1))
+    elastic = live_config("vertical", names[0], train_steps * len(names), Path(root) / "runs").override(
+        **{"model.elastic_depths": every, "train.out_dir": str(Path(root) / "runs" / "elastic"),
+           "name": "vertical/elastic"})
+    specs.append((f"elastic-{len(names)}x", elastic, [f"D{d}" for d in every]))
+    reference, rows = reference_for(specs[0][1]), []
+    for member, cfg, depths in specs:
+        model, cfg = load_for_inference(train(cfg)["checkpoint"])
+        for d in (int(x[1:]) for x in depths):
+            ev = evaluate_curve(model, cfg.override(**{"sample.diffusion_depth": d}), reference, steps=steps, n=n,
+                                seed=seed)
+            rows += [{"member": member, "point": f"D={d} S={p['steps']}", "trained_depths": list(cfg.model.depths),
+                      "n": n, "extractor": ev["extractor"],
+                      **{k: p[k] for k in ("paper_cost", "fid", "fid_low", "fid_high")}} for p in ev["curve"]]
+    return rows
+
+
+def elastic_rows(fast: bool, path: str | Path, live_root: str | Path | None = None, **live) -> tuple[list[dict], str]:
+    """(rows, provenance): the classifier-FID rows bench_elastic.py recorded in `path`; in FAST mode without them,
+    live_elastic's tiny models; in full mode without them, an error naming the command."""
+    path = Path(path)
+    if path.is_file():
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        rows = [r for r in rows if r.get("extractor", "").startswith("fmnist-classifier")]
+        if rows:
+            return rows, f"benchmark rows ({len(rows)} in {path.name}, n={rows[0]['n']} per point)"
+    if not fast:
+        raise FileNotFoundError(f"{path}: no rows. Fix: python benchmarks/bench_elastic.py, or run with "
+                                "WORKBENCH_FAST=1 for a live demo.")
+    rows = live_elastic(Path(live_root or tempfile.mkdtemp(prefix="workbench-elastic-")), **live)
+    return rows, ("NO BENCHMARK ROWS FOUND: tiny live models, the numbers only show the pipeline works, they "
+                  "reproduce nothing")
 
 
 def family_reports(family: str, fast: bool, root: str | Path = ZOO_DIR, live_root: str | Path | None = None,

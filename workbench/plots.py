@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .comparison import crossings, fid_at, improvement, overlap
+from .comparison import crossings, fid_at, frontier as pareto_front, improvement, overlap
 from .images import image_grid
 from .paper import PAPER_CLAIM_BAND
 from .reports import COSTS, Report
@@ -32,15 +32,6 @@ def image_grid_figure(images: torch.Tensor, nrow: int | None = None, title: str 
     fig.update_yaxes(visible=False)
     fig.update_layout(**{**LAYOUT, "margin": dict(l=0, r=0, t=30 if title else 0, b=0)}, title=title)
     return fig
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (compute, FID) points no other point beats on both axes, by increasing compute."""
-    front: list[tuple[float, float]] = []
-    for x, y in sorted(points):
-        if not front or y < front[-1][1]:
-            front.append((x, y))
-    return front
 
 
 @dataclass(frozen=True)
