@@ -26,8 +26,16 @@ MAX_CFG = 10.0         # classifier-free guidance scale
 MAX_FID_SAMPLES = 2048  # images one run may accumulate for its FID
 MORE_SAMPLES = 64      # images one "more samples" click adds
 SIDES = ("A", "B")
-DEFAULT_IMAGES = 16
+DEFAULT_IMAGES = 16         # the images slider's start for small images (a 4x4 grid)
+DEFAULT_LARGE_IMAGES = 4    # ... for images of LARGE_IMAGE px or more, shown at their true size
+LARGE_IMAGE = 128
 MAX_SCHEDULE_CHARS = 400  # characters of a typed schedule
+
+
+def default_images(config) -> int:
+    """The images slider's start: a 4x4 grid of small images; four large ones, which the page shows at their true
+    size (a row of four 256 px images) and whose first block comes four times sooner."""
+    return DEFAULT_LARGE_IMAGES if config.data.image_size >= LARGE_IMAGE else DEFAULT_IMAGES
 
 
 def default_steps(config) -> int:
@@ -264,7 +272,8 @@ def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[R
                     st.markdown(f"**Setting {name}**")
                 sides.append(_side_ui(name, family, D, wide=not compare))
         left, mid, right = st.columns([2, 2, 3], vertical_alignment="bottom")
-        num_images = left.slider("Images", 1, MAX_IMAGES, DEFAULT_IMAGES, key="images")
+        start = default_images(family.entries[0].config)  # one key per start: a new family size starts afresh
+        num_images = left.slider("Images", 1, MAX_IMAGES, start, key=f"images-{start}")
         seed = mid.number_input("Seed", 0, MAX_SEED, 0, key="seed")
         preview = right.checkbox("Show the denoising steps (predicted x0)", value=True, key="preview",
                                  help="Models on pixels draw each step's predicted x0. Models on latents (a VAE "

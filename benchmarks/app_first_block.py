@@ -1,8 +1,10 @@
 """Time from pressing Generate to the first finished block on screen, for the app's default checkpoint.
 
-    python benchmarks/app_first_block.py [--checkpoint PATH] [--repeats 5] [--no-browser] [--record]
+    python benchmarks/app_first_block.py [--checkpoint PATH | --stand-in FAMILY/NAME] [--repeats 5] [--no-browser]
+                                         [--record]
 
-Two measurements with the app's default settings (16 images, the default steps and sampler, previews off):
+Two measurements with the app's default settings (16 images, or 4 of 128 px and more; the default steps and
+sampler; previews off):
 - sampler: wb.generate_events until the first "block" event and its decoded frame, in this process (pure
   compute; for a latent model the decode is most of it);
 - browser: `streamlit run app/main.py` on localhost, Debian's headless Chromium via Playwright: a fresh page, a
@@ -37,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import workbench as wb  # noqa: E402
 from app import catalog  # noqa: E402
-from app.controls import DEFAULT_IMAGES, default_steps  # noqa: E402
+from app.controls import default_images, default_steps  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
 from workbench.checkpoint import Checkpoint, export_for_inference, load_for_inference, save_checkpoint  # noqa: E402
 from workbench.codecs import build_codec  # noqa: E402
@@ -132,15 +134,20 @@ def click_to_first_image(page, generate) -> float:
     return page.evaluate("() => window.__firstImage")
 
 
-def stand_in_checkpoint(folder: Path) -> Path:
-    """A randomly initialised copy of the zoo's vertical/D2 member (the architecture `make app` opens)."""
+def stand_in_checkpoint(folder: Path, member: str = "vertical/D2") -> Path:
+    """A randomly initialised copy of a zoo member (default vertical/D2, the architecture `make app` opens): the
+    same architecture, codec and settings, so the same compute as the trained member."""
     sys.path.insert(0, str(ROOT / "experiments"))
     from zoo import members
 
-    cfg = next(m.config for m in members() if m.family == "vertical" and m.name == "D2")
-    state = wb.build_model(cfg).state_dict()
-    run = save_checkpoint(Checkpoint(cfg, step=0, model=state, ema=state), folder / "run")
-    return export_for_inference(run, folder / "vertical-D2.safetensors")
+    family, name = member.split("/")
+    found = [m.config for m in members() if m.family == family and m.name == name]
+    if not found:
+        raise SystemExit(f"--stand-in: no zoo member {member!r}. Fix: use FAMILY/NAME from python experiments/zoo.py "
+                         "list (e.g. vertical/D2, blocks-emoji256/T4).")
+    state = wb.build_model(found[0]).state_dict()
+    run = save_checkpoint(Checkpoint(found[0], step=0, model=state, ema=state), folder / "run")
+    return export_for_inference(run, folder / f"{family}-{name}.safetensors")
 
 
 def sampler_first_block(path: Path, repeats: int) -> tuple[list[float], dict]:
@@ -151,7 +158,7 @@ def sampler_first_block(path: Path, repeats: int) -> tuple[list[float], dict]:
     times = []
     for r in range(repeats + 1):  # the first run warms up allocators and kernels
         start = time.perf_counter()
-        for event in wb.generate_events(model, cfg, num_images=DEFAULT_IMAGES, steps=steps,
+        for event in wb.generate_events(model, cfg, num_images=default_images(cfg), steps=steps,
                                         sampler=cfg.sample.sampler, seed=r):
             if event.kind == "block":
                 frame(codec, event)  # the app decodes the finished block (for a latent model, most of the time)
@@ -159,7 +166,7 @@ def sampler_first_block(path: Path, repeats: int) -> tuple[list[float], dict]:
         times.append(time.perf_counter() - start)
     m = cfg.model
     return times[1:], {"N": m.depth, "D": m.diffusion_depth, "T": m.num_blocks, "width": m.width, "S": steps,
-                       "sampler": cfg.sample.sampler, "images": DEFAULT_IMAGES}
+                       "sampler": cfg.sample.sampler, "images": default_images(cfg)}
 
 
 def browser_first_block(app_args: list[str], repeats: int, log: Path) -> tuple[list[float], list[float]]:
@@ -191,13 +198,15 @@ def app_default() -> Path | None:
     return entry.path if entry else None
 
 
-def checkpoint_to_serve(requested: Path | None, tmp: Path) -> tuple[Path, bool, list[str]]:
-    """(checkpoint, whether it is a random stand-in, the app's arguments): the requested file, else what the app
-    opens first, else a random stand-in of the default architecture written to `tmp`."""
-    path = requested or app_default()
+def checkpoint_to_serve(requested: Path | None, tmp: Path,
+                        member: str | None = None) -> tuple[Path, bool, list[str]]:
+    """(checkpoint, whether it is a random stand-in, the app's arguments): the requested file, else a random
+    stand-in of zoo `member` when given, else what the app opens first, else a stand-in of vertical/D2; stand-ins
+    are written to `tmp`."""
+    path = requested or (None if member else app_default())
     stand_in = path is None
     if stand_in:
-        path = stand_in_checkpoint(tmp)
+        path = stand_in_checkpoint(tmp, member or "vertical/D2")
     return path, stand_in, (["--checkpoint", str(path)] if requested or stand_in else [])
 
 
@@ -208,12 +217,14 @@ def summary(seconds: list[float]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, help="default: what `streamlit run app/main.py` opens first")
+    ap.add_argument("--stand-in", metavar="FAMILY/NAME", help="time a randomly initialised copy of this zoo member "
+                    "(e.g. blocks-emoji256/T4: the 256 px family before it is trained; timing needs no training)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--record", action="store_true", help="append the result to benchmarks/results/")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="app-bench-"))
-    path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp)
+    path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp, args.stand_in)
     sampler, setting = sampler_first_block(path, args.repeats)
     result = {"benchmark": "app_first_block", "checkpoint": str(path), "random_stand_in": stand_in, **setting,
               "sampler_first_block_s": summary(sampler)}

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import workbench as wb  # noqa: E402
-from app.controls import DEFAULT_IMAGES, default_steps  # noqa: E402
+from app.controls import default_images, default_steps  # noqa: E402
 from app.panels import grid_picture  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
 from app_first_block import checkpoint_to_serve, launch_chromium, open_app, streamlit_server  # noqa: E402
@@ -103,7 +103,7 @@ def expected_grids(path: Path, seeds: list[int]) -> dict[int, torch.Tensor]:
     codec = build_codec(cfg.data)
     grids = {}
     for seed in seeds:
-        *_, last = wb.generate_events(model, cfg, num_images=DEFAULT_IMAGES, steps=default_steps(cfg),
+        *_, last = wb.generate_events(model, cfg, num_images=default_images(cfg), steps=default_steps(cfg),
                                       sampler=cfg.sample.sampler, seed=seed)
         picture = grid_picture(codec.decode(last.x_t)).convert("L")
         grids[seed] = torch.from_numpy(np.asarray(picture, dtype=np.float32))

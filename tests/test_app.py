@@ -116,7 +116,7 @@ def test_generate_uses_the_sliders_and_reports_fid(app):
     depth.set_value(4)
     steps.set_value(3)
     sampler.set_value("dpm++2m")
-    app.slider(key="images").set_value(12)
+    app.slider(key="images-16").set_value(12)
     at = submit(app)
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
@@ -556,7 +556,7 @@ def test_a_256px_latent_family_draws_decoded_blocks_at_true_size_with_an_incepti
     family = at.selectbox(key="family").value
     assert family.startswith("blocks-emoji256 · N=4 T=4 · fluent 256px (latents 4x32x32, codec codec) · ")
     side_widgets(at, family)[1].set_value(3)
-    at.slider(key="images").set_value(4)
+    assert at.slider(key="images-4").value == 4  # large images start at four, shown at their true size
     assert at.checkbox(key="preview").value  # previews asked for: a latent model's steps are still not decoded
     at = submit(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -636,7 +636,7 @@ def test_a_latent_run_decodes_finished_blocks_only_and_skips_outdated_ones(laten
 
     monkeypatch.setattr(VAECodec, "decode", slow_decode)
     monkeypatch.setattr(wb, "generate_events", slow_sampler)
-    side = Side(2, 3, "ddim", None, 1.0)
+    side = Side(2, 3, cfg.sample.sampler, None, 1.0)
     run = Run("", side, latent["checkpoint"], "blocks-emoji256/T4", 2, 0, plan=side_plan(side, cfg), image_size=256)
     queue, view = Scheduler(Limits(workers=1)), Recorder()
     try:
