@@ -152,14 +152,16 @@ def reference(cfg: Config, extractor: str):
                            image_size=d.image_size, channels=d.channels)
 
 
-def evaluate(m: Member, sampler: str = "ddim", seed: int = 0) -> dict:
-    """FID against sampling steps (and compute) for one member, with full provenance."""
+def evaluate(m: Member, sampler: str | None = None, seed: int = 0) -> dict:
+    """FID against sampling steps (and compute) for one member, with full provenance; the member's own sampler
+    (flow Euler for the flow recipe, DDIM for eps models) unless `sampler` is given."""
     from workbench.checkpoint import load_for_inference
     from workbench.evaluation import evaluate_curve
 
     model, cfg = load_for_inference(RUNS / m.key)
     extractor, n, grid = _eval_plan(m)
     ref = reference(cfg, extractor)
+    sampler = sampler or cfg.sample.sampler
 
     def progress(S: int, p: dict) -> None:
         print(f"{m.family}/{m.name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
