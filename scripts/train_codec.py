@@ -5,6 +5,7 @@ the sha256 of every file, reconstructions.png). VAECodec loads the folder and re
 
     python scripts/train_codec.py --name fluent3d-tiny --steps 2000 --crop 64 --threads 2
     python scripts/train_codec.py --name fluent3d-tiny --measure-only --fid 1000    # add FID to a trained codec
+    python scripts/train_codec.py --name fluent3d-tiny --init fluent3d-tiny --steps 4000   # train it further
 
 The latents are standardised: config.scaling_factor = 1 / std and shift_factor = mean of the latents of the
 measured images, so data.latent_scale = 0 (the codec's own) gives the model unit-variance latents.
@@ -24,7 +25,7 @@ from pathlib import Path
 import diffusers
 import torch
 
-from workbench.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction
+from workbench.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction, verify_codec
 from workbench.config import DataConfig
 from workbench.data import build_dataset
 from workbench.features import feature_extractor
@@ -49,24 +50,37 @@ def build_autoencoder(arch: str, width: int, blocks: int, latent_channels: int) 
         norm_num_groups=min(32, width), mid_block_add_attention=False, sample_size=SIZE)
 
 
-def crops(dataset, n: int, batch: int, crop: int, g: torch.Generator) -> torch.Tensor:
-    """A batch (B, 3, crop, crop) of random crops, half of them mirrored, of the first n images of `dataset`."""
-    index, flip = torch.randint(n, (batch,), generator=g), torch.randint(2, (batch,), generator=g)
+def preload(dataset, n: int) -> torch.Tensor:
+    """The first n images of `dataset` decoded once, as uint8 (n, 3, SIZE, SIZE): a WebP decode, composite and resize
+    per crop cost about a fifth of a training step."""
+    out = torch.empty((n, 3, SIZE, SIZE), dtype=torch.uint8)
+    for i in range(n):
+        out[i] = dataset[i][0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)  # exact: pixels are k / 127.5 - 1
+    return out
+
+
+def crops(images: torch.Tensor, batch: int, crop: int, g: torch.Generator) -> torch.Tensor:
+    """A batch (B, 3, crop, crop) in [-1, 1] of random crops, half of them mirrored, of the uint8 `images`."""
+    index, flip = torch.randint(len(images), (batch,), generator=g), torch.randint(2, (batch,), generator=g)
     y, x = torch.randint(SIZE - crop + 1, (2, batch), generator=g)
     out = []
     for i, f, top, left in zip(index.tolist(), flip.tolist(), y.tolist(), x.tolist()):
-        image = dataset[i][0][:, top:top + crop, left:left + crop]  # (3, crop, crop)
+        image = images[i, :, top:top + crop, left:left + crop]  # (3, crop, crop)
         out.append(image.flip(-1) if f else image)
-    return torch.stack(out)
+    return torch.stack(out).float().div(127.5).sub(1)
 
 
-def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torch.Generator) -> dict:
-    """The training losses of one batch: l1 + mse (+ kl_weight * kl, KL only), and their parts."""
-    if isinstance(vae, diffusers.AutoencoderTiny):
-        out, kl = vae.decode(vae.encode(x).latents).sample, torch.zeros(())
-    else:
-        posterior = vae.encode(x).latent_dist
-        out, kl = vae.decode(posterior.sample(g)).sample, posterior.kl().mean() / x[0].numel()
+def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torch.Generator,
+                bf16: bool = False) -> dict:
+    """The training losses of one batch: l1 + mse (+ kl_weight * kl, KL only), and their parts; `bf16` runs the
+    autoencoder under bfloat16 autocast (the losses are taken in float32)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        if isinstance(vae, diffusers.AutoencoderTiny):
+            out, kl = vae.decode(vae.encode(x).latents).sample, torch.zeros(())
+        else:
+            posterior = vae.encode(x).latent_dist
+            out, kl = vae.decode(posterior.sample(g)).sample, posterior.kl().mean() / x[0].numel()
+    out, kl = out.float(), kl.float()
     l1, mse = (out - x).abs().mean(), (out - x).square().mean()
     return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl}
 
@@ -74,15 +88,18 @@ def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torc
 def train(args, dataset, vae: torch.nn.Module) -> dict:
     """AdamW on random crops with a linear warmup and cosine decay to 10 %; returns the training part of the card."""
     n = min(args.limit or len(dataset), len(dataset))
+    images = preload(dataset, n)
     g = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
         0.55 + 0.45 * math.cos(math.pi * min(s, args.steps) / args.steps)))
-    vae.train()
+    layout = torch.channels_last if args.channels_last else torch.contiguous_format
+    vae.to(memory_format=layout).train()
     losses, window, start, step = [], [], time.perf_counter(), 0
     while step < args.steps and not (args.minutes and time.perf_counter() - start > 60 * args.minutes):
-        parts = reconstruct(vae, crops(dataset, n, args.batch, args.crop, g), args.kl_weight, g)
+        x = crops(images, args.batch, args.crop, g).contiguous(memory_format=layout)
+        parts = reconstruct(vae, x, args.kl_weight, g, bf16=args.precision == "bf16")
         if not torch.isfinite(parts["loss"]):
             sys.exit(f"step {step + 1}: the loss is not finite ({parts['loss'].item()}). Fix: lower --lr.")
         opt.zero_grad(set_to_none=True)
@@ -99,10 +116,12 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
             print(f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}) "
                   f"{step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
     seconds = time.perf_counter() - start
-    vae.eval()
+    vae.to(memory_format=torch.contiguous_format).eval()  # saved and measured as any loaded codec runs
     return {"steps": step, "planned_steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "schedule": "AdamW, linear warmup 5 %, cosine to 10 %, grad clip 1", "kl_weight": args.kl_weight,
-            "loss": "l1 + mse" + (" + kl_weight * kl" if args.arch == "kl" else "") + " on pixels in [-1, 1]",
+            "loss": "l1 + mse" + ("" if isinstance(vae, diffusers.AutoencoderTiny) else " + kl_weight * kl")
+            + " on pixels in [-1, 1]",
+            "precision": args.precision, "channels_last": args.channels_last,
             "seed": args.seed, "threads": torch.get_num_threads(), "images": n, "seconds": round(seconds, 1),
             "crops_per_second": round(step * args.batch / seconds, 2), "losses": losses}
 
@@ -154,6 +173,27 @@ def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) ->
     return out
 
 
+def continued(out: Path, init: str, train_set) -> tuple[torch.nn.Module, dict]:
+    """The autoencoder of a trained codec folder (`init`: a name under `out`, or a path), checked against its card,
+    to train further; and the lineage the new card records (the folder's files, command and total steps)."""
+    src = out / init if (out / init / "config.json").is_file() else Path(init).expanduser()
+    if not (src / "config.json").is_file():
+        sys.exit(f"--init {init}: no codec there ({src / 'config.json'} is missing). Fix: name a folder under {out} "
+                 "or the path of a codec folder that scripts/train_codec.py wrote.")
+    try:
+        files = verify_codec(src)  # a tampered folder is refused before its weights are read
+    except ValueError as err:
+        sys.exit(f"--init {init}: {err}")
+    old = json.loads((src / CODEC_CARD).read_text())
+    if old.get("data", {}).get("identity") != train_set.identity:
+        print(f"note: {src} was trained on {old.get('data', {}).get('identity')}, this run trains on "
+              f"{train_set.identity}", flush=True)
+    vae = getattr(diffusers, old["class"]).from_pretrained(src, local_files_only=True, low_cpu_mem_usage=False)
+    steps = old.get("total_steps", old.get("train", {}).get("steps", 0))
+    return vae.float(), {"from": old.get("name", src.name), "files": files, "command": old.get("command", ""),
+                         "total_steps": steps, "reconstruction": old.get("reconstruction", {})}
+
+
 def write_card(folder: Path, card: dict) -> None:
     tmp = folder / f".{CODEC_CARD}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(card, indent=1) + "\n")
@@ -166,6 +206,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=CODECS_DIR)
     ap.add_argument("--dataset", default="fluent", help="a data.dataset with images of 256x256 or more")
     ap.add_argument("--root", default="", help="data.root of the dataset")
+    ap.add_argument("--init", default="", help="continue training this codec (a name under --out, or a path; "
+                    "checked against its card): its architecture replaces --arch, --width, --blocks and "
+                    "--latent-channels, and the new card records it as the run's start")
     ap.add_argument("--arch", choices=("tiny", "kl"), default="tiny")
     ap.add_argument("--width", type=int, default=32, help="channels of each stage (64 in TAESD)")
     ap.add_argument("--blocks", type=int, default=3, help="residual blocks per stage (TAESD: 3; KL: layers)")
@@ -175,6 +218,11 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64, help="side of the random training crops")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-6, help="KL only")
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                    help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
+                    "benchmarks/bench_codec.py); the weights stay float32")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                    help="train in the channels-last memory format (faster convolutions on CPU)")
     ap.add_argument("--minutes", type=float, default=0.0, help="time budget of the training (0: none)")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N images only (0: all)")
     ap.add_argument("--eval", type=int, default=10_000, dest="eval_n", help="held-out images for PSNR")
@@ -195,21 +243,25 @@ def main() -> None:
         write_card(dest, card)
         print(json.dumps(card["reconstruction"], indent=1))
         return
-    vae = build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels)
+    vae, init = continued(args.out, args.init, train_set) if args.init else (
+        build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels), None)
     card = {"name": args.name, "class": type(vae).__name__, "created": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "command": " ".join(["python", "scripts/train_codec.py", *sys.argv[1:]]),
         "parameters": sum(p.numel() for p in vae.parameters()),
         "data": {"dataset": args.dataset, "split": "train", "size": SIZE, "identity": train_set.identity,
                  "images": len(train_set)},
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__}}
+    if init:
+        card["init"] = init
     card["train"] = train(args, train_set, vae)
+    card["total_steps"] = card["train"]["steps"] + (init["total_steps"] if init else 0)
     trained_on = card["train"]["images"]  # 64 of them, evenly spaced, set the latent scale
     card["latents"] = {**standardise(vae, train_set, list(range(0, trained_on, max(1, trained_on // 64)))[:64]),
                        "downsample": 8, "channels": args.latent_channels}
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / f".{args.name}.tmp-{os.getpid()}"
     vae.save_pretrained(tmp, safe_serialization=True)
-    if args.arch == "tiny":  # AutoencoderTiny sets block_out_channels itself, and warns on loading when a file has it
+    if isinstance(vae, diffusers.AutoencoderTiny):  # it sets block_out_channels itself, and warns when a file has it
         config = json.loads((tmp / "config.json").read_text())
         config.pop("block_out_channels")
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

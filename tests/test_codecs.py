@@ -231,3 +231,32 @@ def test_a_tampered_codec_is_refused_with_the_fix(trained, tmp_path, monkeypatch
         (folder / "card.json").unlink()
     with pytest.raises(ValueError, match=needle + ".*Fix: restore the folder .*train_codec.py --name tiny"):
         VAECodec(folder, latent_scale=0.0)
+
+
+def test_training_continues_from_a_trained_codec_and_records_its_lineage(trained, tmp_path):
+    folder, fluent = trained
+    args = [sys.executable, str(SCRIPT), "--name", "more", "--out", str(tmp_path), "--root", str(fluent), "--init",
+            str(folder), "--steps", "2", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
+            "--width", "64"]  # ignored: the architecture is the init's
+    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    old, new = (json.loads((f / "card.json").read_text()) for f in (folder, tmp_path / "more"))
+    assert new["init"]["from"] == "tiny" and new["init"]["files"] == old["files"] and new["init"]["total_steps"] == 4
+    assert new["total_steps"] == 6 and new["parameters"] == old["parameters"]
+    assert new["train"]["precision"] == "bf16" and new["train"]["channels_last"] is True
+    assert new["files"]["diffusion_pytorch_model.safetensors"] != old["files"]["diffusion_pytorch_model.safetensors"]
+    VAECodec(tmp_path / "more", latent_scale=0.0)  # its card matches its files
+
+
+def test_training_from_a_tampered_codec_is_refused_before_its_weights_are_read(trained, tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(trained[0], folder)
+    (folder / "extra.bin").write_bytes(b"weights from elsewhere")
+    args = [sys.executable, str(SCRIPT), "--name", "more", "--out", str(tmp_path / "out"), "--root", str(trained[1]),
+            "--init", str(folder), "--steps", "1", "--threads", "1"]
+    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode != 0 and f"--init {folder}: " in out.stderr and "extra.bin: sha256" in out.stderr
+    assert "Fix:" in out.stderr and not (tmp_path / "out").exists()
+    out = subprocess.run(args[:-5] + [str(tmp_path / "nowhere"), "--steps", "1"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode != 0 and "no codec there" in out.stderr and "Fix:" in out.stderr
