@@ -15,7 +15,8 @@ from PIL import Image
 from fluent_fixture import NAMES, held_out, write_fluent
 from workbench import data, emoji
 from workbench.config import DataConfig
-from workbench.data import EpochSampler, build_dataset, fashion_mnist_arrays, make_loader, num_classes
+from workbench.data import (EpochSampler, SpacedSubset, build_dataset, fashion_mnist_arrays, make_loader, num_classes,
+                            training_dataset)
 
 needs_fmnist = pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(),
                                   reason="sudo apt-get install dataset-fashion-mnist")
@@ -67,6 +68,26 @@ def test_missing_fashion_mnist_names_the_fix(tmp_path, monkeypatch):
 def test_unknown_split():
     with pytest.raises(ValueError, match="unknown split 'dev'.*Fix"):
         build_dataset(DataConfig(), "dev")
+
+
+@pytest.mark.parametrize("count", [1, 7, 100])
+def test_max_images_trains_on_an_evenly_spaced_subset_with_its_own_identity(count):
+    full = build_dataset(DataConfig(), "val")  # 10,000 images
+    sub = training_dataset(DataConfig(max_images=count), "val")
+    assert isinstance(sub, SpacedSubset) and len(sub) == count and sub.identity["max_images"] == count
+    assert sub.indices == sorted(set(sub.indices)) and sub.indices[-1] >= len(full) - len(full) // count - 1
+    for i in (0, count - 1):  # the same pixels and labels as the full set at the spaced index, flips included
+        image, label = sub[i, True]
+        want_image, want_label = full[sub.indices[i], True]
+        assert torch.equal(image, want_image) and label == want_label
+    assert sub.identity != full.identity  # so a latent cache of the subset never passes for the whole set's
+    assert training_dataset(DataConfig(), "val").identity == full.identity  # 0: all images, the set itself
+
+
+def test_max_images_beyond_the_set_keeps_every_image_and_a_negative_count_is_refused():
+    assert len(SpacedSubset(build_dataset(DataConfig(), "val"), 20_000)) == 10_000
+    with pytest.raises(ValueError, match="data.max_images.*got -1.*Fix"):
+        DataConfig(max_images=-1)
 
 
 # ---- EpochSampler ------------------------------------------------------------------------------------------------

@@ -224,6 +224,7 @@ class DataConfig:
     random_flip: bool = True       # horizontal flips as augmentation
     on_corrupt: str = "error"      # unreadable images: "error" stops with the file name; "skip" counts them
     num_workers: int = 0           # DataLoader worker processes
+    max_images: int = 0            # train (and validate) on an evenly spaced subset of this many images; 0 = all
 
     def __post_init__(self) -> None:
         _check(self.dataset in DATASETS, "data.dataset", f"unknown dataset {self.dataset!r}",
@@ -238,6 +239,7 @@ class DataConfig:
         _check(self.latent_scale >= 0, "data.latent_scale", f"got {self.latent_scale}",
                "use a positive factor, or 0 for the codec's own scaling_factor")
         _check(self.num_workers >= 0, "data.num_workers", f"got {self.num_workers}", "use 0 or more")
+        _check(self.max_images >= 0, "data.max_images", f"got {self.max_images}", "use 0 (all images) or a count")
 
     @property
     def downsample(self) -> int:

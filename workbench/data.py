@@ -335,6 +335,32 @@ class FluentEmoji(ImageFolder):
         return flat.convert(self.mode)
 
 
+class SpacedSubset(ImageDataset):
+    """`count` images of `base` at evenly spaced indices (data.max_images: a short run on a few images of every
+    part of a sorted set, not the first few names); its identity names the count, so a latent cache of the subset
+    never passes for one of the whole set."""
+
+    def __init__(self, base: ImageDataset, count: int):
+        self.base = base
+        self.indices = [i * len(base) // count for i in range(count)] if count < len(base) else list(range(len(base)))
+        self.identity = {**base.identity, "max_images": len(self.indices)}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def item(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.base.item(self.indices[index])
+
+    def report(self) -> str:
+        return self.base.report()
+
+
+def training_dataset(cfg: DataConfig, split: str) -> ImageDataset:
+    """build_dataset for training and validation: all images, or data.max_images of them (SpacedSubset)."""
+    dataset = build_dataset(cfg, split)
+    return SpacedSubset(dataset, cfg.max_images) if cfg.max_images else dataset
+
+
 def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
     """Return the dataset of `cfg` for split "train", "val", "test" (Fashion-MNIST: val = its test set) or "all"
     (train and held out together)."""

@@ -32,7 +32,7 @@ from .checkpoint import (LATEST, Checkpoint, capture_rng, check_architecture, ch
                          load_checkpoint, restore_rng, save_checkpoint)
 from .codecs import LATENT_CACHE_DIR, Codec, LatentCache, build_codec
 from .config import Config, TrainConfig
-from .data import build_dataset, make_loader
+from .data import make_loader, training_dataset
 from .diffusion import Objective
 from .images import save_grid
 from .model import MADFormer, build_model
@@ -178,7 +178,7 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
               torch.Generator(fabric.device).manual_seed(_seed(tc.seed, fabric.global_rank)),
               build_objective(config.diffusion, config.model), build_codec(config.data, fabric.device))
 
-    train_set, val_set = build_dataset(config.data, "train"), build_dataset(config.data, "val")
+    train_set, val_set = training_dataset(config.data, "train"), training_dataset(config.data, "val")
     for note in filter(None, (train_set.report(), val_set.report())):
         fabric.print(note)  # e.g. "data/faces: 6980 images; skipped 3 (2 unreadable, 1 too small); ..."
     if config.data.codec != "pixel":  # encoded once per (dataset, codec): a step costs what a latent model costs
