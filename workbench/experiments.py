@@ -24,7 +24,7 @@ from .zoo import MEMBERS
 def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -> Config:
     """A tiny member of `family` for FAST mode (seconds to train): the family's overrides on a 4-layer width-32
     model, Fashion-MNIST 32px, emoji 64px (patch 8) or Fluent 3D 256px as 32x32x4 latents of the codec trained
-    here (patch 2, 64 of the images; it trains once data/codecs/fluent3d-tiny exists), float32 on one CPU process."""
+    here (patch 4, 64 of the images; it trains once data/codecs/fluent3d-tiny exists), float32 on one CPU process."""
     over = dict(MEMBERS[family])[name]
     base = {"model.width": 32, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2, "model.num_blocks": 4,
             "train.max_steps": train_steps, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_frac": 0.05,
@@ -37,7 +37,7 @@ def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -
     if family == "blocks-emoji256":
         base.update({"data.dataset": "fluent", "data.image_size": 256, "data.channels": 3, "data.codec": "vae",
                      "data.vae_path": FLUENT_CODEC, "data.latent_scale": 0.0, "model.latent_size": 32,
-                     "model.latent_channels": 4, "model.patch_size": 2,
+                     "model.latent_channels": 4, "model.patch_size": 4,
                      "data.max_images": 64})  # 64 of the 3,109 images: encoding all of them takes minutes
     return preset("tiny").override(**{**base, **over})
 
