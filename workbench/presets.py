@@ -47,7 +47,7 @@ FLUENT_CODEC = "data/codecs/fluent3d-tiny"  # the latent codec trained here (scr
 def _emoji256(blocks: int) -> Config:
     """Fluent 3D emoji at 256x256 through the codec: 32x32x4 latents (cached once) in patches of 4, 64 tokens, the
     token count of the Fashion-MNIST arm; N=6, D=3 for every T, as in the blocks families. On 2 cores a step of
-    batch 32 costs 0.39 s at patch 4 against 1.59 s at patch 2 (random latents, bf16), so the hour buys 5,500
+    batch 32 costs 0.39 s at patch 4 against 1.59 s at patch 2 (random latents, bf16), so the hour buys 7,500
     steps instead of ~1,500. The GPU budget (GPU_BUDGETS) goes back to patch 2: 256 tokens, ImageNet-256's latent
     grid. The CPU recipe is the one the race found on Fashion-MNIST, carried over (not raced on Fluent)."""
     name = f"emoji256-T{blocks}"
@@ -56,7 +56,7 @@ def _emoji256(blocks: int) -> Config:
                                     diffusion_depth=3, width=256, heads=4),
                   data=DataConfig(dataset="fluent", image_size=256, channels=3, codec="vae", vae_path=FLUENT_CODEC,
                                   latent_scale=0.0),
-                  train=TrainConfig(batch_size=32, max_steps=5500, max_minutes=55, lr=1e-3, ema_decay=0.999,
+                  train=TrainConfig(batch_size=32, max_steps=7500, max_minutes=55, lr=1e-3, ema_decay=0.999,
                                     ckpt_every=500, sample_every=1000, precision="bf16-mixed", out_dir=f"runs/{name}")
                   ).override(**CPU_RECIPE)
 
