@@ -171,14 +171,16 @@ def test_blocks_table_and_best_t(zoo):
     # an arm missing a T has NaN there; a third arm is compared with the paper's high resolution
     rows = paper.blocks_table({"low": low, "high": {}, "256px": {"T16": high["T16"]}})
     assert math.isnan(rows[0]["FID high"]) and math.isnan(rows[0]["FID 256px"]) and rows[2]["FID 256px"] > 0
-    assert "the paper's best at FFHQ-1024 is T=16: same" in paper.describe_blocks({"256px": {"T16": high["T16"]}})
+    assert "the paper's best at FFHQ-1024 is T=16: same" in paper.describe_blocks({"256px": high})
+    one = paper.describe_blocks({"256px": {"T16": high["T16"]}})  # one T is no comparison: no verdict on the paper's
+    assert "only T=16 has a report" in one and "no comparison of T yet" in one and "paper" not in one
     geometry = {r["arm"]: r for r in paper.geometry_table({"low": low, "high": high, "256px": {}})}
     assert list(geometry) == ["low", "high", "paper FFHQ-1024", "paper ImageNet-256"]
     m = high["T16"].config.model
     assert geometry["high"]["tokens"] == (m.latent_size // m.patch_size) ** 2 and geometry["high"]["T"] == 16
     assert geometry["paper FFHQ-1024"]["tokens per block"] == 256 and geometry["paper ImageNet-256"]["tokens"] == 256
     assert "the paper's best at ImageNet-256 is T=1: different" in paper.describe_blocks(
-        {"256px": {"T16": high["T16"]}}, paper_side={"256px": "low"})
+        {"256px": high}, paper_side={"256px": "low"})
 
 
 def test_ablation_table_uses_intervals_and_paper_directions(zoo):

@@ -124,6 +124,11 @@ def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mappin
             parts.append(f"No {arm} reports yet.")
             continue
         ranked = sorted(reps.values(), key=lambda r: r.final.fid)
+        if len(ranked) == 1:
+            only = ranked[0]
+            parts.append(f"At {_resolution(only)} only T={only.T} has a report (FID {only.final.fid:.1f}): no "
+                         "comparison of T yet.")
+            continue
         side = paper_side.get(arm, "low" if arm == "low" else "high")
         best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
         close = [f"T={r.T}" for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
