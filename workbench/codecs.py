@@ -121,6 +121,9 @@ class VAECodec(Codec):
         if device is not None:
             self.vae.to(device)
         self.tiny = kind == "AutoencoderTiny"  # no posterior: its encoder gives the latents directly
+        # an all-convolution net: channels-last runs it 1.7x faster on CPU (benchmarks/bench_codec.py)
+        self.layout = torch.channels_last if self.tiny else torch.contiguous_format
+        self.vae.to(memory_format=self.layout)
         if sample and self.tiny:
             raise ValueError(f"VAECodec: sample=True draws from a posterior, and the AutoencoderTiny at {self.path} "
                              "has none. Fix: sample=False.")
@@ -142,7 +145,8 @@ class VAECodec(Codec):
 
     def _chunks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.device, torch.dtype]:
         p = next(self.vae.parameters())
-        return list(x.to(p.device, p.dtype).split(self.batch_size)), x.device, x.dtype
+        chunks = x.to(p.device, p.dtype).split(self.batch_size)
+        return [c.contiguous(memory_format=self.layout) for c in chunks], x.device, x.dtype
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -164,7 +168,7 @@ class VAECodec(Codec):
         chunks, device, dtype = self._chunks(latents)
         out = [self.vae.decode(z / self.latent_scale + self.shift).sample for z in chunks]  # (b, 3, H, W)
         out = [x.clamp(-1, 1) for x in out] if clamp else out
-        return torch.cat(out).to(device, dtype)
+        return torch.cat(out).to(device, dtype).contiguous()
 
 
 def codec_files(path: Path) -> dict[str, str]:
