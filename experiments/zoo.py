@@ -11,8 +11,8 @@ Families (same data and same training budget inside a family):
   blocks-fmnist   T in {1, 4, 16}, N=4, D=2, Fashion-MNIST 32x32 (low resolution)
   blocks-emoji    T in {1, 4, 16}, N=4, D=2, Noto colour emoji 64x64 (high resolution)
   blocks-emoji256 T in {1, 4, 16}, N=6, D=3, Fluent 3D emoji 256x256 as 32x32x4 latents of the codec trained here:
-                  the presets emoji256-T1/T4/T16 with their budgets (GPU_BUDGETS with --gpu); they need the
-                  codec first (python scripts/train_codec.py --name fluent3d-tiny) and are sized for a GPU
+                  the presets emoji256-T1/T4/T16 with their budgets (about an hour each on 2 CPU threads, or
+                  GPU_BUDGETS with --gpu); they need the codec (shipped in data/codecs/fluent3d-tiny)
   ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers
 Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
 that cannot start (a codec or dataset missing) is reported with its fix and the others still train.
