@@ -52,7 +52,7 @@ def build_autoencoder(arch: str, width: int, blocks: int, latent_channels: int) 
 
 def preload(dataset, n: int) -> torch.Tensor:
     """The first n images of `dataset` decoded once, as uint8 (n, 3, SIZE, SIZE): a WebP decode, composite and resize
-    per crop cost about a fifth of a training step."""
+    per crop cost 5% of a training step (benchmarks/bench_codec.py)."""
     out = torch.empty((n, 3, SIZE, SIZE), dtype=torch.uint8)
     for i in range(n):
         out[i] = dataset[i][0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)  # exact: pixels are k / 127.5 - 1
@@ -257,7 +257,7 @@ def main() -> None:
     card["total_steps"] = card["train"]["steps"] + (init["total_steps"] if init else 0)
     trained_on = card["train"]["images"]  # 64 of them, evenly spaced, set the latent scale
     card["latents"] = {**standardise(vae, train_set, list(range(0, trained_on, max(1, trained_on // 64)))[:64]),
-                       "downsample": 8, "channels": args.latent_channels}
+                       "downsample": 8, "channels": vae.config.latent_channels}  # --init's, not the flag's
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / f".{args.name}.tmp-{os.getpid()}"
     vae.save_pretrained(tmp, safe_serialization=True)

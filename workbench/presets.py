@@ -95,8 +95,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
 
 
 # GPU budgets (experiments/zoo.py --gpu): the same data, patches of 2 (256 tokens), a larger batch, more steps, no cap
-_EMOJI256_GPU = {"model.patch_size": 2, "train.batch_size": 128, "train.max_steps": 6000, "train.max_minutes": 0.0, "train.lr": 1e-3,
-                 "train.accelerator": "cuda", "train.ckpt_every": 1000, "train.sample_every": 2000,
+_EMOJI256_GPU = {"model.patch_size": 2, "train.batch_size": 128, "train.max_steps": 6000, "train.max_minutes": 0.0,
+                 "train.lr": 1e-3, "train.accelerator": "cuda", "train.ckpt_every": 1000, "train.sample_every": 2000,
                  "data.num_workers": 4}
 GPU_BUDGETS: dict[str, dict[str, Any]] = {f"emoji256-T{t}": _EMOJI256_GPU for t in (1, 4, 16)}
 
