@@ -6,6 +6,12 @@ the sha256 of every file, reconstructions.png). VAECodec loads the folder and re
     python scripts/train_codec.py --name fluent3d-tiny --steps 2000 --crop 64 --threads 2
     python scripts/train_codec.py --name fluent3d-tiny --measure-only --fid 1000    # add FID to a trained codec
     python scripts/train_codec.py --name fluent3d-tiny --init fluent3d-tiny --steps 4000   # train it further
+    python scripts/train_codec.py --name fluent3d-gan --init fluent3d-tiny --adv-weight 0.5 --steps 3000  # + a critic
+
+With --adv-weight > 0 a PatchGAN critic, trained here from scratch beside the autoencoder (hinge loss), adds an
+adversarial term to the reconstruction loss, weighted adaptively as in VQGAN (the ratio of the two losses' gradient
+norms at the decoder's last layer). No pretrained network enters the loss: the Inception network that scores the
+reconstructions never trains them.
 
 The latents are standardised: config.scaling_factor = 1 / std and shift_factor = mean of the latents of the
 measured images, so data.latent_scale = 0 (the codec's own) gives the model unit-variance latents.
@@ -82,7 +88,55 @@ def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torc
             out, kl = vae.decode(posterior.sample(g)).sample, posterior.kl().mean() / x[0].numel()
     out, kl = out.float(), kl.float()
     l1, mse = (out - x).abs().mean(), (out - x).square().mean()
-    return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl}
+    return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl, "out": out}
+
+
+class PatchCritic(torch.nn.Module):
+    """A PatchGAN critic (pix2pix, VQGAN): 4x4 convolutions, `layers` of them strided, one logit per overlapping
+    patch of the input. It only trains the codec and is not shipped."""
+
+    def __init__(self, width: int = 32, layers: int = 3):
+        super().__init__()
+        mods, ch = [torch.nn.Conv2d(3, width, 4, 2, 1), torch.nn.LeakyReLU(0.2)], width
+        for i in range(1, layers):
+            out = width * min(2 ** i, 8)
+            mods += [torch.nn.Conv2d(ch, out, 4, 2, 1, bias=False), torch.nn.GroupNorm(min(32, out // 4), out),
+                     torch.nn.LeakyReLU(0.2)]
+            ch = out
+        mods.append(torch.nn.Conv2d(ch, 1, 4, 1, 1))
+        self.net = torch.nn.Sequential(*mods)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def last_layer(vae: torch.nn.Module) -> torch.Tensor:
+    """The weight of the decoder's output convolution (where the adaptive adversarial weight compares gradients)."""
+    return vae.decoder.layers[-1].weight if isinstance(vae, diffusers.AutoencoderTiny) else vae.decoder.conv_out.weight
+
+
+def adversarial(vae: torch.nn.Module, critic: PatchCritic, parts: dict, weight: float, bf16: bool) -> dict:
+    """Add the critic's term to the reconstruction loss in `parts`: weight * lambda * (-critic(out)), with lambda =
+    |grad rec| / (|grad adv| + 1e-4) at the decoder's last layer (clamped to 1e4, not back-propagated)."""
+    with torch.autocast(parts["out"].device.type, dtype=torch.bfloat16, enabled=bf16):
+        g_loss = -critic(parts["out"]).float().mean()
+    w = last_layer(vae)
+    rec_grad = torch.autograd.grad(parts["loss"], w, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(g_loss, w, retain_graph=True)[0]
+    lam = (rec_grad.norm() / (adv_grad.norm() + 1e-4)).clamp(max=1e4).detach()
+    return {**parts, "loss": parts["loss"] + weight * lam * g_loss, "g_adv": g_loss, "lambda": lam}
+
+
+def critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
+                bf16: bool) -> dict:
+    """One hinge-loss step of the critic on real crops and (detached) reconstructions."""
+    with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=bf16):
+        r, f = critic(real).float(), critic(fake.detach()).float()
+    loss = torch.relu(1 - r).mean() + torch.relu(1 + f).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"d_loss": loss.detach(), "d_real": r.mean().detach(), "d_fake": f.mean().detach()}
 
 
 def train(args, dataset, vae: torch.nn.Module) -> dict:
@@ -96,31 +150,49 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
         0.55 + 0.45 * math.cos(math.pi * min(s, args.steps) / args.steps)))
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     vae.to(memory_format=layout).train()
+    bf16 = args.precision == "bf16"
+    critic = PatchCritic(args.critic_width).to(memory_format=layout) if args.adv_weight > 0 else None
+    critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0) \
+        if critic else None
     losses, window, start, step = [], [], time.perf_counter(), 0
     while step < args.steps and not (args.minutes and time.perf_counter() - start > 60 * args.minutes):
         x = crops(images, args.batch, args.crop, g).contiguous(memory_format=layout)
-        parts = reconstruct(vae, x, args.kl_weight, g, bf16=args.precision == "bf16")
+        parts = reconstruct(vae, x, args.kl_weight, g, bf16=bf16)
+        adv = critic is not None and step >= args.adv_start
+        if adv:
+            parts = adversarial(vae, critic, parts, args.adv_weight, bf16)
+        out = parts.pop("out")
         if not torch.isfinite(parts["loss"]):
-            sys.exit(f"step {step + 1}: the loss is not finite ({parts['loss'].item()}). Fix: lower --lr.")
+            sys.exit(f"step {step + 1}: the loss is not finite ({parts['loss'].item()}). Fix: lower --lr"
+                     + (" or --adv-weight." if adv else "."))
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
+        if adv:  # after the autoencoder's step: its backward went through the critic's weights as they were
+            parts.update(critic_step(critic, critic_opt, x, out, bf16))
         step += 1
         window.append({k: float(v.detach()) for k, v in parts.items()})
         if step % args.log_every == 0 or step == args.steps:
-            mean = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
+            keys = list(dict.fromkeys(k for w in window for k in w))  # the critic's appear at --adv-start
+            mean = {k: sum(w[k] for w in window if k in w) / sum(k in w for w in window) for k in keys}
             losses.append({"step": step, **{k: round(v, 6) for k, v in mean.items()}})
             window = []
-            print(f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}) "
-                  f"{step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
+            gan = f", critic {mean['d_loss']:.3f}, lambda {mean['lambda']:.3g}" if "d_loss" in mean else ""
+            print(f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}"
+                  f"{gan}) {step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
     seconds = time.perf_counter() - start
     vae.to(memory_format=torch.contiguous_format).eval()  # saved and measured as any loaded codec runs
     return {"steps": step, "planned_steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "schedule": "AdamW, linear warmup 5 %, cosine to 10 %, grad clip 1", "kl_weight": args.kl_weight,
             "loss": "l1 + mse" + ("" if isinstance(vae, diffusers.AutoencoderTiny) else " + kl_weight * kl")
-            + " on pixels in [-1, 1]",
+            + " on pixels in [-1, 1]" + (" + adv_weight * lambda * hinge critic (adaptive, VQGAN)"
+                                          if critic else ""),
+            **({"adversarial": {"weight": args.adv_weight, "start": args.adv_start, "critic_width": args.critic_width,
+                                "critic_parameters": sum(p.numel() for p in critic.parameters()),
+                                "critic": "PatchGAN, 3 strided 4x4 convs, GroupNorm, LeakyReLU 0.2; AdamW betas "
+                                          "(0.5, 0.9); trained from scratch, not shipped"}} if critic else {}),
             "precision": args.precision, "channels_last": args.channels_last,
             "seed": args.seed, "threads": torch.get_num_threads(), "images": n, "seconds": round(seconds, 1),
             "crops_per_second": round(step * args.batch / seconds, 2), "losses": losses}
@@ -218,6 +290,10 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64, help="side of the random training crops")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-6, help="KL only")
+    ap.add_argument("--adv-weight", type=float, default=0.0,
+                    help="weight of a PatchGAN critic's term (0: none), scaled adaptively as in VQGAN")
+    ap.add_argument("--adv-start", type=int, default=0, help="step at which the critic starts")
+    ap.add_argument("--critic-width", type=int, default=32, help="channels of the critic's first layer")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
                     "benchmarks/bench_codec.py); the weights stay float32")

@@ -260,3 +260,47 @@ def test_training_from_a_tampered_codec_is_refused_before_its_weights_are_read(t
     out = subprocess.run(args[:-5] + [str(tmp_path / "nowhere"), "--steps", "1"], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode != 0 and "no codec there" in out.stderr and "Fix:" in out.stderr
+
+
+def _script_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_codec", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("arch", ["tiny", "kl"])
+def test_the_adaptive_adversarial_weight_matches_the_gradient_norms_at_the_last_layer(arch):
+    tc = _script_module()
+    torch.manual_seed(0)
+    vae = tc.build_autoencoder(arch, 8, 1, 4)
+    critic = tc.PatchCritic(8)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    parts = tc.reconstruct(vae, x, 1e-6, torch.Generator().manual_seed(0))
+    out = tc.adversarial(vae, critic, parts, 0.5, bf16=False)
+    w = tc.last_layer(vae)
+    assert w.shape[0] == 3  # the output convolution
+    rec = torch.autograd.grad(parts["loss"], w, retain_graph=True)[0]
+    adv = torch.autograd.grad(out["loss"] - parts["loss"], w, retain_graph=True)[0]
+    # the critic's term, after the adaptive weight, pulls on the last layer with 0.5 x the reconstruction's strength
+    assert float(adv.norm()) == pytest.approx(0.5 * float(rec.norm()), rel=1e-3)
+    assert float(out["g_adv"].detach()) == pytest.approx(-float(critic(parts["out"]).mean().detach()), rel=1e-5)
+
+
+def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, tmp_path):
+    folder, fluent = trained
+    args = [sys.executable, str(SCRIPT), "--name", "gan", "--out", str(tmp_path), "--root", str(fluent), "--init",
+            str(folder), "--steps", "3", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
+            "--adv-weight", "0.5", "--adv-start", "1", "--critic-width", "8"]
+    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    card = json.loads((tmp_path / "gan" / "card.json").read_text())
+    logged = card["train"]["losses"]
+    assert "d_loss" not in logged[0] and all(k in e for e in logged[1:] for k in ("d_loss", "lambda", "g_adv"))
+    assert all(math.isfinite(e["loss"]) and e["lambda"] > 0 for e in logged[1:])
+    assert card["train"]["adversarial"]["weight"] == 0.5 and card["train"]["adversarial"]["start"] == 1
+    assert "critic" in card["train"]["loss"] and "critic" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "gan").iterdir()) == [
+        "card.json", "config.json", "diffusion_pytorch_model.safetensors", "reconstructions.png"]
+    VAECodec(tmp_path / "gan", latent_scale=0.0)
