@@ -72,6 +72,10 @@ ON_LR = ("adaln", "flow", "v", "min-snr", "patch2", "ema0.995", "ema0.9995", "wi
 VARIANTS.update({f"lr1e-3+{k}": {**VARIANTS["lr1e-3"], **VARIANTS[k]} for k in ON_LR})
 # combined winners of round two (flow and adaLN each beat lr1e-3 alone)
 VARIANTS["lr1e-3+flow+adaln"] = {**VARIANTS["lr1e-3+flow"], **VARIANTS["adaln"]}
+# Round three: the ingredients that change a step's cost (patch, shape, precision, compile), screened on top of the
+# combined winner rather than of lr1e-3, since the winner is what they would join
+ON_BEST = ("patch2", "wide-shallow", "deep-narrow", "fp32", "compile")
+VARIANTS.update({f"lr1e-3+flow+adaln+{k}": {**VARIANTS["lr1e-3+flow+adaln"], **VARIANTS[k]} for k in ON_BEST})
 # Steps per probe. The rate falls over the first tens of steps of a run on this machine (measured with 2 threads,
 # lr1e-3+flow+adaln: 1.79 s/step over a 12-step probe, 2.04 over 60, 2.13 over a whole 395-step run), so a short
 # probe overstates the steps a budget holds; 60 steps come within ~5% of a whole run. The first screen used 12.
