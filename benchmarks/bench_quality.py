@@ -1,23 +1,34 @@
-"""Quality per compute: FID against sampling FLOPs for (a) a plain diffusion transformer (T=1, D=N), (b) a hybrid
-MADFormer and (c) the external diffusers UNet baseline, all trained on Fashion-MNIST 32x32 for the same wall clock.
+"""Quality per compute: FID against sampling FLOPs for the workbench's best recipe against the external diffusers
+UNet baseline, all trained on Fashion-MNIST 32x32 for the same wall clock, one after another on the same cores.
 
-    python benchmarks/bench_quality.py [--minutes 5] [--hybrid-D 2] [--hybrid-T 4] [--steps 2,4,8,16,32,64]
-                                       [--peer-steps 2,4,8,16] [--n 1000] [--eval-threads 0] [--runs runs/quality]
+    python benchmarks/bench_quality.py [--minutes 15] [--threads 2] [--steps 2,4,8,16,32] [--peer-steps 2,4,8,16]
+                                       [--inception-steps 4,8,16] [--n 1000] [--runs ~/wb-runs/quality-15]
                                        [--out benchmarks/results/quality.jsonl]
 
-The three trainings run at the same time as three single-threaded processes, so on a shared machine they see the
-same outside load during their equal wall-clock budgets. The workbench models are the zoo's Fashion-MNIST base
-(width 128, 2 heads, N=4, batch 48, lr 1e-3, bf16, EMA 0.995) trained with workbench.train; the learning rate
-warms up for 25 steps and then stays flat (a time budget has no known end to decay toward), as the peer's does.
-FID: workbench.metrics with the Fashion-MNIST classifier features against the training set (as the zoo reports),
-n images per point, DDIM with S steps per block. Compute: sampling FLOPs per image (workbench.compute for the
-transformers, FlopCounterMode for the UNet). Reports each curve, the FID ratio hybrid/peer (and DiT/peer) at
-equal compute (interpolated in log FLOPs, never extrapolated), and writes an HTML figure beside --out.
+Models (trained in this order, each alone on --threads, never two at once):
+  recipe  fmnist-small with the recipe race's winner (bench_recipe's lr1e-3+flow+adaln: N=6, D=3, T=4, width 256,
+          rectified flow, adaLN, LR 1e-3 with warmup-stable-decay, bf16, EMA 0.999), the preset's default;
+  dit     the same recipe as a plain diffusion transformer (T=1, D=N=6);
+  peer    diffusers UNet2DModel (2.7M parameters, DDPM epsilon objective, flat LR after 25 warm-up steps,
+          benchmarks/peer_diffusers.py), trained for --minutes of wall clock.
+A workbench model's LR decays toward a known last step, so its budget is a step count: the steps that fit --minutes
+by a 60-step probe of that model run alone just before it (bench_recipe.probe); its wall time is recorded beside.
+Scoring: EMA weights, each model's own sampler (flow Euler for the recipe, DDIM for the peer), S steps per block,
+n images from seed 0; classifier FID at every S, Inception FID (TF-FID weights) at --inception-steps. Compute:
+sampling FLOPs per image (workbench.compute for the transformers, FlopCounterMode for the UNet). Reports each
+curve and, per extractor, the FID ratio of each workbench model to the peer at equal compute (interpolated in log
+FLOPs, never extrapolated); writes an HTML figure beside --out. Resumable: a model with a finished summary is not
+trained again (--skip-training scores what is there).
+
+Rows before 2026-12-05 came from this script as of commit 75785de: the zoo's N=4 width-128 eps models and the
+peer trained at the same time as three single-threaded processes, scored with DDIM and the classifier only.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
 import time
@@ -29,67 +40,104 @@ import torch
 from harness import emit, machine
 
 REPO = Path(__file__).resolve().parents[1]
-ZOO_BASE = {"model.width": 128, "model.heads": 2, "model.depth": 4, "train.batch_size": 48, "train.lr": 1e-3,
-            "train.ema_decay": 0.995, "train.max_steps": 100_000, "train.warmup_frac": 25 / 100_000,
-            "train.decay_start_frac": 1.0, "train.ckpt_every": 100_000, "train.sample_every": 0,
-            "train.eval_every": 0, "train.log_every": 50, "train.precision": "bf16-mixed", "train.accelerator": "cpu"}
+WORKBENCH_MODELS = ("recipe", "dit")
 
 
-def workbench_config(name: str, D: int, T: int, minutes: float, runs: Path):
-    import workbench as wb
-    return wb.preset("fmnist-small", **{**ZOO_BASE, "model.diffusion_depth": D, "model.num_blocks": T,
-                                        "train.max_minutes": minutes, "train.out_dir": str(runs / name)}
-                     ).override(name=f"quality/{name}")
+def recipe_overrides(kind: str) -> dict:
+    from bench_recipe import VARIANTS
+    best = VARIANTS["lr1e-3+flow+adaln"]
+    return best if kind == "recipe" else {**best, "model.num_blocks": 1, "model.diffusion_depth": 6}
 
 
-def train_one(kind: str, minutes: float, runs: Path, D: int, T: int) -> None:
-    """Worker: train one model single-threaded and write <runs>/<kind>/summary.json."""
-    torch.set_num_threads(1)
+def train_workbench(kind: str, minutes: float, runs: Path, threads: int, probe_steps: int) -> dict:
+    """Probe the model alone, then train the steps that fit `minutes`; resumes an interrupted run."""
+    from bench_recipe import probe, run_worker
+    plan_file = runs / kind / "plan.json"
+    if plan_file.is_file():
+        info = json.loads(plan_file.read_text())
+    else:
+        load = os.getloadavg()[0]
+        p = probe(kind, recipe_overrides(kind), runs, threads, probe_steps)
+        info = {**p, "steps": max(10, math.floor((60 * minutes - p["first_step_seconds"]) / p["seconds_per_step"])),
+                "minutes": minutes, "load_1min_before": load}
+        plan_file.parent.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(json.dumps(info, indent=1))
+    print(f"{kind}: training {info['steps']} steps ({info['seconds_per_step']:.3f} s/step by its probe)", flush=True)
+    s = run_worker("_train", {"name": kind, "overrides": recipe_overrides(kind), "runs": str(runs),
+                              "steps": info["steps"], "minutes": 0.0, "out_dir": str(runs / kind),
+                              "resume": (runs / kind / "latest").is_file()}, threads)
+    if s.get("step") != info["steps"]:
+        raise SystemExit(f"{kind}: stopped at step {s.get('step')} of {info['steps']}; run again to continue.")
+    return s
+
+
+def train_peer(minutes: float, runs: Path, threads: int) -> None:
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "peer_diffusers.py"), "--minutes", str(minutes),
+                    "--threads", str(threads), "--out", str(runs / "peer")], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+
+
+def trained(runs: Path, kind: str) -> bool:
+    if not (runs / kind / "summary.json").is_file():
+        return False
     if kind == "peer":
-        subprocess.run([sys.executable, str(REPO / "benchmarks" / "peer_diffusers.py"), "--minutes", str(minutes),
-                        "--threads", "1", "--out", str(runs / "peer")], check=True)
-        return
-    from workbench.train import train
-    summary = train(workbench_config(kind, D, T, minutes, runs))
-    (runs / kind / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        return True
+    plan = json.loads((runs / kind / "plan.json").read_text()) if (runs / kind / "plan.json").is_file() else {}
+    return json.loads((runs / kind / "summary.json").read_text()).get("step") == plan.get("steps")
 
 
-def curve_workbench(kind: str, runs: Path, steps: list[int], n: int) -> tuple[list[dict], dict]:
+def _point(s: int, fid, flops: float, seconds_per_image: float) -> dict:
+    """One curve point from a workbench Score or a metrics FIDResult (the peer's)."""
+    ci = (fid.fid_low, fid.fid_high) if hasattr(fid, "fid_low") else fid.fid_ci
+    return {"steps": s, "fid": fid.fid, "fid_ci": ci, "fid_inf": fid.fid_inf, "reference": fid.reference,
+            "extractor": fid.extractor, "seconds_per_image": seconds_per_image, "flops": flops}
+
+
+def curve_workbench(kind: str, runs: Path, steps: list[int], n: int, inception_steps: list[int]) -> tuple[dict, dict]:
+    """{extractor: points} of a workbench model, sampled with its own sampler; the images of a step count are
+    generated once and scored with every extractor."""
     from workbench.checkpoint import load_for_inference
     from workbench.compute import sample_flops
-    from workbench.evaluation import reference_for, score
+    from workbench.evaluation import default_reference, sample_images, score
     model, cfg = load_for_inference(runs / kind)
-    reference = reference_for(cfg)
-    points = []
-    for s in steps:
-        fid = score(model, cfg, s, "ddim", n, 0, reference=reference)  # the one evaluation path
-        points.append({"steps": s, "fid": fid.fid, "fid_ci": (fid.fid_low, fid.fid_high),
-                       "seconds_per_image": fid.seconds_per_image, "flops": sum(sample_flops(cfg.model, s).values())})
+    refs = {e: default_reference(cfg, e) for e in ("fmnist-classifier", "inception")}
+    curves: dict[str, list[dict]] = {"fmnist-classifier": [], "inception": []}
+    for s in sorted(set(steps) | set(inception_steps)):
+        samples = sample_images(model, cfg, n, s, seed=0)
+        flops = sum(sample_flops(cfg.model, s).values())
+        for e in ("fmnist-classifier",) * (s in steps) + ("inception",) * (s in inception_steps):
+            r = score(model, cfg, s, n=n, seed=0, extractor=e, reference=refs[e], samples=samples)
+            curves[e].append(_point(s, r, flops, r.seconds_per_image))
+            print(f"  {kind} S={s} {e}: FID {r.fid:.2f} [{r.fid_low:.2f}, {r.fid_high:.2f}]", flush=True)
     summary = json.loads((runs / kind / "summary.json").read_text())
     m = cfg.model
-    return points, {"N": m.depth, "D": m.diffusion_depth, "T": m.num_blocks, "train_steps": summary.get("step"),
-                    "train_seconds": summary.get("train_seconds"), "reference": fid.reference,
-                    "extractor": fid.extractor}
+    return curves, {"N": m.depth, "D": m.diffusion_depth, "T": m.num_blocks, "width": m.width,
+                    "objective": cfg.diffusion.prediction, "sampler": cfg.sample.sampler,
+                    "conditioning": m.timestep_conditioning, "train_steps": summary.get("step"),
+                    "batch": cfg.train.batch_size, "train_seconds": summary.get("train_seconds"),
+                    "plan": json.loads((runs / kind / "plan.json").read_text()),
+                    "references": {e: r.card.get("name", "") for e, r in refs.items()}}
 
 
-def curve_peer(runs: Path, steps: list[int], n: int) -> tuple[list[dict], dict]:
+def curve_peer(runs: Path, steps: list[int], n: int, inception_steps: list[int]) -> tuple[dict, dict]:
     from peer_diffusers import flops_per_image, load_peer, sample_peer
-    from workbench.presets import preset
-    from workbench.evaluation import reference_for
+    from workbench.evaluation import default_reference
     from workbench.metrics import compute_fid
+    from workbench.presets import preset
     unet = load_peer(runs / "peer")
-    reference = reference_for(preset("fmnist-small"))
-    points = []
-    for s in steps:
+    cfg = preset("fmnist-small")
+    curves: dict[str, list[dict]] = {"fmnist-classifier": [], "inception": []}
+    for s in sorted(set(steps) | set(inception_steps)):
         start = time.perf_counter()
         images = sample_peer(unet, n, s)
         seconds = time.perf_counter() - start
-        fid = compute_fid(images, reference, seed=0)
-        points.append({"steps": s, "fid": fid.fid, "fid_ci": fid.fid_ci, "seconds_per_image": seconds / n,
-                       "flops": flops_per_image(unet, s)})
+        for e in ("fmnist-classifier",) * (s in steps) + ("inception",) * (s in inception_steps):
+            fid = compute_fid(images, default_reference(cfg, e), e, seed=0)
+            curves[e].append(_point(s, fid, flops_per_image(unet, s), seconds / n))
+            print(f"  peer S={s} {e}: FID {fid.fid:.2f}", flush=True)
     summary = json.loads((runs / "peer" / "summary.json").read_text())
-    return points, {"train_steps": summary["steps"], "train_seconds": summary["seconds"],
-                    "params": summary["params"], "reference": fid.reference, "extractor": fid.extractor}
+    return curves, {"sampler": "ddim", "objective": "epsilon", "train_steps": summary["steps"],
+                    "train_seconds": summary["seconds"], "params": summary["params"]}
 
 
 def ratio_at_equal_compute(a: list[dict], b: list[dict]) -> dict | None:
@@ -108,59 +156,64 @@ def ratio_at_equal_compute(a: list[dict], b: list[dict]) -> dict | None:
             "median": round(float(np.median(ratios)), 3)}
 
 
-def figure(curves: dict[str, list[dict]], path: Path) -> None:
+def figure(curves: dict[str, dict[str, list[dict]]], path: Path) -> None:
     import plotly.graph_objects as go
-    fig = go.Figure()
-    for name, pts in curves.items():
-        fig.add_scatter(x=[p["flops"] for p in pts], y=[p["fid"] for p in pts], mode="lines+markers", name=name,
-                        text=[f"S={p['steps']}" for p in pts])
-    fig.update_layout(template="plotly_white", xaxis_type="log", xaxis_title="sampling FLOPs per image",
-                      yaxis_title="FID (Fashion-MNIST classifier features)", title="FID against sampling compute")
+    from plotly.subplots import make_subplots
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("classifier features", "Inception (TF-FID)"))
+    for col, e in enumerate(("fmnist-classifier", "inception"), start=1):
+        for name, by_extractor in curves.items():
+            pts = by_extractor[e]
+            fig.add_scatter(x=[p["flops"] for p in pts], y=[p["fid"] for p in pts], mode="lines+markers",
+                            name=f"{name} ({e})", text=[f"S={p['steps']}" for p in pts], row=1, col=col)
+        fig.update_xaxes(type="log", title_text="sampling FLOPs per image", row=1, col=col)
+        fig.update_yaxes(title_text="FID", row=1, col=col)
+    fig.update_layout(template="plotly_white", title="FID against sampling compute")
     fig.write_html(path, include_plotlyjs="cdn")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=5.0)
-    ap.add_argument("--hybrid-D", type=int, default=2, help="D of the hybrid (N=4; the zoo's best: D2)")
-    ap.add_argument("--hybrid-T", type=int, default=4, help="T of the hybrid")
-    ap.add_argument("--steps", default="2,4,8,16,32,64", help="S per block for the two transformers")
-    ap.add_argument("--peer-steps", default="2,4,8,16", help="S for the UNet (a UNet step costs 7x a DiT step here, 7-14x a hybrid step)")
-    ap.add_argument("--eval-threads", type=int, default=0, help="torch threads for sampling (0: torch's default)")
+    ap.add_argument("--minutes", type=float, default=15.0, help="each model's training wall clock")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads of each training and of the scoring")
+    ap.add_argument("--steps", default="2,4,8,16,32", help="S per block for the transformers (classifier FID)")
+    ap.add_argument("--peer-steps", default="2,4,8,16",
+                    help="S for the UNet (a UNet step costs several transformer steps)")
+    ap.add_argument("--inception-steps", default="4,8,16", help="S at which Inception FID is measured (every model)")
     ap.add_argument("--n", type=int, default=1000, help="images per FID point")
-    ap.add_argument("--runs", default="runs/quality")
-    ap.add_argument("--skip-training", action="store_true", help="evaluate the models already in --runs")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--probe-steps", type=int, default=60, help="steps of each workbench model's budget probe "
+                    "(bench_recipe.PROBE_STEPS: shorter probes overstate the steps a budget holds)")
+    ap.add_argument("--runs", default="~/wb-runs/quality")
+    ap.add_argument("--skip-training", action="store_true", help="score the models already in --runs")
     ap.add_argument("--out", default="benchmarks/results/quality.jsonl")
     args = ap.parse_args()
-    runs = Path(args.runs)
-    kinds = {"dit": (4, 1), "hybrid": (args.hybrid_D, args.hybrid_T)}
-    if args.worker:
-        D, T = kinds.get(args.worker, (0, 0))
-        train_one(args.worker, args.minutes, runs, D, T)
-        return
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs).expanduser()
+    parse = (lambda text: [int(x) for x in text.split(",") if x])
+    steps, peer_steps, inception_steps = parse(args.steps), parse(args.peer_steps), parse(args.inception_steps)
+    loads = {}
     if not args.skip_training:
         runs.mkdir(parents=True, exist_ok=True)
-        procs = [subprocess.Popen([sys.executable, __file__, "--worker", k, "--minutes", str(args.minutes),
-                                   "--runs", str(runs), "--hybrid-D", str(args.hybrid_D),
-                                   "--hybrid-T", str(args.hybrid_T)]) for k in ("dit", "hybrid", "peer")]
-        if any(p.wait() for p in procs):
-            raise SystemExit("bench_quality.py: a training worker failed (see its output above)")
-    if args.eval_threads:
-        torch.set_num_threads(args.eval_threads)
-    steps = [int(s) for s in args.steps.split(",")]
-    peer_steps = [int(s) for s in args.peer_steps.split(",")]
+        for kind in (*WORKBENCH_MODELS, "peer"):
+            if trained(runs, kind):
+                continue
+            loads[kind] = os.getloadavg()[0]
+            train_workbench(kind, args.minutes, runs, args.threads, args.probe_steps) if kind != "peer" else \
+                train_peer(args.minutes, runs, args.threads)
     curves, info = {}, {}
-    for kind in kinds:
-        curves[kind], info[kind] = curve_workbench(kind, runs, steps, args.n)
-    curves["peer"], info["peer"] = curve_peer(runs, peer_steps, args.n)
+    for kind in WORKBENCH_MODELS:
+        curves[kind], info[kind] = curve_workbench(kind, runs, steps, args.n, inception_steps)
+    curves["peer"], info["peer"] = curve_peer(runs, peer_steps, args.n, inception_steps)
     out = Path(args.out)
-    figure(curves, out.with_suffix(".html"))
-    emit({"benchmark": "quality", "minutes": args.minutes, "n": args.n, "models": info, "curves": curves,
-          "hybrid_over_peer": ratio_at_equal_compute(curves["hybrid"], curves["peer"]),
-          "dit_over_peer": ratio_at_equal_compute(curves["dit"], curves["peer"]),
-          "hybrid_over_dit": ratio_at_equal_compute(curves["hybrid"], curves["dit"]), "machine": machine()},
-         str(out))
+    figure(curves, out.with_name(f"{out.stem}-{args.minutes:g}min.html"))
+    ratios = {f"{kind}_over_peer": {e: ratio_at_equal_compute(curves[kind][e], curves["peer"][e])
+                                    for e in ("fmnist-classifier", "inception")} for kind in WORKBENCH_MODELS}
+    emit({"benchmark": "quality", "version": 2, "minutes": args.minutes, "threads": args.threads, "n": args.n,
+          "seed": 0, "weights": "ema", "training": "one model at a time", "load_1min_before_training": loads,
+          "models": info, "curves": curves, **ratios, "machine": machine()}, str(out))
+    for name, by_e in ratios.items():
+        for e, r in by_e.items():
+            print(f"{name} ({e}): " + ("no common compute range" if r is None else
+                                       f"median {r['median']}, at the lowest common compute {r['at_lowest_common_compute']}"))
 
 
 if __name__ == "__main__":

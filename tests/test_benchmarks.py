@@ -96,3 +96,32 @@ def test_elastic_benchmark_members_and_frontiers():
     assert fronts["dedicated"] == [(20, 50.0), (24, 45.0), (28, 40.0), (40, 35.0)]
     text = comparison.describe_elastic(rows)
     assert "at or below the dedicated model's at 3 of 4 (D, S) points, elastic / dedicated 0.86-1.02" in text
+
+
+def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
+    import bench_quality
+    import bench_recipe
+    recipe = bench_recipe.config_for("recipe", bench_quality.recipe_overrides("recipe"), tmp_path, 10, 0.0)
+    dit = bench_recipe.config_for("dit", bench_quality.recipe_overrides("dit"), tmp_path, 10, 0.0)
+    assert (recipe.diffusion.prediction, recipe.model.timestep_conditioning, recipe.train.lr) == ("flow", "adaln", 1e-3)
+    assert (recipe.model.num_blocks, recipe.model.diffusion_depth) == (4, 3)
+    assert (dit.model.num_blocks, dit.model.diffusion_depth, dit.model.depth) == (1, 6, 6)  # T=1, D=N
+    assert dit.to_dict()["train"] == recipe.to_dict()["train"] | {"out_dir": dit.train.out_dir}
+    # a workbench model counts as trained only when its run reached the steps its probe planned
+    (tmp_path / "recipe").mkdir()
+    (tmp_path / "recipe" / "plan.json").write_text('{"steps": 40}')
+    (tmp_path / "recipe" / "summary.json").write_text('{"step": 30}')
+    assert not bench_quality.trained(tmp_path, "recipe") and not bench_quality.trained(tmp_path, "dit")
+    (tmp_path / "recipe" / "summary.json").write_text('{"step": 40}')
+    assert bench_quality.trained(tmp_path, "recipe")
+
+
+def test_quality_ratio_at_equal_compute_interpolates_in_log_flops_and_never_extrapolates():
+    import bench_quality
+    a = [{"flops": 1.0, "fid": 40.0}, {"flops": 100.0, "fid": 20.0}]
+    b = [{"flops": 10.0, "fid": 60.0}, {"flops": 1000.0, "fid": 30.0}]
+    r = bench_quality.ratio_at_equal_compute(a, b)
+    assert r["flops"] == pytest.approx([10.0, 100.0])  # only where both curves were measured
+    assert r["ratio"] == pytest.approx([30.0 / 60.0, 20.0 / 45.0], abs=1e-3)  # a at 10 FLOPs: halfway in log
+    assert r["at_lowest_common_compute"] == pytest.approx(0.5) and r["best"] == pytest.approx(0.444, abs=1e-3)
+    assert bench_quality.ratio_at_equal_compute(a, [{"flops": 1e4, "fid": 1.0}, {"flops": 1e5, "fid": 1.0}]) is None
