@@ -152,13 +152,14 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
     vae.to(memory_format=layout).train()
     bf16 = args.precision == "bf16"
     critic = PatchCritic(args.critic_width).to(memory_format=layout) if args.adv_weight > 0 else None
-    critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.lr, betas=(0.5, 0.9), weight_decay=0.0) \
-        if critic else None
+    critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.lr, betas=(0.5, 0.9),
+                                   weight_decay=0.0) if critic else None
     losses, window, start, step = [], [], time.perf_counter(), 0
     while step < args.steps and not (args.minutes and time.perf_counter() - start > 60 * args.minutes):
         x = crops(images, args.batch, args.crop, g).contiguous(memory_format=layout)
         parts = reconstruct(vae, x, args.kl_weight, g, bf16=bf16)
-        adv = critic is not None and step >= args.adv_start
+        judged = critic is not None and step >= args.adv_start  # the critic trains from here ...
+        adv = judged and step >= args.adv_start + args.critic_warmup  # ... and pulls on the codec from here
         if adv:
             parts = adversarial(vae, critic, parts, args.adv_weight, bf16)
         out = parts.pop("out")
@@ -170,7 +171,7 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         sched.step()
-        if adv:  # after the autoencoder's step: its backward went through the critic's weights as they were
+        if judged:  # after the autoencoder's step: its backward went through the critic's weights as they were
             parts.update(critic_step(critic, critic_opt, x, out, bf16))
         step += 1
         window.append({k: float(v.detach()) for k, v in parts.items()})
@@ -179,7 +180,8 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
             mean = {k: sum(w[k] for w in window if k in w) / sum(k in w for w in window) for k in keys}
             losses.append({"step": step, **{k: round(v, 6) for k, v in mean.items()}})
             window = []
-            gan = f", critic {mean['d_loss']:.3f}, lambda {mean['lambda']:.3g}" if "d_loss" in mean else ""
+            gan = (f", critic {mean['d_loss']:.3f} (real {mean['d_real']:+.2f}, fake {mean['d_fake']:+.2f})"
+                   if "d_loss" in mean else "") + (f", lambda {mean['lambda']:.3g}" if "lambda" in mean else "")
             print(f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}"
                   f"{gan}) {step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
     seconds = time.perf_counter() - start
@@ -189,7 +191,9 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
             "loss": "l1 + mse" + ("" if isinstance(vae, diffusers.AutoencoderTiny) else " + kl_weight * kl")
             + " on pixels in [-1, 1]" + (" + adv_weight * lambda * hinge critic (adaptive, VQGAN)"
                                           if critic else ""),
-            **({"adversarial": {"weight": args.adv_weight, "start": args.adv_start, "critic_width": args.critic_width,
+            **({"adversarial": {"weight": args.adv_weight, "start": args.adv_start,
+                                "critic_warmup": args.critic_warmup, "critic_lr": args.critic_lr or args.lr,
+                                "critic_width": args.critic_width,
                                 "critic_parameters": sum(p.numel() for p in critic.parameters()),
                                 "critic": "PatchGAN, 3 strided 4x4 convs, GroupNorm, LeakyReLU 0.2; AdamW betas "
                                           "(0.5, 0.9); trained from scratch, not shipped"}} if critic else {}),
@@ -292,8 +296,12 @@ def main() -> None:
     ap.add_argument("--kl-weight", type=float, default=1e-6, help="KL only")
     ap.add_argument("--adv-weight", type=float, default=0.0,
                     help="weight of a PatchGAN critic's term (0: none), scaled adaptively as in VQGAN")
-    ap.add_argument("--adv-start", type=int, default=0, help="step at which the critic starts")
+    ap.add_argument("--adv-start", type=int, default=0, help="step at which the critic starts training")
     ap.add_argument("--critic-width", type=int, default=32, help="channels of the critic's first layer")
+    ap.add_argument("--critic-warmup", type=int, default=0,
+                    help="steps the critic trains alone (from --adv-start) before its term reaches the codec: a "
+                    "critic at chance only adds noise to the codec's gradient")
+    ap.add_argument("--critic-lr", type=float, default=0.0, help="the critic's learning rate (0: --lr)")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
                     "benchmarks/bench_codec.py); the weights stay float32")

@@ -291,15 +291,19 @@ def test_the_adaptive_adversarial_weight_matches_the_gradient_norms_at_the_last_
 def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, tmp_path):
     folder, fluent = trained
     args = [sys.executable, str(SCRIPT), "--name", "gan", "--out", str(tmp_path), "--root", str(fluent), "--init",
-            str(folder), "--steps", "3", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
-            "--adv-weight", "0.5", "--adv-start", "1", "--critic-width", "8"]
+            str(folder), "--steps", "4", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
+            "--adv-weight", "0.5", "--adv-start", "1", "--critic-warmup", "1", "--critic-width", "8"]
     out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "gan" / "card.json").read_text())
     logged = card["train"]["losses"]
-    assert "d_loss" not in logged[0] and all(k in e for e in logged[1:] for k in ("d_loss", "lambda", "g_adv"))
-    assert all(math.isfinite(e["loss"]) and e["lambda"] > 0 for e in logged[1:])
-    assert card["train"]["adversarial"]["weight"] == 0.5 and card["train"]["adversarial"]["start"] == 1
+    assert "d_loss" not in logged[0]  # before --adv-start
+    assert "d_loss" in logged[1] and "lambda" not in logged[1]  # the critic's warm-up: it trains, the codec is untouched
+    assert all(k in e for e in logged[2:] for k in ("d_loss", "lambda", "g_adv"))
+    assert all(math.isfinite(e["loss"]) and e["lambda"] > 0 for e in logged[2:])
+    assert logged[1]["loss"] == pytest.approx(logged[1]["l1"] + logged[1]["mse"])
+    adv = card["train"]["adversarial"]
+    assert (adv["weight"], adv["start"], adv["critic_warmup"]) == (0.5, 1, 1)
     assert "critic" in card["train"]["loss"] and "critic" in out.stdout
     assert sorted(p.name for p in (tmp_path / "gan").iterdir()) == [
         "card.json", "config.json", "diffusion_pytorch_model.safetensors", "reconstructions.png"]
