@@ -159,7 +159,13 @@ def test_vertical_table_aligns_d_with_the_papers(zoo):
     assert md.splitlines()[0] == "| D | paper D | FID | FID interval | FFHQ-1024 |" and "[30.1, 31.1]" in md
 
 
-def test_blocks_table_and_best_t(zoo):
+def write_arm(root, fids: dict[int, float]):
+    for t, fid in fids.items():
+        write(root, make_report("blocks-emoji", f"T{t}", lambda s, f=fid: f + 10 / s, **{"model.num_blocks": t}))
+    return root
+
+
+def test_blocks_table_and_best_t(zoo, tmp_path_factory):
     low, high = reports.load_reports("blocks-fmnist", zoo), reports.load_reports("blocks-emoji", zoo)
     rows = paper.blocks_table({"low": low, "high": high})
     assert [r["T"] for r in rows] == [1, 4, 16]
@@ -181,6 +187,11 @@ def test_blocks_table_and_best_t(zoo):
     assert geometry["paper FFHQ-1024"]["tokens per block"] == 256 and geometry["paper ImageNet-256"]["tokens"] == 256
     assert "the paper's best at ImageNet-256 is T=1: different" in paper.describe_blocks(
         {"256px": high}, paper_side={"256px": "low"})
+    # overlapping intervals decide nothing: the best T is named, the verdict is withheld
+    near = reports.load_reports("blocks-emoji", write_arm(tmp_path_factory.mktemp("near"), {1: 90.0, 4: 70.4, 16: 70.0}))
+    text = paper.describe_blocks({"256px": near})
+    assert "T=16 is best" in text and "overlaps T=4" in text and "T=16: undecided here, the intervals overlap" in text
+    assert "same" not in text
 
 
 def test_ablation_table_uses_intervals_and_paper_directions(zoo):

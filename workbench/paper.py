@@ -117,7 +117,8 @@ def _resolution(r: Report) -> str:
 def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mapping[str, str] | None = None) -> str:
     """Per arm: the best T, the Ts whose intervals overlap it, and the paper's best T at the side of its
     resolution contrast given by paper_side[arm] ("low": ImageNet-256, "high": FFHQ-1024; by default an arm named
-    "low" is compared with the low side, any other with the high one)."""
+    "low" is compared with the low side, any other with the high one), with a verdict (same / different) only
+    where the best T's interval is apart from every other T's."""
     parts, paper_side = [], paper_side or {}
     for arm, reps in arms.items():
         if not reps:
@@ -132,10 +133,11 @@ def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mappin
         side = paper_side.get(arm, "low" if arm == "low" else "high")
         best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
         close = [f"T={r.T}" for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
+        verdict = ("undecided here, the intervals overlap" if close else  # a verdict only from disjoint intervals
+                   "same" if best.T == paper_t else "different")
         parts.append(f"At {_resolution(best)} T={best.T} is best (FID {best.final.fid:.1f}"
                      + (f"; its interval overlaps {', '.join(close)}" if close else "") +
-                     f"); the paper's best at {dataset} is T={paper_t}: "
-                     f"{'same' if best.T == paper_t else 'different'}.")
+                     f"); the paper's best at {dataset} is T={paper_t}: {verdict}.")
     return " ".join(parts)
 
 
