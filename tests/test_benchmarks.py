@@ -69,9 +69,11 @@ def test_elastic_benchmark_members_and_frontiers():
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
     assert spec["elastic-4x"]["budgets"] == 4 and spec["elastic-1x"]["budgets"] == 1
     assert spec["held-out"]["trained"] == [1, 3, 5, 6] and spec["held-out"]["eval_depths"] == [1, 2, 3, 4, 5, 6]
-    for name, m in spec.items():  # every member is a valid config on top of the recipe
-        cfg = bench_recipe.config_for(name, {**bench_recipe.VARIANTS["lr1e-3"], **m["overrides"]}, Path("/tmp/x"), 10, 1)
-        assert cfg.model.depths == tuple(m["trained"])
+    recipe = bench_recipe.VARIANTS[bench_elastic.DEFAULT_RECIPE]
+    for name, m in spec.items():  # every member is a valid config on top of the recipe (flow and adaLN)
+        cfg = bench_recipe.config_for(name, {**recipe, **m["overrides"]}, Path("/tmp/x"), 10, 1)
+        assert cfg.model.depths == tuple(m["trained"]) and cfg.diffusion.prediction == "flow"
+        assert cfg.model.timestep_conditioning == "adaln"
     for over in bench_elastic.SCHEDULES.values():  # every schedule is valid on the elastic member
         cfg = bench_recipe.config_for("e", spec["elastic-4x"]["overrides"], Path("/tmp/x"), 10, 1).override(**over)
         assert cfg.sample.steps_schedule or cfg.sample.depth_schedule or cfg.sample.depth_per_step
