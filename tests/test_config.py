@@ -56,3 +56,12 @@ def test_devices_accepts_count_list_and_auto():
         assert wb.preset("tiny", **{"train.devices": value}).train.devices == want
     with pytest.raises(ValueError, match="train.devices"):
         wb.preset("tiny", **{"train.devices": "many"})
+
+
+@pytest.mark.parametrize("name,twin", [("fmnist-elastic", "fmnist-small"), ("emoji256-elastic", "emoji256-T4")])
+def test_elastic_presets_are_their_twins_with_every_depth_trainable(name, twin):
+    cfg, base = wb.preset(name), wb.preset(twin)
+    assert cfg.model.elastic_depths == tuple(range(1, cfg.model.depth + 1)) and cfg.model.movable_boundary
+    assert cfg.model.depths == tuple(range(1, cfg.model.depth + 1)) and cfg.model.diffusion_depth == 3
+    assert cfg.override(**{"model.elastic_depths": []}).model == base.model  # nothing else changes
+    assert cfg.train.out_dir == f"runs/{name}" and cfg.name == name

@@ -77,6 +77,9 @@ def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Co
 PRESETS: dict[str, Callable[[], Config]] = {
     "tiny": _tiny,
     "fmnist-small": lambda: _fmnist("fmnist-small", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4),
+    # one checkpoint for every split: the boundary drawn per sample over D in 1..N (sandwich rule), D=3 by default
+    "fmnist-elastic": lambda: _fmnist("fmnist-elastic", num_blocks=4, depth=6, diffusion_depth=3, width=256,
+                                      heads=4).override(**{"model.elastic_depths": [1, 2, 3, 4, 5, 6]}),
     "fmnist-dit": lambda: _fmnist("fmnist-dit", num_blocks=1, depth=6, diffusion_depth=6, width=256, heads=4),
     "fmnist-cond": lambda: _fmnist("fmnist-cond", num_blocks=4, depth=6, diffusion_depth=3, width=256, heads=4,
                                    num_classes=10),
@@ -87,6 +90,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "emoji256-T1": lambda: _emoji256(1),
     "emoji256-T4": lambda: _emoji256(4),
     "emoji256-T16": lambda: _emoji256(16),
+    "emoji256-elastic": lambda: _emoji256(4).override(**{"name": "emoji256-elastic", "train.out_dir":
+                                                         "runs/emoji256-elastic", "model.elastic_depths": [1, 2, 3, 4, 5, 6]}),
     "ffhq256": lambda: _paper("ffhq256", 256, 4, 0, "folder").override(
         **{"model.depth": 12, "model.diffusion_depth": 6, "model.width": 768, "model.heads": 12, "name": "ffhq256"}),
     "ffhq1024-paper": lambda: _paper("ffhq1024-paper", 1024, 16, 0, "folder"),
@@ -98,7 +103,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
 _EMOJI256_GPU = {"model.patch_size": 2, "train.batch_size": 128, "train.max_steps": 6000, "train.max_minutes": 0.0,
                  "train.lr": 1e-3, "train.accelerator": "cuda", "train.ckpt_every": 1000, "train.sample_every": 2000,
                  "data.num_workers": 4}
-GPU_BUDGETS: dict[str, dict[str, Any]] = {f"emoji256-T{t}": _EMOJI256_GPU for t in (1, 4, 16)}
+GPU_BUDGETS: dict[str, dict[str, Any]] = {name: _EMOJI256_GPU for name in ("emoji256-T1", "emoji256-T4", "emoji256-T16",
+                                                                            "emoji256-elastic")}
 
 
 def preset(name: str, gpu: bool = False, **overrides: Any) -> Config:
