@@ -67,13 +67,14 @@ class InceptionFeatures(nn.Module):
     neither resizes nor normalises, and the final pool only fits 299x299 inputs. fid-helper feeds it
     INPUT_RANGE_TF = (-1, 0.9921875), i.e. (u - 128) / 128 for uint8 RGB pixels u, after its 'nv_bilinear'
     resize, which is TF1's legacy resize_bilinear, as inside the original TF-FID graph. This module does the
-    same: [-1, 1] -> 256 levels u -> grey repeated to RGB -> TF1 bilinear to 299x299 -> (u - 128) / 128.
+    same: [-1, 1] -> 256 levels u -> (a grey image repeated to 3 channels; RGB as it is) -> TF1 bilinear to
+    299x299 -> (u - 128) / 128.
     """
 
     name = "inception"
     num_features = 2048
-    preprocess = ("[-1,1] -> round to uint8 levels u -> grey repeated to RGB -> TF1 resize_bilinear "
-                  "(align_corners=False, legacy) to 299x299 -> (u - 128) / 128")
+    preprocess = ("[-1,1] -> round to uint8 levels u -> RGB (a grey image repeated to 3 channels) -> TF1 "
+                  "resize_bilinear (align_corners=False, legacy) to 299x299 -> (u - 128) / 128")
 
     def __init__(self) -> None:
         super().__init__()
