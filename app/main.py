@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import streamlit as st
@@ -26,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 from app import catalog  # noqa: E402
 from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_ui, path_ui,  # noqa: E402
                           settings_ui, side_plan, validate, widget_key)
-from app.panels import NATIVE_SIDE, RunView, zoo_charts  # noqa: E402
-from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, submit  # noqa: E402
+from app.panels import NATIVE_SIDE, RunView, show_difference, zoo_charts  # noqa: E402
+from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, paired_difference, submit  # noqa: E402
 from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
 from app.scheduler import log as scheduler_log  # noqa: E402
 from workbench.checkpoint import load_for_inference  # noqa: E402
@@ -176,6 +177,7 @@ def main() -> None:
     views = _generate(request, family, compare, clicked, queue, session) if submitted else _show(state["runs"])
     if views:
         more_ui(state["runs"], views, queue, session)
+        difference_ui(state["runs"], queue, session)
     st.divider()
     zoo_charts(family, reports, [r for r in state["runs"] if r.finished])
 
@@ -239,6 +241,22 @@ def more_ui(runs: list[Run], views: list[RunView], queue: Scheduler, session: st
     except Exception as err:  # noqa: BLE001
         traceback.print_exc()
         st.error(f"Adding samples failed: {type(err).__name__}: {err}")
+
+
+def difference_ui(runs: list[Run], queue: Scheduler, session: str) -> None:
+    """Compare mode: FID(A) - FID(B) over the seeds both sides drew, with its paired interval; computed on the work
+    queue once per pair of sample counts and kept in the session for reruns."""
+    if len(runs) != 2 or not all(r.finished for r in runs):
+        return
+    key = (id(runs[0]), id(runs[1]), *(r.live.n if r.live else 0 for r in runs))
+    cached = st.session_state.get("difference")
+    if cached is None or cached[0] != key:
+        try:
+            cached = (key, queue.call(session, partial(paired_difference, *runs)))
+        except Cancelled:
+            return
+        st.session_state["difference"] = cached
+    show_difference(*cached[1])
 
 
 def _views(runs: list[Run]) -> list[RunView]:

@@ -15,7 +15,7 @@ from workbench.metrics import FIDResult
 from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
 
 from .catalog import Family
-from .runs import Run
+from .runs import Difference, Run
 
 GRID_WIDTH = 440   # pixels a grid of small images is upscaled to (nearest neighbour keeps 32 px images crisp)
 NATIVE_SIDE = 128  # images at least this large are shown one by one at their true resolution, never resized
@@ -114,6 +114,19 @@ class RunView:
             st.caption(f"{ci or 'no interval'}{inf}. Features: `{result.extractor}`; reference: "
                        f"`{result.reference}` ({result.reference_count:,} real images). Few samples bias FID "
                        "upward: add samples and watch it settle.")
+
+
+def show_difference(diff: Difference | None, problem: str | None) -> None:
+    """Compare mode: FID(A) - FID(B) over the shared seeds, with its paired interval and what it decides."""
+    if problem:
+        st.info(f"A − B: no paired difference: {problem}")
+        return
+    a, b = st.columns([1, 3])
+    a.metric(f"FID A − B @{diff.n}", f"{diff.fid:+.1f}",
+             help=f"{diff.level:.0%} paired bootstrap interval {diff.low:+.1f} to {diff.high:+.1f}")
+    b.markdown(f"**{diff.verdict}.**  \n{diff.level:.0%} interval {diff.low:+.1f} to {diff.high:+.1f}: the same "
+               f"{diff.n} seeds on both sides, resampled together ({diff.resamples} paired bootstrap draws), so the "
+               f"noise the sides share cancels. Features `{diff.extractor}`, reference `{diff.reference}`.")
 
 
 def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:

@@ -162,6 +162,44 @@ def test_compare_mode_same_seeds(app):
     assert titles == ["##### A · vertical/D2 · D=2 · S=2 · ddim", "##### B · vertical/D2 · D=2 · S=2 · ddim"]
     runs = at.session_state["runs"]
     assert torch.equal(runs[0].images, runs[1].images)  # same checkpoint, same settings, same seed
+    # identical sides: every paired resample scores the same rows on both sides, so the difference is exactly 0
+    metrics = {m.label: m.value for m in at.metric}
+    n = runs[0].live.n
+    assert metrics[f"FID A − B @{n}"] == "+0.0"
+    diff = at.session_state["difference"][1][0]
+    assert (diff.fid, diff.low, diff.high, diff.n) == (0.0, 0.0, 0.0, n)
+    assert any("undecided: the interval contains 0" in m.value for m in at.markdown)
+
+
+def test_compare_mode_reports_the_paired_difference_of_two_depths(app):
+    app.toggle(key="compare").set_value(True).run()
+    family = app.selectbox(key="family").value
+    for side, d in (("A", 1), ("B", 4)):
+        depth, steps, _ = side_widgets(app, family, side)
+        depth.set_value(d)
+        steps.set_value(2)
+    at = submit(app)
+    assert not at.exception, at.exception
+    a, b = at.session_state["runs"]
+    diff = at.session_state["difference"][1][0]
+    assert diff.n == a.live.n == b.live.n and diff.extractor == a.fid.extractor
+    assert diff.fid == pytest.approx(a.fid.fid - b.fid.fid, abs=1e-6)  # the two FIDs shown above it
+    assert diff.low <= diff.fid <= diff.high and diff.resamples == 200  # classifier features: 200 draws
+    assert {m.label: m.value for m in at.metric}[f"FID A − B @{diff.n}"] == f"{diff.fid:+.1f}"
+    assert any(diff.verdict in m.value for m in at.markdown)
+
+
+def test_paired_difference_refuses_sides_that_do_not_pair(app):
+    from dataclasses import replace
+
+    from app.runs import paired_difference
+    app.toggle(key="compare").set_value(True).run()
+    at = submit(app)
+    a, b = at.session_state["runs"]
+    assert paired_difference(a, b)[1] is None
+    other_seed = replace(b, seed=b.seed + 1)
+    assert "different seeds" in paired_difference(a, other_seed)[1]
+    assert "both sides need a live FID" in paired_difference(a, replace(b, live=None))[1]
 
 
 @pytest.mark.parametrize("where", ["outside", "link"])

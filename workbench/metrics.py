@@ -329,6 +329,11 @@ class LiveFID:
         """Generated images seen so far."""
         return sum(len(f) for f in self._features)
 
+    @property
+    def features(self) -> Tensor:
+        """The features of every image so far, in the order they were added: (n, F)."""
+        return torch.cat(self._features) if self._features else torch.empty(0, self.extractor.num_features)
+
     def update(self, images: Tensor) -> None:
         """Add a batch of generated images (B, C, H, W) in [-1, 1]."""
         self._features.append(extract_features(self.extractor, images))
