@@ -389,3 +389,31 @@ def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceba
     for t in (1, 4, 16):
         assert f"blocks-emoji256/T{t}: not trained: codec {tmp_path / 'codecs' / 'fluent3d-tiny'} not found" in err
     assert err.count("Fix: python scripts/train_codec.py --name fluent3d-tiny") == 6  # as it fails, and at the end
+
+
+def write_eval(root, T, fid, half=2.0, S=16, n=1000):
+    """A `workbench eval --out` JSON with the fields reports.eval_rows reads."""
+    path = root / f"eval-T{T}-S{S}.json"
+    path.write_text(json.dumps({
+        "model": {"N": 6, "D": 3, "T": T}, "steps": S, "n": n, "sampler": "euler", "weights": "ema", "seed": 0,
+        "fid": fid, "fid_low": fid - half, "fid_high": fid + half, "fid_inf": fid - 5, "kid_mean": 0.08,
+        "cost": {"flops_analytic": 6.8e9}, "extractor": "inception-7ff4a85c3a63",
+        "reference": "fluent-256px-all-inception-3391", "name": f"blocks-emoji256/T{T}"}))
+    return path
+
+
+def test_eval_rows_and_the_t_verdict_from_scores_at_one_setting(tmp_path):
+    paths = [write_eval(tmp_path, 16, 136.7), write_eval(tmp_path, 4, 146.3), write_eval(tmp_path, 1, 150.0)]
+    rows = reports.eval_rows(paths)
+    assert [r["T"] for r in rows] == [1, 4, 16] and rows[2]["FID low"] == pytest.approx(134.7)
+    assert rows[0]["GFLOP/image"] == pytest.approx(6.8) and rows[0]["model"] == "blocks-emoji256/T1"
+    text = paper.describe_t_rows(rows)
+    assert "T=16 has the lowest FID, 136.7 [134.7, 138.7]" in text and "apart from every other T" in text
+    assert text.endswith("The paper's best at FFHQ-1024 is T=16: same.")
+    assert paper.describe_t_rows(rows, side="low").endswith("ImageNet-256 is T=1: different.")
+    near = reports.eval_rows([write_eval(tmp_path, 16, 136.7), write_eval(tmp_path, 4, 139.0)])
+    assert paper.describe_t_rows(near).endswith("T=16: undecided, the intervals overlap.")
+    assert paper.describe_t_rows(rows[:1]) == "One T scored: no comparison of T."
+    mixed = reports.eval_rows([write_eval(tmp_path, 16, 136.7), write_eval(tmp_path, 4, 146.3, S=8)])
+    with pytest.raises(ValueError, match="2 different settings.*Fix: pass rows of one S"):
+        paper.describe_t_rows(mixed)

@@ -141,6 +141,26 @@ def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mappin
     return " ".join(parts)
 
 
+def describe_t_rows(rows: Sequence[Mapping], side: str = "high") -> str:
+    """The lowest-FID T among eval rows of one setting (reports.eval_rows), whether its interval is apart from every
+    other T's, and the paper's best T on `side` ("high": FFHQ-1024, "low": ImageNet-256) with a verdict only then."""
+    if len(rows) < 2:
+        return "One T scored: no comparison of T." if rows else "No scores."
+    settings = {(r["S"], r["n"], r["sampler"], r["weights"], r["seed"], r["extractor"], r["reference"]) for r in rows}
+    if len(settings) > 1:
+        raise ValueError(f"describe_t_rows: the rows were scored at {len(settings)} different settings. Fix: pass "
+                         "rows of one S, n, sampler, weights, seed, extractor and reference.")
+    ranked = sorted(rows, key=lambda r: r["FID"])
+    best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
+    close = [f"T={r['T']}" for r in ranked[1:] if r["FID low"] <= best["FID high"]]
+    others = "; ".join(f"T={r['T']} {r['FID']:.1f} [{r['FID low']:.1f}, {r['FID high']:.1f}]" for r in ranked[1:])
+    verdict = ("undecided, the intervals overlap" if close else "same" if best["T"] == paper_t else "different")
+    return (f"At S={best['S']}, n={best['n']:,}: T={best['T']} has the lowest FID, {best['FID']:.1f} "
+            f"[{best['FID low']:.1f}, {best['FID high']:.1f}] (others: {others})"
+            + (f"; its interval overlaps {', '.join(close)}" if close else ", apart from every other T") +
+            f". The paper's best at {dataset} is T={paper_t}: {verdict}.")
+
+
 def _direction(change: float) -> str:
     return "≈" if abs(change) < SAME else ("worse" if change > 0 else "better")
 
@@ -189,7 +209,9 @@ def _cell(v, column: str = "") -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return "-" if not np.isfinite(v) else (f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}")
+        if not np.isfinite(v):
+            return "-"
+        return f"{v:.3g}" if abs(v) < 1 else (f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}")  # KID: 0.087, not 0.09
     return "-" if v is None else str(v)
 
 

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -159,3 +159,19 @@ def budget_table(reports: Mapping[str, Report]) -> list[dict]:
              "val loss": r.training.get("final_val_loss"), "FID extractor": r.eval.get("extractor"),
              "reference": r.eval.get("reference"), "n": r.eval.get("n"), "sampler": r.eval.get("sampler"),
              "S grid": ",".join(str(p.steps) for p in r.curve)} for r in reports.values()]
+
+
+def eval_rows(paths: Iterable[str | Path]) -> list[dict]:
+    """One row per `workbench eval` JSON (python -m workbench eval --out FILE): the model's N, D, T, the sampling
+    (S, sampler, weights, seed, n) and the score (FID with its interval, FID-infinity, KID, GFLOP per image),
+    sorted by T then S. For scores of several models at one setting, beside the zoo's curves."""
+    rows = []
+    for path in map(Path, paths):
+        e = json.loads(path.read_text())
+        m = e["model"]
+        rows.append({"T": m["T"], "N": m["N"], "D": m["D"], "S": e["steps"], "n": e["n"], "sampler": e["sampler"],
+                     "weights": e["weights"], "seed": e["seed"], "FID": e["fid"], "FID low": e["fid_low"],
+                     "FID high": e["fid_high"], "FID inf": e["fid_inf"], "KID": e["kid_mean"],
+                     "GFLOP/image": e["cost"]["flops_analytic"] / 1e9, "extractor": e["extractor"],
+                     "reference": e["reference"], "model": e.get("name", ""), "file": path.name})
+    return sorted(rows, key=lambda r: (r["T"], r["S"]))
