@@ -33,13 +33,12 @@ from pathlib import Path
 
 import torch
 
-from bench_recipe import VARIANTS, config_for, plan, run_worker
+from bench_recipe import VARIANTS, WINNER, config_for, plan, run_worker
 from harness import emit, machine
 from workbench.comparison import area_between, frontier
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6  # fmnist-small's depth
-DEFAULT_RECIPE = "lr1e-3+flow+adaln"  # the recipe race's winner, fmnist-small's default
 # schedules scored on the elastic model (sample-config overrides): S_k annealed from many steps on the first block
 # to few on the last (DiSA), and D_k rising or falling over the blocks
 SCHEDULES = {
@@ -206,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", nargs="?", default="run", choices=("run", "report"))
     p.add_argument("--minutes", type=float, default=10.0, help="one training budget (as the recipe race's baseline)")
-    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+    p.add_argument("--recipe", default=WINNER,
                    help="a recipe race variant (default: the race's winner, fmnist-small's default): "
                    + ", ".join(VARIANTS))
     p.add_argument("--depths", default="1,2,3,4", help="the dedicated models' D")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -44,21 +43,21 @@ WORKBENCH_MODELS = ("recipe", "dit")
 
 
 def recipe_overrides(kind: str) -> dict:
-    from bench_recipe import VARIANTS
-    best = VARIANTS["lr1e-3+flow+adaln"]
+    from bench_recipe import VARIANTS, WINNER
+    best = VARIANTS[WINNER]
     return best if kind == "recipe" else {**best, "model.num_blocks": 1, "model.diffusion_depth": 6}
 
 
 def train_workbench(kind: str, minutes: float, runs: Path, threads: int, probe_steps: int) -> dict:
     """Probe the model alone, then train the steps that fit `minutes`; resumes an interrupted run."""
-    from bench_recipe import probe, run_worker
+    from bench_recipe import probe, run_worker, steps_that_fit
     plan_file = runs / kind / "plan.json"
     if plan_file.is_file():
         info = json.loads(plan_file.read_text())
     else:
         load = os.getloadavg()[0]
         p = probe(kind, recipe_overrides(kind), runs, threads, probe_steps)
-        info = {**p, "steps": max(10, math.floor((60 * minutes - p["first_step_seconds"]) / p["seconds_per_step"])),
+        info = {**p, "steps": steps_that_fit(minutes, p["first_step_seconds"], p["seconds_per_step"]),
                 "minutes": minutes, "load_1min_before": load}
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text(json.dumps(info, indent=1))
@@ -93,6 +92,13 @@ def _point(s: int, fid, flops: float, seconds_per_image: float) -> dict:
             "extractor": fid.extractor, "seconds_per_image": seconds_per_image, "flops": flops}
 
 
+def scored_steps(steps: list[int], inception_steps: list[int]) -> list[tuple[int, tuple[str, ...]]]:
+    """Each step count to sample once, with the extractors that score it: the classifier at `steps`, Inception at
+    `inception_steps`."""
+    return [(s, ("fmnist-classifier",) * (s in steps) + ("inception",) * (s in inception_steps))
+            for s in sorted(set(steps) | set(inception_steps))]
+
+
 def curve_workbench(kind: str, runs: Path, steps: list[int], n: int, inception_steps: list[int]) -> tuple[dict, dict]:
     """{extractor: points} of a workbench model, sampled with its own sampler; the images of a step count are
     generated once and scored with every extractor."""
@@ -102,10 +108,10 @@ def curve_workbench(kind: str, runs: Path, steps: list[int], n: int, inception_s
     model, cfg = load_for_inference(runs / kind)
     refs = {e: default_reference(cfg, e) for e in ("fmnist-classifier", "inception")}
     curves: dict[str, list[dict]] = {"fmnist-classifier": [], "inception": []}
-    for s in sorted(set(steps) | set(inception_steps)):
+    for s, extractors in scored_steps(steps, inception_steps):
         samples = sample_images(model, cfg, n, s, seed=0)
         flops = sum(sample_flops(cfg.model, s).values())
-        for e in ("fmnist-classifier",) * (s in steps) + ("inception",) * (s in inception_steps):
+        for e in extractors:
             r = score(model, cfg, s, n=n, seed=0, extractor=e, reference=refs[e], samples=samples)
             curves[e].append(_point(s, r, flops, r.seconds_per_image))
             print(f"  {kind} S={s} {e}: FID {r.fid:.2f} [{r.fid_low:.2f}, {r.fid_high:.2f}]", flush=True)
@@ -126,13 +132,14 @@ def curve_peer(runs: Path, steps: list[int], n: int, inception_steps: list[int])
     from workbench.presets import preset
     unet = load_peer(runs / "peer")
     cfg = preset("fmnist-small")
+    refs = {e: default_reference(cfg, e) for e in ("fmnist-classifier", "inception")}  # loaded once, as above
     curves: dict[str, list[dict]] = {"fmnist-classifier": [], "inception": []}
-    for s in sorted(set(steps) | set(inception_steps)):
+    for s, extractors in scored_steps(steps, inception_steps):
         start = time.perf_counter()
         images = sample_peer(unet, n, s)
         seconds = time.perf_counter() - start
-        for e in ("fmnist-classifier",) * (s in steps) + ("inception",) * (s in inception_steps):
-            fid = compute_fid(images, default_reference(cfg, e), e, seed=0)
+        for e in extractors:
+            fid = compute_fid(images, refs[e], e, seed=0)
             curves[e].append(_point(s, fid, flops_per_image(unet, s), seconds / n))
             print(f"  peer S={s} {e}: FID {fid.fid:.2f}", flush=True)
     summary = json.loads((runs / "peer" / "summary.json").read_text())

@@ -72,10 +72,11 @@ ON_LR = ("adaln", "flow", "v", "min-snr", "patch2", "ema0.995", "ema0.9995", "wi
 VARIANTS.update({f"lr1e-3+{k}": {**VARIANTS["lr1e-3"], **VARIANTS[k]} for k in ON_LR})
 # combined winners of round two (flow and adaLN each beat lr1e-3 alone)
 VARIANTS["lr1e-3+flow+adaln"] = {**VARIANTS["lr1e-3+flow"], **VARIANTS["adaln"]}
+WINNER = "lr1e-3+flow+adaln"  # the race's winner: fmnist-small's default, the recipe other benchmarks train on
 # Round three: the ingredients that change a step's cost (patch, shape, precision, compile), screened on top of the
 # combined winner rather than of lr1e-3, since the winner is what they would join
 ON_BEST = ("patch2", "wide-shallow", "deep-narrow", "fp32", "compile")
-VARIANTS.update({f"lr1e-3+flow+adaln+{k}": {**VARIANTS["lr1e-3+flow+adaln"], **VARIANTS[k]} for k in ON_BEST})
+VARIANTS.update({f"{WINNER}+{k}": {**VARIANTS[WINNER], **VARIANTS[k]} for k in ON_BEST})
 # Steps per probe. The rate falls over the first tens of steps of a run on this machine (measured with 2 threads,
 # lr1e-3+flow+adaln: 1.79 s/step over a 12-step probe, 2.04 over 60, 2.13 over a whole 395-step run), so a short
 # probe overstates the steps a budget holds; 60 steps come within ~5% of a whole run. The first screen used 12.
@@ -143,6 +144,11 @@ def probe(name: str, overrides: dict, runs: Path, threads: int, probe_steps: int
             "probe_steps": probe_steps}
 
 
+def steps_that_fit(minutes: float, first_step_seconds: float, seconds_per_step: float) -> int:
+    """Optimizer steps a budget of `minutes` holds at a probed step rate (at least 10)."""
+    return max(10, math.floor((60 * minutes - first_step_seconds) / seconds_per_step))
+
+
 def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -> dict:
     """The steps that fit `minutes` (kept in runs/probes/<name>.json).
 
@@ -156,7 +162,7 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
     load = os.getloadavg()[0]
     if name == "today":
         p = probe(name, overrides, runs, threads)
-        info = {**p, "steps": max(10, math.floor((60 * minutes - p["first_step_seconds"]) / p["seconds_per_step"])),
+        info = {**p, "steps": steps_that_fit(minutes, p["first_step_seconds"], p["seconds_per_step"]),
                 "basis": "probed alone"}
     else:
         base = plan("today", VARIANTS["today"], runs, minutes, threads)
@@ -169,7 +175,7 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
             per_step = base["seconds_per_step"] * ratio  # on the machine as the baseline's probe found it
             first = b["first_step_seconds"] * base["seconds_per_step"] / a["seconds_per_step"]
             info = {"seconds_per_step": per_step, "first_step_seconds": first,
-                    "steps": max(10, math.floor((60 * minutes - first) / per_step)),
+                    "steps": steps_that_fit(minutes, first, per_step),
                     "basis": f"probed beside today: step time ratio {ratio:.3f}", "ratio_to_today": ratio}
     info.update(minutes=minutes, load_1min_before=load)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ def test_elastic_benchmark_members_and_frontiers():
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
     assert spec["elastic-4x"]["budgets"] == 4 and spec["elastic-1x"]["budgets"] == 1
     assert spec["held-out"]["trained"] == [1, 3, 5, 6] and spec["held-out"]["eval_depths"] == [1, 2, 3, 4, 5, 6]
-    recipe = bench_recipe.VARIANTS[bench_elastic.DEFAULT_RECIPE]
+    recipe = bench_recipe.VARIANTS[bench_recipe.WINNER]
     for name, m in spec.items():  # every member is a valid config on top of the recipe (flow and adaLN)
         cfg = bench_recipe.config_for(name, {**recipe, **m["overrides"]}, Path("/tmp/x"), 10, 1)
         assert cfg.model.depths == tuple(m["trained"]) and cfg.diffusion.prediction == "flow"
