@@ -190,7 +190,7 @@ def test_blocks_table_and_best_t(zoo, tmp_path_factory):
     # overlapping intervals decide nothing: the best T is named, the verdict is withheld
     near = reports.load_reports("blocks-emoji", write_arm(tmp_path_factory.mktemp("near"), {1: 90.0, 4: 70.4, 16: 70.0}))
     text = paper.describe_blocks({"256px": near})
-    assert "T=16 is best" in text and "overlaps T=4" in text and "T=16: undecided here, the intervals overlap" in text
+    assert "T=16 is best" in text and "overlaps T=4" in text and "T=16: undecided, the intervals overlap" in text
     assert "same" not in text
 
 

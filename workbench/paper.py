@@ -114,6 +114,15 @@ def _resolution(r: Report) -> str:
     return f"{d.dataset} {d.image_size}px" + (" (latents)" if d.codec != "pixel" else "")
 
 
+def _t_verdict(best_t: int, best_high: float, others: Sequence[tuple[int, float]], side: str) -> tuple[list[str], str]:
+    """The Ts (of `others`: (T, FID low)) whose intervals reach the best T's upper end, and the comparison with the
+    paper's best T on `side`: a verdict (same / different) only where the best T's interval is apart from all."""
+    paper_t, dataset = PAPER_BEST_T[side]
+    close = [f"T={t}" for t, low in others if low <= best_high]
+    verdict = "undecided, the intervals overlap" if close else "same" if best_t == paper_t else "different"
+    return close, f"the paper's best at {dataset} is T={paper_t}: {verdict}"
+
+
 def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mapping[str, str] | None = None) -> str:
     """Per arm: the best T, the Ts whose intervals overlap it, and the paper's best T at the side of its
     resolution contrast given by paper_side[arm] ("low": ImageNet-256, "high": FFHQ-1024; by default an arm named
@@ -130,14 +139,11 @@ def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mappin
             parts.append(f"At {_resolution(only)} only T={only.T} has a report (FID {only.final.fid:.1f}): no "
                          "comparison of T yet.")
             continue
-        side = paper_side.get(arm, "low" if arm == "low" else "high")
-        best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
-        close = [f"T={r.T}" for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
-        verdict = ("undecided here, the intervals overlap" if close else  # a verdict only from disjoint intervals
-                   "same" if best.T == paper_t else "different")
+        best = ranked[0]
+        close, paper = _t_verdict(best.T, best.final.fid_high, [(r.T, r.final.fid_low) for r in ranked[1:]],
+                                  paper_side.get(arm, "low" if arm == "low" else "high"))
         parts.append(f"At {_resolution(best)} T={best.T} is best (FID {best.final.fid:.1f}"
-                     + (f"; its interval overlaps {', '.join(close)}" if close else "") +
-                     f"); the paper's best at {dataset} is T={paper_t}: {verdict}.")
+                     + (f"; its interval overlaps {', '.join(close)}" if close else "") + f"); {paper}.")
     return " ".join(parts)
 
 
@@ -151,14 +157,13 @@ def describe_t_rows(rows: Sequence[Mapping], side: str = "high") -> str:
         raise ValueError(f"describe_t_rows: the rows were scored at {len(settings)} different settings. Fix: pass "
                          "rows of one S, n, sampler, weights, seed, extractor and reference.")
     ranked = sorted(rows, key=lambda r: r["FID"])
-    best, (paper_t, dataset) = ranked[0], PAPER_BEST_T[side]
-    close = [f"T={r['T']}" for r in ranked[1:] if r["FID low"] <= best["FID high"]]
+    best = ranked[0]
+    close, paper = _t_verdict(best["T"], best["FID high"], [(r["T"], r["FID low"]) for r in ranked[1:]], side)
     others = "; ".join(f"T={r['T']} {r['FID']:.1f} [{r['FID low']:.1f}, {r['FID high']:.1f}]" for r in ranked[1:])
-    verdict = ("undecided, the intervals overlap" if close else "same" if best["T"] == paper_t else "different")
     return (f"At S={best['S']}, n={best['n']:,}: T={best['T']} has the lowest FID, {best['FID']:.1f} "
             f"[{best['FID low']:.1f}, {best['FID high']:.1f}] (others: {others})"
             + (f"; its interval overlaps {', '.join(close)}" if close else ", apart from every other T") +
-            f". The paper's best at {dataset} is T={paper_t}: {verdict}.")
+            f". {paper[0].upper()}{paper[1:]}.")
 
 
 def _direction(change: float) -> str:
