@@ -13,7 +13,8 @@ Families (same data and same training budget inside a family):
   blocks-emoji256 T in {1, 4, 16}, N=6, D=3, Fluent 3D emoji 256x256 as 32x32x4 latents of the codec trained here:
                   the presets emoji256-T1/T4/T16 with their budgets (about an hour each on 2 CPU threads, or
                   GPU_BUDGETS with --gpu); they need the codec (shipped in data/codecs/fluent3d-tiny)
-  ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers
+  ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers, each with
+                  the training seeds of workbench.zoo.ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...)
 Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
 that cannot start (a codec or dataset missing) is reported with its fix and the others still train.
 """

@@ -8,6 +8,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
+from .replicates import difference, group_by_seed, spread
 from .reports import Report
 
 PAPER_N = 28
@@ -170,22 +171,35 @@ def _direction(change: float) -> str:
     return "≈" if abs(change) < SAME else ("worse" if change > 0 else "better")
 
 
-def ablation_table(reports: Mapping[str, Report]) -> list[dict]:
+def ablation_table(reports: Mapping[str, Report], level: float = 0.9) -> list[dict]:
     """Tables 3-6 at our scale: each ablation's FID with full steps against the default's, beside the paper's
-    relative changes. Ours counts as changed only when the bootstrap intervals do not overlap."""
-    if "default" not in reports:
+    relative changes. With several training seeds (replicates: "no-zcond", "no-zcond-s1", ...) an ablation's FID
+    is its mean over seeds and its change counts only when the Welch t-interval of the difference from the
+    default's mean excludes zero; with one seed, only when the two bootstrap intervals do not overlap."""
+    groups = group_by_seed(reports)
+    if "default" not in groups:
         raise ValueError("ablation_table: no 'default' report. Fix: evaluate the ablations family's default member.")
-    d = reports["default"].final
+    base = [r.final.fid for r in groups["default"].values()]
+    d0 = groups["default"][min(groups["default"])].final
     rows = []
-    for name, r in reports.items():
+    for name, by_seed in groups.items():
         desc, ffhq, inet = PAPER_ABLATIONS.get(name, (name, math.nan, math.nan))
-        p = r.final
-        change = p.fid / d.fid - 1
-        apart = p.fid_low > d.fid_high or p.fid_high < d.fid_low
+        fids = [r.final.fid for r in by_seed.values()]
+        s = spread(fids)
+        diff, lo, hi = difference(fids, base, level)
+        if s.n > 1 and len(base) > 1:
+            interval, apart = s.interval(level), lo > 0 or hi < 0
+            rule = f"{s.n} vs {len(base)} seeds, Welch t {level:.0%}"
+        else:  # one seed on a side: the bootstrap intervals of the first seed of each
+            p = by_seed[min(by_seed)].final
+            interval, apart = (p.fid_low, p.fid_high), p.fid_low > d0.fid_high or p.fid_high < d0.fid_low
+            rule = "1 seed, bootstrap intervals"
+        change = s.mean / spread(base).mean - 1
         ours = _direction(change) if (apart or name == "default") else "≈"
         paper_ffhq, paper_inet = ffhq / PAPER_ABLATIONS["default"][1] - 1, inet / PAPER_ABLATIONS["default"][2] - 1
         paper = _direction((paper_ffhq + paper_inet) / 2)
-        rows.append({"ablation": name, "description": desc, "FID": p.fid, "FID interval": (p.fid_low, p.fid_high),
+        rows.append({"ablation": name, "description": desc, "seeds": s.n, "FID": s.mean, "FID interval": interval,
+                     "seed spread": s.std, "difference": diff, "difference interval": (lo, hi), "decided by": rule,
                      "change": change, "ours": ours, "FFHQ": ffhq, "FFHQ change": paper_ffhq, "ImageNet": inet,
                      "ImageNet change": paper_inet, "paper": paper,
                      "agrees": ours == paper if name in PAPER_ABLATIONS and name != "default" else None})
@@ -197,11 +211,17 @@ def describe_ablations(rows: Sequence[dict]) -> str:
     agree = [r["ablation"] for r in judged if r["agrees"]]
     differ = [f"{r['ablation']} (ours {r['ours']}, paper {r['paper']})" for r in judged if not r["agrees"]]
     worst = max(judged, key=lambda r: r["change"]) if judged else None
+    seeds = sorted({r["seeds"] for r in rows})
     text = f"{len(agree)} of {len(judged)} ablations move FID the way the paper's do"
     text += f" ({', '.join(agree)})" if agree else ""
     text += f"; these differ: {', '.join(differ)}." if differ else "."
     if worst:
         text += f" The largest harm here is {worst['ablation']} ({worst['change']:+.0%} FID)."
+    if seeds == [1]:
+        text += " One training seed per ablation: the intervals hold sampling noise only, not the seed spread."
+    else:
+        text += (f" Training seeds per ablation: {', '.join(map(str, seeds))}; a change counts when the interval "
+                 f"of its difference across seeds excludes zero.")
     return text
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from .compute import sample_flops
 from .config import Config
 from .paths import ZOO_DIR
-from .zoo import FAMILIES, MEMBERS
+from .replicates import split_seed
+from .zoo import ABLATIONS, FAMILIES
 
 COSTS = {"steps": "denoising steps per block, S",
          "paper_cost": "block-layer evaluations per image, T[(N-D)+D*S] (paper)",
@@ -133,9 +134,10 @@ def write_report(report: Report, root: str | Path = ZOO_DIR) -> Path:
 
 
 def _order(r: Report) -> tuple:
-    ablations = [name for name, _ in MEMBERS["ablations"]]
+    ablations = [name for name, _ in ABLATIONS]
+    base, seed = split_seed(r.name)
     return (r.D if r.family == "vertical" else r.T if r.family.startswith("blocks") else
-            ablations.index(r.name) if r.name in ablations else len(ablations), r.name)
+            ablations.index(base) if base in ablations else len(ablations), seed, r.name)
 
 
 def load_reports(family: str, root: str | Path = ZOO_DIR) -> dict[str, Report]:

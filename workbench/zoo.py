@@ -2,17 +2,23 @@
 every evaluation curve. experiments/zoo.py trains and evaluates them; reports, notebooks and the app read them."""
 from __future__ import annotations
 
+from .replicates import seeded_name
+
 FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "ablations")
 EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
+ABLATIONS = [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
+             ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
+             ("mlp-denoise", {"model.denoiser_attention": "block"}),
+             ("hidden0", {"diffusion.hidden_loss_weight": 0.0})]
+ABLATION_SEEDS = (0, 1, 2)  # training seeds: an ablation's effect is read against the spread between them
 MEMBERS = {  # family -> [(member name, config overrides)]
     "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in (1, 2, 3, 4)],
     "blocks-fmnist": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "blocks-emoji": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "blocks-emoji256": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
-    "ablations": [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
-                  ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
-                  ("mlp-denoise", {"model.denoiser_attention": "block"}),
-                  ("hidden0", {"diffusion.hidden_loss_weight": 0.0})],
+    # each ablation with every seed of ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...: workbench.replicates)
+    "ablations": [(seeded_name(name, seed), {**over, "train.seed": seed})
+                  for name, over in ABLATIONS for seed in ABLATION_SEEDS],
 }
 # families whose members are presets of their own, trained with the preset's budget (its GPU budget with --gpu):
 # the Fluent 3D emoji at 256 px through the codec trained here (presets emoji256-T1/T4/T16)
