@@ -311,10 +311,17 @@ def families(entries: list[Entry]) -> list[Family]:
     return out
 
 
+def slider_positions(family: Family) -> int:
+    """The depths a family's slider offers trained weights for: one per dedicated file, every trained D of an
+    elastic file."""
+    return len({d for e in family.entries for d in (e.config.model.elastic_depths or [e.D])})
+
+
 def default_entry(fams: list[Family], folders: Folders) -> Entry | None:
-    """--checkpoint, else the middle trained depth of the family with the most trained depths (the depth slider
-    has the most to show there; in the zoo: vertical, D=N/2)."""
+    """--checkpoint, else the middle trained depth of the family whose slider has the most trained depths (in the
+    zoo: the elastic Fashion-MNIST model, every D of N in one file; without one, vertical at D=N/2). Ties keep the
+    first family found."""
     if folders.default or not fams:
         return next((e for f in fams for e in f.entries if e.path == folders.default), None)
-    richest = max(fams, key=lambda f: len(f.entries))
+    richest = max(fams, key=slider_positions)
     return richest.entries[(len(richest.entries) - 1) // 2]

@@ -700,3 +700,19 @@ def test_pictures_upscale_small_grids_and_keep_large_images_at_their_size():
     shown = pictures(large)
     assert [p.size for p in shown] == [(256, 256)] * 3
     assert all(np.array_equal(np.asarray(p), a) for p, a in zip(shown, to_uint8(large)))  # the pixels, unresized
+
+
+@pytest.mark.parametrize("elastic_set,want", [((1, 2, 4), "elastic"), ((1,), "vertical")])
+def test_app_opens_on_the_family_with_the_most_trained_depths(tmp_path, elastic_set, want):
+    """An elastic file whose trained set is larger than a dedicated family's D count is where the slider has most
+    to show, so the app opens there (issue: the elastic Fashion-MNIST model by default); a smaller set does not."""
+    zoo = tmp_path / "zoo"
+    for d in (2, 3):
+        write_checkpoint(zoo / "vertical", f"D{d}.safetensors", f"vertical/D{d}", d)
+    write_checkpoint(zoo / "elastic", "E.safetensors", "elastic/E", elastic_set[0], elastic=elastic_set)
+    folders = catalog.Folders(zoo.resolve(), (), None, ())
+    entries, notes = catalog.scan(folders)
+    fams = catalog.families(entries)
+    assert not notes and sorted(catalog.slider_positions(f) for f in fams) == sorted([2, len(elastic_set)])
+    chosen = catalog.default_entry(fams, folders)
+    assert chosen.family == want and (chosen.elastic == (want == "elastic"))
