@@ -7,11 +7,13 @@ the sha256 of every file, reconstructions.png). VAECodec loads the folder and re
     python scripts/train_codec.py --name fluent3d-tiny --measure-only --fid 1000    # add FID to a trained codec
     python scripts/train_codec.py --name fluent3d-tiny --init fluent3d-tiny --steps 4000   # train it further
     python scripts/train_codec.py --name fluent3d-gan --init fluent3d-tiny --adv-weight 0.5 --steps 3000  # + a critic
+    python scripts/train_codec.py --name fluent3d-dec --init fluent3d-tiny --freeze-encoder ...  # decoder only
 
 With --adv-weight > 0 a PatchGAN critic, trained here from scratch beside the autoencoder (hinge loss), adds an
 adversarial term to the reconstruction loss, weighted adaptively as in VQGAN (the ratio of the two losses' gradient
 norms at the decoder's last layer). No pretrained network enters the loss: the Inception network that scores the
-reconstructions never trains them.
+reconstructions never trains them. --freeze-encoder trains the decoder alone: the latents stay bitwise those of
+--init, so latent models trained on them (and their latent caches' contents) stay valid with the new decoder.
 
 The latents are standardised: config.scaling_factor = 1 / std and shift_factor = mean of the latents of the
 measured images, so data.latent_scale = 0 (the codec's own) gives the model unit-variance latents.
@@ -91,6 +93,11 @@ def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torc
     return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl, "out": out}
 
 
+def encoder_side(vae: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that map pixels to latents (what --freeze-encoder keeps fixed)."""
+    return [m for m in (vae.encoder, getattr(vae, "quant_conv", None)) if m is not None]
+
+
 class PatchCritic(torch.nn.Module):
     """A PatchGAN critic (pix2pix, VQGAN): 4x4 convolutions, `layers` of them strided, one logit per overlapping
     patch of the input. It only trains the codec and is not shipped."""
@@ -144,12 +151,19 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
     n = min(args.limit or len(dataset), len(dataset))
     images = preload(dataset, n)
     g = torch.Generator().manual_seed(args.seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    encoder = encoder_side(vae)
+    if args.freeze_encoder:  # the latents stay bitwise the same: models trained on them keep working
+        for m in encoder:
+            m.requires_grad_(False)
+    trained = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
         0.55 + 0.45 * math.cos(math.pi * min(s, args.steps) / args.steps)))
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     vae.to(memory_format=layout).train()
+    for m in encoder if args.freeze_encoder else ():
+        m.eval()
     bf16 = args.precision == "bf16"
     critic = PatchCritic(args.critic_width).to(memory_format=layout) if args.adv_weight > 0 else None
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.lr, betas=(0.5, 0.9),
@@ -168,7 +182,7 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
                      + (" or --adv-weight." if adv else "."))
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         sched.step()
         if judged:  # after the autoencoder's step: its backward went through the critic's weights as they were
@@ -198,6 +212,8 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
                                 "critic": "PatchGAN, 3 strided 4x4 convs, GroupNorm, LeakyReLU 0.2; AdamW betas "
                                           "(0.5, 0.9); trained from scratch, not shipped"}} if critic else {}),
             "precision": args.precision, "channels_last": args.channels_last,
+            "trained": "decoder only (encoder frozen: the latents of --init unchanged)" if args.freeze_encoder
+            else "encoder and decoder",
             "seed": args.seed, "threads": torch.get_num_threads(), "images": n, "seconds": round(seconds, 1),
             "crops_per_second": round(step * args.batch / seconds, 2), "losses": losses}
 
@@ -302,6 +318,9 @@ def main() -> None:
                     help="steps the critic trains alone (from --adv-start) before its term reaches the codec: a "
                     "critic at chance only adds noise to the codec's gradient")
     ap.add_argument("--critic-lr", type=float, default=0.0, help="the critic's learning rate (0: --lr)")
+    ap.add_argument("--freeze-encoder", action="store_true",
+                    help="train the decoder only (with --init): the latents stay bitwise those of --init, so "
+                    "models trained on them keep working with the new decoder")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
                     "benchmarks/bench_codec.py); the weights stay float32")
@@ -327,6 +346,9 @@ def main() -> None:
         write_card(dest, card)
         print(json.dumps(card["reconstruction"], indent=1))
         return
+    if args.freeze_encoder and not args.init:
+        sys.exit("--freeze-encoder: a fresh encoder would stay random. Fix: add --init <trained codec>, or drop "
+                 "--freeze-encoder.")
     vae, init = continued(args.out, args.init, train_set) if args.init else (
         build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels), None)
     card = {"name": args.name, "class": type(vae).__name__, "created": datetime.now(timezone.utc).isoformat(

@@ -308,3 +308,29 @@ def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, 
     assert sorted(p.name for p in (tmp_path / "gan").iterdir()) == [
         "card.json", "config.json", "diffusion_pytorch_model.safetensors", "reconstructions.png"]
     VAECodec(tmp_path / "gan", latent_scale=0.0)
+
+
+def test_decoder_only_training_keeps_the_latents_bitwise(trained, tmp_path):
+    """--freeze-encoder: the encoder's weights, the latents and their standardisation are the init's exactly, the
+    decoder changes; without --init the flag is refused with the fix."""
+    folder, fluent = trained
+    args = [sys.executable, str(SCRIPT), "--name", "dec", "--out", str(tmp_path), "--root", str(fluent), "--init",
+            str(folder), "--freeze-encoder", "--steps", "3", "--batch", "2", "--crop", "32", "--threads", "1",
+            "--lr", "1e-2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    old, new = VAECodec(folder, latent_scale=0.0), VAECodec(tmp_path / "dec", latent_scale=0.0)
+    for (name, a), (_, b) in zip(old.vae.encoder.state_dict().items(), new.vae.encoder.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(old.vae.decoder.state_dict().values(),
+                                                      new.vae.decoder.state_dict().values()))
+    x = fluent_images(fluent)[:2]
+    with torch.no_grad():
+        assert torch.equal(old.encode(x), new.encode(x))
+    card = json.loads((tmp_path / "dec" / "card.json").read_text())
+    assert card["train"]["trained"].startswith("decoder only")
+    assert card["latents"] == json.loads((folder / "card.json").read_text())["latents"]
+    out = subprocess.run(args[:6] + ["--freeze-encoder", "--steps", "1"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode != 0 and "--freeze-encoder" in out.stderr and "Fix: add --init" in out.stderr
