@@ -32,7 +32,7 @@ import torch
 
 import workbench as wb
 from workbench.config import Config
-from workbench.zoo import EVAL_STEPS, MEMBERS, PRESET_FAMILIES
+from workbench.zoo import BUDGET_MULTIPLE, EVAL_STEPS, MEMBERS, PRESET_FAMILIES, depth_report_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "zoo"
@@ -83,6 +83,8 @@ def members(gpu: bool = False) -> list[Member]:
     out = []
     for family, name, cfg, over in spec:
         cfg = cfg.override(**over)
+        if (family, name) in BUDGET_MULTIPLE:  # e.g. the elastic model: the four dedicated budgets together
+            cfg = cfg.override(**{"train.max_steps": cfg.train.max_steps * BUDGET_MULTIPLE[family, name]})
         m = Member(family, name, cfg)
         out.append(Member(family, name, cfg.override(**{"name": f"{family}/{name}",
                                                          "train.out_dir": str(RUNS / m.key)})))
@@ -153,50 +155,72 @@ def reference(cfg: Config, extractor: str):
                            image_size=d.image_size, channels=d.channels)
 
 
-def evaluate(m: Member, sampler: str | None = None, seed: int = 0) -> dict:
+def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | None = None) -> dict:
     """FID against sampling steps (and compute) for one member, with full provenance; the member's own sampler
-    (flow Euler for the flow recipe, DDIM for eps models) unless `sampler` is given."""
+    (flow Euler for the flow recipe, DDIM for eps models) unless `sampler` is given. `depth`: an elastic member
+    sampled at that D (its report is named depth_report_name and its config's D is that depth)."""
     from workbench.checkpoint import load_for_inference
     from workbench.evaluation import evaluate_curve
 
     model, cfg = load_for_inference(RUNS / m.key)
+    name = m.name
+    if depth is not None:
+        cfg, name = cfg.override(**{"model.diffusion_depth": depth}), depth_report_name(m.name, depth)
     extractor, n, grid = _eval_plan(m)
     ref = reference(cfg, extractor)
     sampler = sampler or cfg.sample.sampler
 
     def progress(S: int, p: dict) -> None:
-        print(f"{m.family}/{m.name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
+        print(f"{m.family}/{name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
 
     ev = evaluate_curve(model, cfg, ref, extractor, steps=grid, n=n, sampler=sampler, seed=seed, weights="ema",
                         progress=progress)
     summary = json.loads((RUNS / m.key / "DONE").read_text())
-    return {"family": m.family, "name": m.name, "config": cfg.to_dict(),
+    return {"family": m.family, "name": name, "config": cfg.to_dict(),
             "training": {"steps": summary["step"], "batch": cfg.train.batch_size,
                          "images_seen": summary["images_seen"], "seconds": summary.get("train_seconds"),
                          "device": summary.get("device", "cpu (1 thread of 2 cores)"), "final_val_loss": summary["val_loss"]},
             "eval": ev}
 
 
+def report_names(m: Member) -> dict[str, int | None]:
+    """{report name: D it samples at (None: the member's own)}: one per trained D for an elastic member, the
+    model's default D first (its report ships beside the weights)."""
+    depths = m.config.model.elastic_depths
+    if not depths:
+        return {m.name: None}
+    default = m.config.model.diffusion_depth
+    return {depth_report_name(m.name, d): d for d in sorted(depths, key=lambda d: (d != default, d))}
+
+
 def cmd_eval(ms: list[Member]) -> None:
     for m in ms:
-        out = RUNS / m.key / f"eval-{m.family}-{m.name}.json"
-        if out.exists() or not (RUNS / m.key / "DONE").exists():
-            continue
-        out.write_text(json.dumps(evaluate(m), indent=1))
+        for name, depth in report_names(m).items():
+            out = RUNS / m.key / f"eval-{m.family}-{name}.json"
+            if out.exists() or not (RUNS / m.key / "DONE").exists():
+                continue
+            out.write_text(json.dumps(evaluate(m, depth=depth), indent=1))
 
 
 def cmd_export(ms: list[Member]) -> None:
+    """Half-precision EMA weights with the member's (first) report embedded and beside them; an elastic member's
+    reports at its other depths ship as report files alone (one set of weights samples them all)."""
     from workbench.checkpoint import export_for_inference
 
     for m in ms:
-        report = RUNS / m.key / f"eval-{m.family}-{m.name}.json"
-        if not report.exists():
-            print(f"skip {m.family}/{m.name}: not evaluated")
+        reports = {name: RUNS / m.key / f"eval-{m.family}-{name}.json" for name in report_names(m)}
+        missing = [name for name, path in reports.items() if not path.exists()]
+        if missing:
+            print(f"skip {m.family}/{m.name}: not evaluated ({', '.join(missing)})")
             continue
+        first, *others = reports.values()
         dest = SHIP / m.family / f"{m.name}.safetensors"
-        export_for_inference(RUNS / m.key, dest, eval_report=report)
-        dest.with_suffix(".json").write_text(report.read_text())
-        print(f"exported {dest} ({dest.stat().st_size / 1e6:.1f} MB)")
+        export_for_inference(RUNS / m.key, dest, eval_report=first)
+        dest.with_suffix(".json").write_text(first.read_text())
+        for name in list(reports)[1:]:
+            (SHIP / m.family / f"{name}.json").write_text(reports[name].read_text())
+        print(f"exported {dest} ({dest.stat().st_size / 1e6:.1f} MB)" + (f" and the reports {', '.join(reports)}"
+                                                                       if others else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

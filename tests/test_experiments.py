@@ -417,3 +417,31 @@ def test_eval_rows_and_the_t_verdict_from_scores_at_one_setting(tmp_path):
     mixed = reports.eval_rows([write_eval(tmp_path, 16, 136.7), write_eval(tmp_path, 4, 146.3, S=8)])
     with pytest.raises(ValueError, match="2 different settings.*Fix: pass rows of one S"):
         paper.describe_t_rows(mixed)
+
+
+def test_the_zoo_elastic_member_trains_four_budgets_and_reports_every_depth():
+    zoo = zoo_script()
+    ms = {(m.family, m.name): m for m in zoo.members()}
+    el, d2 = ms["vertical", "elastic"], ms["vertical", "D2"]
+    assert tuple(el.config.model.elastic_depths) == (1, 2, 3, 4) and el.key != d2.key
+    assert el.config.train.max_steps == 4 * d2.config.train.max_steps  # equal total compute with the four D models
+    assert list(zoo.report_names(el).items()) == [("elastic-D2", 2), ("elastic-D1", 1), ("elastic-D3", 3),
+                                                  ("elastic-D4", 4)]  # the default D first: it ships with the weights
+    assert zoo.report_names(d2) == {"D2": None}
+
+
+def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):
+    for d in (1, 2, 3, 4):  # the elastic model: better than the dedicated one at D=1..3, worse at D=4
+        shift = -2.0 if d < 4 else 3.0
+        write(zoo, make_report("vertical", f"elastic-D{d}", lambda s, d=d, k=shift: vertical_fid(d)(s) + k,
+                               **{"model.diffusion_depth": d, "model.elastic_depths": [1, 2, 3, 4]}))
+    vertical = reports.load_reports("vertical", zoo)
+    assert list(vertical)[:4] == ["D1", "elastic-D1", "D2", "elastic-D2"]
+    assert list(reports.dedicated(vertical)) == ["D1", "D2", "D3", "D4"]
+    rows = comparison.depth_rows(vertical)
+    assert {r["member"] for r in rows} == {"D1", "D2", "D3", "D4", "elastic"} and len(rows) == 8 * len(STEPS)
+    grid = comparison.depth_grid(rows)
+    assert len(grid) == 4 * len(STEPS)
+    assert all(g["elastic"] == pytest.approx(g["dedicated"] + (-2.0 if g["D"] < 4 else 3.0)) for g in grid)
+    text = comparison.describe_elastic(rows)
+    assert text.startswith(f"elastic: FID at or below the dedicated model's at {3 * len(STEPS)} of {4 * len(STEPS)}")

@@ -236,6 +236,17 @@ def depth_frontiers(rows: Sequence[dict]) -> dict[str, list[tuple[float, float]]
     return {name: frontier(p) for name, p in points.items()}
 
 
+def depth_rows(reports: Mapping[str, Report]) -> list[dict]:
+    """Zoo reports as rows of the comparison above: a dedicated model's points under "D<d>", an elastic model's
+    reports at each depth ("elastic-D3") under the elastic member's name ("elastic"), one row per curve point."""
+    rows = []
+    for r in reports.values():
+        member = re.sub(r"-D\d+$", "", r.name) if r.elastic else f"D{r.D}"
+        rows += [{"member": member, "point": f"D={r.D} S={p.steps}", "paper_cost": p.paper_cost, "fid": p.fid,
+                  "fid_low": p.fid_low, "fid_high": p.fid_high} for p in r.curve]
+    return rows
+
+
 def describe_elastic(rows: Sequence[dict]) -> str:
     """Per elastic member: at how many grid points it is at or below the dedicated model, its worst ratio, and the
     area between the two frontiers (FID x decades of compute; > 0: the elastic frontier is lower)."""

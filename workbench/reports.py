@@ -65,6 +65,11 @@ class Report:
         return self.config.model.num_blocks
 
     @property
+    def elastic(self) -> bool:
+        """A report of an elastic model (one set of weights for every D), sampled at D."""
+        return bool(self.config.model.elastic_depths)
+
+    @property
     def label(self) -> str:
         return f"{self.family}/{self.name}"
 
@@ -146,6 +151,11 @@ def load_reports(family: str, root: str | Path = ZOO_DIR) -> dict[str, Report]:
     folder = Path(root) / family
     reports = [read_report(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     return {r.name: r for r in sorted(reports, key=_order)}
+
+
+def dedicated(reports: Mapping[str, Report]) -> dict[str, Report]:
+    """The reports of models trained at one D (an elastic model's reports left out)."""
+    return {k: r for k, r in reports.items() if not r.elastic}
 
 
 def zoo_status(root: str | Path = ZOO_DIR) -> dict[str, int]:

@@ -11,8 +11,11 @@ ABLATIONS = [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in t
              ("mlp-denoise", {"model.denoiser_attention": "block"}),
              ("hidden0", {"diffusion.hidden_loss_weight": 0.0})]
 ABLATION_SEEDS = (0, 1, 2)  # training seeds: an ablation's effect is read against the spread between them
+VERTICAL_D = (1, 2, 3, 4)  # N/4 .. N of the zoo's N=4
 MEMBERS = {  # family -> [(member name, config overrides)]
-    "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in (1, 2, 3, 4)],
+    # the dedicated models, and one elastic model trained at every D of them (its reports: "elastic-D1", ...)
+    "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in VERTICAL_D]
+                + [("elastic", {"model.elastic_depths": list(VERTICAL_D)})],
     "blocks-fmnist": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "blocks-emoji": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "blocks-emoji256": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
@@ -20,6 +23,16 @@ MEMBERS = {  # family -> [(member name, config overrides)]
     "ablations": [(seeded_name(name, seed), {**over, "train.seed": seed})
                   for name, over in ABLATIONS for seed in ABLATION_SEEDS],
 }
+# members that train a multiple of their family's budget: the elastic model gets the four dedicated models' steps
+# together (equal total compute, the elastic benchmark's comparison (b))
+BUDGET_MULTIPLE = {("vertical", "elastic"): len(VERTICAL_D)}
+
+
+def depth_report_name(name: str, depth: int) -> str:
+    """The report of an elastic member sampled at one D ("elastic" at D=3: "elastic-D3")."""
+    return f"{name}-D{depth}"
+
+
 # families whose members are presets of their own, trained with the preset's budget (its GPU budget with --gpu):
 # the Fluent 3D emoji at 256 px through the codec trained here (presets emoji256-T1/T4/T16)
 PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}"}
