@@ -32,7 +32,8 @@ import torch
 
 import workbench as wb
 from workbench.config import Config
-from workbench.zoo import BUDGET_MULTIPLE, EVAL_STEPS, MEMBERS, PRESET_FAMILIES, depth_report_name
+from workbench.zoo import (BUDGET_MULTIPLE, EVAL_STEPS, MEMBERS, PRESET_FAMILIES, SHIP_LIMIT_MB, depth_report_name,
+                           ships_weights)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "zoo"
@@ -215,12 +216,25 @@ def cmd_export(ms: list[Member]) -> None:
             continue
         first, *others = reports.values()
         dest = SHIP / m.family / f"{m.name}.safetensors"
-        export_for_inference(RUNS / m.key, dest, eval_report=first)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if ships_weights(m.family, m.name):
+            export_for_inference(RUNS / m.key, dest, eval_report=first)
+        else:
+            dest.unlink(missing_ok=True)  # weights an earlier export shipped
         dest.with_suffix(".json").write_text(first.read_text())
         for name in list(reports)[1:]:
             (SHIP / m.family / f"{name}.json").write_text(reports[name].read_text())
-        print(f"exported {dest} ({dest.stat().st_size / 1e6:.1f} MB)" + (f" and the reports {', '.join(reports)}"
-                                                                       if others else ""))
+        print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
+                                                   else "no weights (report only), ") + f"reports {', '.join(reports)}")
+    total = shipped_mb()
+    print(f"{SHIP}: {total:.1f} MB of weights" + ("" if total <= SHIP_LIMIT_MB else
+          f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights (workbench.zoo.ships_weights) "
+          "or smaller members."), file=sys.stdout if total <= SHIP_LIMIT_MB else sys.stderr)
+
+
+def shipped_mb(root: Path = SHIP) -> float:
+    """Megabytes of weight files under data/checkpoints."""
+    return sum(p.stat().st_size for p in root.rglob("*.safetensors")) / 1e6
 
 
 def main(argv: list[str] | None = None) -> int:

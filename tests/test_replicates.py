@@ -83,3 +83,10 @@ def test_ablation_table_decides_across_seeds(tmp_path):
     assert "Training seeds per ablation: 1, 3" in text and "excludes zero" in text
     md = paper.markdown_table(list(rows.values()), ["ablation", "seeds", "seed spread", "difference interval"])
     assert "| hidden0 | 1 | - | - |" in md
+
+
+def test_the_zoo_ships_weights_for_the_first_seed_of_each_ablation_only():
+    from workbench.zoo import ships_weights
+    shipped = [n for n, _ in MEMBERS["ablations"] if ships_weights("ablations", n)]
+    assert shipped == [n for n, _ in ABLATIONS]
+    assert all(ships_weights(f, n) for f, entries in MEMBERS.items() if f != "ablations" for n, _ in entries)

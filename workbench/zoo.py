@@ -2,7 +2,7 @@
 every evaluation curve. experiments/zoo.py trains and evaluates them; reports, notebooks and the app read them."""
 from __future__ import annotations
 
-from .replicates import seeded_name
+from .replicates import seeded_name, split_seed
 
 FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "ablations")
 EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
@@ -36,3 +36,12 @@ def depth_report_name(name: str, depth: int) -> str:
 # families whose members are presets of their own, trained with the preset's budget (its GPU budget with --gpu):
 # the Fluent 3D emoji at 256 px through the codec trained here (presets emoji256-T1/T4/T16)
 PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}"}
+
+SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision EMA exports)
+
+
+def ships_weights(family: str, name: str) -> bool:
+    """Whether the zoo ships a member's weights, or its report alone: every member but the ablation replicates
+    beyond the first seed (their reports carry the seed spread; one set of weights per ablation is enough to look
+    at)."""
+    return split_seed(name)[1] == 0
