@@ -130,61 +130,88 @@ def rows(out: Path) -> list[dict]:
 
 
 # ---- report ------------------------------------------------------------------------------------------------------
-def classifier(rs: list[dict]) -> list[dict]:
-    return [r for r in rs if r["extractor"].startswith("fmnist-classifier")]
+CLASSIFIER, INCEPTION = "fmnist-classifier", "inception"
+
+
+def of(rs: list[dict], extractor: str) -> list[dict]:
+    return [r for r in rs if r["extractor"].startswith(extractor)]
 
 
 @functools.lru_cache(maxsize=None)
-def features(images: str) -> torch.Tensor:
-    """Classifier features of a kept image set (each set appears in several tables: extracted once)."""
+def features(images: str, extractor: str) -> torch.Tensor:
+    """Features of a kept image set (each set appears in several tables: extracted once per extractor)."""
     from workbench.features import extract_features, resolve_extractor
-    return extract_features(resolve_extractor("fmnist-classifier"), torch.load(images, weights_only=True).float()
-                            / 127.5 - 1)
+    return extract_features(resolve_extractor(extractor), torch.load(images, weights_only=True).float() / 127.5 - 1)
 
 
-def paired(run_a: str, run_b: str, reference) -> tuple[float, float, float]:
+def paired(run_a: str, run_b: str, reference, extractor: str) -> tuple[float, float, float]:
     from workbench.metrics import paired_fid_difference
-    return paired_fid_difference(features(run_a), features(run_b), reference,
+    return paired_fid_difference(features(run_a, extractor), features(run_b, extractor), reference,
                                  generator=torch.Generator().manual_seed(0))
+
+
+def _split(point: str) -> tuple[str, str]:
+    d, s = point.split()  # "D=2 S=4"
+    return d[2:], s[2:]
+
+
+def versus(at: dict, mine: str, theirs, ref, extractor: str, n: int, title: str, flag=lambda point: "") -> list[str]:
+    """A table of `mine` against `theirs(point)` (a member name, or None) at every fixed (D, S) both were scored at,
+    with the paired 90% interval of the difference (same seeds, so row i of both sets starts from the same noise)."""
+    lines = [f"### {title} ({extractor} FID, n={n}, paired 90% interval of the difference)", "",
+             "| D | S | theirs | mine | mine - theirs | ratio |", "|---|---|---|---|---|---|"]
+    for (member, point), r in sorted(at.items(), key=lambda kv: (_split(kv[0][1]), kv[0][0])):
+        other = theirs(point)
+        if member != mine or not point.startswith("D=") or (other, point) not in at:
+            continue
+        o = at[(other, point)]
+        d, lo, hi = paired(r["images"], o["images"], ref, extractor)
+        D, S = _split(point)
+        lines.append(f"| {D}{flag(point)} | {S} | {o['fid']:.1f} ({other}) | {r['fid']:.1f} | {d:+.1f} [{lo:+.1f}, "
+                     f"{hi:+.1f}] | {r['fid'] / o['fid']:.2f} |")
+    return lines + [""] if len(lines) > 4 else []
 
 
 def report(args) -> str:
     import workbench as wb
     from workbench.evaluation import default_reference
-    rs = classifier(rows(Path(args.out)))
+    everything = rows(Path(args.out))
+    rs = of(everything, CLASSIFIER)
     if not rs:
         raise SystemExit(f"report: no rows in {args.out}. Fix: run the benchmark first.")
-    ref = default_reference(wb.preset("fmnist-small"), "fmnist-classifier")
-    at = {(r["member"], r["point"]): r for r in rs}
+    refs = {e: default_reference(wb.preset("fmnist-small"), e) for e in (CLASSIFIER, INCEPTION)}
     big = max((r["member"] for r in rs if r["member"].startswith("elastic-") and r["member"] != "elastic-1x"),
               default=None)
     lines = []
-    for title, elastic in (("(a) equal per-model compute: elastic-1x", "elastic-1x"),
-                           (f"(b) equal total compute: {big}", big)):
-        if elastic is None:
-            continue
-        lines += [f"### {title} vs dedicated (classifier FID, n={args.n}, paired 90% interval of elastic - dedicated)",
-                  "", "| D | S | dedicated | elastic | elastic - dedicated | ratio |", "|---|---|---|---|---|---|"]
-        for (member, point), r in sorted(at.items()):
-            if not member.startswith("D") or (elastic, point) not in at:
-                continue
-            e = at[(elastic, point)]
-            d, lo, hi = paired(e["images"], r["images"], ref)
-            lines.append(f"| {point.split()[0][2:]} | {point.split()[1][2:]} | {r['fid']:.1f} | {e['fid']:.1f} | "
-                         f"{d:+.1f} [{lo:+.1f}, {hi:+.1f}] | {e['fid'] / r['fid']:.2f} |")
-        lines.append("")
+    for extractor in (CLASSIFIER, INCEPTION):
+        at = {(r["member"], r["point"]): r for r in of(everything, extractor)}
+        dedicated_at = lambda point: f"D{_split(point)[0]}"  # noqa: E731 (the dedicated model of that D)
+        for title, elastic in (("(a) equal per-model compute: elastic-1x vs the dedicated models", "elastic-1x"),
+                               (f"(b) equal total compute: {big} vs the dedicated models", big)):
+            if elastic:
+                lines += versus(at, elastic, dedicated_at, refs[extractor], extractor, args.n, title)
+        held = next((r for r in rs if r["member"] == "held-out"), None)
+        if held:  # against the elastic model of the same budget that trained every D, and the dedicated model
+            trained = set(held["trained_depths"])
+            flag = lambda point: "" if int(_split(point)[0]) in trained else " (held out)"  # noqa: E731
+            lines += versus(at, "held-out", lambda point: "elastic-1x", refs[extractor], extractor, args.n,
+                            f"held-out (trained on D in {sorted(trained)}) vs elastic-1x (every D, same budget)", flag)
+            lines += versus(at, "held-out", dedicated_at, refs[extractor], extractor, args.n,
+                            "held-out vs the dedicated models", flag)
     fixed = [r for r in rs if r["point"].startswith("D=")]
     dedicated = frontier([(r["paper_cost"], r["fid"]) for r in fixed if r["member"].startswith("D")])
     for elastic in ("elastic-1x", big):
         mine = frontier([(r["paper_cost"], r["fid"]) for r in fixed if r["member"] == elastic])
         if mine and dedicated:
             area, span = area_between(mine, dedicated)
-            lines.append(f"Frontier {elastic}: " + ", ".join(f"({c:.0f}, {f:.1f})" for c, f in mine) +
+            lines.append(f"Frontier {elastic} (compute, classifier FID): " + ", ".join(f"({c:.0f}, {f:.1f})"
+                                                                                     for c, f in mine) +
                          f"; dedicated: " + ", ".join(f"({c:.0f}, {f:.1f})" for c, f in dedicated) +
                          f"; area between (dedicated - elastic, FID x log10 compute over {span[0]:.0f}-{span[1]:.0f}):"
                          f" {area:+.1f}")
+            lines.append("")
     if big:
-        lines += ["", f"### Schedules on {big} against its fixed-(D, S) frontier at the same compute", "",
+        lines += [f"### Schedules on {big} against its fixed-(D, S) frontier at the same compute (classifier FID)", "",
                   "| schedule | compute | FID | best fixed at <= compute | schedule - fixed (paired 90%) |",
                   "|---|---|---|---|---|"]
         mine = [r for r in fixed if r["member"] == big]
@@ -195,7 +222,7 @@ def report(args) -> str:
             if not cheaper:
                 continue
             best = min(cheaper, key=lambda x: x["fid"])
-            d, lo, hi = paired(r["images"], best["images"], ref)
+            d, lo, hi = paired(r["images"], best["images"], refs[CLASSIFIER], CLASSIFIER)
             lines.append(f"| {r['point']} | {r['paper_cost']:.0f} | {r['fid']:.1f} | {best['fid']:.1f} "
                          f"({best['point']}) | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] |")
     return "\n".join(lines)

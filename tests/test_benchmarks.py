@@ -1,4 +1,5 @@
 """The CPU-runnable parts of the GPU benchmark: argument parsing, the einops stand-in, and a tiny dry run."""
+import json
 import sys
 from pathlib import Path
 
@@ -98,6 +99,38 @@ def test_elastic_benchmark_members_and_frontiers():
     assert fronts["dedicated"] == [(20, 50.0), (24, 45.0), (28, 40.0), (40, 35.0)]
     text = comparison.describe_elastic(rows)
     assert "at or below the dedicated model's at 3 of 4 (D, S) points, elastic / dedicated 0.86-1.02" in text
+
+
+def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
+    """The report's tables from recorded rows and kept images: (a) and (b) against the dedicated model of each D,
+    the held-out member against elastic-1x and the dedicated models with its untrained D flagged, the frontiers,
+    and a schedule against the best fixed point at no more compute. Identical image sets differ by exactly 0."""
+    import argparse
+    import bench_elastic
+    g = torch.Generator().manual_seed(0)
+    sets = {}
+    for name in ("a", "b"):
+        sets[name] = tmp_path / f"{name}.pt"
+        torch.save(torch.randint(0, 256, (32, 1, 32, 32), generator=g, dtype=torch.uint8), sets[name])
+    rows = []
+    for member, trained, d, s, fid, images in [
+            ("D1", [1], 1, 2, 50.0, "a"), ("D2", [2], 2, 2, 45.0, "a"),
+            ("elastic-1x", [1, 2], 1, 2, 52.0, "b"), ("elastic-1x", [1, 2], 2, 2, 46.0, "b"),
+            ("elastic-2x", [1, 2], 1, 2, 48.0, "a"), ("elastic-2x", [1, 2], 2, 2, 44.0, "b"),
+            ("held-out", [1], 1, 2, 51.0, "b"), ("held-out", [1], 2, 2, 60.0, "a")]:
+        rows.append({"member": member, "point": f"D={d} S={s}", "paper_cost": 4 * ((4 - d) + d * s), "fid": fid,
+                     "extractor": "fmnist-classifier-0123", "trained_depths": trained, "images": str(sets[images])})
+    rows.append({**rows[-3], "point": "S_k 4,2,2,2", "paper_cost": 40, "fid": 43.0})
+    out = tmp_path / "rows.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = bench_elastic.report(argparse.Namespace(out=str(out), n=32))
+    a, b = text.index("### (a)"), text.index("### (b) equal total compute: elastic-2x")
+    assert "| 1 | 2 | 50.0 (D1) | 52.0 |" in text[a:b] and "| 2 | 2 | 45.0 (D2) | 46.0 |" in text[a:b]
+    assert "| 1 | 2 | 50.0 (D1) | 48.0 | +0.0 [+0.0, +0.0] | 0.96 |" in text[b:]  # the same images: exactly 0
+    assert "| 2 (held out) | 2 | 46.0 (elastic-1x) | 60.0 |" in text and "| 1 | 2 | 52.0 (elastic-1x) | 51.0 |" in text
+    assert "| 2 (held out) | 2 | 45.0 (D2) | 60.0 | +0.0 [+0.0, +0.0] |" in text
+    assert text.count("Frontier ") == 2 and "inception" not in text.split("Frontier")[0]  # no Inception rows here
+    assert "| S_k 4,2,2,2 | 40 | 43.0 | 44.0 (D=2 S=2) |" in text
 
 
 def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
