@@ -16,9 +16,9 @@ from .presets import FLUENT_CODEC, preset
 from .evaluation import evaluate_curve, reference_for, reference_split
 from .metrics import reference_stats
 from .paths import ZOO_DIR
+from .replicates import split_seed
 from .reports import Report, load_reports, report_from_dict, write_report
 from .train import train
-from .replicates import split_seed
 from .zoo import MEMBERS
 
 
