@@ -107,7 +107,7 @@ def live_elastic(root: str | Path, train_steps: int = 20, steps: Sequence[int] =
     at D = 1..N and one tiny elastic model over 1..N, each trained now for `train_steps`, scored at every D x S.
     Rows in the benchmark's format (member, point "D=d S=s", paper_cost, fid, fid_low, fid_high, trained_depths);
     the elastic model gets the dedicated models' total steps (the benchmark's equal total compute)."""
-    names = [name for name, _ in MEMBERS["vertical"]]
+    names = [name for name, over in MEMBERS["vertical"] if "model.elastic_depths" not in over]  # the dedicated
     specs = [(name, live_config("vertical", name, train_steps, Path(root) / "runs"), [name]) for name in names]
     every = tuple(range(1, specs[0][1].model.depth + 1))
     elastic = live_config("vertical", names[0], train_steps * len(names), Path(root) / "runs").override(
