@@ -150,9 +150,15 @@ def paired(run_a: str, run_b: str, reference, extractor: str) -> tuple[float, fl
                                  generator=torch.Generator().manual_seed(0))
 
 
-def _split(point: str) -> tuple[str, str]:
+def _split(point: str) -> tuple[int, int]:
     d, s = point.split()  # "D=2 S=4"
-    return d[2:], s[2:]
+    return int(d[2:]), int(s[2:])
+
+
+def _order(item) -> tuple:
+    """Fixed (D, S) points in numeric order, then the schedules."""
+    (member, point), _ = item
+    return (0, *_split(point), member) if point.startswith("D=") else (1, 0, 0, point)
 
 
 def versus(at: dict, mine: str, theirs, ref, extractor: str, n: int, title: str, flag=lambda point: "") -> list[str]:
@@ -160,9 +166,11 @@ def versus(at: dict, mine: str, theirs, ref, extractor: str, n: int, title: str,
     with the paired 90% interval of the difference (same seeds, so row i of both sets starts from the same noise)."""
     lines = [f"### {title} ({extractor} FID, n={n}, paired 90% interval of the difference)", "",
              "| D | S | theirs | mine | mine - theirs | ratio |", "|---|---|---|---|---|---|"]
-    for (member, point), r in sorted(at.items(), key=lambda kv: (_split(kv[0][1]), kv[0][0])):
+    for (member, point), r in sorted(at.items(), key=_order):
+        if member != mine or not point.startswith("D="):
+            continue
         other = theirs(point)
-        if member != mine or not point.startswith("D=") or (other, point) not in at:
+        if (other, point) not in at:
             continue
         o = at[(other, point)]
         d, lo, hi = paired(r["images"], o["images"], ref, extractor)
@@ -183,7 +191,8 @@ def report(args) -> str:
     big = max((r["member"] for r in rs if r["member"].startswith("elastic-") and r["member"] != "elastic-1x"),
               default=None)
     lines = []
-    for extractor in (CLASSIFIER, INCEPTION):
+    # Inception's paired intervals cost minutes per pair (200 resamples of a 2048-d FID): only when asked
+    for extractor in (CLASSIFIER, INCEPTION) if getattr(args, "inception_pairs", False) else (CLASSIFIER,):
         at = {(r["member"], r["point"]): r for r in of(everything, extractor)}
         dedicated_at = lambda point: f"D{_split(point)[0]}"  # noqa: E731 (the dedicated model of that D)
         for title, elastic in (("(a) equal per-model compute: elastic-1x vs the dedicated models", "elastic-1x"),
@@ -193,7 +202,7 @@ def report(args) -> str:
         held = next((r for r in rs if r["member"] == "held-out"), None)
         if held:  # against the elastic model of the same budget that trained every D, and the dedicated model
             trained = set(held["trained_depths"])
-            flag = lambda point: "" if int(_split(point)[0]) in trained else " (held out)"  # noqa: E731
+            flag = lambda point: "" if _split(point)[0] in trained else " (held out)"  # noqa: E731
             lines += versus(at, "held-out", lambda point: "elastic-1x", refs[extractor], extractor, args.n,
                             f"held-out (trained on D in {sorted(trained)}) vs elastic-1x (every D, same budget)", flag)
             lines += versus(at, "held-out", dedicated_at, refs[extractor], extractor, args.n,
@@ -240,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", default="2,4,8,16")
     p.add_argument("--inception-steps", default="16")
     p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--inception-pairs", action="store_true",
+                   help="report: also the Inception tables with paired intervals (minutes per pair on 2 cores)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="~/wb-runs/elastic")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "elastic.jsonl"))

@@ -120,7 +120,7 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
             ("held-out", [1], 1, 2, 51.0, "b"), ("held-out", [1], 2, 2, 60.0, "a")]:
         rows.append({"member": member, "point": f"D={d} S={s}", "paper_cost": 4 * ((4 - d) + d * s), "fid": fid,
                      "extractor": "fmnist-classifier-0123", "trained_depths": trained, "images": str(sets[images])})
-    rows.append({**rows[-3], "point": "S_k 4,2,2,2", "paper_cost": 40, "fid": 43.0})
+    rows.append({**rows[-3], "point": "S_k 4,2,2,2 @D=2", "paper_cost": 40, "fid": 43.0})
     out = tmp_path / "rows.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = bench_elastic.report(argparse.Namespace(out=str(out), n=32))
@@ -130,7 +130,7 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
     assert "| 2 (held out) | 2 | 46.0 (elastic-1x) | 60.0 |" in text and "| 1 | 2 | 52.0 (elastic-1x) | 51.0 |" in text
     assert "| 2 (held out) | 2 | 45.0 (D2) | 60.0 | +0.0 [+0.0, +0.0] |" in text
     assert text.count("Frontier ") == 2 and "inception" not in text.split("Frontier")[0]  # no Inception rows here
-    assert "| S_k 4,2,2,2 | 40 | 43.0 | 44.0 (D=2 S=2) |" in text
+    assert "| S_k 4,2,2,2 @D=2 | 40 | 43.0 | 44.0 (D=2 S=2) |" in text
 
 
 def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
