@@ -40,9 +40,9 @@ RUNS = ROOT / "runs" / "zoo"
 SHIP = ROOT / "data" / "checkpoints"
 
 # Budgets. CPU, zoo v2 for Fashion-MNIST: 3,000 steps x 64 images per member (N=4, width 128: 0.17x fmnist-small's
-# training FLOPs per step, so an estimated 10 minutes on 2 threads of the AMD EPYC reference machine, to be replaced
-# by the first member's measured time; the elastic member trains four of them); the 64 px emoji family keeps the
-# first zoo's 300 x 32. GPU sized for < 8 minutes (blocks-emoji256: its
+# training FLOPs per step, but small models run below the machine's matmul rate: vertical/D2's first 300 steps ran
+# at about 0.39 s per step alone on 2 threads of the AMD EPYC reference machine, so about 20 minutes per member; the
+# elastic member trains four of them); the 64 px emoji family keeps the first zoo's 300 x 32. GPU sized for < 8 minutes (blocks-emoji256: its
 # presets' budgets, presets.GPU_BUDGETS with --gpu).
 CPU_BUDGET = {"fmnist": dict(steps=3000, batch=64, ema=0.999), "emoji": dict(steps=300, batch=32, ema=0.995)}
 GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256, ema=0.999), "emoji": dict(steps=3000, batch=128, ema=0.995)}
