@@ -155,24 +155,17 @@ def _split(point: str) -> tuple[int, int]:
     return int(d[2:]), int(s[2:])
 
 
-def _order(item) -> tuple:
-    """Fixed (D, S) points in numeric order, then the schedules."""
-    (member, point), _ = item
-    return (0, *_split(point), member) if point.startswith("D=") else (1, 0, 0, point)
-
-
 def versus(at: dict, mine: str, theirs, ref, extractor: str, n: int, title: str, flag=lambda point: "") -> list[str]:
     """A table of `mine` against `theirs(point)` (a member name, or None) at every fixed (D, S) both were scored at,
     with the paired 90% interval of the difference (same seeds, so row i of both sets starts from the same noise)."""
     lines = [f"### {title} ({extractor} FID, n={n}, paired 90% interval of the difference)", "",
              "| D | S | theirs | mine | mine - theirs | ratio |", "|---|---|---|---|---|---|"]
-    for (member, point), r in sorted(at.items(), key=_order):
-        if member != mine or not point.startswith("D="):
-            continue
+    points = sorted((point for member, point in at if member == mine and point.startswith("D=")), key=_split)
+    for point in points:
         other = theirs(point)
         if (other, point) not in at:
             continue
-        o = at[(other, point)]
+        r, o = at[(mine, point)], at[(other, point)]
         d, lo, hi = paired(r["images"], o["images"], ref, extractor)
         D, S = _split(point)
         lines.append(f"| {D}{flag(point)} | {S} | {o['fid']:.1f} ({other}) | {r['fid']:.1f} | {d:+.1f} [{lo:+.1f}, "
@@ -191,18 +184,18 @@ def report(args) -> str:
     big = max((r["member"] for r in rs if r["member"].startswith("elastic-") and r["member"] != "elastic-1x"),
               default=None)
     lines = []
+    dedicated_at = lambda point: f"D{_split(point)[0]}"  # noqa: E731 (the dedicated model of that D)
+    held = next((r for r in rs if r["member"] == "held-out"), None)
+    trained = set(held["trained_depths"]) if held else set()
+    flag = lambda point: "" if _split(point)[0] in trained else " (held out)"  # noqa: E731
     # Inception's paired intervals cost minutes per pair (200 resamples of a 2048-d FID): only when asked
     for extractor in (CLASSIFIER, INCEPTION) if getattr(args, "inception_pairs", False) else (CLASSIFIER,):
         at = {(r["member"], r["point"]): r for r in of(everything, extractor)}
-        dedicated_at = lambda point: f"D{_split(point)[0]}"  # noqa: E731 (the dedicated model of that D)
         for title, elastic in (("(a) equal per-model compute: elastic-1x vs the dedicated models", "elastic-1x"),
                                (f"(b) equal total compute: {big} vs the dedicated models", big)):
             if elastic:
                 lines += versus(at, elastic, dedicated_at, refs[extractor], extractor, args.n, title)
-        held = next((r for r in rs if r["member"] == "held-out"), None)
         if held:  # against the elastic model of the same budget that trained every D, and the dedicated model
-            trained = set(held["trained_depths"])
-            flag = lambda point: "" if _split(point)[0] in trained else " (held out)"  # noqa: E731
             lines += versus(at, "held-out", lambda point: "elastic-1x", refs[extractor], extractor, args.n,
                             f"held-out (trained on D in {sorted(trained)}) vs elastic-1x (every D, same budget)", flag)
             lines += versus(at, "held-out", dedicated_at, refs[extractor], extractor, args.n,

@@ -42,8 +42,8 @@ SHIP = ROOT / "data" / "checkpoints"
 # Budgets. CPU, zoo v2 for Fashion-MNIST: 3,000 steps x 64 images per member (N=4, width 128: 0.17x fmnist-small's
 # training FLOPs per step, but small models run below the machine's matmul rate: vertical/D2's first 300 steps ran
 # at about 0.39 s per step alone on 2 threads of the AMD EPYC reference machine, so about 20 minutes per member; the
-# elastic member trains four of them); the 64 px emoji family keeps the first zoo's 300 x 32. GPU sized for < 8 minutes (blocks-emoji256: its
-# presets' budgets, presets.GPU_BUDGETS with --gpu).
+# elastic member trains four of them); the 64 px emoji family keeps the first zoo's 300 x 32. GPU sized for < 8
+# minutes (blocks-emoji256: its presets' budgets, presets.GPU_BUDGETS with --gpu).
 CPU_BUDGET = {"fmnist": dict(steps=3000, batch=64, ema=0.999), "emoji": dict(steps=300, batch=32, ema=0.995)}
 GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256, ema=0.999), "emoji": dict(steps=3000, batch=128, ema=0.995)}
 
@@ -217,7 +217,7 @@ def cmd_export(ms: list[Member]) -> None:
         if missing:
             print(f"skip {m.family}/{m.name}: not evaluated ({', '.join(missing)})")
             continue
-        first, *others = reports.values()
+        (_, first), *others = reports.items()
         dest = SHIP / m.family / f"{m.name}.safetensors"
         dest.parent.mkdir(parents=True, exist_ok=True)
         if ships_weights(m.family, m.name):
@@ -225,8 +225,8 @@ def cmd_export(ms: list[Member]) -> None:
         else:
             dest.unlink(missing_ok=True)  # weights an earlier export shipped
         dest.with_suffix(".json").write_text(first.read_text())
-        for name in list(reports)[1:]:
-            (SHIP / m.family / f"{name}.json").write_text(reports[name].read_text())
+        for name, path in others:
+            (SHIP / m.family / f"{name}.json").write_text(path.read_text())
         print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
                                                    else "no weights (report only), ") + f"reports {', '.join(reports)}")
     total = shipped_mb()

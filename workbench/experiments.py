@@ -84,8 +84,8 @@ def live_family(family: str, root: str | Path, train_steps: int = 20, steps: Seq
                 n: int = 48, seed: int = 0) -> dict[str, Report]:
     """Train and evaluate tiny members of `family` now and write their reports under `root` (the FAST fallback
     when the zoo has not shipped: it exercises the whole pipeline, it reproduces nothing)."""
-    for name, _ in MEMBERS[family]:
-        if split_seed(name)[1] or "model.elastic_depths" in dict(MEMBERS[family])[name]:
+    for name, over in MEMBERS[family]:
+        if split_seed(name)[1] or "model.elastic_depths" in over:
             continue  # the first seed only, dedicated models only (live_elastic trains an elastic one)
         cfg = live_config(family, name, train_steps, Path(root) / "runs")
         reference = reference_for(cfg)

@@ -180,7 +180,7 @@ def ablation_table(reports: Mapping[str, Report], level: float = 0.9) -> list[di
     if "default" not in groups:
         raise ValueError("ablation_table: no 'default' report. Fix: evaluate the ablations family's default member.")
     base = [r.final.fid for r in groups["default"].values()]
-    d0 = groups["default"][min(groups["default"])].final
+    base_mean, d0 = spread(base).mean, groups["default"][min(groups["default"])].final
     rows = []
     for name, by_seed in groups.items():
         desc, ffhq, inet = PAPER_ABLATIONS.get(name, (name, math.nan, math.nan))
@@ -194,7 +194,7 @@ def ablation_table(reports: Mapping[str, Report], level: float = 0.9) -> list[di
             p = by_seed[min(by_seed)].final
             interval, apart = (p.fid_low, p.fid_high), p.fid_low > d0.fid_high or p.fid_high < d0.fid_low
             rule = "1 seed, bootstrap intervals"
-        change = s.mean / spread(base).mean - 1
+        change = s.mean / base_mean - 1
         ours = _direction(change) if (apart or name == "default") else "≈"
         paper_ffhq, paper_inet = ffhq / PAPER_ABLATIONS["default"][1] - 1, inet / PAPER_ABLATIONS["default"][2] - 1
         paper = _direction((paper_ffhq + paper_inet) / 2)
