@@ -445,3 +445,45 @@ def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):
     assert all(g["elastic"] == pytest.approx(g["dedicated"] + (-2.0 if g["D"] < 4 else 3.0)) for g in grid)
     text = comparison.describe_elastic(rows)
     assert text.startswith(f"elastic: FID at or below the dedicated model's at {3 * len(STEPS)} of {4 * len(STEPS)}")
+
+
+def ship(folder, name, cfg, seed=0):
+    """A zoo-style export <folder>/<name>.safetensors of a freshly initialised model of `cfg`."""
+    from workbench.checkpoint import Checkpoint, export_for_inference, save_checkpoint
+    torch.manual_seed(seed)
+    model = wb.build_model(cfg)
+    with torch.no_grad():  # the head and the embedding of D start at zero: make the samples depend on both
+        for p in [*model.head.parameters(), *(model.boundary_embed.parameters() if model.boundary_embed else [])]:
+            p.normal_(0, 0.05)
+    state = model.state_dict()
+    run = save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 1}),
+                          folder / f"run-{name}")
+    return export_for_inference(run, folder / f"{name}.safetensors")
+
+
+@pytest.mark.parametrize("width", [32, 48])
+def test_same_seed_samples_find_each_reports_weights_and_share_the_noise(tmp_path, one_thread, width):
+    over = {"model.width": width, "model.depth": 4, "model.diffusion_depth": 2, "model.num_blocks": 4}
+    elastic = {**over, "model.elastic_depths": [1, 2, 3, 4]}
+    for name, d in (("elastic-D2", 2), ("elastic-D4", 4)):
+        write(tmp_path, make_report("vertical", name, vertical_fid(d), **{**elastic, "model.diffusion_depth": d}))
+    write(tmp_path, make_report("vertical", "D3", vertical_fid(3), **{**over, "model.diffusion_depth": 3}))
+    write(tmp_path, make_report("vertical", "D1", vertical_fid(1), **{**over, "model.diffusion_depth": 1}))
+    folder = tmp_path / "vertical"
+    ship(folder, "elastic", wb.preset("tiny", **elastic))
+    ship(folder, "D1", wb.preset("tiny", **{**over, "model.diffusion_depth": 1}), seed=1)
+    v = reports.load_reports("vertical", tmp_path)
+    assert reports.weights_path(v["elastic-D4"]) == folder / "elastic.safetensors"  # one file for every D
+    assert reports.weights_path(v["D1"]) == folder / "D1.safetensors" and reports.weights_path(v["D3"]) is None
+    rows, missing = ex.same_seed_samples(v, n=3, seed=5, steps=2)
+    assert missing == ["vertical/D3"] and len(rows) == 3
+    assert all(x.shape == (3, 1, 32, 32) and x.abs().max() <= 1 for x in rows.values())
+    first = {k.split(" ")[0]: x for k, x in rows.items()}
+    assert not torch.equal(first["elastic-D2"], first["elastic-D4"])  # the report's D is the one sampled
+    again, _ = ex.same_seed_samples({"D1": v["D1"]}, n=3, seed=5, steps=2)
+    assert torch.equal(next(iter(again.values())), first["D1"])  # same seed, same images
+    other, _ = ex.same_seed_samples({"D1": v["D1"]}, n=3, seed=6, steps=2)
+    assert not torch.equal(next(iter(other.values())), first["D1"])
+    assert "FID" in next(k for k in rows if k.startswith("D1"))  # S=2 is on the report's curve
+    fig = plots.rows_figure(rows)
+    assert len(fig.data) == 3 and [a.text for a in fig.layout.annotations] == list(rows)

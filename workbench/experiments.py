@@ -8,16 +8,19 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from .checkpoint import load_for_inference
+import torch
+
+from .checkpoint import export_for_inference, load_for_inference
 from .config import Config
 from .presets import FLUENT_CODEC, preset
 from .evaluation import evaluate_curve, reference_for, reference_split
 from .metrics import reference_stats
 from .paths import ZOO_DIR
 from .replicates import split_seed
-from .reports import Report, load_reports, report_from_dict, write_report
+from .sampling import generate_images
+from .reports import Report, load_reports, report_from_dict, weights_path, write_report
 from .train import train
 from .zoo import MEMBERS
 
@@ -64,6 +67,29 @@ def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -
     return ev["curve"][0]
 
 
+def same_seed_samples(reports: Mapping[str, Report], n: int = 8, seed: int = 0,
+                      steps: int | None = None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """n images of each report's model drawn from the same seed, with the report's sampler at its most steps (or
+    `steps`), decoded: what an FID difference between them looks like. An elastic model's report samples its one
+    set of weights at the report's D. Returns ({caption: images (n, C, H, W) in [-1, 1]}, labels of the reports
+    whose weights do not ship)."""
+    rows, missing = {}, []
+    for r in reports.values():
+        ckpt = weights_path(r)
+        if ckpt is None:
+            missing.append(r.label)
+            continue
+        model, cfg = load_for_inference(ckpt)
+        if r.elastic:
+            cfg = cfg.override(**{"sample.diffusion_depth": r.D})
+        point = next((p for p in r.curve if p.steps == steps), r.final) if steps else r.final
+        S = steps or point.steps
+        fid = f", FID {point.fid:.1f} at S={point.steps}" if point.steps == S else ""
+        rows[f"{r.name} (D={r.D}, T={r.T}, S={S}{fid})"] = generate_images(model, cfg, n, S, r.eval["sampler"],
+                                                                            seed=seed)
+    return rows, missing
+
+
 def recheck_row(report: Report, point: dict) -> dict:
     """A re-evaluated point (from reevaluate) beside the report's point at the same S."""
     shipped = next(p for p in report.curve if p.steps == point["steps"])
@@ -96,8 +122,9 @@ def live_family(family: str, root: str | Path, train_steps: int = 20, steps: Seq
                     "seconds": round(summary["train_seconds"], 1), "device": "cpu (live, FAST mode)",
                     "final_val_loss": summary["val_loss"]}
         ev = evaluate_curve(model, cfg, reference, steps=steps, n=n, seed=seed)
-        write_report(report_from_dict({"family": family, "name": name, "config": cfg.to_dict(),
-                                       "training": training, "eval": ev}), root)
+        path = write_report(report_from_dict({"family": family, "name": name, "config": cfg.to_dict(),
+                                              "training": training, "eval": ev}), root)
+        export_for_inference(summary["checkpoint"], path.with_suffix(".safetensors"))  # as the zoo ships them
     return load_reports(family, root)
 
 

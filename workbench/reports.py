@@ -153,6 +153,19 @@ def load_reports(family: str, root: str | Path = ZOO_DIR) -> dict[str, Report]:
     return {r.name: r for r in sorted(reports, key=_order)}
 
 
+def weights_path(report: Report) -> Path | None:
+    """The weights a report was measured on: <name>.safetensors beside it, or for an elastic model's report at
+    one D ("elastic-D3") the elastic member's one file ("elastic.safetensors"); None when none ships (ablation
+    replicates beyond the first seed ship reports alone)."""
+    if report.path is None:
+        return None
+    candidates = [report.path.with_suffix(".safetensors")]
+    if report.elastic:
+        base = report.name.rsplit("-D", 1)[0]
+        candidates.append(report.path.parent / f"{base}.safetensors")
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def dedicated(reports: Mapping[str, Report]) -> dict[str, Report]:
     """The reports of models trained at one D (an elastic model's reports left out)."""
     return {k: r for k, r in reports.items() if not r.elastic}
