@@ -4,6 +4,7 @@
     python experiments/zoo.py train [--only NAME]     # resumable: rerun to continue where it stopped
     python experiments/zoo.py eval  [--only NAME]     # FID against sampling steps / compute, JSON reports
     python experiments/zoo.py export                  # half-precision EMA weights + reports -> data/checkpoints/
+    python experiments/zoo.py findings [--readme]     # the paper's five findings decided from the shipped reports
     python experiments/zoo.py all --gpu               # one run on a GPU with larger budgets
 
 Families (same data and same training budget inside a family):
@@ -235,6 +236,29 @@ def cmd_export(ms: list[Member]) -> None:
           "or smaller members."), file=sys.stdout if total <= SHIP_LIMIT_MB else sys.stderr)
 
 
+README = ROOT / "README.md"
+FINDINGS_START, FINDINGS_END = "<!-- findings: python experiments/zoo.py findings --readme -->", "<!-- /findings -->"
+
+
+def cmd_findings(root: Path = SHIP, readme: Path | None = None) -> str:
+    """The Results table (workbench.findings) from the reports under `root`; with `readme`, written between the
+    README's findings markers (the text outside them is left as it is)."""
+    from workbench.findings import findings, findings_markdown
+    from workbench.reports import load_reports
+
+    fams = {k: load_reports(f, root) for k, f in (("vertical", "vertical"), ("blocks_low", "blocks-fmnist"),
+                                                  ("blocks_high", "blocks-emoji256"), ("ablations", "ablations"))}
+    table = findings_markdown(*findings(**{k: v or None for k, v in fams.items()}))
+    if readme is not None:
+        text = readme.read_text()
+        start, end = text.find(FINDINGS_START), text.find(FINDINGS_END)
+        if start < 0 or end < start:
+            raise SystemExit(f"{readme}: no findings markers. Fix: put {FINDINGS_START} and {FINDINGS_END} on "
+                             "lines of their own where the Results table goes.")
+        readme.write_text(text[:start + len(FINDINGS_START)] + "\n" + table + text[end:])
+    return table
+
+
 def shipped_mb(root: Path = SHIP) -> float:
     """Megabytes of weight files under data/checkpoints."""
     return sum(p.stat().st_size for p in root.rglob("*.safetensors")) / 1e6
@@ -242,9 +266,10 @@ def shipped_mb(root: Path = SHIP) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["list", "train", "eval", "export", "all"])
+    ap.add_argument("command", choices=["list", "train", "eval", "export", "all", "findings"])
     ap.add_argument("--only", default="", help="comma-separated member names or families")
     ap.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
+    ap.add_argument("--readme", action="store_true", help="findings: rewrite the README's Results table")
     args = ap.parse_args(argv)
     ms = members(args.gpu)
     if args.only:
@@ -252,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         ms = [m for m in ms if m.name in want or m.family in want or f"{m.family}/{m.name}" in want]
     if args.command == "list":
         cmd_list(ms)
+    if args.command == "findings":
+        print(cmd_findings(readme=README if args.readme else None))
+        return 0
     problems = cmd_train(ms) if args.command in ("train", "all") else []
     if args.command in ("eval", "all"):
         cmd_eval(ms)

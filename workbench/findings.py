@@ -1,0 +1,193 @@
+"""The paper's five findings decided from the zoo's reports: each with the paper's numbers, ours with their
+intervals, a verdict (reproduced / opposite / undecided, or a smaller effect in the paper's direction) and the
+sentence that says why. The README's Results table is this module's markdown (experiments/zoo.py findings)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from .comparison import compare
+from .paper import PAPER_ABLATIONS, PAPER_BEST_T, PAPER_CLAIM_BAND, PAPER_TABLE1, SAME, ablation_table, markdown_table
+from .reports import Report, dedicated
+
+REPRODUCED, OPPOSITE, UNDECIDED, SMALLER = "reproduced", "opposite", "undecided", "same direction, smaller effect"
+DECIDED = (REPRODUCED, OPPOSITE, SMALLER)
+
+
+@dataclass(frozen=True)
+class Finding:
+    finding: str   # the paper's claim in words
+    paper: str     # its numbers
+    ours: str      # ours, with intervals and provenance in brief
+    verdict: str   # one of REPRODUCED, OPPOSITE, UNDECIDED, SMALLER
+    why: str       # the interval that decides it, or why ours differs
+    seeds: int = 1  # training seeds behind ours (the fewest of the compared sides)
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict in DECIDED
+
+
+def _fid(p) -> str:
+    return f"{p.fid:.1f} [{p.fid_low:.1f}, {p.fid_high:.1f}]"
+
+
+def _apart(a, b) -> int:
+    """-1 when a's interval lies below b's, +1 above, 0 when they overlap."""
+    return -1 if a.fid_high < b.fid_low else 1 if a.fid_low > b.fid_high else 0
+
+
+def vertical_finding(reports: Mapping[str, Report]) -> Finding:
+    """Table 1: with full sampling steps FID falls as D grows (all-diffusion D=N best, AR-heavy D=N/4 worst)."""
+    fixed = sorted(dedicated(reports).values(), key=lambda r: r.D)
+    ffhq = PAPER_TABLE1["FFHQ-1024"]
+    paper = "FFHQ-1024 D=7/14/21/28: " + " / ".join(f"{v}" for v in ffhq.values())
+    claim = "full steps: more diffusion depth is better (D=N best)"
+    if len(fixed) < 2:
+        return Finding(claim, paper, "fewer than two D trained", UNDECIDED, "needs the vertical family's reports")
+    ar, ref = fixed[0], fixed[-1]
+    ours = (f"D={'/'.join(str(r.D) for r in fixed)} of {ref.N} at S={ref.final.steps}: "
+            + "; ".join(_fid(r.final) for r in fixed))
+    side = _apart(ref.final, ar.final)
+    best = min(fixed, key=lambda r: r.final.fid)
+    verdict = {-1: REPRODUCED, 1: OPPOSITE, 0: UNDECIDED}[side]
+    why = (f"D={ref.D} {'below' if side < 0 else 'above' if side > 0 else 'overlaps'} D={ar.D} "
+           f"({ref.final.fid:.1f} vs {ar.final.fid:.1f}); best D={best.D}")
+    if verdict == OPPOSITE:
+        why += ("; at our N and budget the all-diffusion model has not caught up with the AR-heavy one at full "
+                "steps (the paper's gap is 20%, reached after hundreds of millions of images)")
+    return Finding(claim, paper, ours, verdict, why)
+
+
+def crossover_finding(reports: Mapping[str, Report], x: str = "paper_cost") -> Finding:
+    """The headline: at the lowest compute, AR-heavy (D=N/4) has 60-75% lower FID than all-diffusion (D=N)."""
+    lo, hi = PAPER_CLAIM_BAND
+    claim, paper = "constrained compute: AR-heavy D=N/4 beats all-diffusion D=N", f"{lo:.0%}-{hi:.0%} lower FID"
+    fixed = sorted(dedicated(reports).values(), key=lambda r: r.D)
+    if len(fixed) < 2:
+        return Finding(claim, paper, "fewer than two D trained", UNDECIDED, "needs the vertical family's reports")
+    ar, ref = fixed[0], fixed[-1]
+    c = compare(ar, ref, x)
+    (a_lo, a_hi), (r_lo, r_hi) = c.low_interval
+    ours = (f"at {c.low_cost:.0f} block-layer evaluations per image: D={ar.D} {c.low_fid[0]:.1f} [{a_lo:.1f}, "
+            f"{a_hi:.1f}] vs D={ref.D} {c.low_fid[1]:.1f} [{r_lo:.1f}, {r_hi:.1f}], {c.low_improvement:+.0%}")
+    if not c.low_significant:
+        return Finding(claim, paper, ours, UNDECIDED, "the two intervals overlap at the lowest compute")
+    g = c.low_improvement
+    verdict = OPPOSITE if g <= 0 else REPRODUCED if g >= lo else SMALLER
+    why = "intervals disjoint" + ("" if verdict == REPRODUCED else
+                                  f"; {g:.0%} lower, below the paper's {lo:.0%}" if verdict == SMALLER else
+                                  "; all-diffusion is better even at the lowest compute")
+    if c.crossings:
+        k = c.crossings[0]
+        why += f"; the curves cross at about {k.cost:.0f} evaluations"
+    return Finding(claim, paper, ours, verdict, why)
+
+
+def blocks_finding(reports: Mapping[str, Report], side: str) -> Finding:
+    """Table 2: the best number of blocks T, low resolution ("low": ImageNet-256, T=1) or high ("high":
+    FFHQ-1024, T=16); decided only where the best T's interval is apart from every other T's."""
+    paper_t, dataset = PAPER_BEST_T[side]
+    claim = f"block partitioning, {side} resolution: T={paper_t} best"
+    paper = f"T={paper_t} ({dataset})"
+    ranked = sorted(reports.values(), key=lambda r: r.final.fid)
+    if len(ranked) < 2:
+        return Finding(claim, paper, "fewer than two T trained", UNDECIDED, "needs the blocks family's reports")
+    best = ranked[0]
+    d = best.config.data
+    ours = (f"{d.dataset} {d.image_size}px, S={best.final.steps}, n={best.eval['n']:,}: "
+            + "; ".join(f"T={r.T} {_fid(r.final)}" for r in sorted(ranked, key=lambda r: r.T)))
+    close = [r for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
+    if close:
+        return Finding(claim, paper, ours, UNDECIDED, f"T={best.T} is lowest but its interval overlaps "
+                       + ", ".join(f"T={r.T}" for r in close))
+    verdict = REPRODUCED if best.T == paper_t else OPPOSITE
+    why = f"T={best.T} apart from every other T"
+    if verdict == OPPOSITE:
+        m = best.config.model
+        tokens = (m.latent_size // m.patch_size) ** 2
+        why += (f"; our images have {tokens} tokens, so a block of T={best.T} is {tokens // best.T} tokens: the "
+                f"paper's contrast is between 256 and 4,096 tokens")
+    return Finding(claim, paper, ours, verdict, why)
+
+
+def ablation_findings(reports: Mapping[str, Report], level: float = 0.9) -> list[Finding]:
+    """Tables 3-6, one finding per ablation. A harm the paper reports is reproduced when the interval of the
+    difference from the default (Welch across seeds, or the bootstrap intervals with one seed) lies above zero,
+    opposite when below; the paper's 'about the same' (shared towers) is reproduced only when that interval lies
+    within +-SAME of the default's FID (an equivalence, not a failure to find a difference). With one seed the
+    difference's interval is the widest the two bootstrap intervals allow (their far ends)."""
+    rows = {r["ablation"]: r for r in ablation_table(reports, level)}
+    base = rows["default"]["FID"]
+    out = []
+    for name, (desc, ffhq, inet) in PAPER_ABLATIONS.items():
+        if name == "default" or name not in rows:
+            continue
+        r = rows[name]
+        lo, hi = r["difference interval"]
+        if not (math.isfinite(lo) and math.isfinite(hi)):  # one seed on a side: the bootstrap intervals' far ends
+            (a_lo, a_hi), (b_lo, b_hi) = r["FID interval"], rows["default"]["FID interval"]
+            lo, hi = a_lo - b_hi, a_hi - b_lo
+        paper = f"FFHQ {ffhq} / ImageNet {inet} (default {PAPER_ABLATIONS['default'][1]} / " \
+                f"{PAPER_ABLATIONS['default'][2]})"
+        spread = f"seed spread {r['seed spread']:.1f}" if r["seeds"] > 1 else "no seed spread"
+        ours = (f"{r['FID']:.1f} vs default {base:.1f}, difference {r['difference']:+.1f} [{lo:+.1f}, {hi:+.1f}] "
+                f"({r['decided by']}; {spread})")
+        if r["paper"] == "≈":
+            band = SAME * base
+            inside = -band <= lo and hi <= band
+            verdict = REPRODUCED if inside else (UNDECIDED if lo <= 0 <= hi else OPPOSITE)
+            why = (f"the difference lies within +-{band:.1f} ({SAME:.0%} of the default)" if inside else
+                   f"the interval reaches beyond +-{band:.1f}" if verdict == UNDECIDED else
+                   f"a change the paper does not see ({'worse' if lo > 0 else 'better'})")
+        else:  # the paper's ablations that hurt
+            verdict = REPRODUCED if lo > 0 else OPPOSITE if hi < 0 else UNDECIDED
+            why = ("the interval lies above zero" if verdict == REPRODUCED else
+                   "the interval includes zero" if verdict == UNDECIDED else
+                   "removing it helps here: the interval lies below zero")
+        seeds = min(r["seeds"], rows["default"]["seeds"])
+        out.append(Finding(f"ablation: {desc}", paper, ours, verdict, why, seeds))
+    return out
+
+
+def ablations_summary(found: Sequence[Finding]) -> Finding:
+    """Tables 3-6 as one finding: reproduced when every ablation is decided the paper's way and at least 3 are
+    decided; opposite when most decided ones go the other way; otherwise undecided, with the counts. Effects this
+    small are decided across training seeds only: with one seed on any row the finding stays undecided."""
+    n = {v: sum(f.verdict == v for f in found) for v in (REPRODUCED, OPPOSITE, UNDECIDED)}
+    decided, seeds = n[REPRODUCED] + n[OPPOSITE], min(f.seeds for f in found)
+    ours = (f"{n[REPRODUCED]} reproduced, {n[OPPOSITE]} opposite, {n[UNDECIDED]} undecided of {len(found)}, "
+            f"{seeds} training seed{'s' if seeds > 1 else ''} each")
+    claim = "ablations (Tables 3-6): four parts help, shared towers about equal"
+    if seeds < 2:
+        return Finding(claim, "see the rows below", ours, UNDECIDED, "one training seed: the rows' intervals hold "
+                       "sampling noise, not the training noise these small effects must clear", seeds)
+    verdict = (REPRODUCED if n[OPPOSITE] == 0 and n[REPRODUCED] >= 3 else
+               OPPOSITE if decided >= 3 and n[OPPOSITE] > n[REPRODUCED] else UNDECIDED)
+    return Finding(claim, "see the rows below", ours, verdict, "per ablation below", seeds)
+
+
+def findings(vertical: Mapping[str, Report] | None = None, blocks_low: Mapping[str, Report] | None = None,
+             blocks_high: Mapping[str, Report] | None = None,
+             ablations: Mapping[str, Report] | None = None) -> tuple[list[Finding], list[Finding]]:
+    """(the five findings, the per-ablation rows); a family without reports gives an undecided row naming it."""
+    def missing(claim: str, family: str) -> Finding:
+        return Finding(claim, "-", "no reports", UNDECIDED, f"train and evaluate the {family} family")
+
+    five = [vertical_finding(vertical) if vertical else missing("Table 1 D sweep", "vertical"),
+            crossover_finding(vertical) if vertical else missing("constrained compute", "vertical"),
+            blocks_finding(blocks_low, "low") if blocks_low else missing("T sweep, low resolution", "blocks"),
+            blocks_finding(blocks_high, "high") if blocks_high else missing("T sweep, high resolution", "blocks")]
+    per = ablation_findings(ablations) if ablations else []
+    five.append(ablations_summary(per) if per else missing("ablations", "ablations"))
+    return five, per
+
+
+def findings_markdown(five: Sequence[Finding], per: Sequence[Finding] = ()) -> str:
+    """The Results table: the five findings, then one row per ablation, and a line counting the decided ones."""
+    rows = [{"finding (paper)": f.finding, "paper": f.paper, "ours": f.ours, "verdict": f.verdict, "why": f.why}
+            for f in [*five, *per]]
+    decided = sum(f.decided for f in five)
+    return (markdown_table(rows, ["finding (paper)", "paper", "ours", "verdict", "why"])
+            + f"\n\n{decided} of {len(five)} findings decided (an interval apart from the other side).\n")
