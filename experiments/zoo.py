@@ -207,11 +207,16 @@ def cmd_eval(ms: list[Member]) -> None:
             out.write_text(json.dumps(evaluate(m, depth=depth), indent=1))
 
 
-def cmd_export(ms: list[Member]) -> None:
+def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
     """Half-precision EMA weights with the member's (first) report embedded and beside them; an elastic member's
-    reports at its other depths ship as report files alone (one set of weights samples them all)."""
+    reports at its other depths ship as report files alone (one set of weights samples them all), and a member
+    trained by the same run as an earlier one ships its report naming that member's file (training.weights)."""
     from workbench.checkpoint import export_for_inference
 
+    shipped: dict[str, str] = {}  # run key -> "family/name.safetensors" of the one file shipped for that run
+    for m in every or ms:  # the first member of a run (in the zoo's order) holds its weights
+        if ships_weights(m.family, m.name) and (RUNS / m.key / "DONE").exists():
+            shipped.setdefault(m.key, f"{m.family}/{m.name}.safetensors")
     for m in ms:
         reports = {name: RUNS / m.key / f"eval-{m.family}-{name}.json" for name in report_names(m)}
         missing = [name for name, path in reports.items() if not path.exists()]
@@ -221,15 +226,21 @@ def cmd_export(ms: list[Member]) -> None:
         (_, first), *others = reports.items()
         dest = SHIP / m.family / f"{m.name}.safetensors"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if ships_weights(m.family, m.name):
+        report = json.loads(first.read_text())
+        holder = shipped.get(m.key)
+        shared = holder if holder != f"{m.family}/{dest.name}" else None  # trained with another (D2 = T4 = default)
+        if ships_weights(m.family, m.name) and shared is None:
             export_for_inference(RUNS / m.key, dest, eval_report=first)
         else:
             dest.unlink(missing_ok=True)  # weights an earlier export shipped
-        dest.with_suffix(".json").write_text(first.read_text())
+            if shared is not None:
+                report["training"]["weights"] = shared  # reports.weights_path follows it
+        dest.with_suffix(".json").write_text(json.dumps(report, indent=1))
         for name, path in others:
             (SHIP / m.family / f"{name}.json").write_text(path.read_text())
         print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
-                                                   else "no weights (report only), ") + f"reports {', '.join(reports)}")
+                                                   else f"the weights of {shared}, " if shared else
+                                                   "no weights (report only), ") + f"reports {', '.join(reports)}")
     total = shipped_mb()
     print(f"{SHIP}: {total:.1f} MB of weights" + ("" if total <= SHIP_LIMIT_MB else
           f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights (workbench.zoo.ships_weights) "
@@ -271,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
     ap.add_argument("--readme", action="store_true", help="findings: rewrite the README's Results table")
     args = ap.parse_args(argv)
-    ms = members(args.gpu)
+    ms = every = members(args.gpu)
     if args.only:
         want = set(args.only.split(","))
         ms = [m for m in ms if m.name in want or m.family in want or f"{m.family}/{m.name}" in want]
@@ -284,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("eval", "all"):
         cmd_eval(ms)
     if args.command in ("export", "all"):
-        cmd_export(ms)
+        cmd_export(ms, every)
     for problem in problems:  # again at the end, where a long run's log is read
         print(f"zoo.py: {problem}", file=sys.stderr)
     return 1 if problems else 0

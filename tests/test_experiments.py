@@ -472,6 +472,9 @@ def test_same_seed_samples_find_each_reports_weights_and_share_the_noise(tmp_pat
     folder = tmp_path / "vertical"
     ship(folder, "elastic", wb.preset("tiny", **elastic))
     ship(folder, "D1", wb.preset("tiny", **{**over, "model.diffusion_depth": 1}), seed=1)
+    t4 = make_report("blocks-fmnist", "T4", vertical_fid(1), **{**over, "model.diffusion_depth": 1})
+    write(tmp_path, {**t4, "training": {**t4["training"], "weights": "vertical/D1.safetensors"}})  # the same run
+    assert reports.weights_path(reports.load_reports("blocks-fmnist", tmp_path)["T4"]) == folder / "D1.safetensors"
     v = reports.load_reports("vertical", tmp_path)
     assert reports.weights_path(v["elastic-D4"]) == folder / "elastic.safetensors"  # one file for every D
     assert reports.weights_path(v["D1"]) == folder / "D1.safetensors" and reports.weights_path(v["D3"]) is None

@@ -155,11 +155,15 @@ def load_reports(family: str, root: str | Path = ZOO_DIR) -> dict[str, Report]:
 
 def weights_path(report: Report) -> Path | None:
     """The weights a report was measured on: <name>.safetensors beside it, or for an elastic model's report at
-    one D ("elastic-D3") the elastic member's one file ("elastic.safetensors"); None when none ships (ablation
-    replicates beyond the first seed ship reports alone)."""
+    one D ("elastic-D3") the elastic member's one file ("elastic.safetensors"), or for a member trained once with
+    another (the same run) the file its report names in training["weights"], relative to the zoo folder; None when
+    none ships (ablation replicates beyond the first seed ship reports alone)."""
     if report.path is None:
         return None
     candidates = [report.path.with_suffix(".safetensors")]
+    shared = report.training.get("weights")  # a member trained once with another: "vertical/D2.safetensors"
+    if shared:
+        candidates.append(report.path.parent.parent / shared)
     if report.elastic:
         base = report.name.rsplit("-D", 1)[0]
         candidates.append(report.path.parent / f"{base}.safetensors")
