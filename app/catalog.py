@@ -317,11 +317,34 @@ def slider_positions(family: Family) -> int:
     return len({d for e in family.entries for d in (e.config.model.elastic_depths or [e.D])})
 
 
+def richness(family: Family) -> tuple[int, bool]:
+    """How much a family's slider has to show: its trained depths, then (on a tie, e.g. the zoo's elastic model
+    beside the four dedicated models it was trained against) an elastic file, whose slider also reaches the
+    held-out depths. max() keeps the first family found on a full tie."""
+    return slider_positions(family), family.elastic is not None
+
+
+def quick_picks(fams: list[Family]) -> dict[str, str]:
+    """{button caption: family label} for the sidebar's one-click picks: the richest family (the app's default,
+    in the zoo the elastic Fashion-MNIST model) and the family of the largest images (the 256 px emoji), when they
+    differ; captions name the data and, for an elastic family, that it holds every D."""
+    if not fams:
+        return {}
+    richest = max(fams, key=richness)
+    largest = max(fams, key=lambda f: (f.entries[0].config.data.image_size, richness(f)))
+    picks = {}
+    for f in (richest, largest):
+        d = f.entries[0].config.data
+        caption = f"{d.dataset} {d.image_size}px" + (", every D" if f.elastic else "")
+        if f.label not in picks.values():
+            picks[caption if caption not in picks else f.label] = f.label
+    return picks if len(picks) > 1 else {}
+
+
 def default_entry(fams: list[Family], folders: Folders) -> Entry | None:
-    """--checkpoint, else the middle trained depth of the family whose slider has the most trained depths (in the
-    zoo: the elastic Fashion-MNIST model, every D of N in one file; without one, vertical at D=N/2). Ties keep the
-    first family found."""
+    """--checkpoint, else the middle trained depth of the richest family (richness: in the zoo the elastic
+    Fashion-MNIST model, every D of N in one file; without one, vertical at D=N/2)."""
     if folders.default or not fams:
         return next((e for f in fams for e in f.entries if e.path == folders.default), None)
-    richest = max(fams, key=slider_positions)
+    richest = max(fams, key=richness)
     return richest.entries[(len(richest.entries) - 1) // 2]

@@ -17,7 +17,7 @@ import streamlit as st
 from workbench.compute import iso_steps
 from workbench.config import Config, samplers_for
 
-from .catalog import MAX_PATH, Entry, Family
+from .catalog import MAX_PATH, Entry, Family, quick_picks
 
 MAX_IMAGES = 64        # images per batch
 MAX_STEPS = 200        # S: denoising steps per block
@@ -194,9 +194,18 @@ def family_ui(families: list[Family], default: Entry | None) -> Family:
     """Sidebar: the family to sample from (a zoo family or a folder of the user's)."""
     labels = [f.label for f in families]
     index = next((i for i, f in enumerate(families) if default in f.entries), 0)
+    picks = quick_picks(families)
+    if picks:  # one click to the default family and to the largest images
+        for col, (caption, label) in zip(st.sidebar.columns(len(picks)), picks.items()):
+            col.button(caption, key=f"pick.{label}", on_click=_pick, args=(label,), use_container_width=True,
+                       type="primary" if st.session_state.get("family", labels[index]) == label else "secondary")
     label = st.sidebar.selectbox("Model family", labels, index=index, key="family",
                                  help="Checkpoints that differ only in the diffusion depth D form a family.")
     return families[labels.index(label) if label in labels else index]
+
+
+def _pick(label: str) -> None:
+    st.session_state["family"] = label
 
 
 def path_ui() -> str:

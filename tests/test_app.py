@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -716,3 +717,34 @@ def test_app_opens_on_the_family_with_the_most_trained_depths(tmp_path, elastic_
     assert not notes and sorted(catalog.slider_positions(f) for f in fams) == sorted([2, len(elastic_set)])
     chosen = catalog.default_entry(fams, folders)
     assert chosen.family == want and (chosen.elastic == (want == "elastic"))
+
+
+def test_one_click_picks_the_elastic_default_and_the_256px_family(latent, monkeypatch, tmp_path):
+    """The sidebar's picks: the family the app opens on (the elastic one, every D) and the largest images, each one
+    click away; the picked family's button is the primary one."""
+    user = tmp_path / "user"
+    (user / "emoji256").mkdir(parents=True)
+    shutil.copy(latent["checkpoint"], user / "emoji256" / "T4.safetensors")
+    write_checkpoint(user / "vertical", "D2.safetensors", "vertical/D2", 2)
+    write_checkpoint(user / "elastic", "E.safetensors", "vertical/elastic", 2, elastic=(1, 2, 3, 4))
+    fams = catalog.families(catalog.scan(catalog.Folders(Path("/nonexistent"), (user.resolve(),), None))[0])
+    picks = catalog.quick_picks(fams)
+    assert list(picks) == ["fashion-mnist 32px, every D", "fluent 256px"]
+    monkeypatch.setattr(catalog, "ZOO_DIR", tmp_path / "no-zoo")  # these folders only, not the shipped zoo
+    at = start(monkeypatch, "--checkpoints", str(user))
+    assert not at.exception, at.exception
+    assert at.selectbox(key="family").value == picks["fashion-mnist 32px, every D"]  # opens on the elastic family
+    at = at.button(key=f"pick.{picks['fluent 256px']}").click().run()
+    assert not at.exception and at.selectbox(key="family").value == picks["fluent 256px"]
+    assert at.button(key=f"pick.{picks['fluent 256px']}").proto.type == "primary"
+    at = at.button(key=f"pick.{picks['fashion-mnist 32px, every D']}").click().run()
+    assert at.selectbox(key="family").value == picks["fashion-mnist 32px, every D"]
+    assert catalog.quick_picks(fams[:1]) == {}  # one family: nothing to pick between
+    # the zoo's case: four dedicated files and an elastic one trained at the same four D: the elastic one opens
+    write_checkpoint(user / "vertical", "D1.safetensors", "vertical/D1", 1)
+    for d in (3, 4):
+        write_checkpoint(user / "vertical", f"D{d}.safetensors", f"vertical/D{d}", d)
+    folders = catalog.Folders(Path("/nonexistent"), (user.resolve(),), None)
+    fams = catalog.families(catalog.scan(folders)[0])
+    assert sorted(catalog.slider_positions(f) for f in fams) == [1, 4, 4]
+    assert catalog.default_entry(fams, folders).elastic
