@@ -117,3 +117,17 @@ def test_zoo_findings_rewrites_only_the_readme_table(tmp_path_factory):
     with pytest.raises(SystemExit, match="no findings markers"):
         zoo.cmd_findings(root, readme)
     assert readme.read_text() == "no markers\n"  # refused, nothing lost
+
+
+def test_the_second_extractor_shows_beside_the_classifier(tmp_path):
+    for d in (1, 4):
+        r = make_report("vertical", f"D{d}", vertical_fid(d), **{"model.diffusion_depth": d})
+        if d == 1:
+            r["eval"]["inception"] = {"steps": 16, "fid": 41.04, "fid_low": 39.6, "fid_high": 42.4, "fid_inf": 34.1,
+                                      "extractor": "inception-7ff4a85c3a63", "n": 1000}
+        write(tmp_path, r)
+    v = reports.load_reports("vertical", tmp_path)
+    assert reports.inception_text(v["D1"]) == "41.0 [39.6, 42.4] at S=16, FID-inf 34.1"
+    assert reports.inception_text(v["D4"]) == "-"
+    assert fd.vertical_finding(v).ours.endswith("; Inception: D1 41.0 [39.6, 42.4] at S=16, FID-inf 34.1")
+    assert [row["Inception FID"] for row in reports.budget_table(v)] == [reports.inception_text(v["D1"]), "-"]

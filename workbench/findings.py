@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 from .comparison import compare
 from .paper import PAPER_ABLATIONS, PAPER_BEST_T, PAPER_CLAIM_BAND, PAPER_TABLE1, SAME, ablation_table, markdown_table
-from .reports import Report, dedicated
+from .reports import Report, dedicated, inception_text
 
 REPRODUCED, OPPOSITE, UNDECIDED, SMALLER = "reproduced", "opposite", "undecided", "same direction, smaller effect"
 DECIDED = (REPRODUCED, OPPOSITE, SMALLER)
@@ -33,6 +33,12 @@ def _fid(p) -> str:
     return f"{p.fid:.1f} [{p.fid_low:.1f}, {p.fid_high:.1f}]"
 
 
+def _inception(rs: Sequence[Report]) -> str:
+    """The second extractor's points where the reports carry them ("; Inception: D=1 41.0 [...] at S=16, ...")."""
+    have = [r for r in rs if r.eval.get("inception")]
+    return ("; Inception: " + "; ".join(f"{r.name} {inception_text(r)}" for r in have)) if have else ""
+
+
 def _apart(a, b) -> int:
     """-1 when a's interval lies below b's, +1 above, 0 when they overlap."""
     return -1 if a.fid_high < b.fid_low else 1 if a.fid_low > b.fid_high else 0
@@ -48,7 +54,7 @@ def vertical_finding(reports: Mapping[str, Report]) -> Finding:
         return Finding(claim, paper, "fewer than two D trained", UNDECIDED, "needs the vertical family's reports")
     ar, ref = fixed[0], fixed[-1]
     ours = (f"D={'/'.join(str(r.D) for r in fixed)} of {ref.N} at S={ref.final.steps}: "
-            + "; ".join(_fid(r.final) for r in fixed))
+            + "; ".join(_fid(r.final) for r in fixed) + _inception(fixed))
     side = _apart(ref.final, ar.final)
     best = min(fixed, key=lambda r: r.final.fid)
     verdict = {-1: REPRODUCED, 1: OPPOSITE, 0: UNDECIDED}[side]
@@ -97,7 +103,8 @@ def blocks_finding(reports: Mapping[str, Report], side: str) -> Finding:
     best = ranked[0]
     d = best.config.data
     ours = (f"{d.dataset} {d.image_size}px, S={best.final.steps}, n={best.eval['n']:,}: "
-            + "; ".join(f"T={r.T} {_fid(r.final)}" for r in sorted(ranked, key=lambda r: r.T)))
+            + "; ".join(f"T={r.T} {_fid(r.final)}" for r in sorted(ranked, key=lambda r: r.T))
+            + _inception(sorted(ranked, key=lambda r: r.T)))
     close = [r for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
     if close:
         return Finding(claim, paper, ours, UNDECIDED, f"T={best.T} is lowest but its interval overlaps "
