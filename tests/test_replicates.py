@@ -86,7 +86,10 @@ def test_ablation_table_decides_across_seeds(tmp_path):
 
 
 def test_the_zoo_ships_weights_for_the_first_seed_of_each_ablation_only():
-    from workbench.zoo import ships_weights
+    from workbench.zoo import REPORT_ONLY, ships_weights
     shipped = [n for n, _ in MEMBERS["ablations"] if ships_weights("ablations", n)]
     assert shipped == [n for n, _ in ABLATIONS]
-    assert all(ships_weights(f, n) for f, entries in MEMBERS.items() if f != "ablations" for n, _ in entries)
+    assert all(ships_weights(f, n) for f, entries in MEMBERS.items() if f != "ablations" for n, _ in entries
+               if (f, n) not in REPORT_ONLY)
+    assert not any(ships_weights(f, n) for f, n in REPORT_ONLY)
+    assert ships_weights("vertical", "elastic") and ships_weights("blocks-emoji256", "T16")

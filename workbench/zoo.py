@@ -40,8 +40,13 @@ PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}"}
 SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision EMA exports)
 
 
+# members whose report ships without weights, to keep data/checkpoints under SHIP_LIMIT_MB: the 256 px T=1 model
+# (30 MB; T=4 and T=16 show the family in the app) and the 64 px emoji arm (colour blobs at its budget)
+REPORT_ONLY = {("blocks-emoji256", "T1"), ("blocks-emoji", "T1"), ("blocks-emoji", "T4"), ("blocks-emoji", "T16")}
+
+
 def ships_weights(family: str, name: str) -> bool:
-    """Whether the zoo ships a member's weights, or its report alone: every member but the ablation replicates
-    beyond the first seed (their reports carry the seed spread; one set of weights per ablation is enough to look
-    at)."""
-    return split_seed(name)[1] == 0
+    """Whether the zoo ships a member's weights, or its report alone: every member but REPORT_ONLY and the ablation
+    replicates beyond the first seed (their reports carry the seed spread; one set of weights per ablation is
+    enough to look at)."""
+    return split_seed(name)[1] == 0 and (family, name) not in REPORT_ONLY
