@@ -46,3 +46,23 @@ def test_notebook_runs_in_fast_mode(path):
                           cwd=ROOT, env={**os.environ, "WORKBENCH_FAST": "1"}, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     print(f"{path.name}: {time.perf_counter() - start:.0f} s under nbmake (FAST)")
+
+
+def test_run_time_statement_replaces_only_its_line(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("time_notebooks", ROOT / "scripts" / "time_notebooks.py")
+    tn = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tn)
+    nb = nbformat.read(NOTEBOOKS[1], as_version=4)
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    machine = {"cores": 2, "cpu": "AMD EPYC"}
+    line = tn.statement({"FAST": 41.2, "full": 300.0}, machine)
+    assert line == "# Run time on 2 cores (AMD EPYC): FAST 41 s, full 5.0 min (scripts/time_notebooks.py)"
+    tn.write_first_cell(path, line)
+    tn.write_first_cell(path, tn.statement({"FAST": 12.0}, machine))  # a second measurement replaces the first
+    after = nbformat.read(path, as_version=4)
+    first = after.cells[0].source.splitlines()
+    assert first[:-1] == [s for s in nb.cells[0].source.splitlines() if not s.startswith(tn.PREFIX)]
+    assert first[-1] == "# Run time on 2 cores (AMD EPYC): FAST 12 s (scripts/time_notebooks.py)"
+    assert [c.source for c in after.cells[1:]] == [c.source for c in nb.cells[1:]]
