@@ -236,8 +236,27 @@ def cmd_eval(ms: list[Member]) -> None:
                 out.write_text(json.dumps(report, indent=1))
 
 
+GRID_STEPS = 16  # the shipped sample grids: the app's default S, seed 0, EMA weights
+
+
+def write_grid(m: Member, dest: Path, depth: int | None = None) -> Path:
+    """A sample grid of a member beside its report: 64 images (16 at 256 px) from seed 0 at S=GRID_STEPS with its
+    own sampler (an elastic member at `depth`, default its own D), what a reader looks at before any FID."""
+    from workbench.checkpoint import load_for_inference
+    from workbench.images import save_grid
+    from workbench.sampling import generate_images
+
+    model, cfg = load_for_inference(RUNS / m.key)
+    if depth is not None:
+        cfg = cfg.override(**{"sample.diffusion_depth": depth})
+    n = 16 if cfg.data.image_size >= 256 else 64
+    images = generate_images(model, cfg, n, GRID_STEPS, cfg.sample.sampler, seed=0)
+    return save_grid(images, dest, nrow=int(n ** 0.5))
+
+
 def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
-    """Half-precision EMA weights with the member's (first) report embedded and beside them; an elastic member's
+    """Half-precision EMA weights with the member's (first) report embedded and beside them, and a sample grid
+    (write_grid); an elastic member's
     reports at its other depths ship as report files alone (one set of weights samples them all), and a member
     trained by the same run as an earlier one ships its report naming that member's file (training.weights)."""
     from workbench.checkpoint import export_for_inference
@@ -265,6 +284,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
             if shared is not None:
                 report["training"]["weights"] = shared  # reports.weights_path follows it
         dest.with_suffix(".json").write_text(json.dumps(report, indent=1))
+        write_grid(m, dest.with_suffix(".png"))
         for name, path in others:
             (SHIP / m.family / f"{name}.json").write_text(path.read_text())
         print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
