@@ -290,7 +290,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
         print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
                                                    else f"the weights of {shared}, " if shared else
                                                    "no weights (report only), ") + f"reports {', '.join(reports)}")
-    total = shipped_mb()
+    total = shipped_mb(SHIP)
     print(f"{SHIP}: {total:.1f} MB of weights" + ("" if total <= SHIP_LIMIT_MB else
           f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights (workbench.zoo.ships_weights) "
           "or smaller members."), file=sys.stdout if total <= SHIP_LIMIT_MB else sys.stderr)

@@ -490,3 +490,30 @@ def test_same_seed_samples_find_each_reports_weights_and_share_the_noise(tmp_pat
     assert "FID" in next(k for k in rows if k.startswith("D1"))  # S=2 is on the report's curve
     fig = plots.rows_figure(rows)
     assert len(fig.data) == 3 and [a.text for a in fig.layout.annotations] == list(rows)
+
+
+def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monkeypatch, one_thread):
+    from workbench.checkpoint import Checkpoint, save_checkpoint
+    zoo = zoo_script()
+    cfg = wb.preset("tiny", **{"model.width": 32, "train.max_steps": 1})
+    d2, t4 = zoo.Member("vertical", "D2", cfg), zoo.Member("blocks-fmnist", "T4", cfg)  # one run trains both
+    assert d2.key == t4.key
+    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
+    run = tmp_path / "runs" / d2.key
+    state = wb.build_model(cfg).state_dict()
+    save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 16}), run)
+    (run / "DONE").write_text("{}")
+    for m in (d2, t4):
+        (run / f"eval-{m.family}-{m.name}.json").write_text(json.dumps(make_report(m.family, m.name, vertical_fid(2))))
+    zoo.cmd_export([t4], [d2, t4])  # T4 alone still names the file of D2, the run's first member
+    ship = tmp_path / "ship"
+    assert not (ship / "blocks-fmnist" / "T4.safetensors").exists() and (ship / "blocks-fmnist" / "T4.png").is_file()
+    assert json.loads((ship / "blocks-fmnist" / "T4.json").read_text())["training"]["weights"] == \
+        "vertical/D2.safetensors"
+    zoo.cmd_export([d2, t4], [d2, t4])
+    assert sorted(p.relative_to(ship).as_posix() for p in ship.rglob("*.safetensors")) == ["vertical/D2.safetensors"]
+    t4_report = reports.load_reports("blocks-fmnist", ship)["T4"]
+    assert reports.weights_path(t4_report) == ship / "vertical" / "D2.safetensors"
+    from PIL import Image
+    assert Image.open(ship / "vertical" / "D2.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, padded
