@@ -77,7 +77,8 @@ def crossover_finding(reports: Mapping[str, Report], x: str = "paper_cost") -> F
     c = compare(ar, ref, x)
     (a_lo, a_hi), (r_lo, r_hi) = c.low_interval
     ours = (f"at {c.low_cost:.0f} block-layer evaluations per image: D={ar.D} {c.low_fid[0]:.1f} [{a_lo:.1f}, "
-            f"{a_hi:.1f}] vs D={ref.D} {c.low_fid[1]:.1f} [{r_lo:.1f}, {r_hi:.1f}], {c.low_improvement:+.0%}")
+            f"{a_hi:.1f}] vs D={ref.D} {c.low_fid[1]:.1f} [{r_lo:.1f}, {r_hi:.1f}]: "
+            f"{abs(c.low_improvement):.0%} {'lower' if c.low_improvement > 0 else 'higher'} for D={ar.D}")
     if not c.low_significant:
         return Finding(claim, paper, ours, UNDECIDED, "the two intervals overlap at the lowest compute")
     g = c.low_improvement
