@@ -39,6 +39,12 @@ def _inception(rs: Sequence[Report]) -> str:
     return ("; Inception: " + "; ".join(f"{r.name} {inception_text(r)}" for r in have)) if have else ""
 
 
+def _budget(rs: Sequence[Report]) -> str:
+    """The training budget behind compared reports ("3,000 steps x 64"), or each one's when they differ."""
+    each = sorted({(r.training.get("steps") or 0, r.training.get("batch") or 0) for r in rs})
+    return " / ".join(f"{s:,} steps x {b}" for s, b in each)
+
+
 def _apart(a, b) -> int:
     """-1 when a's interval lies below b's, +1 above, 0 when they overlap."""
     return -1 if a.fid_high < b.fid_low else 1 if a.fid_low > b.fid_high else 0
@@ -53,7 +59,7 @@ def vertical_finding(reports: Mapping[str, Report]) -> Finding:
     if len(fixed) < 2:
         return Finding(claim, paper, "fewer than two D trained", UNDECIDED, "needs the vertical family's reports")
     ar, ref = fixed[0], fixed[-1]
-    ours = (f"D={'/'.join(str(r.D) for r in fixed)} of {ref.N} at S={ref.final.steps}: "
+    ours = (f"trained {_budget(fixed)}; D={'/'.join(str(r.D) for r in fixed)} of {ref.N} at S={ref.final.steps}: "
             + "; ".join(_fid(r.final) for r in fixed) + _inception(fixed))
     side = _apart(ref.final, ar.final)
     best = min(fixed, key=lambda r: r.final.fid)
@@ -76,7 +82,8 @@ def crossover_finding(reports: Mapping[str, Report], x: str = "paper_cost") -> F
     ar, ref = fixed[0], fixed[-1]
     c = compare(ar, ref, x)
     (a_lo, a_hi), (r_lo, r_hi) = c.low_interval
-    ours = (f"at {c.low_cost:.0f} block-layer evaluations per image: D={ar.D} {c.low_fid[0]:.1f} [{a_lo:.1f}, "
+    ours = (f"trained {_budget([ar, ref])}; at {c.low_cost:.0f} block-layer evaluations per image: D={ar.D} "
+            f"{c.low_fid[0]:.1f} [{a_lo:.1f}, "
             f"{a_hi:.1f}] vs D={ref.D} {c.low_fid[1]:.1f} [{r_lo:.1f}, {r_hi:.1f}]: "
             f"{abs(c.low_improvement):.0%} {'lower' if c.low_improvement > 0 else 'higher'} for D={ar.D}")
     if not c.low_significant:
@@ -103,7 +110,7 @@ def blocks_finding(reports: Mapping[str, Report], side: str) -> Finding:
         return Finding(claim, paper, "fewer than two T trained", UNDECIDED, "needs the blocks family's reports")
     best = ranked[0]
     d = best.config.data
-    ours = (f"{d.dataset} {d.image_size}px, S={best.final.steps}, n={best.eval['n']:,}: "
+    ours = (f"{d.dataset} {d.image_size}px, trained {_budget(ranked)}, S={best.final.steps}, n={best.eval['n']:,}: "
             + "; ".join(f"T={r.T} {_fid(r.final)}" for r in sorted(ranked, key=lambda r: r.T))
             + _inception(sorted(ranked, key=lambda r: r.T)))
     close = [r for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
@@ -140,7 +147,8 @@ def ablation_findings(reports: Mapping[str, Report], level: float = 0.9) -> list
         paper = f"FFHQ {ffhq} / ImageNet {inet} (default {PAPER_ABLATIONS['default'][1]} / " \
                 f"{PAPER_ABLATIONS['default'][2]})"
         spread = f"seed spread {r['seed spread']:.1f}" if r["seeds"] > 1 else "no seed spread"
-        ours = (f"{r['FID']:.1f} vs default {base:.1f}, difference {r['difference']:+.1f} [{lo:+.1f}, {hi:+.1f}] "
+        ours = (f"trained {_budget(list(reports.values()))}; "
+                f"{r['FID']:.1f} vs default {base:.1f}, difference {r['difference']:+.1f} [{lo:+.1f}, {hi:+.1f}] "
                 f"({r['decided by']}; {spread})")
         if r["paper"] == "≈":
             band = SAME * base
