@@ -35,10 +35,11 @@ def test_vertical_and_crossover_verdicts_follow_the_intervals(tmp_path_factory):
     paper_shape = vertical(tmp_path_factory.mktemp("a"), vertical_fid)  # D=4 lowest at S=32, D=1 far ahead at S=2
     f = fd.vertical_finding(paper_shape)
     assert f.verdict == fd.REPRODUCED and "D=4 below D=1" in f.why and f.decided
-    assert f.ours.startswith("trained 600 steps x 64; D=1/2/3/4 of 4 at S=32")  # the budget behind the numbers
+    assert f.ours.startswith("trained 600 steps x 64, one training seed each (intervals: sampling noise only); "
+                             "D=1/2/3/4 of 4 at S=32")  # the budget behind the numbers
     mixed = dict(paper_shape, D4=reports.Report(**{**paper_shape["D4"].__dict__,
                                                    "training": {"steps": 3000, "batch": 64}}))
-    assert fd.vertical_finding(mixed).ours.startswith("trained 600 steps x 64 / 3,000 steps x 64;")
+    assert fd.vertical_finding(mixed).ours.startswith("trained 600 steps x 64 / 3,000 steps x 64, one")
     c = fd.crossover_finding(paper_shape)
     assert c.verdict in (fd.REPRODUCED, fd.SMALLER) and "intervals disjoint" in c.why
     flat_high = vertical(tmp_path_factory.mktemp("b"), lambda d: (lambda s: 20.0 + (d == 4) * 5.0))

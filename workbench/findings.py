@@ -45,6 +45,10 @@ def _budget(rs: Sequence[Report]) -> str:
     return " / ".join(f"{s:,} steps x {b}" for s, b in each)
 
 
+def _one_seed(rs: Sequence[Report]) -> str:
+    return f"trained {_budget(rs)}, one training seed each (intervals: sampling noise only)"
+
+
 def _apart(a, b) -> int:
     """-1 when a's interval lies below b's, +1 above, 0 when they overlap."""
     return -1 if a.fid_high < b.fid_low else 1 if a.fid_low > b.fid_high else 0
@@ -59,7 +63,7 @@ def vertical_finding(reports: Mapping[str, Report]) -> Finding:
     if len(fixed) < 2:
         return Finding(claim, paper, "fewer than two D trained", UNDECIDED, "needs the vertical family's reports")
     ar, ref = fixed[0], fixed[-1]
-    ours = (f"trained {_budget(fixed)}; D={'/'.join(str(r.D) for r in fixed)} of {ref.N} at S={ref.final.steps}: "
+    ours = (f"{_one_seed(fixed)}; D={'/'.join(str(r.D) for r in fixed)} of {ref.N} at S={ref.final.steps}: "
             + "; ".join(_fid(r.final) for r in fixed) + _inception(fixed))
     side = _apart(ref.final, ar.final)
     best = min(fixed, key=lambda r: r.final.fid)
@@ -82,7 +86,7 @@ def crossover_finding(reports: Mapping[str, Report], x: str = "paper_cost") -> F
     ar, ref = fixed[0], fixed[-1]
     c = compare(ar, ref, x)
     (a_lo, a_hi), (r_lo, r_hi) = c.low_interval
-    ours = (f"trained {_budget([ar, ref])}; at {c.low_cost:.0f} block-layer evaluations per image: D={ar.D} "
+    ours = (f"{_one_seed([ar, ref])}; at {c.low_cost:.0f} block-layer evaluations per image: D={ar.D} "
             f"{c.low_fid[0]:.1f} [{a_lo:.1f}, "
             f"{a_hi:.1f}] vs D={ref.D} {c.low_fid[1]:.1f} [{r_lo:.1f}, {r_hi:.1f}]: "
             f"{abs(c.low_improvement):.0%} {'lower' if c.low_improvement > 0 else 'higher'} for D={ar.D}")
@@ -110,7 +114,7 @@ def blocks_finding(reports: Mapping[str, Report], side: str) -> Finding:
         return Finding(claim, paper, "fewer than two T trained", UNDECIDED, "needs the blocks family's reports")
     best = ranked[0]
     d = best.config.data
-    ours = (f"{d.dataset} {d.image_size}px, trained {_budget(ranked)}, S={best.final.steps}, n={best.eval['n']:,}: "
+    ours = (f"{d.dataset} {d.image_size}px, {_one_seed(ranked)}, S={best.final.steps}, n={best.eval['n']:,}: "
             + "; ".join(f"T={r.T} {_fid(r.final)}" for r in sorted(ranked, key=lambda r: r.T))
             + _inception(sorted(ranked, key=lambda r: r.T)))
     close = [r for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
