@@ -172,8 +172,9 @@ def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | 
     from workbench.evaluation import evaluate_curve
 
     model, cfg = load_for_inference(RUNS / m.key)
-    name = m.name
-    if depth is not None:
+    name, sample_cfg = m.name, cfg
+    if depth is not None:  # sampled at D (the model keeps its config); the report's config says D
+        sample_cfg = cfg.override(**{"sample.diffusion_depth": depth})
         cfg, name = cfg.override(**{"model.diffusion_depth": depth}), depth_report_name(m.name, depth)
     extractor, n, grid = _eval_plan(m)
     ref = reference(cfg, extractor)
@@ -182,8 +183,8 @@ def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | 
     def progress(S: int, p: dict) -> None:
         print(f"{m.family}/{name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
 
-    ev = evaluate_curve(model, cfg, ref, extractor, steps=grid, n=n, sampler=sampler, seed=seed, weights="ema",
-                        progress=progress)
+    ev = evaluate_curve(model, sample_cfg, ref, extractor, steps=grid, n=n, sampler=sampler, seed=seed,
+                        weights="ema", progress=progress)
     summary = json.loads((RUNS / m.key / "DONE").read_text())
     return {"family": m.family, "name": name, "config": cfg.to_dict(),
             "training": {"steps": summary["step"], "batch": cfg.train.batch_size,
@@ -213,7 +214,7 @@ def inception_point(m: Member, depth: int | None = None, seed: int = 0) -> dict:
 
     model, cfg = load_for_inference(RUNS / m.key)
     if depth is not None:
-        cfg = cfg.override(**{"model.diffusion_depth": depth})
+        cfg = cfg.override(**{"sample.diffusion_depth": depth})
     ev = evaluate_curve(model, cfg, default_reference(cfg, "inception"), "inception", steps=(INCEPTION_STEPS,),
                         n=1000, sampler=cfg.sample.sampler, seed=seed, weights="ema")
     point = {k: v for k, v in ev.items() if k != "curve"} | ev["curve"][0]

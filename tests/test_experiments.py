@@ -517,3 +517,33 @@ def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monk
     assert reports.weights_path(t4_report) == ship / "vertical" / "D2.safetensors"
     from PIL import Image
     assert Image.open(ship / "vertical" / "D2.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, padded
+
+
+def test_zoo_evaluates_an_elastic_member_at_each_depth(tmp_path, monkeypatch, one_thread):
+    """An elastic member's report at D samples its one model at D (sample.diffusion_depth; the model keeps its own
+    config) and says D in its config, with the costs of D."""
+    from workbench import features
+    from workbench.checkpoint import Checkpoint, save_checkpoint
+    from workbench.metrics import ReferenceStats
+    zoo = zoo_script()
+    stats = PixelStats()
+    monkeypatch.setitem(features.FEATURE_EXTRACTORS, stats.name, lambda: stats)
+    real = torch.rand(16, 1, 32, 32) * 2 - 1
+    ref = ReferenceStats.from_features(features.extract_features(stats, real), {
+        "name": "stub", "extractor": stats.name, "extractor_id": stats.id})
+    monkeypatch.setattr(zoo, "reference", lambda cfg, extractor: ref)
+    monkeypatch.setattr(zoo, "_eval_plan", lambda m: (stats.name, 6, (1, 2)))
+    monkeypatch.setattr(zoo, "RUNS", tmp_path)
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.depth": 4, "model.diffusion_depth": 2,
+                               "model.elastic_depths": [1, 2, 3, 4]})
+    m = zoo.Member("vertical", "elastic", cfg)
+    torch.manual_seed(0)
+    state = wb.build_model(cfg).state_dict()
+    save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 16}), tmp_path / m.key)
+    (tmp_path / m.key / "DONE").write_text(json.dumps({"step": 1, "images_seen": 16, "val_loss": 1.0}))
+    at = {d: zoo.evaluate(m, depth=d) for d in (1, 4)}
+    for d, rep in at.items():
+        r = reports.report_from_dict(rep)
+        assert r.name == f"elastic-D{d}" and r.D == d and r.elastic
+        assert [p.paper_cost for p in r.curve] == [paper_cost(r.config.model, s) for s in (1, 2)]  # the costs of D
+    assert at[1]["eval"]["curve"][1]["paper_cost"] != at[4]["eval"]["curve"][1]["paper_cost"]
