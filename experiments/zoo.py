@@ -291,6 +291,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
         print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
                                                    else f"the weights of {shared}, " if shared else
                                                    "no weights (report only), ") + f"reports {', '.join(reports)}")
+    write_manifest(SHIP)
     total = shipped_mb(SHIP)
     print(f"{SHIP}: {total:.1f} MB of weights" + ("" if total <= SHIP_LIMIT_MB else
           f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights (workbench.zoo.ships_weights) "
@@ -318,6 +319,23 @@ def cmd_findings(root: Path = SHIP, readme: Path | None = None) -> str:
                              "lines of their own where the Results table goes.")
         readme.write_text(text[:start + len(FINDINGS_START)] + "\n" + table + text[end:])
     return table
+
+
+MANIFEST_HEAD = "| file | MB | sha256 |"
+
+
+def write_manifest(root: Path) -> None:
+    """The weight files' table at the end of <root>/README.md (from its MANIFEST_HEAD line on; the prose above it is
+    kept): each file, its size and the first 16 hex digits of its sha256."""
+    from workbench.paths import sha256_file
+
+    readme = root / "README.md"
+    text = readme.read_text() if readme.exists() else "# data/checkpoints: the model zoo\n\n"
+    cut = text.find(MANIFEST_HEAD)
+    rows = [f"| {p.relative_to(root).as_posix()} | {p.stat().st_size / 1e6:.1f} | {sha256_file(p)[:16]}... |"
+            for p in sorted(root.rglob("*.safetensors"))]
+    readme.write_text((text if cut < 0 else text[:cut]).rstrip("\n") + "\n\n" + MANIFEST_HEAD + "\n|---|---|---|\n"
+                      + "\n".join(rows) + "\n")
 
 
 def shipped_mb(root: Path = SHIP) -> float:
