@@ -244,7 +244,9 @@ def write_grid(m: Member, dest: Path, depth: int | None = None) -> Path:
     """A sample grid of a member beside its report: 64 images (16 at 256 px) from seed 0 at S=GRID_STEPS with its
     own sampler (an elastic member at `depth`, default its own D), what a reader looks at before any FID."""
     from workbench.checkpoint import load_for_inference
-    from workbench.images import save_grid
+    from PIL import Image
+
+    from workbench.images import image_grid
     from workbench.sampling import generate_images
 
     model, cfg = load_for_inference(RUNS / m.key)
@@ -252,7 +254,11 @@ def write_grid(m: Member, dest: Path, depth: int | None = None) -> Path:
         cfg = cfg.override(**{"sample.diffusion_depth": depth})
     n = 16 if cfg.data.image_size >= 256 else 64
     images = generate_images(model, cfg, n, GRID_STEPS, cfg.sample.sampler, seed=0)
-    return save_grid(images, dest, nrow=int(n ** 0.5))
+    grid = image_grid(images, nrow=int(n ** 0.5))
+    scale = max(1, -(-512 // grid.width))  # small images enlarged (nearest) to a grid of at least 512 px
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST).save(dest)
+    return dest
 
 
 def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:

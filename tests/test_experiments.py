@@ -516,7 +516,7 @@ def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monk
     t4_report = reports.load_reports("blocks-fmnist", ship)["T4"]
     assert reports.weights_path(t4_report) == ship / "vertical" / "D2.safetensors"
     from PIL import Image
-    assert Image.open(ship / "vertical" / "D2.png").size == (8 * 34 + 2, 8 * 34 + 2)  # 64 images of 32 px, padded
+    assert Image.open(ship / "vertical" / "D2.png").size == (2 * (8 * 34 + 2),) * 2  # 64 of 32 px, padded, x2
     manifest = (ship / "README.md").read_text()  # written at each export, its table replaced, not appended
     assert manifest.count(zoo.MANIFEST_HEAD) == 1 and manifest.count("| vertical/D2.safetensors |") == 1
     from workbench.paths import sha256_file
