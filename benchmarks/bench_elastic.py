@@ -35,7 +35,7 @@ import torch
 
 from bench_recipe import VARIANTS, WINNER, config_for, plan, run_worker
 from harness import emit, machine
-from workbench.comparison import area_between, frontier
+from workbench.comparison import area_between, frontier, grid_point
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6  # fmnist-small's depth
@@ -150,24 +150,19 @@ def paired(run_a: str, run_b: str, reference, extractor: str) -> tuple[float, fl
                                  generator=torch.Generator().manual_seed(0))
 
 
-def _split(point: str) -> tuple[int, int]:
-    d, s = point.split()  # "D=2 S=4"
-    return int(d[2:]), int(s[2:])
-
-
 def versus(at: dict, mine: str, theirs, ref, extractor: str, n: int, title: str, flag=lambda point: "") -> list[str]:
     """A table of `mine` against `theirs(point)` (a member name, or None) at every fixed (D, S) both were scored at,
     with the paired 90% interval of the difference (same seeds, so row i of both sets starts from the same noise)."""
     lines = [f"### {title} ({extractor} FID, n={n}, paired 90% interval of the difference)", "",
              "| D | S | theirs | mine | mine - theirs | ratio |", "|---|---|---|---|---|---|"]
-    points = sorted((point for member, point in at if member == mine and point.startswith("D=")), key=_split)
+    points = sorted((point for member, point in at if member == mine and point.startswith("D=")), key=grid_point)
     for point in points:
         other = theirs(point)
         if (other, point) not in at:
             continue
         r, o = at[(mine, point)], at[(other, point)]
         d, lo, hi = paired(r["images"], o["images"], ref, extractor)
-        D, S = _split(point)
+        D, S = grid_point(point)
         lines.append(f"| {D}{flag(point)} | {S} | {o['fid']:.1f} ({other}) | {r['fid']:.1f} | {d:+.1f} [{lo:+.1f}, "
                      f"{hi:+.1f}] | {r['fid'] / o['fid']:.2f} |")
     return lines + [""] if len(lines) > 4 else []
@@ -184,10 +179,10 @@ def report(args) -> str:
     big = max((r["member"] for r in rs if r["member"].startswith("elastic-") and r["member"] != "elastic-1x"),
               default=None)
     lines = []
-    dedicated_at = lambda point: f"D{_split(point)[0]}"  # noqa: E731 (the dedicated model of that D)
+    dedicated_at = lambda point: f"D{grid_point(point)[0]}"  # noqa: E731 (the dedicated model of that D)
     held = next((r for r in rs if r["member"] == "held-out"), None)
     trained = set(held["trained_depths"]) if held else set()
-    flag = lambda point: "" if _split(point)[0] in trained else " (held out)"  # noqa: E731
+    flag = lambda point: "" if grid_point(point)[0] in trained else " (held out)"  # noqa: E731
     # Inception's paired intervals cost minutes per pair (200 resamples of a 2048-d FID): only when asked
     for extractor in (CLASSIFIER, INCEPTION) if getattr(args, "inception_pairs", False) else (CLASSIFIER,):
         at = {(r["member"], r["point"]): r for r in of(everything, extractor)}

@@ -41,10 +41,10 @@ RUNS = ROOT / "runs" / "zoo"
 SHIP = ROOT / "data" / "checkpoints"
 
 # Budgets. CPU, zoo v2 for Fashion-MNIST: 3,000 steps x 64 images per member (N=4, width 128: 0.17x fmnist-small's
-# training FLOPs per step, but small models run below the machine's matmul rate: vertical/D2's first 300 steps ran
-# at about 0.39 s per step alone on 2 threads of the AMD EPYC reference machine, so about 20 minutes per member; the
-# elastic member trains four of them); the 64 px emoji family keeps the first zoo's 300 x 32. GPU sized for < 8
-# minutes (blocks-emoji256: its presets' budgets, presets.GPU_BUDGETS with --gpu).
+# training FLOPs per step, but small models run below the machine's matmul rate: alone on 2 threads of the AMD EPYC
+# reference machine vertical/D1 and D4 trained in 642 and 668 s, about 0.22 s per step, blocks-fmnist/T1 in 6.8
+# minutes; the elastic member trains four of them, 2,688 s); the 64 px emoji family keeps the first zoo's 300 x 32.
+# GPU sized for < 8 minutes (blocks-emoji256: its presets' budgets, presets.GPU_BUDGETS with --gpu).
 CPU_BUDGET = {"fmnist": dict(steps=3000, batch=64, ema=0.999), "emoji": dict(steps=300, batch=32, ema=0.995)}
 GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256, ema=0.999), "emoji": dict(steps=3000, batch=128, ema=0.995)}
 
@@ -164,17 +164,24 @@ def reference(cfg: Config, extractor: str):
                            image_size=d.image_size, channels=d.channels)
 
 
+def load_member(m: Member, depth: int | None = None):
+    """(model, config to sample it with) of a trained member; an elastic member at `depth` (sample.diffusion_depth:
+    the model keeps its own config), default its own D."""
+    from workbench.checkpoint import load_for_inference
+
+    model, cfg = load_for_inference(RUNS / m.key)
+    return model, (cfg if depth is None else cfg.override(**{"sample.diffusion_depth": depth}))
+
+
 def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | None = None) -> dict:
     """FID against sampling steps (and compute) for one member, with full provenance; the member's own sampler
     (flow Euler for the flow recipe, DDIM for eps models) unless `sampler` is given. `depth`: an elastic member
     sampled at that D (its report is named depth_report_name and its config's D is that depth)."""
-    from workbench.checkpoint import load_for_inference
     from workbench.evaluation import evaluate_curve
 
-    model, cfg = load_for_inference(RUNS / m.key)
-    name, sample_cfg = m.name, cfg
-    if depth is not None:  # sampled at D (the model keeps its config); the report's config says D
-        sample_cfg = cfg.override(**{"sample.diffusion_depth": depth})
+    model, sample_cfg = load_member(m, depth)
+    cfg, name = sample_cfg, m.name
+    if depth is not None:  # the report's config says D
         cfg, name = cfg.override(**{"model.diffusion_depth": depth}), depth_report_name(m.name, depth)
     extractor, n, grid = _eval_plan(m)
     ref = reference(cfg, extractor)
@@ -209,12 +216,9 @@ INCEPTION_STEPS = 16  # a Fashion-MNIST member's second extractor: Inception at 
 def inception_point(m: Member, depth: int | None = None, seed: int = 0) -> dict:
     """One Inception-FID point of a Fashion-MNIST member (its curve uses the classifier): S=INCEPTION_STEPS, n=1,000,
     its own sampler, EMA weights, against the shipped Inception statistics of 10,000 training images."""
-    from workbench.checkpoint import load_for_inference
     from workbench.evaluation import default_reference, evaluate_curve
 
-    model, cfg = load_for_inference(RUNS / m.key)
-    if depth is not None:
-        cfg = cfg.override(**{"sample.diffusion_depth": depth})
+    model, cfg = load_member(m, depth)
     ev = evaluate_curve(model, cfg, default_reference(cfg, "inception"), "inception", steps=(INCEPTION_STEPS,),
                         n=1000, sampler=cfg.sample.sampler, seed=seed, weights="ema")
     point = {k: v for k, v in ev.items() if k != "curve"} | ev["curve"][0]
@@ -243,15 +247,12 @@ GRID_STEPS = 16  # the shipped sample grids: the app's default S, seed 0, EMA we
 def write_grid(m: Member, dest: Path, depth: int | None = None) -> Path:
     """A sample grid of a member beside its report: 64 images (16 at 256 px) from seed 0 at S=GRID_STEPS with its
     own sampler (an elastic member at `depth`, default its own D), what a reader looks at before any FID."""
-    from workbench.checkpoint import load_for_inference
     from PIL import Image
 
     from workbench.images import image_grid
     from workbench.sampling import generate_images
 
-    model, cfg = load_for_inference(RUNS / m.key)
-    if depth is not None:
-        cfg = cfg.override(**{"sample.diffusion_depth": depth})
+    model, cfg = load_member(m, depth)
     n = 16 if cfg.data.image_size >= 256 else 64
     images = generate_images(model, cfg, n, GRID_STEPS, cfg.sample.sampler, seed=0)
     grid = image_grid(images, nrow=int(n ** 0.5))
@@ -263,9 +264,9 @@ def write_grid(m: Member, dest: Path, depth: int | None = None) -> Path:
 
 def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
     """Half-precision EMA weights with the member's (first) report embedded and beside them, and a sample grid
-    (write_grid); an elastic member's
-    reports at its other depths ship as report files alone (one set of weights samples them all), and a member
-    trained by the same run as an earlier one ships its report naming that member's file (training.weights)."""
+    (write_grid); an elastic member's reports at its other depths ship as report files alone (one set of weights
+    samples them all), and a member trained by the same run as an earlier one ships its report naming that
+    member's file (training.weights)."""
     from workbench.checkpoint import export_for_inference
 
     shipped: dict[str, str] = {}  # run key -> "family/name.safetensors" of the one file shipped for that run

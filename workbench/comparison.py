@@ -206,7 +206,8 @@ def _is_dedicated(member: str) -> bool:
     return re.fullmatch(r"D\d+", member) is not None
 
 
-def _grid_point(point: str) -> tuple[int, int]:
+def grid_point(point: str) -> tuple[int, int]:
+    """(D, S) of a fixed grid point named "D=2 S=4"."""
     d, s = point.split()  # "D=2 S=4"
     return int(d[2:]), int(s[2:])
 
@@ -218,7 +219,7 @@ def depth_grid(rows: Sequence[dict]) -> list[dict]:
     cols = ["dedicated"] + list(dict.fromkeys(r["member"] for r in fixed if not _is_dedicated(r["member"])))
     cells: dict[tuple[int, int], dict] = {}
     for r in fixed:
-        d, steps = _grid_point(r["point"])
+        d, steps = grid_point(r["point"])
         cell = cells.setdefault((d, steps), {"D": d, "S": steps, "compute": r["paper_cost"]})
         cell["dedicated" if _is_dedicated(r["member"]) else r["member"]] = r["fid"]
     return [{"D": k[0], "S": k[1], "compute": cells[k]["compute"], **{c: math.nan for c in cols}, **cells[k]}
@@ -241,7 +242,7 @@ def depth_rows(reports: Mapping[str, Report]) -> list[dict]:
     reports at each depth ("elastic-D3") under the elastic member's name ("elastic"), one row per curve point."""
     rows = []
     for r in reports.values():
-        member = re.sub(r"-D\d+$", "", r.name) if r.elastic else f"D{r.D}"
+        member = r.member if r.elastic else f"D{r.D}"
         rows += [{"member": member, "point": f"D={r.D} S={p.steps}", "paper_cost": p.paper_cost, "fid": p.fid,
                   "fid_low": p.fid_low, "fid_high": p.fid_high} for p in r.curve]
     return rows

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from .comparison import compare
-from .paper import PAPER_ABLATIONS, PAPER_BEST_T, PAPER_CLAIM_BAND, PAPER_TABLE1, SAME, ablation_table, markdown_table
+from .paper import (PAPER_ABLATIONS, PAPER_BEST_T, PAPER_CLAIM_BAND, PAPER_TABLE1, SAME, _t_verdict, ablation_table,
+                    markdown_table)
 from .reports import Report, dedicated, inception_text
 
 REPRODUCED, OPPOSITE, UNDECIDED, SMALLER = "reproduced", "opposite", "undecided", "same direction, smaller effect"
@@ -117,10 +118,10 @@ def blocks_finding(reports: Mapping[str, Report], side: str) -> Finding:
     ours = (f"{d.dataset} {d.image_size}px, {_one_seed(ranked)}, S={best.final.steps}, n={best.eval['n']:,}: "
             + "; ".join(f"T={r.T} {_fid(r.final)}" for r in sorted(ranked, key=lambda r: r.T))
             + _inception(sorted(ranked, key=lambda r: r.T)))
-    close = [r for r in ranked[1:] if r.final.fid_low <= best.final.fid_high]
+    close, _ = _t_verdict(best.T, best.final.fid_high, [(r.T, r.final.fid_low) for r in ranked[1:]], side)
     if close:
         return Finding(claim, paper, ours, UNDECIDED, f"T={best.T} is lowest but its interval overlaps "
-                       + ", ".join(f"T={r.T}" for r in close))
+                       + ", ".join(close))
     verdict = REPRODUCED if best.T == paper_t else OPPOSITE
     why = f"T={best.T} apart from every other T"
     if verdict == OPPOSITE:

@@ -37,20 +37,17 @@ def image_grid_figure(images: torch.Tensor, nrow: int | None = None, title: str 
 def rows_figure(rows: Mapping[str, torch.Tensor], row_height: int = 0) -> go.Figure:
     """One row of images per entry ({caption: (B, C, H, W) in [-1, 1]}), captions above: models side by side on
     the same seeds, so column j of every row starts from the same noise."""
-    fig = make_subplots(rows=len(rows), cols=1, subplot_titles=list(rows), vertical_spacing=0.06 / max(1, len(rows) - 1)
-                        if len(rows) > 1 else 0.0)
+    k = len(rows)  # at least one row
+    fig = make_subplots(rows=k, cols=1, subplot_titles=list(rows), vertical_spacing=0.06 / (k - 1) if k > 1 else 0.0)
     for i, images in enumerate(rows.values()):
         for trace in image_grid_figure(images, nrow=len(images)).data:
             fig.add_trace(trace, row=i + 1, col=1)
+        fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=i + 1, col=1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    first = next(iter(rows.values()), None)
-    if row_height <= 0 and first is not None:  # about the images' own size, at least 60 px a row
-        row_height = max(60, min(256, first.shape[-1])) + 30
-    for i in range(len(rows)):
-        fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=i + 1, col=1)
-    fig.update_layout(template="plotly_white", height=row_height * max(1, len(rows)) + 20,
-                      margin=dict(l=0, r=0, t=30, b=0))
+    if row_height <= 0:  # about the images' own size, at least 60 px a row
+        row_height = max(60, min(256, next(iter(rows.values())).shape[-1])) + 30
+    fig.update_layout(template="plotly_white", height=row_height * k + 20, margin=dict(l=0, r=0, t=30, b=0))
     return fig
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -72,6 +73,12 @@ class Report:
     @property
     def label(self) -> str:
         return f"{self.family}/{self.name}"
+
+    @property
+    def member(self) -> str:
+        """The zoo member the report scores: an elastic model's report at one D ("elastic-D3") is of "elastic"
+        (zoo.depth_report_name's inverse); any other report is of its own name."""
+        return re.sub(r"-D\d+$", "", self.name) if self.elastic else self.name
 
     @property
     def final(self) -> CurvePoint:
@@ -165,8 +172,7 @@ def weights_path(report: Report) -> Path | None:
     if shared:
         candidates.append(report.path.parent.parent / shared)
     if report.elastic:
-        base = report.name.rsplit("-D", 1)[0]
-        candidates.append(report.path.parent / f"{base}.safetensors")
+        candidates.append(report.path.parent / f"{report.member}.safetensors")
     return next((c for c in candidates if c.is_file()), None)
 
 
