@@ -165,18 +165,20 @@ def reference(cfg: Config, extractor: str):
 
 
 def load_member(m: Member, depth: int | None = None):
-    """(model, config to sample it with) of a trained member; an elastic member at `depth` (sample.diffusion_depth:
-    the model keeps its own config), default its own D."""
+    """(model, config to sample it with) of a trained member, with the sampler the zoo names for it (its declared
+    config's: a run trained before the recipe's sampler changed keeps the old one in its own config); an elastic
+    member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D."""
     from workbench.checkpoint import load_for_inference
 
     model, cfg = load_for_inference(RUNS / m.key)
+    cfg = cfg.override(**{"sample.sampler": m.config.sample.sampler})
     return model, (cfg if depth is None else cfg.override(**{"sample.diffusion_depth": depth}))
 
 
 def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | None = None) -> dict:
-    """FID against sampling steps (and compute) for one member, with full provenance; the member's own sampler
-    (flow Euler for the flow recipe, DDIM for eps models) unless `sampler` is given. `depth`: an elastic member
-    sampled at that D (its report is named depth_report_name and its config's D is that depth)."""
+    """FID against sampling steps (and compute) for one member, with full provenance; the sampler the zoo names for
+    it (DPM-Solver++ 2M for the Fashion-MNIST flow recipe, DDIM for eps models) unless `sampler` is given. `depth`:
+    an elastic member sampled at that D (its report is named depth_report_name and its config's D is that depth)."""
     from workbench.evaluation import evaluate_curve
 
     model, sample_cfg = load_member(m, depth)
@@ -286,7 +288,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
         holder = shipped.get(m.key)
         shared = holder if holder != f"{m.family}/{dest.name}" else None  # trained with another (D2 = T4 = default)
         if ships_weights(m.family, m.name) and shared is None:
-            export_for_inference(RUNS / m.key, dest, eval_report=first)
+            export_for_inference(RUNS / m.key, dest, eval_report=first, sample={"sampler": m.config.sample.sampler})
         else:
             dest.unlink(missing_ok=True)  # weights an earlier export shipped
             if shared is not None:

@@ -160,3 +160,31 @@ def test_quality_ratio_at_equal_compute_interpolates_in_log_flops_and_never_extr
     assert r["ratio"] == pytest.approx([30.0 / 60.0, 20.0 / 45.0], abs=1e-3)  # a at 10 FLOPs: halfway in log
     assert r["at_lowest_common_compute"] == pytest.approx(0.5) and r["best"] == pytest.approx(0.444, abs=1e-3)
     assert bench_quality.ratio_at_equal_compute(a, [{"flops": 1e4, "fid": 1.0}, {"flops": 1e5, "fid": 1.0}]) is None
+
+
+def test_sampler_benchmark_scores_every_fitting_sampler_at_every_trained_depth(tmp_path, capsys):
+    """One line per (D, sampler) of an elastic flow checkpoint, each over the whole S grid from the same seed; the
+    sampler and D reach the samples (at S=2 DPM-Solver++ takes a second-order step where flow Euler does not)."""
+    import bench_samplers
+    import workbench as wb
+    from workbench.checkpoint import Checkpoint, save_checkpoint
+
+    cfg = wb.preset("tiny").override(**{"diffusion.prediction": "flow", "sample.sampler": "euler",
+                                        "model.diffusion_depth": 2, "model.elastic_depths": [1, 2]})
+    torch.manual_seed(0)
+    model = wb.build_model(cfg)
+    with torch.no_grad():  # the head starts at zero: make the samples depend on the sampler
+        for p in model.head.parameters():
+            p.normal_(0, 0.05)
+    state = model.state_dict()
+    save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 1}), tmp_path / "run")
+    out = tmp_path / "samplers.jsonl"
+    bench_samplers.main([str(tmp_path / "run"), "--steps", "1,2", "--n", "64", "--threads", "1", "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["D"], r["sampler"]) for r in rows] == [(1, "euler"), (1, "dpm++2m"), (2, "euler"), (2, "dpm++2m")]
+    assert all([p["steps"] for p in r["scores"]] == [1, 2] and r["config_sampler"] == "euler" for r in rows)
+    fid = {(r["D"], r["sampler"], p["steps"]): p["fid"] for r in rows for p in r["scores"]}
+    for D in (1, 2):
+        assert fid[D, "euler", 2] != pytest.approx(fid[D, "dpm++2m", 2], rel=1e-5)
+    assert fid[1, "euler", 2] != fid[2, "euler", 2]  # D reached the sampler
+    assert "| run | 2 | dpm++2m |" in capsys.readouterr().out

@@ -164,3 +164,16 @@ def test_export_half_precision_with_budget_and_report(tmp_path):
     [info] = list_checkpoints(out.parent)
     assert (info.name, info.step, info.N, info.D, info.T, info.images_seen, info.kind) == \
         ("tiny", 3, 2, 1, 4, 48, "export")
+
+
+def test_export_ships_the_named_sampler_and_nothing_else_of_the_config(tmp_path):
+    state = trained_state(step=3)  # an eps model: its config says ddim
+    src = save_checkpoint(state, tmp_path / "run")
+    out = export_for_inference(src, tmp_path / "ship" / "a.safetensors", sample={"sampler": "dpm++2m", "steps": 7})
+    model, cfg = load_for_inference(out)
+    assert (cfg.sample.sampler, cfg.sample.steps) == ("dpm++2m", 7)
+    assert cfg.override(**{"sample.sampler": state.config.sample.sampler,
+                           "sample.steps": state.config.sample.steps}) == state.config
+    with pytest.raises(ValueError, match="sample.sampler"):  # a flow-only or unknown sampler is refused, nothing written
+        export_for_inference(src, tmp_path / "ship" / "b.safetensors", sample={"sampler": "heun"})
+    assert not (tmp_path / "ship" / "b.safetensors").exists()

@@ -389,10 +389,13 @@ def list_checkpoints(folder: str | Path) -> list[CheckpointInfo]:
 
 
 def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
-                         eval_report: dict | str | Path | None = None) -> Path:
+                         eval_report: dict | str | Path | None = None, sample: dict | None = None) -> Path:
     """Write a small file for shipping: EMA weights (model weights without EMA) in `dtype`, the config, the training
-    budget (step, images seen, wall time) and an optional evaluation report (dict or JSON file)."""
+    budget (step, images seen, wall time) and an optional evaluation report (dict or JSON file). `sample`: fields of
+    the config's sample section to ship instead of the run's (e.g. {"sampler": "dpm++2m"}, the sampler the report
+    measured); nothing that shapes the weights can change this way."""
     src = load_checkpoint(ckpt)
+    config = src.config.override(**{f"sample.{k}": v for k, v in (sample or {}).items()})
     weights = src.ema if src.ema is not None else src.model
     if isinstance(eval_report, (str, Path)):
         eval_report = json.loads(Path(eval_report).read_text())
@@ -401,6 +404,6 @@ def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype =
                 eval_report=eval_report)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write(Checkpoint(config=src.config, step=src.step, model={k: v.to(dtype) for k, v in weights.items()}, ema=None,
+    _write(Checkpoint(config=config, step=src.step, model={k: v.to(dtype) for k, v in weights.items()}, ema=None,
                       data=src.data, meta=meta, kind="export"), out)
     return out

@@ -1,0 +1,69 @@
+"""Samplers on shipped checkpoints: every sampler that fits a checkpoint's objective, at each S of a grid and (for an
+elastic checkpoint) at each trained D, scored with one extractor at n images from one seed, so that the rows of a
+checkpoint differ only in the sampler. The measurement behind the sampler a zoo member's config names.
+
+    python benchmarks/bench_samplers.py data/checkpoints/vertical/elastic.safetensors data/checkpoints/vertical/D*.safetensors
+
+One JSON line per (checkpoint, D, sampler) into benchmarks/results/samplers.jsonl, and a table on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import emit, machine  # noqa: E402
+
+
+def depths_of(cfg) -> list[int]:
+    """The D values a checkpoint samples: every trained D of an elastic one, else its own."""
+    return sorted(cfg.model.elastic_depths) if cfg.model.elastic_depths else [cfg.model.diffusion_depth]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+", help="export files or run folders")
+    p.add_argument("--steps", default="8,16,32", help="S grid, comma separated")
+    p.add_argument("--n", type=int, default=1000, help="images per point")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extractor", default=None, help="default: the classifier for Fashion-MNIST, else Inception")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "samplers.jsonl"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from workbench.checkpoint import load_for_inference
+    from workbench.config import samplers_for
+    from workbench.evaluation import default_reference, score
+
+    steps = [int(s) for s in args.steps.split(",")]
+    table = []
+    for path in args.checkpoints:
+        model, cfg = load_for_inference(path)
+        extractor = args.extractor or ("fmnist-classifier" if cfg.data.dataset == "fashion-mnist" else "inception")
+        ref = default_reference(cfg, extractor)
+        for D in depths_of(cfg):
+            c = cfg.override(**{"sample.diffusion_depth": D}) if cfg.model.elastic_depths else cfg
+            for sampler in samplers_for(cfg.diffusion.prediction):
+                points = []
+                for S in steps:
+                    sc = score(model, c, S, sampler, n=args.n, seed=args.seed, extractor=extractor, reference=ref,
+                               weights="ema")
+                    points.append(sc.as_dict())
+                    print(f"{Path(path).stem} D={D} {sampler} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, "
+                          f"{sc.fid_high:.2f}]", flush=True)
+                emit({"benchmark": "samplers", "checkpoint": Path(path).as_posix(), "D": D, "sampler": sampler,
+                      "config_sampler": cfg.sample.sampler, "scores": points, "machine": machine()}, args.out)
+                table.append((Path(path).stem, D, sampler, points))
+    print(f"\n| checkpoint | D | sampler | " + " | ".join(f"S={S}" for S in steps) + " |")
+    print("|---|---|---|" + "---|" * len(steps))
+    for name, D, sampler, points in table:
+        cells = " | ".join(f"{q['fid']:.1f} [{q['fid_low']:.1f}, {q['fid_high']:.1f}]" for q in points)
+        print(f"| {name} | {D} | {sampler} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
