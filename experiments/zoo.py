@@ -43,7 +43,8 @@ SHIP = ROOT / "data" / "checkpoints"
 # Budgets. CPU, zoo v2 for Fashion-MNIST: 3,000 steps x 64 images per member (N=4, width 128: 0.17x fmnist-small's
 # training FLOPs per step, but small models run below the machine's matmul rate: alone on 2 threads of the AMD EPYC
 # reference machine vertical/D1 and D4 trained in 642 and 668 s, about 0.22 s per step, blocks-fmnist/T1 in 6.8
-# minutes; the elastic member trains four of them, 2,688 s); the 64 px emoji family keeps the first zoo's 300 x 32.
+# minutes and T16 in about 12.5 (0.25 s per step); the elastic member trains four of them, 2,688 s); the 64 px emoji
+# family keeps the first zoo's 300 x 32.
 # GPU sized for < 8 minutes (blocks-emoji256: its presets' budgets, presets.GPU_BUDGETS with --gpu).
 CPU_BUDGET = {"fmnist": dict(steps=3000, batch=64, ema=0.999), "emoji": dict(steps=300, batch=32, ema=0.995)}
 GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256, ema=0.999), "emoji": dict(steps=3000, batch=128, ema=0.995)}

@@ -1,6 +1,8 @@
-"""Analysis functions of workbench.experiments on synthetic zoo reports written to a tmp dir."""
+"""Analysis functions of workbench.experiments on synthetic zoo reports written to a tmp dir; the shipped zoo's exports
+agree with their reports."""
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -551,3 +553,20 @@ def test_zoo_evaluates_an_elastic_member_at_each_depth(tmp_path, monkeypatch, on
         assert r.name == f"elastic-D{d}" and r.D == d and r.elastic
         assert [p.paper_cost for p in r.curve] == [paper_cost(r.config.model, s) for s in (1, 2)]  # the costs of D
     assert at[1]["eval"]["curve"][1]["paper_cost"] != at[4]["eval"]["curve"][1]["paper_cost"]
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "data" / "checkpoints").rglob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_shipped_model_samples_with_the_sampler_its_report_measured(path):
+    """What the app and `sample` use by default (the export's config) is what the shipped figures measured: the
+    embedded report, the .json beside the weights and the config name one sampler, and the report's config matches
+    the export's model."""
+    from workbench.checkpoint import read_header
+    header = read_header(path)
+    report = header["meta"]["eval_report"]
+    assert report == json.loads(path.with_suffix(".json").read_text())
+    assert header["config"]["sample"]["sampler"] == report["eval"]["sampler"]
+    assert {k: v for k, v in report["config"]["model"].items() if k != "diffusion_depth"} == \
+        {k: v for k, v in header["config"]["model"].items() if k != "diffusion_depth"}
