@@ -18,18 +18,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import emit, machine  # noqa: E402
 
 
-def depths_of(cfg) -> list[int]:
-    """The D values a checkpoint samples: every trained D of an elastic one, else its own."""
-    return sorted(cfg.model.elastic_depths) if cfg.model.elastic_depths else [cfg.model.diffusion_depth]
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+", help="export files or run folders")
     p.add_argument("--steps", default="8,16,32", help="S grid, comma separated")
     p.add_argument("--n", type=int, default=1000, help="images per point")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--extractor", default=None, help="default: the classifier for Fashion-MNIST, else Inception")
+    p.add_argument("--extractor", default=None, help="default: evaluation.default_extractor (the classifier for "
+                   "Fashion-MNIST, else Inception)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "samplers.jsonl"))
     args = p.parse_args(argv)
@@ -37,15 +33,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from workbench.checkpoint import load_for_inference
     from workbench.config import samplers_for
-    from workbench.evaluation import default_reference, score
+    from workbench.evaluation import default_extractor, default_reference, score
 
     steps = [int(s) for s in args.steps.split(",")]
     table = []
     for path in args.checkpoints:
         model, cfg = load_for_inference(path)
-        extractor = args.extractor or ("fmnist-classifier" if cfg.data.dataset == "fashion-mnist" else "inception")
+        extractor = args.extractor or default_extractor(cfg)
         ref = default_reference(cfg, extractor)
-        for D in depths_of(cfg):
+        for D in cfg.model.depths:  # every trained D of an elastic checkpoint, else its own
             c = cfg.override(**{"sample.diffusion_depth": D}) if cfg.model.elastic_depths else cfg
             for sampler in samplers_for(cfg.diffusion.prediction):
                 points = []
