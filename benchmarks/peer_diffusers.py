@@ -75,13 +75,15 @@ def train_peer(minutes: float, batch: int = 48, lr: float = 1e-3, ema_decay: flo
 
 
 @torch.inference_mode()
-def sample_peer(unet: UNet2DModel, n: int, steps: int, seed: int = 0, batch: int = 250) -> torch.Tensor:
-    """n images (n, 1, 32, 32) in [-1, 1] with the workbench's DDIM settings and S=`steps`."""
+def sample_peer(unet: UNet2DModel, n: int, steps: int, seed: int = 0, batch: int = 250,
+                sampler: str = "ddim") -> torch.Tensor:
+    """n images (n, 1, 32, 32) in [-1, 1] with S=`steps` of the workbench's diffusers scheduler `sampler` for the
+    epsilon objective ("ddim", "dpm++2m", ...; workbench.diffusion.make_scheduler)."""
     unet.eval()
     gen = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, n, batch):
-        sched = make_scheduler("ddim", DiffusionConfig(), steps)
+        sched = make_scheduler(sampler, DiffusionConfig(), steps)
         x = torch.randn(min(batch, n - start), 1, 32, 32, generator=gen)
         for t in sched.timesteps:
             x = sched.step(unet(x, t).sample, t, x).prev_sample

@@ -136,9 +136,11 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
 def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
     import bench_quality
     import bench_recipe
+    from workbench.presets import preset
     recipe = bench_recipe.config_for("recipe", bench_quality.recipe_overrides("recipe"), tmp_path, 10, 0.0)
     dit = bench_recipe.config_for("dit", bench_quality.recipe_overrides("dit"), tmp_path, 10, 0.0)
     assert (recipe.diffusion.prediction, recipe.model.timestep_conditioning, recipe.train.lr) == ("flow", "adaln", 1e-3)
+    assert recipe.sample.sampler == dit.sample.sampler == preset("fmnist-small").sample.sampler  # what ships
     assert (recipe.model.num_blocks, recipe.model.diffusion_depth) == (4, 3)
     assert (dit.model.num_blocks, dit.model.diffusion_depth, dit.model.depth) == (1, 6, 6)  # T=1, D=N
     assert dit.to_dict()["train"] == recipe.to_dict()["train"] | {"out_dir": dit.train.out_dir}
@@ -149,6 +151,18 @@ def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
     assert not bench_quality.trained(tmp_path, "recipe") and not bench_quality.trained(tmp_path, "dit")
     (tmp_path / "recipe" / "summary.json").write_text('{"step": 40}')
     assert bench_quality.trained(tmp_path, "recipe")
+
+
+def test_quality_peer_is_compared_at_its_better_sampler_and_each_sampler_reaches_its_images():
+    import bench_quality
+    import peer_diffusers
+    ddim = [{"steps": 2, "fid": 80.0}, {"steps": 4, "fid": 60.0}]
+    dpm = [{"steps": 2, "fid": 70.0}, {"steps": 4, "fid": 65.0}]
+    assert bench_quality.best_of([ddim, dpm]) == [dpm[0], ddim[1]]
+    unet = peer_diffusers.build_unet()
+    images = {s: peer_diffusers.sample_peer(unet, 2, 3, sampler=s, batch=2) for s in bench_quality.PEER_SAMPLERS}
+    assert all(x.shape == (2, 1, 32, 32) and x.abs().max() <= 1 for x in images.values())
+    assert not torch.allclose(images["ddim"], images["dpm++2m"])  # same noise, a different sampler
 
 
 def test_quality_ratio_at_equal_compute_interpolates_in_log_flops_and_never_extrapolates():
