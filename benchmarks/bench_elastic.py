@@ -4,6 +4,8 @@
                                        [--steps 2,4,8,16] [--inception-steps 16] [--n 1000] [--threads 2]
                                        [--runs ~/wb-runs/elastic] [--out benchmarks/results/elastic.jsonl]
     python benchmarks/bench_elastic.py report [--out ...]      # tables (a), (b), frontiers, schedules
+    python benchmarks/bench_elastic.py --sampler dpm++2m --out benchmarks/results/elastic-dpm++2m.jsonl
+                                       --report-out benchmarks/results/elastic-dpm++2m.md   # rescore, new sampler
 
 Members, all `fmnist-small` (N = 6) with the recipe race's variant `--recipe`, trained one after another:
   D<d>        a dedicated model per D in --depths, one budget each;
@@ -14,7 +16,7 @@ A budget is a number of optimizer steps at the base batch: the steps the recipe 
 (its probe, kept in --runs/probes). Steps, not seconds, are what is equal (a dedicated D1 step is cheaper than a D4
 step; each row records its FLOPs per step and wall time).
 
-Scoring: EMA weights, the config's sampler, n images from seed 0 (the same initial noise for every model, so two
+Scoring: EMA weights, the config's sampler (or --sampler), n images from seed 0 (the same initial noise for every model, so two
 models' images pair up by row), every D the member can sample x every S in --steps; classifier FID at every point,
 Inception at --inception-steps. Images are kept (uint8) beside the runs so that differences get a paired bootstrap
 interval (metrics.paired_fid_difference). Schedules (per-block D_k and S_k, per-step D_i) are scored on the elastic-Kx model.
@@ -105,12 +107,13 @@ def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, d
     own_depth = ("sample.depth_schedule", "sample.depth_per_step")
     points += [(label if any(k in over for k in own_depth) else f"{label} @D={cfg.model.diffusion_depth}", over,
                 over.get("sample.steps") or max(over["sample.steps_schedule"])) for label, over in schedules.items()]
+    sampler = getattr(args, "sampler", None)
     for point, over, S in points:
         if (name, point) in done:
             continue
-        c = cfg.override(**over)
+        c = cfg.override(**over, **({"sample.sampler": sampler} if sampler else {}))
         samples = sample_images(model, c, args.n, S, seed=0)
-        keep = runs / "images" / f"{name} {point}.pt"
+        keep = runs / "images" / f"{name} {point}{f' {sampler}' if sampler else ''}.pt"
         keep.parent.mkdir(parents=True, exist_ok=True)
         torch.save(((samples[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8), keep)
         ext = [e for e in extractors  # Inception on the fixed (D, S) grid at --inception-steps only
@@ -239,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--inception-pairs", action="store_true",
                    help="report: also the Inception tables with paired intervals (minutes per pair on 2 cores)")
+    p.add_argument("--sampler", default=None,
+                   help="score with this sampler instead of each run's config's (rescoring trained runs: give it "
+                        "its own --out and --report-out)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="~/wb-runs/elastic")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "elastic.jsonl"))
