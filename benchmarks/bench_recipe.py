@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from harness import emit, machine
+from harness import emit, machine, score_steps
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "fmnist-small"
@@ -206,7 +206,7 @@ def rescore(args, benchmark: str, field: str, settings) -> None:
     each setting `settings(name, cfg)` yields as (value of `field`, config, sampler); one line per (variant,
     setting) into <benchmark with "-" as "_">.jsonl beside --out."""
     from workbench.checkpoint import load_for_inference
-    from workbench.evaluation import default_reference, score
+    from workbench.evaluation import default_reference
     torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
     out = Path(args.out).with_name(benchmark.replace("-", "_") + ".jsonl")
@@ -214,12 +214,9 @@ def rescore(args, benchmark: str, field: str, settings) -> None:
         model, cfg = load_for_inference(runs / name)
         ref = default_reference(cfg, "fmnist-classifier")
         for value, c, sampler in settings(name, cfg):
-            points = []
-            for S in [int(x) for x in args.steps.split(",")]:
-                sc = score(model, c, S, sampler, n=args.n, seed=0, extractor="fmnist-classifier", reference=ref)
-                points.append(sc.as_dict())
-                print(f"  {name} {field}={value} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "
-                      f"{sc.pixels_out_of_range:.2%} out of range", flush=True)
+            points = score_steps(model, c, [int(x) for x in args.steps.split(",")], sampler,
+                                 label=f"{name} {field}={value}", n=args.n, seed=0, extractor="fmnist-classifier",
+                                 reference=ref)
             emit({"benchmark": benchmark, "stage": args.stage, "variant": name, "minutes": args.minutes,
                   field: value, "scores": points, "machine": machine()}, str(out))
 

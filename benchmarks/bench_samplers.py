@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import emit, machine  # noqa: E402
+from harness import emit, machine, score_steps  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from workbench.checkpoint import load_for_inference
     from workbench.config import samplers_for
-    from workbench.evaluation import default_extractor, default_reference, score
+    from workbench.evaluation import default_extractor, default_reference
 
     steps = [int(s) for s in args.steps.split(",")]
     table = []
@@ -44,13 +44,8 @@ def main(argv: list[str] | None = None) -> None:
         for D in cfg.model.depths:  # every trained D of an elastic checkpoint, else its own
             c = cfg.override(**{"sample.diffusion_depth": D}) if cfg.model.elastic_depths else cfg
             for sampler in samplers_for(cfg.diffusion.prediction):
-                points = []
-                for S in steps:
-                    sc = score(model, c, S, sampler, n=args.n, seed=args.seed, extractor=extractor, reference=ref,
-                               weights="ema")
-                    points.append(sc.as_dict())
-                    print(f"{Path(path).stem} D={D} {sampler} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, "
-                          f"{sc.fid_high:.2f}]", flush=True)
+                points = score_steps(model, c, steps, sampler, label=f"{Path(path).stem} D={D} {sampler}", n=args.n,
+                                     seed=args.seed, extractor=extractor, reference=ref)
                 emit({"benchmark": "samplers", "checkpoint": Path(path).as_posix(), "D": D, "sampler": sampler,
                       "config_sampler": cfg.sample.sampler, "scores": points, "machine": machine()}, args.out)
                 table.append((Path(path).stem, D, sampler, points))

@@ -93,3 +93,17 @@ def emit(result: dict[str, Any], out: str | None) -> None:
     if out:
         with open(out, "a") as f:
             f.write(text + "\n")
+
+
+def score_steps(model, cfg, steps: list[int], sampler: str | None, *, label: str, n: int, seed: int, extractor: str,
+                reference) -> list[dict]:
+    """evaluation.score of one model and config at every S of `steps` from the same seed: the curve points (as
+    dicts) a sampler or x0 comparison emits, each printed as `label` S=..: FID [interval] as it lands."""
+    from workbench.evaluation import score
+    points = []
+    for S in steps:
+        sc = score(model, cfg, S, sampler, n=n, seed=seed, extractor=extractor, reference=reference, weights="ema")
+        points.append(sc.as_dict())
+        print(f"  {label} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "
+              f"{sc.pixels_out_of_range:.2%} out of range", flush=True)
+    return points

@@ -202,3 +202,30 @@ def test_sampler_benchmark_scores_every_fitting_sampler_at_every_trained_depth(t
         assert fid[D, "euler", 2] != pytest.approx(fid[D, "dpm++2m", 2], rel=1e-5)
     assert fid[1, "euler", 2] != fid[2, "euler", 2]  # D reached the sampler
     assert "| run | 2 | dpm++2m |" in capsys.readouterr().out
+
+
+def test_recipe_rescoring_emits_one_curve_per_setting_from_the_same_seed(tmp_path):
+    """bench_recipe's sampler rescoring of a finished race run: one line per sampler that fits the objective, each
+    with the whole S grid; the two samplers' points differ (the setting reached the samples)."""
+    import argparse
+
+    import bench_recipe
+    import workbench as wb
+    from workbench.checkpoint import Checkpoint, save_checkpoint
+
+    cfg = wb.preset("tiny").override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"})
+    torch.manual_seed(0)
+    model = wb.build_model(cfg)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0, 0.05)
+    state = model.state_dict()
+    save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 1}),
+                    tmp_path / "runs" / "final-1min" / "v")
+    args = argparse.Namespace(runs=str(tmp_path / "runs"), stage="final", minutes=1.0, variants="v", steps="1,2",
+                              n=64, threads=1, out=str(tmp_path / "recipe.jsonl"))
+    bench_recipe.samplers(args)
+    rows = [json.loads(line) for line in (tmp_path / "recipe_samplers.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["sampler"]) for r in rows] == [("v", "euler"), ("v", "dpm++2m")]
+    assert all([p["steps"] for p in r["scores"]] == [1, 2] and {p["seed"] for p in r["scores"]} == {0} for r in rows)
+    assert rows[0]["scores"][1]["fid"] != rows[1]["scores"][1]["fid"]
