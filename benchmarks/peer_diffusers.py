@@ -5,7 +5,8 @@
 Same data pipeline as the workbench (workbench.data: zero-padded 32x32, [-1, 1], random flips), the same noise
 schedule (DDPM, 1000 steps, linear betas from DiffusionConfig, epsilon prediction, MSE), bf16 autocast, AdamW,
 EMA, and a wall-clock budget instead of a step count, so it can be matched to a workbench run. Sampling uses the
-workbench's DDIM settings (workbench.diffusion.make_scheduler), and sampling compute is counted in the same unit
+workbench's diffusers schedulers for the epsilon objective (DDIM by default, or DPM-Solver++ 2M;
+workbench.diffusion.make_scheduler), and sampling compute is counted in the same unit
 as the workbench's (FLOPs per image, torch.utils.flop_counter via workbench.compute.count_flops).
 Writes <out>/unet.safetensors (EMA weights) and <out>/summary.json.
 """
