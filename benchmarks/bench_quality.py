@@ -1,6 +1,7 @@
 """Quality per compute: FID against sampling FLOPs for the workbench's best recipe against the external diffusers
 UNet baseline, all trained on Fashion-MNIST 32x32 for the same wall clock, one after another on the same cores.
 
+    python benchmarks/bench_quality.py report [--minutes 15]      # the tables of the last race of that length
     python benchmarks/bench_quality.py [--minutes 15] [--threads 2] [--steps 2,4,8,16,32] [--peer-steps 2,4,8,16]
                                        [--inception-steps 4,8,16] [--n 1000] [--runs ~/wb-runs/quality-15]
                                        [--out benchmarks/results/quality.jsonl]
@@ -200,8 +201,39 @@ def figure(curves: dict[str, dict[str, list[dict]]], path: Path) -> None:
     fig.write_html(path, include_plotlyjs="cdn")
 
 
+def report(row: dict) -> str:
+    """Markdown tables of one race (a version-3 line of --out): each curve's FID per S with its sampling GFLOP, then
+    each workbench model's FID ratio to the peer at equal compute."""
+    lines = []
+    for e, title in (("fmnist-classifier", "classifier features"), ("inception", "Inception (TF-FID)")):
+        names = [k for k in row["curves"] if k != "peer"]
+        steps = sorted({p["steps"] for k in names for p in row["curves"][k][e]})
+        lines += [f"FID, {title} (90% bootstrap interval, then sampling GFLOP per image in parentheses):", "",
+                  "| S | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for S in steps:
+            cells = []
+            for k in names:
+                p = next((p for p in row["curves"][k][e] if p["steps"] == S), None)
+                ci = p and p.get("fid_ci") and p["fid_ci"][0] == p["fid_ci"][0]  # NaN-free interval
+                cells.append("" if p is None else f"{p['fid']:.1f}" + (f" [{p['fid_ci'][0]:.1f}, {p['fid_ci'][1]:.1f}]"
+                                                                         if ci else "") + f" ({p['flops'] / 1e9:.2f})")
+            lines.append(f"| {S} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["FID ratio to the peer at its better sampler, at equal sampling compute (log-FLOP interpolation, only "
+              "where both curves were measured):", "", "| ratio | extractor | GFLOP range | at each knot | median |",
+              "|---|---|---|---|---|"]
+    for kind in WORKBENCH_MODELS:
+        for e, r in row[f"{kind}_over_peer"].items():
+            if r:
+                lines.append(f"| {kind} / peer | {e} | {r['flops'][0] / 1e9:.1f}-{r['flops'][-1] / 1e9:.1f} | "
+                             + ", ".join(f"{x:.2f}" for x in r["ratio"]) + f" | **{r['median']:.2f}** |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", nargs="?", default="run", choices=("run", "report"),
+                    help="report: print the tables of the last --minutes race in --out")
     ap.add_argument("--minutes", type=float, default=15.0, help="each model's training wall clock")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each training and of the scoring")
     ap.add_argument("--steps", default="2,4,8,16,32", help="S per block for the transformers (classifier FID)")
@@ -215,6 +247,15 @@ def main() -> None:
     ap.add_argument("--skip-training", action="store_true", help="score the models already in --runs")
     ap.add_argument("--out", default="benchmarks/results/quality.jsonl")
     args = ap.parse_args()
+    if args.mode == "report":
+        out = Path(args.out)
+        races = [json.loads(x) for x in out.read_text().splitlines() if x.strip()] if out.is_file() else []
+        races = [r for r in races if r.get("version") == 3 and r["minutes"] == args.minutes]
+        if not races:
+            raise SystemExit(f"report: no {args.minutes:g}-minute race in {out}. Fix: run "
+                             f"python benchmarks/bench_quality.py --minutes {args.minutes:g} first.")
+        print(report(races[-1]))
+        return
     torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser()
     parse = (lambda text: [int(x) for x in text.split(",") if x])

@@ -229,3 +229,22 @@ def test_recipe_rescoring_emits_one_curve_per_setting_from_the_same_seed(tmp_pat
     assert [(r["variant"], r["sampler"]) for r in rows] == [("v", "euler"), ("v", "dpm++2m")]
     assert all([p["steps"] for p in r["scores"]] == [1, 2] and {p["seed"] for p in r["scores"]} == {0} for r in rows)
     assert rows[0]["scores"][1]["fid"] != rows[1]["scores"][1]["fid"]
+
+
+def test_quality_report_tables_every_curve_and_the_ratios_against_the_peers_better_sampler():
+    import bench_quality
+
+    def curve(fids, gflop):
+        return {"fmnist-classifier": [{"steps": s, "fid": f, "fid_ci": [f - 1, f + 1], "flops": gflop * s * 1e9}
+                                      for s, f in fids.items()], "inception": []}
+    row = {"curves": {"recipe": curve({2: 40.0, 4: 20.0}, 1.0), "dit": curve({2: 50.0, 4: 30.0}, 1.0),
+                      "peer-ddim": curve({2: 80.0, 4: 60.0}, 1.0), "peer-dpm++2m": curve({2: 70.0, 4: 40.0}, 1.0)}}
+    row["curves"]["peer"] = {e: bench_quality.best_of([row["curves"]["peer-ddim"][e], row["curves"]["peer-dpm++2m"][e]])
+                             for e in ("fmnist-classifier", "inception")}
+    for kind in bench_quality.WORKBENCH_MODELS:
+        row[f"{kind}_over_peer"] = {"fmnist-classifier": bench_quality.ratio_at_equal_compute(
+            row["curves"][kind]["fmnist-classifier"], row["curves"]["peer"]["fmnist-classifier"]), "inception": None}
+    text = bench_quality.report(row)
+    assert "| 2 | 40.0 [39.0, 41.0] (2.00) | 50.0 [49.0, 51.0] (2.00) | 80.0 [79.0, 81.0] (2.00) |" in text
+    assert "| recipe / peer | fmnist-classifier | 2.0-4.0 | 0.57, 0.50 | **0.54** |" in text  # 40/70, 20/40
+    assert "| dit / peer | fmnist-classifier | 2.0-4.0 | 0.71, 0.75 | **0.73** |" in text
