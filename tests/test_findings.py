@@ -92,6 +92,8 @@ def test_ablations_decided_across_seeds_and_shared_towers_as_an_equivalence(tmp_
     assert hidden.verdict == fd.UNDECIDED and "no seed spread" in hidden.ours and "1 seed" in hidden.ours
     summary = fd.ablations_summary([shared, shared, shared])  # decided rows, but from one seed: not decided
     assert summary.verdict == fd.UNDECIDED and "one training seed" in summary.why
+    mixed = fd.ablations_summary([shared, *per.values()])  # seeds landing one ablation at a time
+    assert mixed.ours.endswith("1 to 3 training seeds per row") and mixed.verdict == fd.UNDECIDED
 
 
 def test_the_results_table_counts_decided_findings_and_names_missing_families(tmp_path_factory):

@@ -177,9 +177,10 @@ def ablations_summary(found: Sequence[Finding]) -> Finding:
     decided; opposite when most decided ones go the other way; otherwise undecided, with the counts. Effects this
     small are decided across training seeds only: with one seed on any row the finding stays undecided."""
     n = {v: sum(f.verdict == v for f in found) for v in (REPRODUCED, OPPOSITE, UNDECIDED)}
-    decided, seeds = n[REPRODUCED] + n[OPPOSITE], min(f.seeds for f in found)
-    ours = (f"{n[REPRODUCED]} reproduced, {n[OPPOSITE]} opposite, {n[UNDECIDED]} undecided of {len(found)}, "
-            f"{seeds} training seed{'s' if seeds > 1 else ''} each")
+    decided, seeds, most = n[REPRODUCED] + n[OPPOSITE], min(f.seeds for f in found), max(f.seeds for f in found)
+    spread = f"{seeds} training seed{'s' if seeds > 1 else ''} each" if seeds == most else \
+        f"{seeds} to {most} training seeds per row"
+    ours = f"{n[REPRODUCED]} reproduced, {n[OPPOSITE]} opposite, {n[UNDECIDED]} undecided of {len(found)}, {spread}"
     claim = "ablations (Tables 3-6): four parts help, shared towers about equal"
     if seeds < 2:
         return Finding(claim, "see the rows below", ours, UNDECIDED, "one training seed: the rows' intervals hold "
