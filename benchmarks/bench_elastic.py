@@ -107,7 +107,7 @@ def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, d
     own_depth = ("sample.depth_schedule", "sample.depth_per_step")
     points += [(label if any(k in over for k in own_depth) else f"{label} @D={cfg.model.diffusion_depth}", over,
                 over.get("sample.steps") or max(over["sample.steps_schedule"])) for label, over in schedules.items()]
-    sampler = getattr(args, "sampler", None)
+    sampler = args.sampler
     for point, over, S in points:
         if (name, point) in done:
             continue

@@ -170,9 +170,25 @@ def best_of(curves: list[list[dict]]) -> list[dict]:
     return [by_steps[s] for s in sorted(by_steps)]
 
 
+EXTRACTORS = ("fmnist-classifier", "inception")
+
+
+def race(workbench: dict[str, dict], peer: dict[str, dict]) -> tuple[dict, dict]:
+    """(curves, ratios) of a race: every workbench curve, the peer's under each sampler ("peer-<sampler>") and at its
+    better sampler per S ("peer"); each workbench model's FID ratio to that best peer at equal compute, per extractor
+    ("<kind>_over_peer")."""
+    curves = {**workbench, **{f"peer-{sampler}": by_e for sampler, by_e in peer.items()},
+              "peer": {e: best_of([by_e[e] for by_e in peer.values()]) for e in EXTRACTORS}}
+    ratios = {f"{kind}_over_peer": {e: ratio_at_equal_compute(curves[kind][e], curves["peer"][e]) for e in EXTRACTORS}
+              for kind in workbench}
+    return curves, ratios
+
+
 def ratio_at_equal_compute(a: list[dict], b: list[dict]) -> dict | None:
     """FID(a)/FID(b) where both curves were measured: at every knot of either curve inside the common FLOP range,
-    each FID interpolated linearly in log FLOPs. None when the ranges do not overlap."""
+    each FID interpolated linearly in log FLOPs. None when the ranges do not overlap (or a curve is empty)."""
+    if not a or not b:
+        return None
     xa, xb = (np.log([p["flops"] for p in c]) for c in (a, b))
     lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
     if lo > hi:
@@ -273,13 +289,9 @@ def main() -> None:
     for kind in WORKBENCH_MODELS:
         curves[kind], info[kind] = curve_workbench(kind, runs, steps, args.n, inception_steps)
     peer_curves, info["peer"] = curve_peer(runs, peer_steps, args.n, inception_steps)
-    for sampler, by_e in peer_curves.items():
-        curves[f"peer-{sampler}"] = by_e
-    curves["peer"] = {e: best_of([by_e[e] for by_e in peer_curves.values()]) for e in ("fmnist-classifier", "inception")}
+    curves, ratios = race(curves, peer_curves)
     out = Path(args.out)
     figure(curves, out.with_name(f"{out.stem}-{args.minutes:g}min.html"))
-    ratios = {f"{kind}_over_peer": {e: ratio_at_equal_compute(curves[kind][e], curves["peer"][e])
-                                    for e in ("fmnist-classifier", "inception")} for kind in WORKBENCH_MODELS}
     emit({"benchmark": "quality", "version": 3, "minutes": args.minutes, "threads": args.threads, "n": args.n,
           "seed": 0, "weights": "ema", "training": "one model at a time", "load_1min_before_training": loads,
           "models": info, "curves": curves, **ratios, "machine": machine()}, str(out))

@@ -237,14 +237,12 @@ def test_quality_report_tables_every_curve_and_the_ratios_against_the_peers_bett
     def curve(fids, gflop):
         return {"fmnist-classifier": [{"steps": s, "fid": f, "fid_ci": [f - 1, f + 1], "flops": gflop * s * 1e9}
                                       for s, f in fids.items()], "inception": []}
-    row = {"curves": {"recipe": curve({2: 40.0, 4: 20.0}, 1.0), "dit": curve({2: 50.0, 4: 30.0}, 1.0),
-                      "peer-ddim": curve({2: 80.0, 4: 60.0}, 1.0), "peer-dpm++2m": curve({2: 70.0, 4: 40.0}, 1.0)}}
-    row["curves"]["peer"] = {e: bench_quality.best_of([row["curves"]["peer-ddim"][e], row["curves"]["peer-dpm++2m"][e]])
-                             for e in ("fmnist-classifier", "inception")}
-    for kind in bench_quality.WORKBENCH_MODELS:
-        row[f"{kind}_over_peer"] = {"fmnist-classifier": bench_quality.ratio_at_equal_compute(
-            row["curves"][kind]["fmnist-classifier"], row["curves"]["peer"]["fmnist-classifier"]), "inception": None}
-    text = bench_quality.report(row)
+    curves, ratios = bench_quality.race(
+        {"recipe": curve({2: 40.0, 4: 20.0}, 1.0), "dit": curve({2: 50.0, 4: 30.0}, 1.0)},
+        {"ddim": curve({2: 80.0, 4: 60.0}, 1.0), "dpm++2m": curve({2: 70.0, 4: 40.0}, 1.0)})
+    assert [p["fid"] for p in curves["peer"]["fmnist-classifier"]] == [70.0, 40.0]  # the better sampler per S
+    assert ratios["recipe_over_peer"]["inception"] is None  # no Inception points: no ratio
+    text = bench_quality.report({"curves": curves, **ratios})
     assert "| 2 | 40.0 [39.0, 41.0] (2.00) | 50.0 [49.0, 51.0] (2.00) | 80.0 [79.0, 81.0] (2.00) |" in text
     assert "| recipe / peer | fmnist-classifier | 2.0-4.0 | 0.57, 0.50 | **0.54** |" in text  # 40/70, 20/40
     assert "| dit / peer | fmnist-classifier | 2.0-4.0 | 0.71, 0.75 | **0.73** |" in text
