@@ -40,6 +40,7 @@ class Entry:
     kind: str                  # "export" (shipped weights) or "train"
     source: str                # "zoo" or "user"
     report: Report | None      # its eval report (FID against steps and compute), None when none ships
+    depth_reports: tuple[Report, ...] = ()  # elastic: its reports at each D (the report and "<stem>-D<k>.json")
 
     @property
     def D(self) -> int:
@@ -251,7 +252,22 @@ def load_entry(path: Path, source: str) -> Entry:
     # Zoo members trained once and shipped under several names keep their first member's config name: the
     # report says which member a file is.
     family, name = (report.family, report.label) if report else (config.name.split("/")[0], config.name)
-    return Entry(path, family, name, config, step, seen, kind, source, report)
+    by_depth = (report,) + _depth_siblings(path, report) if report and config.model.elastic_depths else ()
+    return Entry(path, family, name, config, step, seen, kind, source, report, by_depth)
+
+
+def _depth_siblings(path: Path, report: Report) -> tuple[Report, ...]:
+    """An elastic checkpoint's reports at other depths, beside it as "<stem>-D<k>.json" (the zoo's "elastic-D3.json"
+    beside "elastic.safetensors"), that score the same member; a bad one is refused as a bad sidecar is."""
+    out = []
+    for file in sorted(path.parent.glob(f"{path.stem}-D*.json")):
+        if not file.is_file() or file.stat().st_size > MAX_SIDE_FILE:
+            raise CheckpointError(f"{file}: not a regular file of at most {MAX_SIDE_FILE:,} bytes. Fix: remove it or "
+                                  "rewrite it with experiments/zoo.py eval.")
+        r = read_report(file)
+        if r.elastic and (r.family, r.member) == (report.family, report.member) and r.D != report.D:
+            out.append(r)
+    return tuple(out)
 
 
 def scan(folders: Folders) -> tuple[list[Entry], list[str]]:
@@ -348,3 +364,24 @@ def default_entry(fams: list[Family], folders: Folders) -> Entry | None:
         return next((e for f in fams for e in f.entries if e.path == folders.default), None)
     richest = max(fams, key=richness)
     return richest.entries[(len(richest.entries) - 1) // 2]
+
+
+def opening_depth(family: Family, steps: int) -> int:
+    """The depth the slider starts at. An elastic family: the cheapest trained D whose shipped FID at `steps` is
+    indistinguishable from the best one's (inside the best D's bootstrap interval), so that the app opens on what
+    the model does best at its default steps and breaks near-ties towards less compute; without reports at those
+    steps, the D the file was exported at. A family of dedicated files: its middle trained D."""
+    trained = family.trained()
+    one = family.elastic
+    if one is None:
+        return trained[len(trained) // 2]
+    scored = {}
+    for r in one.depth_reports:
+        point = next((p for p in r.curve if p.steps == steps), None)
+        if r.D in trained and point is not None and point.fid == point.fid:  # NaN: no FID at these steps
+            scored.setdefault(r.D, point)
+    if not scored:
+        return one.D
+    best = min(scored.values(), key=lambda p: p.fid)
+    ceiling = best.fid_high if best.fid_high == best.fid_high else best.fid  # no interval: exact ties only
+    return min(D for D, p in scored.items() if p.fid <= ceiling)

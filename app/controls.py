@@ -17,7 +17,7 @@ import streamlit as st
 from workbench.compute import iso_steps
 from workbench.config import Config, samplers_for
 
-from .catalog import MAX_PATH, Entry, Family, quick_picks
+from .catalog import MAX_PATH, Entry, Family, opening_depth, quick_picks
 
 MAX_IMAGES = 64        # images per batch
 MAX_STEPS = 200        # S: denoising steps per block
@@ -267,10 +267,15 @@ def _elastic_ui(family: Family, key: str, wide: bool) -> tuple[str, str, int]:
 
 def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[Request, bool]:
     """The generation form: settings of one side (two in compare mode), images, seed; and whether it was submitted.
+    The depth starts at an opened dedicated file's D; an elastic family starts where its shipped reports put it
+    (catalog.opening_depth).
 
     A form, so that moving a slider does not rerun the script and interrupt a generation."""
     trained = family.trained()
-    first = default.D if default in family.entries else trained[len(trained) // 2]
+    if family.elastic is None and default in family.entries:
+        first = default.D
+    else:
+        first = opening_depth(family, default_steps(family.entries[0].config))
     defaults = [first, trained[0] if trained[0] != first else trained[-1]]
     with st.form("settings", border=True):
         columns = st.columns(2 if compare else 1, gap="large")

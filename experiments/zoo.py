@@ -4,6 +4,7 @@
     python experiments/zoo.py train [--only NAME]     # resumable: rerun to continue where it stopped
     python experiments/zoo.py eval  [--only NAME]     # FID against sampling steps / compute, JSON reports
     python experiments/zoo.py export                  # half-precision EMA weights + reports -> data/checkpoints/
+    python experiments/zoo.py grids [--only NAME]     # redraw the shipped sample grids from the shipped weights
     python experiments/zoo.py findings [--readme]     # the paper's five findings decided from the shipped reports
     python experiments/zoo.py all --gpu               # one run on a GPU with larger budgets
 
@@ -165,13 +166,14 @@ def reference(cfg: Config, extractor: str):
                            image_size=d.image_size, channels=d.channels)
 
 
-def load_member(m: Member, depth: int | None = None):
+def load_member(m: Member, depth: int | None = None, weights: Path | None = None):
     """(model, config to sample it with) of a trained member, with the sampler the zoo names for it (its declared
     config's: a run trained before the recipe's sampler changed keeps the old one in its own config); an elastic
-    member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D."""
+    member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D. From its run,
+    or from `weights` (its shipped export) when given."""
     from workbench.checkpoint import load_for_inference
 
-    model, cfg = load_for_inference(RUNS / m.key)
+    model, cfg = load_for_inference(weights or RUNS / m.key)
     cfg = cfg.override(**{"sample.sampler": m.config.sample.sampler})
     return model, (cfg if depth is None else cfg.override(**{"sample.diffusion_depth": depth}))
 
@@ -247,15 +249,16 @@ def cmd_eval(ms: list[Member]) -> None:
 GRID_STEPS = 16  # the shipped sample grids: the app's default S, seed 0, EMA weights
 
 
-def write_grid(m: Member, dest: Path, depth: int | None = None) -> Path:
+def write_grid(m: Member, dest: Path, depth: int | None = None, weights: Path | None = None) -> Path:
     """A sample grid of a member beside its report: 64 images (16 at 256 px) from seed 0 at S=GRID_STEPS with its
-    own sampler (an elastic member at `depth`, default its own D), what a reader looks at before any FID."""
+    own sampler (an elastic member at `depth`, default its own D), what a reader looks at before any FID. From the
+    run, or from the shipped `weights` (load_member)."""
     from PIL import Image
 
     from workbench.images import image_grid
     from workbench.sampling import generate_images
 
-    model, cfg = load_member(m, depth)
+    model, cfg = load_member(m, depth, weights)
     n = 16 if cfg.data.image_size >= 256 else 64
     images = generate_images(model, cfg, n, GRID_STEPS, cfg.sample.sampler, seed=0)
     grid = image_grid(images, nrow=int(n ** 0.5))
@@ -263,6 +266,23 @@ def write_grid(m: Member, dest: Path, depth: int | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST).save(dest)
     return dest
+
+
+def cmd_grids(ms: list[Member]) -> list[str]:
+    """Redraw the shipped grids (write_grid) from the shipped weights, every trained D of an elastic member: for a
+    zoo whose runs are gone. Returns the members it could not draw, with why."""
+    problems = []
+    for m in ms:
+        weights = SHIP / m.family / f"{m.name}.safetensors"
+        if not weights.is_file():
+            problems.append(f"{m.family}/{m.name}: no shipped weights ({weights}). Fix: export it from its run.")
+            continue
+        names = report_names(m)
+        first = next(iter(names))
+        for name, depth in names.items():
+            dest = weights.with_suffix(".png") if name == first else SHIP / m.family / f"{name}.png"
+            print(f"drew {write_grid(m, dest, depth=depth, weights=weights)}")
+    return problems
 
 
 def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
@@ -298,6 +318,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
         write_grid(m, dest.with_suffix(".png"))
         for name, path in others:
             (SHIP / m.family / f"{name}.json").write_text(path.read_text())
+            write_grid(m, SHIP / m.family / f"{name}.png", depth=report_names(m)[name])
         print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
                                                    else f"the weights of {shared}, " if shared else
                                                    "no weights (report only), ") + f"reports {', '.join(reports)}")
@@ -355,7 +376,7 @@ def shipped_mb(root: Path = SHIP) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["list", "train", "eval", "export", "all", "findings"])
+    ap.add_argument("command", choices=["list", "train", "eval", "export", "grids", "all", "findings"])
     ap.add_argument("--only", default="", help="comma-separated member names or families")
     ap.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
     ap.add_argument("--readme", action="store_true", help="findings: rewrite the README's Results table")
@@ -370,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         print(cmd_findings(readme=README if args.readme else None))
         return 0
     problems = cmd_train(ms) if args.command in ("train", "all") else []
+    if args.command == "grids":
+        problems = cmd_grids(ms)
     if args.command in ("eval", "all"):
         cmd_eval(ms)
     if args.command in ("export", "all"):

@@ -477,6 +477,64 @@ def test_every_depth_samples_from_the_one_file_and_held_out_ones_say_so(elastic_
     assert ("Held out of training: D=3, sampled with allow_untrained_depth" in captions) == (D == 3)
 
 
+def write_depth_reports(folder: Path, fids: dict[int, tuple[float, float, float]], steps: int,
+                        stem: str = "E") -> None:
+    """Eval reports of the elastic checkpoint <stem>.safetensors at each D of `fids` ({D: (fid, low, high)} at
+    `steps`), where the zoo puts them: its sidecar <stem>.json at the file's D=2, "<stem>-D<k>.json" for the others."""
+    for D, (fid, low, high) in fids.items():
+        cfg = tiny_config("elastic/E", D, elastic=(1, 2, 3, 4))
+        point = {"steps": steps, "fid": fid, "fid_low": low, "fid_high": high, "paper_cost": 1.0, "cached_cost": 1.0}
+        report = {"family": "elastic", "name": f"E-D{D}", "config": cfg.to_dict(), "training": {},
+                  "eval": {"n": 1000, "curve": [point]}}
+        (folder / (f"{stem}.json" if D == 2 else f"{stem}-D{D}.json")).write_text(json.dumps(report))
+
+
+# FID at the default steps per D: (fid, low, high); the depth the slider should open at
+OPENINGS = [
+    ({1: (20.9, 19.6, 22.2), 2: (13.3, 12.5, 14.0), 3: (11.72, 10.9, 12.5), 4: (11.71, 10.9, 12.4)}, 3),  # the zoo's
+    ({1: (20.9, 19.6, 22.2), 2: (13.3, 12.5, 14.0), 3: (13.0, 12.2, 13.8), 4: (11.7, 10.9, 12.4)}, 4),  # D=4 clear
+    ({1: (10.0, 9.0, 11.0), 2: (13.3, 12.5, 14.0), 3: (11.7, 10.9, 12.5), 4: (11.7, 10.9, 12.4)}, 1),
+    ({2: (13.3, 12.5, 14.0)}, 2),                                                                 # one report only
+]
+
+
+@pytest.mark.parametrize("fids,want", OPENINGS)
+def test_elastic_family_opens_at_its_best_reported_depth(tmp_path, fids, want):
+    """The slider starts at the cheapest trained D whose shipped FID at the app's default steps lies inside the best
+    D's interval (issue: the default app model at its default steps); reports elsewhere or at other steps do not
+    count, and a file without them opens at the D it was exported at."""
+    from app.controls import default_steps
+
+    folder = tmp_path / "elastic"
+    path = write_checkpoint(folder, "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
+    steps = default_steps(tiny_config("elastic/E", 2, elastic=(1, 2, 3, 4)))
+    write_depth_reports(folder, fids, steps)
+    decoy = tmp_path / "decoy"  # a better D=1 report of the same member in another folder: not this file's
+    write_checkpoint(decoy, "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
+    write_depth_reports(decoy, {1: (1.0, 0.5, 1.5)}, steps)
+    family = catalog.families([catalog.load_entry(path, "user")])[0]
+    assert sorted(r.D for r in family.elastic.depth_reports) == sorted(fids)
+    assert catalog.opening_depth(family, steps) == want
+    assert catalog.opening_depth(family, steps + 1) == 2  # no report at these steps: the exported D
+    bare = write_checkpoint(tmp_path / "bare", "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
+    assert catalog.opening_depth(catalog.families([catalog.load_entry(bare, "user")])[0], steps) == 2
+
+
+def test_app_opens_the_elastic_family_at_its_best_depth_and_refuses_a_bad_depth_report(tmp_path, monkeypatch):
+    from app.controls import default_steps
+
+    folder = tmp_path / "user" / "elastic"
+    write_checkpoint(folder, "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
+    write_depth_reports(folder, OPENINGS[0][0], default_steps(tiny_config("elastic/E", 2)))
+    monkeypatch.setattr(catalog, "ZOO_DIR", tmp_path / "no-zoo")
+    at = start(monkeypatch, "--checkpoints", str(tmp_path / "user"))
+    assert not at.exception, at.exception
+    assert elastic_widgets(at)["D"].value == 3
+    (folder / "E-D4.json").write_text("{not json")
+    entries, notes = catalog.scan(catalog.Folders(Path("/nonexistent"), ((tmp_path / "user").resolve(),), None))
+    assert not entries and len(notes) == 1 and "E-D4.json: not valid JSON" in notes[0] and "Fix:" in notes[0]
+
+
 def test_iso_compute_moves_steps_with_depth(elastic_app):
     assert iso_table(4, 2, 16) == [(1, 31), (2, 16), (3, 11), (4, 9)]  # C = 2 + 2*16 = 34; (34 - 0)/4 = 8.5 -> 9
     assert iso_table(4, 2, 4) == [(1, 7), (2, 4), (3, 3), (4, 3)]  # C = 10: (10 - 3)/1, ..., (10 - 0)/4

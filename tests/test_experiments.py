@@ -525,6 +525,42 @@ def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monk
     assert sha256_file(ship / "vertical" / "D2.safetensors")[:16] in manifest
 
 
+def test_zoo_ships_a_grid_per_depth_of_an_elastic_member_and_redraws_them_from_the_shipped_file(
+        tmp_path, monkeypatch, one_thread):
+    """An elastic member's export: one weights file, its report and grid at its own D, and a report and a grid at
+    every other trained D; `grids` redraws them all from the shipped file alone (a zoo whose runs are gone) and
+    names a member with no shipped weights, with the fix."""
+    from PIL import Image
+
+    from workbench.checkpoint import Checkpoint, save_checkpoint
+    zoo = zoo_script()
+    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.depth": 4, "model.diffusion_depth": 2,
+                               "model.elastic_depths": [1, 2, 3, 4], "train.max_steps": 1})
+    m = zoo.Member("vertical", "elastic", cfg)
+    run = tmp_path / "runs" / m.key
+    state = wb.build_model(cfg).state_dict()
+    save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 16}), run)
+    (run / "DONE").write_text("{}")
+    for name, d in zoo.report_names(m).items():
+        rep = make_report("vertical", name, vertical_fid(d), **{"model.diffusion_depth": d,
+                                                                 "model.elastic_depths": [1, 2, 3, 4]})
+        (run / f"eval-vertical-{name}.json").write_text(json.dumps(rep))
+    zoo.cmd_export([m], [m])
+    folder = tmp_path / "ship" / "vertical"
+    grids = ["elastic-D1.png", "elastic-D3.png", "elastic-D4.png", "elastic.png"]
+    assert sorted(p.name for p in folder.glob("*.png")) == grids
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == ["elastic.safetensors"]
+    for grid in grids:
+        (folder / grid).unlink()
+    assert zoo.cmd_grids([m]) == []
+    assert sorted(p.name for p in folder.glob("*.png")) == grids
+    assert all(Image.open(folder / g).size == (2 * (8 * 34 + 2),) * 2 for g in grids)
+    problems = zoo.cmd_grids([zoo.Member("vertical", "D1", cfg)])
+    assert len(problems) == 1 and "vertical/D1: no shipped weights" in problems[0] and "Fix:" in problems[0]
+
+
 def test_zoo_evaluates_an_elastic_member_at_each_depth(tmp_path, monkeypatch, one_thread):
     """An elastic member's report at D samples its one model at D (sample.diffusion_depth; the model keeps its own
     config) and says D in its config, with the costs of D."""
