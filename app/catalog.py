@@ -18,7 +18,7 @@ from pathlib import Path
 from workbench.checkpoint import LATEST, CheckpointError, read_header, resolve
 from workbench.config import Config
 from workbench.paths import REPO_ROOT, ZOO_DIR
-from workbench.reports import Report, read_report, report_from_dict
+from workbench.reports import CurvePoint, Report, read_report, report_from_dict
 
 ENV_FOLDERS = "WORKBENCH_CHECKPOINTS"  # extra folders, separated by os.pathsep
 MAX_PATH = 4096  # characters of a typed path
@@ -366,22 +366,41 @@ def default_entry(fams: list[Family], folders: Folders) -> Entry | None:
     return richest.entries[(len(richest.entries) - 1) // 2]
 
 
+def depth_scores(family: Family, steps: int) -> dict[int, CurvePoint]:
+    """An elastic family's shipped FID at `steps` for each trained D that has one ({} for dedicated files)."""
+    one = family.elastic
+    scored: dict[int, CurvePoint] = {}
+    for r in one.depth_reports if one else ():
+        point = next((p for p in r.curve if p.steps == steps), None)
+        if r.D in family.trained() and point is not None and point.fid == point.fid:  # NaN: no FID at S
+            scored.setdefault(r.D, point)
+    return scored
+
+
 def opening_depth(family: Family, steps: int) -> int:
     """The depth the slider starts at. An elastic family: the cheapest trained D whose shipped FID at `steps` is
     indistinguishable from the best one's (inside the best D's bootstrap interval), so that the app opens on what
     the model does best at its default steps and breaks near-ties towards less compute; without reports at those
     steps, the D the file was exported at. A family of dedicated files: its middle trained D."""
     trained = family.trained()
-    one = family.elastic
-    if one is None:
+    if family.elastic is None:
         return trained[len(trained) // 2]
-    scored = {}
-    for r in one.depth_reports:
-        point = next((p for p in r.curve if p.steps == steps), None)
-        if r.D in trained and point is not None and point.fid == point.fid:  # NaN: no FID at these steps
-            scored.setdefault(r.D, point)
+    scored = depth_scores(family, steps)
     if not scored:
-        return one.D
+        return family.elastic.D
     best = min(scored.values(), key=lambda p: p.fid)
     ceiling = best.fid_high if best.fid_high == best.fid_high else best.fid  # no interval: exact ties only
     return min(D for D, p in scored.items() if p.fid <= ceiling)
+
+
+def opening_note(family: Family, steps: int) -> str:
+    """Why the slider starts where it does, from the reports opening_depth read ("" when it read none)."""
+    scored = depth_scores(family, steps)
+    if not scored:
+        return ""
+    n = family.elastic.report.eval.get("n")
+    n = f"{n:,}" if isinstance(n, int) else "?"
+    fids = ", ".join(f"D={D} {p.fid:.1f}" + (f" [{p.fid_low:.1f}, {p.fid_high:.1f}]" if p.fid_high == p.fid_high
+                                              else "") for D, p in sorted(scored.items()))
+    return (f"Opens at D={opening_depth(family, steps)}: the cheapest depth whose shipped FID at S={steps} lies "
+            f"inside the best one's interval ({fids}; n={n}).")

@@ -25,7 +25,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
 
 from app import catalog  # noqa: E402
-from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, family_ui, path_ui,  # noqa: E402
+from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, default_steps, family_ui, path_ui,  # noqa: E402
                           settings_ui, side_plan, validate, widget_key)
 from app.panels import NATIVE_SIDE, RunView, show_difference, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, paired_difference, submit  # noqa: E402
@@ -146,6 +146,8 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
                                 help="Two settings side by side, generated from the same seeds.")
     st.sidebar.caption("One elastic checkpoint samples every depth of this family:" if family.elastic else
                        "Trained positions of this family:")
+    if family.elastic and (why := catalog.opening_note(family, default_steps(family.entries[0].config))):
+        st.sidebar.caption(why)
     st.sidebar.markdown("\n".join(f"- {e.describe()}" for e in family.entries))
     st.sidebar.caption("Folders this app may open: " + ", ".join(f"`{r}`" for r in folders.roots))
     for note in notes:

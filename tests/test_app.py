@@ -530,6 +530,10 @@ def test_app_opens_the_elastic_family_at_its_best_depth_and_refuses_a_bad_depth_
     at = start(monkeypatch, "--checkpoints", str(tmp_path / "user"))
     assert not at.exception, at.exception
     assert elastic_widgets(at)["D"].value == 3
+    why = [c.value for c in at.sidebar.caption if c.value.startswith("Opens at")]
+    assert why == ["Opens at D=3: the cheapest depth whose shipped FID at S=16 lies inside the best one's interval "
+                   "(D=1 20.9 [19.6, 22.2], D=2 13.3 [12.5, 14.0], D=3 11.7 [10.9, 12.5], D=4 11.7 [10.9, 12.4]; "
+                   "n=1,000)."]
     (folder / "E-D4.json").write_text("{not json")
     entries, notes = catalog.scan(catalog.Folders(Path("/nonexistent"), ((tmp_path / "user").resolve(),), None))
     assert not entries and len(notes) == 1 and "E-D4.json: not valid JSON" in notes[0] and "Fix:" in notes[0]
