@@ -72,9 +72,10 @@ class Entry:
     def describe(self) -> str:
         m = self.config.model
         cond = f", {m.num_classes} classes" if m.num_classes else ""
-        elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}, every other D in 1..{m.depth} " \
-                  "held out)" if self.elastic else ""
-        return (f"{self.name}: N={m.depth}, D={m.diffusion_depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}; "
+        held = f", every other D in 1..{m.depth} held out" if len(set(m.depths)) < m.depth else ""
+        elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}{held})" if self.elastic else ""
+        depth = "" if self.elastic else f", D={m.diffusion_depth}"  # an elastic file samples every D
+        return (f"{self.name}: N={m.depth}{depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}; "
                 f"{data_text(self.config)}; trained {self.budget}")
 
 
@@ -251,7 +252,9 @@ def load_entry(path: Path, source: str) -> Entry:
                               f"{err}). Fix: re-export it with workbench.checkpoint.export_for_inference.") from None
     # Zoo members trained once and shipped under several names keep their first member's config name: the
     # report says which member a file is.
-    family, name = (report.family, report.label) if report else (config.name.split("/")[0], config.name)
+    # an elastic file is named after its member ("vertical/elastic"), not after its report's depth ("elastic-D2")
+    family, name = ((report.family, f"{report.family}/{report.member}") if report else
+                    (config.name.split("/")[0], config.name))
     by_depth = (report,) + _depth_siblings(path, report) if report and config.model.elastic_depths else ()
     return Entry(path, family, name, config, step, seen, kind, source, report, by_depth)
 

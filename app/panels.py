@@ -135,7 +135,9 @@ def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
     the same feature extractor as the zoo's reports)."""
     data = family.entries[0].config.data
     peers = [r for r in zoo if (r.config.data.dataset, r.config.data.image_size) == (data.dataset, data.image_size)]
-    mine = {e.name: e.report for e in family.entries if e.report}
+    one = family.elastic  # an elastic file: its curve at every D it ships a report for
+    mine = ({f"{r.family}/{r.name}": r for r in sorted(one.depth_reports, key=lambda r: r.D)} if one else
+            {e.name: e.report for e in family.entries if e.report})
     extractors = {r.eval.get("extractor") for r in peers}
     compute, steps = {}, {}
     for run in runs:

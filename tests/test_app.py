@@ -534,6 +534,10 @@ def test_app_opens_the_elastic_family_at_its_best_depth_and_refuses_a_bad_depth_
     assert why == ["Opens at D=3: the cheapest depth whose shipped FID at S=16 lies inside the best one's interval "
                    "(D=1 20.9 [19.6, 22.2], D=2 13.3 [12.5, 14.0], D=3 11.7 [10.9, 12.5], D=4 11.7 [10.9, 12.4]; "
                    "n=1,000)."]
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)  # named after the member, not its D=2 report
+    assert "- elastic/E: N=4 (elastic: trained at D in {1, 2, 3, 4}), T=4, width 32" in sidebar
+    curves = [t["name"] for t in json.loads(at.get("plotly_chart")[1].proto.spec)["data"]]
+    assert curves == ["elastic/E-D1", "elastic/E-D2", "elastic/E-D3", "elastic/E-D4"]  # every D's report
     (folder / "E-D4.json").write_text("{not json")
     entries, notes = catalog.scan(catalog.Folders(Path("/nonexistent"), ((tmp_path / "user").resolve(),), None))
     assert not entries and len(notes) == 1 and "E-D4.json: not valid JSON" in notes[0] and "Fix:" in notes[0]
