@@ -94,6 +94,7 @@ def test_ablations_decided_across_seeds_and_shared_towers_as_an_equivalence(tmp_
     assert summary.verdict == fd.UNDECIDED and "one training seed" in summary.why
     mixed = fd.ablations_summary([shared, *per.values()])  # seeds landing one ablation at a time
     assert mixed.ours.endswith("1 to 3 training seeds per row") and mixed.verdict == fd.UNDECIDED
+    assert mixed.why.startswith(f"one training seed on {shared.finding.removeprefix('ablation: ')}: ")  # that row only
 
 
 def test_the_results_table_counts_decided_findings_and_names_missing_families(tmp_path_factory):

@@ -183,8 +183,10 @@ def ablations_summary(found: Sequence[Finding]) -> Finding:
     ours = f"{n[REPRODUCED]} reproduced, {n[OPPOSITE]} opposite, {n[UNDECIDED]} undecided of {len(found)}, {spread}"
     claim = "ablations (Tables 3-6): four parts help, shared towers about equal"
     if seeds < 2:
-        return Finding(claim, "see the rows below", ours, UNDECIDED, "one training seed: the rows' intervals hold "
-                       "sampling noise, not the training noise these small effects must clear", seeds)
+        single = [f.finding.removeprefix("ablation: ") for f in found if f.seeds < 2]
+        return Finding(claim, "see the rows below", ours, UNDECIDED, f"one training seed on {'; '.join(single)}: "
+                       "its interval holds sampling noise, not the training noise these small effects must clear",
+                       seeds)
     verdict = (REPRODUCED if n[OPPOSITE] == 0 and n[REPRODUCED] >= 3 else
                OPPOSITE if decided >= 3 and n[OPPOSITE] > n[REPRODUCED] else UNDECIDED)
     return Finding(claim, "see the rows below", ours, verdict, "per ablation below", seeds)
