@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,8 +264,10 @@ def _depth_siblings(path: Path, report: Report) -> tuple[Report, ...]:
     """An elastic checkpoint's reports at other depths, beside it as "<stem>-D<k>.json" (the zoo's "elastic-D3.json"
     beside "elastic.safetensors"), that score the same member; a bad one is refused as a bad sidecar is."""
     out = []
-    for file in sorted(path.parent.glob(f"{path.stem}-D*.json")):
-        if not file.is_file() or file.stat().st_size > MAX_SIDE_FILE:
+    pattern = re.compile(re.escape(path.stem) + r"-D\d+\.json")  # the stem taken literally, never as a glob
+    for file in sorted(f for f in path.parent.iterdir() if pattern.fullmatch(f.name)):
+        info = file.lstat()  # a link is not followed: it could point anywhere
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SIDE_FILE:
             raise CheckpointError(f"{file}: not a regular file of at most {MAX_SIDE_FILE:,} bytes. Fix: remove it or "
                                   "rewrite it with experiments/zoo.py eval.")
         r = read_report(file)

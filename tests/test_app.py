@@ -538,6 +538,11 @@ def test_app_opens_the_elastic_family_at_its_best_depth_and_refuses_a_bad_depth_
     assert "- elastic/E: N=4 (elastic: trained at D in {1, 2, 3, 4}), T=4, width 32" in sidebar
     curves = [t["name"] for t in json.loads(at.get("plotly_chart")[1].proto.spec)["data"]]
     assert curves == ["elastic/E-D1", "elastic/E-D2", "elastic/E-D3", "elastic/E-D4"]  # every D's report
+    (folder / "E-D4.json").unlink()
+    (folder / "E-D4.json").symlink_to(folder / "E-D3.json")  # a link is refused, not followed
+    entries, notes = catalog.scan(catalog.Folders(Path("/nonexistent"), ((tmp_path / "user").resolve(),), None))
+    assert not entries and len(notes) == 1 and "E-D4.json: not a regular file" in notes[0] and "Fix:" in notes[0]
+    (folder / "E-D4.json").unlink()
     (folder / "E-D4.json").write_text("{not json")
     entries, notes = catalog.scan(catalog.Folders(Path("/nonexistent"), ((tmp_path / "user").resolve(),), None))
     assert not entries and len(notes) == 1 and "E-D4.json: not valid JSON" in notes[0] and "Fix:" in notes[0]
