@@ -375,12 +375,20 @@ def default_entry(fams: list[Family], folders: Folders) -> Entry | None:
 def depth_scores(family: Family, steps: int) -> dict[int, CurvePoint]:
     """An elastic family's shipped FID at `steps` for each trained D that has one ({} for dedicated files)."""
     one = family.elastic
+    trained = family.trained()
     scored: dict[int, CurvePoint] = {}
     for r in one.depth_reports if one else ():
         point = next((p for p in r.curve if p.steps == steps), None)
-        if r.D in family.trained() and point is not None and point.fid == point.fid:  # NaN: no FID at S
+        if r.D in trained and point is not None and point.fid == point.fid:  # NaN: no FID at S
             scored.setdefault(r.D, point)
     return scored
+
+
+def _cheapest_within_best(scored: dict[int, CurvePoint]) -> int:
+    """The smallest D whose FID lies inside the best D's bootstrap interval (exact ties only without one)."""
+    best = min(scored.values(), key=lambda p: p.fid)
+    ceiling = best.fid_high if best.fid_high == best.fid_high else best.fid
+    return min(D for D, p in scored.items() if p.fid <= ceiling)
 
 
 def opening_depth(family: Family, steps: int) -> int:
@@ -392,11 +400,7 @@ def opening_depth(family: Family, steps: int) -> int:
     if family.elastic is None:
         return trained[len(trained) // 2]
     scored = depth_scores(family, steps)
-    if not scored:
-        return family.elastic.D
-    best = min(scored.values(), key=lambda p: p.fid)
-    ceiling = best.fid_high if best.fid_high == best.fid_high else best.fid  # no interval: exact ties only
-    return min(D for D, p in scored.items() if p.fid <= ceiling)
+    return _cheapest_within_best(scored) if scored else family.elastic.D
 
 
 def opening_note(family: Family, steps: int) -> str:
@@ -408,5 +412,5 @@ def opening_note(family: Family, steps: int) -> str:
     n = f"{n:,}" if isinstance(n, int) else "?"
     fids = ", ".join(f"D={D} {p.fid:.1f}" + (f" [{p.fid_low:.1f}, {p.fid_high:.1f}]" if p.fid_high == p.fid_high
                                               else "") for D, p in sorted(scored.items()))
-    return (f"Opens at D={opening_depth(family, steps)}: the cheapest depth whose shipped FID at S={steps} lies "
+    return (f"Opens at D={_cheapest_within_best(scored)}: the cheapest depth whose shipped FID at S={steps} lies "
             f"inside the best one's interval ({fids}; n={n}).")

@@ -268,6 +268,13 @@ def write_grid(m: Member, dest: Path, depth: int | None = None, weights: Path | 
     return dest
 
 
+def grid_paths(m: Member, dest: Path) -> dict[Path, int | None]:
+    """{grid file: D it samples at (None: the member's own)} of a member whose weights ship as `dest`: its grid beside
+    the weights, and an elastic member's grid at each other trained D beside that D's report ("elastic-D3.png")."""
+    _, *others = report_names(m).items()
+    return {dest.with_suffix(".png"): None, **{dest.with_name(f"{name}.png"): d for name, d in others}}
+
+
 def cmd_grids(ms: list[Member]) -> list[str]:
     """Redraw the shipped grids (write_grid) from the shipped weights, every trained D of an elastic member: for a
     zoo whose runs are gone. Returns the members it could not draw, with why."""
@@ -277,10 +284,7 @@ def cmd_grids(ms: list[Member]) -> list[str]:
         if not weights.is_file():
             problems.append(f"{m.family}/{m.name}: no shipped weights ({weights}). Fix: export it from its run.")
             continue
-        names = report_names(m)
-        first = next(iter(names))
-        for name, depth in names.items():
-            dest = weights.with_suffix(".png") if name == first else SHIP / m.family / f"{name}.png"
+        for dest, depth in grid_paths(m, weights).items():
             print(f"drew {write_grid(m, dest, depth=depth, weights=weights)}")
     return problems
 
@@ -315,10 +319,10 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
             if shared is not None:
                 report["training"]["weights"] = shared  # reports.weights_path follows it
         dest.with_suffix(".json").write_text(json.dumps(report, indent=1))
-        write_grid(m, dest.with_suffix(".png"))
         for name, path in others:
             (SHIP / m.family / f"{name}.json").write_text(path.read_text())
-            write_grid(m, SHIP / m.family / f"{name}.png", depth=report_names(m)[name])
+        for grid, depth in grid_paths(m, dest).items():
+            write_grid(m, grid, depth=depth)
         print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
                                                    else f"the weights of {shared}, " if shared else
                                                    "no weights (report only), ") + f"reports {', '.join(reports)}")
