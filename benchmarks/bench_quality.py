@@ -4,6 +4,7 @@ UNet baseline, all trained on Fashion-MNIST 32x32 for the same wall clock, one a
     python benchmarks/bench_quality.py report [--minutes 15]      # the tables of the last race of that length
     python benchmarks/bench_quality.py [--minutes 15] [--threads 2] [--steps 2,4,8,16,32] [--peer-steps 2,4,8,16]
                                        [--inception-steps 4,8,16] [--n 1000] [--runs ~/wb-runs/quality-15]
+                                       [--models recipe,dit]
                                        [--out benchmarks/results/quality.jsonl]
 
 Models (trained in this order, each alone on --threads, never two at once):
@@ -238,7 +239,7 @@ def report(row: dict) -> str:
     lines += ["FID ratio to the peer at its better sampler, at equal sampling compute (log-FLOP interpolation, only "
               "where both curves were measured):", "", "| ratio | extractor | GFLOP range | at each knot | median |",
               "|---|---|---|---|---|"]
-    for kind in WORKBENCH_MODELS:
+    for kind in [k for k in WORKBENCH_MODELS if f"{k}_over_peer" in row]:
         for e, r in row[f"{kind}_over_peer"].items():
             if r:
                 lines.append(f"| {kind} / peer | {e} | {r['flops'][0] / 1e9:.1f}-{r['flops'][-1] / 1e9:.1f} | "
@@ -259,6 +260,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="images per FID point")
     ap.add_argument("--probe-steps", type=int, default=60, help="steps of each workbench model's budget probe "
                     "(bench_recipe.PROBE_STEPS: shorter probes overstate the steps a budget holds)")
+    ap.add_argument("--models", default=",".join(WORKBENCH_MODELS),
+                    help="workbench models to train and score against the peer (a subset of "
+                         f"{','.join(WORKBENCH_MODELS)}; the peer always runs)")
     ap.add_argument("--runs", default="~/wb-runs/quality")
     ap.add_argument("--skip-training", action="store_true", help="score the models already in --runs")
     ap.add_argument("--out", default="benchmarks/results/quality.jsonl")
@@ -276,17 +280,22 @@ def main() -> None:
     runs = Path(args.runs).expanduser()
     parse = (lambda text: [int(x) for x in text.split(",") if x])
     steps, peer_steps, inception_steps = parse(args.steps), parse(args.peer_steps), parse(args.inception_steps)
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in WORKBENCH_MODELS]
+    if unknown or not models:
+        raise SystemExit(f"--models {args.models!r}: unknown or empty ({', '.join(unknown) or 'no model named'}). "
+                         f"Fix: name one or more of {', '.join(WORKBENCH_MODELS)}, separated by commas.")
     loads = {}
     if not args.skip_training:
         runs.mkdir(parents=True, exist_ok=True)
-        for kind in (*WORKBENCH_MODELS, "peer"):
+        for kind in (*models, "peer"):
             if trained(runs, kind):
                 continue
             loads[kind] = os.getloadavg()[0]
             train_workbench(kind, args.minutes, runs, args.threads, args.probe_steps) if kind != "peer" else \
                 train_peer(args.minutes, runs, args.threads)
     curves, info = {}, {}
-    for kind in WORKBENCH_MODELS:
+    for kind in models:
         curves[kind], info[kind] = curve_workbench(kind, runs, steps, args.n, inception_steps)
     peer_curves, info["peer"] = curve_peer(runs, peer_steps, args.n, inception_steps)
     curves, ratios = race(curves, peer_curves)

@@ -246,3 +246,22 @@ def test_quality_report_tables_every_curve_and_the_ratios_against_the_peers_bett
     assert "| 2 | 40.0 [39.0, 41.0] (2.00) | 50.0 [49.0, 51.0] (2.00) | 80.0 [79.0, 81.0] (2.00) |" in text
     assert "| recipe / peer | fmnist-classifier | 2.0-4.0 | 0.57, 0.50 | **0.54** |" in text  # 40/70, 20/40
     assert "| dit / peer | fmnist-classifier | 2.0-4.0 | 0.71, 0.75 | **0.73** |" in text
+
+
+@pytest.mark.parametrize("models", ["unet", "", "recipe,peer"])
+def test_quality_race_refuses_an_unknown_model_before_training_anything(tmp_path, monkeypatch, models):
+    import bench_quality
+    monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--models", models, "--runs", str(tmp_path / "runs")])
+    with pytest.raises(SystemExit, match="Fix: name one or more of recipe, dit"):
+        bench_quality.main()
+    assert not (tmp_path / "runs").exists()  # nothing trained, nothing written
+
+
+def test_quality_report_lists_only_the_models_the_race_ran():
+    import bench_quality
+    pts = {e: [{"steps": 4, "fid": 30.0, "fid_ci": [29.0, 31.0], "flops": 2e9}] for e in bench_quality.EXTRACTORS}
+    ratio = {"flops": [2e9], "ratio": [0.5], "at_lowest_common_compute": 0.5, "best": 0.5, "median": 0.5}
+    row = {"curves": {"recipe": pts, "peer-ddim": pts, "peer": pts},
+           "recipe_over_peer": {e: ratio for e in bench_quality.EXTRACTORS}}
+    text = bench_quality.report(row)
+    assert "| recipe / peer | fmnist-classifier | 2.0-2.0 | 0.50 | **0.50** |" in text and "dit" not in text
