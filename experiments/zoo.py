@@ -105,13 +105,48 @@ def unique_runs(ms: list[Member]) -> dict[str, Member]:
     return runs
 
 
+def training_seconds(m: Member) -> tuple[str, float | None]:
+    """(status, training wall clock in seconds) of a member: "shipped" where data/checkpoints holds its report,
+    "trained" where only its run finished on this machine, else "pending"; the seconds from the run's own record
+    where it is here, else from the shipped report (None where neither records them)."""
+    done, report = RUNS / m.key / "DONE", SHIP / m.family / f"{m.name}.json"
+    status = "shipped" if report.is_file() else "trained" if done.is_file() else "pending"
+    try:
+        if done.is_file():
+            return status, json.loads(done.read_text()).get("train_seconds")
+        if report.is_file():
+            return status, (json.loads(report.read_text()).get("training") or {}).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return status, None
+
+
 def cmd_list(ms: list[Member]) -> None:
+    """One line per member (status and training time), then the training wall clock per family: each run counted
+    once inside a family, and once in the total where families share it (vertical D2 = blocks-fmnist T4 = default)."""
+    rank = {"shipped": 2, "trained": 1, "pending": 0}
+    run_status: dict[str, str] = {}
+    seconds: dict[str, float | None] = {}
+    for m in ms:  # a run shared by several members: shipped (or trained) when any of them is
+        status, secs = training_seconds(m)
+        run_status[m.key] = max(status, run_status.get(m.key, "pending"), key=rank.get)
+        seconds[m.key] = secs if secs is not None else seconds.get(m.key)
     for m in ms:
-        c = m.config
-        done = (RUNS / m.key / "DONE").exists()
-        print(f"{m.family:14s} {m.name:12s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
-              f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} "
-              f"{'trained' if done else 'pending'}")
+        c, status, secs = m.config, run_status[m.key], seconds[m.key]
+        took = "" if secs is None else f" {secs / 60:6.1f} min"
+        print(f"{m.family:15s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
+              f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} {status}{took}")
+    print("training wall clock per family (each run once; as recorded by the machine that trained it):")
+    families = dict.fromkeys(m.family for m in ms)
+    for family in families:
+        keys = dict.fromkeys(m.key for m in ms if m.family == family)
+        known = [seconds[k] for k in keys if seconds[k] is not None]
+        missing = len(keys) - len(known)
+        print(f"  {family:15s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
+              + (f" ({missing} not trained or not recorded)" if missing else ""))
+    known = [v for v in seconds.values() if v is not None]
+    print(f"  {'all':15s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
+          + (f" ({len(seconds) - len(known)} not trained or not recorded)" if len(known) < len(seconds) else ""))
 
 
 def cmd_train(ms: list[Member]) -> list[str]:

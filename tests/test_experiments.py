@@ -606,3 +606,28 @@ def test_a_shipped_model_samples_with_the_sampler_its_report_measured(path):
     assert header["config"]["sample"]["sampler"] == report["eval"]["sampler"]
     assert {k: v for k, v in report["config"]["model"].items() if k != "diffusion_depth"} == \
         {k: v for k, v in header["config"]["model"].items() if k != "diffusion_depth"}
+
+
+def test_zoo_list_says_what_is_shipped_and_totals_training_time_per_family(tmp_path, monkeypatch, capsys):
+    """`zoo.py list` on a machine without the runs still knows the shipped members and their training time (from
+    the shipped reports); a run shared by two families counts in each, and once in the total."""
+    zoo = zoo_script()
+    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
+    ms = {f"{m.family}/{m.name}": m for m in zoo.members() if m.family in ("vertical", "blocks-fmnist")}
+    d2 = ms["vertical/D2"]
+    assert d2.key == ms["blocks-fmnist/T4"].key  # the shared run
+    (tmp_path / "ship" / "vertical").mkdir(parents=True)
+    (tmp_path / "ship" / "vertical" / "D2.json").write_text(json.dumps({"training": {"seconds": 600.0}}))
+    (tmp_path / "ship" / "vertical" / "D3.json").write_text("{not json")  # unreadable: listed, not counted
+    (tmp_path / "runs" / ms["blocks-fmnist/T1"].key).mkdir(parents=True)
+    (tmp_path / "runs" / ms["blocks-fmnist/T1"].key / "DONE").write_text(json.dumps({"train_seconds": 300.0}))
+    assert zoo.main(["list", "--only", "vertical,blocks-fmnist"]) == 0
+    out = capsys.readouterr().out
+    line = {ln.split()[0] + "/" + ln.split()[1]: ln for ln in out.splitlines() if "run=" in ln}
+    assert line["vertical/D2"].endswith("shipped   10.0 min") and line["vertical/D3"].endswith("shipped")
+    assert line["blocks-fmnist/T1"].endswith("trained    5.0 min") and line["vertical/D1"].endswith("pending")
+    assert line["blocks-fmnist/T4"].endswith("shipped   10.0 min")  # shipped as vertical/D2: the same run
+    assert "vertical         5 runs    10.0 min (4 not trained or not recorded)" in out
+    assert "blocks-fmnist    3 runs    15.0 min (1 not trained or not recorded)" in out
+    assert "all              7 runs    15.0 min = 0.2 h (5 not trained or not recorded)" in out
