@@ -6,6 +6,10 @@
     python benchmarks/bench_elastic.py report [--out ...]      # tables (a), (b), frontiers, schedules
     python benchmarks/bench_elastic.py --sampler dpm++2m --out benchmarks/results/elastic-dpm++2m.jsonl
                                        --report-out benchmarks/results/elastic-dpm++2m.md   # rescore, new sampler
+    python benchmarks/bench_elastic.py --train-seed 1 --only D3,elastic-1x --score-depths 3 --budget-steps 406
+                                       --sampler dpm++2m --out benchmarks/results/elastic-seeds.jsonl   # a replicate
+    python benchmarks/bench_elastic.py seeds --out benchmarks/results/elastic-seeds.jsonl
+                                       --base benchmarks/results/elastic-dpm++2m.jsonl   # (a) across seeds
 
 Members, all `fmnist-small` (N = 6) with the recipe race's variant `--recipe`, trained one after another:
   D<d>        a dedicated model per D in --depths, one budget each;
@@ -25,6 +29,13 @@ Report: (a) elastic-1x vs each D<d>, (b) elastic-Kx vs each D<d> at every (D, S)
 90% interval; the FID-vs-compute frontier of each side (compute = block-layer evaluations per image, the paper's
 T[(N-D)+D*S]) and the area between them over log10(compute); each schedule against the fixed-(D, S) frontier of the
 same model at its compute.
+
+Replicates: --train-seed K (K > 0) trains the members (or those --only names) again with train.seed = K as
+"<name>-sK" (workbench.replicates), for the budget --budget-steps gives (the seed-0 rows' train_steps, so that the
+replicate gets the same steps on a machine of another speed), scored at --score-depths only, into their own --out
+(the report's tables read member names, so replicates never share a file with seed 0). `seeds` sets each replicate
+beside the seed-0 row of --base: per (D, S), elastic-1x against the dedicated D<d> over training seeds, the difference
+of their mean FIDs with its Welch t 90% interval (the seed spread, which a single pair's paired interval leaves out).
 """
 from __future__ import annotations
 
@@ -37,6 +48,7 @@ import torch
 
 from bench_recipe import VARIANTS, WINNER, config_for, plan, run_worker
 from harness import emit, machine
+from workbench.replicates import difference, seeded_name, split_seed, spread
 from workbench.comparison import area_between, frontier, grid_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +84,17 @@ def members(depths: list[int], held_out: list[int]) -> dict[str, dict]:
     return out
 
 
+def replicate(spec: dict[str, dict], seed: int, only: list[str]) -> dict[str, dict]:
+    """The members `only` names (all when empty) trained with train.seed = `seed`, named "<name>-s<seed>" (seed 0:
+    the members as they are)."""
+    if unknown := [m for m in only if m not in spec]:
+        raise SystemExit(f"--only: no member {', '.join(unknown)}. Fix: name some of {', '.join(spec)}.")
+    if seed < 0:
+        raise SystemExit(f"--train-seed: {seed} must be >= 0. Fix: give a seed K > 0 for a replicate.")
+    return {seeded_name(name, seed): {**m, "overrides": {**m["overrides"], "train.seed": seed}}
+            for name, m in spec.items() if not only or name in only}
+
+
 # ---- training ----------------------------------------------------------------------------------------------------
 def train_all(args, spec: dict[str, dict], steps: int) -> dict[str, dict]:
     runs, recipe = Path(args.runs).expanduser(), VARIANTS[args.recipe]
@@ -102,8 +125,9 @@ def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, d
     extractors = ["fmnist-classifier"] + (["inception"] if args.inception_steps else [])
     refs = {e: default_reference(cfg, e) for e in extractors}
     done = {(r["member"], r["point"]) for r in rows(Path(args.out))}
+    depths = [d for d in m["eval_depths"] if not args.score_depths or d in args.score_depths]
     points = [(f"D={d} S={S}", {"sample.diffusion_depth": d, "sample.allow_untrained_depth": d not in m["trained"]},
-               S) for d in m["eval_depths"] for S in args.steps]
+               S) for d in depths for S in args.steps]
     own_depth = ("sample.depth_schedule", "sample.depth_per_step")
     points += [(label if any(k in over for k in own_depth) else f"{label} @D={cfg.model.diffusion_depth}", over,
                 over.get("sample.steps") or max(over["sample.steps_schedule"])) for label, over in schedules.items()]
@@ -121,6 +145,7 @@ def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, d
         for e in ext:
             s = score(model, c, S, n=args.n, seed=0, extractor=e, reference=refs[e], samples=samples)
             emit({"benchmark": "elastic", "member": name, "point": point, "recipe": args.recipe,
+                  "train_seed": args.train_seed,
                   "train_steps": summary["step"], "budgets": m["budgets"], "trained_depths": m["trained"],
                   "train_seconds": round(summary["train_seconds"], 1),
                   "train_flops_per_step": train_flops(cfg.model, cfg.train.batch_size),
@@ -228,9 +253,46 @@ def report(args) -> str:
     return "\n".join(lines)
 
 
+def seeds_table(base_rows: list[dict], seed_rows: list[dict], elastic: str = "elastic-1x") -> str:
+    """(a) across training seeds: at every fixed (D, S) where `elastic` and the dedicated D<d> were scored with at
+    least one seed each (seed 0 from the base rows, the replicates "<name>-sK" from theirs; classifier FID), each
+    side's FID per seed, the difference of the means with its Welch t 90% interval (NaN bounds with one seed on a
+    side) and the ratio of the means."""
+    at: dict[tuple[str, str], dict[int, float]] = {}
+    samplers = {r["sampler"] for r in of(seed_rows, CLASSIFIER)}
+    if len(samplers) > 1:
+        raise SystemExit(f"seeds: the replicates were scored with several samplers ({', '.join(sorted(samplers))}). "
+                         "Fix: give each sampler's replicates their own --out.")
+    for r in of(base_rows, CLASSIFIER) + of(seed_rows, CLASSIFIER):
+        if samplers and r["sampler"] not in samplers:  # seed 0 scored as the replicates were
+            continue
+        name, seed = split_seed(r["member"])
+        if r["point"].startswith("D=") and (name == elastic or name.startswith("D")):
+            at.setdefault((name, r["point"]), {})[seed] = r["fid"]
+    lines = [f"### (a) across training seeds: {elastic} vs the dedicated models (classifier FID, Welch t 90% over "
+             "seeds)", "", f"| D | S | dedicated, per seed | {elastic}, per seed | difference of means | ratio |",
+             "|---|---|---|---|---|---|"]
+    points = sorted({point for name, point in at if name == elastic}, key=grid_point)
+    for point in points:
+        D, S = grid_point(point)
+        mine, theirs = at[(elastic, point)], at.get((f"D{D}", point))
+        if not theirs or len(mine) + len(theirs) < 3:  # a replicate on at least one side
+            continue
+        d, lo, hi = difference(list(mine.values()), list(theirs.values()))
+        per_seed = lambda by_seed: ", ".join(f"{v:.1f}" for v in by_seed.values())  # noqa: E731
+        ratio = spread(list(mine.values())).mean / spread(list(theirs.values())).mean
+        lines.append(f"| {D} | {S} | {per_seed(theirs)} (seeds {sorted(theirs)}) | {per_seed(mine)} (seeds "
+                     f"{sorted(mine)}) | {d:+.1f} [{lo:+.1f}, {hi:+.1f}] | {ratio:.2f} |")
+    if len(lines) == 4:
+        raise SystemExit("seeds: no (D, S) point has a replicate beside its seed-0 row. Fix: train one with "
+                         "--train-seed 1 --only D3,elastic-1x --score-depths 3 --out <its file>, then run seeds "
+                         "--out <that file> --base <the seed-0 rows>.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="run", choices=("run", "report"))
+    p.add_argument("mode", nargs="?", default="run", choices=("run", "report", "seeds"))
     p.add_argument("--minutes", type=float, default=10.0, help="one training budget (as the recipe race's baseline)")
     p.add_argument("--recipe", default=WINNER,
                    help="a recipe race variant (default: the race's winner, fmnist-small's default): "
@@ -245,6 +307,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sampler", default=None,
                    help="score with this sampler instead of each run's config's (rescoring trained runs: give it "
                         "its own --out and --report-out)")
+    p.add_argument("--train-seed", type=int, default=0,
+                   help="K > 0: train the members again with train.seed = K, as <name>-sK (give them their own --out)")
+    p.add_argument("--only", default="", help="train and score only these members (e.g. D3,elastic-1x)")
+    p.add_argument("--budget-steps", type=int, default=0,
+                   help="one budget in steps (0: the steps the baseline's probe fits in --minutes)")
+    p.add_argument("--score-depths", default="", help="score only at these D (default: every D a member samples)")
+    p.add_argument("--base", default=str(REPO / "benchmarks" / "results" / "elastic-dpm++2m.jsonl"),
+                   help="seeds: the seed-0 rows that --out's replicates are set beside")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="~/wb-runs/elastic")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "elastic.jsonl"))
@@ -256,18 +326,31 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--recipe: unknown {args.recipe!r}. Fix: use one of {', '.join(VARIANTS)}.")
     args.steps = [int(s) for s in args.steps.split(",")]
     args.inception_steps = [int(s) for s in args.inception_steps.split(",") if s]
+    args.score_depths = [int(d) for d in args.score_depths.split(",") if d]
     spec = members([int(d) for d in args.depths.split(",")], [int(d) for d in args.held_out.split(",") if d])
     if args.mode == "report":
         write_report(args)
         return
+    if args.mode == "seeds":
+        print(seeds_table(rows(Path(args.base)), rows(Path(args.out))))
+        return
+    if args.budget_steps < 0:
+        raise SystemExit("--budget-steps: must be >= 0. Fix: give the seed-0 rows' train_steps, or 0 to probe.")
+    spec = replicate(spec, args.train_seed, [m for m in args.only.split(",") if m])
+    if args.train_seed and any(split_seed(r["member"])[1] == 0 for r in rows(Path(args.out))):
+        raise SystemExit(f"--out {args.out} holds seed-0 rows: the report's tables would mix replicates into them. "
+                         "Fix: give the replicates their own --out (e.g. benchmarks/results/elastic-seeds.jsonl).")
     torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser()
-    steps = plan("today", VARIANTS["today"], runs, args.minutes, args.threads)["steps"]
+    steps = args.budget_steps or plan("today", VARIANTS["today"], runs, args.minutes, args.threads)["steps"]
     summaries = train_all(args, spec, steps)
     big = f"elastic-{len(args.depths.split(','))}x"
     for name, m in spec.items():
         score_member(args, name, m, summaries[name], SCHEDULES if name == big else {})
-    write_report(args)
+    if args.train_seed:  # replicates: their own table (the report's tables read seed-0 member names)
+        print(seeds_table(rows(Path(args.base)), rows(Path(args.out))))
+    else:
+        write_report(args)
 
 
 def write_report(args) -> None:

@@ -265,3 +265,58 @@ def test_quality_report_lists_only_the_models_the_race_ran():
            "recipe_over_peer": {e: ratio for e in bench_quality.EXTRACTORS}}
     text = bench_quality.report(row)
     assert "| recipe / peer | fmnist-classifier | 2.0-2.0 | 0.50 | **0.50** |" in text and "dit" not in text
+
+
+def test_elastic_seeds_table_sets_replicates_beside_seed_zero_with_the_seed_spread():
+    """(a) across training seeds: seed 0 from the base rows, replicates "<name>-sK" from theirs, only rows scored
+    with the replicates' sampler; a point without a replicate is left out; the Welch interval is the hand-computed
+    one (means 31.2 and 28.0, variances 1.12 and 1.0, 3 seeds a side: df 3.99, t 2.13)."""
+    import bench_elastic
+
+    def row(member, point, fid, sampler="dpm++2m"):
+        return {"member": member, "point": point, "fid": fid, "sampler": sampler,
+                "extractor": "fmnist-classifier-0123"}
+
+    base = [row("D3", "D=3 S=16", 28.0), row("elastic-1x", "D=3 S=16", 31.6),
+            row("D3", "D=3 S=16", 99.0, sampler="euler"),  # another sampler's seed 0: not paired
+            row("D3", "D=3 S=8", 30.0), row("elastic-1x", "D=3 S=8", 29.0),  # no replicate: left out
+            row("elastic-1x", "S_k 4,4,2,2 @D=2", 20.0)]  # a schedule: not a grid point
+    seeds = [row("D3-s1", "D=3 S=16", 27.0), row("D3-s2", "D=3 S=16", 29.0),
+             row("elastic-1x-s1", "D=3 S=16", 30.0), row("elastic-1x-s2", "D=3 S=16", 32.0)]
+    text = bench_elastic.seeds_table(base, seeds)
+    assert "| 3 | 16 | 28.0, 27.0, 29.0 (seeds [0, 1, 2]) | 31.6, 30.0, 32.0 (seeds [0, 1, 2]) | +3.2 [+1.4, +5.0] " \
+           "| 1.11 |" in text
+    assert "| 3 | 8 |" not in text and "S_k" not in text
+    with pytest.raises(SystemExit, match="several samplers"):
+        bench_elastic.seeds_table(base, seeds + [row("D3-s3", "D=3 S=16", 27.0, sampler="euler")])
+    with pytest.raises(SystemExit, match="no \\(D, S\\) point has a replicate"):
+        bench_elastic.seeds_table(base, [])
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["--only", "D7"], "--only: no member D7"),
+    (["--train-seed", "1", "--only", "D3"], "holds seed-0 rows"),
+    (["--train-seed", "-1"], "must be >= 0"),
+    (["--budget-steps", "-5"], "must be >= 0"),
+])
+def test_elastic_replicates_are_refused_before_training_when_they_could_mix_into_seed_zero(tmp_path, argv, problem):
+    import bench_elastic
+    out = tmp_path / "rows.jsonl"
+    out.write_text(json.dumps({"member": "D3", "point": "D=3 S=16"}) + "\n")
+    with pytest.raises(SystemExit, match=problem):
+        bench_elastic.main([*argv, "--out", str(out), "--runs", str(tmp_path / "runs")])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_elastic_replicate_trains_the_named_members_with_their_seed():
+    import bench_elastic
+    import bench_recipe
+    spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
+    assert bench_elastic.replicate(spec, 0, []) == {n: {**m, "overrides": {**m["overrides"], "train.seed": 0}}
+                                                    for n, m in spec.items()}
+    reps = bench_elastic.replicate(spec, 2, ["D3", "elastic-1x"])
+    assert list(reps) == ["D3-s2", "elastic-1x-s2"]
+    recipe = bench_recipe.VARIANTS[bench_recipe.WINNER]
+    cfgs = {n: bench_recipe.config_for(n, {**recipe, **m["overrides"]}, Path("/tmp/x"), 10, 1) for n, m in reps.items()}
+    assert cfgs["D3-s2"].train.seed == 2 and cfgs["D3-s2"].model.diffusion_depth == 3
+    assert cfgs["elastic-1x-s2"].train.seed == 2 and cfgs["elastic-1x-s2"].model.depths == (1, 2, 3, 4, 5, 6)
