@@ -2,6 +2,7 @@
 UNet baseline, all trained on Fashion-MNIST 32x32 for the same wall clock, one after another on the same cores.
 
     python benchmarks/bench_quality.py report [--minutes 15]      # the tables of the last race of that length
+    python benchmarks/bench_quality.py grid --minutes 15 --runs ~/wb-runs/quality-15 [--gflops 6]   # its samples
     python benchmarks/bench_quality.py [--minutes 15] [--threads 2] [--steps 2,4,8,16,32] [--peer-steps 2,4,8,16]
                                        [--inception-steps 4,8,16] [--n 1000] [--runs ~/wb-runs/quality-15]
                                        [--models recipe,dit]
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -247,10 +249,42 @@ def report(row: dict) -> str:
     return "\n".join(lines)
 
 
+def nearest(points: list[dict], gflops: float) -> dict:
+    """The point of a curve whose sampling FLOPs per image are nearest to `gflops` (in log FLOPs)."""
+    return min(points, key=lambda p: abs(math.log(p["flops"] / (gflops * 1e9))))
+
+
+def grid(row: dict, runs: Path, gflops: float, path: Path, n: int = 16) -> list[str]:
+    """One row of `n` images (seed 0) per model of a race at about `gflops` of sampling per image: each workbench
+    model at its scored S nearest to it, the peer at its nearest S with the sampler that scored better there
+    (classifier FID). Returns each row's label."""
+    from peer_diffusers import load_peer, sample_peer
+    from workbench.checkpoint import load_for_inference
+    from workbench.evaluation import sample_images
+    from workbench.images import save_grid
+    rows, labels = [], []
+    for kind in [k for k in WORKBENCH_MODELS if k in row["curves"]]:
+        p = nearest(row["curves"][kind]["fmnist-classifier"], gflops)
+        model, cfg = load_for_inference(runs / kind)
+        rows.append(sample_images(model, cfg, n, p["steps"], seed=0)[0].clamp(-1, 1))
+        labels.append(f"{kind} S={p['steps']} ({p['flops'] / 1e9:.1f} GFLOP, FID {p['fid']:.1f})")
+    options = [(sampler, nearest(row["curves"][f"peer-{sampler}"]["fmnist-classifier"], gflops))
+               for sampler in PEER_SAMPLERS if f"peer-{sampler}" in row["curves"]]
+    sampler, p = min(options, key=lambda o: o[1]["fid"])
+    rows.append(sample_peer(load_peer(runs / "peer"), n, p["steps"], seed=0, sampler=sampler))
+    labels.append(f"peer {sampler} S={p['steps']} ({p['flops'] / 1e9:.1f} GFLOP, FID {p['fid']:.1f})")
+    save_grid(torch.cat(rows), path, nrow=n)
+    return labels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", default="run", choices=("run", "report"),
-                    help="report: print the tables of the last --minutes race in --out")
+    ap.add_argument("mode", nargs="?", default="run", choices=("run", "report", "grid"),
+                    help="report: print the tables of the last --minutes race in --out; grid: a row of 16 images "
+                         "per model of that race at about --gflops of sampling per image, from its --runs")
+    ap.add_argument("--gflops", type=float, default=6.0, help="grid: sampling GFLOP per image to match")
+    ap.add_argument("--grid-out", default="", help="grid: the PNG (default: benchmarks/results/quality/"
+                                                    "<minutes>min-<models>-peer.png)")
     ap.add_argument("--minutes", type=float, default=15.0, help="each model's training wall clock")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each training and of the scoring")
     ap.add_argument("--steps", default="2,4,8,16,32", help="S per block for the transformers (classifier FID)")
@@ -267,17 +301,22 @@ def main() -> None:
     ap.add_argument("--skip-training", action="store_true", help="score the models already in --runs")
     ap.add_argument("--out", default="benchmarks/results/quality.jsonl")
     args = ap.parse_args()
-    if args.mode == "report":
+    torch.set_num_threads(args.threads)
+    runs = Path(args.runs).expanduser()
+    if args.mode in ("report", "grid"):
         out = Path(args.out)
         races = [json.loads(x) for x in out.read_text().splitlines() if x.strip()] if out.is_file() else []
         races = [r for r in races if r.get("version") == 3 and r["minutes"] == args.minutes]
         if not races:
-            raise SystemExit(f"report: no {args.minutes:g}-minute race in {out}. Fix: run "
+            raise SystemExit(f"{args.mode}: no {args.minutes:g}-minute race in {out}. Fix: run "
                              f"python benchmarks/bench_quality.py --minutes {args.minutes:g} first.")
-        print(report(races[-1]))
+        if args.mode == "report":
+            print(report(races[-1]))
+            return
+        names = "-".join([k for k in WORKBENCH_MODELS if k in races[-1]["curves"]] + ["peer"])
+        path = Path(args.grid_out or REPO / "benchmarks" / "results" / "quality" / f"{args.minutes:g}min-{names}.png")
+        print(f"{path}: rows " + "; ".join(grid(races[-1], runs, args.gflops, path)))
         return
-    torch.set_num_threads(args.threads)
-    runs = Path(args.runs).expanduser()
     parse = (lambda text: [int(x) for x in text.split(",") if x])
     steps, peer_steps, inception_steps = parse(args.steps), parse(args.peer_steps), parse(args.inception_steps)
     models = [m for m in args.models.split(",") if m]

@@ -320,3 +320,30 @@ def test_elastic_replicate_trains_the_named_members_with_their_seed():
     cfgs = {n: bench_recipe.config_for(n, {**recipe, **m["overrides"]}, Path("/tmp/x"), 10, 1) for n, m in reps.items()}
     assert cfgs["D3-s2"].train.seed == 2 and cfgs["D3-s2"].model.diffusion_depth == 3
     assert cfgs["elastic-1x-s2"].train.seed == 2 and cfgs["elastic-1x-s2"].model.depths == (1, 2, 3, 4, 5, 6)
+
+
+def test_quality_grid_takes_each_model_near_the_asked_compute_and_the_peer_at_its_better_sampler(tmp_path,
+                                                                                                 monkeypatch):
+    import bench_quality
+    import peer_diffusers
+    from PIL import Image
+    from workbench import checkpoint, evaluation
+
+    def curve(*points):
+        return {"fmnist-classifier": [{"steps": s, "flops": f * 1e9, "fid": fid} for s, f, fid in points]}
+
+    row = {"curves": {"recipe": curve((4, 2.0, 35.3), (16, 6.0, 17.6), (32, 11.2, 16.7)),
+                      "peer-ddim": curve((4, 3.0, 44.5), (8, 6.1, 26.6)),
+                      "peer-dpm++2m": curve((4, 3.0, 35.3), (8, 6.1, 17.5)), "peer": curve((8, 6.1, 17.5))}}
+    asked = []
+    monkeypatch.setattr(checkpoint, "load_for_inference", lambda path: (path.name, None))
+    monkeypatch.setattr(evaluation, "sample_images", lambda model, cfg, n, steps, seed: (
+        asked.append((model, steps)) or torch.full((n, 1, 32, 32), -1.0), None, 0.0))
+    monkeypatch.setattr(peer_diffusers, "load_peer", lambda path: "unet")
+    monkeypatch.setattr(peer_diffusers, "sample_peer", lambda unet, n, steps, seed, sampler: (
+        asked.append((f"{unet} {sampler}", steps)) or torch.ones(n, 1, 32, 32)))
+    labels = bench_quality.grid(row, tmp_path, 6.0, tmp_path / "grid.png", n=4)
+    assert asked == [("recipe", 16), ("unet dpm++2m", 8)]
+    assert labels == ["recipe S=16 (6.0 GFLOP, FID 17.6)", "peer dpm++2m S=8 (6.1 GFLOP, FID 17.5)"]
+    image = Image.open(tmp_path / "grid.png")
+    assert image.width > 4 * 32 and 2 * 32 <= image.height < 3 * 32  # one row per model, four images each
