@@ -48,8 +48,8 @@ import torch
 
 from bench_recipe import VARIANTS, WINNER, config_for, plan, run_worker
 from harness import emit, machine
-from workbench.replicates import difference, seeded_name, split_seed, spread
 from workbench.comparison import area_between, frontier, grid_point
+from workbench.replicates import difference, seeded_name, split_seed, spread
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6  # fmnist-small's depth

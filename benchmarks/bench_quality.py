@@ -220,6 +220,11 @@ def figure(curves: dict[str, dict[str, list[dict]]], path: Path) -> None:
     fig.write_html(path, include_plotlyjs="cdn")
 
 
+def raced(row: dict) -> list[str]:
+    """The workbench models a race (a version-3 line of --out) ran against the peer, in WORKBENCH_MODELS' order."""
+    return [k for k in WORKBENCH_MODELS if k in row["curves"]]
+
+
 def report(row: dict) -> str:
     """Markdown tables of one race (a version-3 line of --out): each curve's FID per S with its sampling GFLOP, then
     each workbench model's FID ratio to the peer at equal compute."""
@@ -241,7 +246,7 @@ def report(row: dict) -> str:
     lines += ["FID ratio to the peer at its better sampler, at equal sampling compute (log-FLOP interpolation, only "
               "where both curves were measured):", "", "| ratio | extractor | GFLOP range | at each knot | median |",
               "|---|---|---|---|---|"]
-    for kind in [k for k in WORKBENCH_MODELS if f"{k}_over_peer" in row]:
+    for kind in raced(row):
         for e, r in row[f"{kind}_over_peer"].items():
             if r:
                 lines.append(f"| {kind} / peer | {e} | {r['flops'][0] / 1e9:.1f}-{r['flops'][-1] / 1e9:.1f} | "
@@ -263,7 +268,7 @@ def grid(row: dict, runs: Path, gflops: float, path: Path, n: int = 16) -> list[
     from workbench.evaluation import sample_images
     from workbench.images import save_grid
     rows, labels = [], []
-    for kind in [k for k in WORKBENCH_MODELS if k in row["curves"]]:
+    for kind in raced(row):
         p = nearest(row["curves"][kind]["fmnist-classifier"], gflops)
         model, cfg = load_for_inference(runs / kind)
         rows.append(sample_images(model, cfg, n, p["steps"], seed=0)[0].clamp(-1, 1))
@@ -313,7 +318,7 @@ def main() -> None:
         if args.mode == "report":
             print(report(races[-1]))
             return
-        names = "-".join([k for k in WORKBENCH_MODELS if k in races[-1]["curves"]] + ["peer"])
+        names = "-".join([*raced(races[-1]), "peer"])
         path = Path(args.grid_out or REPO / "benchmarks" / "results" / "quality" / f"{args.minutes:g}min-{names}.png")
         print(f"{path}: rows " + "; ".join(grid(races[-1], runs, args.gflops, path)))
         return
