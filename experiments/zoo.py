@@ -15,6 +15,8 @@ Families (same data and same training budget inside a family):
   blocks-emoji256 T in {1, 4, 16}, N=6, D=3, Fluent 3D emoji 256x256 as 32x32x4 latents of the codec trained here:
                   the presets emoji256-T1/T4/T16 with their budgets (about an hour each on 2 CPU threads, or
                   GPU_BUDGETS with --gpu); they need the codec (shipped in data/codecs/fluent3d-tiny)
+  blocks-people256 the same on the people subset of Fluent 3D (dataset fluent-people: people, hands, smileys;
+                  1,786 training images), the analogue of the paper's FFHQ: presets people256-T1/T4/T16, 5,000 steps
   ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers, each with
                   the training seeds of workbench.zoo.ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...)
 Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member

@@ -65,3 +65,15 @@ def test_elastic_presets_are_their_twins_with_every_depth_trainable(name, twin):
     assert cfg.model.depths == tuple(range(1, cfg.model.depth + 1)) and cfg.model.diffusion_depth == 3
     assert cfg.override(**{"model.elastic_depths": []}).model == base.model  # nothing else changes
     assert cfg.train.out_dir == f"runs/{name}" and cfg.name == name
+
+
+@pytest.mark.parametrize("blocks", [1, 4, 16])
+def test_people256_presets_are_emoji256_on_the_people_subset(blocks):
+    """The FFHQ analogue differs from its emoji256 twin in the dataset and the budget alone (and its name and run
+    folder)."""
+    cfg, twin = wb.preset(f"people256-T{blocks}"), wb.preset(f"emoji256-T{blocks}")
+    assert cfg.data.dataset == "fluent-people" and twin.data.dataset == "fluent"
+    assert cfg.override(**{"data.dataset": "fluent", "name": twin.name, "train.out_dir": twin.train.out_dir,
+                            "train.max_steps": twin.train.max_steps, "train.max_minutes": twin.train.max_minutes}) == twin
+    assert cfg.train.max_steps == 5000 and cfg.train.max_minutes == 60.0
+    assert cfg.train.out_dir == f"runs/people256-T{blocks}" and cfg.model.num_blocks == blocks

@@ -68,7 +68,7 @@ def test_load_reports_orders_members_and_round_trips(zoo, tmp_path_factory):
     assert list(reports.load_reports("blocks-emoji", zoo)) == ["T1", "T4", "T16"]
     assert reports.load_reports("vertical", zoo / "nothing") == {}
     assert reports.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "blocks-emoji256": 0,
-                                       "ablations": 6}
+                                       "blocks-people256": 0, "ablations": 6}
     r = vertical["D1"]
     again = reports.read_report(reports.write_report(r, tmp_path_factory.mktemp("out")))
     assert again.to_dict() == r.to_dict()
@@ -261,6 +261,8 @@ def test_live_configs_follow_the_zoo_families(tmp_path):
     fluent = ex.live_config("blocks-emoji256", "T4", 5, tmp_path)
     assert (fluent.data.dataset, fluent.data.image_size, fluent.data.codec, fluent.model.latent_size,
             fluent.model.num_blocks) == ("fluent", 256, "vae", 32, 4)
+    people = ex.live_config("blocks-people256", "T16", 5, tmp_path)
+    assert (people.data.dataset, people.data.image_size, people.model.num_blocks) == ("fluent-people", 256, 16)
     assert not ex.live_config("ablations", "no-zcond", 5, tmp_path).model.use_z_cond
 
 
@@ -351,19 +353,20 @@ def zoo_script():
 
 
 @pytest.mark.parametrize("gpu", [False, True])
-def test_the_256px_zoo_family_is_the_emoji256_presets_with_their_budgets(gpu):
+@pytest.mark.parametrize("family_name,prefix", [("blocks-emoji256", "emoji256"), ("blocks-people256", "people256")])
+def test_the_256px_zoo_families_are_their_presets_with_their_budgets(gpu, family_name, prefix):
     from workbench.presets import GPU_BUDGETS
 
-    family = [m for m in zoo_script().members(gpu) if m.family == "blocks-emoji256"]
+    family = [m for m in zoo_script().members(gpu) if m.family == family_name]
     assert [m.name for m in family] == ["T1", "T4", "T16"]
     for m in family:
-        want = wb.preset(f"emoji256-{m.name}", gpu=gpu).to_dict()
+        want = wb.preset(f"{prefix}-{m.name}", gpu=gpu).to_dict()
         got = m.config.to_dict()
         assert got["model"] == want["model"] and got["data"] == want["data"] and m.config.model.num_blocks == \
             int(m.name[1:])
         assert {k: v for k, v in got["train"].items() if k != "out_dir"} == \
             {k: v for k, v in want["train"].items() if k != "out_dir"}
-        budget = GPU_BUDGETS[f"emoji256-{m.name}"]
+        budget = GPU_BUDGETS[f"{prefix}-{m.name}"]
         assert m.config.train.batch_size == (budget["train.batch_size"] if gpu else wb.preset("emoji256-T1").train
                                              .batch_size) and (m.config.train.accelerator == "cuda") == gpu
 

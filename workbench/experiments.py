@@ -27,8 +27,9 @@ from .zoo import MEMBERS
 
 def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -> Config:
     """A tiny member of `family` for FAST mode (seconds to train): the family's overrides on a 4-layer width-32
-    model, Fashion-MNIST 32px, emoji 64px (patch 8) or Fluent 3D 256px as 32x32x4 latents of the codec trained
-    here (patch 4, 64 of the images; it trains once data/codecs/fluent3d-tiny exists), float32 on one CPU process."""
+    model, Fashion-MNIST 32px, emoji 64px (patch 8) or Fluent 3D 256px (all of it, or its people subset) as 32x32x4
+    latents of the codec trained here (patch 4, 64 of the images; it trains once data/codecs/fluent3d-tiny exists),
+    float32 on one CPU process."""
     over = dict(MEMBERS[family])[name]
     base = {"model.width": 32, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2, "model.num_blocks": 4,
             "train.max_steps": train_steps, "train.batch_size": 16, "train.lr": 2e-3, "train.warmup_frac": 0.05,
@@ -38,8 +39,8 @@ def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -
     if family == "blocks-emoji":
         base.update({"data.dataset": "emoji", "data.image_size": 64, "data.channels": 3, "model.latent_size": 64,
                      "model.latent_channels": 3, "model.patch_size": 8})
-    if family == "blocks-emoji256":
-        base.update({"data.dataset": "fluent", "data.image_size": 256, "data.channels": 3, "data.codec": "vae",
+    if family in ("blocks-emoji256", "blocks-people256"):
+        base.update({"data.dataset": "fluent" if family == "blocks-emoji256" else "fluent-people", "data.image_size": 256, "data.channels": 3, "data.codec": "vae",
                      "data.vae_path": FLUENT_CODEC, "data.latent_scale": 0.0, "model.latent_size": 32,
                      "model.latent_channels": 4, "model.patch_size": 4,
                      "data.max_images": 64})  # 64 of the 3,109 images: encoding all of them takes minutes

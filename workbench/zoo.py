@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .replicates import seeded_name, split_seed
 
-FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "ablations")
+FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "blocks-people256", "ablations")
 EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
 ABLATIONS = [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
              ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
@@ -19,6 +19,7 @@ MEMBERS = {  # family -> [(member name, config overrides)]
     "blocks-fmnist": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "blocks-emoji": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     "blocks-emoji256": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
+    "blocks-people256": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
     # each ablation with every seed of ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...: workbench.replicates)
     "ablations": [(seeded_name(name, seed), {**over, "train.seed": seed})
                   for name, over in ABLATIONS for seed in ABLATION_SEEDS],
@@ -35,7 +36,8 @@ def depth_report_name(name: str, depth: int) -> str:
 
 # families whose members are presets of their own, trained with the preset's budget (its GPU budget with --gpu):
 # the Fluent 3D emoji at 256 px through the codec trained here (presets emoji256-T1/T4/T16)
-PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}"}
+# and its people subset, the analogue of the paper's FFHQ (presets people256-T1/T4/T16)
+PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}", "blocks-people256": "people256-{name}"}
 
 SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision EMA exports)
 
