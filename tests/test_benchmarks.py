@@ -347,3 +347,33 @@ def test_quality_grid_takes_each_model_near_the_asked_compute_and_the_peer_at_it
     assert labels == ["recipe S=16 (6.0 GFLOP, FID 17.6)", "peer dpm++2m S=8 (6.1 GFLOP, FID 17.5)"]
     image = Image.open(tmp_path / "grid.png")
     assert image.width > 4 * 32 and 2 * 32 <= image.height < 3 * 32  # one row per model, four images each
+
+
+def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_log(tmp_path, monkeypatch, one_thread):
+    """bench_floors on a stand-in Fluent set and an untrained codec: the real row, at n = every image of the
+    reference, is the reference itself (FID ~0); the untrained codec's reconstructions are far from it; the real
+    features come from the feature log the reference left, so the extractor then only sees reconstructions."""
+    import bench_floors
+    from fluent_fixture import write_fluent, write_tiny_codec
+
+    import workbench as wb
+    from workbench import features, metrics
+    from workbench.config import DataConfig
+    from workbench.data import build_dataset
+
+    fluent, codec = write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec")
+    cfg = wb.preset("people256-T16", **{"data.root": str(fluent), "data.vae_path": str(codec)})
+    n = len(build_dataset(DataConfig(dataset="fluent-people", root=str(fluent), image_size=256, channels=3), "all"))
+    ref = metrics.reference_stats("fluent-people", "all", "fmnist-classifier", image_size=256, root=str(fluent),
+                                  cache_dir=tmp_path / "ref", log_dir=tmp_path / "log")
+    seen, real_extract = [], features.extract_features
+    monkeypatch.setattr(bench_floors, "extract_features", lambda net, x, b: seen.append(len(x)) or real_extract(net, x, b))
+    monkeypatch.setattr(metrics, "extract_features", lambda net, x, b: seen.append(-len(x)) or real_extract(net, x, b))
+    out = bench_floors.floors(cfg, n, extractor="fmnist-classifier", reference=ref, log_dir=tmp_path / "log", batch=4)
+    assert sum(seen) == n and all(s > 0 for s in seen)  # reconstructions only: the originals came from the log
+    assert out["real"]["fid"] == pytest.approx(0, abs=1e-6) and out["n"] == n == ref.count
+    assert out["through_codec"]["fid"] > 1 and out["codec_paired"]["fid"] == pytest.approx(out["through_codec"]["fid"])
+    low, high = out["through_codec"]["fid_low"], out["through_codec"]["fid_high"]
+    assert low <= out["through_codec"]["fid"] <= high or high - low < 1e-9
+    with pytest.raises(ValueError, match="Fix: use 2 <= --n"):
+        bench_floors.floors(cfg, n + 1, extractor="fmnist-classifier", reference=ref, log_dir=tmp_path / "log")

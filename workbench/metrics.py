@@ -160,6 +160,21 @@ def _first_sentence(doc: str) -> str:
     return paragraph if end < 0 else paragraph[:end + 1]
 
 
+def real_features(ds: torch.utils.data.Dataset, label: str, split: str, image_size: int, extractor: nn.Module, n: int,
+                  seed: int = 0, batch_size: int = 64, log_dir: Path | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[Tensor, list[int], float]:
+    """(features (n, F), the dataset indices they are of, seconds): the first n images of a seed-`seed` permutation
+    of a built dataset split, the images reference statistics are made of, read from or added to the feature log
+    of that permutation (named by `label`, `split` and `image_size`, keyed by the dataset's identity and the
+    extractor), so statistics built on this machine make every smaller sample of the same images free."""
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
+    content = hashlib.sha256(json.dumps(ds.identity, sort_keys=True).encode()).hexdigest()[:12]
+    log_name = f"{label}-{image_size}px-{split}-{extractor.id}-seed{seed}-{content}.safetensors"
+    feats, seconds = _feature_log(Path(log_dir or FEATURE_LOG_DIR) / log_name, extractor, ds, order, n, batch_size,
+                                  progress)
+    return feats, order[:n], seconds
+
+
 def reference_stats(dataset: str, split: str = "train", extractor: str | nn.Module = "fmnist-classifier",
                     n: int | None = None, image_size: int = 32, channels: int | None = None, root: str = "",
                     kid_sample: int = 1000, seed: int = 0, batch_size: int = 64, cache_dir: Path = REFERENCE_DIR,
@@ -190,11 +205,7 @@ def reference_stats(dataset: str, split: str = "train", extractor: str | nn.Modu
             raise ValueError(f"{path} was computed with {stats.card['extractor_id']}, not {extractor.id}. Fix: "
                              "delete it (and its .json) to recompute, or restore the extractor weights it names.")
         return stats
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-    content = hashlib.sha256(json.dumps(ds.identity, sort_keys=True).encode()).hexdigest()[:12]
-    log_name = f"{label}-{image_size}px-{split}-{extractor.id}-seed{seed}-{content}.safetensors"
-    log = Path(log_dir or FEATURE_LOG_DIR) / log_name
-    feats, seconds = _feature_log(log, extractor, ds, order, n, batch_size, progress)
+    feats, _, seconds = real_features(ds, label, split, image_size, extractor, n, seed, batch_size, log_dir, progress)
     card = {"name": name, "dataset": dataset, "split": split, "image_size": image_size, "channels": channels,
             "dataset_identity": ds.identity, "subset": f"first {n} of torch.randperm({len(ds)}) seeded {seed}",
             "dataset_transform": _first_sentence(type(ds).__doc__ or ""),
