@@ -136,7 +136,7 @@ def cmd_list(ms: list[Member]) -> None:
     for m in ms:
         c, status, secs = m.config, run_status[m.key], seconds[m.key]
         took = "" if secs is None else f" {secs / 60:6.1f} min"
-        print(f"{m.family:15s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
+        print(f"{m.family:16s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
               f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} {status}{took}")
     print("training wall clock per family (each run once; as recorded by the machine that trained it):")
     families = dict.fromkeys(m.family for m in ms)
@@ -144,10 +144,10 @@ def cmd_list(ms: list[Member]) -> None:
         keys = dict.fromkeys(m.key for m in ms if m.family == family)
         known = [seconds[k] for k in keys if seconds[k] is not None]
         missing = len(keys) - len(known)
-        print(f"  {family:15s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
+        print(f"  {family:16s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
               + (f" ({missing} not trained or not recorded)" if missing else ""))
     known = [v for v in seconds.values() if v is not None]
-    print(f"  {'all':15s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
+    print(f"  {'all':16s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
           + (f" ({len(seconds) - len(known)} not trained or not recorded)" if len(known) < len(seconds) else ""))
 
 
