@@ -258,10 +258,13 @@ def test_reference_stats_cache_and_provenance(tmp_path):
         load_reference(path)
 
 
-@pytest.mark.parametrize("path,count", [(CLASSIFIER_REF, 60000), (INCEPTION_REF, 10000)])
-def test_shipped_reference_stats(path, count):
-    stats = load_reference(path)
-    assert stats.count == count and stats.card["dataset"] == "fashion-mnist" and stats.card["split"] == "train"
+@pytest.mark.parametrize("path,count,dataset,split", [
+    (CLASSIFIER_REF, 60000, "fashion-mnist", "train"), (INCEPTION_REF, 10000, "fashion-mnist", "train"),
+    (REFERENCE_DIR / "fluent-256px-all-inception-3391.safetensors", 3391, "fluent", "all"),
+    (REFERENCE_DIR / "fluent-people-256px-all-inception-1928.safetensors", 1928, "fluent-people", "all")])
+def test_shipped_reference_stats(path, count, dataset, split):
+    stats = load_reference(path)  # checked against the sha256 its card records
+    assert stats.count == count and stats.card["dataset"] == dataset and stats.card["split"] == split
     assert stats.card["extractor_id"].startswith(stats.card["extractor"])
     assert torch.allclose(stats.sigma, stats.sigma.T) and torch.linalg.eigvalsh(stats.sigma).min() > -1e-9
 
