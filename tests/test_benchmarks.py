@@ -367,7 +367,8 @@ def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_lo
     ref = metrics.reference_stats("fluent-people", "all", "fmnist-classifier", image_size=256, root=str(fluent),
                                   cache_dir=tmp_path / "ref", log_dir=tmp_path / "log")
     seen, real_extract = [], features.extract_features
-    monkeypatch.setattr(bench_floors, "extract_features", lambda net, x, b: seen.append(len(x)) or real_extract(net, x, b))
+    monkeypatch.setattr(bench_floors, "extract_features",
+                        lambda net, x, b: seen.append(len(x)) or real_extract(net, x, b))
     monkeypatch.setattr(metrics, "extract_features", lambda net, x, b: seen.append(-len(x)) or real_extract(net, x, b))
     out = bench_floors.floors(cfg, n, extractor="fmnist-classifier", reference=ref, log_dir=tmp_path / "log", batch=4)
     assert sum(seen) == n and all(s > 0 for s in seen)  # reconstructions only: the originals came from the log

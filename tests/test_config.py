@@ -74,6 +74,7 @@ def test_people256_presets_are_emoji256_on_the_people_subset(blocks):
     cfg, twin = wb.preset(f"people256-T{blocks}"), wb.preset(f"emoji256-T{blocks}")
     assert cfg.data.dataset == "fluent-people" and twin.data.dataset == "fluent"
     assert cfg.override(**{"data.dataset": "fluent", "name": twin.name, "train.out_dir": twin.train.out_dir,
-                            "train.max_steps": twin.train.max_steps, "train.max_minutes": twin.train.max_minutes}) == twin
+                            "train.max_steps": twin.train.max_steps,
+                            "train.max_minutes": twin.train.max_minutes}) == twin
     assert cfg.train.max_steps == 5000 and cfg.train.max_minutes == 60.0
     assert cfg.train.out_dir == f"runs/people256-T{blocks}" and cfg.model.num_blocks == blocks

@@ -40,9 +40,10 @@ def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -
         base.update({"data.dataset": "emoji", "data.image_size": 64, "data.channels": 3, "model.latent_size": 64,
                      "model.latent_channels": 3, "model.patch_size": 8})
     if family in ("blocks-emoji256", "blocks-people256"):
-        base.update({"data.dataset": "fluent" if family == "blocks-emoji256" else "fluent-people", "data.image_size": 256, "data.channels": 3, "data.codec": "vae",
-                     "data.vae_path": FLUENT_CODEC, "data.latent_scale": 0.0, "model.latent_size": 32,
-                     "model.latent_channels": 4, "model.patch_size": 4,
+        base.update({"data.dataset": "fluent" if family == "blocks-emoji256" else "fluent-people",
+                     "data.image_size": 256, "data.channels": 3, "data.codec": "vae", "data.vae_path": FLUENT_CODEC,
+                     "data.latent_scale": 0.0, "model.latent_size": 32, "model.latent_channels": 4,
+                     "model.patch_size": 4,
                      "data.max_images": 64})  # 64 of the 3,109 images: encoding all of them takes minutes
     return preset("tiny").override(**{**base, **over})
 
