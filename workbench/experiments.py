@@ -14,7 +14,7 @@ import torch
 
 from .checkpoint import export_for_inference, load_for_inference
 from .config import Config
-from .presets import FLUENT_CODEC, preset
+from .presets import preset
 from .evaluation import evaluate_curve, reference_for, reference_split
 from .metrics import reference_stats
 from .paths import ZOO_DIR
@@ -22,7 +22,7 @@ from .replicates import split_seed
 from .sampling import generate_images
 from .reports import Report, load_reports, report_from_dict, weights_path, write_report
 from .train import train
-from .zoo import MEMBERS
+from .zoo import MEMBERS, PRESET_FAMILIES
 
 
 def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -> Config:
@@ -39,12 +39,12 @@ def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -
     if family == "blocks-emoji":
         base.update({"data.dataset": "emoji", "data.image_size": 64, "data.channels": 3, "model.latent_size": 64,
                      "model.latent_channels": 3, "model.patch_size": 8})
-    if family in ("blocks-emoji256", "blocks-people256"):
-        base.update({"data.dataset": "fluent" if family == "blocks-emoji256" else "fluent-people",
-                     "data.image_size": 256, "data.channels": 3, "data.codec": "vae", "data.vae_path": FLUENT_CODEC,
-                     "data.latent_scale": 0.0, "model.latent_size": 32, "model.latent_channels": 4,
-                     "model.patch_size": 4,
-                     "data.max_images": 64})  # 64 of the 3,109 images: encoding all of them takes minutes
+    if family in PRESET_FAMILIES:  # the data, codec and latent grid of the family's own preset
+        own = preset(PRESET_FAMILIES[family].format(name=name))
+        base.update({f"data.{k}": getattr(own.data, k) for k in ("dataset", "image_size", "channels", "codec",
+                                                                  "vae_path", "latent_scale")})
+        base.update({f"model.{k}": getattr(own.model, k) for k in ("latent_size", "latent_channels", "patch_size")})
+        base["data.max_images"] = 64  # 64 of the images: encoding all of them takes minutes
     return preset("tiny").override(**{**base, **over})
 
 

@@ -12,14 +12,15 @@ ABLATIONS = [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in t
              ("hidden0", {"diffusion.hidden_loss_weight": 0.0})]
 ABLATION_SEEDS = (0, 1, 2)  # training seeds: an ablation's effect is read against the spread between them
 VERTICAL_D = (1, 2, 3, 4)  # N/4 .. N of the zoo's N=4
+T_SWEEP = [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)]  # the members of every blocks-* family
 MEMBERS = {  # family -> [(member name, config overrides)]
     # the dedicated models, and one elastic model trained at every D of them (its reports: "elastic-D1", ...)
     "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in VERTICAL_D]
                 + [("elastic", {"model.elastic_depths": list(VERTICAL_D)})],
-    "blocks-fmnist": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
-    "blocks-emoji": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
-    "blocks-emoji256": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
-    "blocks-people256": [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)],
+    "blocks-fmnist": T_SWEEP,
+    "blocks-emoji": T_SWEEP,
+    "blocks-emoji256": T_SWEEP,
+    "blocks-people256": T_SWEEP,
     # each ablation with every seed of ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...: workbench.replicates)
     "ablations": [(seeded_name(name, seed), {**over, "train.seed": seed})
                   for name, over in ABLATIONS for seed in ABLATION_SEEDS],
