@@ -78,3 +78,19 @@ def test_people256_presets_are_emoji256_on_the_people_subset(blocks):
                             "train.max_minutes": twin.train.max_minutes}) == twin
     assert cfg.train.max_steps == 5000 and cfg.train.max_minutes == 60.0
     assert cfg.train.out_dir == f"runs/people256-T{blocks}" and cfg.model.num_blocks == blocks
+
+
+def test_people256_cond_preset_is_people256_made_class_conditional():
+    """The class-conditional FFHQ analogue is people256-T16 with group x tone labels, guidance and label proportions;
+    the proportions are the training set's (checked against the fetched package when it is here)."""
+    cfg, base = wb.preset("people256-cond-T16"), wb.preset("people256-T16")
+    assert cfg.model.num_classes == 48 and cfg.data.labels == "group-tone" and cfg.sample.cfg_scale > 1
+    assert cfg.override(**{"name": base.name, "train.out_dir": base.train.out_dir, "model.num_classes": 0,
+                            "data.labels": "group", "sample.class_counts": [], "sample.cfg_scale": 1.0}) == base
+    counts = cfg.sample.class_counts
+    assert len(counts) == 48 and sum(counts) == 1786 and sum(c > 0 for c in counts) == 36
+    from workbench import emoji
+    from workbench.data import build_dataset
+    if (emoji.FLUENT_DIR / "SHA256SUMS").is_file():
+        ds = build_dataset(cfg.data, "train")
+        assert tuple(sum(y == k for _, y in ds.samples) for k in range(48)) == counts

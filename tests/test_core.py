@@ -101,6 +101,30 @@ def test_cache_equals_recompute_with_guidance():
     assert not torch.allclose(a, c)
 
 
+def test_sample_labels_follow_the_class_counts_and_the_seed():
+    """Labels not given are drawn in sample.class_counts' proportions (a class without images never), from the
+    sample seed; without counts they cycle through the classes. A guided sample with the drawn labels is the sample
+    with those labels passed explicitly."""
+    from workbench.sampling import default_labels
+    cfg, m = make(4, 2, 4, num_classes=4)
+    counts = (0, 3, 1, 0)
+    drawn = default_labels(m, 4000, "cpu", counts, seed=0)
+    share = torch.bincount(drawn, minlength=4).double() / 4000
+    assert share[0] == share[3] == 0 and abs(float(share[1]) - 0.75) < 0.03
+    assert torch.equal(drawn, default_labels(m, 4000, "cpu", counts, seed=0))
+    assert not torch.equal(drawn, default_labels(m, 4000, "cpu", counts, seed=1))
+    assert default_labels(m, 6, "cpu").tolist() == [0, 1, 2, 3, 0, 1]
+    cfg = cfg.override(**{"sample.class_counts": counts, "sample.cfg_scale": 2.0})
+    labels = default_labels(m, 3, "cpu", counts, seed=5)
+    a = wb.generate(m, cfg, num_images=3, steps=2, seed=5)
+    b = wb.generate(m, cfg, num_images=3, steps=2, seed=5, labels=labels)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="sample.class_counts.*3 counts.*num_classes=4.*Fix"):
+        cfg.override(**{"sample.class_counts": (1, 2, 3)})
+    with pytest.raises(ValueError, match="sample.class_counts.*Fix"):
+        cfg.override(**{"sample.class_counts": (0, 0, 0, 0)})
+
+
 def _denoise_with_context(m, context_blocks, k, z_cond=None):
     """Cache the given finished blocks, then run one denoising step of block k (optionally forcing z_cond)."""
     cache = m.new_cache(1)

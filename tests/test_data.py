@@ -376,3 +376,29 @@ def test_fetch_script_names_npm_when_missing_and_skips_an_installed_package(tmp_
     out = subprocess.run(["/bin/bash", str(FETCH), str(installed)], env={"PATH": str(tmp_path / "bin")},
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stderr == ""
+
+
+def test_fluent_label_schemes_group_tone_and_both(fluent):
+    """data.labels picks the Fluent sets' labels: the Unicode group of the first code point, the skin tone (0 none,
+    1..5 for U+1F3FB..U+1F3FF) or both as group * 6 + tone; other datasets refuse the Fluent-only schemes."""
+    assert [emoji.fluent_tone(n) for n in ("1f3c3.webp", "1f3c3-1f3fb.webp", "1f3c3-1f3ff.webp",
+                                           "1f9d1-1f3fd-200d-1f4bb.webp")] == [0, 1, 5, 3]
+    assert emoji.fluent_label("1f3c3-1f3fd.webp", "group") == 2 and emoji.fluent_label("1f3c3-1f3fd.webp", "tone") == 3
+    assert emoji.fluent_label("1f3c3-1f3fd.webp", "group-tone") == 2 * 6 + 3
+    with pytest.raises(ValueError, match="unknown label scheme 'shape'.*Fix"):
+        emoji.fluent_label("1f3c3.webp", "shape")
+    sets = {}
+    for scheme, classes in (("group", 8), ("tone", 6), ("group-tone", 48)):
+        cfg = DataConfig(dataset="fluent-people", root=str(fluent), image_size=32, channels=3, labels=scheme)
+        ds = build_dataset(cfg, "train")
+        assert num_classes(cfg) == classes == len(ds.classes)
+        sets[scheme] = ds
+        labels = {p.name: y for p, y in ds.samples}
+        assert labels["1f3c3-1f3fe.webp"] == {"group": 2, "tone": 4, "group-tone": 16}[scheme]
+        assert all(0 <= y < classes for y in labels.values())
+    # the labels are part of the identity, so a latent cache of one scheme is never served for another
+    assert len({ds.identity["files"] for ds in sets.values()}) == 3
+    with pytest.raises(ValueError, match="data.labels.*Fluent sets only.*Fix"):
+        DataConfig(dataset="fashion-mnist", labels="tone")
+    with pytest.raises(ValueError, match="data.labels.*unknown label scheme.*Fix"):
+        DataConfig(dataset="fluent", labels="colour")

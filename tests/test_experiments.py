@@ -634,3 +634,18 @@ def test_zoo_list_says_what_is_shipped_and_totals_training_time_per_family(tmp_p
     assert "vertical          5 runs    10.0 min (4 not trained or not recorded)" in out
     assert "blocks-fmnist     3 runs    15.0 min (1 not trained or not recorded)" in out
     assert "all               7 runs    15.0 min = 0.2 h (5 not trained or not recorded)" in out
+
+
+def test_zoo_run_keys_leave_out_fields_added_at_their_defaults():
+    """A config field added after the zoo's runs were keyed (data.labels) keeps the runs' folders at its default and
+    gives a new run when set: the key at the default is the key of the config without the field."""
+    import hashlib
+    zoo = zoo_script()
+    cfg = wb.preset("tiny", **{"model.width": 32})
+    fluent = cfg.override(**{"data.dataset": "fluent-people", "data.channels": 3, "model.latent_channels": 3})
+    d = fluent.to_dict()
+    del d["data"]["labels"]
+    blob = json.dumps({"model": d["model"], "diffusion": d["diffusion"], "data": d["data"],
+                       "train": {k: v for k, v in d["train"].items() if k != "out_dir"}}, sort_keys=True)
+    assert zoo.Member("f", "T4", fluent).key == hashlib.sha256(blob.encode()).hexdigest()[:10]
+    assert zoo.Member("f", "T4", fluent.override(**{"data.labels": "tone"})).key != zoo.Member("f", "T4", fluent).key

@@ -151,14 +151,16 @@ def _depth_arguments(parser: argparse.ArgumentParser) -> None:
                        "noisiest first")
     group.add_argument("--allow-untrained-depth", action="store_true",
                        help="sample a D the checkpoint was not trained at (reports label it)")
+    parser.add_argument("--cfg-scale", type=float, metavar="W", help="classifier-free guidance scale of a "
+                        "class-conditional model (1 = none; default: the config's)")
 
 
 def _depth_overrides(args: argparse.Namespace) -> dict:
-    """The sample-section overrides of the depth arguments that were given ("4,3,2,1" strings are coerced and
+    """The sample-section overrides of the depth (and guidance) arguments that were given ("4,3,2,1" strings are coerced and
     validated by the config, whose errors name the field and the fix)."""
     given = {"diffusion_depth": args.diffusion_depth, "depth_schedule": args.depth_schedule,
              "steps_schedule": args.steps_schedule, "depth_per_step": args.depth_per_step,
-             "allow_untrained_depth": args.allow_untrained_depth or None}
+             "allow_untrained_depth": args.allow_untrained_depth or None, "cfg_scale": args.cfg_scale}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -21,8 +21,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import DataConfig
-from .emoji import (EMOJI_FONT, EMOJI_GROUPS, FETCH_FLUENT, FLUENT_BACKGROUND, emoji_arrays, emoji_group, fluent_base,
-                    fluent_codepoints, fluent_dir, fluent_manifest, fluent_subset)
+from .emoji import (EMOJI_FONT, EMOJI_GROUPS, FETCH_FLUENT, FLUENT_BACKGROUND, FLUENT_LABELS, emoji_arrays, fluent_base,
+                    fluent_dir, fluent_label, fluent_manifest, fluent_subset)
 from .paths import REPO_ROOT, sha256_file
 
 SPLITS = ("train", "val", "test", "all")  # "all": train and held out together (reference statistics of small sets)
@@ -294,7 +294,8 @@ class FluentEmoji(ImageFolder):
     """The Fluent 3D emoji (npm @lobehub/fluent-emoji-3d@1.1.0, 256x256 RGBA WebP) composited on FLUENT_BACKGROUND
     and resized (LANCZOS) to image_size; dataset "fluent-people" keeps people, hands and smileys (emoji.fluent_subset).
 
-    Labels: the coarse Unicode groups of the Noto dataset (EMOJI_GROUPS), by the first code point. The ~10 %
+    Labels (data.labels, emoji.FLUENT_LABELS): the coarse Unicode groups of the Noto dataset (EMOJI_GROUPS), by the
+    first code point; or the skin tone (0 none, 1..5); or both (group * 6 + tone). The ~10 %
     held out for 'val'/'test' is drawn by a hash of the name without skin tones, so the five tones of an emoji
     fall on one side. Each file of the split is checked against SHA256SUMS when the dataset is built (~0.1 s for the
     whole set): a missing or changed file is reported as the image folders report an unreadable one
@@ -307,9 +308,11 @@ class FluentEmoji(ImageFolder):
         self.root = fluent_dir(cfg.root)
         self.repair = f"reinstall the package (delete {self.root}, then {FETCH_FLUENT})"
         self.manifest = fluent_manifest(self.root)
-        self.classes = [name for _, name in EMOJI_GROUPS]
+        groups, tones = [name for _, name in EMOJI_GROUPS], ["none", *(f"tone{k}" for k in range(1, 6))]
+        self.classes = {"group": groups, "tone": tones,
+                        "group-tone": [f"{g}/{t}" for g in groups for t in tones]}[cfg.labels]
         names = fluent_subset(sorted(self.manifest), "people" if cfg.dataset == "fluent-people" else "all")
-        self._collect(cfg, split, [(self.root / "assets" / n, emoji_group(fluent_codepoints(n)[0])) for n in names])
+        self._collect(cfg, split, [(self.root / "assets" / n, fluent_label(n, cfg.labels)) for n in names])
         stamp = hashlib.sha256("\n".join(f"{p.name}:{self.manifest[p.name]}:{y}" for p, y in self.samples)
                                .encode()).hexdigest()
         self.identity = {"dataset": cfg.dataset, "split": split, "size": self.size, "channels": self.channels,
@@ -374,7 +377,9 @@ def num_classes(cfg: DataConfig) -> int:
     """Number of class labels of the dataset; 0 for a flat image folder (every label is 0)."""
     if cfg.dataset == "fashion-mnist":
         return 10
-    if cfg.dataset in ("emoji", "fluent", "fluent-people"):
+    if cfg.dataset in ("fluent", "fluent-people"):
+        return FLUENT_LABELS[cfg.labels]
+    if cfg.dataset == "emoji":
         return len(EMOJI_GROUPS)
     return len(_folder_classes(Path(cfg.root).expanduser()))
 

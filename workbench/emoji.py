@@ -112,6 +112,9 @@ SKIN_TONES = frozenset(range(0x1F3FB, 0x1F400))  # the Fitzpatrick modifiers U+1
 SMILEY_RANGES = [(0x1F600, 0x1F650), (0x1F910, 0x1F930), (0x1F970, 0x1F97B), (0x1F9D0, 0x1F9D1),
                  (0x1FAE0, 0x1FAF0), (0x2639, 0x263B)]
 FLUENT_SUBSETS = ("all", "people")  # people: people, hands and smileys (every skin tone)
+# label schemes of the Fluent set (data.labels): the coarse Unicode group of the first code point (as the Noto
+# dataset), the skin tone (0: none, the default yellow; 1..5: U+1F3FB..U+1F3FF), or both (group * 6 + tone)
+FLUENT_LABELS = {"group": len(EMOJI_GROUPS), "tone": 6, "group-tone": len(EMOJI_GROUPS) * 6}
 
 
 def emoji_group(cp: int) -> int:
@@ -122,6 +125,19 @@ def emoji_group(cp: int) -> int:
 def fluent_codepoints(name: str) -> tuple[int, ...]:
     """The code point sequence of a Fluent file name: "1f3c3-1f3fb-200d-2640-fe0f.webp" -> (0x1F3C3, 0x1F3FB, ...)."""
     return tuple(int(part, 16) for part in name.removesuffix(".webp").split("-"))
+
+
+def fluent_tone(name: str) -> int:
+    """The skin tone of a Fluent file name: 0 without a tone modifier, 1..5 for U+1F3FB..U+1F3FF."""
+    return next((cp - 0x1F3FB + 1 for cp in fluent_codepoints(name) if cp in SKIN_TONES), 0)
+
+
+def fluent_label(name: str, scheme: str = "group") -> int:
+    """The class label of a Fluent file name under a scheme of FLUENT_LABELS."""
+    if scheme not in FLUENT_LABELS:
+        raise ValueError(f"fluent_label: unknown label scheme {scheme!r}. Fix: use one of {', '.join(FLUENT_LABELS)}.")
+    group, tone = emoji_group(fluent_codepoints(name)[0]), fluent_tone(name)
+    return {"group": group, "tone": tone, "group-tone": group * 6 + tone}[scheme]
 
 
 def fluent_base(name: str) -> str:

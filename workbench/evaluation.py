@@ -227,7 +227,8 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
               samples)
     m = config.model
     analytic = sample_flops(m, block_plan(m, config.sample))  # the schedules of config.sample counted
-    cost = {"unit_note": "block-layer evaluations per image; FLOPs per image (matmuls, no guidance)",
+    cost = {"unit_note": "block-layer evaluations per image; FLOPs per image (matmuls, no guidance; the measured "
+                         "count includes the second batch half of guidance, when guided)",
             "paper_cost": s.paper_cost, "cached_cost": s.cached_cost,
             "flops_analytic": sum(analytic.values()), "flops_attention_analytic": analytic["attention"]}
     if measure_flops:
@@ -248,6 +249,10 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
                   "towers": m.towers, "timestep_conditioning": m.timestep_conditioning,
                   "parameters": sum(p.numel() for p in model.parameters())},
         "data": {"dataset": config.data.dataset, "image_size": config.data.image_size},
+        "guidance": {"cfg_scale": config.sample.cfg_scale, "labels": ("drawn in the training set's class proportions"
+                                                                      if config.sample.class_counts else
+                                                                      "cycling through the classes")}
+        if m.num_classes else None,
         "cost": cost,
         "machine": {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),

@@ -78,6 +78,24 @@ def _people256(blocks: int) -> Config:
                                          "train.max_steps": 5000, "train.max_minutes": 60.0})
 
 
+# training images per class of the people subset under data.labels="group-tone" (group * 6 + tone; 48 classes, 36
+# with images): the proportions sample labels are drawn in (tests/test_config.py checks them against the dataset)
+PEOPLE_GROUP_TONE_COUNTS = (4, 8, 8, 8, 8, 8, 0, 0, 0, 0, 0, 0, 117, 128, 128, 128, 128, 128, 84, 17, 17, 17, 17, 17,
+                            13, 13, 13, 13, 13, 13, 0, 0, 0, 0, 0, 0, 138, 105, 105, 105, 105, 105, 20, 11, 11, 11, 11,
+                            11)
+
+
+def _people256_cond(blocks: int) -> Config:
+    """people256-T{blocks} made class-conditional, as DiT and MAR are on ImageNet: 48 classes of Unicode group x skin
+    tone (data.labels="group-tone"), the label as a prefix token, dropped to the null class 10 % of the time in
+    training so that sampling can use classifier-free guidance; sample labels are drawn in the training set's
+    proportions (PEOPLE_GROUP_TONE_COUNTS). Same model, data, budget and sampler as the unconditional preset."""
+    name = f"people256-cond-T{blocks}"
+    return _people256(blocks).override(**{"name": name, "train.out_dir": f"runs/{name}", "model.num_classes": 48,
+                                          "data.labels": "group-tone", "sample.class_counts": PEOPLE_GROUP_TONE_COUNTS,
+                                          "sample.cfg_scale": 1.5})
+
+
 def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Config:
     return Config(name=name,
                   model=ModelConfig(latent_size=image // 8, latent_channels=4, patch_size=2, num_blocks=blocks,
@@ -110,6 +128,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "people256-T1": lambda: _people256(1),
     "people256-T4": lambda: _people256(4),
     "people256-T16": lambda: _people256(16),
+    "people256-cond-T16": lambda: _people256_cond(16),
     "emoji256-elastic": lambda: _emoji256(4).override(**{"name": "emoji256-elastic", "train.out_dir":
                                                          "runs/emoji256-elastic", "model.elastic_depths": [1, 2, 3, 4, 5, 6]}),
     "ffhq256": lambda: _paper("ffhq256", 256, 4, 0, "folder").override(
@@ -125,7 +144,8 @@ _EMOJI256_GPU = {"model.patch_size": 2, "train.batch_size": 128, "train.max_step
                  "data.num_workers": 4}
 GPU_BUDGETS: dict[str, dict[str, Any]] = {name: _EMOJI256_GPU for name in ("emoji256-T1", "emoji256-T4", "emoji256-T16",
                                                                             "emoji256-elastic", "people256-T1",
-                                                                            "people256-T4", "people256-T16")}
+                                                                            "people256-T4", "people256-T16",
+                                                                            "people256-cond-T16")}
 
 
 def preset(name: str, gpu: bool = False, **overrides: Any) -> Config:

@@ -77,10 +77,23 @@ def frame(codec: Codec, event: Event) -> torch.Tensor:
     return torch.where(later, placeholder(*later.shape).to(images), images)
 
 
-def default_labels(model: MADFormer, num_images: int, device) -> torch.Tensor | None:
-    """Class labels cycling through the classes (None for unconditional models)."""
+LABEL_SEED_OFFSET = 7919  # the label draw's generator: seed + this, apart from the noise's generator (seed)
+
+
+def default_labels(model: MADFormer, num_images: int, device, counts: tuple = (), seed: int = 0
+                   ) -> torch.Tensor | None:
+    """Class labels for samples not given any (None for unconditional models): cycling through the classes, or,
+    with `counts` (sample.class_counts: the training set's images per class), drawn in those proportions from a
+    generator of `seed`, so that grids and FID see the classes as often as the data does (classes without images
+    are never drawn)."""
     n = model.cfg.num_classes
-    return torch.arange(num_images, device=device) % n if n else None
+    if not n:
+        return None
+    if not counts:
+        return torch.arange(num_images, device=device) % n
+    gen = torch.Generator(device="cpu").manual_seed(seed + LABEL_SEED_OFFSET)
+    weights = torch.tensor(counts, dtype=torch.float64)
+    return torch.multinomial(weights, num_images, replacement=True, generator=gen).to(device)
 
 
 def sample_settings(config: Config, **given) -> SampleConfig:
@@ -130,10 +143,11 @@ def block_plan(mcfg: ModelConfig, sc: SampleConfig) -> tuple[tuple[int, ...], ..
     return plan
 
 
-def _check_labels(model: MADFormer, labels: torch.Tensor | None, num_images: int, device) -> torch.Tensor | None:
+def _check_labels(model: MADFormer, labels: torch.Tensor | None, num_images: int, device, counts: tuple = (),
+                  seed: int = 0) -> torch.Tensor | None:
     n = model.cfg.num_classes
     if labels is None:
-        return default_labels(model, num_images, device)
+        return default_labels(model, num_images, device, counts, seed)
     if n == 0:
         raise ValueError("labels: this model is unconditional. Fix: pass labels=None.")
     if labels.shape != (num_images,) or int(labels.min()) < 0 or int(labels.max()) >= n:
@@ -157,7 +171,10 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
     device = torch.device(device) if device is not None else next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     B, T = sc.num_images, mcfg.num_blocks
-    labels = _check_labels(model, labels, B, device)
+    if sc.cfg_scale != 1.0 and not mcfg.num_classes:
+        raise ValueError(f"cfg_scale={sc.cfg_scale:g}: classifier-free guidance needs a class-conditional model, and "
+                         "this one is unconditional. Fix: use cfg_scale=1 (no guidance).")
+    labels = _check_labels(model, labels, B, device, sc.class_counts, sc.seed)
     guided = labels is not None and sc.cfg_scale != 1.0
     if guided:  # classifier-free guidance: a second half of the batch with the null class
         labels = torch.cat([labels, torch.full_like(labels, mcfg.num_classes)])
