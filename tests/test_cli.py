@@ -151,6 +151,34 @@ def test_sample_and_eval_take_depths_and_schedules(tmp_path, capsys):
     assert report["depths"] == [3, 2, 1, 1] and report["untrained_depth"] is False
 
 
+def test_cfg_scale_reaches_the_sampler_and_the_report_and_is_refused_for_unconditional_models(tmp_path, capsys):
+    """--cfg-scale guides a class-conditional checkpoint (a different grid from the unguided one); eval records the
+    guidance and how labels were drawn; an unconditional checkpoint refuses guidance naming the fix."""
+    small = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1}
+    cfg = wb.preset("tiny", **small, **{"model.num_classes": 3, "sample.class_counts": (2, 0, 1)})
+    model = wb.build_model(cfg)
+    randomize_head(model)
+    save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), model.state_dict()), tmp_path / "cond")
+    base = ["sample", "--checkpoint", str(tmp_path / "cond"), "--num-images", "2", "--steps", "2", "--seed", "1"]
+    grids = {}
+    for w in ("1", "4"):
+        assert run([*base, "--cfg-scale", w, "--out", str(tmp_path / f"w{w}.png")]) == 0
+        grids[w] = list(Image.open(tmp_path / f"w{w}.png").get_flattened_data())
+    assert grids["1"] != grids["4"]
+    out = tmp_path / "report.json"
+    assert run(["eval", "--checkpoint", str(tmp_path / "cond"), "--num-samples", "10", "--steps", "2",
+                "--cfg-scale", "2.5", "--no-flop-count", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["guidance"] == {"cfg_scale": 2.5, "labels": "drawn in the training set's "
+                                                                                     "class proportions"}
+    plain = wb.preset("tiny", **small)
+    save_checkpoint(Checkpoint(plain, 0, wb.build_model(plain).state_dict(), None), tmp_path / "plain")
+    capsys.readouterr()
+    assert run(["sample", "--checkpoint", str(tmp_path / "plain"), "--cfg-scale", "2", "--out",
+                str(tmp_path / "p.png")]) == 1
+    err = capsys.readouterr().err
+    assert "guidance needs a class-conditional model" in err and "Fix: use cfg_scale=1" in err
+
+
 def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_image(tmp_path, monkeypatch, capsys):
     """A 256 px latent model (tiny codec, synthetic Fluent package): scripts/build_reference.py computes the Fluent
     reference over every image (train and held out) with its card, and `eval` finds it by default and scores the
