@@ -16,6 +16,7 @@ import streamlit as st
 
 from workbench.compute import iso_steps
 from workbench.config import Config, samplers_for
+from workbench.labels import class_names
 
 from .catalog import MAX_PATH, Entry, Family, opening_depth, quick_picks
 
@@ -237,9 +238,16 @@ def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
     sampler = cells[2].selectbox("Sampler", fits, index=fits.index(cfg.sample.sampler), key=f"{key}.sampler")
     label, scale = None, 1.0
     if conditional:
-        label = cells[3].selectbox("Class", [None, *range(cfg.model.num_classes)], key=f"{key}.class",
-                                   format_func=lambda c: "all classes in turn" if c is None else f"class {c}")
-        scale = cells[4].slider("Guidance scale", 0.0, MAX_CFG, 1.0, 0.5, key=f"{key}.cfg", help="1 = no guidance")
+        counts, names = cfg.sample.class_counts, class_names(cfg.data)
+        if names is not None and len(names) != cfg.model.num_classes:
+            names = None  # a model trained with other labels than its data section names
+        classes = [c for c in range(cfg.model.num_classes) if not counts or counts[c] > 0]  # never an empty class
+        label = cells[3].selectbox(
+            "Class", [None, *classes], key=f"{key}.class",
+            format_func=lambda c: ("classes as often as in the training data" if counts else "all classes in turn")
+            if c is None else f"class {c}" + (f" · {names[c]}" if names else ""))
+        scale = cells[4].slider("Guidance scale", 0.0, MAX_CFG, float(min(cfg.sample.cfg_scale, MAX_CFG)), 0.5,
+                                key=f"{key}.cfg", help="1 = no guidance; the default is the checkpoint's own")
     if not family.elastic:
         return Side(D, steps, sampler, label, scale)
     return Side(D, steps, sampler, label, scale, *_elastic_ui(family, key, wide))

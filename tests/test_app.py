@@ -246,11 +246,26 @@ def test_failing_generation_keeps_the_app_usable(app, monkeypatch):
     assert at.image
 
 
+def test_class_picker_lists_classes_with_images_by_name_and_guidance_starts_at_the_checkpoints(monkeypatch,
+                                                                                               tmp_path):
+    """A checkpoint with sample.class_counts: the picker offers the classes that have training images (named),
+    "as in the training data" first, and the guidance slider starts at the checkpoint's own scale."""
+    counts = (5, 0, 2, 0, 0, 0, 0, 0, 0, 1)
+    cfg = tiny_config("cond/D2", 2, 10).override(**{"sample.class_counts": counts, "sample.cfg_scale": 2.5})
+    path = export_model(tmp_path, "cond.safetensors", cfg)
+    at = start(monkeypatch, "--checkpoint", str(path))
+    key = f"A@{at.selectbox(key='family').value}"
+    assert at.selectbox(key=f"{key}.class").options == ["classes as often as in the training data",
+                                                        "class 0 · T-shirt/top", "class 2 · Pullover",
+                                                        "class 9 · Ankle boot"]
+    assert at.slider(key=f"{key}.cfg").value == 2.5
+
+
 def test_class_and_guidance_for_class_conditional_checkpoints(monkeypatch, tmp_path):
     path = write_checkpoint(tmp_path, "cond.safetensors", "cond/D2", 2, classes=10)
     at = start(monkeypatch, "--checkpoint", str(path))
     key = f"A@{at.selectbox(key='family').value}"
-    assert at.selectbox(key=f"{key}.class").options[:2] == ["all classes in turn", "class 0"]
+    assert at.selectbox(key=f"{key}.class").options[:2] == ["all classes in turn", "class 0 · T-shirt/top"]
     at.selectbox(key=f"{key}.class").set_value(3)
     at.slider(key=f"{key}.cfg").set_value(2.0)
     at.slider(key=f"{key}.S").set_value(2)

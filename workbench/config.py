@@ -226,8 +226,7 @@ class DataConfig:
     on_corrupt: str = "error"      # unreadable images: "error" stops with the file name; "skip" counts them
     num_workers: int = 0           # DataLoader worker processes
     max_images: int = 0            # train (and validate) on an evenly spaced subset of this many images; 0 = all
-    labels: str = "group"          # class labels of "fluent"/"fluent-people": "group" (coarse Unicode group),
-    #                                "tone" (skin tone, 0 none .. 5) or "group-tone" (group * 6 + tone)
+    labels: str = "group"          # Fluent sets' class labels: "group" (Unicode), "tone" (skin) or "group-tone"
 
     def __post_init__(self) -> None:
         _check(self.dataset in DATASETS, "data.dataset", f"unknown dataset {self.dataset!r}",
@@ -243,11 +242,10 @@ class DataConfig:
                "use a positive factor, or 0 for the codec's own scaling_factor")
         _check(self.num_workers >= 0, "data.num_workers", f"got {self.num_workers}", "use 0 or more")
         _check(self.max_images >= 0, "data.max_images", f"got {self.max_images}", "use 0 (all images) or a count")
-        _check(self.labels in LABEL_SCHEMES, "data.labels", f"unknown label scheme {self.labels!r}",
-               f"use one of {', '.join(LABEL_SCHEMES)}")
-        _check(self.labels == "group" or self.dataset.startswith("fluent"), "data.labels",
-               f"{self.labels!r} labels exist for the Fluent sets only, not dataset {self.dataset!r}",
-               "use data.labels='group' (the dataset's own labels)")
+        _check(self.labels in LABEL_SCHEMES and (self.labels == "group" or self.dataset.startswith("fluent")),
+               "data.labels", f"{self.labels!r} is not a label scheme of dataset {self.dataset!r} (unknown label "
+               "scheme, or one of the Fluent sets only)", f"use one of {', '.join(LABEL_SCHEMES)} on fluent data, "
+               "else 'group' (the dataset's own labels)")
 
     @property
     def downsample(self) -> int:
@@ -313,8 +311,7 @@ class SampleConfig:
     num_images: int = 16           # images per call
     seed: int = 0                  # seed of the initial noise and stochastic samplers
     cfg_scale: float = 1.0         # classifier-free guidance scale (1 = none; class-conditional models only)
-    class_counts: tuple = ()       # training images per class: labels not given are drawn in these proportions
-    #                                (seeded), so grids and FID see the data's classes; () = cycle through classes
+    class_counts: tuple = ()       # training images per class: unlabelled samples draw labels in proportion
     use_cache: bool = True         # KV-cached block-wise sampling (False recomputes the prefix every step)
     use_ema: bool = True           # sample from EMA weights when the checkpoint has them
     x0_clip: str = "none"          # the scheduler's treatment of predicted x0: "none", "clip" to [-1, 1] or
@@ -335,8 +332,7 @@ class SampleConfig:
         _check(self.num_images >= 1, "sample.num_images", f"got {self.num_images}", "use at least 1 image")
         _check(self.cfg_scale >= 0, "sample.cfg_scale", f"got {self.cfg_scale}", "use 1 (none) or more")
         _check(not self.class_counts or (min(self.class_counts) >= 0 and sum(self.class_counts) > 0),
-               "sample.class_counts", f"got {list(self.class_counts)}",
-               "give non-negative image counts per class, at least one positive (or none: cycle through classes)")
+               "sample.class_counts", f"got {list(self.class_counts)}", "give counts >= 0, one positive (or none)")
         _check(self.diffusion_depth >= 0 and all(d >= 1 for d in self.depth_schedule), "sample.diffusion_depth",
                "depths must be >= 1 (0 = the model's own)", "use a D of the model's trained set")
         _check(all(1 <= s <= 1000 for s in self.steps_schedule), "sample.steps_schedule",
@@ -366,10 +362,9 @@ class Config:
         _check(self.model.latent_channels == want_c, "model.latent_channels",
                f"{self.model.latent_channels} does not match data.channels={self.data.channels} for the pixel codec",
                f"set model.latent_channels={want_c}")
-        counts = self.sample.class_counts
-        _check(not counts or len(counts) == self.model.num_classes, "sample.class_counts",
-               f"{len(counts)} counts for a model of model.num_classes={self.model.num_classes} classes",
-               "give one count per class (or none)")
+        n = len(self.sample.class_counts)
+        _check(n in (0, self.model.num_classes), "sample.class_counts", f"{n} counts for a model of "
+               f"model.num_classes={self.model.num_classes} classes", "give one count per class (or none)")
         check_sampler(self.diffusion.prediction, self.sample.sampler, self.sample.x0_clip)
 
     # ---- serialisation -------------------------------------------------------------------------------------

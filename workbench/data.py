@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import DataConfig
 from .emoji import (EMOJI_FONT, EMOJI_GROUPS, FETCH_FLUENT, FLUENT_BACKGROUND, FLUENT_LABELS, emoji_arrays, fluent_base,
-                    fluent_dir, fluent_label, fluent_manifest, fluent_subset)
+                    fluent_class_names, fluent_dir, fluent_label, fluent_manifest, fluent_subset)
 from .paths import REPO_ROOT, sha256_file
 
 SPLITS = ("train", "val", "test", "all")  # "all": train and held out together (reference statistics of small sets)
@@ -308,9 +308,7 @@ class FluentEmoji(ImageFolder):
         self.root = fluent_dir(cfg.root)
         self.repair = f"reinstall the package (delete {self.root}, then {FETCH_FLUENT})"
         self.manifest = fluent_manifest(self.root)
-        groups, tones = [name for _, name in EMOJI_GROUPS], ["none", *(f"tone{k}" for k in range(1, 6))]
-        self.classes = {"group": groups, "tone": tones,
-                        "group-tone": [f"{g}/{t}" for g in groups for t in tones]}[cfg.labels]
+        self.classes = fluent_class_names(cfg.labels)
         names = fluent_subset(sorted(self.manifest), "people" if cfg.dataset == "fluent-people" else "all")
         self._collect(cfg, split, [(self.root / "assets" / n, fluent_label(n, cfg.labels)) for n in names])
         stamp = hashlib.sha256("\n".join(f"{p.name}:{self.manifest[p.name]}:{y}" for p, y in self.samples)

@@ -140,6 +140,16 @@ def fluent_label(name: str, scheme: str = "group") -> int:
     return {"group": group, "tone": tone, "group-tone": group * 6 + tone}[scheme]
 
 
+SKIN_TONE_NAMES = ("no tone", "light", "medium-light", "medium", "medium-dark", "dark")  # tone 0..5
+
+
+def fluent_class_names(scheme: str = "group") -> list[str]:
+    """The names of the classes of a label scheme of FLUENT_LABELS, in label order."""
+    groups = [name for _, name in EMOJI_GROUPS]
+    return {"group": groups, "tone": list(SKIN_TONE_NAMES),
+            "group-tone": [f"{g}, {t}" for g in groups for t in SKIN_TONE_NAMES]}[scheme]
+
+
 def fluent_base(name: str) -> str:
     """The file name without its skin-tone modifiers: the five tones of an emoji share it (and their split)."""
     return "-".join(f"{cp:x}" for cp in fluent_codepoints(name) if cp not in SKIN_TONES) + ".webp"
