@@ -417,11 +417,13 @@ def test_memorization_counts_reproduced_training_images_as_copies_and_new_emoji_
         monkeypatch.setattr(bench_memorization, "sample_images", lambda *a, **k: (fake, {}, 0.0))
         out = bench_memorization.memorization(None, cfg, n=len(fake), grid=tmp_path / "nn.png", **kw)
         assert out["train_images"] == len(train) and out["held_out_images"] == len(held) and out["n"] == len(fake)
-        if copied:
-            assert out["share_copies"] >= 0.6 and out["distinct_neighbours"] == len(train)
-            assert out["generated_to_train"]["p95"] < out["novel_to_train"]["p05"]
-        else:
-            assert out["share_copies"] == 0 and out["share_closer_than_novel_p05"] <= 0.5
-            assert out["generated_to_train"]["median"] == pytest.approx(out["novel_to_train"]["median"], rel=1e-4)
+        for space in ("inception", "pixels"):
+            r = out[space]
+            if copied:
+                assert r["share_copies"] >= 0.6 and r["distinct_neighbours"] == len(train), space
+                assert r["generated_to_train"]["p95"] < r["novel_to_train"]["p05"], space
+            else:
+                assert r["share_copies"] == 0 and r["share_closer_than_novel_p05"] <= 0.5, space
+                assert r["generated_to_train"]["median"] == pytest.approx(r["novel_to_train"]["median"], rel=1e-4)
         with Image.open(tmp_path / "nn.png") as im:  # pairs of rows: generations over their neighbours
             assert im.width >= min(8, len(fake)) * 256 and im.height >= 2 * 256
