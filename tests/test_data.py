@@ -14,7 +14,7 @@ from PIL import Image
 
 from fluent_fixture import NAMES, held_out, write_fluent
 from workbench import data, emoji
-from workbench.config import DataConfig
+from workbench.config import LABEL_SCHEMES, DataConfig
 from workbench.data import (EpochSampler, SpacedSubset, build_dataset, fashion_mnist_arrays, make_loader, num_classes,
                             training_dataset)
 
@@ -385,6 +385,7 @@ def test_fluent_label_schemes_group_tone_and_both(fluent):
                                            "1f9d1-1f3fd-200d-1f4bb.webp")] == [0, 1, 5, 3]
     assert emoji.fluent_label("1f3c3-1f3fd.webp", "group") == 2 and emoji.fluent_label("1f3c3-1f3fd.webp", "tone") == 3
     assert emoji.fluent_label("1f3c3-1f3fd.webp", "group-tone") == 2 * 6 + 3
+    assert tuple(emoji.FLUENT_LABELS) == LABEL_SCHEMES  # the config accepts exactly the schemes the data knows
     with pytest.raises(ValueError, match="unknown label scheme 'shape'.*Fix"):
         emoji.fluent_label("1f3c3.webp", "shape")
     sets = {}
