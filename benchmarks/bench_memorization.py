@@ -51,13 +51,15 @@ def _quantiles(x: torch.Tensor) -> dict:
     return {"p05": q[0], "median": q[1], "p95": q[2], "n": len(x)}
 
 
-def _space(gen: torch.Tensor, train: torch.Tensor, held: torch.Tensor, copies: torch.Tensor) -> tuple[dict, torch.Tensor]:
+def _space(gen: torch.Tensor, train: torch.Tensor, held: torch.Tensor,
+           copies: torch.Tensor) -> tuple[dict, torch.Tensor]:
     """The distance figures of one space (vectors (k, F) of generations, training, held-out images; copy distances),
     and the index of each generation's nearest training image."""
     nearest, which = torch.cdist(gen.double(), train.double()).min(1)
     novel = torch.cdist(held.double(), train.double()).min(1).values
     copy_line, novel_line = float(torch.quantile(copies, 0.95)), float(torch.quantile(novel, 0.05))
-    return {"generated_to_train": _quantiles(nearest), "copies": _quantiles(copies), "novel_to_train": _quantiles(novel),
+    return {"generated_to_train": _quantiles(nearest), "copies": _quantiles(copies),
+            "novel_to_train": _quantiles(novel),
             "share_copies": float((nearest < copy_line).double().mean()),
             "share_closer_than_novel_p05": float((nearest < novel_line).double().mean()),
             "distinct_neighbours": int(which.unique().numel())}, which
@@ -137,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     model, config = load_for_inference(args.checkpoint)
     if args.cfg_scale is not None:
         config = config.override(**{"sample.cfg_scale": args.cfg_scale})
-    emit({"checkpoint": args.checkpoint, "weights": "ema", **memorization(model, config, args.n, args.steps, args.seed, args.grid),
-          "machine": machine()}, args.out)
+    result = memorization(model, config, args.n, args.steps, args.seed, args.grid)
+    emit({"checkpoint": args.checkpoint, "weights": "ema", **result, "machine": machine()}, args.out)
     return 0
 
 
