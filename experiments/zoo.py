@@ -64,7 +64,7 @@ def base(dataset: str, budget: dict, gpu: bool) -> Config:
 
 # fields added to the config after runs were keyed, with their defaults: left out of the key at those defaults, so
 # the runs trained before them keep their folders
-KEY_ADDED = {"data.labels": "group"}
+KEY_ADDED = {"data.labels": "group", "diffusion.context_noise": 0.0}
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,9 @@ class Member:
     def key(self) -> str:
         """Training identity: members with the same model, data and budget share one run."""
         d = self.config.to_dict()
-        data = {k: v for k, v in d["data"].items() if KEY_ADDED.get(f"data.{k}", object()) != v}
-        blob = json.dumps({"model": d["model"], "diffusion": d["diffusion"], "data": data,
+        data, diffusion = ({k: v for k, v in d[part].items() if KEY_ADDED.get(f"{part}.{k}", object()) != v}
+                           for part in ("data", "diffusion"))
+        blob = json.dumps({"model": d["model"], "diffusion": diffusion, "data": data,
                            "train": {k: v for k, v in d["train"].items() if k != "out_dir"}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -386,7 +387,8 @@ def cmd_findings(root: Path = SHIP, readme: Path | None = None) -> str:
     from workbench.reports import load_reports
 
     fams = {k: load_reports(f, root) for k, f in (("vertical", "vertical"), ("blocks_low", "blocks-fmnist"),
-                                                  ("blocks_high", "blocks-emoji256"), ("ablations", "ablations"))}
+                                                  ("blocks_high", "blocks-emoji256"), ("ablations", "ablations"),
+                                                  ("blocks_faces", "blocks-people256"))}
     table = findings_markdown(*findings(**{k: v or None for k, v in fams.items()}))
     if readme is not None:
         text = readme.read_text()

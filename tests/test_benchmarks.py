@@ -427,3 +427,39 @@ def test_memorization_counts_reproduced_training_images_as_copies_and_new_emoji_
                 assert r["generated_to_train"]["median"] == pytest.approx(r["novel_to_train"]["median"], rel=1e-4)
         with Image.open(tmp_path / "nn.png") as im:  # pairs of rows: generations over their neighbours
             assert im.width >= min(8, len(fake)) * 256 and im.height >= 2 * 256
+
+
+def test_generalization_finds_a_fit_through_the_context_and_not_in_block_zero(monkeypatch, one_thread):
+    """bench_generalization on a stand-in model that recognises a training latent from its earlier blocks (block 0
+    of the context) and then predicts every later block's flow target exactly, while it knows nothing about block 0:
+    the training split's later blocks score zero, the held-out split's do not, and block 0 scores the same on both
+    splits (its loss is the data's, which the splits share here). The rows cover every block and noise level."""
+    import bench_generalization as bg
+
+    import workbench as wb
+    from workbench.blocks import block_index_map
+
+    cfg = wb.preset("tiny", **{"diffusion.prediction": "flow", "sample.sampler": "euler", "model.num_blocks": 4})
+    g = torch.Generator().manual_seed(0)
+    shape = (cfg.model.latent_channels, cfg.model.latent_size, cfg.model.latent_size)
+    train, held = torch.randn(40, *shape, generator=g), torch.randn(40, *shape, generator=g)
+    first = block_index_map(cfg.model) == 0  # (H, W): the latent pixels of block 0
+
+    class Lookup(torch.nn.Module):
+        def forward(self, x0, xt, t, labels=None):
+            s = (t.float() / cfg.diffusion.train_steps)[:, block_index_map(cfg.model)].unsqueeze(1)  # (B, 1, H, W)
+            near = torch.cdist(x0[..., first].flatten(1), train[..., first].flatten(1)).argmin(1)
+            x0_guess = train[near]
+            pred = (xt - x0_guess) / s.clamp_min(1e-3)  # eps - x0 of the recognised image
+            return torch.where(first, torch.zeros_like(pred), pred), None
+
+    monkeypatch.setattr(bg, "split_latents", lambda config, split, n, seed: ((train if split == "train" else held)[:n],
+                                                                            torch.zeros(n, dtype=torch.long)))
+    out = bg.generalization(Lookup(), cfg, images=32, seed=0)
+    rows = {r["block"]: r for r in out["per_block"]}
+    assert out["images"] == 32 and sorted(rows) == [0, 1, 2, 3]
+    for k in (1, 2, 3):
+        assert rows[k]["train"] < 1e-6 < 0.5 < rows[k]["val"]
+    assert rows[0]["train"] == pytest.approx(rows[0]["val"], rel=0.25) and rows[0]["train"] > 1.0
+    assert sum(r["count"] for r in out["per_level"]) == 32 * 4
+    assert out["val"] > out["train"]

@@ -179,6 +179,40 @@ def test_cfg_scale_reaches_the_sampler_and_the_report_and_is_refused_for_uncondi
     assert "guidance needs a class-conditional model" in err and "Fix: use cfg_scale=1" in err
 
 
+def test_flow_shift_reaches_the_schedule_and_the_report_and_is_refused_for_epsilon_models(tmp_path, capsys):
+    """--flow-shift changes a flow model's samples (a shifted schedule) and equals training with that shift in the
+    config; eval records it; an epsilon model refuses it naming the fix."""
+    small = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1}
+    cfg = wb.preset("tiny", **small, **{"diffusion.prediction": "flow", "sample.sampler": "euler"})
+    model = wb.build_model(cfg)
+    randomize_head(model)
+    save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), model.state_dict()), tmp_path / "flow")
+    shifted = cfg.override(**{"diffusion.flow_shift": 3.0})
+    save_checkpoint(Checkpoint(shifted, 0, model.state_dict(), model.state_dict()), tmp_path / "flow3")
+    base = ["sample", "--num-images", "2", "--steps", "3", "--seed", "1"]
+    grids = {}
+    for name, extra in (("k1", ["--checkpoint", str(tmp_path / "flow")]),
+                        ("k3", ["--checkpoint", str(tmp_path / "flow"), "--flow-shift", "3"]),
+                        ("cfg3", ["--checkpoint", str(tmp_path / "flow3")])):
+        assert run([*base, *extra, "--out", str(tmp_path / f"{name}.png")]) == 0
+        grids[name] = list(Image.open(tmp_path / f"{name}.png").get_flattened_data())
+    assert grids["k1"] != grids["k3"] and grids["k3"] == grids["cfg3"]
+    out = tmp_path / "report.json"
+    assert run(["eval", "--checkpoint", str(tmp_path / "flow"), "--num-samples", "10", "--steps", "2",
+                "--flow-shift", "2.5", "--no-flop-count", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["flow_shift"] == 2.5
+    eps = wb.preset("tiny", **small)
+    save_checkpoint(Checkpoint(eps, 0, wb.build_model(eps).state_dict(), None), tmp_path / "eps")
+    capsys.readouterr()
+    assert run(["sample", "--checkpoint", str(tmp_path / "eps"), "--flow-shift", "3", "--out",
+                str(tmp_path / "e.png")]) == 1
+    err = capsys.readouterr().err
+    assert "only a flow model's sampling schedule has a time shift" in err and "Fix: omit --flow-shift" in err
+    assert run(["sample", "--checkpoint", str(tmp_path / "flow"), "--flow-shift", "0", "--out",
+                str(tmp_path / "z.png")]) == 1
+    assert "diffusion.flow_shift" in capsys.readouterr().err
+
+
 def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_image(tmp_path, monkeypatch, capsys):
     """A 256 px latent model (tiny codec, synthetic Fluent package): scripts/build_reference.py computes the Fluent
     reference over every image (train and held out) with its card, and `eval` finds it by default and scores the

@@ -80,6 +80,16 @@ def test_people256_presets_are_emoji256_on_the_people_subset(blocks):
     assert cfg.train.out_dir == f"runs/people256-T{blocks}" and cfg.model.num_blocks == blocks
 
 
+def test_people256_ctx_preset_is_people256_with_noisy_context_and_the_range_is_checked():
+    cfg, base = wb.preset("people256-ctx-T16"), wb.preset("people256-T16")
+    assert cfg.diffusion.context_noise == 0.5 and base.diffusion.context_noise == 0.0
+    assert cfg.override(**{"name": base.name, "train.out_dir": base.train.out_dir,
+                            "diffusion.context_noise": 0.0}) == base
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"diffusion.context_noise: got .*Fix: use 0 to 0.5"):
+            base.override(**{"diffusion.context_noise": bad})
+
+
 def test_people256_cond_preset_is_people256_made_class_conditional():
     """The class-conditional FFHQ analogue is people256-T16 with group x tone labels, guidance and label proportions;
     the proportions are the training set's (checked against the fetched package when it is here)."""

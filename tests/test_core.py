@@ -206,6 +206,35 @@ def test_hidden_loss_weight_and_no_leak():
     assert torch.equal(l0.total, l0.diffusion)
 
 
+@pytest.mark.parametrize("N,D,T", [(4, 2, 4), (4, 1, 16), (4, 4, 1)])
+def test_context_noise_reaches_only_the_context(N, D, T):
+    """diffusion.context_noise noises what the teacher-forced pass reads of earlier blocks and nothing else: at 0 the
+    loss is bit-identical to the clean pass and draws nothing extra; above 0 block 0 (no context) keeps its
+    prediction while later blocks change; a one-block model is untouched."""
+    cfg, m = make(N, D, T)
+    x0, _, _ = inputs(cfg)
+    plain = Diffusion(cfg.diffusion, cfg.model)
+    g = torch.Generator().manual_seed(3)
+    assert plain.noisy_context(x0, g) is x0 and torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
+    noised_cfg = cfg.override(**{"diffusion.context_noise": 0.5})
+    noised = Diffusion(noised_cfg.diffusion, noised_cfg.model)
+    ctx = noised.noisy_context(x0, torch.Generator().manual_seed(3))
+    if T == 1:
+        assert ctx is x0
+        return
+    mix = ((ctx - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1))
+    assert (mix > 0).all() and (mix < 1.5).all()  # c <= 0.5: each image moved, none replaced by noise
+    _, xt, t = inputs(cfg, seed=1)
+    clean_pred, _ = forward_blocks(m, x0, xt, t)
+    noisy_pred, _ = forward_blocks(m, ctx, xt, t)
+    assert torch.allclose(clean_pred[:, 0], noisy_pred[:, 0], atol=1e-6)  # block 0 reads no context
+    assert not torch.allclose(clean_pred[:, 1:], noisy_pred[:, 1:], atol=1e-4)
+    same = [Diffusion(c.diffusion, c.model).loss(m, x0, generator=torch.Generator().manual_seed(0)).total
+            for c in (cfg, cfg.override(**{"diffusion.context_noise": 0.0}))]
+    assert torch.equal(*same)
+    assert not torch.equal(same[0], noised.loss(m, x0, generator=torch.Generator().manual_seed(0)).total)
+
+
 def test_plain_dit_special_case():
     cfg, m = make(4, 4, 1)
     ar, diff = training_masks(cfg.model)

@@ -637,15 +637,17 @@ def test_zoo_list_says_what_is_shipped_and_totals_training_time_per_family(tmp_p
 
 
 def test_zoo_run_keys_leave_out_fields_added_at_their_defaults():
-    """A config field added after the zoo's runs were keyed (data.labels) keeps the runs' folders at its default and
-    gives a new run when set: the key at the default is the key of the config without the field."""
+    """Config fields added after the zoo's runs were keyed (data.labels, diffusion.context_noise) keep the runs'
+    folders at their defaults and give a new run when set: the key at the defaults is the key of the config without
+    the fields."""
     import hashlib
     zoo = zoo_script()
     cfg = wb.preset("tiny", **{"model.width": 32})
     fluent = cfg.override(**{"data.dataset": "fluent-people", "data.channels": 3, "model.latent_channels": 3})
     d = fluent.to_dict()
-    del d["data"]["labels"]
+    del d["data"]["labels"], d["diffusion"]["context_noise"]
     blob = json.dumps({"model": d["model"], "diffusion": d["diffusion"], "data": d["data"],
                        "train": {k: v for k, v in d["train"].items() if k != "out_dir"}}, sort_keys=True)
     assert zoo.Member("f", "T4", fluent).key == hashlib.sha256(blob.encode()).hexdigest()[:10]
-    assert zoo.Member("f", "T4", fluent.override(**{"data.labels": "tone"})).key != zoo.Member("f", "T4", fluent).key
+    for changed in ({"data.labels": "tone"}, {"diffusion.context_noise": 0.25}):
+        assert zoo.Member("f", "T4", fluent.override(**changed)).key != zoo.Member("f", "T4", fluent).key

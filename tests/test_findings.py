@@ -65,6 +65,21 @@ def test_blocks_verdict_needs_the_best_t_apart_from_every_other(tmp_path_factory
     assert f.verdict == fd.UNDECIDED and "overlaps T=4" in f.why
 
 
+def test_a_faces_arm_joins_the_high_resolution_row_and_says_whether_it_agrees(tmp_path_factory):
+    high = blocks(tmp_path_factory.mktemp("h"), {1: 30.0, 4: 25.0, 16: 20.0}, family="blocks-emoji256")
+    same = blocks(tmp_path_factory.mktemp("s"), {4: 40.0, 16: 30.0}, family="blocks-people256")
+    other = blocks(tmp_path_factory.mktemp("o"), {4: 30.0, 16: 40.0}, family="blocks-people256")
+    alone = fd.findings(blocks_high=high)[0][3]
+    agreeing = fd.findings(blocks_high=high, blocks_faces=same)[0][3]
+    assert agreeing.verdict == alone.verdict == fd.REPRODUCED
+    assert agreeing.ours.startswith(alone.ours + "; people subset: ") and "T=4 40.0" in agreeing.ours
+    assert "the people subset agrees (T=16 apart from every other T)" in agreeing.why
+    differing = fd.findings(blocks_high=high, blocks_faces=other)[0][3]
+    assert differing.verdict == fd.REPRODUCED and f"the people subset is {fd.OPPOSITE}" in differing.why
+    one_t = blocks(tmp_path_factory.mktemp("1"), {16: 30.0}, family="blocks-people256")
+    assert fd.findings(blocks_high=high, blocks_faces=one_t)[0][3] == alone  # one T decides nothing
+
+
 def test_ablations_decided_across_seeds_and_shared_towers_as_an_equivalence(tmp_path_factory):
     abl = ablations(tmp_path_factory.mktemp("a"), {
         "default": [30.0, 30.4, 29.7],

@@ -28,7 +28,7 @@ from .checkpoint import load_for_inference, write_text_atomic
 from .codecs import build_codec
 from .config import SAMPLERS, X0_CLIPS, Config
 from .presets import PRESETS, preset
-from .evaluation import evaluate_checkpoint
+from .evaluation import evaluate_checkpoint, with_flow_shift
 from .images import save_grid
 from .sampling import frame, generate_events
 
@@ -153,6 +153,9 @@ def _depth_arguments(parser: argparse.ArgumentParser) -> None:
                        help="sample a D the checkpoint was not trained at (reports label it)")
     parser.add_argument("--cfg-scale", type=float, metavar="W", help="classifier-free guidance scale of a "
                         "class-conditional model (1 = none; default: the config's)")
+    parser.add_argument("--flow-shift", type=float, metavar="K", help="time shift of a flow model's sampling "
+                        "schedule, s' = K s / (1 + (K - 1) s): K > 1 spends more steps at high noise (SD3; default: "
+                        "the config's)")
 
 
 def _depth_overrides(args: argparse.Namespace) -> dict:
@@ -180,6 +183,7 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
 @command("sample", "generate a PNG grid (and block-by-block frames) from a checkpoint", _sample_arguments)
 def run_sample(args: argparse.Namespace) -> int:
     model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
+    cfg = with_flow_shift(cfg, args.flow_shift)
     cfg = cfg.override(**{"sample.sampler": args.sampler or cfg.sample.sampler,
                           "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip,
                           **{f"sample.{k}": v for k, v in _depth_overrides(args).items()}})  # validated: names the fix
@@ -220,7 +224,7 @@ def run_eval(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.num_samples, args.steps, args.sampler, args.seed,
                                  args.extractor, args.reference, use_ema=not args.no_ema,
                                  measure_flops=not args.no_flop_count, x0_clip=args.x0_clip, device=args.device,
-                                 sample=_depth_overrides(args),
+                                 sample=_depth_overrides(args), flow_shift=args.flow_shift,
                                  progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True))
     report["command"] = "python -m workbench eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
     out = args.out or Path(f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"
@@ -228,8 +232,8 @@ def run_eval(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: report[k] for k in ("fid", "fid_low", "fid_high", "fid_inf", "kid_mean", "n", "extractor",
-                                             "reference", "sampler", "steps", "x0_clip", "weights", "seed",
-                                             "pixels_out_of_range")}))
+                                             "reference", "sampler", "steps", "flow_shift", "x0_clip", "weights",
+                                             "seed", "pixels_out_of_range")}))
     print(f"eval: report written to {out}", file=sys.stderr)
     return 0
 

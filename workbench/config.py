@@ -95,16 +95,13 @@ class ModelConfig:
         _check((self.width // self.heads) % 4 == 0, "model.heads",
                f"head size {self.width // self.heads} is not a multiple of 4, which axial 2-D RoPE needs",
                "choose width/heads divisible by 4")
-        _check(self.towers in ("separate", "shared"), "model.towers", f"unknown value {self.towers!r}",
-               "use 'separate' or 'shared'")
+        _check(self.towers in ("separate", "shared"), "model.towers", f"unknown {self.towers!r}", "use separate/shared")
         _check(self.denoiser_attention in ("context", "block", "token"), "model.denoiser_attention",
                f"unknown value {self.denoiser_attention!r}", "use 'context', 'block' or 'token'")
         _check(0 < self.mlp_ratio < 64, "model.mlp_ratio", f"must lie in (0, 64), got {self.mlp_ratio}", "use e.g. 8/3")
         _check(0 < self.norm_eps < 1, "model.norm_eps", f"must lie in (0, 1), got {self.norm_eps}", "use e.g. 1e-6")
-        _check(self.num_classes >= 0, "model.num_classes", f"must be >= 0, got {self.num_classes}",
-               "use 0 for unconditional models")
-        _check(0.0 <= self.label_dropout < 1.0, "model.label_dropout", f"must lie in [0, 1), got {self.label_dropout}",
-               "use e.g. 0.1")
+        _check(self.num_classes >= 0, "model.num_classes", f"must be >= 0, got {self.num_classes}", "use 0 (none)")
+        _check(0 <= self.label_dropout < 1, "model.label_dropout", f"not in [0, 1): {self.label_dropout}", "use 0.1")
         _check(self.clean_stream or self.use_z_cond, "model.use_z_cond",
                "with clean_stream=False and use_z_cond=False the denoiser sees no context at all",
                "keep at least one of clean_stream / use_z_cond")
@@ -180,6 +177,8 @@ class DiffusionConfig:
     logit_mean: float = 0.0        # flow: training s = sigmoid(u), u ~ N(logit_mean, logit_std) (SD3)
     logit_std: float = 1.0         # flow: 0 draws s uniformly instead
     flow_shift: float = 1.0        # flow: sampling time shift s' = k s / (1 + (k - 1) s) (1 = none; SD3 uses 3)
+    context_noise: float = 0.0     # training only: earlier blocks seen as context become (1 - c) x0 + c eps, c drawn
+    #                                per image in [0, this] (0 = clean, the paper); sampling keeps its context clean
 
     def __post_init__(self) -> None:
         _check(self.train_steps >= 2, "diffusion.train_steps", f"got {self.train_steps}", "use e.g. 1000")
@@ -201,6 +200,7 @@ class DiffusionConfig:
                f"need a finite logit_mean and 0 <= logit_std < 10, got {self.logit_mean}, {self.logit_std}",
                "use logit_mean 0 and logit_std 1 (SD3)")
         _check(0 < self.flow_shift < 100, "diffusion.flow_shift", f"got {self.flow_shift}", "use 1 (none) to 3")
+        _check(0 <= self.context_noise < 1, "diffusion.context_noise", f"got {self.context_noise}", "use 0 to 0.5")
         _check(self.hidden_loss_weight >= 0, "diffusion.hidden_loss_weight", f"got {self.hidden_loss_weight}",
                "use a weight >= 0 (0.1 in the paper)")
 

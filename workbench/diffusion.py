@@ -81,17 +81,30 @@ class Objective:
         """(B, T) per-block values -> (B, 1, H, W) maps over the latent grid."""
         return values[:, self.block_map.to(values.device)].unsqueeze(1)
 
+    def noisy_context(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The clean latents the teacher-forced pass takes as context, augmented by diffusion.context_noise: each
+        image mixed with fresh noise as (1 - c) x0 + c eps, c uniform in [0, context_noise] (x0 itself, drawing
+        nothing, when it is 0 or there is one block). Only earlier blocks are read from it (the model is causal), so
+        the noisy block's target is untouched; the cure for a model that recognises a training image from its clean
+        context (benchmarks/bench_generalization.py) and then meets its own, novel, blocks at sampling time."""
+        if self.cfg.context_noise == 0 or self.model_cfg.num_blocks == 1:
+            return x0
+        c = torch.rand(x0.shape[0], 1, 1, 1, device=x0.device, generator=generator) * self.cfg.context_noise
+        eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
+        return ((1 - c) * x0 + c * eps).to(x0.dtype)
+
     def loss(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None,
              generator: torch.Generator | None = None) -> Losses:
         """Sample t and noise, run the teacher-forced forward, return the losses."""
         t = self.sample_t(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         xt = self.add_noise(x0, noise, t)
+        context = self.noisy_context(x0, generator)  # what the model sees of the earlier blocks
         if self.model_cfg.elastic_depths:  # elastic depth: each sample's AR/diffusion boundary
             depth = sample_depths(self.model_cfg, x0.shape[0], x0.device, generator)
-            pred, hidden = model(x0, xt, t, labels, depth)
+            pred, hidden = model(context, xt, t, labels, depth)
         else:
-            pred, hidden = model(x0, xt, t, labels)
+            pred, hidden = model(context, xt, t, labels)
         w = self.weight(t)
         if w is None:
             diffusion = F.mse_loss(pred.float(), self.target(x0, noise, t).float())

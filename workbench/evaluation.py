@@ -194,14 +194,27 @@ def _weights(header: dict, use_ema: bool) -> str:
     return "ema" if use_ema and header.get("ema") is not None else "raw"
 
 
+def with_flow_shift(config: Config, flow_shift: float | None) -> Config:
+    """`config` with its sampling time shift set to `flow_shift` (None keeps the config's). Only a flow model samples
+    on a shifted schedule; asking it of an epsilon model is an error that names the fix."""
+    if flow_shift is None:
+        return config
+    if config.diffusion.prediction != "flow":
+        raise ValueError(f"--flow-shift {flow_shift}: the checkpoint's objective is {config.diffusion.prediction!r}, "
+                         "and only a flow model's sampling schedule has a time shift. Fix: omit --flow-shift.")
+    return config.override(**{"diffusion.flow_shift": flow_shift})  # validated: names the range
+
+
 def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: int | None = None,
                         sampler: str | None = None, seed: int = 0, extractor: str | None = None,
                         reference: str | Path | ReferenceStats | None = None, use_ema: bool = True,
                         bootstrap: int = 50, measure_flops: bool = True, x0_clip: str | None = None,
-                        device: str = "cpu", progress=None, sample: dict | None = None) -> dict:
+                        device: str = "cpu", progress=None, sample: dict | None = None,
+                        flow_shift: float | None = None) -> dict:
     """Score `num_samples` images of `checkpoint` (S=`steps` per block with `sampler`; the config's sample section
     when None, with `sample` overrides such as {"diffusion_depth": 2, "steps_schedule": (8, 4, 2, 2)}) on `device`;
-    returns the report: the Score's fields, the checkpoint's provenance, and the cost."""
+    and `flow_shift` the time shift of a flow model's schedule (None: the config's); returns the report: the Score's
+    fields, the checkpoint's provenance, and the cost."""
     say = progress or (lambda message: None)
     if num_samples < 10:
         raise ValueError(f"eval: --num-samples {num_samples} is too few for FID-infinity and a bootstrap interval. "
@@ -209,6 +222,7 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
     path = resolve(checkpoint)
     model, config = load_for_inference(path, use_ema=use_ema, device=device)  # checksum verified here
     header = read_header(path)
+    config = with_flow_shift(config, flow_shift)
     config = config.override(**{"sample.steps": config.sample.steps if steps is None else steps,
                                   "sample.sampler": sampler or config.sample.sampler,
                                   "sample.x0_clip": x0_clip or config.sample.x0_clip,
@@ -240,6 +254,7 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
         **{k: v for k, v in s.as_dict().items() if k not in ("paper_cost", "cached_cost", "seconds_per_image",
                                                             "seconds_score")},
         "prediction": config.diffusion.prediction,
+        "flow_shift": config.diffusion.flow_shift if config.diffusion.prediction == "flow" else None,
         "reference_card": {k: ref.card.get(k) for k in ("dataset", "split", "subset", "image_size", "dataset_transform",
                                                          "created")},
         "checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "checkpoint_step": header["step"],

@@ -132,6 +132,14 @@ def blocks_finding(reports: Mapping[str, Report], side: str) -> Finding:
     return Finding(claim, paper, ours, verdict, why)
 
 
+def with_second_arm(main: Finding, arm: Finding, label: str) -> Finding:
+    """`main` with a second dataset's verdict on the same claim beside it ("people subset: ..."); the verdict stays
+    the main arm's, and the sentence says whether the second arm agrees."""
+    agrees = "agrees" if arm.verdict == main.verdict else f"is {arm.verdict}"
+    return Finding(main.finding, main.paper, f"{main.ours}; {label}: {arm.ours}", main.verdict,
+                   f"{main.why}; the {label} {agrees} ({arm.why})", main.seeds)
+
+
 def ablation_findings(reports: Mapping[str, Report], level: float = 0.9) -> list[Finding]:
     """Tables 3-6, one finding per ablation. A harm the paper reports is reproduced when the interval of the
     difference from the default (Welch across seeds, or the bootstrap intervals with one seed) lies above zero,
@@ -194,8 +202,11 @@ def ablations_summary(found: Sequence[Finding]) -> Finding:
 
 def findings(vertical: Mapping[str, Report] | None = None, blocks_low: Mapping[str, Report] | None = None,
              blocks_high: Mapping[str, Report] | None = None,
-             ablations: Mapping[str, Report] | None = None) -> tuple[list[Finding], list[Finding]]:
-    """(the five findings, the per-ablation rows); a family without reports gives an undecided row naming it."""
+             ablations: Mapping[str, Report] | None = None,
+             blocks_faces: Mapping[str, Report] | None = None) -> tuple[list[Finding], list[Finding]]:
+    """(the five findings, the per-ablation rows); a family without reports gives an undecided row naming it.
+    `blocks_faces`, a second high-resolution T sweep on faces (the paper's FFHQ analogue), joins the high-resolution
+    row as a second arm when at least two of its T are scored."""
     def missing(claim: str, family: str) -> Finding:
         return Finding(claim, "-", "no reports", UNDECIDED, f"train and evaluate the {family} family")
 
@@ -203,6 +214,8 @@ def findings(vertical: Mapping[str, Report] | None = None, blocks_low: Mapping[s
             crossover_finding(vertical) if vertical else missing("constrained compute", "vertical"),
             blocks_finding(blocks_low, "low") if blocks_low else missing("T sweep, low resolution", "blocks"),
             blocks_finding(blocks_high, "high") if blocks_high else missing("T sweep, high resolution", "blocks")]
+    if blocks_high and blocks_faces and len(blocks_faces) >= 2:
+        five[3] = with_second_arm(five[3], blocks_finding(blocks_faces, "high"), "people subset")
     per = ablation_findings(ablations) if ablations else []
     five.append(ablations_summary(per) if per else missing("ablations", "ablations"))
     return five, per
