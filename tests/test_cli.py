@@ -201,6 +201,9 @@ def test_flow_shift_reaches_the_schedule_and_the_report_and_is_refused_for_epsil
     assert run(["eval", "--checkpoint", str(tmp_path / "flow"), "--num-samples", "10", "--steps", "2",
                 "--flow-shift", "2.5", "--no-flop-count", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["flow_shift"] == 2.5
+    assert run(["eval", "--checkpoint", str(tmp_path / "flow"), "--num-samples", "10", "--steps", "2",
+                "--context-noise", "0.2", "--no-flop-count", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["context_noise"] == 0.2
     eps = wb.preset("tiny", **small)
     save_checkpoint(Checkpoint(eps, 0, wb.build_model(eps).state_dict(), None), tmp_path / "eps")
     capsys.readouterr()

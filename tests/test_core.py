@@ -101,6 +101,24 @@ def test_cache_equals_recompute_with_guidance():
     assert not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize("N,D,T", [(4, 2, 4), (4, 1, 16)])
+def test_sampling_context_noise_reads_noised_blocks_and_keeps_the_cache_exact(N, D, T):
+    """sample.context_noise: block 0 is the clean sampler's (same initial noise, no context), later blocks change,
+    the images are deterministic, and the cache still equals the recompute (both read the same noised copies)."""
+    cfg, m = make(N, D, T)
+    kw = dict(num_images=2, steps=3, sampler="ddim", seed=3)
+    clean = wb.generate(m, cfg, **kw)
+    noised_cfg = cfg.override(**{"sample.context_noise": 0.3})
+    a = wb.generate(m, noised_cfg, **kw, use_cache=True)
+    b = wb.generate(m, noised_cfg, **kw, use_cache=False)
+    assert (a - b).abs().max() <= 1e-4 and torch.equal(a, wb.generate(m, noised_cfg, **kw, use_cache=True))
+    ca, cn = to_blocks(clean, cfg.model), to_blocks(a, cfg.model)
+    assert torch.equal(ca[:, 0], cn[:, 0]) and not torch.allclose(ca[:, 1:], cn[:, 1:], atol=1e-3)
+    assert torch.equal(clean, wb.generate(m, cfg.override(**{"sample.context_noise": 0.0}), **kw))
+    with pytest.raises(ValueError, match="sample.context_noise: got 1.0. Fix"):
+        cfg.override(**{"sample.context_noise": 1.0})
+
+
 def test_sample_labels_follow_the_class_counts_and_the_seed():
     """Labels not given are drawn in sample.class_counts' proportions (a class without images never), from the
     sample seed; without counts they cycle through the classes. A guided sample with the drawn labels is the sample

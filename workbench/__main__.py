@@ -153,6 +153,8 @@ def _depth_arguments(parser: argparse.ArgumentParser) -> None:
                        help="sample a D the checkpoint was not trained at (reports label it)")
     parser.add_argument("--cfg-scale", type=float, metavar="W", help="classifier-free guidance scale of a "
                         "class-conditional model (1 = none; default: the config's)")
+    parser.add_argument("--context-noise", type=float, metavar="C", help="later blocks read each finished block "
+                        "noised, as (1 - C) x + C eps (0 = clean; for models trained with diffusion.context_noise)")
     parser.add_argument("--flow-shift", type=float, metavar="K", help="time shift of a flow model's sampling "
                         "schedule, s' = K s / (1 + (K - 1) s): K > 1 spends more steps at high noise (SD3; default: "
                         "the config's)")
@@ -163,7 +165,8 @@ def _depth_overrides(args: argparse.Namespace) -> dict:
     coerced and validated by the config, whose errors name the field and the fix)."""
     given = {"diffusion_depth": args.diffusion_depth, "depth_schedule": args.depth_schedule,
              "steps_schedule": args.steps_schedule, "depth_per_step": args.depth_per_step,
-             "allow_untrained_depth": args.allow_untrained_depth or None, "cfg_scale": args.cfg_scale}
+             "allow_untrained_depth": args.allow_untrained_depth or None, "cfg_scale": args.cfg_scale,
+             "context_noise": args.context_noise}
     return {k: v for k, v in given.items() if v is not None}
 
 

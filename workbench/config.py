@@ -236,10 +236,8 @@ class DataConfig:
         _check(self.channels in (1, 3), "data.channels", f"got {self.channels}", "use 1 (grey) or 3 (RGB)")
         _check(self.codec != "vae" or bool(self.vae_path), "data.vae_path", "codec='vae' needs a local VAE folder",
                "set data.vae_path to a diffusers AutoencoderKL folder (e.g. sd-vae-ft-mse)")
-        _check(self.on_corrupt in ("error", "skip"), "data.on_corrupt", f"got {self.on_corrupt!r}",
-               "use 'error' or 'skip'")
-        _check(self.latent_scale >= 0, "data.latent_scale", f"got {self.latent_scale}",
-               "use a positive factor, or 0 for the codec's own scaling_factor")
+        _check(self.on_corrupt in ("error", "skip"), "data.on_corrupt", f"got {self.on_corrupt!r}", "use error/skip")
+        _check(self.latent_scale >= 0, "data.latent_scale", f"got {self.latent_scale}", "use > 0, or 0: the codec's")
         _check(self.num_workers >= 0, "data.num_workers", f"got {self.num_workers}", "use 0 or more")
         _check(self.max_images >= 0, "data.max_images", f"got {self.max_images}", "use 0 (all images) or a count")
         _check(self.labels in LABEL_SCHEMES and (self.labels == "group" or self.dataset.startswith("fluent")),
@@ -322,6 +320,7 @@ class SampleConfig:
     depth_per_step: tuple = ()     # D_i over the steps of every block, noisiest first: P <= S_k values spread evenly
     #                                (step i of S takes value floor(i*P/S)); overrides diffusion_depth; () = one D
     allow_untrained_depth: bool = False  # permit a D outside the model's trained set (reports label it)
+    context_noise: float = 0.0     # c: later blocks read each finished block as (1 - c) x + c eps (0 = clean, paper)
 
     def __post_init__(self) -> None:
         _check(self.sampler in SAMPLERS, "sample.sampler", f"unknown sampler {self.sampler!r}",
@@ -331,6 +330,7 @@ class SampleConfig:
         _check(1 <= self.steps <= 1000, "sample.steps", f"got {self.steps}", "use 1..1000 steps")
         _check(self.num_images >= 1, "sample.num_images", f"got {self.num_images}", "use at least 1 image")
         _check(self.cfg_scale >= 0, "sample.cfg_scale", f"got {self.cfg_scale}", "use 1 (none) or more")
+        _check(0 <= self.context_noise < 1, "sample.context_noise", f"got {self.context_noise}", "use 0 (clean) to 0.5")
         _check(not self.class_counts or (min(self.class_counts) >= 0 and sum(self.class_counts) > 0),
                "sample.class_counts", f"got {list(self.class_counts)}", "give counts >= 0, one positive (or none)")
         _check(self.diffusion_depth >= 0 and all(d >= 1 for d in self.depth_schedule), "sample.diffusion_depth",

@@ -255,6 +255,7 @@ def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: 
                                                             "seconds_score")},
         "prediction": config.diffusion.prediction,
         "flow_shift": config.diffusion.flow_shift if config.diffusion.prediction == "flow" else None,
+        "context_noise": config.sample.context_noise,
         "reference_card": {k: ref.card.get(k) for k in ("dataset", "split", "subset", "image_size", "dataset_transform",
                                                          "created")},
         "checkpoint": str(path), "checkpoint_sha256": sha256_file(path), "checkpoint_step": header["step"],

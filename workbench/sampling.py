@@ -78,6 +78,7 @@ def frame(codec: Codec, event: Event) -> torch.Tensor:
 
 
 LABEL_SEED_OFFSET = 7919  # the label draw's generator: seed + this, apart from the noise's generator (seed)
+CONTEXT_SEED = 104729     # sample.context_noise's generator: seed + this, apart from the blocks' initial noise
 
 
 def default_labels(model: MADFormer, num_images: int, device, counts: tuple = (), seed: int = 0
@@ -181,6 +182,9 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
     objective = build_objective(config.diffusion, mcfg)
     gen = torch.Generator(device="cpu").manual_seed(sc.seed)
     canvas = torch.zeros(B, T, mcfg.block_tokens, mcfg.token_dim, device=device, dtype=dtype)  # finished blocks
+    seen, noise_gen = canvas, None  # what later blocks read of the finished ones: the blocks, or noised copies
+    if sc.context_noise > 0:  # a generator of its own: the blocks' initial noise is the clean sampler's
+        seen, noise_gen = torch.zeros_like(canvas), torch.Generator(device="cpu").manual_seed(sc.seed + CONTEXT_SEED)
     meter = CostMeter(mcfg, sc.use_cache, guided)
     was_training = model.training
     model.eval()
@@ -191,18 +195,21 @@ def generate_events(model: MADFormer, config: Config, num_images: int | None = N
         for k, depths in enumerate(plan):  # depths: D_i of each of block k's S steps
             S = len(depths)
             scheduler = objective.make_scheduler(sc.sampler, S, sc.x0_clip)  # multistep state is per block
-            z_cond = _ar_step(model, cache, canvas, k, guided, depths) if cache is not None else {}
+            z_cond = _ar_step(model, cache, seen, k, guided, depths) if cache is not None else {}
             meter.block(k, depths)
             x = torch.randn(B, mcfg.block_tokens, mcfg.token_dim, generator=gen).to(device, dtype) \
                 * objective.init_sigma(scheduler)
             for i, (t, D) in enumerate(zip(scheduler.timesteps, depths, strict=True)):
                 x_in = objective.scale_input(scheduler, x, t)
-                out = _denoise(model, cache, canvas, k, z_cond.get(D), x_in, t, labels, guided, sc.cfg_scale, D)
+                out = _denoise(model, cache, seen, k, z_cond.get(D), x_in, t, labels, guided, sc.cfg_scale, D)
                 meter.step(D)
                 x0 = partial(_predicted_block, objective, out, x_in, t)
                 x = scheduler.step(out, t, x, generator=gen).prev_sample.to(dtype)
                 if i == len(scheduler.timesteps) - 1:
                     canvas[:, k] = x
+                    if noise_gen is not None:
+                        c, eps = sc.context_noise, torch.randn(x.shape, generator=noise_gen).to(device)
+                        seen[:, k] = ((1 - c) * x.float() + c * eps.float()).to(dtype)
                 yield Event("step", k, i + 1, T, S, meter.cost(), canvas, x, x0, mcfg)
             yield Event("block", k, S, T, S, meter.cost(), canvas, x, partial(torch.clone, x), mcfg)
     finally:
