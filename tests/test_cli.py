@@ -151,6 +151,14 @@ def test_sample_and_eval_take_depths_and_schedules(tmp_path, capsys):
     assert report["depths"] == [3, 2, 1, 1] and report["untrained_depth"] is False
 
 
+def refused_option(tmp_path, capsys, cfg, *option: str) -> str:
+    """`sample` with `option` on an untrained checkpoint of `cfg` must fail (exit 1); returns what it printed."""
+    save_checkpoint(Checkpoint(cfg, 0, wb.build_model(cfg).state_dict(), None), tmp_path / "refused")
+    capsys.readouterr()
+    assert run(["sample", "--checkpoint", str(tmp_path / "refused"), *option, "--out", str(tmp_path / "r.png")]) == 1
+    return capsys.readouterr().err
+
+
 def test_cfg_scale_reaches_the_sampler_and_the_report_and_is_refused_for_unconditional_models(tmp_path, capsys):
     """--cfg-scale guides a class-conditional checkpoint (a different grid from the unguided one); eval records the
     guidance and how labels were drawn; an unconditional checkpoint refuses guidance naming the fix."""
@@ -170,12 +178,7 @@ def test_cfg_scale_reaches_the_sampler_and_the_report_and_is_refused_for_uncondi
                 "--cfg-scale", "2.5", "--no-flop-count", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["guidance"] == {"cfg_scale": 2.5, "labels": "drawn in the training set's "
                                                                                      "class proportions"}
-    plain = wb.preset("tiny", **small)
-    save_checkpoint(Checkpoint(plain, 0, wb.build_model(plain).state_dict(), None), tmp_path / "plain")
-    capsys.readouterr()
-    assert run(["sample", "--checkpoint", str(tmp_path / "plain"), "--cfg-scale", "2", "--out",
-                str(tmp_path / "p.png")]) == 1
-    err = capsys.readouterr().err
+    err = refused_option(tmp_path, capsys, wb.preset("tiny", **small), "--cfg-scale", "2")
     assert "guidance needs a class-conditional model" in err and "Fix: use cfg_scale=1" in err
 
 
@@ -204,12 +207,7 @@ def test_flow_shift_reaches_the_schedule_and_the_report_and_is_refused_for_epsil
     assert run(["eval", "--checkpoint", str(tmp_path / "flow"), "--num-samples", "10", "--steps", "2",
                 "--context-noise", "0.2", "--no-flop-count", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["context_noise"] == 0.2
-    eps = wb.preset("tiny", **small)
-    save_checkpoint(Checkpoint(eps, 0, wb.build_model(eps).state_dict(), None), tmp_path / "eps")
-    capsys.readouterr()
-    assert run(["sample", "--checkpoint", str(tmp_path / "eps"), "--flow-shift", "3", "--out",
-                str(tmp_path / "e.png")]) == 1
-    err = capsys.readouterr().err
+    err = refused_option(tmp_path, capsys, wb.preset("tiny", **small), "--flow-shift", "3")
     assert "only a flow model's sampling schedule has a time shift" in err and "Fix: omit --flow-shift" in err
     assert run(["sample", "--checkpoint", str(tmp_path / "flow"), "--flow-shift", "0", "--out",
                 str(tmp_path / "z.png")]) == 1
