@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .configio import from_dict
+from .configio import from_dict, read_yaml
 
 
 TIMESTEP_CONDITIONING = ("embed", "adaln")
@@ -95,13 +95,16 @@ class ModelConfig:
         _check((self.width // self.heads) % 4 == 0, "model.heads",
                f"head size {self.width // self.heads} is not a multiple of 4, which axial 2-D RoPE needs",
                "choose width/heads divisible by 4")
-        _check(self.towers in ("separate", "shared"), "model.towers", f"unknown {self.towers!r}", "use separate/shared")
+        _check(self.towers in ("separate", "shared"), "model.towers", f"unknown value {self.towers!r}",
+               "use 'separate' or 'shared'")
         _check(self.denoiser_attention in ("context", "block", "token"), "model.denoiser_attention",
                f"unknown value {self.denoiser_attention!r}", "use 'context', 'block' or 'token'")
         _check(0 < self.mlp_ratio < 64, "model.mlp_ratio", f"must lie in (0, 64), got {self.mlp_ratio}", "use e.g. 8/3")
         _check(0 < self.norm_eps < 1, "model.norm_eps", f"must lie in (0, 1), got {self.norm_eps}", "use e.g. 1e-6")
-        _check(self.num_classes >= 0, "model.num_classes", f"must be >= 0, got {self.num_classes}", "use 0 (none)")
-        _check(0 <= self.label_dropout < 1, "model.label_dropout", f"not in [0, 1): {self.label_dropout}", "use 0.1")
+        _check(self.num_classes >= 0, "model.num_classes", f"must be >= 0, got {self.num_classes}",
+               "use 0 for unconditional models")
+        _check(0.0 <= self.label_dropout < 1.0, "model.label_dropout", f"must lie in [0, 1), got {self.label_dropout}",
+               "use e.g. 0.1")
         _check(self.clean_stream or self.use_z_cond, "model.use_z_cond",
                "with clean_stream=False and use_z_cond=False the denoiser sees no context at all",
                "keep at least one of clean_stream / use_z_cond")
@@ -236,8 +239,10 @@ class DataConfig:
         _check(self.channels in (1, 3), "data.channels", f"got {self.channels}", "use 1 (grey) or 3 (RGB)")
         _check(self.codec != "vae" or bool(self.vae_path), "data.vae_path", "codec='vae' needs a local VAE folder",
                "set data.vae_path to a diffusers AutoencoderKL folder (e.g. sd-vae-ft-mse)")
-        _check(self.on_corrupt in ("error", "skip"), "data.on_corrupt", f"got {self.on_corrupt!r}", "use error/skip")
-        _check(self.latent_scale >= 0, "data.latent_scale", f"got {self.latent_scale}", "use > 0, or 0: the codec's")
+        _check(self.on_corrupt in ("error", "skip"), "data.on_corrupt", f"got {self.on_corrupt!r}",
+               "use 'error' or 'skip'")
+        _check(self.latent_scale >= 0, "data.latent_scale", f"got {self.latent_scale}",
+               "use a positive factor, or 0 for the codec's own scaling_factor")
         _check(self.num_workers >= 0, "data.num_workers", f"got {self.num_workers}", "use 0 or more")
         _check(self.max_images >= 0, "data.max_images", f"got {self.max_images}", "use 0 (all images) or a count")
         _check(self.labels in LABEL_SCHEMES and (self.labels == "group" or self.dataset.startswith("fluent")),
@@ -386,19 +391,7 @@ class Config:
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> "Config":
         """A config from YAML text or a YAML file (a Path, or one line ending in .yaml/.yml)."""
-        p = Path(text_or_path)
-        one_line = isinstance(text_or_path, Path) or "\n" not in str(text_or_path)
-        if one_line and (p.exists() or p.suffix in (".yaml", ".yml")):
-            if not p.is_file():
-                raise ValueError(f"config: no such file {p}. Fix: check the path (a YAML file of 'model: ...' "
-                                 "sections), or pass the YAML text itself.")
-            text = p.read_text()
-        else:
-            text = str(text_or_path)
-        d = yaml.safe_load(text)
-        if not isinstance(d, dict):
-            raise ValueError(f"config: YAML must hold a mapping, got {type(d).__name__}. Fix: write 'model: ...' keys.")
-        return cls.from_dict(d)
+        return cls.from_dict(read_yaml(text_or_path))
 
     def override(self, **dotted: Any) -> "Config":
         """Return a copy with dotted fields replaced, e.g. override(**{"model.depth": 8})."""

@@ -1,10 +1,32 @@
 """Building the config dataclasses from mappings (YAML, JSON headers, command-line text), field by field, with
-errors that name the field and the fix. Generic: nothing here knows the workbench's sections."""
+errors that name the field and the fix, and reading the YAML they come from. Generic: nothing here knows the
+workbench's sections."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+
+def read_yaml(text_or_path: str | Path) -> dict:
+    """The mapping of YAML text or of a YAML file (a Path, or one line ending in .yaml/.yml); a missing file or YAML
+    that is not a mapping is an error naming the fix."""
+    p = Path(text_or_path)
+    one_line = isinstance(text_or_path, Path) or "\n" not in str(text_or_path)
+    if one_line and (p.exists() or p.suffix in (".yaml", ".yml")):
+        if not p.is_file():
+            raise ValueError(f"config: no such file {p}. Fix: check the path (a YAML file of 'model: ...' "
+                             "sections), or pass the YAML text itself.")
+        text = p.read_text()
+    else:
+        text = str(text_or_path)
+    d = yaml.safe_load(text)
+    if not isinstance(d, dict):
+        raise ValueError(f"config: YAML must hold a mapping, got {type(d).__name__}. Fix: write 'model: ...' keys.")
+    return d
 
 
 def from_dict(cls: type, d: dict, prefix: str = "", sections: dict | None = None) -> Any:
