@@ -161,7 +161,7 @@ def _depth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _depth_overrides(args: argparse.Namespace) -> dict:
-    """The sample-section overrides of the depth (and guidance) arguments that were given ("4,3,2,1" strings are
+    """The sample-section overrides of the depth (guidance, context noise) arguments given ("4,3,2,1" strings are
     coerced and validated by the config, whose errors name the field and the fix)."""
     given = {"diffusion_depth": args.diffusion_depth, "depth_schedule": args.depth_schedule,
              "steps_schedule": args.steps_schedule, "depth_per_step": args.depth_per_step,
