@@ -90,6 +90,14 @@ def test_people256_ctx_preset_is_people256_with_noisy_context_and_the_range_is_c
             base.override(**{"diffusion.context_noise": bad})
 
 
+def test_people256_cond_ctx_preset_is_the_cond_preset_with_the_ctx_presets_context_noise():
+    cfg, cond, ctx = (wb.preset(n) for n in ("people256-cond-ctx-T16", "people256-cond-T16", "people256-ctx-T16"))
+    assert cfg.diffusion.context_noise == ctx.diffusion.context_noise > 0 and cfg.model.num_classes == 48
+    assert cfg.override(**{"name": cond.name, "train.out_dir": cond.train.out_dir,
+                            "diffusion.context_noise": 0.0}) == cond
+    assert wb.preset("people256-cond-ctx-T16", gpu=True).train.accelerator == "cuda"
+
+
 def test_people256_cond_preset_is_people256_made_class_conditional():
     """The class-conditional FFHQ analogue is people256-T16 with group x tone labels, guidance and label proportions;
     the proportions are the training set's (checked against the fetched package when it is here)."""

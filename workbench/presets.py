@@ -107,6 +107,14 @@ def _people256_context(blocks: int) -> Config:
                                           "diffusion.context_noise": 0.5})
 
 
+def _people256_cond_context(blocks: int) -> Config:
+    """Both cures together: the class-conditional preset (labels, guidance) with the context noise of
+    people256-ctx-T{blocks}."""
+    name = f"people256-cond-ctx-T{blocks}"
+    return _people256_cond(blocks).override(**{"name": name, "train.out_dir": f"runs/{name}",
+                                               "diffusion.context_noise": 0.5})
+
+
 def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Config:
     return Config(name=name,
                   model=ModelConfig(latent_size=image // 8, latent_channels=4, patch_size=2, num_blocks=blocks,
@@ -141,6 +149,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "people256-T16": lambda: _people256(16),
     "people256-cond-T16": lambda: _people256_cond(16),
     "people256-ctx-T16": lambda: _people256_context(16),
+    "people256-cond-ctx-T16": lambda: _people256_cond_context(16),
     "emoji256-elastic": lambda: _emoji256(4).override(**{"name": "emoji256-elastic", "train.out_dir":
                                                          "runs/emoji256-elastic", "model.elastic_depths": [1, 2, 3, 4, 5, 6]}),
     "ffhq256": lambda: _paper("ffhq256", 256, 4, 0, "folder").override(
@@ -157,7 +166,8 @@ _EMOJI256_GPU = {"model.patch_size": 2, "train.batch_size": 128, "train.max_step
 GPU_BUDGETS: dict[str, dict[str, Any]] = {name: _EMOJI256_GPU for name in ("emoji256-T1", "emoji256-T4", "emoji256-T16",
                                                                             "emoji256-elastic", "people256-T1",
                                                                             "people256-T4", "people256-T16",
-                                                                            "people256-cond-T16", "people256-ctx-T16")}
+                                                                            "people256-cond-T16", "people256-ctx-T16",
+                                                                            "people256-cond-ctx-T16")}
 
 
 def preset(name: str, gpu: bool = False, **overrides: Any) -> Config:
