@@ -142,7 +142,7 @@ def cmd_list(ms: list[Member]) -> None:
     for m in ms:
         c, status, secs = m.config, run_status[m.key], seconds[m.key]
         took = "" if secs is None else f" {secs / 60:6.1f} min"
-        print(f"{m.family:16s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
+        print(f"{m.family:17s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
               f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} {status}{took}")
     print("training wall clock per family (each run once; as recorded by the machine that trained it):")
     families = dict.fromkeys(m.family for m in ms)

@@ -68,7 +68,7 @@ def test_load_reports_orders_members_and_round_trips(zoo, tmp_path_factory):
     assert list(reports.load_reports("blocks-emoji", zoo)) == ["T1", "T4", "T16"]
     assert reports.load_reports("vertical", zoo / "nothing") == {}
     assert reports.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "blocks-emoji256": 0,
-                                       "blocks-people256": 0, "ablations": 6}
+                                       "blocks-people256": 0, "context-people256": 0, "ablations": 6}
     r = vertical["D1"]
     again = reports.read_report(reports.write_report(r, tmp_path_factory.mktemp("out")))
     assert again.to_dict() == r.to_dict()
@@ -264,6 +264,11 @@ def test_live_configs_follow_the_zoo_families(tmp_path):
     people = ex.live_config("blocks-people256", "T16", 5, tmp_path)
     assert (people.data.dataset, people.data.image_size, people.model.num_blocks) == ("fluent-people", 256, 16)
     assert not ex.live_config("ablations", "no-zcond", 5, tmp_path).model.use_z_cond
+    both = ex.live_config("context-people256", "cond-ctx-T16", 5, tmp_path)  # the preset's labels and context noise
+    assert (both.model.num_classes, both.data.labels, both.diffusion.context_noise, both.model.num_blocks) == \
+        (48, "group-tone", 0.5, 16) and both.sample.class_counts == wb.preset("people256-cond-T16").sample.class_counts
+    plain = ex.live_config("context-people256", "T16", 5, tmp_path)
+    assert (plain.model.num_classes, plain.diffusion.context_noise) == (0, 0.0)
 
 
 def test_family_reports_prefers_the_zoo_and_full_mode_needs_it(zoo, tmp_path):
@@ -369,6 +374,23 @@ def test_the_256px_zoo_families_are_their_presets_with_their_budgets(gpu, family
         budget = GPU_BUDGETS[f"{prefix}-{m.name}"]
         assert m.config.train.batch_size == (budget["train.batch_size"] if gpu else wb.preset("emoji256-T1").train
                                              .batch_size) and (m.config.train.accelerator == "cuda") == gpu
+
+
+def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_context_noise_model_alone():
+    """context-people256: the plain people model (the run of blocks-people256/T16), context noise, labels, both; of
+    the people models only the context-noise one ships weights (one 30 MB file per 256 px dataset)."""
+    from workbench.zoo import ships_weights
+
+    ms = zoo_script().members()
+    family = {m.name: m for m in ms if m.family == "context-people256"}
+    assert list(family) == ["T16", "ctx-T16", "cond-T16", "cond-ctx-T16"]
+    plain = next(m for m in ms if (m.family, m.name) == ("blocks-people256", "T16"))
+    assert family["T16"].key == plain.key and len({m.key for m in family.values()}) == 4
+    for name, m in family.items():
+        want = wb.preset(f"people256-{name}")
+        assert m.config.override(**{"name": want.name, "train.out_dir": want.train.out_dir}) == want
+    assert [n for n in family if ships_weights("context-people256", n)] == ["ctx-T16"]
+    assert not any(ships_weights("blocks-people256", n) for n in ("T1", "T4", "T16"))
 
 
 def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceback(tmp_path, monkeypatch, capsys,

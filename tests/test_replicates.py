@@ -92,4 +92,5 @@ def test_the_zoo_ships_weights_for_the_first_seed_of_each_ablation_only():
     assert all(ships_weights(f, n) for f, entries in MEMBERS.items() if f != "ablations" for n, _ in entries
                if (f, n) not in REPORT_ONLY)
     assert not any(ships_weights(f, n) for f, n in REPORT_ONLY)
-    assert ships_weights("vertical", "elastic") and ships_weights("blocks-emoji256", "T16")
+    assert ships_weights("vertical", "elastic") and ships_weights("blocks-emoji256", "T16") and \
+        ships_weights("context-people256", "ctx-T16")

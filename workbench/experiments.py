@@ -39,11 +39,14 @@ def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -
     if family == "blocks-emoji":
         base.update({"data.dataset": "emoji", "data.image_size": 64, "data.channels": 3, "model.latent_size": 64,
                      "model.latent_channels": 3, "model.patch_size": 8})
-    if family in PRESET_FAMILIES:  # the data, codec and latent grid of the family's own preset
+    if family in PRESET_FAMILIES:  # the data, codec, latent grid, labels and context noise of the family's own preset
         own = preset(PRESET_FAMILIES[family].format(name=name))
         base.update({f"data.{k}": getattr(own.data, k) for k in ("dataset", "image_size", "channels", "codec",
                                                                   "vae_path", "latent_scale")})
-        base.update({f"model.{k}": getattr(own.model, k) for k in ("latent_size", "latent_channels", "patch_size")})
+        base.update({f"model.{k}": getattr(own.model, k) for k in ("latent_size", "latent_channels", "patch_size",
+                                                                    "num_blocks", "num_classes")})
+        base.update({"data.labels": own.data.labels, "diffusion.context_noise": own.diffusion.context_noise,
+                     "sample.class_counts": own.sample.class_counts, "sample.cfg_scale": own.sample.cfg_scale})
         base["data.max_images"] = 64  # 64 of the images: encoding all of them takes minutes
     return preset("tiny").override(**{**base, **over})
 

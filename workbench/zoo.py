@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .replicates import seeded_name, split_seed
 
-FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "blocks-people256", "ablations")
+FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "blocks-people256", "context-people256",
+            "ablations")
 EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
 ABLATIONS = [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
              ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
@@ -21,6 +22,9 @@ MEMBERS = {  # family -> [(member name, config overrides)]
     "blocks-emoji": T_SWEEP,
     "blocks-emoji256": T_SWEEP,
     "blocks-people256": T_SWEEP,
+    # the people models' two cures of fitting each training image through its earlier blocks, and both together:
+    # the presets people256-T16 (the same run as blocks-people256/T16), -ctx-T16, -cond-T16 and -cond-ctx-T16
+    "context-people256": [(name, {}) for name in ("T16", "ctx-T16", "cond-T16", "cond-ctx-T16")],
     # each ablation with every seed of ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...: workbench.replicates)
     "ablations": [(seeded_name(name, seed), {**over, "train.seed": seed})
                   for name, over in ABLATIONS for seed in ABLATION_SEEDS],
@@ -38,18 +42,21 @@ def depth_report_name(name: str, depth: int) -> str:
 # families whose members are presets of their own, trained with the preset's budget (its GPU budget with --gpu):
 # the Fluent 3D emoji at 256 px through the codec trained here (presets emoji256-T1/T4/T16)
 # and its people subset, the analogue of the paper's FFHQ (presets people256-T1/T4/T16)
-PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}", "blocks-people256": "people256-{name}"}
+PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}", "blocks-people256": "people256-{name}",
+                   "context-people256": "people256-{name}"}
 
 SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision EMA exports)
 
 
 # members whose report (and sample grid) ships without weights, to keep data/checkpoints under SHIP_LIMIT_MB: the
-# 256 px models but the best T of each 256 px family (30 MB each; T=16 of both shows them in the app), the 32 px
+# 256 px models but one per dataset (30 MB each): emoji256 T=16, and for the people the context-noise model,
+# whose samples are the best of the people models (the app shows them; the plain T=16 ships its report), the 32 px
 # T=1 model (5 MB: zoo v2's five ablation models take 26 MB; T=4 and T=16 show the family) and the 64 px emoji arm
 # (colour blobs at its budget)
 REPORT_ONLY = {("blocks-emoji256", "T1"), ("blocks-emoji256", "T4"), ("blocks-people256", "T1"),
-               ("blocks-people256", "T4"), ("blocks-fmnist", "T1"), ("blocks-emoji", "T1"), ("blocks-emoji", "T4"),
-               ("blocks-emoji", "T16")}
+               ("blocks-people256", "T4"), ("blocks-people256", "T16"), ("context-people256", "T16"),
+               ("context-people256", "cond-T16"), ("context-people256", "cond-ctx-T16"), ("blocks-fmnist", "T1"),
+               ("blocks-emoji", "T1"), ("blocks-emoji", "T4"), ("blocks-emoji", "T16")}
 
 
 def ships_weights(family: str, name: str) -> bool:
