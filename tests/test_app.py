@@ -275,6 +275,14 @@ def test_class_and_guidance_for_class_conditional_checkpoints(monkeypatch, tmp_p
         ["##### cond/D2 · D=2 · S=2 · ddim · class 3 · guidance 2"]
 
 
+def test_the_sidebar_says_which_checkpoints_read_noised_context_in_training(tmp_path):
+    noisy = export_model(tmp_path, "ctx.safetensors", tiny_config("ctx/D2", 2).override(
+        **{"diffusion.context_noise": 0.5}))
+    plain = write_checkpoint(tmp_path, "plain.safetensors", "plain/D2", 2)
+    assert "context noised up to 0.5 in training" in catalog.load_entry(noisy, "user").describe()
+    assert "context" not in catalog.load_entry(plain, "user").describe()
+
+
 def test_corrupt_checkpoint_is_reported_and_others_still_run(folders, monkeypatch, tmp_path):
     good = write_checkpoint(tmp_path, "D1.safetensors", "broken/D1", 1)
     write_checkpoint(tmp_path, "D4.safetensors", "broken/D4", 4, width=64)  # listed, but its weights do not load
