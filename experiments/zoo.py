@@ -3,7 +3,7 @@
     python experiments/zoo.py list                    # members, budgets, status
     python experiments/zoo.py train [--only NAME]     # resumable: rerun to continue where it stopped
     python experiments/zoo.py eval  [--only NAME]     # FID against sampling steps / compute, JSON reports
-    python experiments/zoo.py export                  # half-precision EMA weights + reports -> data/checkpoints/
+    python experiments/zoo.py export                  # half-precision weights (EMA) + reports -> data/checkpoints/
     python experiments/zoo.py grids [--only NAME]     # redraw the shipped sample grids from the shipped weights
     python experiments/zoo.py findings [--readme]     # the paper's five findings decided from the shipped reports
     python experiments/zoo.py all --gpu               # one run on a GPU with larger budgets
@@ -17,6 +17,8 @@ Families (same data and same training budget inside a family):
                   GPU_BUDGETS with --gpu); they need the codec (shipped in data/codecs/fluent3d-tiny)
   blocks-people256 the same on the people subset of Fluent 3D (dataset fluent-people: people, hands, smileys;
                   1,786 training images), the analogue of the paper's FFHQ: presets people256-T1/T4/T16, 5,000 steps
+  context-people256 the people T=16 model plain (the run of blocks-people256/T16), with its context noised in
+                  training, class-conditional, and both: presets people256-T16, -ctx-T16, -cond-T16, -cond-ctx-T16
   ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers, each with
                   the training seeds of workbench.zoo.ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...)
 Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
@@ -37,7 +39,7 @@ import torch
 import workbench as wb
 from workbench.config import Config
 from workbench.zoo import (BUDGET_MULTIPLE, EVAL_STEPS, MEMBERS, PRESET_FAMILIES, SHIP_LIMIT_MB, depth_report_name,
-                           ships_weights)
+                           sampling_pick, ships_weights)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "zoo"
@@ -212,12 +214,15 @@ def reference(cfg: Config, extractor: str):
 def load_member(m: Member, depth: int | None = None, weights: Path | None = None):
     """(model, config to sample it with) of a trained member, with the sampler the zoo names for it (its declared
     config's: a run trained before the recipe's sampler changed keeps the old one in its own config); an elastic
-    member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D. From its run,
-    or from `weights` (its shipped export) when given."""
+    member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D. From its run
+    with the weights and time shift of its sampling pick (workbench.zoo.SAMPLING_PICKS), or from `weights` (its
+    shipped export, which carries them) when given."""
     from workbench.checkpoint import load_for_inference
+    from workbench.evaluation import with_flow_shift
 
-    model, cfg = load_for_inference(weights or RUNS / m.key)
-    cfg = cfg.override(**{"sample.sampler": m.config.sample.sampler})
+    use_ema, shift = sampling_pick(m.family, m.name)
+    model, cfg = load_for_inference(weights or RUNS / m.key, use_ema=use_ema)
+    cfg = with_flow_shift(cfg, shift).override(**{"sample.sampler": m.config.sample.sampler})
     return model, (cfg if depth is None else cfg.override(**{"sample.diffusion_depth": depth}))
 
 
@@ -239,7 +244,7 @@ def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | 
         print(f"{m.family}/{name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
 
     ev = evaluate_curve(model, sample_cfg, ref, extractor, steps=grid, n=n, sampler=sampler, seed=seed,
-                        weights="ema", progress=progress)
+                        weights="ema" if sampling_pick(m.family, m.name)[0] else "raw", progress=progress)
     summary = json.loads((RUNS / m.key / "DONE").read_text())
     return {"family": m.family, "name": name, "config": cfg.to_dict(),
             "training": {"steps": summary["step"], "batch": cfg.train.batch_size,
@@ -289,7 +294,7 @@ def cmd_eval(ms: list[Member]) -> None:
                 out.write_text(json.dumps(report, indent=1))
 
 
-GRID_STEPS = 16  # the shipped sample grids: the app's default S, seed 0, EMA weights
+GRID_STEPS = 16  # the shipped sample grids: the app's default S, seed 0, the weights the member is scored with
 
 
 def write_grid(m: Member, dest: Path, depth: int | None = None, weights: Path | None = None) -> Path:
@@ -333,10 +338,10 @@ def cmd_grids(ms: list[Member]) -> list[str]:
 
 
 def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
-    """Half-precision EMA weights with the member's (first) report embedded and beside them, and a sample grid
-    (write_grid); an elastic member's reports at its other depths ship as report files alone (one set of weights
-    samples them all), and a member trained by the same run as an earlier one ships its report naming that
-    member's file (training.weights)."""
+    """Half-precision weights (EMA, or those of its sampling pick) with the member's (first) report embedded and
+    beside them, and a sample grid (write_grid); an elastic member's reports at its other depths ship as report
+    files alone (one set of weights samples them all), and a member trained by the same run as an earlier one ships
+    its report naming that member's file (training.weights)."""
     from workbench.checkpoint import export_for_inference
 
     shipped: dict[str, str] = {}  # run key -> "family/name.safetensors" of the one file shipped for that run
@@ -356,7 +361,9 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
         holder = shipped.get(m.key)
         shared = holder if holder != f"{m.family}/{dest.name}" else None  # trained with another (D2 = T4 = default)
         if ships_weights(m.family, m.name) and shared is None:
-            export_for_inference(RUNS / m.key, dest, eval_report=first, sample={"sampler": m.config.sample.sampler})
+            use_ema, shift = sampling_pick(m.family, m.name)
+            export_for_inference(RUNS / m.key, dest, eval_report=first, sample={"sampler": m.config.sample.sampler},
+                                 use_ema=use_ema, flow_shift=shift)
         else:
             dest.unlink(missing_ok=True)  # weights an earlier export shipped
             if shared is not None:

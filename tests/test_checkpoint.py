@@ -166,6 +166,26 @@ def test_export_half_precision_with_budget_and_report(tmp_path):
         ("tiny", 3, 2, 1, 4, 48, "export")
 
 
+def test_export_can_ship_the_trained_weights_with_a_flow_time_shift(tmp_path):
+    """The zoo's sampling picks: the trained weights instead of the EMA, labelled as such, and a flow model's time
+    shift in the shipped config; an epsilon model's shift is refused before anything is written."""
+    state = trained_state(step=3)
+    flow = Checkpoint(state.config.override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"}),
+                      state.step, state.model, state.ema, data=state.data, meta=state.meta)
+    src = save_checkpoint(flow, tmp_path / "run")
+    out = export_for_inference(src, tmp_path / "ship" / "raw.safetensors", use_ema=False, flow_shift=2.0)
+    model, cfg = load_for_inference(out)
+    assert load_checkpoint(out).meta["weights"] == "raw" and cfg.diffusion.flow_shift == 2.0
+    assert cfg.override(**{"diffusion.flow_shift": 1.0}) == flow.config
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state.model[k].half().float())
+    assert load_checkpoint(export_for_inference(src, tmp_path / "ship" / "ema.safetensors")).meta["weights"] == "ema"
+    with pytest.raises(ValueError, match="only a flow model.*Fix: export it without one"):
+        export_for_inference(save_checkpoint(state, tmp_path / "eps"), tmp_path / "ship" / "eps.safetensors",
+                             flow_shift=2.0)
+    assert not (tmp_path / "ship" / "eps.safetensors").exists()
+
+
 def test_export_ships_the_named_sampler_and_nothing_else_of_the_config(tmp_path):
     state = trained_state(step=3)  # an eps model: its config says ddim
     src = save_checkpoint(state, tmp_path / "run")

@@ -390,6 +390,11 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_co
         want = wb.preset(f"people256-{name}")
         assert m.config.override(**{"name": want.name, "train.out_dir": want.train.out_dir}) == want
     assert [n for n in family if ships_weights("context-people256", n)] == ["ctx-T16"]
+    from workbench.zoo import SAMPLING_PICKS, sampling_pick  # picks name zoo members whose schedule has a shift
+    assert sampling_pick("context-people256", "ctx-T16") == (False, 2.0) and sampling_pick("vertical", "D2") == \
+        (True, None)
+    assert all(m.config.diffusion.prediction == "flow" for m in ms if (m.family, m.name) in SAMPLING_PICKS)
+    assert set(SAMPLING_PICKS) <= {(m.family, m.name) for m in ms}
     assert not any(ships_weights("blocks-people256", n) for n in ("T1", "T4", "T16"))
 
 
@@ -548,6 +553,34 @@ def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monk
     assert manifest.count(zoo.MANIFEST_HEAD) == 1 and manifest.count("| vertical/D2.safetensors |") == 1
     from workbench.paths import sha256_file
     assert sha256_file(ship / "vertical" / "D2.safetensors")[:16] in manifest
+
+
+def test_a_members_sampling_pick_is_what_the_zoo_loads_scores_and_ships(tmp_path, monkeypatch, one_thread):
+    """workbench.zoo.SAMPLING_PICKS: the member is loaded from its run with the trained weights and the time shift
+    it names, and its export carries both; the other members keep EMA weights and their own schedule."""
+    from workbench import zoo as zoo_def
+    from workbench.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    zoo = zoo_script()
+    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
+    monkeypatch.setitem(zoo_def.SAMPLING_PICKS, ("vertical", "D2"), {"weights": "raw", "flow_shift": 2.0})
+    cfg = wb.preset("tiny", **{"model.width": 32, "train.max_steps": 1, "diffusion.prediction": "flow",
+                               "sample.sampler": "euler"})
+    picked, plain = zoo.Member("vertical", "D2", cfg), zoo.Member("vertical", "D3", cfg)
+    run = tmp_path / "runs" / picked.key
+    trained = wb.build_model(cfg).state_dict()
+    ema = {k: v + 0.5 for k, v in trained.items()}
+    save_checkpoint(Checkpoint(cfg, step=1, model=trained, ema=ema, data={"samples_seen": 16}), run)
+    (run / "DONE").write_text("{}")
+    for m, want_weights, want_shift in ((picked, trained, 2.0), (plain, ema, 1.0)):
+        model, sample_cfg = zoo.load_member(m)
+        assert sample_cfg.diffusion.flow_shift == want_shift
+        assert all(torch.equal(v, want_weights[k]) for k, v in model.state_dict().items())
+    (run / "eval-vertical-D2.json").write_text(json.dumps(make_report("vertical", "D2", vertical_fid(2))))
+    zoo.cmd_export([picked], [picked])
+    shipped = load_checkpoint(tmp_path / "ship" / "vertical" / "D2.safetensors")
+    assert shipped.meta["weights"] == "raw" and shipped.config.diffusion.flow_shift == 2.0
+    assert all(torch.equal(v.float(), trained[k].half().float()) for k, v in shipped.model.items())
 
 
 def test_zoo_ships_a_grid_per_depth_of_an_elastic_member_and_redraws_them_from_the_shipped_file(

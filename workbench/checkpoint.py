@@ -389,18 +389,26 @@ def list_checkpoints(folder: str | Path) -> list[CheckpointInfo]:
 
 
 def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
-                         eval_report: dict | str | Path | None = None, sample: dict | None = None) -> Path:
-    """Write a small file for shipping: EMA weights (model weights without EMA) in `dtype`, the config, the training
-    budget (step, images seen, wall time) and an optional evaluation report (dict or JSON file). `sample`: fields of
-    the config's sample section to ship instead of the run's (e.g. {"sampler": "dpm++2m"}, the sampler the report
-    measured); nothing that shapes the weights can change this way."""
+                         eval_report: dict | str | Path | None = None, sample: dict | None = None,
+                         use_ema: bool = True, flow_shift: float | None = None) -> Path:
+    """Write a small file for shipping: EMA weights (the trained weights with use_ema=False or without EMA) in
+    `dtype`, the config, the training budget (step, images seen, wall time) and an optional evaluation report (dict
+    or JSON file). `sample`: fields of the config's sample section to ship instead of the run's (e.g. {"sampler":
+    "dpm++2m"}, the sampler the report measured), and `flow_shift` the sampling time shift of a flow model; nothing
+    that shapes the weights can change this way."""
     src = load_checkpoint(ckpt)
     config = src.config.override(**{f"sample.{k}": v for k, v in (sample or {}).items()})
-    weights = src.ema if src.ema is not None else src.model
+    if flow_shift is not None:
+        if config.diffusion.prediction != "flow":
+            raise ValueError(f"flow_shift={flow_shift}: {ckpt} is a {config.diffusion.prediction!r} model, and only a "
+                             "flow model's schedule has a time shift. Fix: export it without one.")
+        config = config.override(**{"diffusion.flow_shift": flow_shift})
+    use_ema = use_ema and src.ema is not None
+    weights = src.ema if use_ema else src.model
     if isinstance(eval_report, (str, Path)):
         eval_report = json.loads(Path(eval_report).read_text())
     meta = dict(src.meta, source=str(src.path), source_step=src.step, dtype=str(dtype).removeprefix("torch."),
-                weights="ema" if src.ema is not None else "raw",
+                weights="ema" if use_ema else "raw",
                 eval_report=eval_report)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
