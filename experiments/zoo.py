@@ -220,9 +220,10 @@ def load_member(m: Member, depth: int | None = None, weights: Path | None = None
     from workbench.checkpoint import load_for_inference
     from workbench.evaluation import with_flow_shift
 
-    use_ema, shift = sampling_pick(m.family, m.name)
+    use_ema, shift, sample = sampling_pick(m.family, m.name)
     model, cfg = load_for_inference(weights or RUNS / m.key, use_ema=use_ema)
-    cfg = with_flow_shift(cfg, shift).override(**{"sample.sampler": m.config.sample.sampler})
+    cfg = with_flow_shift(cfg, shift).override(**{f"sample.{k}": v for k, v in sample.items()},
+                                               **{"sample.sampler": m.config.sample.sampler})
     return model, (cfg if depth is None else cfg.override(**{"sample.diffusion_depth": depth}))
 
 
@@ -361,9 +362,9 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
         holder = shipped.get(m.key)
         shared = holder if holder != f"{m.family}/{dest.name}" else None  # trained with another (D2 = T4 = default)
         if ships_weights(m.family, m.name) and shared is None:
-            use_ema, shift = sampling_pick(m.family, m.name)
-            export_for_inference(RUNS / m.key, dest, eval_report=first, sample={"sampler": m.config.sample.sampler},
-                                 use_ema=use_ema, flow_shift=shift)
+            use_ema, shift, sample = sampling_pick(m.family, m.name)
+            export_for_inference(RUNS / m.key, dest, eval_report=first, use_ema=use_ema, flow_shift=shift,
+                                 sample={"sampler": m.config.sample.sampler, **sample})
         else:
             dest.unlink(missing_ok=True)  # weights an earlier export shipped
             if shared is not None:

@@ -391,8 +391,10 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_co
         assert m.config.override(**{"name": want.name, "train.out_dir": want.train.out_dir}) == want
     assert [n for n in family if ships_weights("context-people256", n)] == ["ctx-T16"]
     from workbench.zoo import SAMPLING_PICKS, sampling_pick  # picks name zoo members whose schedule has a shift
-    assert sampling_pick("context-people256", "ctx-T16") == (False, 2.0) and sampling_pick("vertical", "D2") == \
-        (True, None)
+    assert sampling_pick("context-people256", "ctx-T16") == (False, 2.0, {}) and sampling_pick("vertical", "D2") == \
+        (True, None, {})
+    assert sampling_pick("context-people256", "cond-ctx-T16") == (False, 2.0, {"cfg_scale": 2.0})
+    assert all(m.config.model.num_classes for m in ms if "cfg_scale" in SAMPLING_PICKS.get((m.family, m.name), {}))
     assert all(m.config.diffusion.prediction == "flow" for m in ms if (m.family, m.name) in SAMPLING_PICKS)
     assert set(SAMPLING_PICKS) <= {(m.family, m.name) for m in ms}
     assert not any(ships_weights("blocks-people256", n) for n in ("T1", "T4", "T16"))
@@ -563,23 +565,25 @@ def test_a_members_sampling_pick_is_what_the_zoo_loads_scores_and_ships(tmp_path
     zoo = zoo_script()
     monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
-    monkeypatch.setitem(zoo_def.SAMPLING_PICKS, ("vertical", "D2"), {"weights": "raw", "flow_shift": 2.0})
+    monkeypatch.setitem(zoo_def.SAMPLING_PICKS, ("vertical", "D2"), {"weights": "raw", "flow_shift": 2.0,
+                                                                      "cfg_scale": 3.0})
     cfg = wb.preset("tiny", **{"model.width": 32, "train.max_steps": 1, "diffusion.prediction": "flow",
-                               "sample.sampler": "euler"})
+                               "sample.sampler": "euler", "model.num_classes": 10})
     picked, plain = zoo.Member("vertical", "D2", cfg), zoo.Member("vertical", "D3", cfg)
     run = tmp_path / "runs" / picked.key
     trained = wb.build_model(cfg).state_dict()
     ema = {k: v + 0.5 for k, v in trained.items()}
     save_checkpoint(Checkpoint(cfg, step=1, model=trained, ema=ema, data={"samples_seen": 16}), run)
     (run / "DONE").write_text("{}")
-    for m, want_weights, want_shift in ((picked, trained, 2.0), (plain, ema, 1.0)):
+    for m, want_weights, want_shift, want_w in ((picked, trained, 2.0, 3.0), (plain, ema, 1.0, 1.0)):
         model, sample_cfg = zoo.load_member(m)
-        assert sample_cfg.diffusion.flow_shift == want_shift
+        assert (sample_cfg.diffusion.flow_shift, sample_cfg.sample.cfg_scale) == (want_shift, want_w)
         assert all(torch.equal(v, want_weights[k]) for k, v in model.state_dict().items())
     (run / "eval-vertical-D2.json").write_text(json.dumps(make_report("vertical", "D2", vertical_fid(2))))
     zoo.cmd_export([picked], [picked])
     shipped = load_checkpoint(tmp_path / "ship" / "vertical" / "D2.safetensors")
     assert shipped.meta["weights"] == "raw" and shipped.config.diffusion.flow_shift == 2.0
+    assert shipped.config.sample.cfg_scale == 3.0
     assert all(torch.equal(v.float(), trained[k].half().float()) for k, v in shipped.model.items())
 
 

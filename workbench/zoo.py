@@ -45,11 +45,16 @@ def depth_report_name(name: str, depth: int) -> str:
 PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}", "blocks-people256": "people256-{name}",
                    "context-people256": "people256-{name}"}
 
-# members scored, drawn and shipped with the sampling a sweep on another seed picked, instead of the zoo's EMA
+# members scored, drawn and shipped with the sampling that sweeps on another seed picked, instead of the zoo's EMA
 # weights on the model's own schedule: {(family, name): {"weights": "ema" or "raw" (the trained weights), "flow_shift":
-# the sampling time shift}}. The context-noise people model: trained weights at shift 2 (seed 1, n=500: 89.5 against
-# 95.8 for EMA without shift; benchmarks/RESULTS.md section 7); the zoo's reports are seed 0.
-SAMPLING_PICKS = {("context-people256", "ctx-T16"): {"weights": "raw", "flow_shift": 2.0}}
+# the sampling time shift, "cfg_scale": the guidance of a class-conditional model}}. The people models of
+# context-people256, all four alike: trained weights at shift 2, guidance w=2 (seed 1, n=500: the context-noise model
+# 89.5 against 95.8 for EMA without shift, the conditional one's shift sweep and both models' guidance sweeps;
+# benchmarks/RESULTS.md section 7); the zoo's reports are seed 0.
+_PICK = {"weights": "raw", "flow_shift": 2.0}
+SAMPLING_PICKS = {("context-people256", "T16"): _PICK, ("context-people256", "ctx-T16"): _PICK,
+                  ("context-people256", "cond-T16"): {**_PICK, "cfg_scale": 2.0},
+                  ("context-people256", "cond-ctx-T16"): {**_PICK, "cfg_scale": 2.0}}
 
 SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision EMA exports)
 
@@ -65,10 +70,12 @@ REPORT_ONLY = {("blocks-emoji256", "T1"), ("blocks-emoji256", "T4"), ("blocks-pe
                ("blocks-emoji", "T1"), ("blocks-emoji", "T4"), ("blocks-emoji", "T16")}
 
 
-def sampling_pick(family: str, name: str) -> tuple[bool, float | None]:
-    """(use the EMA weights, flow time shift or None for the model's own) a member is scored and shipped with."""
+def sampling_pick(family: str, name: str) -> tuple[bool, float | None, dict]:
+    """(use the EMA weights, flow time shift or None for the model's own, sample-section overrides such as
+    {"cfg_scale": 2.0}) a member is scored, drawn and shipped with."""
     pick = SAMPLING_PICKS.get((family, name), {})
-    return pick.get("weights", "ema") == "ema", pick.get("flow_shift")
+    return pick.get("weights", "ema") == "ema", pick.get("flow_shift"), {k: v for k, v in pick.items()
+                                                                           if k == "cfg_scale"}
 
 
 def ships_weights(family: str, name: str) -> bool:
