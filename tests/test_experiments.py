@@ -376,9 +376,9 @@ def test_the_256px_zoo_families_are_their_presets_with_their_budgets(gpu, family
                                              .batch_size) and (m.config.train.accelerator == "cuda") == gpu
 
 
-def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_context_noise_model_alone():
+def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_best_model_alone():
     """context-people256: the plain people model (the run of blocks-people256/T16), context noise, labels, both; of
-    the people models only the context-noise one ships weights (one 30 MB file per 256 px dataset)."""
+    the people models only the one with both ships weights (one 30 MB file per 256 px dataset)."""
     from workbench.zoo import ships_weights
 
     ms = zoo_script().members()
@@ -389,7 +389,7 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_co
     for name, m in family.items():
         want = wb.preset(f"people256-{name}")
         assert m.config.override(**{"name": want.name, "train.out_dir": want.train.out_dir}) == want
-    assert [n for n in family if ships_weights("context-people256", n)] == ["ctx-T16"]
+    assert [n for n in family if ships_weights("context-people256", n)] == ["cond-ctx-T16"]
     from workbench.zoo import SAMPLING_PICKS, sampling_pick  # picks name zoo members whose schedule has a shift
     assert sampling_pick("context-people256", "ctx-T16") == (False, 2.0, {}) and sampling_pick("vertical", "D2") == \
         (True, None, {})
