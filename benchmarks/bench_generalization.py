@@ -1,7 +1,7 @@
 """Where does a latent model fit its training images more closely than held-out ones? The teacher-forced loss on
 training and held-out latents, per block and per noise level, with the same timesteps and noise on both sides.
 
-    python benchmarks/bench_generalization.py --checkpoint data/checkpoints/context-people256/ctx-T16.safetensors
+    python benchmarks/bench_generalization.py --checkpoint data/checkpoints/context-people256/cond-ctx-T16.safetensors
                                               [--images 256] [--no-ema] [--seed 0] [--threads 2]
                                               [--out results/generalization.jsonl]
 

@@ -1,7 +1,7 @@
 """Do the 256 px models copy their training images? Nearest training neighbours of generations, in two spaces,
 read against two real-image baselines.
 
-    python benchmarks/bench_memorization.py --checkpoint data/checkpoints/context-people256/ctx-T16.safetensors
+    python benchmarks/bench_memorization.py --checkpoint data/checkpoints/context-people256/cond-ctx-T16.safetensors
                                             [--n 500] [--steps 16] [--cfg-scale W] [--seed 0] [--threads 2]
                                             [--grid results/people256/nn-T16.png] [--out results/memorization.jsonl]
 

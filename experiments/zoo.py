@@ -152,10 +152,10 @@ def cmd_list(ms: list[Member]) -> None:
         keys = dict.fromkeys(m.key for m in ms if m.family == family)
         known = [seconds[k] for k in keys if seconds[k] is not None]
         missing = len(keys) - len(known)
-        print(f"  {family:16s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
+        print(f"  {family:17s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
               + (f" ({missing} not trained or not recorded)" if missing else ""))
     known = [v for v in seconds.values() if v is not None]
-    print(f"  {'all':16s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
+    print(f"  {'all':17s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
           + (f" ({len(seconds) - len(known)} not trained or not recorded)" if len(known) < len(seconds) else ""))
 
 

@@ -690,9 +690,9 @@ def test_zoo_list_says_what_is_shipped_and_totals_training_time_per_family(tmp_p
     assert line["vertical/D2"].endswith("shipped   10.0 min") and line["vertical/D3"].endswith("shipped")
     assert line["blocks-fmnist/T1"].endswith("trained    5.0 min") and line["vertical/D1"].endswith("pending")
     assert line["blocks-fmnist/T4"].endswith("shipped   10.0 min")  # shipped as vertical/D2: the same run
-    assert "vertical          5 runs    10.0 min (4 not trained or not recorded)" in out
-    assert "blocks-fmnist     3 runs    15.0 min (1 not trained or not recorded)" in out
-    assert "all               7 runs    15.0 min = 0.2 h (5 not trained or not recorded)" in out
+    assert "vertical           5 runs    10.0 min (4 not trained or not recorded)" in out
+    assert "blocks-fmnist      3 runs    15.0 min (1 not trained or not recorded)" in out
+    assert "all                7 runs    15.0 min = 0.2 h (5 not trained or not recorded)" in out
 
 
 def test_zoo_run_keys_leave_out_fields_added_at_their_defaults():
