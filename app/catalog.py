@@ -73,12 +73,12 @@ class Entry:
     def describe(self) -> str:
         m = self.config.model
         cond = f", {m.num_classes} classes" if m.num_classes else ""
-        noise = self.config.diffusion.context_noise  # training only: sampling reads clean blocks
-        cond += f", context noised up to {noise:g} in training" if noise else ""
+        c = self.config.diffusion.context_noise  # training only: sampling reads clean blocks
+        noise = f", context noised up to {c:g} in training" if c else ""
         held = f", every other D in 1..{m.depth} held out" if len(set(m.depths)) < m.depth else ""
         elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}{held})" if self.elastic else ""
         depth = "" if self.elastic else f", D={m.diffusion_depth}"  # an elastic file samples every D
-        return (f"{self.name}: N={m.depth}{depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}; "
+        return (f"{self.name}: N={m.depth}{depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}{noise}; "
                 f"{data_text(self.config)}; trained {self.budget}")
 
 

@@ -56,7 +56,7 @@ SAMPLING_PICKS = {("context-people256", "T16"): _PICK, ("context-people256", "ct
                   ("context-people256", "cond-T16"): {**_PICK, "cfg_scale": 2.0},
                   ("context-people256", "cond-ctx-T16"): {**_PICK, "cfg_scale": 2.0}}
 
-SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision EMA exports)
+SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision exports)
 
 
 # members whose report (and sample grid) ships without weights, to keep data/checkpoints under SHIP_LIMIT_MB: the
