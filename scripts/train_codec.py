@@ -93,6 +93,39 @@ def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torc
     return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl, "out": out}
 
 
+@torch.no_grad()
+def widen_decoder(vae: diffusers.AutoencoderTiny, width: int, noise: float, g: torch.Generator
+                  ) -> diffusers.AutoencoderTiny:
+    """The same codec with a decoder `width` channels wide, computing the same function (Net2Net's widening): new
+    channel j copies old channel j % w, and a layer reading copied channels splits each weight between the copies.
+    The encoder is copied as is (its latents stay bitwise the same). Copies of one channel would get the same
+    gradient for ever, so `noise` (a fraction of each layer's weight std) perturbs them."""
+    old = vae.config.decoder_block_out_channels
+    if len(set(old)) != 1 or width < old[0]:
+        sys.exit(f"--decoder-width {width}: widening needs a decoder of one width no wider than {width}, found "
+                 f"{list(old)}. Fix: pass a --decoder-width of at least {max(old)}.")
+    w = old[0]
+    new = diffusers.AutoencoderTiny(**{**{k: v for k, v in vae.config.items()
+                                          if not k.startswith("_") and k != "block_out_channels"},
+                                       "decoder_block_out_channels": (width,) * len(old)})
+    new.encoder.load_state_dict(vae.encoder.state_dict())
+    src = iter(m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d))
+    source = torch.arange(width) % w  # new channel -> the old channel it copies
+    copies = torch.bincount(source, minlength=w).float()
+    for conv in (m for m in new.decoder.modules() if isinstance(m, torch.nn.Conv2d)):
+        old_conv = next(src)
+        weight, outs = old_conv.weight, conv.out_channels == width
+        if conv.in_channels == width:  # reads widened channels: each copy gets its share
+            weight = weight[:, source] / copies[source].view(1, -1, 1, 1)
+        if outs:
+            weight = weight[source]
+            weight = weight + noise * float(old_conv.weight.std()) * torch.randn(weight.shape, generator=g)
+        conv.weight.copy_(weight)
+        if conv.bias is not None:
+            conv.bias.copy_(old_conv.bias[source] if outs else old_conv.bias)
+    return new
+
+
 def encoder_side(vae: torch.nn.Module) -> list[torch.nn.Module]:
     """The modules that map pixels to latents (what --freeze-encoder keeps fixed)."""
     return [m for m in (vae.encoder, getattr(vae, "quant_conv", None)) if m is not None]
@@ -321,6 +354,11 @@ def main() -> None:
     ap.add_argument("--freeze-encoder", action="store_true",
                     help="train the decoder only (with --init): the latents stay bitwise those of --init, so "
                     "models trained on them keep working with the new decoder")
+    ap.add_argument("--decoder-width", type=int, default=0,
+                    help="widen the decoder of --init to this many channels per stage before training, keeping "
+                    "its function (Net2Net); with --freeze-encoder the latents stay those of --init (0: keep)")
+    ap.add_argument("--widen-noise", type=float, default=0.01,
+                    help="noise on the widened decoder's copied weights, as a fraction of each layer's std")
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                     help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
                     "benchmarks/bench_codec.py); the weights stay float32")
@@ -351,6 +389,12 @@ def main() -> None:
                  "--freeze-encoder.")
     vae, init = continued(args.out, args.init, train_set) if args.init else (
         build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels), None)
+    if args.decoder_width:
+        if not (init and isinstance(vae, diffusers.AutoencoderTiny)):
+            sys.exit("--decoder-width widens the decoder of a trained AutoencoderTiny. Fix: add --init <trained "
+                     "tiny codec>, or set --width for a new codec.")
+        vae = widen_decoder(vae, args.decoder_width, args.widen_noise, torch.Generator().manual_seed(args.seed))
+        init["widened"] = {"decoder_width": args.decoder_width, "noise": args.widen_noise}
     card = {"name": args.name, "class": type(vae).__name__, "created": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "command": " ".join(["python", "scripts/train_codec.py", *sys.argv[1:]]),
         "parameters": sum(p.numel() for p in vae.parameters()),

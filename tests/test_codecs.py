@@ -334,3 +334,51 @@ def test_decoder_only_training_keeps_the_latents_bitwise(trained, tmp_path):
     out = subprocess.run(args[:6] + ["--freeze-encoder", "--steps", "1"], capture_output=True, text=True, env=env,
                          timeout=300)
     assert out.returncode != 0 and "--freeze-encoder" in out.stderr and "Fix: add --init" in out.stderr
+
+
+@pytest.mark.parametrize("width", [16, 12])
+def test_widening_the_decoder_keeps_its_function_and_the_encoder(width):
+    """Net2Net widening: at zero noise the wider decoder decodes what the narrow one did (up to float rounding), the
+    encoder is copied bitwise; the noise breaks the copies' symmetry; a narrower width is refused with the fix."""
+    tc = _script_module()
+    torch.manual_seed(0)
+    vae = tc.build_autoencoder("tiny", 8, 2, 4).eval()
+    wide = tc.widen_decoder(vae, width, 0.0, torch.Generator().manual_seed(0)).eval()
+    assert wide.config.decoder_block_out_channels == (width,) * 4 and wide.config.encoder_block_out_channels == (8,) * 4
+    assert wide.config.scaling_factor == vae.config.scaling_factor
+    convs = [m for m in wide.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].out_channels == width and convs[-1].in_channels == width and convs[-1].out_channels == 3
+    for (name, a), (_, b) in zip(vae.encoder.state_dict().items(), wide.encoder.state_dict().items()):
+        assert torch.equal(a, b), name
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latents
+        assert torch.equal(z, wide.encode(x).latents)
+        narrow_out, wide_out = vae.decode(z).sample, wide.decode(z).sample
+        assert narrow_out.abs().max() > 0.01  # a decoder that outputs something, so equality says something
+        torch.testing.assert_close(wide_out, narrow_out, atol=1e-5, rtol=1e-4)
+        noisy = tc.widen_decoder(vae, width, 0.05, torch.Generator().manual_seed(0)).eval()
+        assert not torch.allclose(noisy.decode(z).sample, narrow_out, atol=1e-5)
+    with pytest.raises(SystemExit, match="--decoder-width 4: .*Fix: pass a --decoder-width of at least 8"):
+        tc.widen_decoder(vae, 4, 0.0, torch.Generator())
+
+
+def test_a_widened_decoder_trains_ships_and_keeps_the_latents(trained, tmp_path):
+    folder, fluent = trained
+    args = [sys.executable, str(SCRIPT), "--name", "wide", "--out", str(tmp_path), "--root", str(fluent), "--init",
+            str(folder), "--freeze-encoder", "--decoder-width", "16", "--steps", "2", "--batch", "2", "--crop", "32",
+            "--threads", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    card = json.loads((tmp_path / "wide" / "card.json").read_text())
+    assert card["init"]["widened"] == {"decoder_width": 16, "noise": 0.01}
+    assert card["parameters"] > json.loads((folder / "card.json").read_text())["parameters"]
+    old, new = VAECodec(folder, latent_scale=0.0), VAECodec(tmp_path / "wide", latent_scale=0.0)
+    assert new.vae.config.decoder_block_out_channels == [16] * 4
+    x = fluent_images(fluent)[:2]
+    z = old.encode(x)
+    assert torch.equal(z, new.encode(x)) and new.decode(z).shape == x.shape
+    out = subprocess.run(args[:6] + ["--decoder-width", "16", "--steps", "1"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode != 0 and "--decoder-width" in out.stderr and "Fix: add --init" in out.stderr
