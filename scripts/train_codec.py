@@ -8,6 +8,7 @@ the sha256 of every file, reconstructions.png). VAECodec loads the folder and re
     python scripts/train_codec.py --name fluent3d-tiny --init fluent3d-tiny --steps 4000   # train it further
     python scripts/train_codec.py --name fluent3d-gan --init fluent3d-tiny --adv-weight 0.5 --steps 3000  # + a critic
     python scripts/train_codec.py --name fluent3d-dec --init fluent3d-tiny --freeze-encoder ...  # decoder only
+    python scripts/train_codec.py --name fluent3d-wide --init fluent3d-tiny --freeze-encoder --decoder-width 64 ...
 
 With --adv-weight > 0 a PatchGAN critic, trained here from scratch beside the autoencoder (hinge loss), adds an
 adversarial term to the reconstruction loss, weighted adaptively as in VQGAN (the ratio of the two losses' gradient
@@ -135,15 +136,21 @@ class PatchCritic(torch.nn.Module):
     """A PatchGAN critic (pix2pix, VQGAN): 4x4 convolutions, `layers` of them strided, one logit per overlapping
     patch of the input. It only trains the codec and is not shipped."""
 
-    def __init__(self, width: int = 32, layers: int = 3):
+    def __init__(self, width: int = 32, layers: int = 3, norm: str = "group"):
         super().__init__()
-        mods, ch = [torch.nn.Conv2d(3, width, 4, 2, 1), torch.nn.LeakyReLU(0.2)], width
+        if norm not in ("group", "spectral"):
+            raise ValueError(f"critic norm {norm!r}: unknown. Fix: 'group' or 'spectral'.")
+        # spectral: every convolution's weight divided by its largest singular value (SN-GAN), no GroupNorm; the
+        # critic is then 1-Lipschitz per layer and cannot swing as far from one step of the codec to the next
+        sn = torch.nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
+        mods, ch = [sn(torch.nn.Conv2d(3, width, 4, 2, 1)), torch.nn.LeakyReLU(0.2)], width
         for i in range(1, layers):
             out = width * min(2 ** i, 8)
-            mods += [torch.nn.Conv2d(ch, out, 4, 2, 1, bias=False), torch.nn.GroupNorm(min(32, out // 4), out),
-                     torch.nn.LeakyReLU(0.2)]
+            mods += [sn(torch.nn.Conv2d(ch, out, 4, 2, 1, bias=norm == "spectral"))]
+            mods += [torch.nn.GroupNorm(min(32, out // 4), out)] if norm == "group" else []
+            mods += [torch.nn.LeakyReLU(0.2)]
             ch = out
-        mods.append(torch.nn.Conv2d(ch, 1, 4, 1, 1))
+        mods.append(sn(torch.nn.Conv2d(ch, 1, 4, 1, 1)))
         self.net = torch.nn.Sequential(*mods)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,7 +205,8 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
     for m in encoder if args.freeze_encoder else ():
         m.eval()
     bf16 = args.precision == "bf16"
-    critic = PatchCritic(args.critic_width).to(memory_format=layout) if args.adv_weight > 0 else None
+    critic = (PatchCritic(args.critic_width, norm=args.critic_norm).to(memory_format=layout)
+              if args.adv_weight > 0 else None)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.lr, betas=(0.5, 0.9),
                                    weight_decay=0.0) if critic else None
     losses, window, start, step = [], [], time.perf_counter(), 0
@@ -240,10 +248,11 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
                                           if critic else ""),
             **({"adversarial": {"weight": args.adv_weight, "start": args.adv_start,
                                 "critic_warmup": args.critic_warmup, "critic_lr": args.critic_lr or args.lr,
-                                "critic_width": args.critic_width,
+                                "critic_width": args.critic_width, "critic_norm": args.critic_norm,
                                 "critic_parameters": sum(p.numel() for p in critic.parameters()),
-                                "critic": "PatchGAN, 3 strided 4x4 convs, GroupNorm, LeakyReLU 0.2; AdamW betas "
-                                          "(0.5, 0.9); trained from scratch, not shipped"}} if critic else {}),
+                                "critic": f"PatchGAN, 3 strided 4x4 convs, {args.critic_norm} norm, LeakyReLU 0.2; "
+                                          "AdamW betas (0.5, 0.9); trained from scratch, not shipped"}}
+               if critic else {}),
             "precision": args.precision, "channels_last": args.channels_last,
             "trained": "decoder only (encoder frozen: the latents of --init unchanged)" if args.freeze_encoder
             else "encoder and decoder",
@@ -347,6 +356,9 @@ def main() -> None:
                     help="weight of a PatchGAN critic's term (0: none), scaled adaptively as in VQGAN")
     ap.add_argument("--adv-start", type=int, default=0, help="step at which the critic starts training")
     ap.add_argument("--critic-width", type=int, default=32, help="channels of the critic's first layer")
+    ap.add_argument("--critic-norm", choices=("group", "spectral"), default="group",
+                    help="the critic's normalisation: GroupNorm after each strided conv, or spectral normalisation "
+                    "of every conv's weight (SN-GAN; steadier when the codec moves under it)")
     ap.add_argument("--critic-warmup", type=int, default=0,
                     help="steps the critic trains alone (from --adv-start) before its term reaches the codec: a "
                     "critic at chance only adds noise to the codec's gradient")

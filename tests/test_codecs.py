@@ -288,11 +288,13 @@ def test_the_adaptive_adversarial_weight_matches_the_gradient_norms_at_the_last_
     assert float(out["g_adv"].detach()) == pytest.approx(-float(critic(parts["out"]).mean().detach()), rel=1e-5)
 
 
-def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, tmp_path):
+@pytest.mark.parametrize("norm", ["group", "spectral"])
+def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, tmp_path, norm):
     folder, fluent = trained
     args = [sys.executable, str(SCRIPT), "--name", "gan", "--out", str(tmp_path), "--root", str(fluent), "--init",
             str(folder), "--steps", "4", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
-            "--adv-weight", "0.5", "--adv-start", "1", "--critic-warmup", "1", "--critic-width", "8"]
+            "--adv-weight", "0.5", "--adv-start", "1", "--critic-warmup", "1", "--critic-width", "8",
+            "--critic-norm", norm]
     out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "gan" / "card.json").read_text())
@@ -303,7 +305,7 @@ def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, 
     assert all(math.isfinite(e["loss"]) and e["lambda"] > 0 for e in logged[2:])
     assert logged[1]["loss"] == pytest.approx(logged[1]["l1"] + logged[1]["mse"])
     adv = card["train"]["adversarial"]
-    assert (adv["weight"], adv["start"], adv["critic_warmup"]) == (0.5, 1, 1)
+    assert (adv["weight"], adv["start"], adv["critic_warmup"], adv["critic_norm"]) == (0.5, 1, 1, norm)
     assert "critic" in card["train"]["loss"] and "critic" in out.stdout
     assert sorted(p.name for p in (tmp_path / "gan").iterdir()) == [
         "card.json", "config.json", "diffusion_pytorch_model.safetensors", "reconstructions.png"]
@@ -382,3 +384,26 @@ def test_a_widened_decoder_trains_ships_and_keeps_the_latents(trained, tmp_path)
     out = subprocess.run(args[:6] + ["--decoder-width", "16", "--steps", "1"], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode != 0 and "--decoder-width" in out.stderr and "Fix: add --init" in out.stderr
+
+
+def test_a_spectrally_normalised_critic_has_unit_spectral_norm_per_layer():
+    """--critic-norm spectral: after the power iteration has run a few training forwards, every convolution's
+    weight (as a matrix out x in*k*k) has largest singular value 1; GroupNorm is gone; an unknown norm is refused."""
+    tc = _script_module()
+    torch.manual_seed(0)
+    critic = tc.PatchCritic(8, norm="spectral").train()
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in critic.modules())
+    x = torch.rand(2, 3, 32, 32)
+    for _ in range(30):
+        critic(x)
+    convs = [m for m in critic.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4
+    for conv in convs:
+        sigma = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2)
+        assert float(sigma) == pytest.approx(1.0, rel=0.02)
+    plain = tc.PatchCritic(8)
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in plain.modules())
+    assert max(float(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2))
+               for m in plain.modules() if isinstance(m, torch.nn.Conv2d)) != pytest.approx(1.0, rel=0.02)
+    with pytest.raises(ValueError, match="critic norm 'batch': unknown. Fix: 'group' or 'spectral'"):
+        tc.PatchCritic(8, norm="batch")
