@@ -312,15 +312,19 @@ def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, 
     VAECodec(tmp_path / "gan", latent_scale=0.0)
 
 
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """scripts/train_codec.py with `args` on one thread."""
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
 def test_decoder_only_training_keeps_the_latents_bitwise(trained, tmp_path):
     """--freeze-encoder: the encoder's weights, the latents and their standardisation are the init's exactly, the
     decoder changes; without --init the flag is refused with the fix."""
     folder, fluent = trained
-    args = [sys.executable, str(SCRIPT), "--name", "dec", "--out", str(tmp_path), "--root", str(fluent), "--init",
-            str(folder), "--freeze-encoder", "--steps", "3", "--batch", "2", "--crop", "32", "--threads", "1",
-            "--lr", "1e-2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    out = run_script("--name", "dec", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
+                     "--freeze-encoder", "--steps", "3", "--batch", "2", "--crop", "32", "--threads", "1",
+                     "--lr", "1e-2")
     assert out.returncode == 0, out.stdout + out.stderr
     old, new = VAECodec(folder, latent_scale=0.0), VAECodec(tmp_path / "dec", latent_scale=0.0)
     for (name, a), (_, b) in zip(old.vae.encoder.state_dict().items(), new.vae.encoder.state_dict().items()):
@@ -333,8 +337,7 @@ def test_decoder_only_training_keeps_the_latents_bitwise(trained, tmp_path):
     card = json.loads((tmp_path / "dec" / "card.json").read_text())
     assert card["train"]["trained"].startswith("decoder only")
     assert card["latents"] == json.loads((folder / "card.json").read_text())["latents"]
-    out = subprocess.run(args[:6] + ["--freeze-encoder", "--steps", "1"], capture_output=True, text=True, env=env,
-                         timeout=300)
+    out = run_script("--name", "dec", "--out", str(tmp_path), "--freeze-encoder", "--steps", "1")
     assert out.returncode != 0 and "--freeze-encoder" in out.stderr and "Fix: add --init" in out.stderr
 
 
@@ -367,11 +370,9 @@ def test_widening_the_decoder_keeps_its_function_and_the_encoder(width):
 
 def test_a_widened_decoder_trains_ships_and_keeps_the_latents(trained, tmp_path):
     folder, fluent = trained
-    args = [sys.executable, str(SCRIPT), "--name", "wide", "--out", str(tmp_path), "--root", str(fluent), "--init",
-            str(folder), "--freeze-encoder", "--decoder-width", "16", "--steps", "2", "--batch", "2", "--crop", "32",
-            "--threads", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    out = run_script("--name", "wide", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
+                     "--freeze-encoder", "--decoder-width", "16", "--steps", "2", "--batch", "2", "--crop", "32",
+                     "--threads", "1")
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "wide" / "card.json").read_text())
     assert card["init"]["widened"] == {"decoder_width": 16, "noise": 0.01}
@@ -381,8 +382,7 @@ def test_a_widened_decoder_trains_ships_and_keeps_the_latents(trained, tmp_path)
     x = fluent_images(fluent)[:2]
     z = old.encode(x)
     assert torch.equal(z, new.encode(x)) and new.decode(z).shape == x.shape
-    out = subprocess.run(args[:6] + ["--decoder-width", "16", "--steps", "1"], capture_output=True, text=True,
-                         env=env, timeout=300)
+    out = run_script("--name", "wide", "--out", str(tmp_path), "--decoder-width", "16", "--steps", "1")
     assert out.returncode != 0 and "--decoder-width" in out.stderr and "Fix: add --init" in out.stderr
 
 
