@@ -158,15 +158,19 @@ def test_measure_reconstruction_psnr_and_pairs():
 
 
 # ---- a codec trained here: scripts/train_codec.py on a synthetic Fluent package ------------------------------------
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    """scripts/train_codec.py with `args` on one thread."""
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("codec-run")
     fluent = write_fluent(root / "fluent")
-    args = [sys.executable, str(SCRIPT), "--name", "tiny", "--out", str(root / "codecs"), "--root", str(fluent),
-            "--steps", "4", "--batch", "2", "--crop", "32", "--width", "8", "--blocks", "1", "--threads", "1",
-            "--log-every", "2"]
-    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                         timeout=300)
+    out = run_script("--name", "tiny", "--out", str(root / "codecs"), "--root", str(fluent), "--steps", "4",
+                     "--batch", "2", "--crop", "32", "--width", "8", "--blocks", "1", "--threads", "1",
+                     "--log-every", "2")
     assert out.returncode == 0, out.stdout + out.stderr
     return root / "codecs" / "tiny", fluent
 
@@ -235,10 +239,9 @@ def test_a_tampered_codec_is_refused_with_the_fix(trained, tmp_path, monkeypatch
 
 def test_training_continues_from_a_trained_codec_and_records_its_lineage(trained, tmp_path):
     folder, fluent = trained
-    args = [sys.executable, str(SCRIPT), "--name", "more", "--out", str(tmp_path), "--root", str(fluent), "--init",
-            str(folder), "--steps", "2", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
-            "--width", "64"]  # ignored: the architecture is the init's
-    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    out = run_script("--name", "more", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
+                     "--steps", "2", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
+                     "--width", "64")  # ignored: the architecture is the init's
     assert out.returncode == 0, out.stdout + out.stderr
     old, new = (json.loads((f / "card.json").read_text()) for f in (folder, tmp_path / "more"))
     assert new["init"]["from"] == "tiny" and new["init"]["files"] == old["files"] and new["init"]["total_steps"] == 4
@@ -252,13 +255,12 @@ def test_training_from_a_tampered_codec_is_refused_before_its_weights_are_read(t
     folder = tmp_path / "tiny"
     shutil.copytree(trained[0], folder)
     (folder / "extra.bin").write_bytes(b"weights from elsewhere")
-    args = [sys.executable, str(SCRIPT), "--name", "more", "--out", str(tmp_path / "out"), "--root", str(trained[1]),
-            "--init", str(folder), "--steps", "1", "--threads", "1"]
-    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    args = ["--name", "more", "--out", str(tmp_path / "out"), "--root", str(trained[1]), "--init", str(folder),
+            "--steps", "1", "--threads", "1"]
+    out = run_script(*args)
     assert out.returncode != 0 and f"--init {folder}: " in out.stderr and "extra.bin: sha256" in out.stderr
     assert "Fix:" in out.stderr and not (tmp_path / "out").exists()
-    out = subprocess.run(args[:-5] + [str(tmp_path / "nowhere"), "--steps", "1"], capture_output=True, text=True,
-                         timeout=300)
+    out = run_script(*args[:-5], str(tmp_path / "nowhere"), "--steps", "1")
     assert out.returncode != 0 and "no codec there" in out.stderr and "Fix:" in out.stderr
 
 
@@ -291,11 +293,10 @@ def test_the_adaptive_adversarial_weight_matches_the_gradient_norms_at_the_last_
 @pytest.mark.parametrize("norm", ["group", "spectral"])
 def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, tmp_path, norm):
     folder, fluent = trained
-    args = [sys.executable, str(SCRIPT), "--name", "gan", "--out", str(tmp_path), "--root", str(fluent), "--init",
-            str(folder), "--steps", "4", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
-            "--adv-weight", "0.5", "--adv-start", "1", "--critic-warmup", "1", "--critic-width", "8",
-            "--critic-norm", norm]
-    out = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    out = run_script("--name", "gan", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
+                     "--steps", "4", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
+                     "--adv-weight", "0.5", "--adv-start", "1", "--critic-warmup", "1", "--critic-width", "8",
+                     "--critic-norm", norm)
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "gan" / "card.json").read_text())
     logged = card["train"]["losses"]
@@ -310,12 +311,6 @@ def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, 
     assert sorted(p.name for p in (tmp_path / "gan").iterdir()) == [
         "card.json", "config.json", "diffusion_pytorch_model.safetensors", "reconstructions.png"]
     VAECodec(tmp_path / "gan", latent_scale=0.0)
-
-
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    """scripts/train_codec.py with `args` on one thread."""
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
 
 
 def test_decoder_only_training_keeps_the_latents_bitwise(trained, tmp_path):
