@@ -218,7 +218,7 @@ def load_member(m: Member, depth: int | None = None, weights: Path | None = None
     with the weights and time shift of its sampling pick (workbench.zoo.SAMPLING_PICKS), or from `weights` (its
     shipped export, which carries them) when given."""
     from workbench.checkpoint import load_for_inference
-    from workbench.evaluation import with_flow_shift
+    from workbench.checkpoint import with_flow_shift
 
     use_ema, shift, sample = sampling_pick(m.family, m.name)
     model, cfg = load_for_inference(weights or RUNS / m.key, use_ema=use_ema)

@@ -157,6 +157,54 @@ class PatchCritic(torch.nn.Module):
         return self.net(x)
 
 
+class RandomFeatures(torch.nn.Module):
+    """A frozen VGG-like network with random (Kaiming) weights: four stages of two 3x3 convolutions and ReLU, average
+    pooling between them. Its features' distance serves as a perceptual loss that needs no pretrained weights (the
+    "generic perceptual loss" of Liu et al., CVPR 2021: a randomly initialised deep network's features already
+    capture image structure across scales). Fixed by `seed`; only trains the codec, not shipped."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 128), seed: int = 0):
+        super().__init__()
+        g, ch, self.stages = torch.Generator().manual_seed(seed), 3, torch.nn.ModuleList()
+        for w in widths:
+            convs = [torch.nn.Conv2d(ch, w, 3, 1, 1), torch.nn.Conv2d(w, w, 3, 1, 1)]
+            for c in convs:
+                with torch.no_grad():  # Kaiming normal (fan-in, ReLU): feature scale stays level through depth
+                    c.weight.copy_(torch.randn(c.weight.shape, generator=g) * math.sqrt(2 / c.weight[0].numel()))
+                    c.bias.zero_()
+            self.stages.append(torch.nn.Sequential(convs[0], torch.nn.ReLU(), convs[1], torch.nn.ReLU()))
+            ch = w
+        self.requires_grad_(False).eval()
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for i, stage in enumerate(self.stages):
+            x = stage(torch.nn.functional.avg_pool2d(x, 2) if i else x)
+            feats.append(x)
+        return feats
+
+
+def perceptual(net: RandomFeatures, parts: dict, x: torch.Tensor, weight: float, bf16: bool) -> dict:
+    """Add weight * (mean over stages of the L1 distance of `net`'s features of the reconstruction and the input)."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        fake, real = net(parts["out"]), net(x)
+    dist = sum((f.float() - r.float()).abs().mean() for f, r in zip(fake, real)) / len(fake)
+    return {**parts, "loss": parts["loss"] + weight * dist, "perc": dist}
+
+
+def spectral(parts: dict, x: torch.Tensor, weight: float, patch: int = 16) -> dict:
+    """Add weight * the L1 distance of local amplitude spectra: Hann-windowed `patch` tiles (orthonormal 2-D FFT)
+    of the reconstruction against the input. The amplitude ignores where within a tile a detail sits, so a blur
+    (energy missing at high frequencies) costs what it costs however uncertain the detail's position is."""
+    def amplitude(img: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = img.shape
+        tiles = img[..., :h - h % patch, :w - w % patch].unfold(2, patch, patch).unfold(3, patch, patch)
+        win = torch.hann_window(patch, periodic=False, dtype=img.dtype, device=img.device)
+        return torch.fft.rfft2(tiles * (win[:, None] * win[None, :]), norm="ortho").abs()
+    dist = (amplitude(parts["out"]) - amplitude(x)).abs().mean()
+    return {**parts, "loss": parts["loss"] + weight * dist, "spec": dist}
+
+
 def last_layer(vae: torch.nn.Module) -> torch.Tensor:
     """The weight of the decoder's output convolution (where the adaptive adversarial weight compares gradients)."""
     return vae.decoder.layers[-1].weight if isinstance(vae, diffusers.AutoencoderTiny) else vae.decoder.conv_out.weight
@@ -209,13 +257,18 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
               if args.adv_weight > 0 else None)
     critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.lr, betas=(0.5, 0.9),
                                    weight_decay=0.0) if critic else None
+    features = RandomFeatures(seed=args.seed).to(memory_format=layout) if args.perceptual_weight else None
     losses, window, start, step = [], [], time.perf_counter(), 0
     while step < args.steps and not (args.minutes and time.perf_counter() - start > 60 * args.minutes):
         x = crops(images, args.batch, args.crop, g).contiguous(memory_format=layout)
         parts = reconstruct(vae, x, args.kl_weight, g, bf16=bf16)
         judged = critic is not None and step >= args.adv_start  # the critic trains from here ...
         adv = judged and step >= args.adv_start + args.critic_warmup  # ... and pulls on the codec from here
-        if adv:
+        if features is not None:
+            parts = perceptual(features, parts, x, args.perceptual_weight, bf16)
+        if args.spectral_weight:
+            parts = spectral(parts, x, args.spectral_weight)
+        if adv:  # last: its adaptive weight balances it against the whole reconstruction loss
             parts = adversarial(vae, critic, parts, args.adv_weight, bf16)
         out = parts.pop("out")
         if not torch.isfinite(parts["loss"]):
@@ -237,14 +290,19 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
             window = []
             gan = (f", critic {mean['d_loss']:.3f} (real {mean['d_real']:+.2f}, fake {mean['d_fake']:+.2f})"
                    if "d_loss" in mean else "") + (f", lambda {mean['lambda']:.3g}" if "lambda" in mean else "")
+            extra = "".join(f", {k} {mean[k]:.4f}" for k in ("perc", "spec") if k in mean)
             print(f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}"
-                  f"{gan}) {step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
+                  f"{extra}{gan}) {step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
     seconds = time.perf_counter() - start
     vae.to(memory_format=torch.contiguous_format).eval()  # saved and measured as any loaded codec runs
     return {"steps": step, "planned_steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
             "schedule": "AdamW, linear warmup 5 %, cosine to 10 %, grad clip 1", "kl_weight": args.kl_weight,
             "loss": "l1 + mse" + ("" if isinstance(vae, diffusers.AutoencoderTiny) else " + kl_weight * kl")
-            + " on pixels in [-1, 1]" + (" + adv_weight * lambda * hinge critic (adaptive, VQGAN)"
+            + " on pixels in [-1, 1]"
+            + (f" + {args.perceptual_weight} * L1 of random VGG-like features (4 stages, Kaiming, seed "
+               f"{args.seed}; generic perceptual loss)" if features is not None else "")
+            + (f" + {args.spectral_weight} * L1 of 16x16 Hann-windowed amplitude spectra" if args.spectral_weight
+               else "") + (" + adv_weight * lambda * hinge critic (adaptive, VQGAN)"
                                           if critic else ""),
             **({"adversarial": {"weight": args.adv_weight, "start": args.adv_start,
                                 "critic_warmup": args.critic_warmup, "critic_lr": args.critic_lr or args.lr,
@@ -352,6 +410,10 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64, help="side of the random training crops")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-6, help="KL only")
+    ap.add_argument("--perceptual-weight", type=float, default=0.0,
+                    help="weight of a perceptual loss on the features of a frozen random-weight network (0: none)")
+    ap.add_argument("--spectral-weight", type=float, default=0.0,
+                    help="weight of an L1 loss on local (16x16) amplitude spectra (0: none)")
     ap.add_argument("--adv-weight", type=float, default=0.0,
                     help="weight of a PatchGAN critic's term (0: none), scaled adaptively as in VQGAN")
     ap.add_argument("--adv-start", type=int, default=0, help="step at which the critic starts training")

@@ -402,3 +402,69 @@ def test_a_spectrally_normalised_critic_has_unit_spectral_norm_per_layer():
                for m in plain.modules() if isinstance(m, torch.nn.Conv2d)) != pytest.approx(1.0, rel=0.02)
     with pytest.raises(ValueError, match="critic norm 'batch': unknown. Fix: 'group' or 'spectral'"):
         tc.PatchCritic(8, norm="batch")
+
+
+def test_the_random_feature_network_is_fixed_by_its_seed_and_frozen():
+    """RandomFeatures: the same seed gives the same weights, another seed others; nothing in it trains; four stages
+    at full, 1/2, 1/4 and 1/8 resolution; its feature scale stays level through depth (Kaiming)."""
+    tc = _script_module()
+    a, b, c = tc.RandomFeatures(seed=0), tc.RandomFeatures(seed=0), tc.RandomFeatures(seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.stages[0][0].weight, c.stages[0][0].weight)
+    assert not any(p.requires_grad for p in a.parameters())
+    feats = a(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert [tuple(f.shape) for f in feats] == [(2, 32, 32, 32), (2, 64, 16, 16), (2, 128, 8, 8), (2, 128, 4, 4)]
+    rms = [float(f.square().mean().sqrt()) for f in feats]
+    assert max(rms) / min(rms) < 10
+
+
+@pytest.mark.parametrize("loss", ["perceptual", "spectral"])
+def test_the_weight_free_losses_vanish_on_the_input_and_pull_the_reconstruction(loss):
+    """Each loss is 0 for a perfect reconstruction, positive for a blurred one, adds weight * distance to the loss
+    and sends a gradient to the reconstruction (not to the input)."""
+    tc = _script_module()
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    net = tc.RandomFeatures(seed=0)
+
+    def apply(out: torch.Tensor, weight: float) -> dict:
+        parts = {"loss": torch.tensor(0.5), "out": out}
+        return (tc.perceptual(net, parts, x, weight, bf16=False) if loss == "perceptual"
+                else tc.spectral(parts, x, weight))
+
+    key = "perc" if loss == "perceptual" else "spec"
+    assert float(apply(x.clone(), 2.0)[key]) == pytest.approx(0.0, abs=1e-6)
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1).requires_grad_()
+    got = apply(blurred, 2.0)
+    assert float(got[key].detach()) > 0.01
+    assert float(got["loss"].detach()) == pytest.approx(0.5 + 2.0 * float(got[key].detach()), rel=1e-5)
+    got["loss"].backward()
+    assert blurred.grad is not None and float(blurred.grad.abs().sum()) > 0
+
+
+def test_the_spectral_loss_ignores_where_a_detail_sits_and_the_pixel_loss_does_not():
+    """The amplitude of a tile's spectrum is blind to the phase: the negated texture (same amplitudes, every phase
+    turned by pi) costs nothing, while its L1 distance is large; a blur costs."""
+    tc = _script_module()
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32) * 0.3
+    flipped = tc.spectral({"loss": torch.tensor(0.0), "out": -x}, x, 1.0)
+    assert float(flipped["spec"]) == pytest.approx(0.0, abs=1e-5) and float((-x - x).abs().mean()) > 0.3
+    blurred = tc.spectral({"loss": torch.tensor(0.0), "out": torch.nn.functional.avg_pool2d(x, 3, 1, 1)}, x, 1.0)
+    assert float(blurred["spec"]) > 0.05
+
+
+@pytest.mark.parametrize("flag,key,words", [("--perceptual-weight", "perc", "random VGG-like features"),
+                                            ("--spectral-weight", "spec", "16x16 Hann-windowed amplitude spectra")])
+def test_training_with_a_weight_free_loss_logs_and_records_it(trained, tmp_path, flag, key, words):
+    folder, fluent = trained
+    out = run_script("--name", "extra", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
+                     "--freeze-encoder", "--steps", "2", "--batch", "2", "--crop", "32", "--threads", "1",
+                     "--log-every", "1", flag, "0.7")
+    assert out.returncode == 0, out.stdout + out.stderr
+    card = json.loads((tmp_path / "extra" / "card.json").read_text())
+    logged = card["train"]["losses"]
+    assert all(e[key] > 0 and e["loss"] == pytest.approx(e["l1"] + e["mse"] + 0.7 * e[key], rel=1e-4)
+               for e in logged)
+    assert f"0.7 * L1 of {words}" in card["train"]["loss"] and f"{key} " in out.stdout
+    VAECodec(tmp_path / "extra", latent_scale=0.0)

@@ -24,11 +24,11 @@ from typing import Callable
 
 import yaml
 
-from .checkpoint import load_for_inference, write_text_atomic
+from .checkpoint import load_for_inference, with_flow_shift, write_text_atomic
 from .codecs import build_codec
 from .config import SAMPLERS, X0_CLIPS, Config
 from .presets import PRESETS, preset
-from .evaluation import evaluate_checkpoint, with_flow_shift
+from .evaluation import evaluate_checkpoint
 from .images import save_grid
 from .sampling import frame, generate_events
 

@@ -388,6 +388,17 @@ def list_checkpoints(folder: str | Path) -> list[CheckpointInfo]:
     return sorted(out, key=lambda r: (r.step, r.path.name))
 
 
+def with_flow_shift(config: Config, flow_shift: float | None, fix: str = "omit --flow-shift") -> Config:
+    """`config` with its sampling time shift set to `flow_shift` (None keeps the config's). Only a flow model samples
+    on a shifted schedule; asking it of an epsilon model is an error that names `fix`."""
+    if flow_shift is None:
+        return config
+    if config.diffusion.prediction != "flow":
+        raise ValueError(f"--flow-shift {flow_shift}: the checkpoint's objective is {config.diffusion.prediction!r}, "
+                         f"and only a flow model's sampling schedule has a time shift. Fix: {fix}.")
+    return config.override(**{"diffusion.flow_shift": flow_shift})  # validated: names the range
+
+
 def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
                          eval_report: dict | str | Path | None = None, sample: dict | None = None,
                          use_ema: bool = True, flow_shift: float | None = None) -> Path:
@@ -398,11 +409,7 @@ def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype =
     that shapes the weights can change this way."""
     src = load_checkpoint(ckpt)
     config = src.config.override(**{f"sample.{k}": v for k, v in (sample or {}).items()})
-    if flow_shift is not None:
-        if config.diffusion.prediction != "flow":
-            raise ValueError(f"flow_shift={flow_shift}: {ckpt} is a {config.diffusion.prediction!r} model, and only a "
-                             "flow model's schedule has a time shift. Fix: export it without one.")
-        config = config.override(**{"diffusion.flow_shift": flow_shift})
+    config = with_flow_shift(config, flow_shift, fix="export it without one")
     use_ema = use_ema and src.ema is not None
     weights = src.ema if use_ema else src.model
     if isinstance(eval_report, (str, Path)):

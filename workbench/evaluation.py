@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checkpoint import load_for_inference, read_header, resolve
+from .checkpoint import load_for_inference, read_header, resolve, with_flow_shift
 from .compute import sample_flops, schedule_costs
 from .config import Config, DataConfig
 from .data import build_dataset
@@ -192,17 +192,6 @@ def _weights(header: dict, use_ema: bool) -> str:
     if header["kind"] == "export":
         return header.get("meta", {}).get("weights", "ema")
     return "ema" if use_ema and header.get("ema") is not None else "raw"
-
-
-def with_flow_shift(config: Config, flow_shift: float | None) -> Config:
-    """`config` with its sampling time shift set to `flow_shift` (None keeps the config's). Only a flow model samples
-    on a shifted schedule; asking it of an epsilon model is an error that names the fix."""
-    if flow_shift is None:
-        return config
-    if config.diffusion.prediction != "flow":
-        raise ValueError(f"--flow-shift {flow_shift}: the checkpoint's objective is {config.diffusion.prediction!r}, "
-                         "and only a flow model's sampling schedule has a time shift. Fix: omit --flow-shift.")
-    return config.override(**{"diffusion.flow_shift": flow_shift})  # validated: names the range
 
 
 def evaluate_checkpoint(checkpoint: str | Path, num_samples: int = 1000, steps: int | None = None,
