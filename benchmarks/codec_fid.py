@@ -93,7 +93,8 @@ def main() -> None:
         g = torch.Generator().manual_seed(args.seed)
         fid = fid_from_features(got["features"], ref)
         lo, hi = bootstrap_fid(got["features"], ref, args.resamples, generator=g)
-        row = {"codec": str(folder), "files": codec_key, "fid": round(fid, 3), "fid_interval_90": [round(lo, 3),
+        shown = folder.resolve().relative_to(REPO_ROOT) if folder.resolve().is_relative_to(REPO_ROOT) else folder.name
+        row = {"codec": str(shown), "files": codec_key, "fid": round(fid, 3), "fid_interval_90": [round(lo, 3),
                round(hi, 3)], "psnr": round(got["psnr"], 3), "seconds": round(got["seconds"], 1)}
         if feats:
             d, dlo, dhi = paired_fid_difference(got["features"], feats[0], ref, args.resamples, generator=g)

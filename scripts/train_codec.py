@@ -9,12 +9,17 @@ the sha256 of every file, reconstructions.png). VAECodec loads the folder and re
     python scripts/train_codec.py --name fluent3d-gan --init fluent3d-tiny --adv-weight 0.5 --steps 3000  # + a critic
     python scripts/train_codec.py --name fluent3d-dec --init fluent3d-tiny --freeze-encoder ...  # decoder only
     python scripts/train_codec.py --name fluent3d-wide --init fluent3d-tiny --freeze-encoder --decoder-width 64 ...
+    python scripts/train_codec.py --name fluent3d-perc --init fluent3d-tiny --perceptual-weight 3 ...  # random features
+    python scripts/train_codec.py --name fluent3d-c8 --init fluent3d-tiny --latent-channels 8 ...  # 8 latent channels
 
 With --adv-weight > 0 a PatchGAN critic, trained here from scratch beside the autoencoder (hinge loss), adds an
 adversarial term to the reconstruction loss, weighted adaptively as in VQGAN (the ratio of the two losses' gradient
-norms at the decoder's last layer). No pretrained network enters the loss: the Inception network that scores the
-reconstructions never trains them. --freeze-encoder trains the decoder alone: the latents stay bitwise those of
---init, so latent models trained on them (and their latent caches' contents) stay valid with the new decoder.
+norms at the decoder's last layer). --perceptual-weight adds the distance of the features of a frozen network with
+random weights (no pretrained network is installable offline; random deep features still measure structure),
+--spectral-weight the distance of local amplitude spectra. No pretrained network enters the loss: the Inception
+network that scores the reconstructions never trains them. --freeze-encoder trains the decoder alone: the latents
+stay bitwise those of --init, so latent models trained on them (and their latent caches' contents) stay valid with
+the new decoder.
 
 The latents are standardised: config.scaling_factor = 1 / std and shift_factor = mean of the latents of the
 measured images, so data.latent_scale = 0 (the codec's own) gives the model unit-variance latents.
@@ -124,6 +129,33 @@ def widen_decoder(vae: diffusers.AutoencoderTiny, width: int, noise: float, g: t
         conv.weight.copy_(weight)
         if conv.bias is not None:
             conv.bias.copy_(old_conv.bias[source] if outs else old_conv.bias)
+    return new
+
+
+@torch.no_grad()
+def widen_latents(vae: diffusers.AutoencoderTiny, channels: int, noise: float, g: torch.Generator
+                  ) -> diffusers.AutoencoderTiny:
+    """The same codec with `channels` latent channels, decoding as before: the encoder's last convolution keeps its
+    old output channels and gets new ones with small random weights, and the decoder's first convolution reads the
+    new channels with zero weights, so the decoded images are unchanged until training finds a use for them."""
+    old = vae.config.latent_channels
+    if channels <= old:
+        sys.exit(f"--latent-channels {channels}: the codec of --init has {old}, and only more can be added. Fix: "
+                 f"pass more than {old}, or leave --latent-channels at the codec's own.")
+    new = diffusers.AutoencoderTiny(**{**{k: v for k, v in vae.config.items()
+                                          if not k.startswith("_") and k != "block_out_channels"},
+                                       "latent_channels": channels})
+    new.load_state_dict({**vae.state_dict(), **{k: v for k, v in new.state_dict().items()
+                                                 if k in ("encoder.layers.%d.weight" % (len(vae.encoder.layers) - 1),
+                                                          "encoder.layers.%d.bias" % (len(vae.encoder.layers) - 1),
+                                                          "decoder.layers.0.weight")}})
+    enc_old, enc_new = vae.encoder.layers[-1], new.encoder.layers[-1]
+    enc_new.weight[:old], enc_new.bias[:old] = enc_old.weight, enc_old.bias
+    enc_new.weight[old:] = noise * float(enc_old.weight.std()) * torch.randn(enc_new.weight[old:].shape, generator=g)
+    enc_new.bias[old:] = 0
+    dec_old, dec_new = vae.decoder.layers[0], new.decoder.layers[0]
+    dec_new.weight.zero_()
+    dec_new.weight[:, :old] = dec_old.weight
     return new
 
 
@@ -404,7 +436,8 @@ def main() -> None:
     ap.add_argument("--arch", choices=("tiny", "kl"), default="tiny")
     ap.add_argument("--width", type=int, default=32, help="channels of each stage (64 in TAESD)")
     ap.add_argument("--blocks", type=int, default=3, help="residual blocks per stage (TAESD: 3; KL: layers)")
-    ap.add_argument("--latent-channels", type=int, default=4)
+    ap.add_argument("--latent-channels", type=int, default=0,
+                    help="latent channels (0: 4 for a new codec; with --init, the codec's own; more adds channels)")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=64, help="side of the random training crops")
@@ -462,7 +495,13 @@ def main() -> None:
         sys.exit("--freeze-encoder: a fresh encoder would stay random. Fix: add --init <trained codec>, or drop "
                  "--freeze-encoder.")
     vae, init = continued(args.out, args.init, train_set) if args.init else (
-        build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels), None)
+        build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels or 4), None)
+    if init and args.latent_channels and args.latent_channels != vae.config.latent_channels:
+        if not isinstance(vae, diffusers.AutoencoderTiny):
+            sys.exit("--latent-channels with --init adds latent channels to a trained AutoencoderTiny. Fix: drop "
+                     "--latent-channels to keep the codec's own.")
+        vae = widen_latents(vae, args.latent_channels, 1.0, torch.Generator().manual_seed(args.seed))
+        init["widened_latents"] = {"latent_channels": args.latent_channels, "noise": 1.0}
     if args.decoder_width:
         if not (init and isinstance(vae, diffusers.AutoencoderTiny)):
             sys.exit("--decoder-width widens the decoder of a trained AutoencoderTiny. Fix: add --init <trained "

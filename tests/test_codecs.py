@@ -468,3 +468,29 @@ def test_training_with_a_weight_free_loss_logs_and_records_it(trained, tmp_path,
                for e in logged)
     assert f"0.7 * L1 of {words}" in card["train"]["loss"] and f"{key} " in out.stdout
     VAECodec(tmp_path / "extra", latent_scale=0.0)
+
+
+def test_adding_latent_channels_keeps_the_decoded_images_and_the_old_channels(trained, tmp_path):
+    """--latent-channels N with --init: the codec's old latent channels come out bitwise as before, the new ones
+    carry signal (random weights), and the decoder reads them with zero weights, so reconstructions are unchanged;
+    fewer channels than the codec has are refused with the fix."""
+    folder, fluent = trained
+    tc = _script_module()
+    import diffusers
+    old = diffusers.AutoencoderTiny.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False).eval()
+    new = tc.widen_latents(old, 6, 1.0, torch.Generator().manual_seed(0)).eval()
+    x = fluent_images(fluent)[:2]
+    with torch.no_grad():
+        z_old, z_new = old.encode(x).latents, new.encode(x).latents
+        assert z_new.shape[1] == 6 and torch.equal(z_new[:, :z_old.shape[1]], z_old)
+        assert float(z_new[:, z_old.shape[1]:].std()) > 0.01
+        assert torch.allclose(new.decode(z_new).sample, old.decode(z_old).sample, atol=1e-6)
+    out = run_script("--name", "wide", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
+                     "--latent-channels", "6", "--steps", "1", "--batch", "2", "--crop", "32", "--threads", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    card = json.loads((tmp_path / "wide" / "card.json").read_text())
+    assert card["latents"]["channels"] == 6 and card["init"]["widened_latents"]["latent_channels"] == 6
+    assert VAECodec(tmp_path / "wide", latent_scale=0.0).latent_channels == 6
+    out = run_script("--name", "narrow", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
+                     "--latent-channels", "2", "--steps", "1")
+    assert out.returncode != 0 and "--latent-channels 2" in out.stderr and "Fix: pass more than 4" in out.stderr
