@@ -136,8 +136,9 @@ def widen_decoder(vae: diffusers.AutoencoderTiny, width: int, noise: float, g: t
 def widen_latents(vae: diffusers.AutoencoderTiny, channels: int, noise: float, g: torch.Generator
                   ) -> diffusers.AutoencoderTiny:
     """The same codec with `channels` latent channels, decoding as before: the encoder's last convolution keeps its
-    old output channels and gets new ones with small random weights, and the decoder's first convolution reads the
-    new channels with zero weights, so the decoded images are unchanged until training finds a use for them."""
+    old output channels and gets new ones with random weights (`noise` times the old weights' std), and the decoder's
+    first convolution reads the new channels with zero weights, so the decoded images are unchanged until training
+    finds a use for them."""
     old = vae.config.latent_channels
     if channels <= old:
         sys.exit(f"--latent-channels {channels}: the codec of --init has {old}, and only more can be added. Fix: "
@@ -145,10 +146,11 @@ def widen_latents(vae: diffusers.AutoencoderTiny, channels: int, noise: float, g
     new = diffusers.AutoencoderTiny(**{**{k: v for k, v in vae.config.items()
                                           if not k.startswith("_") and k != "block_out_channels"},
                                        "latent_channels": channels})
-    new.load_state_dict({**vae.state_dict(), **{k: v for k, v in new.state_dict().items()
-                                                 if k in ("encoder.layers.%d.weight" % (len(vae.encoder.layers) - 1),
-                                                          "encoder.layers.%d.bias" % (len(vae.encoder.layers) - 1),
-                                                          "decoder.layers.0.weight")}})
+    resized = {f"encoder.layers.{len(vae.encoder.layers) - 1}.weight",
+               f"encoder.layers.{len(vae.encoder.layers) - 1}.bias", "decoder.layers.0.weight"}
+    missing, unexpected = new.load_state_dict({k: v for k, v in vae.state_dict().items() if k not in resized},
+                                              strict=False)
+    assert set(missing) == resized and not unexpected, (missing, unexpected)
     enc_old, enc_new = vae.encoder.layers[-1], new.encoder.layers[-1]
     enc_new.weight[:old], enc_new.bias[:old] = enc_old.weight, enc_old.bias
     enc_new.weight[old:] = noise * float(enc_old.weight.std()) * torch.randn(enc_new.weight[old:].shape, generator=g)
