@@ -23,7 +23,7 @@ import torch
 from harness import emit, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from train_codec import SIZE, _batches  # noqa: E402
+from train_codec import SIZE, _batches, codec_folder, fid_sample  # noqa: E402
 
 from workbench.codecs import VAECodec, measure_reconstruction, verify_codec  # noqa: E402
 from workbench.config import DataConfig  # noqa: E402
@@ -31,16 +31,6 @@ from workbench.data import build_dataset  # noqa: E402
 from workbench.features import feature_extractor  # noqa: E402
 from workbench.metrics import ReferenceStats, bootstrap_fid, fid_from_features, paired_fid_difference  # noqa: E402
 from workbench.paths import CODECS_DIR, REPO_ROOT  # noqa: E402
-
-
-def resolve(codec: str) -> Path:
-    path = Path(codec).expanduser()
-    if not (path / "config.json").is_file() and (CODECS_DIR / codec / "config.json").is_file():
-        path = CODECS_DIR / codec
-    if not (path / "config.json").is_file():
-        sys.exit(f"{codec}: no codec there ({path / 'config.json'} is missing). Fix: name a folder under "
-                 f"{CODECS_DIR} or the path of a codec folder that scripts/train_codec.py wrote.")
-    return path
 
 
 def cached(path: Path, make):
@@ -67,9 +57,9 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    folders = [resolve(c) for c in args.codecs]
+    folders = [codec_folder(c, CODECS_DIR) for c in args.codecs]
     train_set = build_dataset(DataConfig(dataset=args.dataset, image_size=SIZE, channels=3), "train")
-    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(args.seed))[:args.n].tolist()
+    order = fid_sample(train_set, args.n, args.seed)
     inception = feature_extractor("inception")
     key = hashlib.sha256(json.dumps([train_set.identity, order, inception.id]).encode()).hexdigest()[:16]
 

@@ -370,6 +370,12 @@ def _batches(dataset, indices: list[int], batch: int):
         yield torch.stack([dataset[j][0] for j in indices[i:i + batch]])  # (b, 3, SIZE, SIZE)
 
 
+def fid_sample(train_set, n: int, seed: int) -> list[int]:
+    """The indices of the n training images whose reconstructions FID scores (a seeded sample; the cards' and
+    benchmarks/codec_fid.py's)."""
+    return torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+
+
 def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) -> dict:
     """PSNR of held-out images, and (fid_n > 0) Inception FID of the reconstructions of fid_n training images
     against those images, with the codec loaded from `folder` as training will load it."""
@@ -384,7 +390,7 @@ def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) ->
     save_grid(shown[0], folder / "reconstructions.png", nrow=len(shown[0]) // 2)
     if fid_n:
         inception, real, fake = feature_extractor("inception"), [], []
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:fid_n].tolist()
+        order = fid_sample(train_set, fid_n, seed)
         t0 = time.perf_counter()
 
         def features(images: torch.Tensor, recon: torch.Tensor) -> None:
@@ -399,13 +405,19 @@ def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) ->
     return out
 
 
+def codec_folder(name: str, out: Path, flag: str = "") -> Path:
+    """The codec folder `name` names: a folder under `out`, or a path; exits naming the fix if neither has one."""
+    src = out / name if (out / name / "config.json").is_file() else Path(name).expanduser()
+    if not (src / "config.json").is_file():
+        sys.exit(f"{flag}{name}: no codec there ({src / 'config.json'} is missing). Fix: name a folder under {out} "
+                 "or the path of a codec folder that scripts/train_codec.py wrote.")
+    return src
+
+
 def continued(out: Path, init: str, train_set) -> tuple[torch.nn.Module, dict]:
     """The autoencoder of a trained codec folder (`init`: a name under `out`, or a path), checked against its card,
     to train further; and the lineage the new card records (the folder's files, command and total steps)."""
-    src = out / init if (out / init / "config.json").is_file() else Path(init).expanduser()
-    if not (src / "config.json").is_file():
-        sys.exit(f"--init {init}: no codec there ({src / 'config.json'} is missing). Fix: name a folder under {out} "
-                 "or the path of a codec folder that scripts/train_codec.py wrote.")
+    src = codec_folder(init, out, "--init ")
     try:
         files = verify_codec(src)  # a tampered folder is refused before its weights are read
     except ValueError as err:
