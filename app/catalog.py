@@ -16,10 +16,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.checkpoint import LATEST, CheckpointError, read_header, resolve
-from workbench.config import Config
-from workbench.paths import REPO_ROOT, ZOO_DIR
-from workbench.reports import CurvePoint, Report, read_report, report_from_dict
+from workbench.training.checkpoint import LATEST, CheckpointError, read_header, resolve
+from workbench.core.config import Config
+from workbench.core.paths import REPO_ROOT, ZOO_DIR
+from workbench.research.reports import CurvePoint, Report, read_report, report_from_dict
 
 ENV_FOLDERS = "WORKBENCH_CHECKPOINTS"  # extra folders, separated by os.pathsep
 MAX_PATH = 4096  # characters of a typed path
@@ -200,7 +200,7 @@ def _real(text: str, base: Path = REPO_ROOT) -> Path:
 
 def _check_side_files(path: Path) -> None:
     """Refuse a run folder whose `latest` is not a small regular file (a FIFO would block the server, a huge
-    file would fill its memory) before workbench.checkpoint.resolve reads it."""
+    file would fill its memory) before workbench.training.checkpoint.resolve reads it."""
     latest = path / LATEST
     if path.is_dir() and (latest.exists() or latest.is_symlink()):
         info = os.stat(latest)
@@ -252,7 +252,7 @@ def load_entry(path: Path, source: str) -> Entry:
         step, seen, kind = int(h["step"]), int(h["data"].get("samples_seen", 0)), h["kind"]
     except (KeyError, TypeError, AttributeError) as err:  # a header of the right format with the wrong content
         raise CheckpointError(f"{path}: its header lacks what a workbench checkpoint holds ({type(err).__name__}: "
-                              f"{err}). Fix: re-export it with workbench.checkpoint.export_for_inference.") from None
+                              f"{err}). Fix: re-export it with workbench.training.checkpoint.export_for_inference.") from None
     # Zoo members trained once and shipped under several names keep their first member's config name: the
     # report says which member a file is.
     # an elastic file is named after its member ("vertical/elastic"), not after its report's depth ("elastic-D2")

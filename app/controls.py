@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from workbench.compute import iso_steps
-from workbench.config import Config, samplers_for
-from workbench.labels import class_names
+from workbench.core.compute import iso_steps
+from workbench.core.config import Config, samplers_for
+from workbench.data.labels import class_names
 
 from .catalog import MAX_PATH, Entry, Family, opening_depth, quick_picks
 

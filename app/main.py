@@ -31,14 +31,14 @@ from app.panels import NATIVE_SIDE, RunView, show_difference, zoo_charts  # noqa
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, paired_difference, submit  # noqa: E402
 from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
 from app.scheduler import log as scheduler_log  # noqa: E402
-from workbench.checkpoint import load_for_inference  # noqa: E402
-from workbench.codecs import build_codec  # noqa: E402
-from workbench.config import DataConfig  # noqa: E402
-from workbench.evaluation import default_extractor, reference_split, shipped_reference  # noqa: E402
-from workbench.metrics import ReferenceStats  # noqa: E402
-from workbench.paths import REFERENCE_DIR  # noqa: E402
-from workbench.reports import load_reports  # noqa: E402
-from workbench.zoo import FAMILIES  # noqa: E402
+from workbench.training.checkpoint import load_for_inference  # noqa: E402
+from workbench.data.codecs import build_codec  # noqa: E402
+from workbench.core.config import DataConfig  # noqa: E402
+from workbench.evaluation.evaluate import default_extractor, reference_split, shipped_reference  # noqa: E402
+from workbench.evaluation.metrics import ReferenceStats  # noqa: E402
+from workbench.core.paths import REFERENCE_DIR  # noqa: E402
+from workbench.research.reports import load_reports  # noqa: E402
+from workbench.research.families import FAMILIES  # noqa: E402
 
 # Feature extractors for the live FID: the one eval defaults to for the data first (the Fashion-MNIST classifier
 # for Fashion-MNIST, thousands of images/s on a CPU; Inception, the standard, elsewhere: about 5/s on one thread).

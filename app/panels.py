@@ -9,10 +9,10 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from workbench.reports import Report
-from workbench.images import image_grid
-from workbench.metrics import FIDResult
-from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
+from workbench.research.reports import Report
+from workbench.data.images import image_grid
+from workbench.evaluation.metrics import FIDResult
+from workbench.research.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
 
 from .catalog import Family
 from .runs import Difference, Run

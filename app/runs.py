@@ -15,12 +15,12 @@ from typing import Callable, Iterator
 import torch
 
 import workbench as wb
-from workbench.codecs import Codec, PixelCodec
-from workbench.compute import Cost
-from workbench.config import Config
-from workbench.metrics import FIDResult, LiveFID, ReferenceStats, paired_fid_difference
-from workbench.model import MADFormer
-from workbench.sampling import frame
+from workbench.data.codecs import Codec, PixelCodec
+from workbench.core.compute import Cost
+from workbench.core.config import Config
+from workbench.evaluation.metrics import FIDResult, LiveFID, ReferenceStats, paired_fid_difference
+from workbench.core.model import MADFormer
+from workbench.sampling.sampler import frame
 
 from .controls import MORE_SAMPLES, Side, SidePlan, side_plan
 from .scheduler import Job, Refused, Scheduler

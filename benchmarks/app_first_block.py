@@ -41,9 +41,9 @@ import workbench as wb  # noqa: E402
 from app import catalog  # noqa: E402
 from app.controls import default_images, default_steps  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
-from workbench.checkpoint import Checkpoint, export_for_inference, load_for_inference, save_checkpoint  # noqa: E402
-from workbench.codecs import build_codec  # noqa: E402
-from workbench.sampling import frame  # noqa: E402
+from workbench.training.checkpoint import Checkpoint, export_for_inference, load_for_inference, save_checkpoint  # noqa: E402
+from workbench.data.codecs import build_codec  # noqa: E402
+from workbench.sampling.sampler import frame  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -40,8 +40,8 @@ from app.controls import default_images, default_steps  # noqa: E402
 from app.panels import grid_picture  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
 from app_first_block import checkpoint_to_serve, launch_chromium, open_app, streamlit_server  # noqa: E402
-from workbench.checkpoint import load_for_inference  # noqa: E402
-from workbench.codecs import build_codec  # noqa: E402
+from workbench.training.checkpoint import load_for_inference  # noqa: E402
+from workbench.data.codecs import build_codec  # noqa: E402
 
 TIMEOUT_S = 300  # per session count: a session not finished by then counts as an error
 

@@ -15,7 +15,7 @@ import torch
 
 import workbench as wb
 from harness import CLOCKS, best_times, emit, machine, matmul_probes, peak_rate
-from workbench.compute import sample_flops
+from workbench.core.compute import sample_flops
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ import torch
 
 import workbench as wb
 from harness import CLOCKS, best_times, emit, machine
-from workbench.compute import cached_cost, naive_cost, sample_flops
+from workbench.core.compute import cached_cost, naive_cost, sample_flops
 
 
 def naive_block_times(model, cfg, blocks: int, **run) -> list[float]:

@@ -22,8 +22,8 @@ from harness import best_times, emit, machine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from train_codec import SIZE, build_autoencoder, crops, preload, reconstruct  # noqa: E402
 
-from workbench.config import DataConfig  # noqa: E402
-from workbench.data import build_dataset  # noqa: E402
+from workbench.core.config import DataConfig  # noqa: E402
+from workbench.data.datasets import build_dataset  # noqa: E402
 
 MODES = {  # name: (data path, bf16 autocast, channels last)
     "decode-fp32": ("decode", False, False),

@@ -31,7 +31,7 @@ T[(N-D)+D*S]) and the area between them over log10(compute); each schedule again
 same model at its compute.
 
 Replicates: --train-seed K (K > 0) trains the members (or those --only names) again with train.seed = K as
-"<name>-sK" (workbench.replicates), for the budget --budget-steps gives (the seed-0 rows' train_steps, so that the
+"<name>-sK" (workbench.research.replicates), for the budget --budget-steps gives (the seed-0 rows' train_steps, so that the
 replicate gets the same steps on a machine of another speed), scored at --score-depths only, into their own --out
 (the report's tables read member names, so replicates never share a file with seed 0). `seeds` sets each replicate
 beside the seed-0 row of --base: per (D, S), elastic-1x against the dedicated D<d> over training seeds, the difference
@@ -48,8 +48,8 @@ import torch
 
 from bench_recipe import VARIANTS, WINNER, config_for, plan, run_worker
 from harness import emit, machine
-from workbench.comparison import area_between, frontier, grid_point
-from workbench.replicates import difference, seeded_name, split_seed, spread
+from workbench.research.comparison import area_between, frontier, grid_point
+from workbench.research.replicates import difference, seeded_name, split_seed, spread
 
 REPO = Path(__file__).resolve().parents[1]
 N = 6  # fmnist-small's depth
@@ -117,9 +117,9 @@ def train_all(args, spec: dict[str, dict], steps: int) -> dict[str, dict]:
 
 # ---- scoring -----------------------------------------------------------------------------------------------------
 def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, dict]) -> None:
-    from workbench.checkpoint import load_for_inference
-    from workbench.compute import train_flops
-    from workbench.evaluation import default_reference, sample_images, score
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.core.compute import train_flops
+    from workbench.evaluation.evaluate import default_reference, sample_images, score
     runs = Path(args.runs).expanduser()
     model, cfg = load_for_inference(runs / name)
     extractors = ["fmnist-classifier"] + (["inception"] if args.inception_steps else [])
@@ -168,12 +168,12 @@ def of(rs: list[dict], extractor: str) -> list[dict]:
 @functools.lru_cache(maxsize=None)
 def features(images: str, extractor: str) -> torch.Tensor:
     """Features of a kept image set (each set appears in several tables: extracted once per extractor)."""
-    from workbench.features import extract_features, resolve_extractor
+    from workbench.evaluation.features import extract_features, resolve_extractor
     return extract_features(resolve_extractor(extractor), torch.load(images, weights_only=True).float() / 127.5 - 1)
 
 
 def paired(run_a: str, run_b: str, reference, extractor: str) -> tuple[float, float, float]:
-    from workbench.metrics import paired_fid_difference
+    from workbench.evaluation.metrics import paired_fid_difference
     return paired_fid_difference(features(run_a, extractor), features(run_b, extractor), reference,
                                  generator=torch.Generator().manual_seed(0))
 
@@ -198,7 +198,7 @@ def versus(at: dict, mine: str, theirs, ref, extractor: str, n: int, title: str,
 
 def report(args) -> str:
     import workbench as wb
-    from workbench.evaluation import default_reference
+    from workbench.evaluation.evaluate import default_reference
     everything = rows(Path(args.out))
     rs = of(everything, CLASSIFIER)
     if not rs:

@@ -32,12 +32,12 @@ import torch
 from harness import emit, machine
 
 import workbench as wb
-from workbench.codecs import build_codec
-from workbench.config import Config, DataConfig
-from workbench.data import build_dataset
-from workbench.evaluation import default_reference, reference_split
-from workbench.features import extract_features, resolve_extractor
-from workbench.metrics import ReferenceStats, bootstrap_fid, fid_from_features, real_features
+from workbench.data.codecs import build_codec
+from workbench.core.config import Config, DataConfig
+from workbench.data.datasets import build_dataset
+from workbench.evaluation.evaluate import default_reference, reference_split
+from workbench.evaluation.features import extract_features, resolve_extractor
+from workbench.evaluation.metrics import ReferenceStats, bootstrap_fid, fid_from_features, real_features
 
 
 def floors(cfg: Config, n: int, seed: int = 0, extractor: str = "inception", reference: ReferenceStats | None = None,

@@ -29,10 +29,10 @@ import torch
 
 from harness import emit, machine
 
-from workbench.checkpoint import load_for_inference
-from workbench.codecs import LATENT_CACHE_DIR, LatentCache, build_codec
-from workbench.data import training_dataset
-from workbench.objectives import build_objective
+from workbench.training.checkpoint import load_for_inference
+from workbench.data.codecs import LATENT_CACHE_DIR, LatentCache, build_codec
+from workbench.data.datasets import training_dataset
+from workbench.core.objectives import build_objective
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)  # bin edges of the noise level s = t / train_steps
 

@@ -6,7 +6,7 @@
     python benchmarks/bench_grid.py --refit results.jsonl     # the fits again, from the last stored timings
 
 D runs over {1, N/2, N}. Least squares without intercept of seconds per image on regressors from
-workbench.compute; reports R^2 and the mean relative error of each fit:
+workbench.core.compute; reports R^2 and the mean relative error of each fit:
   per T          cached_cost (T*[N + (N-D) + D*S]: block-layer evaluations, all of one size at fixed T), and
                  paper_cost (T*[(N-D) + D*S])
   across T       blocks of different T differ in size, so a block-layer evaluation is no longer one unit of work:
@@ -25,7 +25,7 @@ import torch
 
 import workbench as wb
 from harness import CLOCKS, best_times, emit, machine
-from workbench.compute import attention_cost, cached_cost, paper_cost, sample_flops
+from workbench.core.compute import attention_cost, cached_cost, paper_cost, sample_flops
 
 
 def fit(columns: dict[str, np.ndarray], y: np.ndarray) -> dict:

@@ -33,14 +33,14 @@ import torch.nn.functional as F
 
 from harness import emit, machine
 
-from workbench.checkpoint import load_for_inference
-from workbench.codecs import build_codec
-from workbench.config import Config, DataConfig
-from workbench.data import build_dataset
-from workbench.evaluation import reference_split, sample_images
-from workbench.features import extract_features, resolve_extractor
-from workbench.images import save_grid
-from workbench.metrics import real_features
+from workbench.training.checkpoint import load_for_inference
+from workbench.data.codecs import build_codec
+from workbench.core.config import Config, DataConfig
+from workbench.data.datasets import build_dataset
+from workbench.evaluation.evaluate import reference_split, sample_images
+from workbench.evaluation.features import extract_features, resolve_extractor
+from workbench.data.images import save_grid
+from workbench.evaluation.metrics import real_features
 
 COPIES = 100      # training images reconstructed through the codec for the copy baseline
 PIXEL_SIZE = 64   # side the pixel-space distance averages images down to (a copy stays a near-duplicate)

@@ -19,7 +19,7 @@ by a 60-step probe of that model run alone just before it (bench_recipe.probe); 
 Scoring: EMA weights, S steps per block; the transformers with the sampler fmnist-small ships (DPM-Solver++ 2M), the
 peer with both DDIM and DPM-Solver++ 2M, and every ratio is taken against the peer's better sampler at each S;
 n images from seed 0; classifier FID at every S, Inception FID (TF-FID weights) at --inception-steps. Compute:
-sampling FLOPs per image (workbench.compute for the transformers, FlopCounterMode for the UNet). Reports each
+sampling FLOPs per image (workbench.core.compute for the transformers, FlopCounterMode for the UNet). Reports each
 curve and, per extractor, the FID ratio of each workbench model to the peer at equal compute (interpolated in log
 FLOPs, never extrapolated); writes an HTML figure beside --out. Resumable: a model with a finished summary is not
 trained again (--skip-training scores what is there).
@@ -51,7 +51,7 @@ def recipe_overrides(kind: str) -> dict:
     """The race's winner with the sampler fmnist-small ships (presets.CPU_RECIPE; the race itself sampled with flow
     Euler, bench_samplers measured DPM-Solver++ 2M better at S <= 16); `dit` as a plain DiT of the same size."""
     from bench_recipe import VARIANTS, WINNER
-    from workbench.presets import CPU_RECIPE
+    from workbench.core.presets import CPU_RECIPE
     best = {**VARIANTS[WINNER], "sample.sampler": CPU_RECIPE["sample.sampler"]}
     return best if kind == "recipe" else {**best, "model.num_blocks": 1, "model.diffusion_depth": 6}
 
@@ -110,9 +110,9 @@ def scored_steps(steps: list[int], inception_steps: list[int]) -> list[tuple[int
 def curve_workbench(kind: str, runs: Path, steps: list[int], n: int, inception_steps: list[int]) -> tuple[dict, dict]:
     """{extractor: points} of a workbench model, sampled with its own sampler; the images of a step count are
     generated once and scored with every extractor."""
-    from workbench.checkpoint import load_for_inference
-    from workbench.compute import sample_flops
-    from workbench.evaluation import default_reference, sample_images, score
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.core.compute import sample_flops
+    from workbench.evaluation.evaluate import default_reference, sample_images, score
     model, cfg = load_for_inference(runs / kind)
     refs = {e: default_reference(cfg, e) for e in ("fmnist-classifier", "inception")}
     curves: dict[str, list[dict]] = {"fmnist-classifier": [], "inception": []}
@@ -140,9 +140,9 @@ def curve_peer(runs: Path, steps: list[int], n: int, inception_steps: list[int],
                samplers: tuple[str, ...] = PEER_SAMPLERS) -> tuple[dict, dict]:
     """{sampler: {extractor: points}} of the UNet peer under each of `samplers` (same initial noise)."""
     from peer_diffusers import flops_per_image, load_peer, sample_peer
-    from workbench.evaluation import default_reference
-    from workbench.metrics import compute_fid
-    from workbench.presets import preset
+    from workbench.evaluation.evaluate import default_reference
+    from workbench.evaluation.metrics import compute_fid
+    from workbench.core.presets import preset
     unet = load_peer(runs / "peer")
     cfg = preset("fmnist-small")
     refs = {e: default_reference(cfg, e) for e in ("fmnist-classifier", "inception")}  # loaded once, as above
@@ -264,9 +264,9 @@ def grid(row: dict, runs: Path, gflops: float, path: Path, n: int = 16) -> list[
     model at its scored S nearest to it, the peer at its nearest S with the sampler that scored better there
     (classifier FID). Returns each row's label."""
     from peer_diffusers import load_peer, sample_peer
-    from workbench.checkpoint import load_for_inference
-    from workbench.evaluation import sample_images
-    from workbench.images import save_grid
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.evaluation.evaluate import sample_images
+    from workbench.data.images import save_grid
     rows, labels = [], []
     for kind in raced(row):
         p = nearest(row["curves"][kind]["fmnist-classifier"], gflops)

@@ -115,7 +115,7 @@ def config_for(name: str, overrides: dict, runs: Path, steps: int, minutes: floa
 # ---- worker modes (one fresh process each) -----------------------------------------------------------------------
 def worker_train(args) -> None:
     torch.set_num_threads(args.threads)
-    from workbench.train import train
+    from workbench.training.train import train
     spec = json.loads(args.spec)
     cfg = config_for(spec["name"], spec["overrides"], Path(spec["runs"]), spec["steps"], spec["minutes"],
                      Path(spec["out_dir"]))
@@ -184,9 +184,9 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
 
 
 def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, grid: Path) -> list[dict]:
-    from workbench.checkpoint import load_for_inference
-    from workbench.evaluation import default_reference, sample_images, score
-    from workbench.images import save_grid
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.evaluation.evaluate import default_reference, sample_images, score
+    from workbench.data.images import save_grid
     model, cfg = load_for_inference(run_dir)
     sampler = cfg.sample.sampler
     save_grid(sample_images(model, cfg, 64, 16, sampler, 0)[0], grid)
@@ -205,8 +205,8 @@ def rescore(args, benchmark: str, field: str, settings) -> None:
     """Score finished runs of --variants at every --steps with the classifier, same seed and n as the race, under
     each setting `settings(name, cfg)` yields as (value of `field`, config, sampler); one line per (variant,
     setting) into <benchmark with "-" as "_">.jsonl beside --out."""
-    from workbench.checkpoint import load_for_inference
-    from workbench.evaluation import default_reference
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.evaluation.evaluate import default_reference
     torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
     out = Path(args.out).with_name(benchmark.replace("-", "_") + ".jsonl")
@@ -224,7 +224,7 @@ def rescore(args, benchmark: str, field: str, settings) -> None:
 def x0_treatments(args) -> None:
     """Each x0 treatment the config's sampler offers (--x0: none, clip, dynamic): the measurement behind
     sample.x0_clip (recipe_x0.jsonl)."""
-    from workbench.config import samplers_for
+    from workbench.core.config import samplers_for
 
     def settings(name, cfg):
         for clip in args.x0.split(","):
@@ -237,7 +237,7 @@ def x0_treatments(args) -> None:
 
 def samplers(args) -> None:
     """Every sampler that fits the objective (config.samplers_for) (recipe_samplers.jsonl)."""
-    from workbench.config import samplers_for
+    from workbench.core.config import samplers_for
     rescore(args, "recipe-samplers", "sampler",
             lambda name, cfg: ((s, cfg, s) for s in samplers_for(cfg.diffusion.prediction)))
 

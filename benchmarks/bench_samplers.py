@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from workbench.checkpoint import load_for_inference
-    from workbench.config import samplers_for
-    from workbench.evaluation import default_extractor, default_reference
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.core.config import samplers_for
+    from workbench.evaluation.evaluate import default_extractor, default_reference
 
     steps = [int(s) for s in args.steps.split(",")]
     table = []

@@ -4,7 +4,7 @@
                                      [--rounds 3] [--threads 0] [--device cpu] [--clock wall|cpu]
                                      [--out results.jsonl]
 
-A step is forward + backward + AdamW on one batch. FLOPs per step come from workbench.compute.train_flops (exact
+A step is forward + backward + AdamW on one batch. FLOPs per step come from workbench.core.compute.train_flops (exact
 against FlopCounterMode, see tests/test_compute.py). The matmul rate is the best of a few GEMMs (model-sized and
 square) timed alternately with the steps, in fp32 and bf16; MFU = achieved FLOP/s / that rate in the step's
 precision. Variants:
@@ -24,17 +24,17 @@ import torch
 import torch.nn.functional as F
 
 import workbench as wb
-import workbench.layers
+import workbench.core.layers
 from harness import CLOCKS, best_times, emit, machine, matmul_probes, peak_rate
-from workbench.blocks import training_masks
-from workbench.compute import sequence_blocks, train_flops
-from workbench.diffusion import Diffusion
+from workbench.core.blocks import training_masks
+from workbench.core.compute import sequence_blocks, train_flops
+from workbench.core.diffusion import Diffusion
 
 VARIANTS = ("fp32", "bf16", "fp32-compile", "bf16-compile", "fp32-nomask")
 
 
 def without_mask() -> types.SimpleNamespace:
-    """torch.nn.functional with SDPA ignoring attn_mask (patched into workbench.layers for one variant)."""
+    """torch.nn.functional with SDPA ignoring attn_mask (patched into workbench.core.layers for one variant)."""
     def sdpa(q, k, v, attn_mask=None, **kw):
         return F.scaled_dot_product_attention(q, k, v, **kw)
     return types.SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": sdpa})
@@ -53,7 +53,7 @@ def make_step(cfg, variant: str, batch: int, device: str):
     functional = without_mask() if variant.endswith("nomask") else F
 
     def step() -> None:
-        workbench.layers.F = functional
+        workbench.core.layers.F = functional
         try:
             with torch.autocast(device, torch.bfloat16, enabled=bf16):
                 loss = diffusion.loss(fwd, x0).total
@@ -61,7 +61,7 @@ def make_step(cfg, variant: str, batch: int, device: str):
             loss.backward()
             opt.step()
         finally:
-            workbench.layers.F = F
+            workbench.core.layers.F = F
     return step
 
 

@@ -25,12 +25,12 @@ from harness import emit, machine
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from train_codec import SIZE, _batches, codec_folder, fid_sample  # noqa: E402
 
-from workbench.codecs import VAECodec, measure_reconstruction, verify_codec  # noqa: E402
-from workbench.config import DataConfig  # noqa: E402
-from workbench.data import build_dataset  # noqa: E402
-from workbench.features import feature_extractor  # noqa: E402
-from workbench.metrics import ReferenceStats, bootstrap_fid, fid_from_features, paired_fid_difference  # noqa: E402
-from workbench.paths import CODECS_DIR, REPO_ROOT  # noqa: E402
+from workbench.data.codecs import VAECodec, measure_reconstruction, verify_codec  # noqa: E402
+from workbench.core.config import DataConfig  # noqa: E402
+from workbench.data.datasets import build_dataset  # noqa: E402
+from workbench.evaluation.features import feature_extractor  # noqa: E402
+from workbench.evaluation.metrics import ReferenceStats, bootstrap_fid, fid_from_features, paired_fid_difference  # noqa: E402
+from workbench.core.paths import CODECS_DIR, REPO_ROOT  # noqa: E402
 
 
 def cached(path: Path, make):

@@ -42,7 +42,7 @@ def fn():
 """,
     # one training step (forward, backward, AdamW) at the preset's batch size, float32
     "train": """
-from workbench.diffusion import Diffusion
+from workbench.core.diffusion import Diffusion
 cfg = wb.preset("{preset}")
 model = wb.build_model(cfg)
 diffusion = Diffusion(cfg.diffusion, cfg.model)

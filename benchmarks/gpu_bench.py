@@ -7,7 +7,7 @@ Needs PyTorch and this repository only: where einops, diffusers or PyYAML are mi
 PyTorch), stand-ins are installed first (a small `rearrange`; the others are never called here). The benchmark
 therefore drives the model directly:
   training   forward + backward + AdamW under bf16 autocast on a DDPM-noised batch (the loss of
-             workbench.diffusion, written with torch only); FLOPs from workbench.compute.train_flops; MFU against
+             workbench.core.diffusion, written with torch only); FLOPs from workbench.core.compute.train_flops; MFU against
              the bf16 matmul rate measured in the same run (best of model-sized and square GEMMs)
   sampling   the cached sampler's model calls (prefill, ar_step per block, denoise_step per step) with a fixed
              first-order update: the scheduler's elementwise step costs nothing next to the layers
@@ -70,8 +70,8 @@ STAND_INS = install_stand_ins()  # before the workbench imports below
 
 import workbench as wb  # noqa: E402
 from harness import emit, machine  # noqa: E402
-from workbench.blocks import from_blocks, to_blocks  # noqa: E402
-from workbench.compute import cached_cost, naive_cost, sample_flops, train_flops  # noqa: E402
+from workbench.core.blocks import from_blocks, to_blocks  # noqa: E402
+from workbench.core.compute import cached_cost, naive_cost, sample_flops, train_flops  # noqa: E402
 
 
 SETTINGS = {  # name -> (preset, overrides, training batch, sampling batch, S)

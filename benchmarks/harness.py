@@ -99,7 +99,7 @@ def score_steps(model, cfg, steps: list[int], sampler: str | None, *, label: str
                 reference) -> list[dict]:
     """evaluation.score of one model and config at every S of `steps` from the same seed: the curve points (as
     dicts) a sampler or x0 comparison emits, each printed as `label` S=..: FID [interval] as it lands."""
-    from workbench.evaluation import score
+    from workbench.evaluation.evaluate import score
     points = []
     for S in steps:
         sc = score(model, cfg, S, sampler, n=n, seed=seed, extractor=extractor, reference=reference, weights="ema")

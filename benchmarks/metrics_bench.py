@@ -17,9 +17,9 @@ import time
 import torch
 
 from harness import emit, machine
-from workbench.paths import CACHE_DIR
-from workbench.features import extract_features
-from workbench.metrics import REFERENCE_DIR, LiveFID, ReferenceStats, frechet_distance, kid, reference_stats
+from workbench.core.paths import CACHE_DIR
+from workbench.evaluation.features import extract_features
+from workbench.evaluation.metrics import REFERENCE_DIR, LiveFID, ReferenceStats, frechet_distance, kid, reference_stats
 
 SHIPPED_N = {"fmnist-classifier": 60000, "inception": 10000}  # train statistics in data/reference/
 

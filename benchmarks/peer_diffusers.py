@@ -2,12 +2,12 @@
 
     python benchmarks/peer_diffusers.py --minutes 5 [--batch 48] [--out runs/peer-unet] [--threads 0]
 
-Same data pipeline as the workbench (workbench.data: zero-padded 32x32, [-1, 1], random flips), the same noise
+Same data pipeline as the workbench (workbench.data.datasets: zero-padded 32x32, [-1, 1], random flips), the same noise
 schedule (DDPM, 1000 steps, linear betas from DiffusionConfig, epsilon prediction, MSE), bf16 autocast, AdamW,
 EMA, and a wall-clock budget instead of a step count, so it can be matched to a workbench run. Sampling uses the
 workbench's diffusers schedulers for the epsilon objective (DDIM by default, or DPM-Solver++ 2M;
-workbench.diffusion.make_scheduler), and sampling compute is counted in the same unit
-as the workbench's (FLOPs per image, torch.utils.flop_counter via workbench.compute.count_flops).
+workbench.core.diffusion.make_scheduler), and sampling compute is counted in the same unit
+as the workbench's (FLOPs per image, torch.utils.flop_counter via workbench.core.compute.count_flops).
 Writes <out>/unet.safetensors (EMA weights) and <out>/summary.json.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from safetensors.torch import load_file, save_file
 
-from workbench.compute import count_flops
-from workbench.config import DataConfig, DiffusionConfig
-from workbench.data import build_dataset, make_loader
-from workbench.diffusion import make_scheduler
+from workbench.core.compute import count_flops
+from workbench.core.config import DataConfig, DiffusionConfig
+from workbench.data.datasets import build_dataset, make_loader
+from workbench.core.diffusion import make_scheduler
 
 UNET = dict(sample_size=32, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64, 128),
             down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
@@ -79,7 +79,7 @@ def train_peer(minutes: float, batch: int = 48, lr: float = 1e-3, ema_decay: flo
 def sample_peer(unet: UNet2DModel, n: int, steps: int, seed: int = 0, batch: int = 250,
                 sampler: str = "ddim") -> torch.Tensor:
     """n images (n, 1, 32, 32) in [-1, 1] with S=`steps` of the workbench's diffusers scheduler `sampler` for the
-    epsilon objective ("ddim", "dpm++2m", ...; workbench.diffusion.make_scheduler)."""
+    epsilon objective ("ddim", "dpm++2m", ...; workbench.core.diffusion.make_scheduler)."""
     unet.eval()
     gen = torch.Generator().manual_seed(seed)
     out = []

@@ -20,7 +20,7 @@ Families (same data and same training budget inside a family):
   context-people256 the people T=16 model plain (the run of blocks-people256/T16), with its context noised in
                   training, class-conditional, and both: presets people256-T16, -ctx-T16, -cond-T16, -cond-ctx-T16
   ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers, each with
-                  the training seeds of workbench.zoo.ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...)
+                  the training seeds of workbench.research.families.ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...)
 Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
 that cannot start (a codec or dataset missing) is reported with its fix and the others still train.
 """
@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 import workbench as wb
-from workbench.config import Config
-from workbench.zoo import (BUDGET_MULTIPLE, EVAL_STEPS, MEMBERS, PRESET_FAMILIES, SHIP_LIMIT_MB, depth_report_name,
+from workbench.core.config import Config
+from workbench.research.families import (BUDGET_MULTIPLE, EVAL_STEPS, MEMBERS, PRESET_FAMILIES, SHIP_LIMIT_MB, depth_report_name,
                            sampling_pick, ships_weights)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def members(gpu: bool = False) -> list[Member]:
             return wb.preset(PRESET_FAMILIES[family].format(name=name), gpu=gpu)
         return em if family == "blocks-emoji" else fm
 
-    spec = [(family, name, family_base(family, name), over)  # the members of workbench.zoo
+    spec = [(family, name, family_base(family, name), over)  # the members of workbench.research.families
             for family, entries in MEMBERS.items() for name, over in entries]
     out = []
     for family, name, cfg, over in spec:
@@ -161,7 +161,7 @@ def cmd_list(ms: list[Member]) -> None:
 
 def cmd_train(ms: list[Member]) -> list[str]:
     """Train the members not done yet; returns the problems of those that could not start (each naming its fix)."""
-    from workbench.train import train
+    from workbench.training.train import train
 
     problems = []
     for key, m in unique_runs(ms).items():
@@ -201,8 +201,8 @@ def reference(cfg: Config, extractor: str):
     """The reference statistics of the zoo's reports (shipped in data/reference/): all Fashion-MNIST training images
     under the classifier, the first 1024 of the Noto emoji training images under Inception, every Fluent 3D image
     (train and held out: evaluation.REFERENCE_SPLITS) under Inception."""
-    from workbench.evaluation import REFERENCE_SPLITS, default_reference
-    from workbench.metrics import reference_stats
+    from workbench.evaluation.evaluate import REFERENCE_SPLITS, default_reference
+    from workbench.evaluation.metrics import reference_stats
 
     d = cfg.data
     if d.dataset in REFERENCE_SPLITS:
@@ -215,10 +215,10 @@ def load_member(m: Member, depth: int | None = None, weights: Path | None = None
     """(model, config to sample it with) of a trained member, with the sampler the zoo names for it (its declared
     config's: a run trained before the recipe's sampler changed keeps the old one in its own config); an elastic
     member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D. From its run
-    with the weights and time shift of its sampling pick (workbench.zoo.SAMPLING_PICKS), or from `weights` (its
+    with the weights and time shift of its sampling pick (workbench.research.families.SAMPLING_PICKS), or from `weights` (its
     shipped export, which carries them) when given."""
-    from workbench.checkpoint import load_for_inference
-    from workbench.checkpoint import with_flow_shift
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.training.checkpoint import with_flow_shift
 
     use_ema, shift, sample = sampling_pick(m.family, m.name)
     model, cfg = load_for_inference(weights or RUNS / m.key, use_ema=use_ema)
@@ -231,7 +231,7 @@ def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | 
     """FID against sampling steps (and compute) for one member, with full provenance; the sampler the zoo names for
     it (DPM-Solver++ 2M for the Fashion-MNIST flow recipe, DDIM for eps models) unless `sampler` is given. `depth`:
     an elastic member sampled at that D (its report is named depth_report_name and its config's D is that depth)."""
-    from workbench.evaluation import evaluate_curve
+    from workbench.evaluation.evaluate import evaluate_curve
 
     model, sample_cfg = load_member(m, depth)
     cfg, name = sample_cfg, m.name
@@ -270,7 +270,7 @@ INCEPTION_STEPS = 16  # a Fashion-MNIST member's second extractor: Inception at 
 def inception_point(m: Member, depth: int | None = None, seed: int = 0) -> dict:
     """One Inception-FID point of a Fashion-MNIST member (its curve uses the classifier): S=INCEPTION_STEPS, n=1,000,
     its own sampler, EMA weights, against the shipped Inception statistics of 10,000 training images."""
-    from workbench.evaluation import default_reference, evaluate_curve
+    from workbench.evaluation.evaluate import default_reference, evaluate_curve
 
     model, cfg = load_member(m, depth)
     ev = evaluate_curve(model, cfg, default_reference(cfg, "inception"), "inception", steps=(INCEPTION_STEPS,),
@@ -304,8 +304,8 @@ def write_grid(m: Member, dest: Path, depth: int | None = None, weights: Path | 
     run, or from the shipped `weights` (load_member)."""
     from PIL import Image
 
-    from workbench.images import image_grid
-    from workbench.sampling import generate_images
+    from workbench.data.images import image_grid
+    from workbench.sampling.sampler import generate_images
 
     model, cfg = load_member(m, depth, weights)
     n = 16 if cfg.data.image_size >= 256 else 64
@@ -343,7 +343,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
     beside them, and a sample grid (write_grid); an elastic member's reports at its other depths ship as report
     files alone (one set of weights samples them all), and a member trained by the same run as an earlier one ships
     its report naming that member's file (training.weights)."""
-    from workbench.checkpoint import export_for_inference
+    from workbench.training.checkpoint import export_for_inference
 
     shipped: dict[str, str] = {}  # run key -> "family/name.safetensors" of the one file shipped for that run
     for m in every or ms:  # the first member of a run (in the zoo's order) holds its weights
@@ -380,7 +380,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
     write_manifest(SHIP)
     total = shipped_mb(SHIP)
     print(f"{SHIP}: {total:.1f} MB of weights" + ("" if total <= SHIP_LIMIT_MB else
-          f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights (workbench.zoo.ships_weights) "
+          f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights (workbench.research.families.ships_weights) "
           "or smaller members."), file=sys.stdout if total <= SHIP_LIMIT_MB else sys.stderr)
 
 
@@ -389,10 +389,10 @@ FINDINGS_START, FINDINGS_END = "<!-- findings: python experiments/zoo.py finding
 
 
 def cmd_findings(root: Path = SHIP, readme: Path | None = None) -> str:
-    """The Results table (workbench.findings) from the reports under `root`; with `readme`, written between the
+    """The Results table (workbench.research.findings) from the reports under `root`; with `readme`, written between the
     README's findings markers (the text outside them is left as it is)."""
-    from workbench.findings import findings, findings_markdown
-    from workbench.reports import load_reports
+    from workbench.research.findings import findings, findings_markdown
+    from workbench.research.reports import load_reports
 
     fams = {k: load_reports(f, root) for k, f in (("vertical", "vertical"), ("blocks_low", "blocks-fmnist"),
                                                   ("blocks_high", "blocks-emoji256"), ("ablations", "ablations"),
@@ -414,7 +414,7 @@ MANIFEST_HEAD = "| file | MB | sha256 |"
 def write_manifest(root: Path) -> None:
     """The weight files' table at the end of <root>/README.md (from its MANIFEST_HEAD line on; the prose above it is
     kept): each file, its size and the first 16 hex digits of its sha256."""
-    from workbench.paths import sha256_file
+    from workbench.core.paths import sha256_file
 
     readme = root / "README.md"
     text = readme.read_text() if readme.exists() else "# data/checkpoints: the model zoo\n\n"

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from workbench.emoji import EMOJI_GROUPS, emoji_arrays
+from workbench.data.emoji import EMOJI_GROUPS, emoji_arrays
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """Compute FID reference statistics with their provenance card into data/reference/, as `eval` and the app find them
-(workbench.evaluation.build_reference: the dataset's reference split, up to 10,000 images).
+(workbench.evaluation.evaluate.build_reference: the dataset's reference split, up to 10,000 images).
 
     python scripts/build_reference.py                        # Fluent 3D at 256 px, Inception, all 3,391 images
     python scripts/build_reference.py --dataset fluent-people
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from workbench.config import DataConfig
-from workbench.evaluation import build_reference, reference_split
-from workbench.paths import REFERENCE_DIR
+from workbench.core.config import DataConfig
+from workbench.evaluation.evaluate import build_reference, reference_split
+from workbench.core.paths import REFERENCE_DIR
 
 
 def main(argv: list[str] | None = None) -> int:

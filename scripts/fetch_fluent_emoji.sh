@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the Fluent 3D emoji (npm package @lobehub/fluent-emoji-3d@1.1.0, MIT licence: 3,391 WebP images,
 # 256x256 RGBA) with the ordinary npm client into data/cache/fluent-emoji-3d-1.1.0/ (git-ignored), verifies the
-# tarball's sha256 and writes SHA256SUMS, the sha256 of every image, which workbench.data checks on loading.
+# tarball's sha256 and writes SHA256SUMS, the sha256 of every image, which workbench.data.datasets checks on loading.
 #   bash scripts/fetch_fluent_emoji.sh [DEST]      (npm is the Debian package npm: sudo apt-get install npm)
 # Does nothing when DEST/SHA256SUMS exists; fails (exit 1) with one line naming the problem otherwise.
 set -euo pipefail

@@ -39,13 +39,13 @@ from pathlib import Path
 import diffusers
 import torch
 
-from workbench.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction, verify_codec
-from workbench.config import DataConfig
-from workbench.data import build_dataset
-from workbench.features import feature_extractor
-from workbench.images import save_grid
-from workbench.metrics import ReferenceStats, fid_from_features
-from workbench.paths import CODECS_DIR
+from workbench.data.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction, verify_codec
+from workbench.core.config import DataConfig
+from workbench.data.datasets import build_dataset
+from workbench.evaluation.features import feature_extractor
+from workbench.data.images import save_grid
+from workbench.evaluation.metrics import ReferenceStats, fid_from_features
+from workbench.core.paths import CODECS_DIR
 
 SIZE = 256  # the codec trains on crops of, and is measured on, images of this side
 

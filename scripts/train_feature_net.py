@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from workbench.data import fashion_mnist_arrays
-from workbench.features import CLASSIFIER_WEIGHTS, FashionClassifier
-from workbench.paths import sha256_file
+from workbench.data.datasets import fashion_mnist_arrays
+from workbench.evaluation.features import CLASSIFIER_WEIGHTS, FashionClassifier
+from workbench.core.paths import sha256_file
 
 
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +96,7 @@ def main() -> None:
     card = {
         "name": "fmnist-classifier",
         "architecture": architecture,
-        "model": "workbench.features.FashionClassifier: conv-BN-ReLU 3x3 stages (w @32px, pool, 2w @16px, pool, "
+        "model": "workbench.evaluation.features.FashionClassifier: conv-BN-ReLU 3x3 stages (w @32px, pool, 2w @16px, pool, "
                  "4w @8px, pool) -> Linear(16*4w, num_features) -> ReLU [features] -> Dropout(0.3) -> Linear(10)",
         "parameters": sum(t.numel() for t in model.parameters()),
         "feature_layer": "model.body output: the penultimate layer, after its ReLU",

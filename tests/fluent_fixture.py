@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workbench.codecs import CODEC_CARD, codec_files
-from workbench.data import HELD_OUT_PERCENT, _held_out
-from workbench.emoji import fluent_base
+from workbench.data.codecs import CODEC_CARD, codec_files
+from workbench.data.datasets import HELD_OUT_PERCENT, _held_out
+from workbench.data.emoji import fluent_base
 
 # code point sequences as the package names them: a person in five tones, smileys, hands, objects, a keycap
 NAMES = ["1f3c3.webp", *(f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)), "1f600.webp", "1f60d.webp",

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.checkpoint import Checkpoint, export_for_inference, save_checkpoint
-from workbench.config import SAMPLERS_FOR
+from workbench.training.checkpoint import Checkpoint, export_for_inference, save_checkpoint
+from workbench.core.config import SAMPLERS_FOR
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `app` is a folder of the repo, not an installed package
@@ -27,7 +27,7 @@ from app.panels import pictures  # noqa: E402
 from app.runs import Throttle, progress_text  # noqa: E402
 from fluent_fixture import NAMES, write_fluent, write_tiny_codec  # noqa: E402
 from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
-from workbench.sampling import frame, placeholder  # noqa: E402
+from workbench.sampling.sampler import frame, placeholder  # noqa: E402
 
 MAIN = str(ROOT / "app" / "main.py")
 TIMEOUT = 60  # seconds per AppTest run: loading torch models and the FID reference exceeds the 3 s default
@@ -302,8 +302,8 @@ def test_corrupt_checkpoint_is_reported_and_others_still_run(folders, monkeypatc
 def write_zoo(zoo: Path, extractor: str) -> None:
     """A zoo as experiments/zoo.py ships it: <family>/<member>.safetensors with the report beside it as .json;
     a report may ship without weights (the ablations)."""
-    from workbench.compute import cached_cost, paper_cost
-    from workbench.reports import report_from_dict, write_report
+    from workbench.core.compute import cached_cost, paper_cost
+    from workbench.research.reports import report_from_dict, write_report
 
     for family, name, D, fids, weights in [("vertical", "D1", 1, (60, 40, 30), True),
                                            ("vertical", "D2", 2, (80, 45, 25), True),
@@ -319,7 +319,7 @@ def write_zoo(zoo: Path, extractor: str) -> None:
 
 
 def test_zoo_reports_place_the_run_on_the_frontier(monkeypatch, tmp_path):
-    from workbench.features import feature_extractor
+    from workbench.evaluation.features import feature_extractor
 
     write_zoo(tmp_path, feature_extractor("fmnist-classifier").id)
     monkeypatch.setattr(catalog, "ZOO_DIR", tmp_path)
@@ -366,7 +366,7 @@ def test_frames_throttle_previews():
 
 
 def test_sampling_leaves_the_cached_model_untouched(folders):
-    from workbench.checkpoint import load_for_inference
+    from workbench.training.checkpoint import load_for_inference
 
     model, cfg = load_for_inference(folders["D2"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -666,8 +666,8 @@ def latent_config(fluent: Path, codec: Path):
 def latent(tmp_path_factory) -> dict[str, Path]:
     """A tiny untrained 256 px latent checkpoint, its synthetic Fluent package and tiny codec, and the package's
     Inception statistics over every image, built as scripts/build_reference.py builds them (in a tmp folder)."""
-    from workbench import metrics
-    from workbench.evaluation import build_reference
+    from workbench.evaluation import metrics
+    from workbench.evaluation.evaluate import build_reference
 
     base = tmp_path_factory.mktemp("latent")
     cfg = latent_config(write_fluent(base / "fluent"), write_tiny_codec(base / "codec"))
@@ -678,8 +678,8 @@ def latent(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_a_256px_latent_family_draws_decoded_blocks_at_true_size_with_an_inception_fid(latent, monkeypatch):
-    from workbench import evaluation
-    from workbench.codecs import VAECodec
+    from workbench.evaluation import evaluate as evaluation
+    from workbench.data.codecs import VAECodec
 
     monkeypatch.setattr(evaluation, "REFERENCE_DIR", latent["reference"])  # instead of data/reference/
     decoded, decode = [], VAECodec.decode
@@ -703,8 +703,8 @@ def test_a_256px_latent_family_draws_decoded_blocks_at_true_size_with_an_incepti
 
 
 def test_frames_of_a_latent_model_decode_finished_blocks_and_hatch_the_rest(latent):
-    from workbench.checkpoint import load_for_inference
-    from workbench.codecs import build_codec
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.data.codecs import build_codec
 
     model, cfg = load_for_inference(latent["checkpoint"])
     codec = build_codec(cfg.data)
@@ -749,8 +749,8 @@ def test_a_latent_run_decodes_finished_blocks_only_and_skips_outdated_ones(laten
 
     from app.runs import Loaded, Run, generate, submit
     from app.scheduler import Limits, Scheduler
-    from workbench.checkpoint import load_for_inference
-    from workbench.codecs import VAECodec, build_codec
+    from workbench.training.checkpoint import load_for_inference
+    from workbench.data.codecs import VAECodec, build_codec
 
     model, cfg = load_for_inference(latent["checkpoint"])
     ld = Loaded(model, cfg, build_codec(cfg.data), None, "no reference")
@@ -787,7 +787,7 @@ def test_a_latent_run_decodes_finished_blocks_only_and_skips_outdated_ones(laten
 def test_pictures_upscale_small_grids_and_keep_large_images_at_their_size():
     import numpy as np
 
-    from workbench.images import to_uint8
+    from workbench.data.images import to_uint8
 
     small = pictures(torch.zeros(16, 1, 32, 32))
     assert len(small) == 1 and small[0].size == (3 * 138, 3 * 138)  # one 4x4 grid, upscaled 3x (nearest)

@@ -66,7 +66,7 @@ def test_recipe_race_variants_build_and_combine():
 def test_elastic_benchmark_members_and_frontiers():
     import bench_elastic
     import bench_recipe
-    from workbench import comparison
+    from workbench.research import comparison
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
     assert spec["elastic-4x"]["budgets"] == 4 and spec["elastic-1x"]["budgets"] == 1
     assert spec["held-out"]["trained"] == [1, 3, 5, 6] and spec["held-out"]["eval_depths"] == [1, 2, 3, 4, 5, 6]
@@ -136,7 +136,7 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
 def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
     import bench_quality
     import bench_recipe
-    from workbench.presets import preset
+    from workbench.core.presets import preset
     recipe = bench_recipe.config_for("recipe", bench_quality.recipe_overrides("recipe"), tmp_path, 10, 0.0)
     dit = bench_recipe.config_for("dit", bench_quality.recipe_overrides("dit"), tmp_path, 10, 0.0)
     assert (recipe.diffusion.prediction, recipe.model.timestep_conditioning, recipe.train.lr) == ("flow", "adaln", 1e-3)
@@ -181,7 +181,7 @@ def test_sampler_benchmark_scores_every_fitting_sampler_at_every_trained_depth(t
     sampler and D reach the samples (at S=2 DPM-Solver++ takes a second-order step where flow Euler does not)."""
     import bench_samplers
     import workbench as wb
-    from workbench.checkpoint import Checkpoint, save_checkpoint
+    from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
     cfg = wb.preset("tiny").override(**{"diffusion.prediction": "flow", "sample.sampler": "euler",
                                         "model.diffusion_depth": 2, "model.elastic_depths": [1, 2]})
@@ -211,7 +211,7 @@ def test_recipe_rescoring_emits_one_curve_per_setting_from_the_same_seed(tmp_pat
 
     import bench_recipe
     import workbench as wb
-    from workbench.checkpoint import Checkpoint, save_checkpoint
+    from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
     cfg = wb.preset("tiny").override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"})
     torch.manual_seed(0)
@@ -327,7 +327,8 @@ def test_quality_grid_takes_each_model_near_the_asked_compute_and_the_peer_at_it
     import bench_quality
     import peer_diffusers
     from PIL import Image
-    from workbench import checkpoint, evaluation
+    from workbench.training import checkpoint
+    from workbench.evaluation import evaluate as evaluation
 
     def curve(*points):
         return {"fmnist-classifier": [{"steps": s, "flops": f * 1e9, "fid": fid} for s, f, fid in points]}
@@ -357,9 +358,10 @@ def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_lo
     from fluent_fixture import write_fluent, write_tiny_codec
 
     import workbench as wb
-    from workbench import features, metrics
-    from workbench.config import DataConfig
-    from workbench.data import build_dataset
+    from workbench.evaluation import features
+    from workbench.evaluation import metrics
+    from workbench.core.config import DataConfig
+    from workbench.data.datasets import build_dataset
 
     fluent, codec = write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec")
     cfg = wb.preset("people256-T16", **{"data.root": str(fluent), "data.vae_path": str(codec)})
@@ -391,8 +393,8 @@ def test_memorization_counts_reproduced_training_images_as_copies_and_new_emoji_
     from PIL import Image
 
     import workbench as wb
-    from workbench.config import DataConfig
-    from workbench.data import build_dataset
+    from workbench.core.config import DataConfig
+    from workbench.data.datasets import build_dataset
 
     class NoisyCodec:  # reconstructions = originals + small noise, a fresh draw per call
         def __init__(self):
@@ -437,7 +439,7 @@ def test_generalization_finds_a_fit_through_the_context_and_not_in_block_zero(mo
     import bench_generalization as bg
 
     import workbench as wb
-    from workbench.blocks import block_index_map
+    from workbench.core.blocks import block_index_map
 
     cfg = wb.preset("tiny", **{"diffusion.prediction": "flow", "sample.sampler": "euler", "model.num_blocks": 4})
     g = torch.Generator().manual_seed(0)

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 import workbench as wb
-import workbench.checkpoint as ck
-from workbench.checkpoint import (Checkpoint, CheckpointError, capture_rng, check_architecture, export_for_inference,
+import workbench.training.checkpoint as ck
+from workbench.training.checkpoint import (Checkpoint, CheckpointError, capture_rng, check_architecture, export_for_inference,
                                   list_checkpoints, load_checkpoint, load_for_inference, restore_rng, save_checkpoint)
 from single_thread import one_thread  # noqa: F401 (autouse)
 
@@ -22,7 +22,7 @@ def trained_state(step: int = 1) -> Checkpoint:
     model = wb.build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5)
-    loss = wb.diffusion.Diffusion(cfg.diffusion, cfg.model).loss(model, torch.randn(2, 1, 32, 32)).total
+    loss = wb.core.diffusion.Diffusion(cfg.diffusion, cfg.model).loss(model, torch.randn(2, 1, 32, 32)).total
     loss.backward()
     opt.step()
     sched.step()

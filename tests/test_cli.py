@@ -9,8 +9,8 @@ import workbench as wb
 from conftest import randomize_head
 from single_thread import one_thread  # noqa: F401 (autouse)
 from workbench.__main__ import main
-from workbench.checkpoint import Checkpoint, save_checkpoint
-from workbench.sampling import PLACEHOLDER
+from workbench.training.checkpoint import Checkpoint, save_checkpoint
+from workbench.sampling.sampler import PLACEHOLDER
 
 HATCH = {round((float(v) + 1) * 127.5) for v in PLACEHOLDER}  # the hatch's two grey levels in a saved PNG
 
@@ -223,7 +223,8 @@ def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_im
     from pathlib import Path
 
     from fluent_fixture import NAMES, write_fluent, write_tiny_codec
-    from workbench import evaluation, metrics
+    from workbench.evaluation import evaluate as evaluation
+    from workbench.evaluation import metrics
 
     fluent, codec = write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec")
     refs = tmp_path / "reference"

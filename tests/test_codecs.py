@@ -15,11 +15,11 @@ from torch.utils.data import Dataset
 
 from fluent_fixture import write_fluent
 from single_thread import one_thread  # noqa: F401 (autouse)
-from workbench import codecs
-from workbench.codecs import Codec, LatentCache, PixelCodec, VAECodec, build_codec, measure_reconstruction
-from workbench.config import DataConfig
-from workbench.data import build_dataset
-from workbench.paths import sha256_file
+from workbench.data import codecs
+from workbench.data.codecs import Codec, LatentCache, PixelCodec, VAECodec, build_codec, measure_reconstruction
+from workbench.core.config import DataConfig
+from workbench.data.datasets import build_dataset
+from workbench.core.paths import sha256_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_codec.py"
 

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.compute import (attention_cost, block_cost, cached_cost, count_flops, naive_cost, paper_cost,
+from workbench.core.compute import (attention_cost, block_cost, cached_cost, count_flops, naive_cost, paper_cost,
                                sample_flops, train_flops)
-from workbench.sampling import measure_sample_flops
-from workbench.diffusion import Diffusion
+from workbench.sampling.sampler import measure_sample_flops
+from workbench.core.diffusion import Diffusion
 
 from single_thread import one_thread  # noqa: F401  (FLOP counts do not depend on threads)
 

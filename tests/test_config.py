@@ -1,8 +1,8 @@
 import pytest
 
 import workbench as wb
-from workbench.config import Config, ModelConfig
-from workbench.presets import PRESETS
+from workbench.core.config import Config, ModelConfig
+from workbench.core.presets import PRESETS
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -107,8 +107,8 @@ def test_people256_cond_preset_is_people256_made_class_conditional():
                             "data.labels": "group", "sample.class_counts": [], "sample.cfg_scale": 1.0}) == base
     counts = cfg.sample.class_counts
     assert len(counts) == 48 and sum(counts) == 1786 and sum(c > 0 for c in counts) == 36
-    from workbench import emoji
-    from workbench.data import build_dataset
+    from workbench.data import emoji
+    from workbench.data.datasets import build_dataset
     if (emoji.FLUENT_DIR / "SHA256SUMS").is_file():
         ds = build_dataset(cfg.data, "train")
         assert tuple(sum(y == k for _, y in ds.samples) for k in range(48)) == counts

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 import workbench as wb
 from workbench.__main__ import main
-from workbench.config import Config
-from workbench.diffusion import Diffusion
+from workbench.core.config import Config
+from workbench.core.diffusion import Diffusion
 from single_thread import one_thread  # noqa: F401 (autouse)
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.blocks import block_index_map, from_blocks, to_blocks, training_masks
-from workbench.compute import cached_cost, paper_cost
-from workbench.diffusion import Diffusion
-from workbench.layers import Rope2D, apply_rope
+from workbench.core.blocks import block_index_map, from_blocks, to_blocks, training_masks
+from workbench.core.compute import cached_cost, paper_cost
+from workbench.core.diffusion import Diffusion
+from workbench.core.layers import Rope2D, apply_rope
 
 from conftest import randomize_head
 
@@ -123,7 +123,7 @@ def test_sample_labels_follow_the_class_counts_and_the_seed():
     """Labels not given are drawn in sample.class_counts' proportions (a class without images never), from the
     sample seed; without counts they cycle through the classes. A guided sample with the drawn labels is the sample
     with those labels passed explicitly."""
-    from workbench.sampling import default_labels
+    from workbench.sampling.sampler import default_labels
     cfg, m = make(4, 2, 4, num_classes=4)
     counts = (0, 3, 1, 0)
     drawn = default_labels(m, 4000, "cpu", counts, seed=0)

@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from fluent_fixture import NAMES, held_out, write_fluent
-from workbench import data, emoji
-from workbench.config import LABEL_SCHEMES, DataConfig
-from workbench.data import (EpochSampler, SpacedSubset, build_dataset, fashion_mnist_arrays, make_loader, num_classes,
+from workbench.data import datasets as data
+from workbench.data import emoji
+from workbench.core.config import LABEL_SCHEMES, DataConfig
+from workbench.data.datasets import (EpochSampler, SpacedSubset, build_dataset, fashion_mnist_arrays, make_loader, num_classes,
                             training_dataset)
 
 needs_fmnist = pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(),

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.blocks import from_blocks, to_blocks
-from workbench.checkpoint import load_checkpoint
-from workbench.compute import at_depth, cached_cost, count_flops, paper_cost, sample_flops, schedule_costs
-from workbench.model import SANDWICH, sample_depths
-from workbench.objectives import build_objective
-from workbench.sampling import block_plan, measure_sample_flops, sample_settings
+from workbench.core.blocks import from_blocks, to_blocks
+from workbench.training.checkpoint import load_checkpoint
+from workbench.core.compute import at_depth, cached_cost, count_flops, paper_cost, sample_flops, schedule_costs
+from workbench.core.model import SANDWICH, sample_depths
+from workbench.core.objectives import build_objective
+from workbench.sampling.sampler import block_plan, measure_sample_flops, sample_settings
 
 from conftest import randomize_head
 from test_train import cli_args, finish, launch

@@ -1,4 +1,4 @@
-"""Analysis functions of workbench.experiments on synthetic zoo reports written to a tmp dir; the shipped zoo's exports
+"""Analysis functions of workbench.research.live on synthetic zoo reports written to a tmp dir; the shipped zoo's exports
 agree with their reports."""
 import json
 import math
@@ -9,9 +9,14 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import comparison, evaluation, paper, plots, reports, experiments as ex
-from workbench.zoo import MEMBERS
-from workbench.compute import cached_cost, paper_cost
+from workbench.research import comparison
+from workbench.evaluation import evaluate as evaluation
+from workbench.research import paper
+from workbench.research import plots
+from workbench.research import reports
+from workbench.research import live as ex
+from workbench.research.families import MEMBERS
+from workbench.core.compute import cached_cost, paper_cost
 
 STEPS = (2, 4, 8, 16, 32)
 
@@ -293,9 +298,9 @@ def test_figures_build(zoo):
 
 @pytest.mark.slow
 def test_fast_mode_without_a_zoo_trains_and_evaluates_live_members(tmp_path, monkeypatch, one_thread):
-    from workbench import features
-    from workbench.data import build_dataset
-    from workbench.metrics import ReferenceStats
+    from workbench.evaluation import features
+    from workbench.data.datasets import build_dataset
+    from workbench.evaluation.metrics import ReferenceStats
 
     stats = PixelStats()
     monkeypatch.setitem(features.FEATURE_EXTRACTORS, stats.name, lambda: stats)
@@ -360,7 +365,7 @@ def zoo_script():
 @pytest.mark.parametrize("gpu", [False, True])
 @pytest.mark.parametrize("family_name,prefix", [("blocks-emoji256", "emoji256"), ("blocks-people256", "people256")])
 def test_the_256px_zoo_families_are_their_presets_with_their_budgets(gpu, family_name, prefix):
-    from workbench.presets import GPU_BUDGETS
+    from workbench.core.presets import GPU_BUDGETS
 
     family = [m for m in zoo_script().members(gpu) if m.family == family_name]
     assert [m.name for m in family] == ["T1", "T4", "T16"]
@@ -379,7 +384,7 @@ def test_the_256px_zoo_families_are_their_presets_with_their_budgets(gpu, family
 def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_best_model_alone():
     """context-people256: the plain people model (the run of blocks-people256/T16), context noise, labels, both; of
     the people models only the one with both ships weights (one 30 MB file per 256 px dataset)."""
-    from workbench.zoo import ships_weights
+    from workbench.research.families import ships_weights
 
     ms = zoo_script().members()
     family = {m.name: m for m in ms if m.family == "context-people256"}
@@ -390,7 +395,7 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_be
         want = wb.preset(f"people256-{name}")
         assert m.config.override(**{"name": want.name, "train.out_dir": want.train.out_dir}) == want
     assert [n for n in family if ships_weights("context-people256", n)] == ["cond-ctx-T16"]
-    from workbench.zoo import SAMPLING_PICKS, sampling_pick  # picks name zoo members whose schedule has a shift
+    from workbench.research.families import SAMPLING_PICKS, sampling_pick  # picks name zoo members whose schedule has a shift
     assert sampling_pick("context-people256", "ctx-T16") == (False, 2.0, {}) and sampling_pick("vertical", "D2") == \
         (True, None, {})
     assert sampling_pick("context-people256", "cond-ctx-T16") == (False, 2.0, {"cfg_scale": 2.0})
@@ -404,7 +409,7 @@ def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceba
                                                                                    one_thread):
     """Its members train once the codec exists; before, `zoo.py train` names the command that trains the codec
     for each of them (one line, no traceback), trains nothing and exits 1."""
-    from workbench import codecs
+    from workbench.data import codecs
 
     zoo = zoo_script()
     monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
@@ -483,7 +488,7 @@ def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):
 
 def ship(folder, name, cfg, seed=0):
     """A zoo-style export <folder>/<name>.safetensors of a freshly initialised model of `cfg`."""
-    from workbench.checkpoint import Checkpoint, export_for_inference, save_checkpoint
+    from workbench.training.checkpoint import Checkpoint, export_for_inference, save_checkpoint
     torch.manual_seed(seed)
     model = wb.build_model(cfg)
     with torch.no_grad():  # the head and the embedding of D start at zero: make the samples depend on both
@@ -527,7 +532,7 @@ def test_same_seed_samples_find_each_reports_weights_and_share_the_noise(tmp_pat
 
 
 def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monkeypatch, one_thread):
-    from workbench.checkpoint import Checkpoint, save_checkpoint
+    from workbench.training.checkpoint import Checkpoint, save_checkpoint
     zoo = zoo_script()
     cfg = wb.preset("tiny", **{"model.width": 32, "train.max_steps": 1})
     d2, t4 = zoo.Member("vertical", "D2", cfg), zoo.Member("blocks-fmnist", "T4", cfg)  # one run trains both
@@ -553,15 +558,15 @@ def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monk
     assert Image.open(ship / "vertical" / "D2.png").size == (2 * (8 * 34 + 2),) * 2  # 64 of 32 px, padded, x2
     manifest = (ship / "README.md").read_text()  # written at each export, its table replaced, not appended
     assert manifest.count(zoo.MANIFEST_HEAD) == 1 and manifest.count("| vertical/D2.safetensors |") == 1
-    from workbench.paths import sha256_file
+    from workbench.core.paths import sha256_file
     assert sha256_file(ship / "vertical" / "D2.safetensors")[:16] in manifest
 
 
 def test_a_members_sampling_pick_is_what_the_zoo_loads_scores_and_ships(tmp_path, monkeypatch, one_thread):
-    """workbench.zoo.SAMPLING_PICKS: the member is loaded from its run with the trained weights and the time shift
+    """workbench.research.families.SAMPLING_PICKS: the member is loaded from its run with the trained weights and the time shift
     it names, and its export carries both; the other members keep EMA weights and their own schedule."""
-    from workbench import zoo as zoo_def
-    from workbench.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from workbench.research import families as zoo_def
+    from workbench.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     zoo = zoo_script()
     monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
@@ -594,7 +599,7 @@ def test_zoo_ships_a_grid_per_depth_of_an_elastic_member_and_redraws_them_from_t
     names a member with no shipped weights, with the fix."""
     from PIL import Image
 
-    from workbench.checkpoint import Checkpoint, save_checkpoint
+    from workbench.training.checkpoint import Checkpoint, save_checkpoint
     zoo = zoo_script()
     monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
@@ -626,9 +631,9 @@ def test_zoo_ships_a_grid_per_depth_of_an_elastic_member_and_redraws_them_from_t
 def test_zoo_evaluates_an_elastic_member_at_each_depth(tmp_path, monkeypatch, one_thread):
     """An elastic member's report at D samples its one model at D (sample.diffusion_depth; the model keeps its own
     config) and says D in its config, with the costs of D."""
-    from workbench import features
-    from workbench.checkpoint import Checkpoint, save_checkpoint
-    from workbench.metrics import ReferenceStats
+    from workbench.evaluation import features
+    from workbench.training.checkpoint import Checkpoint, save_checkpoint
+    from workbench.evaluation.metrics import ReferenceStats
     zoo = zoo_script()
     stats = PixelStats()
     monkeypatch.setitem(features.FEATURE_EXTRACTORS, stats.name, lambda: stats)
@@ -661,7 +666,7 @@ def test_a_shipped_model_samples_with_the_sampler_its_report_measured(path):
     """What the app and `sample` use by default (the export's config) is what the shipped figures measured: the
     embedded report, the .json beside the weights and the config name one sampler, and the report's config matches
     the export's model."""
-    from workbench.checkpoint import read_header
+    from workbench.training.checkpoint import read_header
     header = read_header(path)
     report = header["meta"]["eval_report"]
     assert report == json.loads(path.with_suffix(".json").read_text())

@@ -3,8 +3,9 @@ or the paper's direction with a smaller effect), never the point estimates alone
 import pytest
 
 from test_experiments import make_report, vertical_fid, write
-from workbench import findings as fd, reports
-from workbench.replicates import seeded_name
+from workbench.research import findings as fd
+from workbench.research import reports
+from workbench.research.replicates import seeded_name
 
 ABLATION_OVER = {"default": {}, "no-zcond": {"model.use_z_cond": False}, "no-clean": {"model.clean_stream": False},
                  "shared": {"model.towers": "shared"}, "mlp-denoise": {"model.denoiser_attention": "block"},

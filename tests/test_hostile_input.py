@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from app import catalog  # noqa: E402
 from single_thread import one_thread  # noqa: E402,F401
 from test_app import start, submit, write_checkpoint  # noqa: E402
-from workbench.checkpoint import FORMAT  # noqa: E402
+from workbench.training.checkpoint import FORMAT  # noqa: E402
 
 OPENED: list[str] | None = None  # paths opened while an audit is on
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.data import fashion_mnist_arrays
-from workbench.objectives import build_objective
+from workbench.data.datasets import fashion_mnist_arrays
+from workbench.core.objectives import build_objective
 
 
 def four_images() -> torch.Tensor:

@@ -13,12 +13,12 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from workbench import data
-from workbench.data import fashion_mnist_arrays
-from workbench.features import (CLASSIFIER_WEIGHTS, INSTALL_INCEPTION, ClassifierFeatures, extract_features,
+from workbench.data import datasets as data
+from workbench.data.datasets import fashion_mnist_arrays
+from workbench.evaluation.features import (CLASSIFIER_WEIGHTS, INSTALL_INCEPTION, ClassifierFeatures, extract_features,
                                 feature_extractor)
-from workbench.paths import sha256_file
-from workbench.metrics import (REFERENCE_DIR, paired_fid_difference, LiveFID, ReferenceStats, compute_fid, feature_stats, fid_from_features,
+from workbench.core.paths import sha256_file
+from workbench.evaluation.metrics import (REFERENCE_DIR, paired_fid_difference, LiveFID, ReferenceStats, compute_fid, feature_stats, fid_from_features,
                                fid_infinity, frechet_distance, kid, load_reference, reference_stats)
 
 needs_fmnist = pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(),

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.blocks import from_blocks, to_blocks
-from workbench.compute import cached_cost
-from workbench.diffusion import Diffusion
-from workbench.flow import Flow
-from workbench.objectives import build_objective
+from workbench.core.blocks import from_blocks, to_blocks
+from workbench.core.compute import cached_cost
+from workbench.core.diffusion import Diffusion
+from workbench.core.flow import Flow
+from workbench.core.objectives import build_objective
 
 from conftest import randomize_head
 
@@ -35,7 +35,7 @@ def make(objective="eps", conditioning="embed", N=4, D=2, T=4, **model):
 
 
 def samplers(cfg):
-    return wb.config.samplers_for(cfg.diffusion.prediction)
+    return wb.core.config.samplers_for(cfg.diffusion.prediction)
 
 
 @pytest.mark.parametrize("conditioning", CONDITIONING)
@@ -105,7 +105,7 @@ def test_adaln_starts_as_identity_layers():
     m = wb.build_model(cfg)
     x = torch.randn(2, 16, cfg.model.width)
     layer = m.layers[0]
-    stream = wb.layers.Stream(x, 1, None, m._cond(torch.full((2, 1), 3.0)))
+    stream = wb.core.layers.Stream(x, 1, None, m._cond(torch.full((2, 1), 3.0)))
     assert torch.equal(layer([stream])[0].x, x)  # adaLN-Zero: every residual branch gated to zero at init
 
 

@@ -1,13 +1,13 @@
-"""workbench.plots: the figures the notebooks and the app share."""
+"""workbench.research.plots: the figures the notebooks and the app share."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from workbench.images import image_grid
-from workbench.comparison import frontier
-from workbench.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure, image_grid_figure
+from workbench.data.images import image_grid
+from workbench.research.comparison import frontier
+from workbench.research.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure, image_grid_figure
 
 
 @pytest.mark.parametrize("channels", [1, 3])

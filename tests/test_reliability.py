@@ -21,12 +21,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import workbench as wb
-import workbench.checkpoint as ck
-import workbench.train as tr
+import workbench.training.checkpoint as ck
+import workbench.training.train as tr
 from workbench.__main__ import main
-from workbench.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_for_inference, read_header
-from workbench.config import DataConfig
-from workbench.data import _held_out, build_dataset
+from workbench.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_for_inference, read_header
+from workbench.core.config import DataConfig
+from workbench.data.datasets import _held_out, build_dataset
 from single_thread import one_thread  # noqa: F401 (autouse)
 from test_checkpoint import assert_tree_equal, trained_state
 from test_data import write_folder

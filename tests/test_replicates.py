@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from workbench import paper, reports, replicates
-from workbench.zoo import ABLATION_SEEDS, ABLATIONS, MEMBERS
+from workbench.research import paper
+from workbench.research import reports
+from workbench.research import replicates
+from workbench.research.families import ABLATION_SEEDS, ABLATIONS, MEMBERS
 from test_experiments import make_report, write
 
 
@@ -86,7 +88,7 @@ def test_ablation_table_decides_across_seeds(tmp_path):
 
 
 def test_the_zoo_ships_weights_for_the_first_seed_of_each_ablation_only():
-    from workbench.zoo import REPORT_ONLY, ships_weights
+    from workbench.research.families import REPORT_ONLY, ships_weights
     shipped = [n for n, _ in MEMBERS["ablations"] if ships_weights("ablations", n)]
     assert shipped == [n for n, _ in ABLATIONS]
     assert all(ships_weights(f, n) for f, entries in MEMBERS.items() if f != "ablations" for n, _ in entries

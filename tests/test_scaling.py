@@ -7,8 +7,8 @@ from lightning_fabric.strategies import DDPStrategy
 
 import workbench as wb
 from single_thread import one_thread  # noqa: F401 (autouse)
-from workbench import scaling
-from workbench.train import _strategy
+from workbench.training import scaling
+from workbench.training.train import _strategy
 
 
 def test_parameter_count_and_activation_memory():

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 import workbench as wb
-import workbench.train as tr
+import workbench.training.train as tr
 from fluent_fixture import write_fluent, write_tiny_codec
-from workbench.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-from workbench.codecs import VAECodec
-from workbench.train import param_groups, train, wsd_lr
+from workbench.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from workbench.data.codecs import VAECodec
+from workbench.training.train import param_groups, train, wsd_lr
 from single_thread import one_thread  # noqa: F401 (autouse)
 
 FAST = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1, "train.batch_size": 8,

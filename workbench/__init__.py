@@ -5,11 +5,11 @@
     model = wb.build_model(cfg)
     latents = wb.generate(model, cfg, num_images=4, steps=20, sampler="ddim", seed=0)
 """
-from .checkpoint import load_for_inference
-from .config import Config
-from .presets import preset
-from .model import MADFormer, build_model
-from .sampling import Event, generate, generate_events
+from .training.checkpoint import load_for_inference
+from .core.config import Config
+from .core.presets import preset
+from .core.model import MADFormer, build_model
+from .sampling.sampler import Event, generate, generate_events
 
 __all__ = ["Config", "preset", "build_model", "MADFormer", "generate", "generate_events", "Event",
            "load_for_inference"]

@@ -24,13 +24,13 @@ from typing import Callable
 
 import yaml
 
-from .checkpoint import load_for_inference, with_flow_shift, write_text_atomic
-from .codecs import build_codec
-from .config import SAMPLERS, X0_CLIPS, Config
-from .presets import PRESETS, preset
-from .evaluation import evaluate_checkpoint
-from .images import save_grid
-from .sampling import frame, generate_events
+from .training.checkpoint import load_for_inference, with_flow_shift, write_text_atomic
+from .data.codecs import build_codec
+from .core.config import SAMPLERS, X0_CLIPS, Config
+from .core.presets import PRESETS, preset
+from .evaluation.evaluate import evaluate_checkpoint
+from .data.images import save_grid
+from .sampling.sampler import frame, generate_events
 
 
 class _Parser(argparse.ArgumentParser):
@@ -134,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
-    from .train import train  # Lightning Fabric: a heavy import that only training needs
+    from .training.train import train  # Lightning Fabric: a heavy import that only training needs
 
     summary = train(cfg, resume=args.resume)
     if summary["rank"] == 0:

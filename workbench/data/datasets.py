@@ -20,10 +20,10 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import DataConfig
+from ..core.config import DataConfig
 from .emoji import (EMOJI_FONT, EMOJI_GROUPS, FETCH_FLUENT, FLUENT_BACKGROUND, FLUENT_LABELS, emoji_arrays, fluent_base,
                     fluent_class_names, fluent_dir, fluent_label, fluent_manifest, fluent_subset)
-from .paths import REPO_ROOT, sha256_file
+from ..core.paths import REPO_ROOT, sha256_file
 
 SPLITS = ("train", "val", "test", "all")  # "all": train and held out together (reference statistics of small sets)
 # hash-based held-out share of the datasets without official splits

@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .config import DataConfig
-from .paths import CACHE_DIR, CODECS_DIR, REPO_ROOT, sha256_file
+from ..core.config import DataConfig
+from ..core.paths import CACHE_DIR, CODECS_DIR, REPO_ROOT, sha256_file
 
 CODEC_CARD = "card.json"   # the card of a codec trained here: data, steps, losses, and the sha256 of every file
 AUTOENCODERS = ("AutoencoderKL", "AutoencoderTiny")  # the diffusers classes VAECodec loads
@@ -249,7 +249,7 @@ class LatentCache(Dataset):
                  batch_size: int = 64):
         if not hasattr(dataset, "identity"):
             raise TypeError(f"LatentCache: {type(dataset).__name__} has no `identity` to key the cache. Fix: use a "
-                            "dataset from workbench.data.build_dataset.")
+                            "dataset from workbench.data.datasets.build_dataset.")
         data = json.dumps({"dataset": dataset.identity, "flips": flips}, sort_keys=True)
         meta = {"codec": codec.codec_hash, "codec_identity": json.dumps(codec.identity, sort_keys=True),
                 "data": hashlib.sha256(data.encode()).hexdigest()[:16], "data_identity": data}

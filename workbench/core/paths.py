@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO_ROOT / "data"
 CACHE_DIR = DATA_DIR / "cache"            # datasets built here (emoji renders, latent caches); not in git
 ZOO_DIR = DATA_DIR / "checkpoints"        # the shipped zoo: exports and their evaluation reports

@@ -27,10 +27,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torchmetrics.image.kid import poly_mmd
 
-from .config import DataConfig
-from .data import build_dataset
+from ..core.config import DataConfig
+from ..data.datasets import build_dataset
 from .features import extract_features, resolve_extractor
-from .paths import CACHE_DIR, REFERENCE_DIR, sha256_file
+from ..core.paths import CACHE_DIR, REFERENCE_DIR, sha256_file
 
 FEATURE_LOG_DIR = CACHE_DIR / "features"  # git-ignored logs of reference features, for resuming
 
@@ -108,7 +108,7 @@ def load_reference(path: str | Path) -> ReferenceStats:
     card_path = path.with_suffix(".json")
     if not path.is_file() or not card_path.is_file():
         raise FileNotFoundError(f"reference statistics {path} or its card {card_path.name} missing. Fix: compute "
-                                "them with workbench.metrics.reference_stats(...).")
+                                "them with workbench.evaluation.metrics.reference_stats(...).")
     card = json.loads(card_path.read_text())
     digest = sha256_file(path)
     if digest != card["sha256"]:

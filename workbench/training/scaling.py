@@ -14,10 +14,10 @@ from typing import Mapping
 
 import torch
 
-from .compute import sequence_blocks, train_flops
-from .config import Config, DiffusionConfig, ModelConfig
-from .objectives import build_objective
-from .model import build_model
+from ..core.compute import sequence_blocks, train_flops
+from ..core.config import Config, DiffusionConfig, ModelConfig
+from ..core.objectives import build_objective
+from ..core.model import build_model
 
 GPUS = {  # name -> (dense bf16 peak FLOP/s, memory bytes): vendor datasheet numbers
     "A100-80GB": (312e12, 80e9), "H100-80GB": (989e12, 80e9), "H200-141GB": (989e12, 141e9)}

@@ -15,13 +15,13 @@ from typing import Callable, Iterator
 
 import torch
 
-from .blocks import block_index_map, from_blocks, to_blocks
-from .codecs import Codec, build_codec
-from .compute import Cost, CostMeter, count_flops
-from .config import Config, ModelConfig, SampleConfig, check_sampler, replace
-from .diffusion import Objective
-from .model import MADFormer
-from .objectives import build_objective
+from ..core.blocks import block_index_map, from_blocks, to_blocks
+from ..data.codecs import Codec, build_codec
+from ..core.compute import Cost, CostMeter, count_flops
+from ..core.config import Config, ModelConfig, SampleConfig, check_sampler, replace
+from ..core.diffusion import Objective
+from ..core.model import MADFormer
+from ..core.objectives import build_objective
 
 
 @dataclass

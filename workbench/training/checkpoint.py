@@ -27,8 +27,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import Config
-from .model import MADFormer, build_model
+from ..core.config import Config
+from ..core.model import MADFormer, build_model
 
 FORMAT = "workbench-checkpoint"
 VERSION = 2
@@ -229,7 +229,7 @@ def resolve(path: str | Path) -> Path:
         return path
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint file or run folder. Fix: pass a .safetensors checkpoint "
-                              "or the train.out_dir of a run (list them with workbench.checkpoint.list_checkpoints).")
+                              "or the train.out_dir of a run (list them with workbench.training.checkpoint.list_checkpoints).")
     latest = path / LATEST
     if latest.is_file():
         target = path / latest.read_text().strip()

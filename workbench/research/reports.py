@@ -15,11 +15,11 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .compute import sample_flops
-from .config import Config
-from .paths import ZOO_DIR
+from ..core.compute import sample_flops
+from ..core.config import Config
+from ..core.paths import ZOO_DIR
 from .replicates import split_seed
-from .zoo import ABLATIONS, FAMILIES
+from .families import ABLATIONS, FAMILIES
 
 COSTS = {"steps": "denoising steps per block, S",
          "paper_cost": "block-layer evaluations per image, T[(N-D)+D*S] (paper)",
@@ -96,7 +96,7 @@ class Report:
         return np.array([getattr(p, y) for p in self.curve], dtype=float)
 
     def points(self, x: str = "paper_cost") -> list[tuple[float, float]]:
-        """(x, FID) pairs, the input of workbench.plots' curve figures."""
+        """(x, FID) pairs, the input of workbench.research.plots' curve figures."""
         return list(zip(self.xs(x).tolist(), self.ys().tolist()))
 
     def to_dict(self) -> dict:

@@ -30,14 +30,14 @@ from tqdm import tqdm
 
 from .checkpoint import (LATEST, Checkpoint, capture_rng, check_architecture, checkpoint_files, config_differences,
                          load_checkpoint, restore_rng, save_checkpoint)
-from .codecs import LATENT_CACHE_DIR, Codec, LatentCache, build_codec
-from .config import Config, TrainConfig
-from .data import make_loader, training_dataset
-from .diffusion import Objective
-from .images import save_grid
-from .model import MADFormer, build_model
-from .objectives import build_objective
-from .sampling import generate
+from ..data.codecs import LATENT_CACHE_DIR, Codec, LatentCache, build_codec
+from ..core.config import Config, TrainConfig
+from ..data.datasets import make_loader, training_dataset
+from ..core.diffusion import Objective
+from ..data.images import save_grid
+from ..core.model import MADFormer, build_model
+from ..core.objectives import build_objective
+from ..sampling.sampler import generate
 
 EvaluateFn = Callable[[nn.Module, int], dict]  # (EMA model, step) -> metrics, e.g. {"fid": 12.3}
 

@@ -1,7 +1,7 @@
 """Class names of the datasets, without building them (the app's class picker, reports)."""
 from __future__ import annotations
 
-from .config import DataConfig
+from ..core.config import DataConfig
 from .emoji import EMOJI_GROUPS, fluent_class_names
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

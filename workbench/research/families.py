@@ -2,11 +2,11 @@
 every evaluation curve. experiments/zoo.py trains and evaluates them; reports, notebooks and the app read them."""
 from __future__ import annotations
 
+from ..evaluation.evaluate import EVAL_STEPS
 from .replicates import seeded_name, split_seed
 
 FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "blocks-people256", "context-people256",
             "ablations")
-EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of the zoo's curves
 ABLATIONS = [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
              ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
              ("mlp-denoise", {"model.denoiser_attention": "block"}),
@@ -25,7 +25,7 @@ MEMBERS = {  # family -> [(member name, config overrides)]
     # the people models' two cures of fitting each training image through its earlier blocks, and both together:
     # the presets people256-T16 (the same run as blocks-people256/T16), -ctx-T16, -cond-T16 and -cond-ctx-T16
     "context-people256": [(name, {}) for name in ("T16", "ctx-T16", "cond-T16", "cond-ctx-T16")],
-    # each ablation with every seed of ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...: workbench.replicates)
+    # each ablation with every seed of ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...: workbench.research.replicates)
     "ablations": [(seeded_name(name, seed), {**over, "train.seed": seed})
                   for name, over in ABLATIONS for seed in ABLATION_SEEDS],
 }

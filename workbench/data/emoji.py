@@ -15,7 +15,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageDraw, ImageFont
 
-from .paths import CACHE_DIR
+from ..core.paths import CACHE_DIR
 
 # ---- Noto Color Emoji (Debian font) -----------------------------------------------------------------------------
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")

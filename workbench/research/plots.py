@@ -14,7 +14,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .comparison import crossings, fid_at, frontier as pareto_front, improvement, overlap
-from .images import image_grid
+from ..data.images import image_grid
 from .paper import PAPER_CLAIM_BAND
 from .reports import COSTS, Report
 

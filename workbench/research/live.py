@@ -12,17 +12,17 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .checkpoint import export_for_inference, load_for_inference
-from .config import Config
-from .presets import preset
-from .evaluation import evaluate_curve, reference_for, reference_split
-from .metrics import reference_stats
-from .paths import ZOO_DIR
+from ..training.checkpoint import export_for_inference, load_for_inference
+from ..core.config import Config
+from ..core.presets import preset
+from ..evaluation.evaluate import evaluate_curve, reference_for, reference_split
+from ..evaluation.metrics import reference_stats
+from ..core.paths import ZOO_DIR
 from .replicates import split_seed
-from .sampling import generate_images
+from ..sampling.sampler import generate_images
 from .reports import Report, load_reports, report_from_dict, weights_path, write_report
-from .train import train
-from .zoo import MEMBERS, PRESET_FAMILIES
+from ..training.train import train
+from .families import MEMBERS, PRESET_FAMILIES
 
 
 def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -> Config:
@@ -66,7 +66,7 @@ def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -
                                 channels=d.channels)  # cached: loaded, not recomputed
     if reference.name != ev["reference"]:
         raise ValueError(f"{report.path}: its reference {ev['reference']!r} is not {reference.name!r}. Fix: "
-                         "re-evaluate the report with the current workbench.metrics.")
+                         "re-evaluate the report with the current workbench.evaluation.metrics.")
     ev = evaluate_curve(model, config, reference, steps=[steps or report.curve[0].steps], n=n or report.eval["n"],
                         sampler=report.eval["sampler"], seed=report.eval["seed"])
     return ev["curve"][0]

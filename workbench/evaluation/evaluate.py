@@ -27,15 +27,16 @@ from typing import Callable, Sequence
 
 import torch
 
-from .checkpoint import load_for_inference, read_header, resolve, with_flow_shift
-from .compute import sample_flops, schedule_costs
-from .config import Config, DataConfig
-from .data import build_dataset
+from ..training.checkpoint import load_for_inference, read_header, resolve, with_flow_shift
+from ..core.compute import sample_flops, schedule_costs
+from ..core.config import Config, DataConfig
+from ..data.datasets import build_dataset
 from .features import resolve_extractor
 from .metrics import ReferenceStats, compute_fid, load_reference, reference_stats
-from .paths import REFERENCE_DIR, sha256_file
-from .sampling import block_plan, generate_images_checked, measure_sample_flops
-from .zoo import EVAL_STEPS
+from ..core.paths import REFERENCE_DIR, sha256_file
+from ..sampling.sampler import block_plan, generate_images_checked, measure_sample_flops
+
+EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of every evaluation curve (the zoo's curves)
 
 DEFAULT_REFERENCE_N = 10_000  # images behind computed (not shipped) reference statistics
 REFERENCE_SPLITS = {"fluent": "all", "fluent-people": "all"}  # the split a dataset's references use; else "train"
@@ -83,7 +84,7 @@ def default_reference(config: Config, extractor: str, progress=None) -> Referenc
 def reference_for(config: Config, n: int | None = None) -> ReferenceStats:
     """Reference statistics for live evaluation: the Fashion-MNIST classifier's features of the config's dataset's
     training images (all of them by default, as the zoo's Fashion-MNIST reports use; for emoji a grey proxy, less
-    faithful than Inception), computed once and cached by workbench.metrics."""
+    faithful than Inception), computed once and cached by workbench.evaluation.metrics."""
     d = config.data
     return reference_stats(d.dataset, "train", "fmnist-classifier", n=n, image_size=d.image_size, channels=d.channels)
 

@@ -1,0 +1,6 @@
+"""The layer that reproduces the paper at small scale: the zoo's families and members, reports read back from disk,
+equal-compute comparisons, seed replicates, the paper's tables and findings, figures, and live experiments that
+train tiny members now.
+
+May import every other package; nothing in `workbench` imports it.
+"""
