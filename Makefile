@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CHECKPOINT ?=
 
-.PHONY: app test install system-deps clean
+.PHONY: app test lint format install system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,8 +25,17 @@ install: system-deps $(STAMP)
 system-deps:
 	@bash scripts/system_deps.sh
 
-test: install
+test: install lint
 	WORKBENCH_FAST=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff: the linter and the formatter (line length 120; settings in pyproject.toml); CI fails on either
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 app: install
 	$(BIN)/streamlit run app/main.py --server.headless true --browser.gatherUsageStats false -- $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)

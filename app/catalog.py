@@ -6,6 +6,7 @@ trained; a position without a checkpoint stays empty (the app shows it as such, 
 An elastic checkpoint (`model.elastic_depths`) is a family of its own whose one file samples at every D in 1..N:
 each position says whether that D was trained or is held out (sampled with allow_untrained_depth).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,10 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.training.checkpoint import LATEST, CheckpointError, read_header, resolve
 from workbench.core.config import Config
 from workbench.core.paths import REPO_ROOT, ZOO_DIR
 from workbench.research.reports import CurvePoint, Report, read_report, report_from_dict
+from workbench.training.checkpoint import LATEST, CheckpointError, read_header, resolve
 
 ENV_FOLDERS = "WORKBENCH_CHECKPOINTS"  # extra folders, separated by os.pathsep
 MAX_PATH = 4096  # characters of a typed path
@@ -32,15 +33,15 @@ class PathRefused(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    path: Path                 # resolved checkpoint file, inside an allowed folder
-    family: str                # the zoo family (e.g. "vertical"); other runs: their config name before any "/"
-    name: str                  # e.g. "vertical/D2"
+    path: Path  # resolved checkpoint file, inside an allowed folder
+    family: str  # the zoo family (e.g. "vertical"); other runs: their config name before any "/"
+    name: str  # e.g. "vertical/D2"
     config: Config
-    step: int                  # optimizer steps trained
-    images_seen: int           # training images seen
-    kind: str                  # "export" (shipped weights) or "train"
-    source: str                # "zoo" or "user"
-    report: Report | None      # its eval report (FID against steps and compute), None when none ships
+    step: int  # optimizer steps trained
+    images_seen: int  # training images seen
+    kind: str  # "export" (shipped weights) or "train"
+    source: str  # "zoo" or "user"
+    report: Report | None  # its eval report (FID against steps and compute), None when none ships
     depth_reports: tuple[Report, ...] = ()  # elastic: its reports at each D (the report and "<stem>-D<k>.json")
 
     @property
@@ -78,8 +79,10 @@ class Entry:
         held = f", every other D in 1..{m.depth} held out" if len(set(m.depths)) < m.depth else ""
         elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}{held})" if self.elastic else ""
         depth = "" if self.elastic else f", D={m.diffusion_depth}"  # an elastic file samples every D
-        return (f"{self.name}: N={m.depth}{depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}{noise}; "
-                f"{data_text(self.config)}; trained {self.budget}")
+        return (
+            f"{self.name}: N={m.depth}{depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}{noise}; "
+            f"{data_text(self.config)}; trained {self.budget}"
+        )
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,11 @@ class Family:
 def data_text(config: Config) -> str:
     """The data a checkpoint generates: dataset and image size, and the latent grid and codec of a latent model."""
     d, m = config.data, config.model
-    latent = (f" (latents {m.latent_channels}x{m.latent_size}x{m.latent_size}, codec {Path(d.vae_path).name})"
-              if d.codec == "vae" else "")
+    latent = (
+        f" (latents {m.latent_channels}x{m.latent_size}x{m.latent_size}, codec {Path(d.vae_path).name})"
+        if d.codec == "vae"
+        else ""
+    )
     return f"{d.dataset} {d.image_size}px{latent}"
 
 
@@ -138,9 +144,9 @@ def _short(n: int) -> str:
 # ---- allowed folders -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Folders:
-    zoo: Path                 # the shipped zoo (resolved)
-    user: tuple[Path, ...]    # --checkpoints / $WORKBENCH_CHECKPOINTS (resolved)
-    default: Path | None      # --checkpoint: the operator's choice, allowed even outside the folders
+    zoo: Path  # the shipped zoo (resolved)
+    user: tuple[Path, ...]  # --checkpoints / $WORKBENCH_CHECKPOINTS (resolved)
+    default: Path | None  # --checkpoint: the operator's choice, allowed even outside the folders
     problems: tuple[str, ...] = ()  # what was wrong with the command line
 
     @property
@@ -186,16 +192,20 @@ def _shown(text: str) -> str:
 def _real(text: str, base: Path = REPO_ROOT) -> Path:
     """The absolute path `text` names, links followed; PathRefused for what cannot name a file here."""
     if not text or len(text) > MAX_PATH or "\0" in text or any(not c.isprintable() for c in text):
-        raise PathRefused(f"{_shown(text)!r}: not a usable path (empty, over {MAX_PATH} characters, or with a NUL, "
-                          "control or invisible formatting character). Fix: type the path of a .safetensors checkpoint "
-                          "inside an allowed folder.")
+        raise PathRefused(
+            f"{_shown(text)!r}: not a usable path (empty, over {MAX_PATH} characters, or with a NUL, "
+            "control or invisible formatting character). Fix: type the path of a .safetensors checkpoint "
+            "inside an allowed folder."
+        )
     try:
         text.encode("utf-8")
         candidate = Path(text).expanduser()
         return (candidate if candidate.is_absolute() else base / candidate).resolve()
     except (OSError, RuntimeError, ValueError) as err:  # a symlink loop, a name too long, ~nobody, a lone surrogate
-        raise PathRefused(f"{_shown(text)}: cannot be resolved ({type(err).__name__}: {err}). Fix: type the path "
-                          "of a .safetensors checkpoint inside an allowed folder.") from None
+        raise PathRefused(
+            f"{_shown(text)}: cannot be resolved ({type(err).__name__}: {err}). Fix: type the path "
+            "of a .safetensors checkpoint inside an allowed folder."
+        ) from None
 
 
 def _check_side_files(path: Path) -> None:
@@ -205,8 +215,10 @@ def _check_side_files(path: Path) -> None:
     if path.is_dir() and (latest.exists() or latest.is_symlink()):
         info = os.stat(latest)
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SIDE_FILE:
-            raise PathRefused(f"{latest}: not a small text file naming a checkpoint. Fix: write the checkpoint's "
-                              "file name into it, or pass the checkpoint file itself.")
+            raise PathRefused(
+                f"{latest}: not a small text file naming a checkpoint. Fix: write the checkpoint's "
+                "file name into it, or pass the checkpoint file itself."
+            )
 
 
 def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
@@ -222,17 +234,25 @@ def check_path(text: str, folders: Folders) -> Path:
     real = _real(text)
     where = ", ".join(str(r) for r in folders.roots)
     if not _inside(real, folders.allowed):
-        raise PathRefused(f"{_shown(text)}: outside the folders this app may open ({where}). Fix: copy the checkpoint "
-                          f"into one of them, or start the app with `-- --checkpoints DIR` (or ${ENV_FOLDERS}).")
+        raise PathRefused(
+            f"{_shown(text)}: outside the folders this app may open ({where}). Fix: copy the checkpoint "
+            f"into one of them, or start the app with `-- --checkpoints DIR` (or ${ENV_FOLDERS})."
+        )
     try:
         _check_side_files(real)
         target = resolve(real).resolve()  # a run folder opens its latest checkpoint
     except (CheckpointError, OSError, RuntimeError) as err:
-        raise PathRefused(str(err) if "Fix:" in str(err) else f"{_shown(text)}: cannot be opened ({err}). Fix: type "
-                          "the path of a .safetensors checkpoint inside an allowed folder.") from None
+        raise PathRefused(
+            str(err)
+            if "Fix:" in str(err)
+            else f"{_shown(text)}: cannot be opened ({err}). Fix: type "
+            "the path of a .safetensors checkpoint inside an allowed folder."
+        ) from None
     if not _inside(target, folders.allowed):
-        raise PathRefused(f"{_shown(text)}: its 'latest' file points outside the allowed folders ({where}). Fix: "
-                          "pass the checkpoint file itself.")
+        raise PathRefused(
+            f"{_shown(text)}: its 'latest' file points outside the allowed folders ({where}). Fix: "
+            "pass the checkpoint file itself."
+        )
     if not stat.S_ISREG(os.stat(target).st_mode):
         raise PathRefused(f"{_shown(text)}: not a regular file. Fix: type the path of a .safetensors checkpoint.")
     return target
@@ -251,13 +271,16 @@ def load_entry(path: Path, source: str) -> Entry:
         config = Config.from_dict(h["config"])
         step, seen, kind = int(h["step"]), int(h["data"].get("samples_seen", 0)), h["kind"]
     except (KeyError, TypeError, AttributeError) as err:  # a header of the right format with the wrong content
-        raise CheckpointError(f"{path}: its header lacks what a workbench checkpoint holds ({type(err).__name__}: "
-                              f"{err}). Fix: re-export it with workbench.training.checkpoint.export_for_inference.") from None
+        raise CheckpointError(
+            f"{path}: its header lacks what a workbench checkpoint holds ({type(err).__name__}: "
+            f"{err}). Fix: re-export it with workbench.training.checkpoint.export_for_inference."
+        ) from None
     # Zoo members trained once and shipped under several names keep their first member's config name: the
     # report says which member a file is.
     # an elastic file is named after its member ("vertical/elastic"), not after its report's depth ("elastic-D2")
-    family, name = ((report.family, f"{report.family}/{report.member}") if report else
-                    (config.name.split("/")[0], config.name))
+    family, name = (
+        (report.family, f"{report.family}/{report.member}") if report else (config.name.split("/")[0], config.name)
+    )
     by_depth = (report,) + _depth_siblings(path, report) if report and config.model.elastic_depths else ()
     return Entry(path, family, name, config, step, seen, kind, source, report, by_depth)
 
@@ -270,8 +293,10 @@ def _depth_siblings(path: Path, report: Report) -> tuple[Report, ...]:
     for file in sorted(f for f in path.parent.iterdir() if pattern.fullmatch(f.name)):
         info = file.lstat()  # a link is not followed: it could point anywhere
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SIDE_FILE:
-            raise CheckpointError(f"{file}: not a regular file of at most {MAX_SIDE_FILE:,} bytes. Fix: remove it or "
-                                  "rewrite it with experiments/zoo.py eval.")
+            raise CheckpointError(
+                f"{file}: not a regular file of at most {MAX_SIDE_FILE:,} bytes. Fix: remove it or "
+                "rewrite it with experiments/zoo.py eval."
+            )
         r = read_report(file)
         if r.elastic and (r.family, r.member) == (report.family, report.member) and r.D != report.D:
             out.append(r)
@@ -412,7 +437,11 @@ def opening_note(family: Family, steps: int) -> str:
         return ""
     n = family.elastic.report.eval.get("n")
     n = f"{n:,}" if isinstance(n, int) else "?"
-    fids = ", ".join(f"D={D} {p.fid:.1f}" + (f" [{p.fid_low:.1f}, {p.fid_high:.1f}]" if p.fid_high == p.fid_high
-                                              else "") for D, p in sorted(scored.items()))
-    return (f"Opens at D={_cheapest_within_best(scored)}: the cheapest depth whose shipped FID at S={steps} lies "
-            f"inside the best one's interval ({fids}; n={n}).")
+    fids = ", ".join(
+        f"D={D} {p.fid:.1f}" + (f" [{p.fid_low:.1f}, {p.fid_high:.1f}]" if p.fid_high == p.fid_high else "")
+        for D, p in sorted(scored.items())
+    )
+    return (
+        f"Opens at D={_cheapest_within_best(scored)}: the cheapest depth whose shipped FID at S={steps} lies "
+        f"inside the best one's interval ({fids}; n={n})."
+    )

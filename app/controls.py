@@ -8,6 +8,7 @@ allow_untrained_depth and say so), iso-compute (S moves with D so that a block c
 (D_ref, S) costs), and per-block schedules D_k and S_k typed as "4,3,2,1". `side_plan` turns them into the D_k and
 S_k the sampler runs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,15 +21,15 @@ from workbench.data.labels import class_names
 
 from .catalog import MAX_PATH, Entry, Family, opening_depth, quick_picks
 
-MAX_IMAGES = 64        # images per batch
-MAX_STEPS = 200        # S: denoising steps per block
+MAX_IMAGES = 64  # images per batch
+MAX_STEPS = 200  # S: denoising steps per block
 MAX_SEED = 2**31 - 1
-MAX_CFG = 10.0         # classifier-free guidance scale
+MAX_CFG = 10.0  # classifier-free guidance scale
 MAX_FID_SAMPLES = 2048  # images one run may accumulate for its FID
-MORE_SAMPLES = 64      # images one "more samples" click adds
+MORE_SAMPLES = 64  # images one "more samples" click adds
 SIDES = ("A", "B")
-DEFAULT_IMAGES = 16         # the images slider's start for small images (a 4x4 grid)
-DEFAULT_LARGE_IMAGES = 4    # ... for images of LARGE_IMAGE px or more, shown at their true size
+DEFAULT_IMAGES = 16  # the images slider's start for small images (a 4x4 grid)
+DEFAULT_LARGE_IMAGES = 4  # ... for images of LARGE_IMAGE px or more, shown at their true size
 LARGE_IMAGE = 128
 MAX_SCHEDULE_CHARS = 400  # characters of a typed schedule
 
@@ -48,33 +49,38 @@ def default_steps(config) -> int:
 @dataclass(frozen=True)
 class Side:
     """One column of settings: which checkpoint (a depth position of the family) and how to sample it."""
+
     D: int
     steps: int
     sampler: str
-    label: int | None    # class of every image (None: cycle through the classes; unconditional models: None)
-    cfg_scale: float     # classifier-free guidance (1 = none)
+    label: int | None  # class of every image (None: cycle through the classes; unconditional models: None)
+    cfg_scale: float  # classifier-free guidance (1 = none)
     depth_schedule: str = ""  # elastic only: D_k, one per block, as typed ("4,3,2,1"); "" = D for every block
     steps_schedule: str = ""  # elastic only: S_k, one per block, as typed; "" = S for every block
-    iso_depth: int = 0        # elastic only: iso-compute's reference D_ref (0 = off); `steps` is S at D_ref and
+    iso_depth: int = 0  # elastic only: iso-compute's reference D_ref (0 = off); `steps` is S at D_ref and
     #                           every block at depth D runs S(D) steps, so it costs C = (N - D_ref) + D_ref * S
 
 
 @dataclass(frozen=True)
 class SidePlan:
     """What a side samples: D_k and S_k for every block, and what the page says about them."""
-    depths: tuple[int, ...]     # D_k
-    steps: tuple[int, ...]      # S_k
-    trained: tuple[int, ...]    # the depths the checkpoint was trained at
-    held_out: tuple[int, ...]   # the D_k outside them: sampled with allow_untrained_depth
-    iso_cost: int | None        # iso-compute: block-layer evaluations C of every block (None: off)
+
+    depths: tuple[int, ...]  # D_k
+    steps: tuple[int, ...]  # S_k
+    trained: tuple[int, ...]  # the depths the checkpoint was trained at
+    held_out: tuple[int, ...]  # the D_k outside them: sampled with allow_untrained_depth
+    iso_cost: int | None  # iso-compute: block-layer evaluations C of every block (None: off)
     elastic: bool
 
     def sample_kwargs(self) -> dict:
         """workbench.generate_events arguments beyond S: none for a dedicated checkpoint (its own D, as always)."""
         if not self.elastic:
             return {}
-        return {"depth_schedule": self.depths, "steps_schedule": self.steps,
-                "allow_untrained_depth": bool(self.held_out)}
+        return {
+            "depth_schedule": self.depths,
+            "steps_schedule": self.steps,
+            "allow_untrained_depth": bool(self.held_out),
+        }
 
     def notes(self, side: Side) -> list[str]:
         """Title parts beyond the side's D and S: the schedules, iso-compute, held-out depths."""
@@ -104,17 +110,29 @@ def parse_schedule(value, what: str, T: int, low: int, high: int) -> tuple[int, 
     if value == "":
         return ()
     example = ",".join(str(min(high, low + k)) for k in range(T))
-    _need(isinstance(value, str) and len(value) <= MAX_SCHEDULE_CHARS, f"{what}: not a short text",
-          f"type {T} integers separated by commas, e.g. {example}")
+    _need(
+        isinstance(value, str) and len(value) <= MAX_SCHEDULE_CHARS,
+        f"{what}: not a short text",
+        f"type {T} integers separated by commas, e.g. {example}",
+    )
     items = value.replace(",", " ").split()
     shown = value if len(value) <= 40 else value[:37] + "..."
-    _need(all(x.isascii() and x.isdigit() and len(x) <= 4 for x in items), f"{what}: {shown!r} is not a list of "
-          "integers", f"type {T} integers separated by commas, e.g. {example}")
+    _need(
+        all(x.isascii() and x.isdigit() and len(x) <= 4 for x in items),
+        f"{what}: {shown!r} is not a list of integers",
+        f"type {T} integers separated by commas, e.g. {example}",
+    )
     values = tuple(int(x) for x in items)
-    _need(len(values) == T, f"{what}: {len(values)} values for T={T} blocks",
-          f"give one per block ({T} values), or leave it empty")
-    _need(all(low <= v <= high for v in values), f"{what}: {shown!r} has values outside {low}..{high}",
-          f"use integers in {low}..{high}")
+    _need(
+        len(values) == T,
+        f"{what}: {len(values)} values for T={T} blocks",
+        f"give one per block ({T} values), or leave it empty",
+    )
+    _need(
+        all(low <= v <= high for v in values),
+        f"{what}: {shown!r} has values outside {low}..{high}",
+        f"use integers in {low}..{high}",
+    )
     return values
 
 
@@ -123,21 +141,32 @@ def side_plan(side: Side, config: Config) -> SidePlan:
     schedules or iso-compute say otherwise), or ValueError naming the bad input and the fix."""
     m = config.model
     N, T, elastic = m.depth, m.num_blocks, bool(m.elastic_depths)
-    _need(elastic or not (side.depth_schedule or side.steps_schedule or side.iso_depth),
-          "schedules and iso-compute need an elastic checkpoint (this family has one file per D)",
-          "clear D_k, S_k and iso-compute, or open a checkpoint trained with model.elastic_depths")
+    _need(
+        elastic or not (side.depth_schedule or side.steps_schedule or side.iso_depth),
+        "schedules and iso-compute need an elastic checkpoint (this family has one file per D)",
+        "clear D_k, S_k and iso-compute, or open a checkpoint trained with model.elastic_depths",
+    )
     depths = parse_schedule(side.depth_schedule, "D_k", T, 1, N) or (side.D,) * T
-    _need(_is_int(side.iso_depth) and 0 <= side.iso_depth <= N, f"iso-compute: reference D_ref={side.iso_depth!r} "
-          f"outside 1..N={N}", f"pick a reference depth in 1..{N}")
-    _need(not (side.iso_depth and side.steps_schedule), "iso-compute and S_k are both set",
-          "use one of them: iso-compute chooses S_k from each block's D_k")
+    _need(
+        _is_int(side.iso_depth) and 0 <= side.iso_depth <= N,
+        f"iso-compute: reference D_ref={side.iso_depth!r} outside 1..N={N}",
+        f"pick a reference depth in 1..{N}",
+    )
+    _need(
+        not (side.iso_depth and side.steps_schedule),
+        "iso-compute and S_k are both set",
+        "use one of them: iso-compute chooses S_k from each block's D_k",
+    )
     cost = None
     if side.iso_depth:
         cost = (N - side.iso_depth) + side.iso_depth * side.steps
         steps = tuple(iso_steps(N, d, cost) for d in depths)
         worst = max(zip(steps, depths))
-        _need(worst[0] <= MAX_STEPS, f"iso-compute: C={cost} needs S={worst[0]} steps at D={worst[1]}, over "
-              f"{MAX_STEPS}", "lower S, or pick a smaller reference D_ref")
+        _need(
+            worst[0] <= MAX_STEPS,
+            f"iso-compute: C={cost} needs S={worst[0]} steps at D={worst[1]}, over {MAX_STEPS}",
+            "lower S, or pick a smaller reference D_ref",
+        )
     else:
         steps = parse_schedule(side.steps_schedule, "S_k", T, 1, MAX_STEPS) or (side.steps,) * T
     held = tuple(sorted({d for d in depths if d not in m.depths}))
@@ -154,35 +183,58 @@ def iso_table(N: int, reference: int, steps: int) -> list[tuple[int, int]]:
 class Request:
     sides: tuple[Side, ...]  # one, or two in compare mode
     num_images: int
-    seed: int                # batch b of a run uses seed + b: both sides see the same noise
-    preview: bool            # draw predicted x0 during the denoising steps, not only finished blocks
+    seed: int  # batch b of a run uses seed + b: both sides see the same noise
+    preview: bool  # draw predicted x0 during the denoising steps, not only finished blocks
 
 
 def validate(request: Request, family: Family) -> list[Entry]:
     """The checkpoint of each side, or ValueError naming the first input out of bounds and the fix."""
     need = _need
-    need(isinstance(request.num_images, int) and 1 <= request.num_images <= MAX_IMAGES,
-         f"images: {request.num_images!r} is outside 1..{MAX_IMAGES}", f"ask for 1 to {MAX_IMAGES} images")
-    need(isinstance(request.seed, int) and 0 <= request.seed <= MAX_SEED,
-         f"seed: {request.seed!r} is outside 0..{MAX_SEED}", "use a non-negative 31-bit integer")
+    need(
+        isinstance(request.num_images, int) and 1 <= request.num_images <= MAX_IMAGES,
+        f"images: {request.num_images!r} is outside 1..{MAX_IMAGES}",
+        f"ask for 1 to {MAX_IMAGES} images",
+    )
+    need(
+        isinstance(request.seed, int) and 0 <= request.seed <= MAX_SEED,
+        f"seed: {request.seed!r} is outside 0..{MAX_SEED}",
+        "use a non-negative 31-bit integer",
+    )
     need(1 <= len(request.sides) <= len(SIDES), f"{len(request.sides)} settings", "compare at most two settings")
     entries = []
     for name, s in zip(SIDES, request.sides):
         entry = family.at(s.D) if _is_int(s.D) else None
         if family.elastic:
-            need(entry is not None, f"{name}: depth D={s.D!r} is outside 1..N={family.N} of this elastic checkpoint",
-                 f"pick a depth in 1..{family.N}")
-        need(entry is not None, f"{name}: depth D={s.D!r} has no trained checkpoint in {family.label}",
-             f"pick a trained position ({', '.join(f'D={e.D}' for e in family.entries)})")
-        need(isinstance(s.steps, int) and 1 <= s.steps <= MAX_STEPS,
-             f"{name}: steps {s.steps!r} outside 1..{MAX_STEPS}", f"use 1 to {MAX_STEPS} denoising steps")
+            need(
+                entry is not None,
+                f"{name}: depth D={s.D!r} is outside 1..N={family.N} of this elastic checkpoint",
+                f"pick a depth in 1..{family.N}",
+            )
+        need(
+            entry is not None,
+            f"{name}: depth D={s.D!r} has no trained checkpoint in {family.label}",
+            f"pick a trained position ({', '.join(f'D={e.D}' for e in family.entries)})",
+        )
+        need(
+            isinstance(s.steps, int) and 1 <= s.steps <= MAX_STEPS,
+            f"{name}: steps {s.steps!r} outside 1..{MAX_STEPS}",
+            f"use 1 to {MAX_STEPS} denoising steps",
+        )
         fits = samplers_for(entry.config.diffusion.prediction)
-        need(s.sampler in fits, f"{name}: sampler {s.sampler!r} does not fit this model", f"use one of {', '.join(fits)}")
+        need(
+            s.sampler in fits, f"{name}: sampler {s.sampler!r} does not fit this model", f"use one of {', '.join(fits)}"
+        )
         classes = entry.config.model.num_classes
-        need(s.label is None or (isinstance(s.label, int) and 0 <= s.label < classes),
-             f"{name}: class {s.label!r} is not one of the model's {classes} classes", "pick a listed class")
-        need(isinstance(s.cfg_scale, (int, float)) and 0 <= s.cfg_scale <= MAX_CFG and (classes or s.cfg_scale == 1),
-             f"{name}: guidance scale {s.cfg_scale!r} not allowed", f"use 0..{MAX_CFG} on class-conditional models")
+        need(
+            s.label is None or (isinstance(s.label, int) and 0 <= s.label < classes),
+            f"{name}: class {s.label!r} is not one of the model's {classes} classes",
+            "pick a listed class",
+        )
+        need(
+            isinstance(s.cfg_scale, (int, float)) and 0 <= s.cfg_scale <= MAX_CFG and (classes or s.cfg_scale == 1),
+            f"{name}: guidance scale {s.cfg_scale!r} not allowed",
+            f"use 0..{MAX_CFG} on class-conditional models",
+        )
         try:
             side_plan(s, entry.config)
         except ValueError as err:
@@ -198,10 +250,21 @@ def family_ui(families: list[Family], default: Entry | None) -> Family:
     picks = quick_picks(families)
     if picks:  # one click to the default family and to the largest images
         for col, (caption, label) in zip(st.sidebar.columns(len(picks)), picks.items()):
-            col.button(caption, key=f"pick.{label}", on_click=_pick, args=(label,), use_container_width=True,
-                       type="primary" if st.session_state.get("family", labels[index]) == label else "secondary")
-    label = st.sidebar.selectbox("Model family", labels, index=index, key="family",
-                                 help="Checkpoints that differ only in the diffusion depth D form a family.")
+            col.button(
+                caption,
+                key=f"pick.{label}",
+                on_click=_pick,
+                args=(label,),
+                use_container_width=True,
+                type="primary" if st.session_state.get("family", labels[index]) == label else "secondary",
+            )
+    label = st.sidebar.selectbox(
+        "Model family",
+        labels,
+        index=index,
+        key="family",
+        help="Checkpoints that differ only in the diffusion depth D form a family.",
+    )
     return families[labels.index(label) if label in labels else index]
 
 
@@ -212,9 +275,12 @@ def _pick(label: str) -> None:
 def path_ui() -> str:
     """Sidebar: an optional checkpoint path typed by the user (checked by catalog.check_path)."""
     with st.sidebar.expander("Open a checkpoint by path"):
-        return st.text_input("Checkpoint file or run folder", key="path", max_chars=MAX_PATH,
-                             help="Only inside the shipped zoo or the folders given with --checkpoints / "
-                                  "$WORKBENCH_CHECKPOINTS.")
+        return st.text_input(
+            "Checkpoint file or run folder",
+            key="path",
+            max_chars=MAX_PATH,
+            help="Only inside the shipped zoo or the folders given with --checkpoints / $WORKBENCH_CHECKPOINTS.",
+        )
 
 
 def widget_key(side: str, family: Family) -> str:
@@ -229,10 +295,14 @@ def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
     cfg = family.entries[0].config
     conditional = cfg.model.num_classes > 0
     cells = st.columns([3, 3, 2] + [2, 2] * conditional, gap="medium") if wide else [st.container()] * 5
-    D = cells[0].select_slider("AR ↔ diffusion depth", positions, value=default_D, key=f"{key}.D",
-                               format_func=family.position_label,
-                               help="The last D of the N layers denoise at every step; the first N-D run once per "
-                                    "block (autoregressive).")
+    D = cells[0].select_slider(
+        "AR ↔ diffusion depth",
+        positions,
+        value=default_D,
+        key=f"{key}.D",
+        format_func=family.position_label,
+        help="The last D of the N layers denoise at every step; the first N-D run once per block (autoregressive).",
+    )
     steps = cells[1].slider("Denoising steps S per block", 1, MAX_STEPS, default_steps(cfg), key=f"{key}.S")
     fits = list(samplers_for(cfg.diffusion.prediction))  # flow models take flow schedulers only
     sampler = cells[2].selectbox("Sampler", fits, index=fits.index(cfg.sample.sampler), key=f"{key}.sampler")
@@ -243,11 +313,22 @@ def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
             names = None  # a model trained with other labels than its data section names
         classes = [c for c in range(cfg.model.num_classes) if not counts or counts[c] > 0]  # never an empty class
         label = cells[3].selectbox(
-            "Class", [None, *classes], key=f"{key}.class",
+            "Class",
+            [None, *classes],
+            key=f"{key}.class",
             format_func=lambda c: ("classes as often as in the training data" if counts else "all classes in turn")
-            if c is None else f"class {c}" + (f" · {names[c]}" if names else ""))
-        scale = cells[4].slider("Guidance scale", 0.0, MAX_CFG, float(min(cfg.sample.cfg_scale, MAX_CFG)), 0.5,
-                                key=f"{key}.cfg", help="1 = no guidance; the default is the checkpoint's own")
+            if c is None
+            else f"class {c}" + (f" · {names[c]}" if names else ""),
+        )
+        scale = cells[4].slider(
+            "Guidance scale",
+            0.0,
+            MAX_CFG,
+            float(min(cfg.sample.cfg_scale, MAX_CFG)),
+            0.5,
+            key=f"{key}.cfg",
+            help="1 = no guidance; the default is the checkpoint's own",
+        )
     if not family.elastic:
         return Side(D, steps, sampler, label, scale)
     return Side(D, steps, sampler, label, scale, *_elastic_ui(family, key, wide))
@@ -257,19 +338,35 @@ def _elastic_ui(family: Family, key: str, wide: bool) -> tuple[str, str, int]:
     """An elastic checkpoint's extra controls: (D_k as typed, S_k as typed, iso-compute's D_ref or 0)."""
     N, T = family.N, family.entries[0].config.model.num_blocks
     cells = st.columns([2, 2, 3, 3], gap="medium", vertical_alignment="bottom") if wide else [st.container()] * 4
-    iso = cells[0].checkbox("Iso-compute", key=f"{key}.iso",
-                            help="Move S with D so that every block costs what the reference (D_ref, S) costs: "
-                                 "S(D) = (C − (N − D)) / D with C = (N − D_ref) + D_ref·S, rounded, at least 1.")
-    reference = cells[1].selectbox("Reference D_ref", family.positions(), key=f"{key}.iso_D",
-                                   index=family.positions().index(family.elastic.D),
-                                   format_func=lambda d: f"D_ref={d}", help="The depth at which S is the steps set "
-                                                                            "above (iso-compute only).")
+    iso = cells[0].checkbox(
+        "Iso-compute",
+        key=f"{key}.iso",
+        help="Move S with D so that every block costs what the reference (D_ref, S) costs: "
+        "S(D) = (C − (N − D)) / D with C = (N − D_ref) + D_ref·S, rounded, at least 1.",
+    )
+    reference = cells[1].selectbox(
+        "Reference D_ref",
+        family.positions(),
+        key=f"{key}.iso_D",
+        index=family.positions().index(family.elastic.D),
+        format_func=lambda d: f"D_ref={d}",
+        help="The depth at which S is the steps set above (iso-compute only).",
+    )
     example = ",".join(str(N - k * (N - 1) // max(1, T - 1)) for k in range(T))
-    depths = cells[2].text_input(f"D_k: one D per block ({T})", key=f"{key}.Dk", max_chars=MAX_SCHEDULE_CHARS,
-                                 placeholder=f"e.g. {example}", help="Empty: D for every block.")
-    steps = cells[3].text_input(f"S_k: one S per block ({T})", key=f"{key}.Sk", max_chars=MAX_SCHEDULE_CHARS,
-                                placeholder="e.g. " + ",".join(str(max(1, 8 >> k)) for k in range(T)),
-                                help="Empty: S for every block (or iso-compute's S(D_k)).")
+    depths = cells[2].text_input(
+        f"D_k: one D per block ({T})",
+        key=f"{key}.Dk",
+        max_chars=MAX_SCHEDULE_CHARS,
+        placeholder=f"e.g. {example}",
+        help="Empty: D for every block.",
+    )
+    steps = cells[3].text_input(
+        f"S_k: one S per block ({T})",
+        key=f"{key}.Sk",
+        max_chars=MAX_SCHEDULE_CHARS,
+        placeholder="e.g. " + ",".join(str(max(1, 8 >> k)) for k in range(T)),
+        help="Empty: S for every block (or iso-compute's S(D_k)).",
+    )
     return depths.strip(), steps.strip(), int(reference) if iso else 0
 
 
@@ -297,14 +394,20 @@ def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[R
         start = default_images(family.entries[0].config)  # one key per start: a new family size starts afresh
         num_images = left.slider("Images", 1, MAX_IMAGES, start, key=f"images-{start}")
         seed = mid.number_input("Seed", 0, MAX_SEED, 0, key="seed")
-        preview = right.checkbox("Show the denoising steps (predicted x0)", value=True, key="preview",
-                                 help="Models on pixels draw each step's predicted x0. Models on latents (a VAE "
-                                      "codec) draw each block once it is finished and decoded; their steps move "
-                                      "the progress bar. Blocks not generated yet are hatched grey.")
+        preview = right.checkbox(
+            "Show the denoising steps (predicted x0)",
+            value=True,
+            key="preview",
+            help="Models on pixels draw each step's predicted x0. Models on latents (a VAE "
+            "codec) draw each block once it is finished and decoded; their steps move "
+            "the progress bar. Blocks not generated yet are hatched grey.",
+        )
         submitted = st.form_submit_button("Generate", type="primary", use_container_width=True)
     for name, side in zip(SIDES, sides):
         if side.iso_depth:
             table = ", ".join(f"D={D}: S={S}" for D, S in iso_table(family.N, side.iso_depth, side.steps))
-            st.caption(f"Iso-compute{' ' + name if compare else ''}: every block costs C = (N − D_ref) + D_ref·S = "
-                       f"{(family.N - side.iso_depth) + side.iso_depth * side.steps} layer evaluations; {table}.")
+            st.caption(
+                f"Iso-compute{' ' + name if compare else ''}: every block costs C = (N − D_ref) + D_ref·S = "
+                f"{(family.N - side.iso_depth) + side.iso_depth * side.steps} layer evaluations; {table}."
+            )
     return Request(tuple(sides), int(num_images), int(seed), bool(preview)), submitted

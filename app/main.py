@@ -7,6 +7,7 @@ generate, and see the FID estimate move.
 
 Only UI code lives here and in app/: sampling, metrics, cost and checkpoints come from workbench.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,20 +26,31 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
 
 from app import catalog  # noqa: E402
-from app.controls import (MAX_FID_SAMPLES, MORE_SAMPLES, SIDES, Request, default_steps, family_ui, path_ui,  # noqa: E402
-                          settings_ui, side_plan, validate, widget_key)
+from app.controls import (  # noqa: E402
+    MAX_FID_SAMPLES,
+    MORE_SAMPLES,
+    SIDES,
+    Request,
+    default_steps,
+    family_ui,
+    path_ui,
+    settings_ui,
+    side_plan,
+    validate,
+    widget_key,
+)
 from app.panels import NATIVE_SIDE, RunView, show_difference, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, paired_difference, submit  # noqa: E402
 from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
 from app.scheduler import log as scheduler_log  # noqa: E402
-from workbench.training.checkpoint import load_for_inference  # noqa: E402
-from workbench.data.codecs import build_codec  # noqa: E402
 from workbench.core.config import DataConfig  # noqa: E402
+from workbench.core.paths import REFERENCE_DIR  # noqa: E402
+from workbench.data.codecs import build_codec  # noqa: E402
 from workbench.evaluation.evaluate import default_extractor, reference_split, shipped_reference  # noqa: E402
 from workbench.evaluation.metrics import ReferenceStats  # noqa: E402
-from workbench.core.paths import REFERENCE_DIR  # noqa: E402
-from workbench.research.reports import load_reports  # noqa: E402
 from workbench.research.families import FAMILIES  # noqa: E402
+from workbench.research.reports import load_reports  # noqa: E402
+from workbench.training.checkpoint import load_for_inference  # noqa: E402
 
 # Feature extractors for the live FID: the one eval defaults to for the data first (the Fashion-MNIST classifier
 # for Fashion-MNIST, thousands of images/s on a CPU; Inception, the standard, elsewhere: about 5/s on one thread).
@@ -66,10 +78,12 @@ def load_live_reference(data: DataConfig, preferred: str) -> ReferenceStats:
     order = sorted(LIVE_EXTRACTORS, key=lambda e: e != preferred)
     stats = next(filter(None, (shipped_reference(data, e) for e in order)), None)
     if stats is None:
-        raise FileNotFoundError(f"no reference statistics for {data.dataset} {data.image_size}px "
-                                f"({reference_split(data)} split) in {REFERENCE_DIR}. Fix: compute them once with "
-                                f"python scripts/build_reference.py --dataset {data.dataset} --image-size "
-                                f"{data.image_size} --channels {data.channels} --extractor {preferred}.")
+        raise FileNotFoundError(
+            f"no reference statistics for {data.dataset} {data.image_size}px "
+            f"({reference_split(data)} split) in {REFERENCE_DIR}. Fix: compute them once with "
+            f"python scripts/build_reference.py --dataset {data.dataset} --image-size "
+            f"{data.image_size} --channels {data.channels} --extractor {preferred}."
+        )
     _ = stats.factor  # computed now, so that sessions only ever read the shared object
     return stats
 
@@ -132,8 +146,10 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
             st.sidebar.error(f"Refused: {err}")
     families = catalog.families(entries)
     if not families:
-        st.sidebar.error(f"No checkpoints found in {', '.join(map(str, folders.roots))}. Fix: ship the zoo "
-                         "(python experiments/zoo.py all; export) or start the app with `-- --checkpoints DIR`.")
+        st.sidebar.error(
+            f"No checkpoints found in {', '.join(map(str, folders.roots))}. Fix: ship the zoo "
+            "(python experiments/zoo.py all; export) or start the app with `-- --checkpoints DIR`."
+        )
         return None, None, reports, False
     default = opened or catalog.default_entry(families, folders)
     home = next((f for f in families if opened in f.entries), None)  # None: a copy of a listed checkpoint
@@ -142,10 +158,14 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
         st.session_state["family"] = home.label
         st.session_state[f"{widget_key(SIDES[0], home)}.D"] = opened.D
     family = family_ui(families, default)
-    compare = st.sidebar.toggle("Compare two settings", key="compare",
-                                help="Two settings side by side, generated from the same seeds.")
-    st.sidebar.caption("One elastic checkpoint samples every depth of this family:" if family.elastic else
-                       "Trained positions of this family:")
+    compare = st.sidebar.toggle(
+        "Compare two settings", key="compare", help="Two settings side by side, generated from the same seeds."
+    )
+    st.sidebar.caption(
+        "One elastic checkpoint samples every depth of this family:"
+        if family.elastic
+        else "Trained positions of this family:"
+    )
     if family.elastic and (why := catalog.opening_note(family, default_steps(family.entries[0].config))):
         st.sidebar.caption(why)
     st.sidebar.markdown("\n".join(f"- {e.describe()}" for e in family.entries))
@@ -168,8 +188,10 @@ def main() -> None:
     for problem in problems:
         st.sidebar.warning(problem)
     st.title("AR ↔ diffusion, block by block")
-    st.caption("The first N−D layers run once per block (autoregressive); the last D layers denoise it at every "
-               "step. Move D and the steps S, press Generate, and watch the FID and the compute.")
+    st.caption(
+        "The first N−D layers run once per block (autoregressive); the last D layers denoise it at every "
+        "step. Move D and the steps S, press Generate, and watch the FID and the compute."
+    )
     if family is None:
         return
     _preload(family)
@@ -194,8 +216,9 @@ def _preload(family: catalog.Family) -> None:
             pass
 
 
-def _generate(request: Request, family: catalog.Family, compare: bool, clicked: float, queue: Scheduler,
-              session: str) -> list[RunView] | None:
+def _generate(
+    request: Request, family: catalog.Family, compare: bool, clicked: float, queue: Scheduler, session: str
+) -> list[RunView] | None:
     """Check the request, queue it, and draw it as it runs. The new runs replace the session's at once, so that
     Stop (or any rerun) keeps the finished blocks; a failure brings the previous runs back. Returns the views to
     attach controls to (None when a generation failed half-way)."""
@@ -203,17 +226,31 @@ def _generate(request: Request, family: catalog.Family, compare: bool, clicked: 
     try:
         entries = validate(request, family)
         resources = [loaded(e.path) for e in entries]
-        runs = [Run(name if compare else "", side, e.path, e.name, request.num_images, request.seed,
-                    plan=side_plan(side, e.config), image_size=e.config.data.image_size)
-                for name, side, e in zip(SIDES, request.sides, entries)]
+        runs = [
+            Run(
+                name if compare else "",
+                side,
+                e.path,
+                e.name,
+                request.num_images,
+                request.seed,
+                plan=side_plan(side, e.config),
+                image_size=e.config.data.image_size,
+            )
+            for name, side, e in zip(SIDES, request.sides, entries)
+        ]
         jobs = submit(queue, session, runs, resources, request.preview)
     except Exception as err:  # noqa: BLE001 - bad input, an unusable checkpoint, a full queue: say so, keep the old
         st.error(f"Cannot generate: {err}")
         return _show(state["runs"])
     previous, state["runs"] = state["runs"], runs
     stop = st.empty()
-    stop.button("Stop", key="stop", icon=":material/stop_circle:",
-                help="Stop generating: the blocks finished so far stay on the page.")
+    stop.button(
+        "Stop",
+        key="stop",
+        icon=":material/stop_circle:",
+        help="Stop generating: the blocks finished so far stay on the page.",
+    )
     views = _views(runs)
     try:
         generate(queue, session, jobs, runs, resources, views, clicked)
@@ -231,13 +268,23 @@ def _generate(request: Request, family: catalog.Family, compare: bool, clicked: 
 def more_ui(runs: list[Run], views: list[RunView], queue: Scheduler, session: str) -> None:
     """The "more samples" button; a click reruns the page, which then adds the samples."""
     more = [(r, v) for r, v in zip(runs, views) if r.live is not None and r.live.n < MAX_FID_SAMPLES]
-    if not more or not st.button(f"{MORE_SAMPLES} more samples for the FID", key="more", icon=":material/add:",
-                                 help=f"More images from the same settings (seeds seed+1, seed+2, …), up to "
-                                      f"{MAX_FID_SAMPLES} per run. The interval narrows as n grows."):
+    if not more or not st.button(
+        f"{MORE_SAMPLES} more samples for the FID",
+        key="more",
+        icon=":material/add:",
+        help=f"More images from the same settings (seeds seed+1, seed+2, …), up to "
+        f"{MAX_FID_SAMPLES} per run. The interval narrows as n grows.",
+    ):
         return
     try:
-        add_samples(queue, session, [r for r, _ in more], [loaded(r.checkpoint) for r, _ in more],
-                    [v for _, v in more], MAX_FID_SAMPLES)
+        add_samples(
+            queue,
+            session,
+            [r for r, _ in more],
+            [loaded(r.checkpoint) for r, _ in more],
+            [v for _, v in more],
+            MAX_FID_SAMPLES,
+        )
     except Cancelled:
         return
     except Exception as err:  # noqa: BLE001

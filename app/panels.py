@@ -3,21 +3,22 @@
 A `RunView` owns the placeholders of one side, so a generation redraws them in place as events arrive and a
 rerun redraws them from session_state.
 """
+
 from __future__ import annotations
 
 import streamlit as st
 import torch
 from PIL import Image
 
-from workbench.research.reports import Report
 from workbench.data.images import image_grid
 from workbench.evaluation.metrics import FIDResult
 from workbench.research.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
+from workbench.research.reports import Report
 
 from .catalog import Family
 from .runs import Difference, Run
 
-GRID_WIDTH = 440   # pixels a grid of small images is upscaled to (nearest neighbour keeps 32 px images crisp)
+GRID_WIDTH = 440  # pixels a grid of small images is upscaled to (nearest neighbour keeps 32 px images crisp)
 NATIVE_SIDE = 128  # images at least this large are shown one by one at their true resolution, never resized
 
 
@@ -52,8 +53,11 @@ class RunView:
 
     def show_waiting(self, place: int, running: int, waiting: int, slots: int) -> None:
         """The place in line of a run that has not started (redrawn only when it changed)."""
-        text = (f"waiting in line: place {place} of {waiting} · {running} of {slots} generation slots busy"
-                if place else "starting…")
+        text = (
+            f"waiting in line: place {place} of {waiting} · {running} of {slots} generation slots busy"
+            if place
+            else "starting…"
+        )
         if text != self._waiting:
             self._waiting = text
             self.progress.progress(0.0, text=text)
@@ -63,9 +67,11 @@ class RunView:
         if run.images is None:
             self.progress.progress(0.0, text="stopped before the first block")
             return
-        self.show_images(run.images, run.blocks / run.num_blocks,
-                         f"stopped after block {run.blocks}/{run.num_blocks} · {run.num_images} images from seed "
-                         f"{run.seed}")
+        self.show_images(
+            run.images,
+            run.blocks / run.num_blocks,
+            f"stopped after block {run.blocks}/{run.num_blocks} · {run.num_images} images from seed {run.seed}",
+        )
 
     def show_progress(self, done: float, text: str) -> None:
         self.progress.progress(min(1.0, done), text=text)
@@ -77,23 +83,33 @@ class RunView:
     def show_meter(self, run: Run) -> None:
         with self.meter.container():
             a, b, c = st.columns(3)
-            a.metric("layer evals / image", f"{run.cost.paper_block_layer_evals:,.0f}",
-                     help="The paper's count T[(N-D)+D*S]: noisy slot only. What the KV-cached sampler ran: "
-                          f"{run.cost.block_layer_evals:,.0f} per image (with clean copies of finished blocks "
-                          "and guidance).")
-            b.metric("wall time", f"{run.cost.seconds:.2f} s",
-                     help="Seconds spent sampling these images (drawing, and in compare mode the other side, "
-                          "excluded).")
+            a.metric(
+                "layer evals / image",
+                f"{run.cost.paper_block_layer_evals:,.0f}",
+                help="The paper's count T[(N-D)+D*S]: noisy slot only. What the KV-cached sampler ran: "
+                f"{run.cost.block_layer_evals:,.0f} per image (with clean copies of finished blocks "
+                "and guidance).",
+            )
+            b.metric(
+                "wall time",
+                f"{run.cost.seconds:.2f} s",
+                help="Seconds spent sampling these images (drawing, and in compare mode the other side, excluded).",
+            )
             c.metric("images / s", f"{run.num_images / max(run.cost.seconds, 1e-9):.1f}")
             st.caption(f"First block on screen {run.first_block_s:.2f} s after the click.")
             plan = run.plan
             if plan and plan.elastic:
                 trained = ", ".join(map(str, plan.trained))
-                st.caption(f"Elastic checkpoint (trained at D in {{{trained}}}): blocks sampled at D_k "
-                           f"{', '.join(map(str, plan.depths))} with S_k {', '.join(map(str, plan.steps))}."
-                           + (f" Held out of training: D={', '.join(map(str, plan.held_out))}, sampled with "
-                              "allow_untrained_depth; expect it to be worse than the trained depths."
-                              if plan.held_out else ""))
+                st.caption(
+                    f"Elastic checkpoint (trained at D in {{{trained}}}): blocks sampled at D_k "
+                    f"{', '.join(map(str, plan.depths))} with S_k {', '.join(map(str, plan.steps))}."
+                    + (
+                        f" Held out of training: D={', '.join(map(str, plan.held_out))}, sampled with "
+                        "allow_untrained_depth; expect it to be worse than the trained depths."
+                        if plan.held_out
+                        else ""
+                    )
+                )
 
     def show_fid(self, result: FIDResult | None, problem: str | None) -> None:
         with self.fid.container():
@@ -104,16 +120,24 @@ class RunView:
                 st.caption("Live FID: computing the features of the images…")
                 return
             a, b, c = st.columns(3)
-            ci = (f"{result.ci_level:.0%} interval {result.fid_ci[0]:.1f}–{result.fid_ci[1]:.1f}"
-                  if result.fid_ci else None)
+            ci = (
+                f"{result.ci_level:.0%} interval {result.fid_ci[0]:.1f}–{result.fid_ci[1]:.1f}"
+                if result.fid_ci
+                else None
+            )
             a.metric(f"FID@{result.n}", f"{result.fid:.1f}", help=ci)
-            b.metric("KID", f"{result.kid_mean:.3g}", help=f"± {result.kid_std:.2g} (std over subsets of "
-                                                           f"{result.kid_subset_size} images)")
+            b.metric(
+                "KID",
+                f"{result.kid_mean:.3g}",
+                help=f"± {result.kid_std:.2g} (std over subsets of {result.kid_subset_size} images)",
+            )
             c.metric("samples", f"{result.n:,}")
             inf = f"; FID∞ ≈ {result.fid_inf:.1f}" if result.fid_inf is not None else ""
-            st.caption(f"{ci or 'no interval'}{inf}. Features: `{result.extractor}`; reference: "
-                       f"`{result.reference}` ({result.reference_count:,} real images). Few samples bias FID "
-                       "upward: add samples and watch it settle.")
+            st.caption(
+                f"{ci or 'no interval'}{inf}. Features: `{result.extractor}`; reference: "
+                f"`{result.reference}` ({result.reference_count:,} real images). Few samples bias FID "
+                "upward: add samples and watch it settle."
+            )
 
 
 def show_difference(diff: Difference | None, problem: str | None) -> None:
@@ -122,11 +146,16 @@ def show_difference(diff: Difference | None, problem: str | None) -> None:
         st.info(f"A − B: no paired difference: {problem}")
         return
     a, b = st.columns([1, 3])
-    a.metric(f"FID A − B @{diff.n}", f"{diff.fid:+.1f}",
-             help=f"{diff.level:.0%} paired bootstrap interval {diff.low:+.1f} to {diff.high:+.1f}")
-    b.markdown(f"**{diff.verdict}.**  \n{diff.level:.0%} interval {diff.low:+.1f} to {diff.high:+.1f}: the same "
-               f"{diff.n} seeds on both sides, resampled together ({diff.resamples} paired bootstrap draws), so the "
-               f"noise the sides share cancels. Features `{diff.extractor}`, reference `{diff.reference}`.")
+    a.metric(
+        f"FID A − B @{diff.n}",
+        f"{diff.fid:+.1f}",
+        help=f"{diff.level:.0%} paired bootstrap interval {diff.low:+.1f} to {diff.high:+.1f}",
+    )
+    b.markdown(
+        f"**{diff.verdict}.**  \n{diff.level:.0%} interval {diff.low:+.1f} to {diff.high:+.1f}: the same "
+        f"{diff.n} seeds on both sides, resampled together ({diff.resamples} paired bootstrap draws), so the "
+        f"noise the sides share cancels. Features `{diff.extractor}`, reference `{diff.reference}`."
+    )
 
 
 def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
@@ -136,8 +165,11 @@ def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
     data = family.entries[0].config.data
     peers = [r for r in zoo if (r.config.data.dataset, r.config.data.image_size) == (data.dataset, data.image_size)]
     one = family.elastic  # an elastic file: its curve at every D it ships a report for
-    mine = ({f"{r.family}/{r.name}": r for r in sorted(one.depth_reports, key=lambda r: r.D)} if one else
-            {e.name: e.report for e in family.entries if e.report})
+    mine = (
+        {f"{r.family}/{r.name}": r for r in sorted(one.depth_reports, key=lambda r: r.D)}
+        if one
+        else {e.name: e.report for e in family.entries if e.report}
+    )
     extractors = {r.eval.get("extractor") for r in peers}
     compute, steps = {}, {}
     for run in runs:
@@ -147,21 +179,35 @@ def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
         compute[name] = Marker(run.cost.paper_block_layer_evals, fid and fid.fid, low, high)
         steps[name] = Marker(run.mean_steps, fid and fid.fid, low, high)
     if not peers and not any(m.fid is not None for m in compute.values()):
-        st.caption("No eval report for this data in the zoo and no live FID: nothing to place on the FID charts "
-                   "yet (the compute per image is in the meter above).")
+        st.caption(
+            "No eval report for this data in the zoo and no live FID: nothing to place on the FID charts "
+            "yet (the compute per image is in the meter above)."
+        )
         return
     left, right = st.columns(2, gap="large")
     with left:
-        st.plotly_chart(fid_vs_compute_figure({n: r.points("paper_cost") for n, r in mine.items()}, compute,
-                                              frontier=[p for r in peers for p in r.points("paper_cost")],
-                                              title="FID against inference compute (dashed: zoo frontier)"))
+        st.plotly_chart(
+            fid_vs_compute_figure(
+                {n: r.points("paper_cost") for n, r in mine.items()},
+                compute,
+                frontier=[p for r in peers for p in r.points("paper_cost")],
+                title="FID against inference compute (dashed: zoo frontier)",
+            )
+        )
     with right:
-        st.plotly_chart(fid_vs_steps_figure({n: r.points("steps") for n, r in mine.items()}, steps,
-                                            title=f"FID against steps: {family.entries[0].family}"))
+        st.plotly_chart(
+            fid_vs_steps_figure(
+                {n: r.points("steps") for n, r in mine.items()},
+                steps,
+                title=f"FID against steps: {family.entries[0].family}",
+            )
+        )
     if peers:
         ev = peers[0].eval
-        st.caption(f"Zoo: {ev.get('n')} images per FID, features `{ev.get('extractor')}`, reference "
-                   f"`{ev.get('reference')}`, sampler {ev.get('sampler')}. Runs are placed by their live FID only "
-                   "with the same features. FID falls as n grows: compare at similar n.")
+        st.caption(
+            f"Zoo: {ev.get('n')} images per FID, features `{ev.get('extractor')}`, reference "
+            f"`{ev.get('reference')}`, sampler {ev.get('sampler')}. Runs are placed by their live FID only "
+            "with the same features. FID falls as n grows: compare at similar n."
+        )
     else:
         st.caption("No eval report for this data in the zoo yet: the charts show your runs only.")

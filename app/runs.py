@@ -3,23 +3,24 @@
 A `Run` lives in st.session_state (one per side), never in a module global: browser sessions share nothing but
 the cached, read-only models, codecs and reference statistics.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
 import workbench as wb
-from workbench.data.codecs import Codec, PixelCodec
 from workbench.core.compute import Cost
 from workbench.core.config import Config
-from workbench.evaluation.metrics import FIDResult, LiveFID, ReferenceStats, paired_fid_difference
 from workbench.core.model import MADFormer
+from workbench.data.codecs import Codec, PixelCodec
+from workbench.evaluation.metrics import FIDResult, LiveFID, ReferenceStats, paired_fid_difference
 from workbench.sampling.sampler import frame
 
 from .controls import MORE_SAMPLES, Side, SidePlan, side_plan
@@ -31,9 +32,9 @@ from .scheduler import Job, Refused, Scheduler
 # threads and 1 s with 1. The app's models are small enough that one thread per run loses little.
 TORCH_THREADS = 1
 PREVIEW_INTERVAL_S = 0.25  # at most this often a denoising-step preview is sent to the browser
-MORE_BATCH = 32            # images per batch when adding samples for the FID
-FID_INTERVAL_S = 1.0       # while samples are added, the live FID is recomputed at most once a second and at
-FID_BUSY_SHARE = 0.25      # most as often as keeps its computing under this share of the time (Inception: seconds)
+MORE_BATCH = 32  # images per batch when adding samples for the FID
+FID_INTERVAL_S = 1.0  # while samples are added, the live FID is recomputed at most once a second and at
+FID_BUSY_SHARE = 0.25  # most as often as keeps its computing under this share of the time (Inception: seconds)
 # paired bootstrap resamples of the A - B difference: each costs two FIDs, milliseconds at the classifier's 128
 # features and tens of milliseconds at Inception's 2048, so the wide features get fewer (a coarser interval)
 PAIRED_RESAMPLES = {128: 200, 2048: 50}
@@ -42,23 +43,24 @@ PAIRED_RESAMPLES = {128: 200, 2048: 50}
 @dataclass
 class Run:
     """One side's result: settings, the first batch, its cost, and the FID of everything generated so far."""
-    name: str                    # "A" or "B" in compare mode, else ""
+
+    name: str  # "A" or "B" in compare mode, else ""
     side: Side
-    checkpoint: Path             # the checkpoint file
-    model_name: str              # its config name, e.g. "vertical/D2"
+    checkpoint: Path  # the checkpoint file
+    model_name: str  # its config name, e.g. "vertical/D2"
     num_images: int
     seed: int
-    images: torch.Tensor | None = None   # (B, C, H, W) in [-1, 1]: the first batch (seed), as far as it got
-    blocks: int = 0                      # finished blocks in `images` (of num_blocks)
+    images: torch.Tensor | None = None  # (B, C, H, W) in [-1, 1]: the first batch (seed), as far as it got
+    blocks: int = 0  # finished blocks in `images` (of num_blocks)
     num_blocks: int = 0
     cost: Cost | None = None  # per-image block-layer evals of the first batch; its sampling seconds (None: stopped)
-    first_block_s: float = math.nan      # from the click to the first finished block on screen
-    batches: int = 1                     # batches generated; batch b >= 1 used seed + b
+    first_block_s: float = math.nan  # from the click to the first finished block on screen
+    batches: int = 1  # batches generated; batch b >= 1 used seed + b
     live: LiveFID | None = None
     fid: FIDResult | None = None
     fid_problem: str | None = None
-    plan: SidePlan | None = None         # the D_k and S_k it samples (controls.side_plan)
-    image_size: int = 0                  # pixels per image side (the page shows large images at their true size)
+    plan: SidePlan | None = None  # the D_k and S_k it samples (controls.side_plan)
+    image_size: int = 0  # pixels per image side (the page shows large images at their true size)
 
     @property
     def finished(self) -> bool:
@@ -82,6 +84,7 @@ class Run:
 @dataclass(frozen=True)
 class Loaded:
     """What a run samples with: the cached model, its config, the codec and the FID reference (or why none)."""
+
     model: MADFormer
     config: Config
     codec: Codec
@@ -97,9 +100,17 @@ class Loaded:
 
 def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[wb.Event]:
     labels = None if side.label is None else torch.full((num_images,), side.label, dtype=torch.long)
-    return wb.generate_events(loaded.model, loaded.config, num_images=num_images, steps=side.steps,
-                              sampler=side.sampler, seed=seed, labels=labels, cfg_scale=side.cfg_scale,
-                              **side_plan(side, loaded.config).sample_kwargs())
+    return wb.generate_events(
+        loaded.model,
+        loaded.config,
+        num_images=num_images,
+        steps=side.steps,
+        sampler=side.sampler,
+        seed=seed,
+        labels=labels,
+        cfg_scale=side.cfg_scale,
+        **side_plan(side, loaded.config).sample_kwargs(),
+    )
 
 
 class Throttle:
@@ -107,8 +118,9 @@ class Throttle:
     `interval_s` seconds (a browser cannot show more, and each drawing costs an encode and a send). Applied on the
     worker, so skipped steps never reach the session."""
 
-    def __init__(self, preview: bool, interval_s: float = PREVIEW_INTERVAL_S,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self, preview: bool, interval_s: float = PREVIEW_INTERVAL_S, clock: Callable[[], float] = time.perf_counter
+    ):
         self.preview, self.interval_s, self.clock = preview, interval_s, clock
         self.last = -math.inf
 
@@ -138,8 +150,15 @@ def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded]
     jobs: list[Job] = []
     try:
         for run, ld in zip(runs, loaded):
-            jobs.append(queue.submit(session, events(ld, run.side, run.num_images, run.seed), boundary=is_block,
-                                     last=is_done, keep=Throttle(preview)))
+            jobs.append(
+                queue.submit(
+                    session,
+                    events(ld, run.side, run.num_images, run.seed),
+                    boundary=is_block,
+                    last=is_done,
+                    keep=Throttle(preview),
+                )
+            )
     except Refused:
         for job in jobs:
             queue.cancel(job)
@@ -147,8 +166,9 @@ def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded]
     return jobs
 
 
-def generate(queue: Scheduler, session: str, jobs: list[Job], runs: list[Run], loaded: list[Loaded], views: list,
-             clicked: float) -> None:
+def generate(
+    queue: Scheduler, session: str, jobs: list[Job], runs: list[Run], loaded: list[Loaded], views: list, clicked: float
+) -> None:
     """Draw the queued runs as their events arrive (sides in turn), and the place in line while a run waits; then
     each finished run's first FID. Every finished block is kept in its run, so a stopped run keeps what it drew.
     An event is drawn only when no finished block of its run waits behind it: a page slower than its sampler (a
@@ -192,8 +212,7 @@ def _first_fid(live: LiveFID, images: torch.Tensor) -> FIDResult | None:
     return live.compute() if live.n >= 2 else None
 
 
-def add_samples(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded], views: list,
-                limit: int) -> None:
+def add_samples(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded], views: list, limit: int) -> None:
     """MORE_SAMPLES more images per run (batches of MORE_BATCH, seeds seed+1, seed+2, ...) through the work queue,
     the FID redrawn after every batch; a run never holds more than `limit` images."""
     for run, ld, view in zip(runs, loaded, views):
@@ -217,11 +236,12 @@ def add_samples(queue: Scheduler, session: str, runs: list[Run], loaded: list[Lo
 @dataclass(frozen=True)
 class Difference:
     """FID(A) - FID(B) over the images both sides drew from the same seeds, with its paired bootstrap interval."""
+
     fid: float
     low: float
     high: float
     level: float
-    n: int                 # shared seeds (rows) scored
+    n: int  # shared seeds (rows) scored
     resamples: int
     extractor: str
     reference: str
@@ -244,14 +264,17 @@ def paired_difference(a: Run, b: Run, level: float = 0.9) -> tuple[Difference | 
         return None, "the sides were drawn from different seeds, so their images do not pair up."
     ref_a, ref_b = a.live.reference, b.live.reference
     if (a.live.extractor.id, ref_a.name) != (b.live.extractor.id, ref_b.name):
-        return None, (f"the sides are scored with different features or references ({a.live.extractor.id} on "
-                      f"{ref_a.name}, {b.live.extractor.id} on {ref_b.name}): their FIDs are not comparable.")
+        return None, (
+            f"the sides are scored with different features or references ({a.live.extractor.id} on "
+            f"{ref_a.name}, {b.live.extractor.id} on {ref_b.name}): their FIDs are not comparable."
+        )
     n = min(a.live.n, b.live.n)
     if n < 2:
         return None, "a difference needs at least 2 images on each side: generate more."
     resamples = PAIRED_RESAMPLES.get(ref_a.mu.numel(), 50)
-    d, low, high = paired_fid_difference(a.live.features[:n], b.live.features[:n], ref_a, resamples, level,
-                                         torch.Generator().manual_seed(0))
+    d, low, high = paired_fid_difference(
+        a.live.features[:n], b.live.features[:n], ref_a, resamples, level, torch.Generator().manual_seed(0)
+    )
     return Difference(d, low, high, level, n, resamples, a.live.extractor.id, ref_a.name), None
 
 

@@ -12,6 +12,7 @@ that have not started keep their arrival order, which is the place in line the p
 
 No Streamlit here: the app passes session ids and a function telling whether a session is still connected.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -43,10 +44,10 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class Limits:
-    workers: int = 2        # K: jobs advanced at the same time
-    threads: int = 1        # torch intra-op threads of each worker
-    per_session: int = 2    # jobs one session may have queued or running (compare mode runs two)
-    queue: int = 32         # jobs waiting to start, over all sessions; more are refused until the line shortens
+    workers: int = 2  # K: jobs advanced at the same time
+    threads: int = 1  # torch intra-op threads of each worker
+    per_session: int = 2  # jobs one session may have queued or running (compare mode runs two)
+    queue: int = 32  # jobs waiting to start, over all sessions; more are refused until the line shortens
 
     def __post_init__(self):
         for name in ("workers", "threads", "per_session", "queue"):
@@ -80,8 +81,9 @@ def limits_from(argv: list[str], cpus: int | None = None) -> tuple[Limits, list[
         return default
 
     workers = positive("jobs", args.jobs, cpus)
-    return Limits(workers=workers, threads=max(1, cpus // workers),
-                  queue=positive("queue", args.queue, Limits.queue)), problems
+    return Limits(
+        workers=workers, threads=max(1, cpus // workers), queue=positive("queue", args.queue, Limits.queue)
+    ), problems
 
 
 class Job:
@@ -91,13 +93,13 @@ class Job:
         self.seq, self.session = seq, session
         self._stream, self._boundary, self._last, self._keep = stream, boundary, last, keep
         self.state = WAITING
-        self.served = 0            # boundaries reached (finished blocks)
-        self.busy_s = 0.0          # seconds workers spent advancing it: its compute time, without the waits
+        self.served = 0  # boundaries reached (finished blocks)
+        self.busy_s = 0.0  # seconds workers spent advancing it: its compute time, without the waits
         self.error: BaseException | None = None
         self._out: deque = deque()  # items kept for the owner, not read yet
         self._cancel = False
-        self.started = False       # a worker has taken it at least once
-        self.items = 0             # items (steps) advanced
+        self.started = False  # a worker has taken it at least once
+        self.items = 0  # items (steps) advanced
         self.cancelled_at: float | None = None  # time.time() of the cancel request
         self.items_at_cancel = 0
 
@@ -121,19 +123,27 @@ class Scheduler:
     def __init__(self, limits: Limits, alive: Callable[[str], bool] = _always):
         self.limits, self._alive = limits, alive
         self._cond = threading.Condition()
-        self._line: list[Job] = []   # waiting and paused jobs
+        self._line: list[Job] = []  # waiting and paused jobs
         self._jobs: set[Job] = set()  # every job not ended
         self._seq = itertools.count()
         self._running = 0
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"workbench-worker-{i}", daemon=True)
-                         for i in range(limits.workers)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"workbench-worker-{i}", daemon=True)
+            for i in range(limits.workers)
+        ]
         for t in self._threads:
             t.start()
 
     # ---- the owner's side --------------------------------------------------------------------------------------
-    def submit(self, session: str, stream: Iterator, boundary: Callable = _always, last: Callable = _never,
-               keep: Callable = _always) -> Job:
+    def submit(
+        self,
+        session: str,
+        stream: Iterator,
+        boundary: Callable = _always,
+        last: Callable = _never,
+        keep: Callable = _always,
+    ) -> Job:
         """Queue `stream` for `session`. A worker holds it until an item for which boundary(item) is true, and
         ends it after an item for which last(item) is true (or when it is exhausted); only items for which
         keep(item) is true reach the owner. Raises Refused when a limit is reached."""
@@ -141,11 +151,15 @@ class Scheduler:
             mine = sum(j.session == session and not j._cancel for j in self._jobs)
             waiting = sum(j.state == WAITING for j in self._line)
             if mine >= self.limits.per_session:
-                raise Refused(f"this page already has {mine} generations queued or running (at most "
-                              f"{self.limits.per_session}). Fix: wait for them to finish, or press Stop.")
+                raise Refused(
+                    f"this page already has {mine} generations queued or running (at most "
+                    f"{self.limits.per_session}). Fix: wait for them to finish, or press Stop."
+                )
             if waiting >= self.limits.queue:
-                raise Refused(f"the server is busy: {waiting} generations are waiting to start (at most "
-                              f"{self.limits.queue}). Fix: try again in a minute.")
+                raise Refused(
+                    f"the server is busy: {waiting} generations are waiting to start (at most "
+                    f"{self.limits.queue}). Fix: try again in a minute."
+                )
             job = Job(next(self._seq), session, stream, boundary, last, keep)
             self._line.append(job)
             self._jobs.add(job)
@@ -308,6 +322,18 @@ class Scheduler:
         self._jobs.discard(job)
         if log.isEnabledFor(logging.INFO):
             after = None if job.cancelled_at is None else job.items - job.items_at_cancel
-            log.info(json.dumps({"job": job.seq, "session": job.session, "state": state, "items": job.items,
-                                 "blocks": job.served, "busy_s": round(job.busy_s, 4), "ended": time.time(),
-                                 "cancelled": job.cancelled_at, "items_after_cancel": after}))
+            log.info(
+                json.dumps(
+                    {
+                        "job": job.seq,
+                        "session": job.session,
+                        "state": state,
+                        "items": job.items,
+                        "blocks": job.served,
+                        "busy_s": round(job.busy_s, 4),
+                        "ended": time.time(),
+                        "cancelled": job.cancelled_at,
+                        "items_after_cancel": after,
+                    }
+                )
+            )

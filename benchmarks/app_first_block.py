@@ -15,6 +15,7 @@ architecture, so the same compute). Prints one JSON object (--record appends it 
 benchmarks/results/app_first_block.jsonl); the issue asks for < 2 s on 2 cores. The machine may be shared: the
 load average is part of the result.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,24 @@ import workbench as wb  # noqa: E402
 from app import catalog  # noqa: E402
 from app.controls import default_images, default_steps  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
-from workbench.training.checkpoint import Checkpoint, export_for_inference, load_for_inference, save_checkpoint  # noqa: E402
 from workbench.data.codecs import build_codec  # noqa: E402
 from workbench.sampling.sampler import frame  # noqa: E402
+from workbench.training.checkpoint import (  # noqa: E402
+    Checkpoint,
+    export_for_inference,
+    load_for_inference,
+    save_checkpoint,
+)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -61,9 +73,23 @@ def streamlit_server(app_args: list[str], log_path: Path, timeout_s: float = 90,
     """`streamlit run app/main.py -- app_args` on a free localhost port (environment plus `env`); yields (URL,
     process) once it is healthy."""
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--", *app_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app" / "main.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        *app_args,
+    ]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         url = f"http://127.0.0.1:{port}"
@@ -143,8 +169,10 @@ def stand_in_checkpoint(folder: Path, member: str = "vertical/D2") -> Path:
     family, name = member.split("/")
     found = [m.config for m in members() if m.family == family and m.name == name]
     if not found:
-        raise SystemExit(f"--stand-in: no zoo member {member!r}. Fix: use FAMILY/NAME from python experiments/zoo.py "
-                         "list (e.g. vertical/D2, blocks-emoji256/T4).")
+        raise SystemExit(
+            f"--stand-in: no zoo member {member!r}. Fix: use FAMILY/NAME from python experiments/zoo.py "
+            "list (e.g. vertical/D2, blocks-emoji256/T4)."
+        )
     state = wb.build_model(found[0]).state_dict()
     run = save_checkpoint(Checkpoint(found[0], step=0, model=state, ema=state), folder / "run")
     return export_for_inference(run, folder / f"{family}-{name}.safetensors")
@@ -158,15 +186,23 @@ def sampler_first_block(path: Path, repeats: int) -> tuple[list[float], dict]:
     times = []
     for r in range(repeats + 1):  # the first run warms up allocators and kernels
         start = time.perf_counter()
-        for event in wb.generate_events(model, cfg, num_images=default_images(cfg), steps=steps,
-                                        sampler=cfg.sample.sampler, seed=r):
+        for event in wb.generate_events(
+            model, cfg, num_images=default_images(cfg), steps=steps, sampler=cfg.sample.sampler, seed=r
+        ):
             if event.kind == "block":
                 frame(codec, event)  # the app decodes the finished block (for a latent model, most of the time)
                 break
         times.append(time.perf_counter() - start)
     m = cfg.model
-    return times[1:], {"N": m.depth, "D": m.diffusion_depth, "T": m.num_blocks, "width": m.width, "S": steps,
-                       "sampler": cfg.sample.sampler, "images": default_images(cfg)}
+    return times[1:], {
+        "N": m.depth,
+        "D": m.diffusion_depth,
+        "T": m.num_blocks,
+        "width": m.width,
+        "S": steps,
+        "sampler": cfg.sample.sampler,
+        "images": default_images(cfg),
+    }
 
 
 def browser_first_block(app_args: list[str], repeats: int, log: Path) -> tuple[list[float], list[float]]:
@@ -198,8 +234,7 @@ def app_default() -> Path | None:
     return entry.path if entry else None
 
 
-def checkpoint_to_serve(requested: Path | None, tmp: Path,
-                        member: str | None = None) -> tuple[Path, bool, list[str]]:
+def checkpoint_to_serve(requested: Path | None, tmp: Path, member: str | None = None) -> tuple[Path, bool, list[str]]:
     """(checkpoint, whether it is a random stand-in, the app's arguments): the requested file, else a random
     stand-in of zoo `member` when given, else what the app opens first, else a stand-in of vertical/D2; stand-ins
     are written to `tmp`."""
@@ -217,8 +252,12 @@ def summary(seconds: list[float]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, help="default: what `streamlit run app/main.py` opens first")
-    ap.add_argument("--stand-in", metavar="FAMILY/NAME", help="time a randomly initialised copy of this zoo member "
-                    "(e.g. blocks-emoji256/T4: the 256 px family before it is trained; timing needs no training)")
+    ap.add_argument(
+        "--stand-in",
+        metavar="FAMILY/NAME",
+        help="time a randomly initialised copy of this zoo member "
+        "(e.g. blocks-emoji256/T4: the 256 px family before it is trained; timing needs no training)",
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--record", action="store_true", help="append the result to benchmarks/results/")
@@ -226,15 +265,23 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="app-bench-"))
     path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp, args.stand_in)
     sampler, setting = sampler_first_block(path, args.repeats)
-    result = {"benchmark": "app_first_block", "checkpoint": str(path), "random_stand_in": stand_in, **setting,
-              "sampler_first_block_s": summary(sampler)}
+    result = {
+        "benchmark": "app_first_block",
+        "checkpoint": str(path),
+        "random_stand_in": stand_in,
+        **setting,
+        "sampler_first_block_s": summary(sampler),
+    }
     if not args.no_browser:
         clicks, captions = browser_first_block(app_args, args.repeats, tmp / "streamlit.log")
         result["browser_click_to_first_block_s"] = summary(clicks)
         result["app_caption_first_block_s"] = summary(captions)
-    result["machine"] = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                         "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-                         "load_1min": round(os.getloadavg()[0], 2)}
+    result["machine"] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(result, indent=1))
     if args.record:
         with open(ROOT / "benchmarks" / "results" / "app_first_block.jsonl", "a") as f:

@@ -14,6 +14,7 @@ own seed), and for the closed tabs how long after the close their job ended on t
 steps that is (from the app's job log, $WORKBENCH_QUEUE_LOG). Prints a JSON line per N and a Markdown table;
 --record appends the lines to benchmarks/results/app_load.jsonl.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from app_first_block import checkpoint_to_serve, launch_chromium, open_app, streamlit_server  # noqa: E402
+
 import workbench as wb  # noqa: E402
 from app.controls import default_images, default_steps  # noqa: E402
 from app.panels import grid_picture  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
-from app_first_block import checkpoint_to_serve, launch_chromium, open_app, streamlit_server  # noqa: E402
-from workbench.training.checkpoint import load_for_inference  # noqa: E402
 from workbench.data.codecs import build_codec  # noqa: E402
+from workbench.training.checkpoint import load_for_inference  # noqa: E402
 
 TIMEOUT_S = 300  # per session count: a session not finished by then counts as an error
 
@@ -103,8 +105,9 @@ def expected_grids(path: Path, seeds: list[int]) -> dict[int, torch.Tensor]:
     codec = build_codec(cfg.data)
     grids = {}
     for seed in seeds:
-        *_, last = wb.generate_events(model, cfg, num_images=default_images(cfg), steps=default_steps(cfg),
-                                      sampler=cfg.sample.sampler, seed=seed)
+        *_, last = wb.generate_events(
+            model, cfg, num_images=default_images(cfg), steps=default_steps(cfg), sampler=cfg.sample.sampler, seed=seed
+        )
         picture = grid_picture(codec.decode(last.x_t)).convert("L")
         grids[seed] = torch.from_numpy(np.asarray(picture, dtype=np.float32))
     return grids
@@ -124,8 +127,10 @@ def page_grid(page, url: str) -> torch.Tensor | None:
 
 def own_images(shown: dict[int, torch.Tensor], expected: dict[int, torch.Tensor]) -> bool:
     """Every session's grid is nearest to the grid of its own seed, among all the sessions' seeds."""
+
     def distance(a: torch.Tensor, b: torch.Tensor) -> float:
         return math.inf if a.shape != b.shape else float((a - b).abs().mean())
+
     return all(min(expected, key=lambda s: distance(grid, expected[s])) == seed for seed, grid in shown.items())
 
 
@@ -134,8 +139,13 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
 
     queue_log = tmp / f"queue-{n}.jsonl"
     closed = {i for i in range(n) if close_every and (i + 1) % close_every == 0}
-    with streamlit_server(app_args, tmp / f"streamlit-{n}.log", env={"WORKBENCH_QUEUE_LOG": str(queue_log)}) \
-            as (url, proc), sync_playwright() as pw:
+    with (
+        streamlit_server(app_args, tmp / f"streamlit-{n}.log", env={"WORKBENCH_QUEUE_LOG": str(queue_log)}) as (
+            url,
+            proc,
+        ),
+        sync_playwright() as pw,
+    ):
         browser = launch_chromium(pw)
         try:
             warm = browser.new_page()  # loads the models and caches; not timed
@@ -192,34 +202,45 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
     expected = expected_grids(path, list(range(n)))
     firsts = [r["first"] for r in results.values() if r["first"] is not None]
     dones = [r["done"] for i, r in results.items() if i not in closed and r["done"] is not None]
-    return {"sessions": n, "closed": len(closed),
-            "first_block_s": {"p50": quantile(firsts, 0.5), "p95": quantile(firsts, 0.95), "max": quantile(firsts, 1)},
-            "last_block_s": {"p50": quantile(dones, 0.5), "p95": quantile(dones, 0.95), "max": quantile(dones, 1)},
-            "finished": len(dones), "expected_to_finish": n - len(closed), "errors": errors,
-            "own_images": own_images({i: g for i, g in shown.items() if g is not None}, expected)
-            and len(shown) == n - len(closed),
-            "server_peak_rss_mb": round(sampler.rss_mb), "server_threads_max": sampler.threads,
-            "closed_job_ended_after_s": stop_s,
-            "closed_job_ended_after_steps": [round(s / (sum(step_s) / len(step_s)), 1) for s in stop_s] if step_s
-            else None,
-            "cancelled_jobs": len(cancelled)}
+    return {
+        "sessions": n,
+        "closed": len(closed),
+        "first_block_s": {"p50": quantile(firsts, 0.5), "p95": quantile(firsts, 0.95), "max": quantile(firsts, 1)},
+        "last_block_s": {"p50": quantile(dones, 0.5), "p95": quantile(dones, 0.95), "max": quantile(dones, 1)},
+        "finished": len(dones),
+        "expected_to_finish": n - len(closed),
+        "errors": errors,
+        "own_images": own_images({i: g for i, g in shown.items() if g is not None}, expected)
+        and len(shown) == n - len(closed),
+        "server_peak_rss_mb": round(sampler.rss_mb),
+        "server_threads_max": sampler.threads,
+        "closed_job_ended_after_s": stop_s,
+        "closed_job_ended_after_steps": [round(s / (sum(step_s) / len(step_s)), 1) for s in stop_s] if step_s else None,
+        "cancelled_jobs": len(cancelled),
+    }
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| sessions | closed | first block p50 / p95 (s) | last block p50 / p95 (s) | finished | errors | "
-            "own images | server peak RSS (MB) | server threads |\n|---|---|---|---|---|---|---|---|---|")
-    lines = [f"| {r['sessions']} | {r['closed']} | {r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
-             f"{r['last_block_s']['p50']} / {r['last_block_s']['p95']} | {r['finished']}/{r['expected_to_finish']} | "
-             f"{r['errors']} | {'yes' if r['own_images'] else 'NO'} | {r['server_peak_rss_mb']} | "
-             f"{r['server_threads_max']} |" for r in rows]
+    head = (
+        "| sessions | closed | first block p50 / p95 (s) | last block p50 / p95 (s) | finished | errors | "
+        "own images | server peak RSS (MB) | server threads |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [
+        f"| {r['sessions']} | {r['closed']} | {r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
+        f"{r['last_block_s']['p50']} / {r['last_block_s']['p95']} | {r['finished']}/{r['expected_to_finish']} | "
+        f"{r['errors']} | {'yes' if r['own_images'] else 'NO'} | {r['server_peak_rss_mb']} | "
+        f"{r['server_threads_max']} |"
+        for r in rows
+    ]
     return "\n".join([head, *lines])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8])
-    ap.add_argument("--close-every", type=int, default=4, help="every k-th session closes after its first block "
-                                                               "(0: none)")
+    ap.add_argument(
+        "--close-every", type=int, default=4, help="every k-th session closes after its first block (0: none)"
+    )
     ap.add_argument("--jobs", type=int, help="the app's --jobs (default: its own, the core count)")
     ap.add_argument("--checkpoint", type=Path, help="default: what `streamlit run app/main.py` opens first")
     ap.add_argument("--record", action="store_true", help="append the results to benchmarks/results/app_load.jsonl")
@@ -227,13 +248,22 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="app-load-"))
     path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp)
     app_args += ["--jobs", str(args.jobs)] if args.jobs else []
-    machine = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-               "cpu_count": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
+    machine = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu_count": os.cpu_count(),
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
     rows = []
     for n in args.sessions:
-        row = {"benchmark": "app_load", "checkpoint": str(path), "random_stand_in": stand_in, "jobs": args.jobs,
-               **run_level(n, args.close_every, app_args, path, tmp), "machine": machine,
-               "command": " ".join(["python", "benchmarks/app_load.py", *sys.argv[1:]])}
+        row = {
+            "benchmark": "app_load",
+            "checkpoint": str(path),
+            "random_stand_in": stand_in,
+            "jobs": args.jobs,
+            **run_level(n, args.close_every, app_args, path, tmp),
+            "machine": machine,
+            "command": " ".join(["python", "benchmarks/app_load.py", *sys.argv[1:]]),
+        }
         row["machine"] = {**machine, "load_1min_after": round(os.getloadavg()[0], 2)}
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -11,15 +11,16 @@ sequence, so its cost does not depend on the block (the per-block times are prin
 `--compile` also times the cached sampler with its denoising step under torch.compile (dynamic shapes: the
 context grows block by block); the compilation is done in the warm-up and reported, not timed.
 """
+
 from __future__ import annotations
 
 import argparse
 import time
 
 import torch
+from harness import CLOCKS, best_times, emit, machine
 
 import workbench as wb
-from harness import CLOCKS, best_times, emit, machine
 from workbench.core.compute import cached_cost, naive_cost, sample_flops
 
 
@@ -76,20 +77,41 @@ def main() -> None:
     t = best_times(fns, rounds=args.rounds, clock=args.clock)
     t_naive = t["naive"] * T / nb
     flops_c, flops_n = (sum(sample_flops(m, S, c).values()) for c in (True, False))
-    emit({
-        "benchmark": "cache", "preset": args.preset, "N": m.depth, "D": m.diffusion_depth, "T": T, "S": S,
-        "patch": m.patch_size, "tokens_per_block": m.block_tokens, "width": m.width, "images": args.images,
-        "naive_blocks_timed": nb, "clock": args.clock, "naive_block_seconds_last_round": [round(x, 3) for x in per_block],
-        "seconds_cached": round(t["cached"], 3), "seconds_naive": round(t_naive, 3),
-        "measured_speedup": round(t_naive / t["cached"], 2),
-        "predicted_speedup_block_layers": round(naive_cost(m, S) / cached_cost(m, S), 2),
-        "predicted_speedup_flops": round(flops_n / flops_c, 2),
-        "gflops_per_s_cached": round(flops_c * args.images / t["cached"] / 1e9, 1),
-        "gflops_per_s_naive": round(flops_n * args.images / t_naive / 1e9, 1),
-        **({"seconds_cached_compiled": round(t["cached_compiled"], 3), "compile_warmup_s": compile_s,
-            "compiled_speedup_over_eager": round(t["cached"] / t["cached_compiled"], 3)} if args.compile else {}),
-        "machine": machine(),
-    }, args.out)
+    emit(
+        {
+            "benchmark": "cache",
+            "preset": args.preset,
+            "N": m.depth,
+            "D": m.diffusion_depth,
+            "T": T,
+            "S": S,
+            "patch": m.patch_size,
+            "tokens_per_block": m.block_tokens,
+            "width": m.width,
+            "images": args.images,
+            "naive_blocks_timed": nb,
+            "clock": args.clock,
+            "naive_block_seconds_last_round": [round(x, 3) for x in per_block],
+            "seconds_cached": round(t["cached"], 3),
+            "seconds_naive": round(t_naive, 3),
+            "measured_speedup": round(t_naive / t["cached"], 2),
+            "predicted_speedup_block_layers": round(naive_cost(m, S) / cached_cost(m, S), 2),
+            "predicted_speedup_flops": round(flops_n / flops_c, 2),
+            "gflops_per_s_cached": round(flops_c * args.images / t["cached"] / 1e9, 1),
+            "gflops_per_s_naive": round(flops_n * args.images / t_naive / 1e9, 1),
+            **(
+                {
+                    "seconds_cached_compiled": round(t["cached_compiled"], 3),
+                    "compile_warmup_s": compile_s,
+                    "compiled_speedup_over_eager": round(t["cached"] / t["cached_compiled"], 3),
+                }
+                if args.compile
+                else {}
+            ),
+            "machine": machine(),
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Data paths: "decode" reads each crop's image from the dataset (WebP decode, comp
 version of the script did), "preloaded" cuts crops from the uint8 images decoded once (what it does now). The
 Fluent 3D emoji must be installed (scripts/fetch_fluent_emoji.sh).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from harness import best_times, emit, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -38,7 +38,7 @@ def decoded_crops(dataset, n: int, batch: int, crop: int, g: torch.Generator) ->
     """The first script's batches: every crop reads its image from the dataset."""
     index, flip = torch.randint(n, (batch,), generator=g), torch.randint(2, (batch,), generator=g)
     y, x = torch.randint(SIZE - crop + 1, (2, batch), generator=g)
-    out = [dataset[i][0][:, t:t + crop, l:l + crop] for i, t, l in zip(index.tolist(), y.tolist(), x.tolist())]
+    out = [dataset[i][0][:, t : t + crop, l : l + crop] for i, t, l in zip(index.tolist(), y.tolist(), x.tolist())]
     return torch.stack([o.flip(-1) if f else o for o, f in zip(out, flip.tolist())])
 
 
@@ -66,8 +66,11 @@ def main() -> None:
         g = torch.Generator().manual_seed(0)
 
         def step(vae=vae, opt=opt, g=g, data=data, bf16=bf16, layout=layout) -> None:
-            x = (decoded_crops(dataset, args.images, args.batch, args.crop, g) if data == "decode"
-                 else crops(images, args.batch, args.crop, g)).contiguous(memory_format=layout)
+            x = (
+                decoded_crops(dataset, args.images, args.batch, args.crop, g)
+                if data == "decode"
+                else crops(images, args.batch, args.crop, g)
+            ).contiguous(memory_format=layout)
             parts = reconstruct(vae, x, 0.0, g, bf16=bf16)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
@@ -90,13 +93,28 @@ def main() -> None:
             coders[f"encode-{tag}"] = lambda net=net, xl=xl: net.encode(xl)
             coders[f"decode-{tag}"] = lambda net=net, zl=zl: net.decode(zl)
         coder = best_times(coders, rounds=2, min_seconds=2.0)
-    emit({"benchmark": "codec", "width": args.width, "blocks": args.blocks, "batch": args.batch, "crop": args.crop,
-          "parameters": sum(p.numel() for p in vae.parameters()),
-          "train_step": [{"mode": name, "seconds_per_step": round(t, 4),
-                          "crops_per_second": round(args.batch / t, 1), "speedup_vs_decode_fp32": round(base / t, 2)}
-                         for name, t in times.items()],
-          "fp32_256px_seconds_per_image": {k: round(t / 8, 4) for k, t in coder.items()},
-          "machine": machine()}, args.out)
+    emit(
+        {
+            "benchmark": "codec",
+            "width": args.width,
+            "blocks": args.blocks,
+            "batch": args.batch,
+            "crop": args.crop,
+            "parameters": sum(p.numel() for p in vae.parameters()),
+            "train_step": [
+                {
+                    "mode": name,
+                    "seconds_per_step": round(t, 4),
+                    "crops_per_second": round(args.batch / t, 1),
+                    "speedup_vs_decode_fp32": round(base / t, 2),
+                }
+                for name, t in times.items()
+            ],
+            "fp32_256px_seconds_per_image": {k: round(t / 8, 4) for k, t in coder.items()},
+            "machine": machine(),
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

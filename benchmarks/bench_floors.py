@@ -21,6 +21,7 @@ A generated FID can be read against the middle row: the part of it above that fl
 Features of the real images come from the reference's feature log when the reference was built on this machine
 (metrics.real_features), so the first row is then free.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,20 +29,26 @@ import time
 from pathlib import Path
 
 import torch
-
 from harness import emit, machine
 
 import workbench as wb
-from workbench.data.codecs import build_codec
 from workbench.core.config import Config, DataConfig
+from workbench.data.codecs import build_codec
 from workbench.data.datasets import build_dataset
 from workbench.evaluation.evaluate import default_reference, reference_split
 from workbench.evaluation.features import extract_features, resolve_extractor
 from workbench.evaluation.metrics import ReferenceStats, bootstrap_fid, fid_from_features, real_features
 
 
-def floors(cfg: Config, n: int, seed: int = 0, extractor: str = "inception", reference: ReferenceStats | None = None,
-           log_dir: Path | None = None, batch: int = 8) -> dict:
+def floors(
+    cfg: Config,
+    n: int,
+    seed: int = 0,
+    extractor: str = "inception",
+    reference: ReferenceStats | None = None,
+    log_dir: Path | None = None,
+    batch: int = 8,
+) -> dict:
     """The three FIDs of one config's data at n (module docstring), with 90% bootstrap intervals and timings;
     `reference` defaults to the one its reports are scored against (evaluation.default_reference)."""
     d = cfg.data
@@ -50,14 +57,15 @@ def floors(cfg: Config, n: int, seed: int = 0, extractor: str = "inception", ref
     split = reference_split(d)
     ds = build_dataset(DataConfig(dataset=d.dataset, root=d.root, image_size=d.image_size, channels=d.channels), split)
     if not 2 <= n <= len(ds):
-        raise ValueError(f"bench_floors: n={n} but {d.dataset}/{split} has {len(ds)} images. Fix: use 2 <= --n <= "
-                         f"{len(ds)}.")
+        raise ValueError(
+            f"bench_floors: n={n} but {d.dataset}/{split} has {len(ds)} images. Fix: use 2 <= --n <= {len(ds)}."
+        )
     t0 = time.perf_counter()
     real, order, _ = real_features(ds, d.dataset, split, d.image_size, net, n, seed, log_dir=log_dir)
     real_seconds = time.perf_counter() - t0
     codec, recon, t0 = build_codec(d), [], time.perf_counter()
     for i in range(0, n, batch):
-        images = torch.stack([ds[j][0] for j in order[i:i + batch]])
+        images = torch.stack([ds[j][0] for j in order[i : i + batch]])
         recon.append(extract_features(net, codec.decode(codec.encode(images)), batch))
     fake = torch.cat(recon)
     recon_seconds = time.perf_counter() - t0
@@ -68,18 +76,31 @@ def floors(cfg: Config, n: int, seed: int = 0, extractor: str = "inception", ref
         return {"fid": fid_from_features(features, against), "fid_low": low, "fid_high": high}
 
     originals = ReferenceStats.from_features(real, {"name": "the same originals", "extractor": extractor})
-    return {"name": cfg.name, "dataset": d.dataset, "image_size": d.image_size, "codec": d.vae_path, "n": n,
-            "images": f"first {n} of torch.randperm({len(ds)}) seeded {seed} of {d.dataset}/{split}",
-            "reference": reference.card.get("name"), "reference_count": reference.card.get("count"),
-            "extractor": net.id, "real": row(real, reference), "through_codec": row(fake, reference),
-            "codec_paired": row(fake, originals), "seconds": {"real_features": round(real_seconds, 1),
-                                                              "codec_and_features": round(recon_seconds, 1)}}
+    return {
+        "name": cfg.name,
+        "dataset": d.dataset,
+        "image_size": d.image_size,
+        "codec": d.vae_path,
+        "n": n,
+        "images": f"first {n} of torch.randperm({len(ds)}) seeded {seed} of {d.dataset}/{split}",
+        "reference": reference.card.get("name"),
+        "reference_count": reference.card.get("count"),
+        "extractor": net.id,
+        "real": row(real, reference),
+        "through_codec": row(fake, reference),
+        "codec_paired": row(fake, originals),
+        "seconds": {"real_features": round(real_seconds, 1), "codec_and_features": round(recon_seconds, 1)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=["emoji256-T16", "people256-T16"],
-                    help="presets whose data (dataset, codec, reference) to measure; one row each")
+    ap.add_argument(
+        "--presets",
+        nargs="+",
+        default=["emoji256-T16", "people256-T16"],
+        help="presets whose data (dataset, codec, reference) to measure; one row each",
+    )
     ap.add_argument("--n", type=int, default=1000, help="images per row (the zoo scores n=1,000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)

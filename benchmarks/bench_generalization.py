@@ -20,19 +20,19 @@ trained ones) on `--images` latents of each split, drawn from the latent caches 
 timesteps from the training distribution and noise from a fixed seed, the same draws for both splits. Rows: per
 block (the mean over its latent pixels), and per noise level (the block's s, in four bins).
 """
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 import torch
-
 from harness import emit, machine
 
-from workbench.training.checkpoint import load_for_inference
+from workbench.core.objectives import build_objective
 from workbench.data.codecs import LATENT_CACHE_DIR, LatentCache, build_codec
 from workbench.data.datasets import training_dataset
-from workbench.core.objectives import build_objective
+from workbench.training.checkpoint import load_for_inference
 
 LEVELS = (0.0, 0.25, 0.5, 0.75, 1.0)  # bin edges of the noise level s = t / train_steps
 
@@ -42,8 +42,10 @@ def split_latents(config, split: str, n: int, seed: int) -> tuple[torch.Tensor, 
     from the codec if it is missing, as training would)."""
     d = config.data
     if d.codec == "pixel":
-        raise ValueError("bench_generalization: the checkpoint is a pixel model; this reads latent caches. Fix: use "
-                         "a latent (256 px) checkpoint.")
+        raise ValueError(
+            "bench_generalization: the checkpoint is a pixel model; this reads latent caches. Fix: use "
+            "a latent (256 px) checkpoint."
+        )
     flips = d.random_flip and split == "train"  # the cache training built for the split
     cache = LatentCache(build_codec(d), training_dataset(d, split), LATENT_CACHE_DIR, flips)
     picks = torch.randperm(len(cache), generator=torch.Generator().manual_seed(seed))[:n]
@@ -52,15 +54,22 @@ def split_latents(config, split: str, n: int, seed: int) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def losses(model, objective, x0: torch.Tensor, labels: torch.Tensor | None, t: torch.Tensor,
-           noise: torch.Tensor, batch: int = 32) -> torch.Tensor:
+def losses(
+    model,
+    objective,
+    x0: torch.Tensor,
+    labels: torch.Tensor | None,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    batch: int = 32,
+) -> torch.Tensor:
     """Squared error of the model's prediction per (image, block), (n, T), at timesteps t (n, T) and noise."""
     out = []
     T = t.shape[1]
     block_of = objective.block_map.flatten()  # (H*W,)
     for i in range(0, len(x0), batch):
-        x, z, tt = x0[i:i + batch], noise[i:i + batch], t[i:i + batch]
-        y = None if labels is None else labels[i:i + batch]
+        x, z, tt = x0[i : i + batch], noise[i : i + batch], t[i : i + batch]
+        y = None if labels is None else labels[i : i + batch]
         pred, _ = model(x, objective.add_noise(x, z, tt), tt, y)
         err = ((pred.float() - objective.target(x, z, tt).float()) ** 2).mean(1).flatten(1)  # (b, H*W)
         out.append(torch.stack([err[:, block_of == k].mean(1) for k in range(T)], dim=1))
@@ -77,19 +86,35 @@ def generalization(model, config, images: int = 256, seed: int = 0) -> dict:
     conditional = config.model.num_classes > 0
     err = {s: losses(model, objective, x[:n], y[:n] if conditional else None, t, noise) for s, (x, y) in sides.items()}
     level = t / config.diffusion.train_steps  # both objectives run their model timesteps over 0..train_steps
-    per_block = [{"block": k, "train": float(err["train"][:, k].mean()), "val": float(err["val"][:, k].mean())}
-                 for k in range(t.shape[1])]
+    per_block = [
+        {"block": k, "train": float(err["train"][:, k].mean()), "val": float(err["val"][:, k].mean())}
+        for k in range(t.shape[1])
+    ]
     per_level = []
     for lo, hi in zip(LEVELS, LEVELS[1:]):
         m = (level >= lo) & (level < hi if hi < 1 else level <= hi)
         if m.any():
-            per_level.append({"s": [lo, hi], "train": float(err["train"][m].mean()), "val": float(err["val"][m].mean()),
-                              "count": int(m.sum())})
+            per_level.append(
+                {
+                    "s": [lo, hi],
+                    "train": float(err["train"][m].mean()),
+                    "val": float(err["val"][m].mean()),
+                    "count": int(m.sum()),
+                }
+            )
     for row in per_block + per_level:
         row["val_over_train"] = row["val"] / max(row["train"], 1e-12)
-    return {"name": config.name, "dataset": config.data.dataset, "T": config.model.num_blocks, "images": n,
-            "seed": seed, "train": float(err["train"].mean()), "val": float(err["val"].mean()),
-            "per_block": per_block, "per_level": per_level}
+    return {
+        "name": config.name,
+        "dataset": config.data.dataset,
+        "T": config.model.num_blocks,
+        "images": n,
+        "seed": seed,
+        "train": float(err["train"].mean()),
+        "val": float(err["val"].mean()),
+        "per_block": per_block,
+        "per_level": per_level,
+    }
 
 
 def main() -> None:
@@ -108,11 +133,15 @@ def main() -> None:
     emit(result, str(args.out) if args.out else None)
     print(f"{config.name}: loss train {result['train']:.4f}, held out {result['val']:.4f}")
     for row in result["per_block"]:
-        print(f"  block {row['block']:2d}: train {row['train']:.4f}  held out {row['val']:.4f}  "
-              f"x{row['val_over_train']:.1f}")
+        print(
+            f"  block {row['block']:2d}: train {row['train']:.4f}  held out {row['val']:.4f}  "
+            f"x{row['val_over_train']:.1f}"
+        )
     for row in result["per_level"]:
-        print(f"  s in [{row['s'][0]:.2f}, {row['s'][1]:.2f}): train {row['train']:.4f}  held out {row['val']:.4f}  "
-              f"x{row['val_over_train']:.1f}  ({row['count']} blocks)")
+        print(
+            f"  s in [{row['s'][0]:.2f}, {row['s'][1]:.2f}): train {row['train']:.4f}  held out {row['val']:.4f}  "
+            f"x{row['val_over_train']:.1f}  ({row['count']} blocks)"
+        )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ training neighbour as the codec puts a copy; pixels do not). The grid puts gener
 over their nearest training images in pixels (bottom row). Features of the real images come from the reference's
 feature log (metrics.real_features) when it was built here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from harness import emit, machine
 
-from workbench.training.checkpoint import load_for_inference
-from workbench.data.codecs import build_codec
 from workbench.core.config import Config, DataConfig
+from workbench.data.codecs import build_codec
 from workbench.data.datasets import build_dataset
+from workbench.data.images import save_grid
 from workbench.evaluation.evaluate import reference_split, sample_images
 from workbench.evaluation.features import extract_features, resolve_extractor
-from workbench.data.images import save_grid
 from workbench.evaluation.metrics import real_features
+from workbench.training.checkpoint import load_for_inference
 
-COPIES = 100      # training images reconstructed through the codec for the copy baseline
-PIXEL_SIZE = 64   # side the pixel-space distance averages images down to (a copy stays a near-duplicate)
+COPIES = 100  # training images reconstructed through the codec for the copy baseline
+PIXEL_SIZE = 64  # side the pixel-space distance averages images down to (a copy stays a near-duplicate)
 
 
 def _quantiles(x: torch.Tensor) -> dict:
@@ -51,18 +51,22 @@ def _quantiles(x: torch.Tensor) -> dict:
     return {"p05": q[0], "median": q[1], "p95": q[2], "n": len(x)}
 
 
-def _space(gen: torch.Tensor, train: torch.Tensor, held: torch.Tensor,
-           copies: torch.Tensor) -> tuple[dict, torch.Tensor]:
+def _space(
+    gen: torch.Tensor, train: torch.Tensor, held: torch.Tensor, copies: torch.Tensor
+) -> tuple[dict, torch.Tensor]:
     """The distance figures of one space (vectors (k, F) of generations, training, held-out images; copy distances),
     and the index of each generation's nearest training image."""
     nearest, which = torch.cdist(gen.double(), train.double()).min(1)
     novel = torch.cdist(held.double(), train.double()).min(1).values
     copy_line, novel_line = float(torch.quantile(copies, 0.95)), float(torch.quantile(novel, 0.05))
-    return {"generated_to_train": _quantiles(nearest), "copies": _quantiles(copies),
-            "novel_to_train": _quantiles(novel),
-            "share_copies": float((nearest < copy_line).double().mean()),
-            "share_closer_than_novel_p05": float((nearest < novel_line).double().mean()),
-            "distinct_neighbours": int(which.unique().numel())}, which
+    return {
+        "generated_to_train": _quantiles(nearest),
+        "copies": _quantiles(copies),
+        "novel_to_train": _quantiles(novel),
+        "share_copies": float((nearest < copy_line).double().mean()),
+        "share_closer_than_novel_p05": float((nearest < novel_line).double().mean()),
+        "distinct_neighbours": int(which.unique().numel()),
+    }, which
 
 
 def _pixels(images: torch.Tensor) -> torch.Tensor:
@@ -70,16 +74,27 @@ def _pixels(images: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(images.float(), PIXEL_SIZE).flatten(1)
 
 
-def memorization(model, config: Config, n: int = 500, steps: int = 16, seed: int = 0, grid: str | Path | None = None,
-                 extractor: str = "inception", log_dir: Path | None = None, batch: int = 8) -> dict:
+def memorization(
+    model,
+    config: Config,
+    n: int = 500,
+    steps: int = 16,
+    seed: int = 0,
+    grid: str | Path | None = None,
+    extractor: str = "inception",
+    log_dir: Path | None = None,
+    batch: int = 8,
+) -> dict:
     """The distances of the module docstring for one model and its config (sample section included), in both
     spaces, with the generation settings that made them."""
     d = config.data
     plain = DataConfig(dataset=d.dataset, root=d.root, image_size=d.image_size, channels=d.channels)
     split = reference_split(d)
     if split != "all":
-        raise ValueError(f"bench_memorization: {d.dataset}'s reference is its {split!r} split, not all images, so "
-                         "its feature log holds no held-out images. Fix: use a checkpoint of the Fluent sets.")
+        raise ValueError(
+            f"bench_memorization: {d.dataset}'s reference is its {split!r} split, not all images, so "
+            "its feature log holds no held-out images. Fix: use a checkpoint of the Fluent sets."
+        )
     everything = build_dataset(plain, split)
     train_paths = {p for p, _ in build_dataset(plain, "train").samples}
     net = resolve_extractor(extractor)
@@ -87,20 +102,23 @@ def memorization(model, config: Config, n: int = 500, steps: int = 16, seed: int
     feats, order, _ = real_features(everything, d.dataset, split, d.image_size, net, len(everything), log_dir=log_dir)
     is_train = torch.tensor([everything.samples[i][0] in train_paths for i in order])
     index = torch.tensor(order)
-    pixels = torch.cat([_pixels(torch.stack([everything[int(j)][0] for j in index[i:i + 64]]))
-                        for i in range(0, len(index), 64)])  # (N, 3 * PIXEL_SIZE**2), in `order`
+    pixels = torch.cat(
+        [_pixels(torch.stack([everything[int(j)][0] for j in index[i : i + 64]])) for i in range(0, len(index), 64)]
+    )  # (N, 3 * PIXEL_SIZE**2), in `order`
     train_index = index[is_train]
     codec = build_codec(d)
     picks = torch.randperm(len(train_index), generator=torch.Generator().manual_seed(seed))[:COPIES]
     recon_feats, recon_pixels = [], []
     for i in range(0, len(picks), batch):
-        images = torch.stack([everything[int(train_index[j])][0] for j in picks[i:i + batch]])
+        images = torch.stack([everything[int(train_index[j])][0] for j in picks[i : i + batch]])
         recon = codec.decode(codec.encode(images)).clamp(-1, 1)
         recon_feats.append(extract_features(net, recon, batch))
         recon_pixels.append(_pixels(recon))
     train_feats, train_pixels = feats[is_train], pixels[is_train]
-    copies = {"inception": (torch.cat(recon_feats).double() - train_feats[picks].double()).norm(dim=1),
-              "pixels": (torch.cat(recon_pixels).double() - train_pixels[picks].double()).norm(dim=1)}
+    copies = {
+        "inception": (torch.cat(recon_feats).double() - train_feats[picks].double()).norm(dim=1),
+        "pixels": (torch.cat(recon_pixels).double() - train_pixels[picks].double()).norm(dim=1),
+    }
     real_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     images, _, _ = sample_images(model, config, n, steps, seed=seed)  # (n, C, H, W) in [-1, 1]
@@ -111,17 +129,27 @@ def memorization(model, config: Config, n: int = 500, steps: int = 16, seed: int
         cols = min(8, n)  # rows of `cols` generations, each over a row of their nearest training images in pixels
         pairs = []
         for row in range(0, min(16, n) // cols * cols, cols):
-            pairs += [images[row:row + cols], torch.stack([everything[int(train_index[j])][0]
-                                                           for j in which[row:row + cols]])]
+            pairs += [
+                images[row : row + cols],
+                torch.stack([everything[int(train_index[j])][0] for j in which[row : row + cols]]),
+            ]
         save_grid(torch.cat(pairs), grid, nrow=cols)
     sc = config.sample
-    return {"name": config.name, "dataset": d.dataset, "n": n, "steps": steps,
-            "sampler": sc.sampler, "cfg_scale": sc.cfg_scale if config.model.num_classes else None, "seed": seed,
-            "train_images": int(is_train.sum()), "held_out_images": int((~is_train).sum()),
-            "inception": {"extractor": net.id, "distance": "euclidean, pool features", **inception},
-            "pixels": {"distance": f"euclidean, RGB in [-1, 1] averaged to {PIXEL_SIZE}x{PIXEL_SIZE}", **pixel},
-            "grid": str(grid) if grid is not None else None,
-            "seconds": {"real": round(real_seconds, 1), "generate_and_features": round(gen_seconds, 1)}}
+    return {
+        "name": config.name,
+        "dataset": d.dataset,
+        "n": n,
+        "steps": steps,
+        "sampler": sc.sampler,
+        "cfg_scale": sc.cfg_scale if config.model.num_classes else None,
+        "seed": seed,
+        "train_images": int(is_train.sum()),
+        "held_out_images": int((~is_train).sum()),
+        "inception": {"extractor": net.id, "distance": "euclidean, pool features", **inception},
+        "pixels": {"distance": f"euclidean, RGB in [-1, 1] averaged to {PIXEL_SIZE}x{PIXEL_SIZE}", **pixel},
+        "grid": str(grid) if grid is not None else None,
+        "seconds": {"real": round(real_seconds, 1), "generate_and_features": round(gen_seconds, 1)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

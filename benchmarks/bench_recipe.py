@@ -21,6 +21,7 @@ outside [-1, 1]. A 64-image grid of each variant (S=16) is written beside --out 
 Resumable: a variant already in --out for this stage and budget is skipped; an interrupted training continues from
 its last checkpoint (`--resume`) with the planned step count kept in its probe.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,23 +35,41 @@ import time
 from pathlib import Path
 
 import torch
-
 from harness import emit, machine, score_steps
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "fmnist-small"
 # what every run shares: no sample grids or FID during training (the race scores afterwards), frequent checkpoints
-COMMON = {"train.sample_every": 0, "train.eval_every": 0, "train.ckpt_every": 100, "train.log_every": 25,
-          "train.keep_last": 2, "train.accelerator": "cpu"}
+COMMON = {
+    "train.sample_every": 0,
+    "train.eval_every": 0,
+    "train.ckpt_every": 100,
+    "train.log_every": 25,
+    "train.keep_last": 2,
+    "train.accelerator": "cpu",
+}
 # the recipe of fmnist-small before the race, pinned here so that the race compares the same variants after the
 # preset's default changes to the race's winner: eps objective, timestep through the block embedder only, DDIM
-TODAY = {"train.lr": 3e-4, "diffusion.prediction": "epsilon", "diffusion.loss_weighting": "none",
-         "model.timestep_conditioning": "embed", "sample.sampler": "ddim", "sample.x0_clip": "none",
-         "train.batch_size": 64, "train.ema_decay": 0.999, "train.precision": "bf16-mixed", "model.patch_size": 4,
-         "model.depth": 6, "model.diffusion_depth": 3, "model.width": 256, "model.heads": 4, "model.num_blocks": 4}
+TODAY = {
+    "train.lr": 3e-4,
+    "diffusion.prediction": "epsilon",
+    "diffusion.loss_weighting": "none",
+    "model.timestep_conditioning": "embed",
+    "sample.sampler": "ddim",
+    "sample.x0_clip": "none",
+    "train.batch_size": 64,
+    "train.ema_decay": 0.999,
+    "train.precision": "bf16-mixed",
+    "model.patch_size": 4,
+    "model.depth": 6,
+    "model.diffusion_depth": 3,
+    "model.width": 256,
+    "model.heads": 4,
+    "model.num_blocks": 4,
+}
 FLOW = {"diffusion.prediction": "flow", "sample.sampler": "euler"}
 VARIANTS: dict[str, dict] = {
-    "today": {},                                                          # fmnist-small as shipped before the race
+    "today": {},  # fmnist-small as shipped before the race
     "lr1e-3": {"train.lr": 1e-3},
     "lr1e-3-b128": {"train.lr": 1e-3, "train.batch_size": 128},
     "min-snr": {"diffusion.loss_weighting": "min_snr"},
@@ -67,8 +86,19 @@ VARIANTS: dict[str, dict] = {
 }
 # Round two: the first screen found the learning rate dominant (lr1e-3 halved both FIDs of today's recipe), so each
 # remaining ingredient is screened again on top of it (coordinate ascent: one change at a time from the best so far)
-ON_LR = ("adaln", "flow", "v", "min-snr", "patch2", "ema0.995", "ema0.9995", "wide-shallow", "deep-narrow", "fp32",
-         "compile")
+ON_LR = (
+    "adaln",
+    "flow",
+    "v",
+    "min-snr",
+    "patch2",
+    "ema0.995",
+    "ema0.9995",
+    "wide-shallow",
+    "deep-narrow",
+    "fp32",
+    "compile",
+)
 VARIANTS.update({f"lr1e-3+{k}": {**VARIANTS["lr1e-3"], **VARIANTS[k]} for k in ON_LR})
 # combined winners of round two (flow and adaLN each beat lr1e-3 alone)
 VARIANTS["lr1e-3+flow+adaln"] = {**VARIANTS["lr1e-3+flow"], **VARIANTS["adaln"]}
@@ -107,8 +137,15 @@ def parse_define(text: str) -> tuple[str, dict]:
 
 def config_for(name: str, overrides: dict, runs: Path, steps: int, minutes: float, out_dir: Path | None = None):
     import workbench as wb
-    over = {**TODAY, **COMMON, **overrides, "train.max_steps": steps, "train.max_minutes": minutes,
-            "train.out_dir": str(out_dir or runs / name)}
+
+    over = {
+        **TODAY,
+        **COMMON,
+        **overrides,
+        "train.max_steps": steps,
+        "train.max_minutes": minutes,
+        "train.out_dir": str(out_dir or runs / name),
+    }
     return wb.preset(BASE, **over).override(name=f"recipe/{name}")
 
 
@@ -116,17 +153,23 @@ def config_for(name: str, overrides: dict, runs: Path, steps: int, minutes: floa
 def worker_train(args) -> None:
     torch.set_num_threads(args.threads)
     from workbench.training.train import train
+
     spec = json.loads(args.spec)
-    cfg = config_for(spec["name"], spec["overrides"], Path(spec["runs"]), spec["steps"], spec["minutes"],
-                     Path(spec["out_dir"]))
+    cfg = config_for(
+        spec["name"], spec["overrides"], Path(spec["runs"]), spec["steps"], spec["minutes"], Path(spec["out_dir"])
+    )
     summary = train(cfg, resume=spec["resume"])
     Path(spec["out_dir"], "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
 
 def run_worker(mode: str, spec: dict, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    subprocess.run([sys.executable, __file__, mode, "--spec", json.dumps(spec), "--threads", str(threads)],
-                   check=True, env=env, cwd=REPO)
+    subprocess.run(
+        [sys.executable, __file__, mode, "--spec", json.dumps(spec), "--threads", str(threads)],
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
     return json.loads(Path(spec["out_dir"], "summary.json").read_text())
 
 
@@ -137,11 +180,25 @@ COST_KEYS = ("model.", "train.batch_size", "train.grad_accum", "train.precision"
 def probe(name: str, overrides: dict, runs: Path, threads: int, probe_steps: int = PROBE_STEPS) -> dict:
     """Seconds per step (after the first) and of the first step of a short run of the variant."""
     probe_dir = runs / "probes" / f"{name}-{time.time_ns()}"
-    s = run_worker("_train", {"name": name, "overrides": overrides, "runs": str(runs), "steps": probe_steps,
-                              "minutes": 0.0, "out_dir": str(probe_dir), "resume": False}, threads)
+    s = run_worker(
+        "_train",
+        {
+            "name": name,
+            "overrides": overrides,
+            "runs": str(runs),
+            "steps": probe_steps,
+            "minutes": 0.0,
+            "out_dir": str(probe_dir),
+            "resume": False,
+        },
+        threads,
+    )
     shutil.rmtree(probe_dir, ignore_errors=True)
-    return {"seconds_per_step": s["seconds_per_step_after_first"], "first_step_seconds": s["first_step_seconds"],
-            "probe_steps": probe_steps}
+    return {
+        "seconds_per_step": s["seconds_per_step_after_first"],
+        "first_step_seconds": s["first_step_seconds"],
+        "probe_steps": probe_steps,
+    }
 
 
 def steps_that_fit(minutes: float, first_step_seconds: float, seconds_per_step: float) -> int:
@@ -162,8 +219,11 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
     load = os.getloadavg()[0]
     if name == "today":
         p = probe(name, overrides, runs, threads)
-        info = {**p, "steps": steps_that_fit(minutes, p["first_step_seconds"], p["seconds_per_step"]),
-                "basis": "probed alone"}
+        info = {
+            **p,
+            "steps": steps_that_fit(minutes, p["first_step_seconds"], p["seconds_per_step"]),
+            "basis": "probed alone",
+        }
     else:
         base = plan("today", VARIANTS["today"], runs, minutes, threads)
         if not any(k.startswith(COST_KEYS) for k in overrides):
@@ -174,9 +234,13 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
             ratio = b["seconds_per_step"] / a["seconds_per_step"]
             per_step = base["seconds_per_step"] * ratio  # on the machine as the baseline's probe found it
             first = b["first_step_seconds"] * base["seconds_per_step"] / a["seconds_per_step"]
-            info = {"seconds_per_step": per_step, "first_step_seconds": first,
-                    "steps": steps_that_fit(minutes, first, per_step),
-                    "basis": f"probed beside today: step time ratio {ratio:.3f}", "ratio_to_today": ratio}
+            info = {
+                "seconds_per_step": per_step,
+                "first_step_seconds": first,
+                "steps": steps_that_fit(minutes, first, per_step),
+                "basis": f"probed beside today: step time ratio {ratio:.3f}",
+                "ratio_to_today": ratio,
+            }
     info.update(minutes=minutes, load_1min_before=load)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info, indent=1))
@@ -184,9 +248,10 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
 
 
 def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, grid: Path) -> list[dict]:
-    from workbench.training.checkpoint import load_for_inference
-    from workbench.evaluation.evaluate import default_reference, sample_images, score
     from workbench.data.images import save_grid
+    from workbench.evaluation.evaluate import default_reference, sample_images, score
+    from workbench.training.checkpoint import load_for_inference
+
     model, cfg = load_for_inference(run_dir)
     sampler = cfg.sample.sampler
     save_grid(sample_images(model, cfg, 64, 16, sampler, 0)[0], grid)
@@ -205,8 +270,9 @@ def rescore(args, benchmark: str, field: str, settings) -> None:
     """Score finished runs of --variants at every --steps with the classifier, same seed and n as the race, under
     each setting `settings(name, cfg)` yields as (value of `field`, config, sampler); one line per (variant,
     setting) into <benchmark with "-" as "_">.jsonl beside --out."""
-    from workbench.training.checkpoint import load_for_inference
     from workbench.evaluation.evaluate import default_reference
+    from workbench.training.checkpoint import load_for_inference
+
     torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
     out = Path(args.out).with_name(benchmark.replace("-", "_") + ".jsonl")
@@ -214,11 +280,29 @@ def rescore(args, benchmark: str, field: str, settings) -> None:
         model, cfg = load_for_inference(runs / name)
         ref = default_reference(cfg, "fmnist-classifier")
         for value, c, sampler in settings(name, cfg):
-            points = score_steps(model, c, [int(x) for x in args.steps.split(",")], sampler,
-                                 label=f"{name} {field}={value}", n=args.n, seed=0, extractor="fmnist-classifier",
-                                 reference=ref)
-            emit({"benchmark": benchmark, "stage": args.stage, "variant": name, "minutes": args.minutes,
-                  field: value, "scores": points, "machine": machine()}, str(out))
+            points = score_steps(
+                model,
+                c,
+                [int(x) for x in args.steps.split(",")],
+                sampler,
+                label=f"{name} {field}={value}",
+                n=args.n,
+                seed=0,
+                extractor="fmnist-classifier",
+                reference=ref,
+            )
+            emit(
+                {
+                    "benchmark": benchmark,
+                    "stage": args.stage,
+                    "variant": name,
+                    "minutes": args.minutes,
+                    field: value,
+                    "scores": points,
+                    "machine": machine(),
+                },
+                str(out),
+            )
 
 
 def x0_treatments(args) -> None:
@@ -232,14 +316,20 @@ def x0_treatments(args) -> None:
                 print(f"{name}: {cfg.sample.sampler} offers no x0 treatment {clip!r}; skipped")
                 continue
             yield clip, cfg.override(**{"sample.x0_clip": clip}), None
+
     rescore(args, "recipe-x0", "x0_clip", settings)
 
 
 def samplers(args) -> None:
     """Every sampler that fits the objective (config.samplers_for) (recipe_samplers.jsonl)."""
     from workbench.core.config import samplers_for
-    rescore(args, "recipe-samplers", "sampler",
-            lambda name, cfg: ((s, cfg, s) for s in samplers_for(cfg.diffusion.prediction)))
+
+    rescore(
+        args,
+        "recipe-samplers",
+        "sampler",
+        lambda name, cfg: ((s, cfg, s) for s in samplers_for(cfg.diffusion.prediction)),
+    )
 
 
 def done_variants(out: Path, stage: str, minutes: float) -> set[str]:
@@ -277,38 +367,77 @@ def race(args) -> None:
         resume = (run_dir / "latest").is_file()
         # no wall-clock cap: the step count is what is equal, and a run slowed or paused by other work must still
         # reach the end of its LR schedule
-        summary = run_worker("_train", {"name": name, "overrides": over, "runs": str(stage_runs),
-                                        "steps": info["steps"], "minutes": 0.0,
-                                        "out_dir": str(run_dir), "resume": resume}, args.threads)
+        summary = run_worker(
+            "_train",
+            {
+                "name": name,
+                "overrides": over,
+                "runs": str(stage_runs),
+                "steps": info["steps"],
+                "minutes": 0.0,
+                "out_dir": str(run_dir),
+                "resume": resume,
+            },
+            args.threads,
+        )
         load_after = os.getloadavg()[0]
         if summary["status"] != "finished" or summary["step"] != info["steps"]:
-            print(f"{name}: stopped at step {summary['step']} of {info['steps']} ({summary['status']}); not scored. "
-                  "Run the race again to continue it.", flush=True)
+            print(
+                f"{name}: stopped at step {summary['step']} of {info['steps']} ({summary['status']}); not scored. "
+                "Run the race again to continue it.",
+                flush=True,
+            )
             continue
         points = score(run_dir, steps, inception_steps, args.n, out.parent / "recipe" / f"{args.stage}-{name}.png")
-        emit({"benchmark": "recipe", "stage": args.stage, "variant": name, "overrides": over,
-              "minutes": args.minutes, "steps_planned": info["steps"], "steps_reached": summary["step"],
-              "status": summary["status"], "train_seconds": round(summary["train_seconds"], 1),
-              "images_seen": summary["images_seen"], "probe_seconds_per_step": info["seconds_per_step"],
-              "probe_first_step_seconds": info["first_step_seconds"], "steps_basis": info["basis"],
-              "val_loss": summary["val_loss"],
-              "load_1min": {"probe": info["load_1min_before"], "before": load_before, "after": load_after},
-              "scores": points, "machine": machine()}, str(out))
+        emit(
+            {
+                "benchmark": "recipe",
+                "stage": args.stage,
+                "variant": name,
+                "overrides": over,
+                "minutes": args.minutes,
+                "steps_planned": info["steps"],
+                "steps_reached": summary["step"],
+                "status": summary["status"],
+                "train_seconds": round(summary["train_seconds"], 1),
+                "images_seen": summary["images_seen"],
+                "probe_seconds_per_step": info["seconds_per_step"],
+                "probe_first_step_seconds": info["first_step_seconds"],
+                "steps_basis": info["basis"],
+                "val_loss": summary["val_loss"],
+                "load_1min": {"probe": info["load_1min_before"], "before": load_before, "after": load_after},
+                "scores": points,
+                "machine": machine(),
+            },
+            str(out),
+        )
 
 
 def table(out: Path) -> str:
     """A markdown table of the recorded rows: variant, steps, images seen, FID with each extractor at each S."""
     rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    cols = sorted({(p["steps"], p["extractor"].rsplit("-", 1)[0]) for r in rows for p in r["scores"]},
-                  key=lambda c: (c[1] != "fmnist-classifier", c[0]))
+    cols = sorted(
+        {(p["steps"], p["extractor"].rsplit("-", 1)[0]) for r in rows for p in r["scores"]},
+        key=lambda c: (c[1] != "fmnist-classifier", c[0]),
+    )
     short = {"fmnist-classifier": "classifier", "inception": "Inception"}
-    head = ["stage", "min", "variant", "steps", "images", "train s", "load"] + \
-        [f"{short[e]} FID S={s}" for s, e in cols] + ["out of range (S=16)"]
+    head = (
+        ["stage", "min", "variant", "steps", "images", "train s", "load"]
+        + [f"{short[e]} FID S={s}" for s, e in cols]
+        + ["out of range (S=16)"]
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         at = {(p["steps"], p["extractor"].rsplit("-", 1)[0]): p for p in r["scores"]}
-        cells = [r["stage"], f"{r['minutes']:g}", r["variant"], str(r["steps_reached"]), f"{r['images_seen']:,}",
-                 f"{r['train_seconds']:.0f}", f"{r['load_1min']['before']:.1f}"]
+        cells = [
+            r["stage"],
+            f"{r['minutes']:g}",
+            r["variant"],
+            str(r["steps_reached"]),
+            f"{r['images_seen']:,}",
+            f"{r['train_seconds']:.0f}",
+            f"{r['load_1min']['before']:.1f}",
+        ]
         for c in cols:
             p = at.get(c)
             cells.append(f"{p['fid']:.1f} [{p['fid_low']:.1f}, {p['fid_high']:.1f}]" if p else "-")
@@ -320,14 +449,24 @@ def table(out: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="race", choices=("race", "table", "x0", "samplers", "_train"),
-                   help="race: train and score; table: the markdown table of --out; x0: score finished runs of "
-                        "--variants under each x0 treatment (into recipe_x0.jsonl beside --out); samplers: with "
-                        "every sampler that fits their objective (recipe_samplers.jsonl)")
+    p.add_argument(
+        "mode",
+        nargs="?",
+        default="race",
+        choices=("race", "table", "x0", "samplers", "_train"),
+        help="race: train and score; table: the markdown table of --out; x0: score finished runs of "
+        "--variants under each x0 treatment (into recipe_x0.jsonl beside --out); samplers: with "
+        "every sampler that fits their objective (recipe_samplers.jsonl)",
+    )
     p.add_argument("--minutes", type=float, default=10.0, help="training budget per variant (wall clock)")
     p.add_argument("--variants", default="", help=f"comma-separated, default all: {', '.join(VARIANTS)}")
-    p.add_argument("--define", action="append", default=[], metavar="NAME=KEY=VAL,...",
-                   help="an extra variant (e.g. combined winners); +NAME includes another variant's overrides")
+    p.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME=KEY=VAL,...",
+        help="an extra variant (e.g. combined winners); +NAME includes another variant's overrides",
+    )
     p.add_argument("--steps", default="8,16", help="denoising steps per block to score")
     p.add_argument("--inception-steps", default="16", help="the subset of --steps also scored with Inception")
     p.add_argument("--n", type=int, default=1000, help="images per score")

@@ -14,6 +14,7 @@ precision. Variants:
 Also times the attention kernels alone at the training shapes: SDPA with the boolean mask, without it, and
 FlexAttention with a block mask (compiled; forward only where it has no backward, e.g. CPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,10 @@ import types
 
 import torch
 import torch.nn.functional as F
+from harness import CLOCKS, best_times, emit, machine, matmul_probes, peak_rate
 
 import workbench as wb
 import workbench.core.layers
-from harness import CLOCKS, best_times, emit, machine, matmul_probes, peak_rate
 from workbench.core.blocks import training_masks
 from workbench.core.compute import sequence_blocks, train_flops
 from workbench.core.diffusion import Diffusion
@@ -35,8 +36,10 @@ VARIANTS = ("fp32", "bf16", "fp32-compile", "bf16-compile", "fp32-nomask")
 
 def without_mask() -> types.SimpleNamespace:
     """torch.nn.functional with SDPA ignoring attn_mask (patched into workbench.core.layers for one variant)."""
+
     def sdpa(q, k, v, attn_mask=None, **kw):
         return F.scaled_dot_product_attention(q, k, v, **kw)
+
     return types.SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": sdpa})
 
 
@@ -62,6 +65,7 @@ def make_step(cfg, variant: str, batch: int, device: str):
             opt.step()
         finally:
             workbench.core.layers.F = F
+
     return step
 
 
@@ -71,11 +75,14 @@ def attention_kernels(cfg, batch: int, device: str, rounds: int, clock: str) -> 
     mask = training_masks(m)[1].to(device)
     L, H = mask.shape[0], m.heads
     q, k, v = (torch.randn(batch, H, L, m.width // H, device=device) for _ in range(3))
-    fns = {"sdpa_mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
-           "sdpa_nomask": lambda: F.scaled_dot_product_attention(q, k, v)}
+    fns = {
+        "sdpa_mask": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+        "sdpa_nomask": lambda: F.scaled_dot_product_attention(q, k, v),
+    }
     out = {}
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
         block_mask = create_block_mask(lambda b, h, qi, ki: mask[qi, ki], None, None, L, L, device=device)
         flex = torch.compile(flex_attention)
         start = time.perf_counter()
@@ -108,22 +115,29 @@ def run(cfg, variants: list[str], batch: int, rounds: int, device: str, clock: s
         compile_s[v] = round(time.perf_counter() - start, 1)
     sync = torch.cuda.synchronize if device == "cuda" else None
     times = best_times({**steps, **{k: f for k, (f, _) in probes.items()}}, rounds=rounds, sync=sync, clock=clock)
-    peak = {"fp32": peak_rate(times, {k: p for k, p in probes.items() if "float32" in k}),
-            "bf16": peak_rate(times, {k: p for k, p in probes.items() if "bfloat16" in k})}
+    peak = {
+        "fp32": peak_rate(times, {k: p for k, p in probes.items() if "float32" in k}),
+        "bf16": peak_rate(times, {k: p for k, p in probes.items() if "bfloat16" in k}),
+    }
     flops = train_flops(m, batch)
     seq_tokens = round(sequence_blocks(m) * m.block_tokens)  # clean copies + noisy slots (+ prefix) per image
-    result = {"flops_per_step": flops, "image_tokens_per_step": batch * m.grid ** 2,
-              "sequence_tokens_per_step": batch * seq_tokens,
-              "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
-              "matmul_probe_gflops": {k: round(f / times[k] / 1e9, 1) for k, (_, f) in probes.items()},
-              "variants": {}}
+    result = {
+        "flops_per_step": flops,
+        "image_tokens_per_step": batch * m.grid**2,
+        "sequence_tokens_per_step": batch * seq_tokens,
+        "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peak.items()},
+        "matmul_probe_gflops": {k: round(f / times[k] / 1e9, 1) for k, (_, f) in probes.items()},
+        "variants": {},
+    }
     for v in variants:
         sec = times[v]
         result["variants"][v] = {
-            "seconds_per_step": round(sec, 4), "warmup_s": compile_s[v],
-            "image_tokens_per_s": round(batch * m.grid ** 2 / sec, 1),
+            "seconds_per_step": round(sec, 4),
+            "warmup_s": compile_s[v],
+            "image_tokens_per_s": round(batch * m.grid**2 / sec, 1),
             "gflops_per_s": round(flops / sec / 1e9, 1),
-            "mfu": round(flops / sec / peak["bf16" if v.startswith("bf16") else "fp32"], 3)}
+            "mfu": round(flops / sec / peak["bf16" if v.startswith("bf16") else "fp32"], 3),
+        }
     return result
 
 
@@ -143,8 +157,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = wb.preset(args.preset)
     batch = args.batch or cfg.train.batch_size
-    result = {"benchmark": "train", "preset": args.preset, "batch": batch, "device": args.device,
-              "clock": args.clock, **run(cfg, args.variants.split(","), batch, args.rounds, args.device, args.clock)}
+    result = {
+        "benchmark": "train",
+        "preset": args.preset,
+        "batch": batch,
+        "device": args.device,
+        "clock": args.clock,
+        **run(cfg, args.variants.split(","), batch, args.rounds, args.device, args.clock),
+    }
     if not args.no_attention:
         result["attention"] = attention_kernels(cfg, batch, args.device, args.rounds, args.clock)
     result["machine"] = machine()

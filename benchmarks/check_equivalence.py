@@ -6,6 +6,7 @@ Exports BASE's `workbench/` (git archive) under the package name `wb_base` (its 
 both models with the same random non-zero weights, and compares the teacher-forced forward and a short cached
 sampling run over a few variants. Prints the largest absolute difference of each; exit status 1 above --tol.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,15 @@ import torch
 import workbench as wb
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = [{}, {"model.num_classes": 10}, {"model.clean_stream": False}, {"model.use_z_cond": False},
-            {"model.denoiser_attention": "token"}, {"model.num_blocks": 16, "model.patch_size": 2},
-            {"model.num_blocks": 1, "model.diffusion_depth": 6}]
+VARIANTS = [
+    {},
+    {"model.num_classes": 10},
+    {"model.clean_stream": False},
+    {"model.use_z_cond": False},
+    {"model.denoiser_attention": "token"},
+    {"model.num_blocks": 16, "model.patch_size": 2},
+    {"model.num_blocks": 1, "model.diffusion_depth": 6},
+]
 
 
 def import_base(rev: str, tmp: Path):
@@ -34,6 +41,7 @@ def import_base(rev: str, tmp: Path):
     (tmp / "workbench").rename(tmp / "wb_base")
     sys.path.insert(0, str(tmp))
     import wb_base
+
     return wb_base
 
 

@@ -9,6 +9,7 @@ to the first (the rows are the same images, so what the two share cancels), with
 The originals' features, and each codec's reconstruction features (keyed by the sha256 of its files), are kept in
 --cache, so comparing a new codec against old ones costs one pass over its own reconstructions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,18 +20,22 @@ import time
 from pathlib import Path
 
 import torch
-
 from harness import emit, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from train_codec import SIZE, _batches, codec_folder, fid_sample  # noqa: E402
 
-from workbench.data.codecs import VAECodec, measure_reconstruction, verify_codec  # noqa: E402
 from workbench.core.config import DataConfig  # noqa: E402
+from workbench.core.paths import CODECS_DIR, REPO_ROOT  # noqa: E402
+from workbench.data.codecs import VAECodec, measure_reconstruction, verify_codec  # noqa: E402
 from workbench.data.datasets import build_dataset  # noqa: E402
 from workbench.evaluation.features import feature_extractor  # noqa: E402
-from workbench.evaluation.metrics import ReferenceStats, bootstrap_fid, fid_from_features, paired_fid_difference  # noqa: E402
-from workbench.core.paths import CODECS_DIR, REPO_ROOT  # noqa: E402
+from workbench.evaluation.metrics import (  # noqa: E402
+    ReferenceStats,
+    bootstrap_fid,
+    fid_from_features,
+    paired_fid_difference,
+)
 
 
 def cached(path: Path, make):
@@ -75,8 +80,9 @@ def main() -> None:
 
         def reconstructions() -> dict:
             codec, fake, t0 = VAECodec(folder, latent_scale=0.0, batch_size=8), [], time.perf_counter()
-            stats = measure_reconstruction(codec, _batches(train_set, order, 8),
-                                           lambda images, recon: fake.append(inception(recon)))
+            stats = measure_reconstruction(
+                codec, _batches(train_set, order, 8), lambda images, recon: fake.append(inception(recon))
+            )
             return {"features": torch.cat(fake), "psnr": stats["psnr"], "seconds": time.perf_counter() - t0}
 
         got = cached(args.cache / f"recon-{key}-{codec_key}.pt", reconstructions)
@@ -84,17 +90,34 @@ def main() -> None:
         fid = fid_from_features(got["features"], ref)
         lo, hi = bootstrap_fid(got["features"], ref, args.resamples, generator=g)
         shown = folder.resolve().relative_to(REPO_ROOT) if folder.resolve().is_relative_to(REPO_ROOT) else folder.name
-        row = {"codec": str(shown), "files": codec_key, "fid": round(fid, 3), "fid_interval_90": [round(lo, 3),
-               round(hi, 3)], "psnr": round(got["psnr"], 3), "seconds": round(got["seconds"], 1)}
+        row = {
+            "codec": str(shown),
+            "files": codec_key,
+            "fid": round(fid, 3),
+            "fid_interval_90": [round(lo, 3), round(hi, 3)],
+            "psnr": round(got["psnr"], 3),
+            "seconds": round(got["seconds"], 1),
+        }
         if feats:
             d, dlo, dhi = paired_fid_difference(got["features"], feats[0], ref, args.resamples, generator=g)
             row["minus_first"] = {"fid": round(d, 3), "interval_90": [round(dlo, 3), round(dhi, 3)]}
         feats.append(got["features"])
         rows.append(row)
         print(json.dumps(row), flush=True)
-    emit({"benchmark": "codec_fid", "n": args.n, "seed": args.seed, "dataset": train_set.identity,
-          "extractor": inception.id, "of": "reconstructions vs the same originals (train split, seeded sample)",
-          "resamples": args.resamples, "codecs": rows, "machine": machine()}, args.out)
+    emit(
+        {
+            "benchmark": "codec_fid",
+            "n": args.n,
+            "seed": args.seed,
+            "dataset": train_set.identity,
+            "extractor": inception.id,
+            "of": "reconstructions vs the same originals (train split, seeded sample)",
+            "resamples": args.resamples,
+            "codecs": rows,
+            "machine": machine(),
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ with `git archive` to a temporary folder; each workload then runs in a fresh sub
 (alternating BASE, HEAD), using only the public API that both revisions have, and the best time per revision
 is kept. Prints seconds per revision and the speed-up HEAD/BASE per workload.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,24 +106,40 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating subprocess runs per revision")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per subprocess (best kept)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
-                    help="wall clock, or process CPU time (steady on a loaded machine with one thread)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="cpu",
+        help="wall clock, or process CPU time (steady on a loaded machine with one thread)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    result = {"benchmark": "revisions", "base": args.base, "head": args.head, "preset": args.preset,
-              "clock": args.clock}
+    result = {
+        "benchmark": "revisions",
+        "base": args.base,
+        "head": args.head,
+        "preset": args.preset,
+        "clock": args.clock,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         roots = {rev: export(rev, Path(tmp) / f"rev{i}") for i, rev in enumerate((args.base, args.head))}
         for name in args.workloads.split(","):
             clock = "perf_counter" if args.clock == "wall" else "process_time"
-            code = RUNNER.format(threads=args.threads, repeats=args.repeats, clock=clock,
-                                 setup=WORKLOADS[name].format(preset=args.preset))
+            code = RUNNER.format(
+                threads=args.threads,
+                repeats=args.repeats,
+                clock=clock,
+                setup=WORKLOADS[name].format(preset=args.preset),
+            )
             best = dict.fromkeys(roots, float("inf"))
             for _ in range(args.rounds):
                 for rev, root in roots.items():
                     best[rev] = min(best[rev], run_once(root, code))
-            result[name] = {"seconds_base": round(best[args.base], 4), "seconds_head": round(best[args.head], 4),
-                            "speedup": round(best[args.base] / best[args.head], 3)}
+            result[name] = {
+                "seconds_base": round(best[args.base], 4),
+                "seconds_head": round(best[args.head], 4),
+                "speedup": round(best[args.base] / best[args.head], 3),
+            }
     result["machine"] = machine() | {"threads": args.threads}
     emit(result, args.out)
 

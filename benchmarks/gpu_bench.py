@@ -7,13 +7,15 @@ Needs PyTorch and this repository only: where einops, diffusers or PyYAML are mi
 PyTorch), stand-ins are installed first (a small `rearrange`; the others are never called here). The benchmark
 therefore drives the model directly:
   training   forward + backward + AdamW under bf16 autocast on a DDPM-noised batch (the loss of
-             workbench.core.diffusion, written with torch only); FLOPs from workbench.core.compute.train_flops; MFU against
+             workbench.core.diffusion, written with torch only); FLOPs from workbench.core.compute.train_flops; MFU
+             against
              the bf16 matmul rate measured in the same run (best of model-sized and square GEMMs)
   sampling   the cached sampler's model calls (prefill, ar_step per block, denoise_step per step) with a fixed
              first-order update: the scheduler's elementwise step costs nothing next to the layers
   naive      the full teacher-forced forward at every step (the no-cache reference); the first blocks are timed
              and scaled to T, as every naive step runs the same sequence
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +32,10 @@ import torch.nn.functional as F
 
 def _rearrange(x: torch.Tensor, pattern: str, **sizes: int) -> torch.Tensor:
     """einops.rearrange for reshape/transpose patterns whose output axes all appear in the input."""
+
     def groups(side: str) -> list[list[str]]:
         return [g[0].split() if g[0] else [g[1]] for g in re.findall(r"\(([^)]*)\)|(\w+)", side)]
+
     left, right = (groups(s) for s in pattern.split("->"))
     dims: dict[str, int] = dict(sizes)
     for group, size in zip(left, x.shape):
@@ -63,24 +67,29 @@ def install_stand_ins() -> list[str]:
 def _unavailable(module: str, attr: str):
     def fail(*args, **kwargs):
         raise ImportError(f"{module}.{attr} is not installed here; gpu_bench.py does not use it")
+
     return fail
 
 
 STAND_INS = install_stand_ins()  # before the workbench imports below
 
-import workbench as wb  # noqa: E402
 from harness import emit, machine  # noqa: E402
+
+import workbench as wb  # noqa: E402
 from workbench.core.blocks import from_blocks, to_blocks  # noqa: E402
 from workbench.core.compute import cached_cost, naive_cost, sample_flops, train_flops  # noqa: E402
 
-
 SETTINGS = {  # name -> (preset, overrides, training batch, sampling batch, S)
-    "full": {"train": [("fmnist-small", {}, 256), ("ffhq256", {}, 32)],
-             "sample": [("fmnist-small", {}, 256, 50), ("ffhq256", {}, 16, 50)],
-             "cache": ("fmnist-small", {"model.num_blocks": 16, "model.patch_size": 2}, 64, 50, 2)},
-    "dry-run": {"train": [("tiny", {}, 4)],
-                "sample": [("tiny", {}, 2, 2)],
-                "cache": ("tiny", {"model.num_blocks": 4}, 2, 2, 1)},
+    "full": {
+        "train": [("fmnist-small", {}, 256), ("ffhq256", {}, 32)],
+        "sample": [("fmnist-small", {}, 256, 50), ("ffhq256", {}, 16, 50)],
+        "cache": ("fmnist-small", {"model.num_blocks": 16, "model.patch_size": 2}, 64, 50, 2),
+    },
+    "dry-run": {
+        "train": [("tiny", {}, 4)],
+        "sample": [("tiny", {}, 2, 2)],
+        "cache": ("tiny", {"model.num_blocks": 4}, 2, 2, 1),
+    },
 }
 
 
@@ -134,12 +143,14 @@ def train_step(cfg, batch: int, device: str, compile_model: bool):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
     return step, train_flops(m, batch)
 
 
 @torch.inference_mode()
-def sample(model, batch: int, steps: int, use_cache: bool, device: str, bf16: bool = False,
-           blocks: int | None = None) -> None:
+def sample(
+    model, batch: int, steps: int, use_cache: bool, device: str, bf16: bool = False, blocks: int | None = None
+) -> None:
     """The sampler's model calls for `blocks` blocks (default all), with a fixed first-order update."""
     cfg = model.cfg
     T, Lb, C = cfg.num_blocks, cfg.block_tokens, cfg.token_dim
@@ -187,14 +198,17 @@ def main(argv: list[str] | None = None) -> dict:
     result["train"] = {}
     for name, over, batch in setting["train"]:
         cfg = wb.preset(name, **over)
-        for compiled in ([False, True] if args.compile else [False]):
+        for compiled in [False, True] if args.compile else [False]:
             step, flops = train_step(cfg, batch, device, compiled)
             sec = timed(step, sync, repeats)
-            tokens = batch * cfg.model.grid ** 2
+            tokens = batch * cfg.model.grid**2
             result["train"][name + ("-compile" if compiled else "")] = {
-                "batch": batch, "seconds_per_step": round(sec, 5), "image_tokens_per_s": round(tokens / sec),
-                "tflops_per_s": round(flops / sec / 1e12, 2), "mfu_vs_measured_bf16_matmul": round(
-                    flops / sec / best_peak, 3)}
+                "batch": batch,
+                "seconds_per_step": round(sec, 5),
+                "image_tokens_per_s": round(tokens / sec),
+                "tflops_per_s": round(flops / sec / 1e12, 2),
+                "mfu_vs_measured_bf16_matmul": round(flops / sec / best_peak, 3),
+            }
 
     result["sample"] = {}
     for name, over, batch, steps in setting["sample"]:
@@ -204,8 +218,11 @@ def main(argv: list[str] | None = None) -> dict:
         for bf16 in (False, True):
             sec = sample_timed(model, batch, steps, True, device, sync, 1 if args.dry_run else 2, bf16)
             result["sample"][f"{name}-{'bf16' if bf16 else 'fp32'}"] = {
-                "batch": batch, "S": steps, "images_per_s": round(batch / sec, 2),
-                "tflops_per_s": round(batch * sum(sample_flops(cfg.model, steps).values()) / sec / 1e12, 3)}
+                "batch": batch,
+                "S": steps,
+                "images_per_s": round(batch / sec, 2),
+                "tflops_per_s": round(batch * sum(sample_flops(cfg.model, steps).values()) / sec / 1e12, 3),
+            }
 
     name, over, batch, steps, naive_blocks = setting["cache"]
     cfg = wb.preset(name, **over)
@@ -215,15 +232,22 @@ def main(argv: list[str] | None = None) -> dict:
     t_cached = sample_timed(model, batch, steps, True, device, sync, 1 if args.dry_run else 2)
     t_naive = sample_timed(model, batch, steps, False, device, sync, 1, blocks=naive_blocks) * T / naive_blocks
     flops = [sum(sample_flops(cfg.model, steps, c).values()) for c in (True, False)]
-    result["cache"] = {"preset": name, **{k.split(".")[-1]: v for k, v in over.items()}, "S": steps,
-                       "batch": batch, "seconds_cached": round(t_cached, 4), "seconds_naive": round(t_naive, 4),
-                       "naive_blocks_timed": naive_blocks, "measured_speedup": round(t_naive / t_cached, 2),
-                       "predicted_speedup_block_layers": round(naive_cost(cfg.model, steps)
-                                                               / cached_cost(cfg.model, steps), 2),
-                       "predicted_speedup_flops": round(flops[1] / flops[0], 2)}
+    result["cache"] = {
+        "preset": name,
+        **{k.split(".")[-1]: v for k, v in over.items()},
+        "S": steps,
+        "batch": batch,
+        "seconds_cached": round(t_cached, 4),
+        "seconds_naive": round(t_naive, 4),
+        "naive_blocks_timed": naive_blocks,
+        "measured_speedup": round(t_naive / t_cached, 2),
+        "predicted_speedup_block_layers": round(naive_cost(cfg.model, steps) / cached_cost(cfg.model, steps), 2),
+        "predicted_speedup_flops": round(flops[1] / flops[0], 2),
+    }
     result["wall_s"] = round(time.perf_counter() - started, 1)
     emit(result, args.out)
     return result
+
 
 if __name__ == "__main__":
     main()

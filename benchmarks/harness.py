@@ -6,6 +6,7 @@ machine, its load and the thread count it was measured with. With one thread, `c
 CPU time instead of the wall clock: time spent descheduled by other processes does not count, which makes
 single-threaded ratios far steadier on a loaded machine (contention for caches and memory still does).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -14,17 +15,22 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 
 def machine() -> dict[str, Any]:
     """Date, CPU or GPU, threads, library versions and the current load."""
-    info: dict[str, Any] = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                            "torch": torch.__version__, "threads": torch.get_num_threads(),
-                            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
         text = cpuinfo.read_text()
@@ -42,8 +48,13 @@ def machine() -> dict[str, Any]:
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-def best_times(fns: dict[str, Callable[[], Any]], rounds: int = 5, sync: Callable[[], Any] | None = None,
-               min_seconds: float = 0.05, clock: str = "wall") -> dict[str, float]:
+def best_times(
+    fns: dict[str, Callable[[], Any]],
+    rounds: int = 5,
+    sync: Callable[[], Any] | None = None,
+    min_seconds: float = 0.05,
+    clock: str = "wall",
+) -> dict[str, float]:
     """Seconds per call of each function: they alternate for `rounds` rounds and each keeps its best round.
 
     A round repeats a function until `min_seconds` have passed (at least once), so tiny calls are timed in bulk.
@@ -69,8 +80,9 @@ def best_times(fns: dict[str, Callable[[], Any]], rounds: int = 5, sync: Callabl
 MATMUL_SHAPES = ((1024, 256, 768), (4096, 256, 688), (2048, 2048, 2048))  # model-sized GEMMs and a square one
 
 
-def matmul_probes(dtype: torch.dtype, device: str = "cpu",
-                  shapes=MATMUL_SHAPES) -> dict[str, tuple[Callable[[], Any], float]]:
+def matmul_probes(
+    dtype: torch.dtype, device: str = "cpu", shapes=MATMUL_SHAPES
+) -> dict[str, tuple[Callable[[], Any], float]]:
     """One probe per GEMM shape: name -> (function, FLOPs per call), to time alongside a workload."""
     probes = {}
     for m, k, n in shapes:
@@ -95,15 +107,20 @@ def emit(result: dict[str, Any], out: str | None) -> None:
             f.write(text + "\n")
 
 
-def score_steps(model, cfg, steps: list[int], sampler: str | None, *, label: str, n: int, seed: int, extractor: str,
-                reference) -> list[dict]:
+def score_steps(
+    model, cfg, steps: list[int], sampler: str | None, *, label: str, n: int, seed: int, extractor: str, reference
+) -> list[dict]:
     """evaluation.score of one model and config at every S of `steps` from the same seed: the curve points (as
     dicts) a sampler or x0 comparison emits, each printed as `label` S=..: FID [interval] as it lands."""
     from workbench.evaluation.evaluate import score
+
     points = []
     for S in steps:
         sc = score(model, cfg, S, sampler, n=n, seed=seed, extractor=extractor, reference=reference, weights="ema")
         points.append(sc.as_dict())
-        print(f"  {label} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "
-              f"{sc.pixels_out_of_range:.2%} out of range", flush=True)
+        print(
+            f"  {label} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "
+            f"{sc.pixels_out_of_range:.2%} out of range",
+            flush=True,
+        )
     return points

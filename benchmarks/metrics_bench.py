@@ -7,6 +7,7 @@ test split's. Statistics come from reference_stats: shipped ones from data/refer
 once into data/cache/reference/; the seconds reported are those their cards recorded. Inception runs at ~10
 images/s on 2 cores, so n=10000 is a ~20 min job per split: run it under nohup. Prints one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import statistics
 import time
 
 import torch
-
 from harness import emit, machine
+
 from workbench.core.paths import CACHE_DIR
 from workbench.evaluation.features import extract_features
 from workbench.evaluation.metrics import REFERENCE_DIR, LiveFID, ReferenceStats, frechet_distance, kid, reference_stats
@@ -30,8 +31,9 @@ def noise_images(n: int, seed: int) -> torch.Tensor:
 
 def stats(name: str, split: str, n: int) -> ReferenceStats:
     shipped = split == "train" and n == SHIPPED_N[name]
-    return reference_stats("fashion-mnist", split, name, n=n, cache_dir=REFERENCE_DIR if shipped else
-                           CACHE_DIR / "reference")
+    return reference_stats(
+        "fashion-mnist", split, name, n=n, cache_dir=REFERENCE_DIR if shipped else CACHE_DIR / "reference"
+    )
 
 
 def throughput(name: str, n: int, batch_size: int) -> float:
@@ -57,19 +59,31 @@ def live_timings(name: str, n: int) -> dict:
     live.update(noise_images(16, seed=2))
     start = time.perf_counter()
     result = live.compute()
-    return {"n": n, "update_16_images_s": round(statistics.median(updates), 4),
-            "first_compute_s": round(first, 3), "compute_s": round(time.perf_counter() - start, 3),
-            "options": "bootstrap=50, inf_points=10, kid_subsets=20, kid_subset_size=min(n, 500)",
-            "reference": result.reference}
+    return {
+        "n": n,
+        "update_16_images_s": round(statistics.median(updates), 4),
+        "first_compute_s": round(first, 3),
+        "compute_s": round(time.perf_counter() - start, 3),
+        "options": "bootstrap=50, inf_points=10, kid_subsets=20, kid_subset_size=min(n, 500)",
+        "reference": result.reference,
+    }
 
 
 def fid_train_test(name: str, n: int) -> dict:
     train, test = stats(name, "train", n), stats(name, "test", n)
     kid_mean, kid_std, m = kid(test.kid_features, train.kid_features, generator=torch.Generator().manual_seed(0))
-    return {"n": n, "fid": round(frechet_distance(test.mu, test.sigma, train.mu, train.sigma), 4),
-            "kid_mean": round(kid_mean, 6), "kid_std": round(kid_std, 6), "kid_subset_size": m,
-            "extractor": train.card["extractor_id"], "train": train.name, "test": test.name,
-            "seconds_train_stats": train.card["seconds"], "seconds_test_stats": test.card["seconds"]}
+    return {
+        "n": n,
+        "fid": round(frechet_distance(test.mu, test.sigma, train.mu, train.sigma), 4),
+        "kid_mean": round(kid_mean, 6),
+        "kid_std": round(kid_std, 6),
+        "kid_subset_size": m,
+        "extractor": train.card["extractor_id"],
+        "train": train.name,
+        "test": test.name,
+        "seconds_train_stats": train.card["seconds"],
+        "seconds_test_stats": test.card["seconds"],
+    }
 
 
 def main() -> None:
@@ -82,12 +96,19 @@ def main() -> None:
     args = ap.parse_args()
     start = time.time()
     result = {
-        "benchmark": "metrics", "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average_1min_before": os.getloadavg()[0],
-        "images_per_s": {"inception_batch16": throughput("inception", 48, 16),
-                         "classifier_batch256": throughput("fmnist-classifier", 10240, 256),
-                         "classifier_batch16": throughput("fmnist-classifier", 1024, 16)},
-        "live_fid": {"fmnist-classifier": live_timings("fmnist-classifier", args.live_n),
-                     "inception": live_timings("inception", args.live_inception_n)},
+        "benchmark": "metrics",
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average_1min_before": os.getloadavg()[0],
+        "images_per_s": {
+            "inception_batch16": throughput("inception", 48, 16),
+            "classifier_batch256": throughput("fmnist-classifier", 10240, 256),
+            "classifier_batch16": throughput("fmnist-classifier", 1024, 16),
+        },
+        "live_fid": {
+            "fmnist-classifier": live_timings("fmnist-classifier", args.live_n),
+            "inception": live_timings("inception", args.live_inception_n),
+        },
         "fid_train_test": {"fmnist-classifier": fid_train_test("fmnist-classifier", args.classifier_n)},
     }
     if args.inception_n:

@@ -10,6 +10,7 @@ workbench.core.diffusion.make_scheduler), and sampling compute is counted in the
 as the workbench's (FLOPs per image, torch.utils.flop_counter via workbench.core.compute.count_flops).
 Writes <out>/unet.safetensors (EMA weights) and <out>/summary.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,12 +26,19 @@ from safetensors.torch import load_file, save_file
 
 from workbench.core.compute import count_flops
 from workbench.core.config import DataConfig, DiffusionConfig
-from workbench.data.datasets import build_dataset, make_loader
 from workbench.core.diffusion import make_scheduler
+from workbench.data.datasets import build_dataset, make_loader
 
-UNET = dict(sample_size=32, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64, 128),
-            down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8)  # 2.7M parameters
+UNET = dict(
+    sample_size=32,
+    in_channels=1,
+    out_channels=1,
+    layers_per_block=1,
+    block_out_channels=(32, 64, 128),
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)  # 2.7M parameters
 
 
 def build_unet(seed: int = 0) -> UNet2DModel:
@@ -38,8 +46,15 @@ def build_unet(seed: int = 0) -> UNet2DModel:
     return UNet2DModel(**UNET)
 
 
-def train_peer(minutes: float, batch: int = 48, lr: float = 1e-3, ema_decay: float = 0.995, warmup: int = 25,
-               seed: int = 0, bf16: bool = True) -> tuple[UNet2DModel, dict]:
+def train_peer(
+    minutes: float,
+    batch: int = 48,
+    lr: float = 1e-3,
+    ema_decay: float = 0.995,
+    warmup: int = 25,
+    seed: int = 0,
+    bf16: bool = True,
+) -> tuple[UNet2DModel, dict]:
     """Train for `minutes` of wall clock; return the EMA model and a summary (steps, images seen, seconds)."""
     unet = build_unet(seed)
     ema = copy.deepcopy(unet).requires_grad_(False)
@@ -69,15 +84,26 @@ def train_peer(minutes: float, batch: int = 48, lr: float = 1e-3, ema_decay: flo
                 pe.lerp_(p, 1 - ema_decay)
         step += 1
     seconds = time.perf_counter() - start
-    return ema, {"model": "diffusers UNet2DModel", "unet": UNET, "params": sum(p.numel() for p in unet.parameters()),
-                 "steps": step, "batch": batch, "images_seen": step * batch, "seconds": round(seconds, 1),
-                 "final_loss": float(loss.detach()), "lr": lr, "ema_decay": ema_decay, "precision": "bf16" if bf16 else "fp32",
-                 "threads": torch.get_num_threads()}
+    return ema, {
+        "model": "diffusers UNet2DModel",
+        "unet": UNET,
+        "params": sum(p.numel() for p in unet.parameters()),
+        "steps": step,
+        "batch": batch,
+        "images_seen": step * batch,
+        "seconds": round(seconds, 1),
+        "final_loss": float(loss.detach()),
+        "lr": lr,
+        "ema_decay": ema_decay,
+        "precision": "bf16" if bf16 else "fp32",
+        "threads": torch.get_num_threads(),
+    }
 
 
 @torch.inference_mode()
-def sample_peer(unet: UNet2DModel, n: int, steps: int, seed: int = 0, batch: int = 250,
-                sampler: str = "ddim") -> torch.Tensor:
+def sample_peer(
+    unet: UNet2DModel, n: int, steps: int, seed: int = 0, batch: int = 250, sampler: str = "ddim"
+) -> torch.Tensor:
     """n images (n, 1, 32, 32) in [-1, 1] with S=`steps` of the workbench's diffusers scheduler `sampler` for the
     epsilon objective ("ddim", "dpm++2m", ...; workbench.core.diffusion.make_scheduler)."""
     unet.eval()

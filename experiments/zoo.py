@@ -24,6 +24,7 @@ Families (same data and same training budget inside a family):
 Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
 that cannot start (a codec or dataset missing) is reported with its fix and the others still train.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,16 @@ import torch
 
 import workbench as wb
 from workbench.core.config import Config
-from workbench.research.families import (BUDGET_MULTIPLE, EVAL_STEPS, MEMBERS, PRESET_FAMILIES, SHIP_LIMIT_MB, depth_report_name,
-                           sampling_pick, ships_weights)
+from workbench.research.families import (
+    BUDGET_MULTIPLE,
+    EVAL_STEPS,
+    MEMBERS,
+    PRESET_FAMILIES,
+    SHIP_LIMIT_MB,
+    depth_report_name,
+    sampling_pick,
+    ships_weights,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "zoo"
@@ -56,11 +65,24 @@ GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256, ema=0.999), "emoji": dict(st
 
 
 def base(dataset: str, budget: dict, gpu: bool) -> Config:
-    over = {"model.width": 128, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2,
-            "model.num_blocks": 4, "train.batch_size": budget["batch"], "train.max_steps": budget["steps"],
-            "train.lr": 1e-3, "train.ema_decay": budget["ema"], "train.ckpt_every": 250, "train.sample_every": 0,
-            "train.max_minutes": 0.0, "train.eval_every": 0, "train.log_every": 25,
-            "train.precision": "bf16-mixed", "train.accelerator": "cuda" if gpu else "cpu"}
+    over = {
+        "model.width": 128,
+        "model.heads": 2,
+        "model.depth": 4,
+        "model.diffusion_depth": 2,
+        "model.num_blocks": 4,
+        "train.batch_size": budget["batch"],
+        "train.max_steps": budget["steps"],
+        "train.lr": 1e-3,
+        "train.ema_decay": budget["ema"],
+        "train.ckpt_every": 250,
+        "train.sample_every": 0,
+        "train.max_minutes": 0.0,
+        "train.eval_every": 0,
+        "train.log_every": 25,
+        "train.precision": "bf16-mixed",
+        "train.accelerator": "cuda" if gpu else "cpu",
+    }
     return wb.preset("fmnist-small" if dataset == "fmnist" else "emoji64", **over)
 
 
@@ -72,17 +94,26 @@ KEY_ADDED = {"data.labels": "group", "diffusion.context_noise": 0.0}
 @dataclass(frozen=True)
 class Member:
     family: str
-    name: str                      # e.g. "D1", "T16", "no-zcond"
+    name: str  # e.g. "D1", "T16", "no-zcond"
     config: Config
 
     @property
     def key(self) -> str:
         """Training identity: members with the same model, data and budget share one run."""
         d = self.config.to_dict()
-        data, diffusion = ({k: v for k, v in d[part].items() if KEY_ADDED.get(f"{part}.{k}", object()) != v}
-                           for part in ("data", "diffusion"))
-        blob = json.dumps({"model": d["model"], "diffusion": diffusion, "data": data,
-                           "train": {k: v for k, v in d["train"].items() if k != "out_dir"}}, sort_keys=True)
+        data, diffusion = (
+            {k: v for k, v in d[part].items() if KEY_ADDED.get(f"{part}.{k}", object()) != v}
+            for part in ("data", "diffusion")
+        )
+        blob = json.dumps(
+            {
+                "model": d["model"],
+                "diffusion": diffusion,
+                "data": data,
+                "train": {k: v for k, v in d["train"].items() if k != "out_dir"},
+            },
+            sort_keys=True,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -95,16 +126,20 @@ def members(gpu: bool = False) -> list[Member]:
             return wb.preset(PRESET_FAMILIES[family].format(name=name), gpu=gpu)
         return em if family == "blocks-emoji" else fm
 
-    spec = [(family, name, family_base(family, name), over)  # the members of workbench.research.families
-            for family, entries in MEMBERS.items() for name, over in entries]
+    spec = [
+        (family, name, family_base(family, name), over)  # the members of workbench.research.families
+        for family, entries in MEMBERS.items()
+        for name, over in entries
+    ]
     out = []
     for family, name, cfg, over in spec:
         cfg = cfg.override(**over)
         if (family, name) in BUDGET_MULTIPLE:  # e.g. the elastic model: the four dedicated budgets together
             cfg = cfg.override(**{"train.max_steps": cfg.train.max_steps * BUDGET_MULTIPLE[family, name]})
         m = Member(family, name, cfg)
-        out.append(Member(family, name, cfg.override(**{"name": f"{family}/{name}",
-                                                         "train.out_dir": str(RUNS / m.key)})))
+        out.append(
+            Member(family, name, cfg.override(**{"name": f"{family}/{name}", "train.out_dir": str(RUNS / m.key)}))
+        )
     return out
 
 
@@ -144,19 +179,25 @@ def cmd_list(ms: list[Member]) -> None:
     for m in ms:
         c, status, secs = m.config, run_status[m.key], seconds[m.key]
         took = "" if secs is None else f" {secs / 60:6.1f} min"
-        print(f"{m.family:17s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
-              f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} {status}{took}")
+        print(
+            f"{m.family:17s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
+            f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} {status}{took}"
+        )
     print("training wall clock per family (each run once; as recorded by the machine that trained it):")
     families = dict.fromkeys(m.family for m in ms)
     for family in families:
         keys = dict.fromkeys(m.key for m in ms if m.family == family)
         known = [seconds[k] for k in keys if seconds[k] is not None]
         missing = len(keys) - len(known)
-        print(f"  {family:17s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
-              + (f" ({missing} not trained or not recorded)" if missing else ""))
+        print(
+            f"  {family:17s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
+            + (f" ({missing} not trained or not recorded)" if missing else "")
+        )
     known = [v for v in seconds.values() if v is not None]
-    print(f"  {'all':17s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
-          + (f" ({len(seconds) - len(known)} not trained or not recorded)" if len(known) < len(seconds) else ""))
+    print(
+        f"  {'all':17s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
+        + (f" ({len(seconds) - len(known)} not trained or not recorded)" if len(known) < len(seconds) else "")
+    )
 
 
 def cmd_train(ms: list[Member]) -> list[str]:
@@ -179,8 +220,11 @@ def cmd_train(ms: list[Member]) -> list[str]:
             continue
         if summary.get("step", 0) >= m.config.train.max_steps:
             summary["train_seconds_this_chunk"] = round(time.time() - t0, 1)
-            summary["device"] = (torch.cuda.get_device_name() if m.config.train.accelerator == "cuda"
-                                 else f"cpu ({torch.get_num_threads()} thread(s))")
+            summary["device"] = (
+                torch.cuda.get_device_name()
+                if m.config.train.accelerator == "cuda"
+                else f"cpu ({torch.get_num_threads()} thread(s))"
+            )
             marker.write_text(json.dumps(summary, indent=1, default=str))
         print(f"{m.family}/{m.name}: {summary}")
     return problems
@@ -207,23 +251,30 @@ def reference(cfg: Config, extractor: str):
     d = cfg.data
     if d.dataset in REFERENCE_SPLITS:
         return default_reference(cfg, extractor)
-    return reference_stats(d.dataset, "train", extractor, n=None if extractor != "inception" else 1024,
-                           image_size=d.image_size, channels=d.channels)
+    return reference_stats(
+        d.dataset,
+        "train",
+        extractor,
+        n=None if extractor != "inception" else 1024,
+        image_size=d.image_size,
+        channels=d.channels,
+    )
 
 
 def load_member(m: Member, depth: int | None = None, weights: Path | None = None):
     """(model, config to sample it with) of a trained member, with the sampler the zoo names for it (its declared
     config's: a run trained before the recipe's sampler changed keeps the old one in its own config); an elastic
     member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D. From its run
-    with the weights and time shift of its sampling pick (workbench.research.families.SAMPLING_PICKS), or from `weights` (its
+    with the weights and time shift of its sampling pick (workbench.research.families.SAMPLING_PICKS), or from
+    `weights` (its
     shipped export, which carries them) when given."""
-    from workbench.training.checkpoint import load_for_inference
-    from workbench.training.checkpoint import with_flow_shift
+    from workbench.training.checkpoint import load_for_inference, with_flow_shift
 
     use_ema, shift, sample = sampling_pick(m.family, m.name)
     model, cfg = load_for_inference(weights or RUNS / m.key, use_ema=use_ema)
-    cfg = with_flow_shift(cfg, shift).override(**{f"sample.{k}": v for k, v in sample.items()},
-                                               **{"sample.sampler": m.config.sample.sampler})
+    cfg = with_flow_shift(cfg, shift).override(
+        **{f"sample.{k}": v for k, v in sample.items()}, **{"sample.sampler": m.config.sample.sampler}
+    )
     return model, (cfg if depth is None else cfg.override(**{"sample.diffusion_depth": depth}))
 
 
@@ -244,14 +295,33 @@ def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | 
     def progress(S: int, p: dict) -> None:
         print(f"{m.family}/{name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
 
-    ev = evaluate_curve(model, sample_cfg, ref, extractor, steps=grid, n=n, sampler=sampler, seed=seed,
-                        weights="ema" if sampling_pick(m.family, m.name)[0] else "raw", progress=progress)
+    ev = evaluate_curve(
+        model,
+        sample_cfg,
+        ref,
+        extractor,
+        steps=grid,
+        n=n,
+        sampler=sampler,
+        seed=seed,
+        weights="ema" if sampling_pick(m.family, m.name)[0] else "raw",
+        progress=progress,
+    )
     summary = json.loads((RUNS / m.key / "DONE").read_text())
-    return {"family": m.family, "name": name, "config": cfg.to_dict(),
-            "training": {"steps": summary["step"], "batch": cfg.train.batch_size,
-                         "images_seen": summary["images_seen"], "seconds": summary.get("train_seconds"),
-                         "device": summary.get("device", "cpu (1 thread of 2 cores)"), "final_val_loss": summary["val_loss"]},
-            "eval": ev}
+    return {
+        "family": m.family,
+        "name": name,
+        "config": cfg.to_dict(),
+        "training": {
+            "steps": summary["step"],
+            "batch": cfg.train.batch_size,
+            "images_seen": summary["images_seen"],
+            "seconds": summary.get("train_seconds"),
+            "device": summary.get("device", "cpu (1 thread of 2 cores)"),
+            "final_val_loss": summary["val_loss"],
+        },
+        "eval": ev,
+    }
 
 
 def report_names(m: Member) -> dict[str, int | None]:
@@ -273,11 +343,23 @@ def inception_point(m: Member, depth: int | None = None, seed: int = 0) -> dict:
     from workbench.evaluation.evaluate import default_reference, evaluate_curve
 
     model, cfg = load_member(m, depth)
-    ev = evaluate_curve(model, cfg, default_reference(cfg, "inception"), "inception", steps=(INCEPTION_STEPS,),
-                        n=1000, sampler=cfg.sample.sampler, seed=seed, weights="ema")
+    ev = evaluate_curve(
+        model,
+        cfg,
+        default_reference(cfg, "inception"),
+        "inception",
+        steps=(INCEPTION_STEPS,),
+        n=1000,
+        sampler=cfg.sample.sampler,
+        seed=seed,
+        weights="ema",
+    )
     point = {k: v for k, v in ev.items() if k != "curve"} | ev["curve"][0]
-    print(f"{m.family}/{m.name}{'' if depth is None else f' D={depth}'} Inception S={INCEPTION_STEPS}: FID "
-          f"{point['fid']:.2f} [{point['fid_low']:.2f}, {point['fid_high']:.2f}]", flush=True)
+    print(
+        f"{m.family}/{m.name}{'' if depth is None else f' D={depth}'} Inception S={INCEPTION_STEPS}: FID "
+        f"{point['fid']:.2f} [{point['fid_low']:.2f}, {point['fid_high']:.2f}]",
+        flush=True,
+    )
     return point
 
 
@@ -310,7 +392,7 @@ def write_grid(m: Member, dest: Path, depth: int | None = None, weights: Path | 
     model, cfg = load_member(m, depth, weights)
     n = 16 if cfg.data.image_size >= 256 else 64
     images = generate_images(model, cfg, n, GRID_STEPS, cfg.sample.sampler, seed=0)
-    grid = image_grid(images, nrow=int(n ** 0.5))
+    grid = image_grid(images, nrow=int(n**0.5))
     scale = max(1, -(-512 // grid.width))  # small images enlarged (nearest) to a grid of at least 512 px
     dest.parent.mkdir(parents=True, exist_ok=True)
     grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST).save(dest)
@@ -363,8 +445,14 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
         shared = holder if holder != f"{m.family}/{dest.name}" else None  # trained with another (D2 = T4 = default)
         if ships_weights(m.family, m.name) and shared is None:
             use_ema, shift, sample = sampling_pick(m.family, m.name)
-            export_for_inference(RUNS / m.key, dest, eval_report=first, use_ema=use_ema, flow_shift=shift,
-                                 sample={"sampler": m.config.sample.sampler, **sample})
+            export_for_inference(
+                RUNS / m.key,
+                dest,
+                eval_report=first,
+                use_ema=use_ema,
+                flow_shift=shift,
+                sample={"sampler": m.config.sample.sampler, **sample},
+            )
         else:
             dest.unlink(missing_ok=True)  # weights an earlier export shipped
             if shared is not None:
@@ -374,14 +462,30 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
             (SHIP / m.family / f"{name}.json").write_text(path.read_text())
         for grid, depth in grid_paths(m, dest).items():
             write_grid(m, grid, depth=depth)
-        print(f"exported {m.family}/{m.name}: " + (f"weights {dest.stat().st_size / 1e6:.1f} MB, " if dest.exists()
-                                                   else f"the weights of {shared}, " if shared else
-                                                   "no weights (report only), ") + f"reports {', '.join(reports)}")
+        print(
+            f"exported {m.family}/{m.name}: "
+            + (
+                f"weights {dest.stat().st_size / 1e6:.1f} MB, "
+                if dest.exists()
+                else f"the weights of {shared}, "
+                if shared
+                else "no weights (report only), "
+            )
+            + f"reports {', '.join(reports)}"
+        )
     write_manifest(SHIP)
     total = shipped_mb(SHIP)
-    print(f"{SHIP}: {total:.1f} MB of weights" + ("" if total <= SHIP_LIMIT_MB else
-          f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights (workbench.research.families.ships_weights) "
-          "or smaller members."), file=sys.stdout if total <= SHIP_LIMIT_MB else sys.stderr)
+    print(
+        f"{SHIP}: {total:.1f} MB of weights"
+        + (
+            ""
+            if total <= SHIP_LIMIT_MB
+            else f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights "
+            "(workbench.research.families.ships_weights) "
+            "or smaller members."
+        ),
+        file=sys.stdout if total <= SHIP_LIMIT_MB else sys.stderr,
+    )
 
 
 README = ROOT / "README.md"
@@ -394,17 +498,26 @@ def cmd_findings(root: Path = SHIP, readme: Path | None = None) -> str:
     from workbench.research.findings import findings, findings_markdown
     from workbench.research.reports import load_reports
 
-    fams = {k: load_reports(f, root) for k, f in (("vertical", "vertical"), ("blocks_low", "blocks-fmnist"),
-                                                  ("blocks_high", "blocks-emoji256"), ("ablations", "ablations"),
-                                                  ("blocks_faces", "blocks-people256"))}
+    fams = {
+        k: load_reports(f, root)
+        for k, f in (
+            ("vertical", "vertical"),
+            ("blocks_low", "blocks-fmnist"),
+            ("blocks_high", "blocks-emoji256"),
+            ("ablations", "ablations"),
+            ("blocks_faces", "blocks-people256"),
+        )
+    }
     table = findings_markdown(*findings(**{k: v or None for k, v in fams.items()}))
     if readme is not None:
         text = readme.read_text()
         start, end = text.find(FINDINGS_START), text.find(FINDINGS_END)
         if start < 0 or end < start:
-            raise SystemExit(f"{readme}: no findings markers. Fix: put {FINDINGS_START} and {FINDINGS_END} on "
-                             "lines of their own where the Results table goes.")
-        readme.write_text(text[:start + len(FINDINGS_START)] + "\n" + table + text[end:])
+            raise SystemExit(
+                f"{readme}: no findings markers. Fix: put {FINDINGS_START} and {FINDINGS_END} on "
+                "lines of their own where the Results table goes."
+            )
+        readme.write_text(text[: start + len(FINDINGS_START)] + "\n" + table + text[end:])
     return table
 
 
@@ -419,10 +532,18 @@ def write_manifest(root: Path) -> None:
     readme = root / "README.md"
     text = readme.read_text() if readme.exists() else "# data/checkpoints: the model zoo\n\n"
     cut = text.find(MANIFEST_HEAD)
-    rows = [f"| {p.relative_to(root).as_posix()} | {p.stat().st_size / 1e6:.1f} | {sha256_file(p)[:16]}... |"
-            for p in sorted(root.rglob("*.safetensors"))]
-    readme.write_text((text if cut < 0 else text[:cut]).rstrip("\n") + "\n\n" + MANIFEST_HEAD + "\n|---|---|---|\n"
-                      + "\n".join(rows) + "\n")
+    rows = [
+        f"| {p.relative_to(root).as_posix()} | {p.stat().st_size / 1e6:.1f} | {sha256_file(p)[:16]}... |"
+        for p in sorted(root.rglob("*.safetensors"))
+    ]
+    readme.write_text(
+        (text if cut < 0 else text[:cut]).rstrip("\n")
+        + "\n\n"
+        + MANIFEST_HEAD
+        + "\n|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def shipped_mb(root: Path = SHIP) -> float:

@@ -1,7 +1,8 @@
 """Render the Noto Color Emoji dataset into data/cache/ and report what was built.
 
-    python scripts/build_emoji.py --sizes 64 128
+python scripts/build_emoji.py --sizes 64 128
 """
+
 import argparse
 import hashlib
 import time
@@ -21,8 +22,10 @@ def main() -> None:
         seconds = time.perf_counter() - start
         per_label = np.bincount(labels, minlength=len(EMOJI_GROUPS))
         counts = ", ".join(f"{name} {n}" for (_, name), n in zip(EMOJI_GROUPS, per_label))
-        print(f"{size}x{size}: {len(images)} glyphs in {seconds:.2f} s; "
-              f"sha256 {hashlib.sha256(images.tobytes()).hexdigest()[:16]}; {counts}")
+        print(
+            f"{size}x{size}: {len(images)} glyphs in {seconds:.2f} s; "
+            f"sha256 {hashlib.sha256(images.tobytes()).hexdigest()[:16]}; {counts}"
+        )
 
 
 if __name__ == "__main__":

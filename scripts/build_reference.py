@@ -10,6 +10,7 @@ The Fluent 3D statistics use every image, train and held out (evaluation.REFEREN
 they are computed (metrics.reference_stats), so a killed run resumes. Prints the card and the row of
 data/reference/README.md's table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,8 @@ from pathlib import Path
 import torch
 
 from workbench.core.config import DataConfig
-from workbench.evaluation.evaluate import build_reference, reference_split
 from workbench.core.paths import REFERENCE_DIR
+from workbench.evaluation.evaluate import build_reference, reference_split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             shown[0] = time.perf_counter()
             print(f"features {done}/{n} ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
 
-    print(f"{args.dataset} {args.image_size}px, split {reference_split(data)!r}, {args.extractor} -> {args.out}",
-          file=sys.stderr)
+    print(
+        f"{args.dataset} {args.image_size}px, split {reference_split(data)!r}, {args.extractor} -> {args.out}",
+        file=sys.stderr,
+    )
     try:
         stats = build_reference(data, args.extractor, progress, args.out)
     except (FileNotFoundError, ValueError) as err:  # a missing dataset or a stale cache: the message names the fix
@@ -58,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     card = json.loads((Path(args.out) / f"{stats.name}.json").read_text())
     print(json.dumps(card, indent=1))
     split = "all: train and held out" if card["split"] == "all" else card["split"]
-    print(f"| `{stats.name}` | {card['extractor_id']} | {card['count']} ({split}) | `{card['sha256']}` | "
-          f"{card['seconds']:.0f} s |")
+    print(
+        f"| `{stats.name}` | {card['extractor_id']} | {card['count']} ({split}) | `{card['sha256']}` | "
+        f"{card['seconds']:.0f} s |"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ for the mode, one notebook at a time; the machine (cores, CPU) is recorded besid
 benchmarks/results/notebook_times.json. The first cell's line "# Run time on ..." is replaced (or added at its end);
 nothing else in the notebook changes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,9 @@ def run(path: Path, fast: bool, timeout: int) -> float:
     nb = nbformat.read(path, as_version=4)
     os.environ["WORKBENCH_FAST"] = "1" if fast else "0"  # the kernel inherits this process's environment
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
     return time.perf_counter() - t0
 
 
@@ -54,8 +57,7 @@ def _minutes(seconds: float) -> str:
 
 def statement(times: dict, machine: dict) -> str:
     parts = [f"{mode} {_minutes(times[mode])}" for mode in ("FAST", "full") if mode in times]
-    return f"{PREFIX}{machine['cores']} cores ({machine['cpu']}): " + ", ".join(parts) + \
-        " (scripts/time_notebooks.py)"
+    return f"{PREFIX}{machine['cores']} cores ({machine['cpu']}): " + ", ".join(parts) + " (scripts/time_notebooks.py)"
 
 
 def write_first_cell(path: Path, line: str) -> None:

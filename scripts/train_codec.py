@@ -24,6 +24,7 @@ the new decoder.
 The latents are standardised: config.scaling_factor = 1 / std and shift_factor = mean of the latents of the
 measured images, so data.latent_scale = 0 (the codec's own) gives the model unit-variance latents.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,13 @@ from pathlib import Path
 import diffusers
 import torch
 
-from workbench.data.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction, verify_codec
 from workbench.core.config import DataConfig
-from workbench.data.datasets import build_dataset
-from workbench.evaluation.features import feature_extractor
-from workbench.data.images import save_grid
-from workbench.evaluation.metrics import ReferenceStats, fid_from_features
 from workbench.core.paths import CODECS_DIR
+from workbench.data.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction, verify_codec
+from workbench.data.datasets import build_dataset
+from workbench.data.images import save_grid
+from workbench.evaluation.features import feature_extractor
+from workbench.evaluation.metrics import ReferenceStats, fid_from_features
 
 SIZE = 256  # the codec trains on crops of, and is measured on, images of this side
 
@@ -54,14 +55,23 @@ def build_autoencoder(arch: str, width: int, blocks: int, latent_channels: int) 
     """A randomly initialised diffusers autoencoder with four stages (downsampling 8) of `width` channels."""
     if arch == "tiny":
         return diffusers.AutoencoderTiny(
-            encoder_block_out_channels=(width,) * 4, decoder_block_out_channels=(width,) * 4,
-            num_encoder_blocks=(1, blocks, blocks, blocks), num_decoder_blocks=(blocks, blocks, blocks, 1),
-            latent_channels=latent_channels)
+            encoder_block_out_channels=(width,) * 4,
+            decoder_block_out_channels=(width,) * 4,
+            num_encoder_blocks=(1, blocks, blocks, blocks),
+            num_decoder_blocks=(blocks, blocks, blocks, 1),
+            latent_channels=latent_channels,
+        )
     # mid-block attention off: at 32x32 latents it would cost more than the rest of this small encoder
     return diffusers.AutoencoderKL(
-        block_out_channels=(width, width, 2 * width, 2 * width), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=blocks, latent_channels=latent_channels,
-        norm_num_groups=min(32, width), mid_block_add_attention=False, sample_size=SIZE)
+        block_out_channels=(width, width, 2 * width, 2 * width),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=blocks,
+        latent_channels=latent_channels,
+        norm_num_groups=min(32, width),
+        mid_block_add_attention=False,
+        sample_size=SIZE,
+    )
 
 
 def preload(dataset, n: int) -> torch.Tensor:
@@ -69,7 +79,9 @@ def preload(dataset, n: int) -> torch.Tensor:
     per crop cost 5% of a training step (benchmarks/bench_codec.py)."""
     out = torch.empty((n, 3, SIZE, SIZE), dtype=torch.uint8)
     for i in range(n):
-        out[i] = dataset[i][0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)  # exact: pixels are k / 127.5 - 1
+        out[i] = (
+            dataset[i][0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        )  # exact: pixels are k / 127.5 - 1
     return out
 
 
@@ -79,13 +91,14 @@ def crops(images: torch.Tensor, batch: int, crop: int, g: torch.Generator) -> to
     y, x = torch.randint(SIZE - crop + 1, (2, batch), generator=g)
     out = []
     for i, f, top, left in zip(index.tolist(), flip.tolist(), y.tolist(), x.tolist()):
-        image = images[i, :, top:top + crop, left:left + crop]  # (3, crop, crop)
+        image = images[i, :, top : top + crop, left : left + crop]  # (3, crop, crop)
         out.append(image.flip(-1) if f else image)
     return torch.stack(out).float().div(127.5).sub(1)
 
 
-def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torch.Generator,
-                bf16: bool = False) -> dict:
+def reconstruct(
+    vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torch.Generator, bf16: bool = False
+) -> dict:
     """The training losses of one batch: l1 + mse (+ kl_weight * kl, KL only), and their parts; `bf16` runs the
     autoencoder under bfloat16 autocast (the losses are taken in float32)."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -100,20 +113,26 @@ def reconstruct(vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torc
 
 
 @torch.no_grad()
-def widen_decoder(vae: diffusers.AutoencoderTiny, width: int, noise: float, g: torch.Generator
-                  ) -> diffusers.AutoencoderTiny:
+def widen_decoder(
+    vae: diffusers.AutoencoderTiny, width: int, noise: float, g: torch.Generator
+) -> diffusers.AutoencoderTiny:
     """The same codec with a decoder `width` channels wide, computing the same function (Net2Net's widening): new
     channel j copies old channel j % w, and a layer reading copied channels splits each weight between the copies.
     The encoder is copied as is (its latents stay bitwise the same). Copies of one channel would get the same
     gradient for ever, so `noise` (a fraction of each layer's weight std) perturbs them."""
     old = vae.config.decoder_block_out_channels
     if len(set(old)) != 1 or width < old[0]:
-        sys.exit(f"--decoder-width {width}: widening needs a decoder of one width no wider than {width}, found "
-                 f"{list(old)}. Fix: pass a --decoder-width of at least {max(old)}.")
+        sys.exit(
+            f"--decoder-width {width}: widening needs a decoder of one width no wider than {width}, found "
+            f"{list(old)}. Fix: pass a --decoder-width of at least {max(old)}."
+        )
     w = old[0]
-    new = diffusers.AutoencoderTiny(**{**{k: v for k, v in vae.config.items()
-                                          if not k.startswith("_") and k != "block_out_channels"},
-                                       "decoder_block_out_channels": (width,) * len(old)})
+    new = diffusers.AutoencoderTiny(
+        **{
+            **{k: v for k, v in vae.config.items() if not k.startswith("_") and k != "block_out_channels"},
+            "decoder_block_out_channels": (width,) * len(old),
+        }
+    )
     new.encoder.load_state_dict(vae.encoder.state_dict())
     src = iter(m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d))
     source = torch.arange(width) % w  # new channel -> the old channel it copies
@@ -133,23 +152,33 @@ def widen_decoder(vae: diffusers.AutoencoderTiny, width: int, noise: float, g: t
 
 
 @torch.no_grad()
-def widen_latents(vae: diffusers.AutoencoderTiny, channels: int, noise: float, g: torch.Generator
-                  ) -> diffusers.AutoencoderTiny:
+def widen_latents(
+    vae: diffusers.AutoencoderTiny, channels: int, noise: float, g: torch.Generator
+) -> diffusers.AutoencoderTiny:
     """The same codec with `channels` latent channels, decoding as before: the encoder's last convolution keeps its
     old output channels and gets new ones with random weights (`noise` times the old weights' std), and the decoder's
     first convolution reads the new channels with zero weights, so the decoded images are unchanged until training
     finds a use for them."""
     old = vae.config.latent_channels
     if channels <= old:
-        sys.exit(f"--latent-channels {channels}: the codec of --init has {old}, and only more can be added. Fix: "
-                 f"pass more than {old}, or leave --latent-channels at the codec's own.")
-    new = diffusers.AutoencoderTiny(**{**{k: v for k, v in vae.config.items()
-                                          if not k.startswith("_") and k != "block_out_channels"},
-                                       "latent_channels": channels})
-    resized = {f"encoder.layers.{len(vae.encoder.layers) - 1}.weight",
-               f"encoder.layers.{len(vae.encoder.layers) - 1}.bias", "decoder.layers.0.weight"}
-    missing, unexpected = new.load_state_dict({k: v for k, v in vae.state_dict().items() if k not in resized},
-                                              strict=False)
+        sys.exit(
+            f"--latent-channels {channels}: the codec of --init has {old}, and only more can be added. Fix: "
+            f"pass more than {old}, or leave --latent-channels at the codec's own."
+        )
+    new = diffusers.AutoencoderTiny(
+        **{
+            **{k: v for k, v in vae.config.items() if not k.startswith("_") and k != "block_out_channels"},
+            "latent_channels": channels,
+        }
+    )
+    resized = {
+        f"encoder.layers.{len(vae.encoder.layers) - 1}.weight",
+        f"encoder.layers.{len(vae.encoder.layers) - 1}.bias",
+        "decoder.layers.0.weight",
+    }
+    missing, unexpected = new.load_state_dict(
+        {k: v for k, v in vae.state_dict().items() if k not in resized}, strict=False
+    )
     assert set(missing) == resized and not unexpected, (missing, unexpected)
     enc_old, enc_new = vae.encoder.layers[-1], new.encoder.layers[-1]
     enc_new.weight[:old], enc_new.bias[:old] = enc_old.weight, enc_old.bias
@@ -179,7 +208,7 @@ class PatchCritic(torch.nn.Module):
         sn = torch.nn.utils.parametrizations.spectral_norm if norm == "spectral" else (lambda m: m)
         mods, ch = [sn(torch.nn.Conv2d(3, width, 4, 2, 1)), torch.nn.LeakyReLU(0.2)], width
         for i in range(1, layers):
-            out = width * min(2 ** i, 8)
+            out = width * min(2**i, 8)
             mods += [sn(torch.nn.Conv2d(ch, out, 4, 2, 1, bias=norm == "spectral"))]
             mods += [torch.nn.GroupNorm(min(32, out // 4), out)] if norm == "group" else []
             mods += [torch.nn.LeakyReLU(0.2)]
@@ -230,11 +259,13 @@ def spectral(parts: dict, x: torch.Tensor, weight: float, patch: int = 16) -> di
     """Add weight * the L1 distance of local amplitude spectra: Hann-windowed `patch` tiles (orthonormal 2-D FFT)
     of the reconstruction against the input. The amplitude ignores where within a tile a detail sits, so a blur
     (energy missing at high frequencies) costs what it costs however uncertain the detail's position is."""
+
     def amplitude(img: torch.Tensor) -> torch.Tensor:
         b, c, h, w = img.shape
-        tiles = img[..., :h - h % patch, :w - w % patch].unfold(2, patch, patch).unfold(3, patch, patch)
+        tiles = img[..., : h - h % patch, : w - w % patch].unfold(2, patch, patch).unfold(3, patch, patch)
         win = torch.hann_window(patch, periodic=False, dtype=img.dtype, device=img.device)
         return torch.fft.rfft2(tiles * (win[:, None] * win[None, :]), norm="ortho").abs()
+
     dist = (amplitude(parts["out"]) - amplitude(x)).abs().mean()
     return {**parts, "loss": parts["loss"] + weight * dist, "spec": dist}
 
@@ -256,8 +287,9 @@ def adversarial(vae: torch.nn.Module, critic: PatchCritic, parts: dict, weight: 
     return {**parts, "loss": parts["loss"] + weight * lam * g_loss, "g_adv": g_loss, "lambda": lam}
 
 
-def critic_step(critic: PatchCritic, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
-                bf16: bool) -> dict:
+def critic_step(
+    critic: PatchCritic, opt: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor, bf16: bool
+) -> dict:
     """One hinge-loss step of the critic on real crops and (detached) reconstructions."""
     with torch.autocast(real.device.type, dtype=torch.bfloat16, enabled=bf16):
         r, f = critic(real).float(), critic(fake.detach()).float()
@@ -280,17 +312,22 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
     trained = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.0)
     warmup = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.55 + 0.45 * math.cos(math.pi * min(s, args.steps) / args.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * min(s, args.steps) / args.steps))
+    )
     layout = torch.channels_last if args.channels_last else torch.contiguous_format
     vae.to(memory_format=layout).train()
     for m in encoder if args.freeze_encoder else ():
         m.eval()
     bf16 = args.precision == "bf16"
-    critic = (PatchCritic(args.critic_width, norm=args.critic_norm).to(memory_format=layout)
-              if args.adv_weight > 0 else None)
-    critic_opt = torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.lr, betas=(0.5, 0.9),
-                                   weight_decay=0.0) if critic else None
+    critic = (
+        PatchCritic(args.critic_width, norm=args.critic_norm).to(memory_format=layout) if args.adv_weight > 0 else None
+    )
+    critic_opt = (
+        torch.optim.AdamW(critic.parameters(), lr=args.critic_lr or args.lr, betas=(0.5, 0.9), weight_decay=0.0)
+        if critic
+        else None
+    )
     features = RandomFeatures(seed=args.seed).to(memory_format=layout) if args.perceptual_weight else None
     losses, window, start, step = [], [], time.perf_counter(), 0
     while step < args.steps and not (args.minutes and time.perf_counter() - start > 60 * args.minutes):
@@ -306,8 +343,10 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
             parts = adversarial(vae, critic, parts, args.adv_weight, bf16)
         out = parts.pop("out")
         if not torch.isfinite(parts["loss"]):
-            sys.exit(f"step {step + 1}: the loss is not finite ({parts['loss'].item()}). Fix: lower --lr"
-                     + (" or --adv-weight." if adv else "."))
+            sys.exit(
+                f"step {step + 1}: the loss is not finite ({parts['loss'].item()}). Fix: lower --lr"
+                + (" or --adv-weight." if adv else ".")
+            )
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -322,34 +361,67 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
             mean = {k: sum(w[k] for w in window if k in w) / sum(k in w for w in window) for k in keys}
             losses.append({"step": step, **{k: round(v, 6) for k, v in mean.items()}})
             window = []
-            gan = (f", critic {mean['d_loss']:.3f} (real {mean['d_real']:+.2f}, fake {mean['d_fake']:+.2f})"
-                   if "d_loss" in mean else "") + (f", lambda {mean['lambda']:.3g}" if "lambda" in mean else "")
+            gan = (
+                f", critic {mean['d_loss']:.3f} (real {mean['d_real']:+.2f}, fake {mean['d_fake']:+.2f})"
+                if "d_loss" in mean
+                else ""
+            ) + (f", lambda {mean['lambda']:.3g}" if "lambda" in mean else "")
             extra = "".join(f", {k} {mean[k]:.4f}" for k in ("perc", "spec") if k in mean)
-            print(f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}"
-                  f"{extra}{gan}) {step * args.batch / (time.perf_counter() - start):.1f} crops/s", flush=True)
+            print(
+                f"step {step}/{args.steps}: loss {mean['loss']:.4f} (l1 {mean['l1']:.4f}, mse {mean['mse']:.5f}"
+                f"{extra}{gan}) {step * args.batch / (time.perf_counter() - start):.1f} crops/s",
+                flush=True,
+            )
     seconds = time.perf_counter() - start
     vae.to(memory_format=torch.contiguous_format).eval()  # saved and measured as any loaded codec runs
-    return {"steps": step, "planned_steps": args.steps, "batch": args.batch, "crop": args.crop, "lr": args.lr,
-            "schedule": "AdamW, linear warmup 5 %, cosine to 10 %, grad clip 1", "kl_weight": args.kl_weight,
-            "loss": "l1 + mse" + ("" if isinstance(vae, diffusers.AutoencoderTiny) else " + kl_weight * kl")
-            + " on pixels in [-1, 1]"
-            + (f" + {args.perceptual_weight} * L1 of random VGG-like features (4 stages, Kaiming, seed "
-               f"{args.seed}; generic perceptual loss)" if features is not None else "")
-            + (f" + {args.spectral_weight} * L1 of 16x16 Hann-windowed amplitude spectra" if args.spectral_weight
-               else "") + (" + adv_weight * lambda * hinge critic (adaptive, VQGAN)"
-                                          if critic else ""),
-            **({"adversarial": {"weight": args.adv_weight, "start": args.adv_start,
-                                "critic_warmup": args.critic_warmup, "critic_lr": args.critic_lr or args.lr,
-                                "critic_width": args.critic_width, "critic_norm": args.critic_norm,
-                                "critic_parameters": sum(p.numel() for p in critic.parameters()),
-                                "critic": f"PatchGAN, 3 strided 4x4 convs, {args.critic_norm} norm, LeakyReLU 0.2; "
-                                          "AdamW betas (0.5, 0.9); trained from scratch, not shipped"}}
-               if critic else {}),
-            "precision": args.precision, "channels_last": args.channels_last,
-            "trained": "decoder only (encoder frozen: the latents of --init unchanged)" if args.freeze_encoder
-            else "encoder and decoder",
-            "seed": args.seed, "threads": torch.get_num_threads(), "images": n, "seconds": round(seconds, 1),
-            "crops_per_second": round(step * args.batch / seconds, 2), "losses": losses}
+    return {
+        "steps": step,
+        "planned_steps": args.steps,
+        "batch": args.batch,
+        "crop": args.crop,
+        "lr": args.lr,
+        "schedule": "AdamW, linear warmup 5 %, cosine to 10 %, grad clip 1",
+        "kl_weight": args.kl_weight,
+        "loss": "l1 + mse"
+        + ("" if isinstance(vae, diffusers.AutoencoderTiny) else " + kl_weight * kl")
+        + " on pixels in [-1, 1]"
+        + (
+            f" + {args.perceptual_weight} * L1 of random VGG-like features (4 stages, Kaiming, seed "
+            f"{args.seed}; generic perceptual loss)"
+            if features is not None
+            else ""
+        )
+        + (f" + {args.spectral_weight} * L1 of 16x16 Hann-windowed amplitude spectra" if args.spectral_weight else "")
+        + (" + adv_weight * lambda * hinge critic (adaptive, VQGAN)" if critic else ""),
+        **(
+            {
+                "adversarial": {
+                    "weight": args.adv_weight,
+                    "start": args.adv_start,
+                    "critic_warmup": args.critic_warmup,
+                    "critic_lr": args.critic_lr or args.lr,
+                    "critic_width": args.critic_width,
+                    "critic_norm": args.critic_norm,
+                    "critic_parameters": sum(p.numel() for p in critic.parameters()),
+                    "critic": f"PatchGAN, 3 strided 4x4 convs, {args.critic_norm} norm, LeakyReLU 0.2; "
+                    "AdamW betas (0.5, 0.9); trained from scratch, not shipped",
+                }
+            }
+            if critic
+            else {}
+        ),
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "trained": "decoder only (encoder frozen: the latents of --init unchanged)"
+        if args.freeze_encoder
+        else "encoder and decoder",
+        "seed": args.seed,
+        "threads": torch.get_num_threads(),
+        "images": n,
+        "seconds": round(seconds, 1),
+        "crops_per_second": round(step * args.batch / seconds, 2),
+        "losses": losses,
+    }
 
 
 @torch.no_grad()
@@ -367,7 +439,7 @@ def standardise(vae: torch.nn.Module, dataset, indices: list[int]) -> dict:
 
 def _batches(dataset, indices: list[int], batch: int):
     for i in range(0, len(indices), batch):
-        yield torch.stack([dataset[j][0] for j in indices[i:i + batch]])  # (b, 3, SIZE, SIZE)
+        yield torch.stack([dataset[j][0] for j in indices[i : i + batch]])  # (b, 3, SIZE, SIZE)
 
 
 def fid_sample(train_set, n: int, seed: int) -> list[int]:
@@ -399,9 +471,13 @@ def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) ->
 
         out["train_sample"] = measure_reconstruction(codec, _batches(train_set, order, 8), features)
         ref = ReferenceStats.from_features(torch.cat(real), {"name": "originals", "extractor": "inception"})
-        out["fid"] = {"fid": fid_from_features(torch.cat(fake), ref), "n": len(order), "extractor": inception.id,
-                      "of": "reconstructions vs the same originals (train split, seeded sample)",
-                      "seconds": round(time.perf_counter() - t0, 1)}
+        out["fid"] = {
+            "fid": fid_from_features(torch.cat(fake), ref),
+            "n": len(order),
+            "extractor": inception.id,
+            "of": "reconstructions vs the same originals (train split, seeded sample)",
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
     return out
 
 
@@ -409,8 +485,10 @@ def codec_folder(name: str, out: Path, flag: str = "") -> Path:
     """The codec folder `name` names: a folder under `out`, or a path; exits naming the fix if neither has one."""
     src = out / name if (out / name / "config.json").is_file() else Path(name).expanduser()
     if not (src / "config.json").is_file():
-        sys.exit(f"{flag}{name}: no codec there ({src / 'config.json'} is missing). Fix: name a folder under {out} "
-                 "or the path of a codec folder that scripts/train_codec.py wrote.")
+        sys.exit(
+            f"{flag}{name}: no codec there ({src / 'config.json'} is missing). Fix: name a folder under {out} "
+            "or the path of a codec folder that scripts/train_codec.py wrote."
+        )
     return src
 
 
@@ -424,12 +502,20 @@ def continued(out: Path, init: str, train_set) -> tuple[torch.nn.Module, dict]:
         sys.exit(f"--init {init}: {err}")
     old = json.loads((src / CODEC_CARD).read_text())
     if old.get("data", {}).get("identity") != train_set.identity:
-        print(f"note: {src} was trained on {old.get('data', {}).get('identity')}, this run trains on "
-              f"{train_set.identity}", flush=True)
+        print(
+            f"note: {src} was trained on {old.get('data', {}).get('identity')}, this run trains on "
+            f"{train_set.identity}",
+            flush=True,
+        )
     vae = getattr(diffusers, old["class"]).from_pretrained(src, local_files_only=True, low_cpu_mem_usage=False)
     steps = old.get("total_steps", old.get("train", {}).get("steps", 0))
-    return vae.float(), {"from": old.get("name", src.name), "files": files, "command": old.get("command", ""),
-                         "total_steps": steps, "reconstruction": old.get("reconstruction", {})}
+    return vae.float(), {
+        "from": old.get("name", src.name),
+        "files": files,
+        "command": old.get("command", ""),
+        "total_steps": steps,
+        "reconstruction": old.get("reconstruction", {}),
+    }
 
 
 def write_card(folder: Path, card: dict) -> None:
@@ -444,47 +530,94 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=CODECS_DIR)
     ap.add_argument("--dataset", default="fluent", help="a data.dataset with images of 256x256 or more")
     ap.add_argument("--root", default="", help="data.root of the dataset")
-    ap.add_argument("--init", default="", help="continue training this codec (a name under --out, or a path; "
-                    "checked against its card): its architecture replaces --arch, --width, --blocks and "
-                    "--latent-channels, and the new card records it as the run's start")
+    ap.add_argument(
+        "--init",
+        default="",
+        help="continue training this codec (a name under --out, or a path; "
+        "checked against its card): its architecture replaces --arch, --width, --blocks and "
+        "--latent-channels, and the new card records it as the run's start",
+    )
     ap.add_argument("--arch", choices=("tiny", "kl"), default="tiny")
     ap.add_argument("--width", type=int, default=32, help="channels of each stage (64 in TAESD)")
     ap.add_argument("--blocks", type=int, default=3, help="residual blocks per stage (TAESD: 3; KL: layers)")
-    ap.add_argument("--latent-channels", type=int, default=0,
-                    help="latent channels (0: 4 for a new codec; with --init, the codec's own; more adds channels)")
+    ap.add_argument(
+        "--latent-channels",
+        type=int,
+        default=0,
+        help="latent channels (0: 4 for a new codec; with --init, the codec's own; more adds channels)",
+    )
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=64, help="side of the random training crops")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl-weight", type=float, default=1e-6, help="KL only")
-    ap.add_argument("--perceptual-weight", type=float, default=0.0,
-                    help="weight of a perceptual loss on the features of a frozen random-weight network (0: none)")
-    ap.add_argument("--spectral-weight", type=float, default=0.0,
-                    help="weight of an L1 loss on local (16x16) amplitude spectra (0: none)")
-    ap.add_argument("--adv-weight", type=float, default=0.0,
-                    help="weight of a PatchGAN critic's term (0: none), scaled adaptively as in VQGAN")
+    ap.add_argument(
+        "--perceptual-weight",
+        type=float,
+        default=0.0,
+        help="weight of a perceptual loss on the features of a frozen random-weight network (0: none)",
+    )
+    ap.add_argument(
+        "--spectral-weight",
+        type=float,
+        default=0.0,
+        help="weight of an L1 loss on local (16x16) amplitude spectra (0: none)",
+    )
+    ap.add_argument(
+        "--adv-weight",
+        type=float,
+        default=0.0,
+        help="weight of a PatchGAN critic's term (0: none), scaled adaptively as in VQGAN",
+    )
     ap.add_argument("--adv-start", type=int, default=0, help="step at which the critic starts training")
     ap.add_argument("--critic-width", type=int, default=32, help="channels of the critic's first layer")
-    ap.add_argument("--critic-norm", choices=("group", "spectral"), default="group",
-                    help="the critic's normalisation: GroupNorm after each strided conv, or spectral normalisation "
-                    "of every conv's weight (SN-GAN; steadier when the codec moves under it)")
-    ap.add_argument("--critic-warmup", type=int, default=0,
-                    help="steps the critic trains alone (from --adv-start) before its term reaches the codec: a "
-                    "critic at chance only adds noise to the codec's gradient")
+    ap.add_argument(
+        "--critic-norm",
+        choices=("group", "spectral"),
+        default="group",
+        help="the critic's normalisation: GroupNorm after each strided conv, or spectral normalisation "
+        "of every conv's weight (SN-GAN; steadier when the codec moves under it)",
+    )
+    ap.add_argument(
+        "--critic-warmup",
+        type=int,
+        default=0,
+        help="steps the critic trains alone (from --adv-start) before its term reaches the codec: a "
+        "critic at chance only adds noise to the codec's gradient",
+    )
     ap.add_argument("--critic-lr", type=float, default=0.0, help="the critic's learning rate (0: --lr)")
-    ap.add_argument("--freeze-encoder", action="store_true",
-                    help="train the decoder only (with --init): the latents stay bitwise those of --init, so "
-                    "models trained on them keep working with the new decoder")
-    ap.add_argument("--decoder-width", type=int, default=0,
-                    help="widen the decoder of --init to this many channels per stage before training, keeping "
-                    "its function (Net2Net); with --freeze-encoder the latents stay those of --init (0: keep)")
-    ap.add_argument("--widen-noise", type=float, default=0.01,
-                    help="noise on the widened decoder's copied weights, as a fraction of each layer's std")
-    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                    help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
-                    "benchmarks/bench_codec.py); the weights stay float32")
-    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                    help="train in the channels-last memory format (faster convolutions on CPU)")
+    ap.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="train the decoder only (with --init): the latents stay bitwise those of --init, so "
+        "models trained on them keep working with the new decoder",
+    )
+    ap.add_argument(
+        "--decoder-width",
+        type=int,
+        default=0,
+        help="widen the decoder of --init to this many channels per stage before training, keeping "
+        "its function (Net2Net); with --freeze-encoder the latents stay those of --init (0: keep)",
+    )
+    ap.add_argument(
+        "--widen-noise",
+        type=float,
+        default=0.01,
+        help="noise on the widened decoder's copied weights, as a fraction of each layer's std",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=("bf16", "fp32"),
+        default="bf16",
+        help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
+        "benchmarks/bench_codec.py); the weights stay float32",
+    )
+    ap.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train in the channels-last memory format (faster convolutions on CPU)",
+    )
     ap.add_argument("--minutes", type=float, default=0.0, help="time budget of the training (0: none)")
     ap.add_argument("--limit", type=int, default=0, help="train on the first N images only (0: all)")
     ap.add_argument("--eval", type=int, default=10_000, dest="eval_n", help="held-out images for PSNR")
@@ -506,35 +639,56 @@ def main() -> None:
         print(json.dumps(card["reconstruction"], indent=1))
         return
     if args.freeze_encoder and not args.init:
-        sys.exit("--freeze-encoder: a fresh encoder would stay random. Fix: add --init <trained codec>, or drop "
-                 "--freeze-encoder.")
-    vae, init = continued(args.out, args.init, train_set) if args.init else (
-        build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels or 4), None)
+        sys.exit(
+            "--freeze-encoder: a fresh encoder would stay random. Fix: add --init <trained codec>, or drop "
+            "--freeze-encoder."
+        )
+    vae, init = (
+        continued(args.out, args.init, train_set)
+        if args.init
+        else (build_autoencoder(args.arch, args.width, args.blocks, args.latent_channels or 4), None)
+    )
     if init and args.latent_channels and args.latent_channels != vae.config.latent_channels:
         if not isinstance(vae, diffusers.AutoencoderTiny):
-            sys.exit("--latent-channels with --init adds latent channels to a trained AutoencoderTiny. Fix: drop "
-                     "--latent-channels to keep the codec's own.")
+            sys.exit(
+                "--latent-channels with --init adds latent channels to a trained AutoencoderTiny. Fix: drop "
+                "--latent-channels to keep the codec's own."
+            )
         vae = widen_latents(vae, args.latent_channels, 1.0, torch.Generator().manual_seed(args.seed))
         init["widened_latents"] = {"latent_channels": args.latent_channels, "noise": 1.0}
     if args.decoder_width:
         if not (init and isinstance(vae, diffusers.AutoencoderTiny)):
-            sys.exit("--decoder-width widens the decoder of a trained AutoencoderTiny. Fix: add --init <trained "
-                     "tiny codec>, or set --width for a new codec.")
+            sys.exit(
+                "--decoder-width widens the decoder of a trained AutoencoderTiny. Fix: add --init <trained "
+                "tiny codec>, or set --width for a new codec."
+            )
         vae = widen_decoder(vae, args.decoder_width, args.widen_noise, torch.Generator().manual_seed(args.seed))
         init["widened"] = {"decoder_width": args.decoder_width, "noise": args.widen_noise}
-    card = {"name": args.name, "class": type(vae).__name__, "created": datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), "command": " ".join(["python", "scripts/train_codec.py", *sys.argv[1:]]),
+    card = {
+        "name": args.name,
+        "class": type(vae).__name__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "scripts/train_codec.py", *sys.argv[1:]]),
         "parameters": sum(p.numel() for p in vae.parameters()),
-        "data": {"dataset": args.dataset, "split": "train", "size": SIZE, "identity": train_set.identity,
-                 "images": len(train_set)},
-        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__}}
+        "data": {
+            "dataset": args.dataset,
+            "split": "train",
+            "size": SIZE,
+            "identity": train_set.identity,
+            "images": len(train_set),
+        },
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+    }
     if init:
         card["init"] = init
     card["train"] = train(args, train_set, vae)
     card["total_steps"] = card["train"]["steps"] + (init["total_steps"] if init else 0)
     trained_on = card["train"]["images"]  # 64 of them, evenly spaced, set the latent scale
-    card["latents"] = {**standardise(vae, train_set, list(range(0, trained_on, max(1, trained_on // 64)))[:64]),
-                       "downsample": 8, "channels": vae.config.latent_channels}  # --init's, not the flag's
+    card["latents"] = {
+        **standardise(vae, train_set, list(range(0, trained_on, max(1, trained_on // 64)))[:64]),
+        "downsample": 8,
+        "channels": vae.config.latent_channels,
+    }  # --init's, not the flag's
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = args.out / f".{args.name}.tmp-{os.getpid()}"
     vae.save_pretrained(tmp, safe_serialization=True)
@@ -552,9 +706,11 @@ def main() -> None:
     os.replace(tmp, dest)  # the finished folder appears at once; a killed run leaves only a dot folder
     shutil.rmtree(old, ignore_errors=True)
     size = sum(p.stat().st_size for p in dest.iterdir())
-    print(f"{dest}: {card['parameters']:,} parameters, {size / 1e6:.1f} MB, {card['train']['steps']} steps in "
-          f"{card['train']['seconds']:.0f} s; val PSNR {card['reconstruction']['val']['psnr']:.2f} dB; files "
-          + ", ".join(f"{n} {h[:16]}" for n, h in card["files"].items()))
+    print(
+        f"{dest}: {card['parameters']:,} parameters, {size / 1e6:.1f} MB, {card['train']['steps']} steps in "
+        f"{card['train']['seconds']:.0f} s; val PSNR {card['reconstruction']['val']['psnr']:.2f} dB; files "
+        + ", ".join(f"{n} {h[:16]}" for n, h in card["files"].items())
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Writes data/features/fmnist_classifier.safetensors (weights, no pickle) and fmni
 architecture, test accuracy, command, seed, sha256 of the weights). Images are served as the workbench serves
 them: 28x28 zero-padded to 32x32, in [-1, 1]; training adds random horizontal flips.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from workbench.core.paths import sha256_file
 from workbench.data.datasets import fashion_mnist_arrays
 from workbench.evaluation.features import CLASSIFIER_WEIGHTS, FashionClassifier
-from workbench.core.paths import sha256_file
 
 
 def load_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,17 +97,24 @@ def main() -> None:
     card = {
         "name": "fmnist-classifier",
         "architecture": architecture,
-        "model": "workbench.evaluation.features.FashionClassifier: conv-BN-ReLU 3x3 stages (w @32px, pool, 2w @16px, pool, "
-                 "4w @8px, pool) -> Linear(16*4w, num_features) -> ReLU [features] -> Dropout(0.3) -> Linear(10)",
+        "model": "workbench.evaluation.features.FashionClassifier: "
+        "conv-BN-ReLU 3x3 stages (w @32px, pool, 2w @16px, pool, "
+        "4w @8px, pool) -> Linear(16*4w, num_features) -> ReLU [features] -> Dropout(0.3) -> Linear(10)",
         "parameters": sum(t.numel() for t in model.parameters()),
         "feature_layer": "model.body output: the penultimate layer, after its ReLU",
         "test_accuracy": round(test_acc, 4),
         "train_accuracy": round(train_acc, 4),
         "data": "Fashion-MNIST train (60000) to train, test (10000) to evaluate; 28x28 zero-padded to 32x32, "
-                "[-1, 1]; random horizontal flips",
-        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "AdamW",
-                     "lr": args.lr, "schedule": "OneCycleLR", "weight_decay": args.weight_decay,
-                     "label_smoothing": 0.1},
+        "[-1, 1]; random horizontal flips",
+        "training": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "optimizer": "AdamW",
+            "lr": args.lr,
+            "schedule": "OneCycleLR",
+            "weight_decay": args.weight_decay,
+            "label_smoothing": 0.1,
+        },
         "seed": args.seed,
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "seconds": round(seconds),

@@ -1,5 +1,6 @@
 """A stand-in for the fetched Fluent 3D package (tests never download it): RGBA WebP images under assets/ and their
 SHA256SUMS, laid out as scripts/fetch_fluent_emoji.sh leaves them, and a tiny untrained codec folder with its card."""
+
 import hashlib
 import json
 from pathlib import Path
@@ -12,11 +13,33 @@ from workbench.data.datasets import HELD_OUT_PERCENT, _held_out
 from workbench.data.emoji import fluent_base
 
 # code point sequences as the package names them: a person in five tones, smileys, hands, objects, a keycap
-NAMES = ["1f3c3.webp", *(f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)), "1f600.webp", "1f60d.webp",
-         "1f914.webp", "1f44d.webp", "1f44d-1f3fd.webp", "1f34e.webp", "1f680.webp", "1f4a1.webp", "2615.webp",
-         "0023-fe0f-20e3.webp", "1f1e6-1f1e8.webp", "1f9e0.webp", "1fa90.webp", "1f30d.webp", "1f3e0.webp",
-         "1f4da.webp", "1f697.webp", "1f6f8.webp", "1f52e.webp", "1f511.webp",
-         "1f609.webp", "1f44c.webp", "1f44c-1f3fb.webp"]  # the last three and 1f4a1 fall in the held-out split
+NAMES = [
+    "1f3c3.webp",
+    *(f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)),
+    "1f600.webp",
+    "1f60d.webp",
+    "1f914.webp",
+    "1f44d.webp",
+    "1f44d-1f3fd.webp",
+    "1f34e.webp",
+    "1f680.webp",
+    "1f4a1.webp",
+    "2615.webp",
+    "0023-fe0f-20e3.webp",
+    "1f1e6-1f1e8.webp",
+    "1f9e0.webp",
+    "1fa90.webp",
+    "1f30d.webp",
+    "1f3e0.webp",
+    "1f4da.webp",
+    "1f697.webp",
+    "1f6f8.webp",
+    "1f52e.webp",
+    "1f511.webp",
+    "1f609.webp",
+    "1f44c.webp",
+    "1f44c-1f3fb.webp",
+]  # the last three and 1f4a1 fall in the held-out split
 
 
 def held_out(name: str) -> bool:
@@ -47,8 +70,12 @@ def write_tiny_codec(folder: Path, width: int = 8) -> Path:
     import torch
 
     torch.manual_seed(0)
-    vae = diffusers.AutoencoderTiny(encoder_block_out_channels=(width,) * 4, decoder_block_out_channels=(width,) * 4,
-                                    num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
+    vae = diffusers.AutoencoderTiny(
+        encoder_block_out_channels=(width,) * 4,
+        decoder_block_out_channels=(width,) * 4,
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
     vae.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     config.pop("block_out_channels")  # as scripts/train_codec.py writes it (AutoencoderTiny sets it itself)

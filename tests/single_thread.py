@@ -1,4 +1,5 @@
 """A module-scoped autouse fixture; import it into a test module to run that module's torch code on one thread."""
+
 import pytest
 import torch
 

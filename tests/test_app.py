@@ -3,6 +3,7 @@
 AppTest sees only the final state of each placeholder, so what the app draws during a run is tested on the
 generator (test_frames_*) and the queue in test_scheduler.py. Checkpoints are tiny models written to temporary folders.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,19 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.training.checkpoint import Checkpoint, export_for_inference, save_checkpoint
 from workbench.core.config import SAMPLERS_FOR
+from workbench.training.checkpoint import Checkpoint, export_for_inference, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `app` is a folder of the repo, not an installed package
+
+from fluent_fixture import NAMES, write_fluent, write_tiny_codec  # noqa: E402
+from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
 
 from app import catalog  # noqa: E402
 from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, iso_table, side_plan, validate  # noqa: E402
 from app.panels import pictures  # noqa: E402
 from app.runs import Throttle, progress_text  # noqa: E402
-from fluent_fixture import NAMES, write_fluent, write_tiny_codec  # noqa: E402
-from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
 from workbench.sampling.sampler import frame, placeholder  # noqa: E402
 
 MAIN = str(ROOT / "app" / "main.py")
@@ -36,12 +38,20 @@ ELASTIC_D = (1, 2, 4)  # the elastic checkpoint's trained set: D=3 is held out
 
 
 def tiny_config(name: str, D: int, classes: int = 0, elastic: tuple = ()):
-    return wb.preset("tiny", **{"model.diffusion_depth": D, "model.width": 32, "model.num_classes": classes,
-                                "model.elastic_depths": list(elastic)}).override(name=name)
+    return wb.preset(
+        "tiny",
+        **{
+            "model.diffusion_depth": D,
+            "model.width": 32,
+            "model.num_classes": classes,
+            "model.elastic_depths": list(elastic),
+        },
+    ).override(name=name)
 
 
-def write_checkpoint(folder: Path, file: str, name: str, D: int, seed: int = 0, width: int = 32,
-                     classes: int = 0, elastic: tuple = ()) -> Path:
+def write_checkpoint(
+    folder: Path, file: str, name: str, D: int, seed: int = 0, width: int = 32, classes: int = 0, elastic: tuple = ()
+) -> Path:
     """An exported (half-precision, EMA-only) checkpoint of a freshly initialised tiny model (trained over the
     depths `elastic` when given); a `width` other than the config's makes a file whose weights do not fit its
     config."""
@@ -58,8 +68,10 @@ def export_model(folder: Path, file: str, cfg, seed: int = 0, width: int | None 
         if model.boundary_embed is not None:  # so is the embedding of D: make D visible in the samples
             model.boundary_embed.weight.normal_(0, 0.05)
     state = model.state_dict()
-    run = save_checkpoint(Checkpoint(cfg, step=100, model=state, ema=state, data={"samples_seen": 1600}),
-                          folder / f".run-{cfg.name.replace('/', '-')}")
+    run = save_checkpoint(
+        Checkpoint(cfg, step=100, model=state, ema=state, data={"samples_seen": 1600}),
+        folder / f".run-{cfg.name.replace('/', '-')}",
+    )
     return export_for_inference(run, folder / file)
 
 
@@ -103,10 +115,12 @@ def test_app_loads_with_family_and_empty_position(app):
     family = app.selectbox(key="family")
     assert family.value.startswith("vertical · N=4 T=4")
     depth, steps, sampler = side_widgets(app, family.value)
-    assert depth.value == 2 and list(depth.options) == ["D=1/N=4 · 100 steps, 2k images",
-                                                         "D=2/N=4 · 100 steps, 2k images",
-                                                         "D=3/N=4 · not trained",
-                                                         "D=4/N=4 · 100 steps, 2k images"]
+    assert depth.value == 2 and list(depth.options) == [
+        "D=1/N=4 · 100 steps, 2k images",
+        "D=2/N=4 · 100 steps, 2k images",
+        "D=3/N=4 · not trained",
+        "D=4/N=4 · 100 steps, 2k images",
+    ]
     assert sampler.options == list(SAMPLERS_FOR["vp"])  # the zoo's models are VP (epsilon) models
     assert any("a link pointing outside the allowed folders, refused" in w.value for w in app.sidebar.warning)
 
@@ -194,6 +208,7 @@ def test_paired_difference_refuses_sides_that_do_not_pair(app):
     from dataclasses import replace
 
     from app.runs import paired_difference
+
     app.toggle(key="compare").set_value(True).run()
     at = submit(app)
     a, b = at.session_state["runs"]
@@ -246,8 +261,7 @@ def test_failing_generation_keeps_the_app_usable(app, monkeypatch):
     assert at.image
 
 
-def test_class_picker_lists_classes_with_images_by_name_and_guidance_starts_at_the_checkpoints(monkeypatch,
-                                                                                               tmp_path):
+def test_class_picker_lists_classes_with_images_by_name_and_guidance_starts_at_the_checkpoints(monkeypatch, tmp_path):
     """A checkpoint with sample.class_counts: the picker offers the classes that have training images (named),
     "as in the training data" first, and the guidance slider starts at the checkpoint's own scale."""
     counts = (5, 0, 2, 0, 0, 0, 0, 0, 0, 1)
@@ -255,9 +269,12 @@ def test_class_picker_lists_classes_with_images_by_name_and_guidance_starts_at_t
     path = export_model(tmp_path, "cond.safetensors", cfg)
     at = start(monkeypatch, "--checkpoint", str(path))
     key = f"A@{at.selectbox(key='family').value}"
-    assert at.selectbox(key=f"{key}.class").options == ["classes as often as in the training data",
-                                                        "class 0 · T-shirt/top", "class 2 · Pullover",
-                                                        "class 9 · Ankle boot"]
+    assert at.selectbox(key=f"{key}.class").options == [
+        "classes as often as in the training data",
+        "class 0 · T-shirt/top",
+        "class 2 · Pullover",
+        "class 9 · Ankle boot",
+    ]
     assert at.slider(key=f"{key}.cfg").value == 2.5
 
 
@@ -271,13 +288,15 @@ def test_class_and_guidance_for_class_conditional_checkpoints(monkeypatch, tmp_p
     at.slider(key=f"{key}.S").set_value(2)
     at = submit(at)
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert [m.value for m in at.markdown if m.value.startswith("#####")] == \
-        ["##### cond/D2 · D=2 · S=2 · ddim · class 3 · guidance 2"]
+    assert [m.value for m in at.markdown if m.value.startswith("#####")] == [
+        "##### cond/D2 · D=2 · S=2 · ddim · class 3 · guidance 2"
+    ]
 
 
 def test_the_sidebar_says_which_checkpoints_read_noised_context_in_training(tmp_path):
-    noisy = export_model(tmp_path, "ctx.safetensors", tiny_config("ctx/D2", 2).override(
-        **{"diffusion.context_noise": 0.5}))
+    noisy = export_model(
+        tmp_path, "ctx.safetensors", tiny_config("ctx/D2", 2).override(**{"diffusion.context_noise": 0.5})
+    )
     plain = write_checkpoint(tmp_path, "plain.safetensors", "plain/D2", 2)
     assert "context noised up to 0.5 in training" in catalog.load_entry(noisy, "user").describe()
     assert "context" not in catalog.load_entry(plain, "user").describe()
@@ -292,8 +311,7 @@ def test_corrupt_checkpoint_is_reported_and_others_still_run(folders, monkeypatc
     steps.set_value(2)
     at = submit(at)
     assert not at.exception
-    assert any("Cannot generate" in e.value and "do not fit" in e.value for e in at.error), \
-        [e.value for e in at.error]
+    assert any("Cannot generate" in e.value and "do not fit" in e.value for e in at.error), [e.value for e in at.error]
     side_widgets(at, at.selectbox(key="family").value)[0].set_value(1)
     at = submit(at)
     assert not at.error and at.image
@@ -305,17 +323,35 @@ def write_zoo(zoo: Path, extractor: str) -> None:
     from workbench.core.compute import cached_cost, paper_cost
     from workbench.research.reports import report_from_dict, write_report
 
-    for family, name, D, fids, weights in [("vertical", "D1", 1, (60, 40, 30), True),
-                                           ("vertical", "D2", 2, (80, 45, 25), True),
-                                           ("ablations", "default", 2, (81, 44, 26), False)]:
+    for family, name, D, fids, weights in [
+        ("vertical", "D1", 1, (60, 40, 30), True),
+        ("vertical", "D2", 2, (80, 45, 25), True),
+        ("ablations", "default", 2, (81, 44, 26), False),
+    ]:
         cfg = tiny_config(f"{family}/{name}", D)
         if weights:
             write_checkpoint(zoo / family, f"{name}.safetensors", "vertical/D2", D)  # deduplicated runs keep
-        curve = [{"steps": S, "fid": f, "paper_cost": paper_cost(cfg.model, S),  # their first member's name
-                  "cached_cost": cached_cost(cfg.model, S)} for S, f in zip((2, 4, 8), fids)]
-        write_report(report_from_dict({"family": family, "name": name, "config": cfg.to_dict(), "training": {},
-                                       "eval": {"extractor": extractor, "reference": "ref", "n": 1000,
-                                                "sampler": "ddim", "curve": curve}}), zoo)
+        curve = [
+            {
+                "steps": S,
+                "fid": f,
+                "paper_cost": paper_cost(cfg.model, S),  # their first member's name
+                "cached_cost": cached_cost(cfg.model, S),
+            }
+            for S, f in zip((2, 4, 8), fids)
+        ]
+        write_report(
+            report_from_dict(
+                {
+                    "family": family,
+                    "name": name,
+                    "config": cfg.to_dict(),
+                    "training": {},
+                    "eval": {"extractor": extractor, "reference": "ref", "n": 1000, "sampler": "ddim", "curve": curve},
+                }
+            ),
+            zoo,
+        )
 
 
 def test_zoo_reports_place_the_run_on_the_frontier(monkeypatch, tmp_path):
@@ -381,13 +417,17 @@ def test_validate_bounds(folders):
     family = catalog.families(entries)[0]
     ok = Side(2, 10, "ddim", None, 1.0)
     assert [e.D for e in validate(Request((ok,), 4, 0, True), family)] == [2]
-    bad = [Request((ok,), MAX_IMAGES + 1, 0, True), Request((ok,), 0, 0, True), Request((ok,), 4, -1, True),
-           Request((Side(2, MAX_STEPS + 1, "ddim", None, 1.0),), 4, 0, True),
-           Request((Side(2, 10, "rm -rf", None, 1.0),), 4, 0, True),
-           Request((Side(3, 10, "ddim", None, 1.0),), 4, 0, True),
-           Request((Side(2, 10, "ddim", 0, 1.0),), 4, 0, True),       # a class for an unconditional model
-           Request((Side(2, 10, "ddim", None, 3.0),), 4, 0, True),    # guidance without classes
-           Request((ok, ok, ok), 4, 0, True)]
+    bad = [
+        Request((ok,), MAX_IMAGES + 1, 0, True),
+        Request((ok,), 0, 0, True),
+        Request((ok,), 4, -1, True),
+        Request((Side(2, MAX_STEPS + 1, "ddim", None, 1.0),), 4, 0, True),
+        Request((Side(2, 10, "rm -rf", None, 1.0),), 4, 0, True),
+        Request((Side(3, 10, "ddim", None, 1.0),), 4, 0, True),
+        Request((Side(2, 10, "ddim", 0, 1.0),), 4, 0, True),  # a class for an unconditional model
+        Request((Side(2, 10, "ddim", None, 3.0),), 4, 0, True),  # guidance without classes
+        Request((ok, ok, ok), 4, 0, True),
+    ]
     for request in bad:
         with pytest.raises(ValueError, match="Fix:"):
             validate(request, family)
@@ -396,8 +436,16 @@ def test_validate_bounds(folders):
 def test_check_path_confines_to_the_folders(folders, tmp_path):
     f = catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None)
     assert catalog.check_path(str(folders["D1"]), f) == folders["D1"].resolve()
-    for refused in [folders["outside"], folders["user"] / "link.safetensors", folders["user"] / ".." / "outside",
-                    "/etc/passwd", folders["user"] / "missing.safetensors", "", "x" * 5000, "a\0b"]:
+    for refused in [
+        folders["outside"],
+        folders["user"] / "link.safetensors",
+        folders["user"] / ".." / "outside",
+        "/etc/passwd",
+        folders["user"] / "missing.safetensors",
+        "",
+        "x" * 5000,
+        "a\0b",
+    ]:
         with pytest.raises(catalog.PathRefused, match="Fix:"):
             catalog.check_path(str(refused), f)
     bad = folders["user"] / "bad-run"  # a run folder whose `latest` points out of the folders
@@ -408,8 +456,10 @@ def test_check_path_confines_to_the_folders(folders, tmp_path):
 
 
 def test_folders_from_command_line_and_environment(folders, tmp_path):
-    f = catalog.folders_from(["-q", "--checkpoints", str(tmp_path), "--checkpoint", str(folders["D1"])],
-                             {catalog.ENV_FOLDERS: os.pathsep.join([str(folders["user"]), ""])})
+    f = catalog.folders_from(
+        ["-q", "--checkpoints", str(tmp_path), "--checkpoint", str(folders["D1"])],
+        {catalog.ENV_FOLDERS: os.pathsep.join([str(folders["user"]), ""])},
+    )
     assert f.user == (tmp_path.resolve(), folders["user"].resolve()) and f.default == folders["D1"].resolve()
     broken = catalog.folders_from(["--checkpoint", str(tmp_path / "nope")], {})
     assert broken.default is None and "--checkpoint" in broken.problems[0]
@@ -453,8 +503,9 @@ def test_a_stopped_run_keeps_its_finished_blocks(app, monkeypatch):
 # ---- an elastic checkpoint: one file, every D in 1..N ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def elastic(tmp_path_factory) -> Path:
-    return write_checkpoint(tmp_path_factory.mktemp("elastic"), "elastic.safetensors", "elastic/E", 2,
-                            elastic=ELASTIC_D)
+    return write_checkpoint(
+        tmp_path_factory.mktemp("elastic"), "elastic.safetensors", "elastic/E", 2, elastic=ELASTIC_D
+    )
 
 
 @pytest.fixture
@@ -464,9 +515,14 @@ def elastic_app(elastic, monkeypatch):
 
 def elastic_widgets(at, side: str = "A") -> dict:
     key = f"{side}@{at.selectbox(key='family').value}"
-    return {"D": at.select_slider(key=f"{key}.D"), "S": at.slider(key=f"{key}.S"), "iso": at.checkbox(key=f"{key}.iso"),
-            "iso_D": at.selectbox(key=f"{key}.iso_D"), "Dk": at.text_input(key=f"{key}.Dk"),
-            "Sk": at.text_input(key=f"{key}.Sk")}
+    return {
+        "D": at.select_slider(key=f"{key}.D"),
+        "S": at.slider(key=f"{key}.S"),
+        "iso": at.checkbox(key=f"{key}.iso"),
+        "iso_D": at.selectbox(key=f"{key}.iso_D"),
+        "Dk": at.text_input(key=f"{key}.Dk"),
+        "Sk": at.text_input(key=f"{key}.Sk"),
+    }
 
 
 def titles(at) -> list[str]:
@@ -477,8 +533,12 @@ def test_elastic_checkpoint_gives_a_slider_over_every_depth(elastic_app):
     at = elastic_app
     assert not at.exception, at.exception
     w = elastic_widgets(at)
-    assert w["D"].value == 2 and list(w["D"].options) == ["D=1/N=4 · trained", "D=2/N=4 · trained",
-                                                          "D=3/N=4 · held out", "D=4/N=4 · trained"]
+    assert w["D"].value == 2 and list(w["D"].options) == [
+        "D=1/N=4 · trained",
+        "D=2/N=4 · trained",
+        "D=3/N=4 · held out",
+        "D=4/N=4 · trained",
+    ]
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     assert "elastic: trained at D in {1, 2, 4}, every other D in 1..4 held out" in sidebar
     assert w["iso"].value is False and w["iso_D"].value == 2 and w["Dk"].value == w["Sk"].value == ""
@@ -500,15 +560,19 @@ def test_every_depth_samples_from_the_one_file_and_held_out_ones_say_so(elastic_
     assert ("Held out of training: D=3, sampled with allow_untrained_depth" in captions) == (D == 3)
 
 
-def write_depth_reports(folder: Path, fids: dict[int, tuple[float, float, float]], steps: int,
-                        stem: str = "E") -> None:
+def write_depth_reports(folder: Path, fids: dict[int, tuple[float, float, float]], steps: int, stem: str = "E") -> None:
     """Eval reports of the elastic checkpoint <stem>.safetensors at each D of `fids` ({D: (fid, low, high)} at
     `steps`), where the zoo puts them: its sidecar <stem>.json at the file's D=2, "<stem>-D<k>.json" for the others."""
     for D, (fid, low, high) in fids.items():
         cfg = tiny_config("elastic/E", D, elastic=(1, 2, 3, 4))
         point = {"steps": steps, "fid": fid, "fid_low": low, "fid_high": high, "paper_cost": 1.0, "cached_cost": 1.0}
-        report = {"family": "elastic", "name": f"E-D{D}", "config": cfg.to_dict(), "training": {},
-                  "eval": {"n": 1000, "curve": [point]}}
+        report = {
+            "family": "elastic",
+            "name": f"E-D{D}",
+            "config": cfg.to_dict(),
+            "training": {},
+            "eval": {"n": 1000, "curve": [point]},
+        }
         (folder / (f"{stem}.json" if D == 2 else f"{stem}-D{D}.json")).write_text(json.dumps(report))
 
 
@@ -517,7 +581,7 @@ OPENINGS = [
     ({1: (20.9, 19.6, 22.2), 2: (13.3, 12.5, 14.0), 3: (11.72, 10.9, 12.5), 4: (11.71, 10.9, 12.4)}, 3),  # the zoo's
     ({1: (20.9, 19.6, 22.2), 2: (13.3, 12.5, 14.0), 3: (13.0, 12.2, 13.8), 4: (11.7, 10.9, 12.4)}, 4),  # D=4 clear
     ({1: (10.0, 9.0, 11.0), 2: (13.3, 12.5, 14.0), 3: (11.7, 10.9, 12.5), 4: (11.7, 10.9, 12.4)}, 1),
-    ({2: (13.3, 12.5, 14.0)}, 2),                                                                 # one report only
+    ({2: (13.3, 12.5, 14.0)}, 2),  # one report only
 ]
 
 
@@ -554,9 +618,11 @@ def test_app_opens_the_elastic_family_at_its_best_depth_and_refuses_a_bad_depth_
     assert not at.exception, at.exception
     assert elastic_widgets(at)["D"].value == 3
     why = [c.value for c in at.sidebar.caption if c.value.startswith("Opens at")]
-    assert why == ["Opens at D=3: the cheapest depth whose shipped FID at S=16 lies inside the best one's interval "
-                   "(D=1 20.9 [19.6, 22.2], D=2 13.3 [12.5, 14.0], D=3 11.7 [10.9, 12.5], D=4 11.7 [10.9, 12.4]; "
-                   "n=1,000)."]
+    assert why == [
+        "Opens at D=3: the cheapest depth whose shipped FID at S=16 lies inside the best one's interval "
+        "(D=1 20.9 [19.6, 22.2], D=2 13.3 [12.5, 14.0], D=3 11.7 [10.9, 12.5], D=4 11.7 [10.9, 12.4]; "
+        "n=1,000)."
+    ]
     sidebar = " ".join(m.value for m in at.sidebar.markdown)  # named after the member, not its D=2 report
     assert "- elastic/E: N=4 (elastic: trained at D in {1, 2, 3, 4}), T=4, width 32" in sidebar
     curves = [t["name"] for t in json.loads(at.get("plotly_chart")[1].proto.spec)["data"]]
@@ -582,11 +648,15 @@ def test_iso_compute_moves_steps_with_depth(elastic_app):
     w["D"].set_value(3)
     at = submit(elastic_app)
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert titles(at) == ["##### elastic/E · D=3 · S=4 · ddim · S_k 3,3,3,3 · iso-compute C=10 (D_ref=2, S=4) · "
-                          "held out D=3: allow_untrained_depth"]
+    assert titles(at) == [
+        "##### elastic/E · D=3 · S=4 · ddim · S_k 3,3,3,3 · iso-compute C=10 (D_ref=2, S=4) · "
+        "held out D=3: allow_untrained_depth"
+    ]
     assert {m.label: m.value for m in at.metric}["layer evals / image"] == f"{4 * 10:,}"  # T * C: (4-3) + 3*3
-    assert "every block costs C = (N − D_ref) + D_ref·S = 10 layer evaluations; D=1: S=7, D=2: S=4, D=3: S=3, " \
-           "D=4: S=3." in " ".join(c.value for c in at.caption)
+    assert (
+        "every block costs C = (N − D_ref) + D_ref·S = 10 layer evaluations; D=1: S=7, D=2: S=4, D=3: S=3, "
+        "D=4: S=3." in " ".join(c.value for c in at.caption)
+    )
 
 
 def test_schedule_controls_reach_the_sampler(elastic_app, monkeypatch):
@@ -603,10 +673,12 @@ def test_schedule_controls_reach_the_sampler(elastic_app, monkeypatch):
         patch.setattr(wb, "generate_events", recording)
         at = submit(elastic_app)
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert [(c["depth_schedule"], c["steps_schedule"], c["allow_untrained_depth"]) for c in calls] == \
-        [((4, 3, 2, 1), (3, 2, 2, 1), True)]
-    assert titles(at) == ["##### elastic/E · D=2 · S=16 · ddim · D_k 4,3,2,1 · S_k 3,2,2,1 · held out D=3: "
-                          "allow_untrained_depth"]
+    assert [(c["depth_schedule"], c["steps_schedule"], c["allow_untrained_depth"]) for c in calls] == [
+        ((4, 3, 2, 1), (3, 2, 2, 1), True)
+    ]
+    assert titles(at) == [
+        "##### elastic/E · D=2 · S=16 · ddim · D_k 4,3,2,1 · S_k 3,2,2,1 · held out D=3: allow_untrained_depth"
+    ]
     paper = sum((4 - d) + d * s for d, s in zip((4, 3, 2, 1), (3, 2, 2, 1)))
     assert {m.label: m.value for m in at.metric}["layer evals / image"] == f"{paper:,}"
 
@@ -615,8 +687,9 @@ def test_bad_elastic_inputs_are_refused_on_the_page(elastic_app):
     elastic_widgets(elastic_app)["Dk"].input("4,3")
     at = submit(elastic_app)
     assert not at.exception and not at.image
-    assert any("D_k: 2 values for T=4 blocks" in e.value and "Fix:" in e.value for e in at.error), \
-        [e.value for e in at.error]
+    assert any("D_k: 2 values for T=4 blocks" in e.value and "Fix:" in e.value for e in at.error), [
+        e.value for e in at.error
+    ]
 
 
 def test_validate_elastic_bounds(elastic, folders):
@@ -626,29 +699,39 @@ def test_validate_elastic_bounds(elastic, folders):
     assert validate(Request((ok,), 4, 0, True), fam)[0].path == elastic.resolve()
     plan = side_plan(ok, fam.elastic.config)
     assert (plan.depths, plan.steps, plan.held_out, plan.iso_cost) == ((4, 3, 2, 1), (3, 3, 4, 7), (3,), 10)
-    assert plan.sample_kwargs() == {"depth_schedule": (4, 3, 2, 1), "steps_schedule": (3, 3, 4, 7),
-                                    "allow_untrained_depth": True}
-    bad = {"D 0": Side(0, 4, "ddim", None, 1.0), "D 5": Side(5, 4, "ddim", None, 1.0),
-           "D bool": Side(True, 4, "ddim", None, 1.0),
-           "D_k length": Side(2, 4, "ddim", None, 1.0, "1,2,3"),
-           "D_k range": Side(2, 4, "ddim", None, 1.0, "1,2,3,9"),
-           "D_k text": Side(2, 4, "ddim", None, 1.0, "1,2,x,4"),
-           "D_k sign": Side(2, 4, "ddim", None, 1.0, "1,-2,3,4"),
-           "D_k type": Side(2, 4, "ddim", None, 1.0, (1, 2, 3, 4)),
-           "D_k long": Side(2, 4, "ddim", None, 1.0, "1," * 300),
-           "S_k zero": Side(2, 4, "ddim", None, 1.0, "", "0,1,1,1"),
-           "S_k over": Side(2, 4, "ddim", None, 1.0, "", f"1,1,1,{MAX_STEPS + 1}"),
-           "iso ref": Side(2, 4, "ddim", None, 1.0, "", "", 7),
-           "iso and S_k": Side(2, 4, "ddim", None, 1.0, "", "1,1,1,1", 2),
-           "iso over": Side(1, MAX_STEPS, "ddim", None, 1.0, "", "", 4)}  # S(1) = 4 * 200 - 3 steps
+    assert plan.sample_kwargs() == {
+        "depth_schedule": (4, 3, 2, 1),
+        "steps_schedule": (3, 3, 4, 7),
+        "allow_untrained_depth": True,
+    }
+    bad = {
+        "D 0": Side(0, 4, "ddim", None, 1.0),
+        "D 5": Side(5, 4, "ddim", None, 1.0),
+        "D bool": Side(True, 4, "ddim", None, 1.0),
+        "D_k length": Side(2, 4, "ddim", None, 1.0, "1,2,3"),
+        "D_k range": Side(2, 4, "ddim", None, 1.0, "1,2,3,9"),
+        "D_k text": Side(2, 4, "ddim", None, 1.0, "1,2,x,4"),
+        "D_k sign": Side(2, 4, "ddim", None, 1.0, "1,-2,3,4"),
+        "D_k type": Side(2, 4, "ddim", None, 1.0, (1, 2, 3, 4)),
+        "D_k long": Side(2, 4, "ddim", None, 1.0, "1," * 300),
+        "S_k zero": Side(2, 4, "ddim", None, 1.0, "", "0,1,1,1"),
+        "S_k over": Side(2, 4, "ddim", None, 1.0, "", f"1,1,1,{MAX_STEPS + 1}"),
+        "iso ref": Side(2, 4, "ddim", None, 1.0, "", "", 7),
+        "iso and S_k": Side(2, 4, "ddim", None, 1.0, "", "1,1,1,1", 2),
+        "iso over": Side(1, MAX_STEPS, "ddim", None, 1.0, "", "", 4),
+    }  # S(1) = 4 * 200 - 3 steps
     for what, side in bad.items():
         with pytest.raises(ValueError, match="Fix:"):
             validate(Request((side,), 4, 0, True), fam)
             pytest.fail(what)
-    dedicated = catalog.families(catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),),
-                                                              None))[0])[0]
-    for side in (Side(2, 4, "ddim", None, 1.0, "1,2,1,2"), Side(2, 4, "ddim", None, 1.0, "", "2,2,2,2"),
-                 Side(2, 4, "ddim", None, 1.0, "", "", 2)):
+    dedicated = catalog.families(
+        catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None))[0]
+    )[0]
+    for side in (
+        Side(2, 4, "ddim", None, 1.0, "1,2,1,2"),
+        Side(2, 4, "ddim", None, 1.0, "", "2,2,2,2"),
+        Side(2, 4, "ddim", None, 1.0, "", "", 2),
+    ):
         with pytest.raises(ValueError, match="need an elastic checkpoint.*Fix:"):
             validate(Request((side,), 4, 0, True), dedicated)
     assert side_plan(Side(2, 4, "ddim", None, 1.0), dedicated.entries[0].config).sample_kwargs() == {}
@@ -657,9 +740,17 @@ def test_validate_elastic_bounds(elastic, folders):
 # ---- a 256 px latent model: each finished block decoded, the others a placeholder, shown at true size ------------
 def latent_config(fluent: Path, codec: Path):
     """The emoji256 preset (Fluent 3D at 256 px as 32x32x4 latents) shrunk to a tiny model, on the fixture codec."""
-    return wb.preset("emoji256-T4", **{"model.width": 32, "model.heads": 2, "model.depth": 4,
-                                       "model.diffusion_depth": 2, "data.root": str(fluent),
-                                       "data.vae_path": str(codec)}).override(name="blocks-emoji256/T4")
+    return wb.preset(
+        "emoji256-T4",
+        **{
+            "model.width": 32,
+            "model.heads": 2,
+            "model.depth": 4,
+            "model.diffusion_depth": 2,
+            "data.root": str(fluent),
+            "data.vae_path": str(codec),
+        },
+    ).override(name="blocks-emoji256/T4")
 
 
 @pytest.fixture(scope="module")
@@ -678,8 +769,8 @@ def latent(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_a_256px_latent_family_draws_decoded_blocks_at_true_size_with_an_inception_fid(latent, monkeypatch):
-    from workbench.evaluation import evaluate as evaluation
     from workbench.data.codecs import VAECodec
+    from workbench.evaluation import evaluate as evaluation
 
     monkeypatch.setattr(evaluation, "REFERENCE_DIR", latent["reference"])  # instead of data/reference/
     decoded, decode = [], VAECodec.decode
@@ -703,8 +794,8 @@ def test_a_256px_latent_family_draws_decoded_blocks_at_true_size_with_an_incepti
 
 
 def test_frames_of_a_latent_model_decode_finished_blocks_and_hatch_the_rest(latent):
-    from workbench.training.checkpoint import load_for_inference
     from workbench.data.codecs import build_codec
+    from workbench.training.checkpoint import load_for_inference
 
     model, cfg = load_for_inference(latent["checkpoint"])
     codec = build_codec(cfg.data)
@@ -749,8 +840,8 @@ def test_a_latent_run_decodes_finished_blocks_only_and_skips_outdated_ones(laten
 
     from app.runs import Loaded, Run, generate, submit
     from app.scheduler import Limits, Scheduler
-    from workbench.training.checkpoint import load_for_inference
     from workbench.data.codecs import VAECodec, build_codec
+    from workbench.training.checkpoint import load_for_inference
 
     model, cfg = load_for_inference(latent["checkpoint"])
     ld = Loaded(model, cfg, build_codec(cfg.data), None, "no reference")

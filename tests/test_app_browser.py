@@ -6,6 +6,7 @@ when data/checkpoints holds checkpoints (the `make app` path), else on a tiny ch
 gets a page of its own (test-artifacts/app-elastic.png: the depth slider over every D of one file, a held-out D
 sampled). The server and browser harness is the one benchmarks/app_first_block.py measures with.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ def require_chromium() -> None:
     if not os.access(CHROMIUM, os.X_OK):
         subprocess.run(["bash", str(ROOT / "scripts" / "system_deps.sh")], check=False, timeout=900)
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing and could not be installed (needs root and Debian's apt): "
-                    "sudo apt-get install chromium")
+        pytest.skip(
+            f"{CHROMIUM} is missing and could not be installed (needs root and Debian's apt): "
+            "sudo apt-get install chromium"
+        )
 
 
 @contextmanager
@@ -82,8 +85,9 @@ def test_generate_in_a_real_browser(tmp_path):
             page.screenshot(path=str(ARTIFACTS / "app.png"), full_page=True)
             assert_no_errors(page)
     assert float(value) > 0
-    (ARTIFACTS / "app_browser.json").write_text(json.dumps(
-        {"click_to_first_block_s": round(first_block_s, 3), "fid": value, "app_args": args}, indent=1) + "\n")
+    (ARTIFACTS / "app_browser.json").write_text(
+        json.dumps({"click_to_first_block_s": round(first_block_s, 3), "fid": value, "app_args": args}, indent=1) + "\n"
+    )
 
 
 def test_stop_keeps_the_finished_blocks_and_ends_the_job(tmp_path):
@@ -94,8 +98,12 @@ def test_stop_keeps_the_finished_blocks_and_ends_the_job(tmp_path):
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     queue_log = tmp_path / "queue.jsonl"
-    with streamlit_server(app_args(tmp_path), ARTIFACTS / "streamlit-stop.log",
-                          env={"WORKBENCH_QUEUE_LOG": str(queue_log)}) as (url, _), sync_playwright() as pw:
+    with (
+        streamlit_server(
+            app_args(tmp_path), ARTIFACTS / "streamlit-stop.log", env={"WORKBENCH_QUEUE_LOG": str(queue_log)}
+        ) as (url, _),
+        sync_playwright() as pw,
+    ):
         with browser_page(pw, "app-stop") as page:
             generate = open_app(page, url)
             sliders = page.get_by_role("slider")  # depth, steps, images: the most steps and images, a long run
@@ -117,14 +125,15 @@ def test_elastic_checkpoint_slides_over_every_depth_in_a_real_browser(tmp_path):
     """One elastic file: the depth slider moves over D = 1..N, each position saying trained or held out; a held-out
     D generates and the page says it was sampled with allow_untrained_depth."""
     from playwright.sync_api import expect, sync_playwright
-
     from test_app import ELASTIC_D, write_checkpoint
 
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     path = write_checkpoint(tmp_path, "elastic.safetensors", "elastic/E", 2, elastic=ELASTIC_D)
-    with streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-elastic.log") as (url, _), \
-            sync_playwright() as pw:
+    with (
+        streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-elastic.log") as (url, _),
+        sync_playwright() as pw,
+    ):
         with browser_page(pw, "app-elastic", 1500) as page:
             generate = open_app(page, url)
             depth, steps = page.get_by_role("slider").nth(0), page.get_by_role("slider").nth(1)
@@ -150,17 +159,18 @@ def test_elastic_checkpoint_slides_over_every_depth_in_a_real_browser(tmp_path):
 def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browser(tmp_path):
     """A 256 px model on latents of a (tiny, untrained) codec: every generated image is one picture drawn at
     256x256 CSS pixels, neither upscaled nor squeezed into the column; screenshot test-artifacts/app-256px.png."""
-    from playwright.sync_api import expect, sync_playwright
-
     from fluent_fixture import write_fluent, write_tiny_codec
+    from playwright.sync_api import expect, sync_playwright
     from test_app import export_model, latent_config
 
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     cfg = latent_config(write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec"))
     path = export_model(tmp_path, "T4.safetensors", cfg)
-    with streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-256px.log") as (url, _), \
-            sync_playwright() as pw:
+    with (
+        streamlit_server(["--checkpoint", str(path)], ARTIFACTS / "streamlit-256px.log") as (url, _),
+        sync_playwright() as pw,
+    ):
         with browser_page(pw, "app-256px", 1500) as page:
             generate = open_app(page, url)
             steps, images = page.get_by_role("slider").nth(1), page.get_by_role("slider").nth(2)
@@ -173,8 +183,10 @@ def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browse
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
             pictures = page.locator('[data-testid="stImage"] img')
             expect(pictures).to_have_count(6, timeout=30_000)
-            sizes = pictures.evaluate_all("imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight, "
-                                          "i.getBoundingClientRect().width, i.getBoundingClientRect().height])")
+            sizes = pictures.evaluate_all(
+                "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight, "
+                "i.getBoundingClientRect().width, i.getBoundingClientRect().height])"
+            )
             assert sizes == [[256, 256, 256, 256]] * 6, sizes
             assert_no_errors(page)
             pictures.first.scroll_into_view_if_needed()

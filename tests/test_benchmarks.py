@@ -1,4 +1,5 @@
 """The CPU-runnable parts of the GPU benchmark: argument parsing, the einops stand-in, and a tiny dry run."""
+
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import gpu_bench  # noqa: E402
-
 from single_thread import one_thread  # noqa: E402,F401
 
 
@@ -30,10 +30,13 @@ def test_unknown_argument_is_a_usage_error():
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("pattern,sizes", [
-    ("b c (bi s1 p1) (bj s2 p2) -> b (bi bj) (s1 s2) (c p1 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
-    ("b (bi bj) (s1 s2) (c p1 p2) -> b c (bi s1 p1) (bj s2 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
-])
+@pytest.mark.parametrize(
+    "pattern,sizes",
+    [
+        ("b c (bi s1 p1) (bj s2 p2) -> b (bi bj) (s1 s2) (c p1 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
+        ("b (bi bj) (s1 s2) (c p1 p2) -> b c (bi s1 p1) (bj s2 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
+    ],
+)
 def test_rearrange_stand_in_matches_einops(pattern, sizes):
     x = torch.randn(2, 3, 16, 16) if pattern.startswith("b c") else torch.randn(2, 4, 4, 48)
     assert torch.equal(gpu_bench._rearrange(x, pattern, **sizes), einops.rearrange(x, pattern, **sizes))
@@ -50,6 +53,7 @@ def test_stand_ins_replace_missing_packages(monkeypatch):
 
 def test_recipe_race_variants_build_and_combine():
     import bench_recipe
+
     for name, over in bench_recipe.VARIANTS.items():  # every variant is a valid config
         cfg = bench_recipe.config_for(name, over, Path("/tmp/unused"), 10, 1.0)
         assert cfg.name == f"recipe/{name}" and cfg.train.max_steps == 10 and cfg.train.sample_every == 0
@@ -57,8 +61,12 @@ def test_recipe_race_variants_build_and_combine():
     assert name == "best" and over == {**bench_recipe.FLOW, "model.timestep_conditioning": "adaln", "train.lr": 0.001}
     # the race's baseline is the recipe before the race, whatever fmnist-small's default is now
     today = bench_recipe.config_for("today", {}, Path("/tmp/unused"), 10, 1.0)
-    assert (today.diffusion.prediction, today.model.timestep_conditioning, today.train.lr, today.sample.sampler) == \
-        ("epsilon", "embed", 3e-4, "ddim")
+    assert (today.diffusion.prediction, today.model.timestep_conditioning, today.train.lr, today.sample.sampler) == (
+        "epsilon",
+        "embed",
+        3e-4,
+        "ddim",
+    )
     costly = [n for n, o in bench_recipe.VARIANTS.items() if any(k.startswith(bench_recipe.COST_KEYS) for k in o)]
     assert "flow" not in costly and "lr1e-3" not in costly and {"patch2", "compile", "fp32"} <= set(costly)
 
@@ -66,7 +74,9 @@ def test_recipe_race_variants_build_and_combine():
 def test_elastic_benchmark_members_and_frontiers():
     import bench_elastic
     import bench_recipe
+
     from workbench.research import comparison
+
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
     assert spec["elastic-4x"]["budgets"] == 4 and spec["elastic-1x"]["budgets"] == 1
     assert spec["held-out"]["trained"] == [1, 3, 5, 6] and spec["held-out"]["eval_depths"] == [1, 2, 3, 4, 5, 6]
@@ -87,14 +97,26 @@ def test_elastic_benchmark_members_and_frontiers():
     assert span == (10, 100) and area == pytest.approx(10.0)
     assert comparison.area_between(b, a)[0] == pytest.approx(-10.0)
     # rows as the benchmark records them: the grid pairs each elastic point with the dedicated model at that D
-    rows = [{"member": m, "point": f"D={d} S={s}", "paper_cost": 4 * ((4 - d) + d * s), "fid": f}
-            for m, d, s, f in [("D1", 1, 2, 50.0), ("D1", 1, 4, 40.0), ("D2", 2, 2, 45.0), ("D2", 2, 4, 35.0),
-                               ("elastic-2x", 1, 2, 48.0), ("elastic-2x", 1, 4, 41.0), ("elastic-2x", 2, 2, 44.0),
-                               ("elastic-2x", 2, 4, 30.0)]] + [{"member": "elastic-2x", "point": "S_k 4,2,2,2",
-                                                                "paper_cost": 30, "fid": 1.0}]
+    rows = [
+        {"member": m, "point": f"D={d} S={s}", "paper_cost": 4 * ((4 - d) + d * s), "fid": f}
+        for m, d, s, f in [
+            ("D1", 1, 2, 50.0),
+            ("D1", 1, 4, 40.0),
+            ("D2", 2, 2, 45.0),
+            ("D2", 2, 4, 35.0),
+            ("elastic-2x", 1, 2, 48.0),
+            ("elastic-2x", 1, 4, 41.0),
+            ("elastic-2x", 2, 2, 44.0),
+            ("elastic-2x", 2, 4, 30.0),
+        ]
+    ] + [{"member": "elastic-2x", "point": "S_k 4,2,2,2", "paper_cost": 30, "fid": 1.0}]
     grid = comparison.depth_grid(rows)
     assert [(g["D"], g["S"], g["dedicated"], g["elastic-2x"]) for g in grid] == [
-        (1, 2, 50.0, 48.0), (1, 4, 40.0, 41.0), (2, 2, 45.0, 44.0), (2, 4, 35.0, 30.0)]
+        (1, 2, 50.0, 48.0),
+        (1, 4, 40.0, 41.0),
+        (2, 2, 45.0, 44.0),
+        (2, 4, 35.0, 30.0),
+    ]
     fronts = comparison.depth_frontiers(rows)  # schedules are not grid points
     assert fronts["dedicated"] == [(20, 50.0), (24, 45.0), (28, 40.0), (40, 35.0)]
     text = comparison.describe_elastic(rows)
@@ -106,7 +128,9 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
     the held-out member against elastic-1x and the dedicated models with its untrained D flagged, the frontiers,
     and a schedule against the best fixed point at no more compute. Identical image sets differ by exactly 0."""
     import argparse
+
     import bench_elastic
+
     g = torch.Generator().manual_seed(0)
     sets = {}
     for name in ("a", "b"):
@@ -114,12 +138,26 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
         torch.save(torch.randint(0, 256, (32, 1, 32, 32), generator=g, dtype=torch.uint8), sets[name])
     rows = []
     for member, trained, d, s, fid, images in [
-            ("D1", [1], 1, 2, 50.0, "a"), ("D2", [2], 2, 2, 45.0, "a"),
-            ("elastic-1x", [1, 2], 1, 2, 52.0, "b"), ("elastic-1x", [1, 2], 2, 2, 46.0, "b"),
-            ("elastic-2x", [1, 2], 1, 2, 48.0, "a"), ("elastic-2x", [1, 2], 2, 2, 44.0, "b"),
-            ("held-out", [1], 1, 2, 51.0, "b"), ("held-out", [1], 2, 2, 60.0, "a")]:
-        rows.append({"member": member, "point": f"D={d} S={s}", "paper_cost": 4 * ((4 - d) + d * s), "fid": fid,
-                     "extractor": "fmnist-classifier-0123", "trained_depths": trained, "images": str(sets[images])})
+        ("D1", [1], 1, 2, 50.0, "a"),
+        ("D2", [2], 2, 2, 45.0, "a"),
+        ("elastic-1x", [1, 2], 1, 2, 52.0, "b"),
+        ("elastic-1x", [1, 2], 2, 2, 46.0, "b"),
+        ("elastic-2x", [1, 2], 1, 2, 48.0, "a"),
+        ("elastic-2x", [1, 2], 2, 2, 44.0, "b"),
+        ("held-out", [1], 1, 2, 51.0, "b"),
+        ("held-out", [1], 2, 2, 60.0, "a"),
+    ]:
+        rows.append(
+            {
+                "member": member,
+                "point": f"D={d} S={s}",
+                "paper_cost": 4 * ((4 - d) + d * s),
+                "fid": fid,
+                "extractor": "fmnist-classifier-0123",
+                "trained_depths": trained,
+                "images": str(sets[images]),
+            }
+        )
     rows.append({**rows[-3], "point": "S_k 4,2,2,2 @D=2", "paper_cost": 40, "fid": 43.0})
     out = tmp_path / "rows.jsonl"
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -136,7 +174,9 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
 def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
     import bench_quality
     import bench_recipe
+
     from workbench.core.presets import preset
+
     recipe = bench_recipe.config_for("recipe", bench_quality.recipe_overrides("recipe"), tmp_path, 10, 0.0)
     dit = bench_recipe.config_for("dit", bench_quality.recipe_overrides("dit"), tmp_path, 10, 0.0)
     assert (recipe.diffusion.prediction, recipe.model.timestep_conditioning, recipe.train.lr) == ("flow", "adaln", 1e-3)
@@ -156,6 +196,7 @@ def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
 def test_quality_peer_is_compared_at_its_better_sampler_and_each_sampler_reaches_its_images():
     import bench_quality
     import peer_diffusers
+
     ddim = [{"steps": 2, "fid": 80.0}, {"steps": 4, "fid": 60.0}]
     dpm = [{"steps": 2, "fid": 70.0}, {"steps": 4, "fid": 65.0}]
     assert bench_quality.best_of([ddim, dpm]) == [dpm[0], ddim[1]]
@@ -167,6 +208,7 @@ def test_quality_peer_is_compared_at_its_better_sampler_and_each_sampler_reaches
 
 def test_quality_ratio_at_equal_compute_interpolates_in_log_flops_and_never_extrapolates():
     import bench_quality
+
     a = [{"flops": 1.0, "fid": 40.0}, {"flops": 100.0, "fid": 20.0}]
     b = [{"flops": 10.0, "fid": 60.0}, {"flops": 1000.0, "fid": 30.0}]
     r = bench_quality.ratio_at_equal_compute(a, b)
@@ -180,11 +222,18 @@ def test_sampler_benchmark_scores_every_fitting_sampler_at_every_trained_depth(t
     """One line per (D, sampler) of an elastic flow checkpoint, each over the whole S grid from the same seed; the
     sampler and D reach the samples (at S=2 DPM-Solver++ takes a second-order step where flow Euler does not)."""
     import bench_samplers
+
     import workbench as wb
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
-    cfg = wb.preset("tiny").override(**{"diffusion.prediction": "flow", "sample.sampler": "euler",
-                                        "model.diffusion_depth": 2, "model.elastic_depths": [1, 2]})
+    cfg = wb.preset("tiny").override(
+        **{
+            "diffusion.prediction": "flow",
+            "sample.sampler": "euler",
+            "model.diffusion_depth": 2,
+            "model.elastic_depths": [1, 2],
+        }
+    )
     torch.manual_seed(0)
     model = wb.build_model(cfg)
     with torch.no_grad():  # the head starts at zero: make the samples depend on the sampler
@@ -210,6 +259,7 @@ def test_recipe_rescoring_emits_one_curve_per_setting_from_the_same_seed(tmp_pat
     import argparse
 
     import bench_recipe
+
     import workbench as wb
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
@@ -220,10 +270,20 @@ def test_recipe_rescoring_emits_one_curve_per_setting_from_the_same_seed(tmp_pat
         for p in model.head.parameters():
             p.normal_(0, 0.05)
     state = model.state_dict()
-    save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 1}),
-                    tmp_path / "runs" / "final-1min" / "v")
-    args = argparse.Namespace(runs=str(tmp_path / "runs"), stage="final", minutes=1.0, variants="v", steps="1,2",
-                              n=64, threads=1, out=str(tmp_path / "recipe.jsonl"))
+    save_checkpoint(
+        Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 1}),
+        tmp_path / "runs" / "final-1min" / "v",
+    )
+    args = argparse.Namespace(
+        runs=str(tmp_path / "runs"),
+        stage="final",
+        minutes=1.0,
+        variants="v",
+        steps="1,2",
+        n=64,
+        threads=1,
+        out=str(tmp_path / "recipe.jsonl"),
+    )
     bench_recipe.samplers(args)
     rows = [json.loads(line) for line in (tmp_path / "recipe_samplers.jsonl").read_text().splitlines()]
     assert [(r["variant"], r["sampler"]) for r in rows] == [("v", "euler"), ("v", "dpm++2m")]
@@ -235,11 +295,17 @@ def test_quality_report_tables_every_curve_and_the_ratios_against_the_peers_bett
     import bench_quality
 
     def curve(fids, gflop):
-        return {"fmnist-classifier": [{"steps": s, "fid": f, "fid_ci": [f - 1, f + 1], "flops": gflop * s * 1e9}
-                                      for s, f in fids.items()], "inception": []}
+        return {
+            "fmnist-classifier": [
+                {"steps": s, "fid": f, "fid_ci": [f - 1, f + 1], "flops": gflop * s * 1e9} for s, f in fids.items()
+            ],
+            "inception": [],
+        }
+
     curves, ratios = bench_quality.race(
         {"recipe": curve({2: 40.0, 4: 20.0}, 1.0), "dit": curve({2: 50.0, 4: 30.0}, 1.0)},
-        {"ddim": curve({2: 80.0, 4: 60.0}, 1.0), "dpm++2m": curve({2: 70.0, 4: 40.0}, 1.0)})
+        {"ddim": curve({2: 80.0, 4: 60.0}, 1.0), "dpm++2m": curve({2: 70.0, 4: 40.0}, 1.0)},
+    )
     assert [p["fid"] for p in curves["peer"]["fmnist-classifier"]] == [70.0, 40.0]  # the better sampler per S
     assert ratios["recipe_over_peer"]["inception"] is None  # no Inception points: no ratio
     text = bench_quality.report({"curves": curves, **ratios})
@@ -251,6 +317,7 @@ def test_quality_report_tables_every_curve_and_the_ratios_against_the_peers_bett
 @pytest.mark.parametrize("models", ["unet", "", "recipe,peer"])
 def test_quality_race_refuses_an_unknown_model_before_training_anything(tmp_path, monkeypatch, models):
     import bench_quality
+
     monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--models", models, "--runs", str(tmp_path / "runs")])
     with pytest.raises(SystemExit, match="Fix: name one or more of recipe, dit"):
         bench_quality.main()
@@ -259,10 +326,13 @@ def test_quality_race_refuses_an_unknown_model_before_training_anything(tmp_path
 
 def test_quality_report_lists_only_the_models_the_race_ran():
     import bench_quality
+
     pts = {e: [{"steps": 4, "fid": 30.0, "fid_ci": [29.0, 31.0], "flops": 2e9}] for e in bench_quality.EXTRACTORS}
     ratio = {"flops": [2e9], "ratio": [0.5], "at_lowest_common_compute": 0.5, "best": 0.5, "median": 0.5}
-    row = {"curves": {"recipe": pts, "peer-ddim": pts, "peer": pts},
-           "recipe_over_peer": {e: ratio for e in bench_quality.EXTRACTORS}}
+    row = {
+        "curves": {"recipe": pts, "peer-ddim": pts, "peer": pts},
+        "recipe_over_peer": {e: ratio for e in bench_quality.EXTRACTORS},
+    }
     text = bench_quality.report(row)
     assert "| recipe / peer | fmnist-classifier | 2.0-2.0 | 0.50 | **0.50** |" in text and "dit" not in text
 
@@ -274,18 +344,27 @@ def test_elastic_seeds_table_sets_replicates_beside_seed_zero_with_the_seed_spre
     import bench_elastic
 
     def row(member, point, fid, sampler="dpm++2m"):
-        return {"member": member, "point": point, "fid": fid, "sampler": sampler,
-                "extractor": "fmnist-classifier-0123"}
+        return {"member": member, "point": point, "fid": fid, "sampler": sampler, "extractor": "fmnist-classifier-0123"}
 
-    base = [row("D3", "D=3 S=16", 28.0), row("elastic-1x", "D=3 S=16", 31.6),
-            row("D3", "D=3 S=16", 99.0, sampler="euler"),  # another sampler's seed 0: not paired
-            row("D3", "D=3 S=8", 30.0), row("elastic-1x", "D=3 S=8", 29.0),  # no replicate: left out
-            row("elastic-1x", "S_k 4,4,2,2 @D=2", 20.0)]  # a schedule: not a grid point
-    seeds = [row("D3-s1", "D=3 S=16", 27.0), row("D3-s2", "D=3 S=16", 29.0),
-             row("elastic-1x-s1", "D=3 S=16", 30.0), row("elastic-1x-s2", "D=3 S=16", 32.0)]
+    base = [
+        row("D3", "D=3 S=16", 28.0),
+        row("elastic-1x", "D=3 S=16", 31.6),
+        row("D3", "D=3 S=16", 99.0, sampler="euler"),  # another sampler's seed 0: not paired
+        row("D3", "D=3 S=8", 30.0),
+        row("elastic-1x", "D=3 S=8", 29.0),  # no replicate: left out
+        row("elastic-1x", "S_k 4,4,2,2 @D=2", 20.0),
+    ]  # a schedule: not a grid point
+    seeds = [
+        row("D3-s1", "D=3 S=16", 27.0),
+        row("D3-s2", "D=3 S=16", 29.0),
+        row("elastic-1x-s1", "D=3 S=16", 30.0),
+        row("elastic-1x-s2", "D=3 S=16", 32.0),
+    ]
     text = bench_elastic.seeds_table(base, seeds)
-    assert "| 3 | 16 | 28.0, 27.0, 29.0 (seeds [0, 1, 2]) | 31.6, 30.0, 32.0 (seeds [0, 1, 2]) | +3.2 [+1.4, +5.0] " \
-           "| 1.11 |" in text
+    assert (
+        "| 3 | 16 | 28.0, 27.0, 29.0 (seeds [0, 1, 2]) | 31.6, 30.0, 32.0 (seeds [0, 1, 2]) | +3.2 [+1.4, +5.0] "
+        "| 1.11 |" in text
+    )
     assert "| 3 | 8 |" not in text and "S_k" not in text
     with pytest.raises(SystemExit, match="several samplers"):
         bench_elastic.seeds_table(base, seeds + [row("D3-s3", "D=3 S=16", 27.0, sampler="euler")])
@@ -293,14 +372,18 @@ def test_elastic_seeds_table_sets_replicates_beside_seed_zero_with_the_seed_spre
         bench_elastic.seeds_table(base, [])
 
 
-@pytest.mark.parametrize("argv, problem", [
-    (["--only", "D7"], "--only: no member D7"),
-    (["--train-seed", "1", "--only", "D3"], "holds seed-0 rows"),
-    (["--train-seed", "-1"], "must be >= 0"),
-    (["--budget-steps", "-5"], "must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["--only", "D7"], "--only: no member D7"),
+        (["--train-seed", "1", "--only", "D3"], "holds seed-0 rows"),
+        (["--train-seed", "-1"], "must be >= 0"),
+        (["--budget-steps", "-5"], "must be >= 0"),
+    ],
+)
 def test_elastic_replicates_are_refused_before_training_when_they_could_mix_into_seed_zero(tmp_path, argv, problem):
     import bench_elastic
+
     out = tmp_path / "rows.jsonl"
     out.write_text(json.dumps({"member": "D3", "point": "D=3 S=16"}) + "\n")
     with pytest.raises(SystemExit, match=problem):
@@ -311,9 +394,11 @@ def test_elastic_replicates_are_refused_before_training_when_they_could_mix_into
 def test_elastic_replicate_trains_the_named_members_with_their_seed():
     import bench_elastic
     import bench_recipe
+
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
-    assert bench_elastic.replicate(spec, 0, []) == {n: {**m, "overrides": {**m["overrides"], "train.seed": 0}}
-                                                    for n, m in spec.items()}
+    assert bench_elastic.replicate(spec, 0, []) == {
+        n: {**m, "overrides": {**m["overrides"], "train.seed": 0}} for n, m in spec.items()
+    }
     reps = bench_elastic.replicate(spec, 2, ["D3", "elastic-1x"])
     assert list(reps) == ["D3-s2", "elastic-1x-s2"]
     recipe = bench_recipe.VARIANTS[bench_recipe.WINNER]
@@ -322,27 +407,42 @@ def test_elastic_replicate_trains_the_named_members_with_their_seed():
     assert cfgs["elastic-1x-s2"].train.seed == 2 and cfgs["elastic-1x-s2"].model.depths == (1, 2, 3, 4, 5, 6)
 
 
-def test_quality_grid_takes_each_model_near_the_asked_compute_and_the_peer_at_its_better_sampler(tmp_path,
-                                                                                                 monkeypatch):
+def test_quality_grid_takes_each_model_near_the_asked_compute_and_the_peer_at_its_better_sampler(tmp_path, monkeypatch):
     import bench_quality
     import peer_diffusers
     from PIL import Image
-    from workbench.training import checkpoint
+
     from workbench.evaluation import evaluate as evaluation
+    from workbench.training import checkpoint
 
     def curve(*points):
         return {"fmnist-classifier": [{"steps": s, "flops": f * 1e9, "fid": fid} for s, f, fid in points]}
 
-    row = {"curves": {"recipe": curve((4, 2.0, 35.3), (16, 6.0, 17.6), (32, 11.2, 16.7)),
-                      "peer-ddim": curve((4, 3.0, 44.5), (8, 6.1, 26.6)),
-                      "peer-dpm++2m": curve((4, 3.0, 35.3), (8, 6.1, 17.5)), "peer": curve((8, 6.1, 17.5))}}
+    row = {
+        "curves": {
+            "recipe": curve((4, 2.0, 35.3), (16, 6.0, 17.6), (32, 11.2, 16.7)),
+            "peer-ddim": curve((4, 3.0, 44.5), (8, 6.1, 26.6)),
+            "peer-dpm++2m": curve((4, 3.0, 35.3), (8, 6.1, 17.5)),
+            "peer": curve((8, 6.1, 17.5)),
+        }
+    }
     asked = []
     monkeypatch.setattr(checkpoint, "load_for_inference", lambda path: (path.name, None))
-    monkeypatch.setattr(evaluation, "sample_images", lambda model, cfg, n, steps, seed: (
-        asked.append((model, steps)) or torch.full((n, 1, 32, 32), -1.0), None, 0.0))
+    monkeypatch.setattr(
+        evaluation,
+        "sample_images",
+        lambda model, cfg, n, steps, seed: (
+            asked.append((model, steps)) or torch.full((n, 1, 32, 32), -1.0),
+            None,
+            0.0,
+        ),
+    )
     monkeypatch.setattr(peer_diffusers, "load_peer", lambda path: "unet")
-    monkeypatch.setattr(peer_diffusers, "sample_peer", lambda unet, n, steps, seed, sampler: (
-        asked.append((f"{unet} {sampler}", steps)) or torch.ones(n, 1, 32, 32)))
+    monkeypatch.setattr(
+        peer_diffusers,
+        "sample_peer",
+        lambda unet, n, steps, seed, sampler: (asked.append((f"{unet} {sampler}", steps)) or torch.ones(n, 1, 32, 32)),
+    )
     labels = bench_quality.grid(row, tmp_path, 6.0, tmp_path / "grid.png", n=4)
     assert asked == [("recipe", 16), ("unet dpm++2m", 8)]
     assert labels == ["recipe S=16 (6.0 GFLOP, FID 17.6)", "peer dpm++2m S=8 (6.1 GFLOP, FID 17.5)"]
@@ -358,19 +458,26 @@ def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_lo
     from fluent_fixture import write_fluent, write_tiny_codec
 
     import workbench as wb
-    from workbench.evaluation import features
-    from workbench.evaluation import metrics
     from workbench.core.config import DataConfig
     from workbench.data.datasets import build_dataset
+    from workbench.evaluation import features, metrics
 
     fluent, codec = write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec")
     cfg = wb.preset("people256-T16", **{"data.root": str(fluent), "data.vae_path": str(codec)})
     n = len(build_dataset(DataConfig(dataset="fluent-people", root=str(fluent), image_size=256, channels=3), "all"))
-    ref = metrics.reference_stats("fluent-people", "all", "fmnist-classifier", image_size=256, root=str(fluent),
-                                  cache_dir=tmp_path / "ref", log_dir=tmp_path / "log")
+    ref = metrics.reference_stats(
+        "fluent-people",
+        "all",
+        "fmnist-classifier",
+        image_size=256,
+        root=str(fluent),
+        cache_dir=tmp_path / "ref",
+        log_dir=tmp_path / "log",
+    )
     seen, real_extract = [], features.extract_features
-    monkeypatch.setattr(bench_floors, "extract_features",
-                        lambda net, x, b: seen.append(len(x)) or real_extract(net, x, b))
+    monkeypatch.setattr(
+        bench_floors, "extract_features", lambda net, x, b: seen.append(len(x)) or real_extract(net, x, b)
+    )
     monkeypatch.setattr(metrics, "extract_features", lambda net, x, b: seen.append(-len(x)) or real_extract(net, x, b))
     out = bench_floors.floors(cfg, n, extractor="fmnist-classifier", reference=ref, log_dir=tmp_path / "log", batch=4)
     assert sum(seen) == n and all(s > 0 for s in seen)  # reconstructions only: the originals came from the log
@@ -382,8 +489,9 @@ def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_lo
         bench_floors.floors(cfg, n + 1, extractor="fmnist-classifier", reference=ref, log_dir=tmp_path / "log")
 
 
-def test_memorization_counts_reproduced_training_images_as_copies_and_new_emoji_as_novel(tmp_path, monkeypatch,
-                                                                                          one_thread):
+def test_memorization_counts_reproduced_training_images_as_copies_and_new_emoji_as_novel(
+    tmp_path, monkeypatch, one_thread
+):
     """bench_memorization on a stand-in Fluent people set, with a stand-in codec that adds a little noise:
     "generations" that are training images through such a codec lie at the copies' distance (counted as copies,
     their neighbours the images they reproduce); held-out images lie at the novel emoji's distance, none a copy.
@@ -455,8 +563,11 @@ def test_generalization_finds_a_fit_through_the_context_and_not_in_block_zero(mo
             pred = (xt - x0_guess) / s.clamp_min(1e-3)  # eps - x0 of the recognised image
             return torch.where(first, torch.zeros_like(pred), pred), None
 
-    monkeypatch.setattr(bg, "split_latents", lambda config, split, n, seed: ((train if split == "train" else held)[:n],
-                                                                            torch.zeros(n, dtype=torch.long)))
+    monkeypatch.setattr(
+        bg,
+        "split_latents",
+        lambda config, split, n, seed: ((train if split == "train" else held)[:n], torch.zeros(n, dtype=torch.long)),
+    )
     out = bg.generalization(Lookup(), cfg, images=32, seed=0)
     rows = {r["block"]: r for r in out["per_block"]}
     assert out["images"] == 32 and sorted(rows) == [0, 1, 2, 3]

@@ -1,4 +1,5 @@
 """Checkpoints: exact round trip, atomic writes, rotation, clear errors, inference loading and export."""
+
 import json
 import random
 
@@ -6,12 +7,22 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
 import workbench.training.checkpoint as ck
-from workbench.training.checkpoint import (Checkpoint, CheckpointError, capture_rng, check_architecture, export_for_inference,
-                                  list_checkpoints, load_checkpoint, load_for_inference, restore_rng, save_checkpoint)
-from single_thread import one_thread  # noqa: F401 (autouse)
+from workbench.training.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    capture_rng,
+    check_architecture,
+    export_for_inference,
+    list_checkpoints,
+    load_checkpoint,
+    load_for_inference,
+    restore_rng,
+    save_checkpoint,
+)
 
 SMALL = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1}
 
@@ -28,8 +39,17 @@ def trained_state(step: int = 1) -> Checkpoint:
     sched.step()
     ema = {k: v + 0.01 * torch.randn_like(v) for k, v in model.state_dict().items()}
     noise = torch.Generator().manual_seed(5)
-    return Checkpoint(cfg, step, model.state_dict(), ema, opt.state_dict(), sched.state_dict(), [capture_rng(noise)],
-                      {"samples_seen": 16 * step, "epoch": 0, "index": 16 * step}, {"train_seconds": 1.5})
+    return Checkpoint(
+        cfg,
+        step,
+        model.state_dict(),
+        ema,
+        opt.state_dict(),
+        sched.state_dict(),
+        [capture_rng(noise)],
+        {"samples_seen": 16 * step, "epoch": 0, "index": 16 * step},
+        {"train_seconds": 1.5},
+    )
 
 
 def assert_tree_equal(a, b):
@@ -162,16 +182,29 @@ def test_export_half_precision_with_budget_and_report(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(v, state.ema[k].half().float())
     [info] = list_checkpoints(out.parent)
-    assert (info.name, info.step, info.N, info.D, info.T, info.images_seen, info.kind) == \
-        ("tiny", 3, 2, 1, 4, 48, "export")
+    assert (info.name, info.step, info.N, info.D, info.T, info.images_seen, info.kind) == (
+        "tiny",
+        3,
+        2,
+        1,
+        4,
+        48,
+        "export",
+    )
 
 
 def test_export_can_ship_the_trained_weights_with_a_flow_time_shift(tmp_path):
     """The zoo's sampling picks: the trained weights instead of the EMA, labelled as such, and a flow model's time
     shift in the shipped config; an epsilon model's shift is refused before anything is written."""
     state = trained_state(step=3)
-    flow = Checkpoint(state.config.override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"}),
-                      state.step, state.model, state.ema, data=state.data, meta=state.meta)
+    flow = Checkpoint(
+        state.config.override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"}),
+        state.step,
+        state.model,
+        state.ema,
+        data=state.data,
+        meta=state.meta,
+    )
     src = save_checkpoint(flow, tmp_path / "run")
     out = export_for_inference(src, tmp_path / "ship" / "raw.safetensors", use_ema=False, flow_shift=2.0)
     model, cfg = load_for_inference(out)
@@ -181,8 +214,9 @@ def test_export_can_ship_the_trained_weights_with_a_flow_time_shift(tmp_path):
         assert torch.equal(v, state.model[k].half().float())
     assert load_checkpoint(export_for_inference(src, tmp_path / "ship" / "ema.safetensors")).meta["weights"] == "ema"
     with pytest.raises(ValueError, match="only a flow model.*Fix: export it without one"):
-        export_for_inference(save_checkpoint(state, tmp_path / "eps"), tmp_path / "ship" / "eps.safetensors",
-                             flow_shift=2.0)
+        export_for_inference(
+            save_checkpoint(state, tmp_path / "eps"), tmp_path / "ship" / "eps.safetensors", flow_shift=2.0
+        )
     assert not (tmp_path / "ship" / "eps.safetensors").exists()
 
 
@@ -192,8 +226,12 @@ def test_export_ships_the_named_sampler_and_nothing_else_of_the_config(tmp_path)
     out = export_for_inference(src, tmp_path / "ship" / "a.safetensors", sample={"sampler": "dpm++2m", "steps": 7})
     model, cfg = load_for_inference(out)
     assert (cfg.sample.sampler, cfg.sample.steps) == ("dpm++2m", 7)
-    assert cfg.override(**{"sample.sampler": state.config.sample.sampler,
-                           "sample.steps": state.config.sample.steps}) == state.config
-    with pytest.raises(ValueError, match="sample.sampler"):  # a flow-only or unknown sampler is refused, nothing written
+    assert (
+        cfg.override(**{"sample.sampler": state.config.sample.sampler, "sample.steps": state.config.sample.steps})
+        == state.config
+    )
+    with pytest.raises(
+        ValueError, match="sample.sampler"
+    ):  # a flow-only or unknown sampler is refused, nothing written
         export_for_inference(src, tmp_path / "ship" / "b.safetensors", sample={"sampler": "heun"})
     assert not (tmp_path / "ship" / "b.safetensors").exists()

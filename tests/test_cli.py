@@ -1,16 +1,17 @@
 """CLI: options generated from the config dataclasses, one-line usage errors with exit code 2, `sample` PNGs."""
+
 import json
 
 import pytest
 import yaml
+from conftest import randomize_head
 from PIL import Image
+from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
-from conftest import randomize_head
-from single_thread import one_thread  # noqa: F401 (autouse)
 from workbench.__main__ import main
-from workbench.training.checkpoint import Checkpoint, save_checkpoint
 from workbench.sampling.sampler import PLACEHOLDER
+from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
 HATCH = {round((float(v) + 1) * 127.5) for v in PLACEHOLDER}  # the hatch's two grey levels in a saved PNG
 
@@ -28,8 +29,23 @@ def printed_config(capsys, *argv: str) -> dict:
 
 
 def test_overrides_take_types_from_the_dataclasses(capsys):
-    cfg = printed_config(capsys, "--preset", "tiny", "--model.depth", "6", "--model.use_z_cond", "false",
-                         "--train.lr", "2e-3", "--data.root", "/data", "--train.max_minutes", "5", "--name", "exp")
+    cfg = printed_config(
+        capsys,
+        "--preset",
+        "tiny",
+        "--model.depth",
+        "6",
+        "--model.use_z_cond",
+        "false",
+        "--train.lr",
+        "2e-3",
+        "--data.root",
+        "/data",
+        "--train.max_minutes",
+        "5",
+        "--name",
+        "exp",
+    )
     assert cfg["model"]["depth"] == 6 and cfg["model"]["use_z_cond"] is False and cfg["train"]["lr"] == 2e-3
     assert cfg["data"]["root"] == "/data" and cfg["train"]["max_minutes"] == 5.0 and cfg["name"] == "exp"
     assert cfg["model"]["width"] == wb.preset("tiny").model.width  # untouched fields keep the preset's values
@@ -43,15 +59,18 @@ def test_preset_then_file_then_options(capsys, tmp_path):
     assert cfg["model"]["heads"] == wb.preset("tiny").model.heads and cfg["name"] == "tiny"
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--model.dept", "3"], "did you mean --model.depth"),       # a prefix of a real option is not accepted
-    (["--model.depth", "abc"], "model.depth: expected an integer"),
-    (["--model.use_z_cond", "maybe"], "model.use_z_cond: expected true/false"),
-    (["--model.diffusion_depth", "9"], "model.diffusion_depth"),  # validation of the resulting config
-    (["--train.nope", "1"], "unknown option --train.nope"),
-    (["--preset", "nope"], "invalid choice"),
-    (["--config", "missing.yaml"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--model.dept", "3"], "did you mean --model.depth"),  # a prefix of a real option is not accepted
+        (["--model.depth", "abc"], "model.depth: expected an integer"),
+        (["--model.use_z_cond", "maybe"], "model.use_z_cond: expected true/false"),
+        (["--model.diffusion_depth", "9"], "model.diffusion_depth"),  # validation of the resulting config
+        (["--train.nope", "1"], "unknown option --train.nope"),
+        (["--preset", "nope"], "invalid choice"),
+        (["--config", "missing.yaml"], "no such file"),
+    ],
+)
 def test_bad_options_exit_2_with_one_line(capsys, argv, says):
     assert run(["train", "--preset", "tiny", *argv] if argv[0] != "--preset" else ["train", *argv]) == 2
     err = capsys.readouterr().err
@@ -64,8 +83,28 @@ def test_sample_writes_a_grid_and_block_frames(tmp_path):
     randomize_head(model)
     save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), model.state_dict()), tmp_path / "run")
     out, frames = tmp_path / "grid.png", tmp_path / "frames"
-    assert run(["sample", "--checkpoint", str(tmp_path / "run"), "--num-images", "4", "--steps", "2",
-                "--sampler", "ddim", "--seed", "1", "--out", str(out), "--frames", str(frames)]) == 0
+    assert (
+        run(
+            [
+                "sample",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--num-images",
+                "4",
+                "--steps",
+                "2",
+                "--sampler",
+                "ddim",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--frames",
+                str(frames),
+            ]
+        )
+        == 0
+    )
     grid = Image.open(out)
     assert grid.size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2) and grid.mode == "L"  # 2x2 tiles with 2-pixel gutters
     pixels = list(grid.get_flattened_data())
@@ -74,8 +113,9 @@ def test_sample_writes_a_grid_and_block_frames(tmp_path):
     last = Image.open(frames / "block-03.png")
     assert list(last.get_flattened_data()) == pixels  # the last block's frame is the finished image
     # earlier frames hatch the blocks not generated yet (sampling.frame), one more block finished each time
-    hatched = [sum(p in HATCH for p in Image.open(frames / f"block-{k:02d}.png").get_flattened_data())
-               for k in range(4)]
+    hatched = [
+        sum(p in HATCH for p in Image.open(frames / f"block-{k:02d}.png").get_flattened_data()) for k in range(4)
+    ]
     assert hatched[0] > hatched[1] > hatched[2] > hatched[3] == 0 and hatched[0] > 0.5 * 4 * 32 * 32
 
 
@@ -83,14 +123,33 @@ def test_sample_writes_a_grid_and_block_frames(tmp_path):
 def test_eval_writes_a_report_with_provenance_and_cost(tmp_path, capsys, depth, diffusion_depth, blocks):
     """`eval` scores a checkpoint's samples and says what made every number: extractor, reference, n, sampler,
     steps, weights, seed; its analytic and measured FLOPs agree; the report is reproducible from its seed."""
-    cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": depth,
-                               "model.diffusion_depth": diffusion_depth, "model.num_blocks": blocks})
+    cfg = wb.preset(
+        "tiny",
+        **{
+            "model.width": 32,
+            "model.heads": 2,
+            "model.depth": depth,
+            "model.diffusion_depth": diffusion_depth,
+            "model.num_blocks": blocks,
+        },
+    )
     model = wb.build_model(cfg)
     randomize_head(model)
     ema = {k: v + 0.01 for k, v in model.state_dict().items()}  # distinguishable from the raw weights
     save_checkpoint(Checkpoint(cfg, 7, model.state_dict(), ema), tmp_path / "run")
-    argv = ["eval", "--checkpoint", str(tmp_path / "run"), "--num-samples", "12", "--steps", "2", "--sampler",
-            "euler", "--seed", "3"]
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "run"),
+        "--num-samples",
+        "12",
+        "--steps",
+        "2",
+        "--sampler",
+        "euler",
+        "--seed",
+        "3",
+    ]
     reports = []
     for extra, name in (([], "a.json"), ([], "b.json"), (["--no-ema"], "raw.json")):
         assert run([*argv, *extra, "--out", str(tmp_path / name)]) == 0
@@ -100,7 +159,9 @@ def test_eval_writes_a_report_with_provenance_and_cost(tmp_path, capsys, depth, 
     assert raw["weights"] == "raw" and a["weights"] == "ema" and raw["fid"] != a["fid"]
     assert (a["n"], a["steps"], a["sampler"], a["seed"], a["checkpoint_step"]) == (12, 2, "euler", 3, 7)
     assert a["extractor"].startswith("fmnist-classifier-") and a["reference_count"] == 60000
-    assert a["reference"] == "fashion-mnist-32px-train-fmnist-classifier-60000" and a["reference_card"]["split"] == "train"
+    assert (
+        a["reference"] == "fashion-mnist-32px-train-fmnist-classifier-60000" and a["reference_card"]["split"] == "train"
+    )
     assert a["fid_low"] < a["fid"] < a["fid_high"] and a["kid_subset_size"] == 12
     cost = a["cost"]
     assert cost["paper_cost"] == blocks * ((depth - diffusion_depth) + diffusion_depth * 2)
@@ -109,12 +170,15 @@ def test_eval_writes_a_report_with_provenance_and_cost(tmp_path, capsys, depth, 
     assert "fid" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("extra, says, code", [
-    (["--num-samples", "5"], "Fix: use at least 10", 1),
-    (["--steps", "0"], "sample.steps", 1),
-    (["--reference", "nope.safetensors"], "no such file", 2),
-    (["--sampler", "heun"], "invalid choice", 2),
-])
+@pytest.mark.parametrize(
+    "extra, says, code",
+    [
+        (["--num-samples", "5"], "Fix: use at least 10", 1),
+        (["--steps", "0"], "sample.steps", 1),
+        (["--reference", "nope.safetensors"], "no such file", 2),
+        (["--sampler", "heun"], "invalid choice", 2),
+    ],
+)
 def test_eval_bad_inputs_name_the_fix(tmp_path, capsys, extra, says, code):
     cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1})
     model = wb.build_model(cfg)
@@ -126,15 +190,28 @@ def test_eval_bad_inputs_name_the_fix(tmp_path, capsys, extra, says, code):
 def test_sample_and_eval_take_depths_and_schedules(tmp_path, capsys):
     """An elastic checkpoint sampled from the CLI at another D, with per-block schedules and per-step depths; eval
     records the plan it scored; a schedule of the wrong length or an untrained D fails naming the field."""
-    cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": 4, "model.diffusion_depth": 2,
-                               "model.elastic_depths": (1, 2, 3)})
+    cfg = wb.preset(
+        "tiny",
+        **{
+            "model.width": 32,
+            "model.heads": 2,
+            "model.depth": 4,
+            "model.diffusion_depth": 2,
+            "model.elastic_depths": (1, 2, 3),
+        },
+    )
     model = wb.build_model(cfg)
     randomize_head(model)
     save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), model.state_dict()), tmp_path / "run")
     base = ["sample", "--checkpoint", str(tmp_path / "run"), "--num-images", "2", "--steps", "2", "--seed", "1"]
     grids = {}
-    for name, extra in {"own": [], "D3": ["--diffusion-depth", "3"], "Dk": ["--depth-schedule", "3,2,1,1"],
-                        "Sk": ["--steps-schedule", "2,2,1,1"], "Di": ["--depth-per-step", "1,3"]}.items():
+    for name, extra in {
+        "own": [],
+        "D3": ["--diffusion-depth", "3"],
+        "Dk": ["--depth-schedule", "3,2,1,1"],
+        "Sk": ["--steps-schedule", "2,2,1,1"],
+        "Di": ["--depth-per-step", "1,3"],
+    }.items():
         assert run([*base, *extra, "--out", str(tmp_path / f"{name}.png")]) == 0, name
         grids[name] = list(Image.open(tmp_path / f"{name}.png").get_flattened_data())
     assert all(grids[n] != grids["own"] for n in ("D3", "Dk", "Sk", "Di"))  # each argument reached the sampler
@@ -145,8 +222,25 @@ def test_sample_and_eval_take_depths_and_schedules(tmp_path, capsys):
     assert "allow_untrained_depth" in capsys.readouterr().err
     assert run([*base, "--diffusion-depth", "4", "--allow-untrained-depth", "--out", str(tmp_path / "x.png")]) == 0
     out = tmp_path / "report.json"
-    assert run(["eval", "--checkpoint", str(tmp_path / "run"), "--num-samples", "10", "--steps", "2",
-                "--depth-schedule", "3,2,1,1", "--no-flop-count", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--num-samples",
+                "10",
+                "--steps",
+                "2",
+                "--depth-schedule",
+                "3,2,1,1",
+                "--no-flop-count",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["depths"] == [3, 2, 1, 1] and report["untrained_depth"] is False
 
@@ -174,10 +268,29 @@ def test_cfg_scale_reaches_the_sampler_and_the_report_and_is_refused_for_uncondi
         grids[w] = list(Image.open(tmp_path / f"w{w}.png").get_flattened_data())
     assert grids["1"] != grids["4"]
     out = tmp_path / "report.json"
-    assert run(["eval", "--checkpoint", str(tmp_path / "cond"), "--num-samples", "10", "--steps", "2",
-                "--cfg-scale", "2.5", "--no-flop-count", "--out", str(out)]) == 0
-    assert json.loads(out.read_text())["guidance"] == {"cfg_scale": 2.5, "labels": "drawn in the training set's "
-                                                                                     "class proportions"}
+    assert (
+        run(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "cond"),
+                "--num-samples",
+                "10",
+                "--steps",
+                "2",
+                "--cfg-scale",
+                "2.5",
+                "--no-flop-count",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(out.read_text())["guidance"] == {
+        "cfg_scale": 2.5,
+        "labels": "drawn in the training set's class proportions",
+    }
     err = refused_option(tmp_path, capsys, wb.preset("tiny", **small), "--cfg-scale", "2")
     assert "guidance needs a class-conditional model" in err and "Fix: use cfg_scale=1" in err
 
@@ -194,23 +307,61 @@ def test_flow_shift_reaches_the_schedule_and_the_report_and_is_refused_for_epsil
     save_checkpoint(Checkpoint(shifted, 0, model.state_dict(), model.state_dict()), tmp_path / "flow3")
     base = ["sample", "--num-images", "2", "--steps", "3", "--seed", "1"]
     grids = {}
-    for name, extra in (("k1", ["--checkpoint", str(tmp_path / "flow")]),
-                        ("k3", ["--checkpoint", str(tmp_path / "flow"), "--flow-shift", "3"]),
-                        ("cfg3", ["--checkpoint", str(tmp_path / "flow3")])):
+    for name, extra in (
+        ("k1", ["--checkpoint", str(tmp_path / "flow")]),
+        ("k3", ["--checkpoint", str(tmp_path / "flow"), "--flow-shift", "3"]),
+        ("cfg3", ["--checkpoint", str(tmp_path / "flow3")]),
+    ):
         assert run([*base, *extra, "--out", str(tmp_path / f"{name}.png")]) == 0
         grids[name] = list(Image.open(tmp_path / f"{name}.png").get_flattened_data())
     assert grids["k1"] != grids["k3"] and grids["k3"] == grids["cfg3"]
     out = tmp_path / "report.json"
-    assert run(["eval", "--checkpoint", str(tmp_path / "flow"), "--num-samples", "10", "--steps", "2",
-                "--flow-shift", "2.5", "--no-flop-count", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "flow"),
+                "--num-samples",
+                "10",
+                "--steps",
+                "2",
+                "--flow-shift",
+                "2.5",
+                "--no-flop-count",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["flow_shift"] == 2.5
-    assert run(["eval", "--checkpoint", str(tmp_path / "flow"), "--num-samples", "10", "--steps", "2",
-                "--context-noise", "0.2", "--no-flop-count", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "flow"),
+                "--num-samples",
+                "10",
+                "--steps",
+                "2",
+                "--context-noise",
+                "0.2",
+                "--no-flop-count",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["context_noise"] == 0.2
     err = refused_option(tmp_path, capsys, wb.preset("tiny", **small), "--flow-shift", "3")
     assert "only a flow model's sampling schedule has a time shift" in err and "Fix: omit --flow-shift" in err
-    assert run(["sample", "--checkpoint", str(tmp_path / "flow"), "--flow-shift", "0", "--out",
-                str(tmp_path / "z.png")]) == 1
+    assert (
+        run(["sample", "--checkpoint", str(tmp_path / "flow"), "--flow-shift", "0", "--out", str(tmp_path / "z.png")])
+        == 1
+    )
     assert "diffusion.flow_shift" in capsys.readouterr().err
 
 
@@ -223,6 +374,7 @@ def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_im
     from pathlib import Path
 
     from fluent_fixture import NAMES, write_fluent, write_tiny_codec
+
     from workbench.evaluation import evaluate as evaluation
     from workbench.evaluation import metrics
 
@@ -240,18 +392,44 @@ def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_im
     assert card["count"] == len(NAMES) and card["split"] == "all" and card["extractor"] == "inception"
     assert card["dataset_identity"]["split"] == "all" and "@lobehub/fluent-emoji-3d@1.1.0" in card["dataset_transform"]
     assert f"| `{name}` | {card['extractor_id']} | {len(NAMES)} (all: train and held out) |" in capsys.readouterr().out
-    cfg = wb.preset("emoji256-T4", **{"model.width": 32, "model.heads": 2, "model.depth": 2,
-                                      "model.diffusion_depth": 1, "data.root": str(fluent),
-                                      "data.vae_path": str(codec)})
+    cfg = wb.preset(
+        "emoji256-T4",
+        **{
+            "model.width": 32,
+            "model.heads": 2,
+            "model.depth": 2,
+            "model.diffusion_depth": 1,
+            "data.root": str(fluent),
+            "data.vae_path": str(codec),
+        },
+    )
     model = wb.build_model(cfg)
     randomize_head(model)
     save_checkpoint(Checkpoint(cfg, 5, model.state_dict(), model.state_dict()), tmp_path / "run")
     out = tmp_path / "report.json"
-    assert run(["eval", "--checkpoint", str(tmp_path / "run"), "--num-samples", "10", "--steps", "1",
-                "--no-flop-count", "--out", str(out)]) == 0
+    assert (
+        run(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "run"),
+                "--num-samples",
+                "10",
+                "--steps",
+                "1",
+                "--no-flop-count",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     assert report["extractor"] == card["extractor_id"] and report["reference"] == name
     assert report["reference_count"] == len(NAMES) and report["n"] == 10 and math.isfinite(report["fid"])
-    assert {k: report["reference_card"][k] for k in ("dataset", "split", "image_size")} == \
-        {"dataset": "fluent", "split": "all", "image_size": 256}
+    assert {k: report["reference_card"][k] for k in ("dataset", "split", "image_size")} == {
+        "dataset": "fluent",
+        "split": "all",
+        "image_size": 256,
+    }
     assert report["data"] == {"dataset": "fluent", "image_size": 256} and report["model"]["T"] == 4

@@ -1,5 +1,6 @@
 """Codecs, reconstruction measurement and the latent cache, with a tiny randomly initialised AutoencoderKL saved
 locally (never a download), and a codec trained by scripts/train_codec.py on a synthetic Fluent package."""
+
 import json
 import math
 import os
@@ -11,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKL
-from torch.utils.data import Dataset
-
 from fluent_fixture import write_fluent
 from single_thread import one_thread  # noqa: F401 (autouse)
+from torch.utils.data import Dataset
+
+from workbench.core.config import DataConfig
+from workbench.core.paths import sha256_file
 from workbench.data import codecs
 from workbench.data.codecs import Codec, LatentCache, PixelCodec, VAECodec, build_codec, measure_reconstruction
-from workbench.core.config import DataConfig
 from workbench.data.datasets import build_dataset
-from workbench.core.paths import sha256_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_codec.py"
 
@@ -27,9 +28,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_codec.py"
 @pytest.fixture(scope="module")
 def vae_dir(tmp_path_factory):
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=32,
-                        sample_size=32)
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=32,
+    )
     path = tmp_path_factory.mktemp("tiny-vae")
     vae.save_pretrained(path)
     return path
@@ -86,8 +92,9 @@ def test_missing_vae_names_the_folder_and_the_fix(tmp_path):
 
 def test_a_codec_not_trained_yet_names_the_training_command(tmp_path, monkeypatch):
     monkeypatch.setattr(codecs, "CODECS_DIR", tmp_path)  # as if data/codecs/
-    with pytest.raises(FileNotFoundError, match="fluent3d-tiny not found.*Fix: python scripts/train_codec.py --name "
-                                                "fluent3d-tiny"):
+    with pytest.raises(
+        FileNotFoundError, match="fluent3d-tiny not found.*Fix: python scripts/train_codec.py --name fluent3d-tiny"
+    ):
         VAECodec(tmp_path / "fluent3d-tiny", latent_scale=0.0)
 
 
@@ -122,8 +129,10 @@ def test_a_cache_built_with_another_codec_or_dataset_is_refused_naming_both_hash
     assert keyed.file.name.endswith(f"-{a.codec_hash}.safetensors") and keyed.seconds > 0
     explicit = tmp_path / "mine.safetensors"  # a cache file named outright (e.g. copied to another machine)
     assert not LatentCache(a, ds, explicit).hit and LatentCache(a, ds, explicit).hit
-    with pytest.raises(ValueError, match=f"built with codec {a.codec_hash} .*this run's codec is {b.codec_hash} "
-                                         ".*Fix: delete .*mine.safetensors"):
+    with pytest.raises(
+        ValueError,
+        match=f"built with codec {a.codec_hash} .*this run's codec is {b.codec_hash} .*Fix: delete .*mine.safetensors",
+    ):
         LatentCache(b, ds, explicit)
     with pytest.raises(ValueError, match="built with data .*this run's data is .*Fix: delete"):
         LatentCache(a, Noise(seed=1), explicit)
@@ -136,6 +145,7 @@ def test_a_cache_built_with_another_codec_or_dataset_is_refused_naming_both_hash
 
 class Offset(Codec):
     """Reconstructs every pixel 0.1 too bright (in [-1, 1]): MSE 0.05^2 on [0, 1] pixels, PSNR 26.02 dB."""
+
     downsample, latent_channels, identity = 1, 3, {"codec": "offset"}
 
     def encode(self, images):
@@ -150,8 +160,8 @@ def test_measure_reconstruction_psnr_and_pairs():
     seen = []
     m = measure_reconstruction(Offset(), images.split(2), lambda x, y: seen.append(len(x)))
     assert m["n"] == 5 and seen == [2, 2, 1]
-    assert m["psnr"] == pytest.approx(-10 * math.log10(0.05 ** 2), abs=1e-3) and m["psnr_std"] < 1e-3
-    assert m["mse"] == pytest.approx(0.05 ** 2, rel=1e-4)
+    assert m["psnr"] == pytest.approx(-10 * math.log10(0.05**2), abs=1e-3) and m["psnr_std"] < 1e-3
+    assert m["mse"] == pytest.approx(0.05**2, rel=1e-4)
     assert measure_reconstruction(PixelCodec(3), [images])["psnr"] == pytest.approx(100.0)  # exact: capped
     with pytest.raises(ValueError, match="no images.*Fix"):
         measure_reconstruction(PixelCodec(3), [])
@@ -160,17 +170,41 @@ def test_measure_reconstruction_psnr_and_pairs():
 # ---- a codec trained here: scripts/train_codec.py on a synthetic Fluent package ------------------------------------
 def run_script(*args: str) -> subprocess.CompletedProcess:
     """scripts/train_codec.py with `args` on one thread."""
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("codec-run")
     fluent = write_fluent(root / "fluent")
-    out = run_script("--name", "tiny", "--out", str(root / "codecs"), "--root", str(fluent), "--steps", "4",
-                     "--batch", "2", "--crop", "32", "--width", "8", "--blocks", "1", "--threads", "1",
-                     "--log-every", "2")
+    out = run_script(
+        "--name",
+        "tiny",
+        "--out",
+        str(root / "codecs"),
+        "--root",
+        str(fluent),
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--width",
+        "8",
+        "--blocks",
+        "1",
+        "--threads",
+        "1",
+        "--log-every",
+        "2",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return root / "codecs" / "tiny", fluent
 
@@ -183,17 +217,23 @@ def fluent_images(fluent, split="train"):
 def test_trained_codec_ships_weights_card_and_standardised_latents(trained):
     folder, fluent = trained
     card = json.loads((folder / "card.json").read_text())
-    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "config.json",
-                                                        "diffusion_pytorch_model.safetensors", "reconstructions.png"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "card.json",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "reconstructions.png",
+    ]
     assert [p.name for p in folder.parent.iterdir()] == ["tiny"]  # no temporary folder left behind
     assert card["files"] == {p: sha256_file(folder / p) for p in ("config.json", "diffusion_pytorch_model.safetensors")}
     assert card["class"] == "AutoencoderTiny" and card["train"]["steps"] == 4 and card["data"]["images"] == 25
-    assert [e["step"] for e in card["train"]["losses"]] == [2, 4] and all(math.isfinite(e["loss"])
-                                                                          for e in card["train"]["losses"])
+    assert [e["step"] for e in card["train"]["losses"]] == [2, 4] and all(
+        math.isfinite(e["loss"]) for e in card["train"]["losses"]
+    )
     assert card["reconstruction"]["val"]["n"] == 4 and math.isfinite(card["reconstruction"]["val"]["psnr"])
     assert sum(p.stat().st_size for p in folder.iterdir()) < 20e6
-    codec = build_codec(DataConfig(dataset="fluent", image_size=256, channels=3, codec="vae", vae_path=str(folder),
-                                   latent_scale=0.0))  # 0: the scale the script measured and wrote to config.json
+    codec = build_codec(
+        DataConfig(dataset="fluent", image_size=256, channels=3, codec="vae", vae_path=str(folder), latent_scale=0.0)
+    )  # 0: the scale the script measured and wrote to config.json
     assert codec.tiny and (codec.downsample, codec.latent_channels) == (8, 4)
     assert codec.latent_scale == pytest.approx(card["latents"]["scaling_factor"])
     z = codec.encode(fluent_images(fluent))  # the 25 images the scale was measured on
@@ -212,12 +252,15 @@ def test_trained_codec_shapes_and_determinism(trained):
         VAECodec(folder, latent_scale=0.0, sample=True)
 
 
-@pytest.mark.parametrize("tamper,needle", [
-    ("weights", "model.safetensors: sha256 [0-9a-f]{16} differs from the [0-9a-f]{16} that card.json records"),
-    ("config", "config.json: sha256 [0-9a-f]{16} differs"),
-    ("extra", "extra.bin: sha256 [0-9a-f]{16} differs from the unrecorded"),
-    ("card", "no card.json; a codec under .* is one trained here"),
-])
+@pytest.mark.parametrize(
+    "tamper,needle",
+    [
+        ("weights", "model.safetensors: sha256 [0-9a-f]{16} differs from the [0-9a-f]{16} that card.json records"),
+        ("config", "config.json: sha256 [0-9a-f]{16} differs"),
+        ("extra", "extra.bin: sha256 [0-9a-f]{16} differs from the unrecorded"),
+        ("card", "no card.json; a codec under .* is one trained here"),
+    ],
+)
 def test_a_tampered_codec_is_refused_with_the_fix(trained, tmp_path, monkeypatch, tamper, needle):
     folder = tmp_path / "tiny"
     shutil.copytree(trained[0], folder)
@@ -239,9 +282,28 @@ def test_a_tampered_codec_is_refused_with_the_fix(trained, tmp_path, monkeypatch
 
 def test_training_continues_from_a_trained_codec_and_records_its_lineage(trained, tmp_path):
     folder, fluent = trained
-    out = run_script("--name", "more", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
-                     "--steps", "2", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
-                     "--width", "64")  # ignored: the architecture is the init's
+    out = run_script(
+        "--name",
+        "more",
+        "--out",
+        str(tmp_path),
+        "--root",
+        str(fluent),
+        "--init",
+        str(folder),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+        "--width",
+        "64",
+    )  # ignored: the architecture is the init's
     assert out.returncode == 0, out.stdout + out.stderr
     old, new = (json.loads((f / "card.json").read_text()) for f in (folder, tmp_path / "more"))
     assert new["init"]["from"] == "tiny" and new["init"]["files"] == old["files"] and new["init"]["total_steps"] == 4
@@ -255,8 +317,20 @@ def test_training_from_a_tampered_codec_is_refused_before_its_weights_are_read(t
     folder = tmp_path / "tiny"
     shutil.copytree(trained[0], folder)
     (folder / "extra.bin").write_bytes(b"weights from elsewhere")
-    args = ["--name", "more", "--out", str(tmp_path / "out"), "--root", str(trained[1]), "--init", str(folder),
-            "--steps", "1", "--threads", "1"]
+    args = [
+        "--name",
+        "more",
+        "--out",
+        str(tmp_path / "out"),
+        "--root",
+        str(trained[1]),
+        "--init",
+        str(folder),
+        "--steps",
+        "1",
+        "--threads",
+        "1",
+    ]
     out = run_script(*args)
     assert out.returncode != 0 and f"--init {folder}: " in out.stderr and "extra.bin: sha256" in out.stderr
     assert "Fix:" in out.stderr and not (tmp_path / "out").exists()
@@ -266,6 +340,7 @@ def test_training_from_a_tampered_codec_is_refused_before_its_weights_are_read(t
 
 def _script_module():
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("train_codec", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -293,15 +368,43 @@ def test_the_adaptive_adversarial_weight_matches_the_gradient_norms_at_the_last_
 @pytest.mark.parametrize("norm", ["group", "spectral"])
 def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, tmp_path, norm):
     folder, fluent = trained
-    out = run_script("--name", "gan", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
-                     "--steps", "4", "--batch", "2", "--crop", "32", "--threads", "1", "--log-every", "1",
-                     "--adv-weight", "0.5", "--adv-start", "1", "--critic-warmup", "1", "--critic-width", "8",
-                     "--critic-norm", norm)
+    out = run_script(
+        "--name",
+        "gan",
+        "--out",
+        str(tmp_path),
+        "--root",
+        str(fluent),
+        "--init",
+        str(folder),
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+        "--adv-weight",
+        "0.5",
+        "--adv-start",
+        "1",
+        "--critic-warmup",
+        "1",
+        "--critic-width",
+        "8",
+        "--critic-norm",
+        norm,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "gan" / "card.json").read_text())
     logged = card["train"]["losses"]
     assert "d_loss" not in logged[0]  # before --adv-start
-    assert "d_loss" in logged[1] and "lambda" not in logged[1]  # the critic's warm-up: it trains, the codec is untouched
+    assert (
+        "d_loss" in logged[1] and "lambda" not in logged[1]
+    )  # the critic's warm-up: it trains, the codec is untouched
     assert all(k in e for e in logged[2:] for k in ("d_loss", "lambda", "g_adv"))
     assert all(math.isfinite(e["loss"]) and e["lambda"] > 0 for e in logged[2:])
     assert logged[1]["loss"] == pytest.approx(logged[1]["l1"] + logged[1]["mse"])
@@ -309,7 +412,11 @@ def test_training_with_a_critic_logs_it_records_it_and_ships_no_critic(trained, 
     assert (adv["weight"], adv["start"], adv["critic_warmup"], adv["critic_norm"]) == (0.5, 1, 1, norm)
     assert "critic" in card["train"]["loss"] and "critic" in out.stdout
     assert sorted(p.name for p in (tmp_path / "gan").iterdir()) == [
-        "card.json", "config.json", "diffusion_pytorch_model.safetensors", "reconstructions.png"]
+        "card.json",
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "reconstructions.png",
+    ]
     VAECodec(tmp_path / "gan", latent_scale=0.0)
 
 
@@ -317,15 +424,35 @@ def test_decoder_only_training_keeps_the_latents_bitwise(trained, tmp_path):
     """--freeze-encoder: the encoder's weights, the latents and their standardisation are the init's exactly, the
     decoder changes; without --init the flag is refused with the fix."""
     folder, fluent = trained
-    out = run_script("--name", "dec", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
-                     "--freeze-encoder", "--steps", "3", "--batch", "2", "--crop", "32", "--threads", "1",
-                     "--lr", "1e-2")
+    out = run_script(
+        "--name",
+        "dec",
+        "--out",
+        str(tmp_path),
+        "--root",
+        str(fluent),
+        "--init",
+        str(folder),
+        "--freeze-encoder",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+        "--lr",
+        "1e-2",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     old, new = VAECodec(folder, latent_scale=0.0), VAECodec(tmp_path / "dec", latent_scale=0.0)
     for (name, a), (_, b) in zip(old.vae.encoder.state_dict().items(), new.vae.encoder.state_dict().items()):
         assert torch.equal(a, b), name
-    assert any(not torch.equal(a, b) for a, b in zip(old.vae.decoder.state_dict().values(),
-                                                      new.vae.decoder.state_dict().values()))
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(old.vae.decoder.state_dict().values(), new.vae.decoder.state_dict().values())
+    )
     x = fluent_images(fluent)[:2]
     with torch.no_grad():
         assert torch.equal(old.encode(x), new.encode(x))
@@ -365,9 +492,27 @@ def test_widening_the_decoder_keeps_its_function_and_the_encoder(width):
 
 def test_a_widened_decoder_trains_ships_and_keeps_the_latents(trained, tmp_path):
     folder, fluent = trained
-    out = run_script("--name", "wide", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
-                     "--freeze-encoder", "--decoder-width", "16", "--steps", "2", "--batch", "2", "--crop", "32",
-                     "--threads", "1")
+    out = run_script(
+        "--name",
+        "wide",
+        "--out",
+        str(tmp_path),
+        "--root",
+        str(fluent),
+        "--init",
+        str(folder),
+        "--freeze-encoder",
+        "--decoder-width",
+        "16",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "wide" / "card.json").read_text())
     assert card["init"]["widened"] == {"decoder_width": 16, "noise": 0.01}
@@ -398,8 +543,11 @@ def test_a_spectrally_normalised_critic_has_unit_spectral_norm_per_layer():
         assert float(sigma) == pytest.approx(1.0, rel=0.02)
     plain = tc.PatchCritic(8)
     assert any(isinstance(m, torch.nn.GroupNorm) for m in plain.modules())
-    assert max(float(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2))
-               for m in plain.modules() if isinstance(m, torch.nn.Conv2d)) != pytest.approx(1.0, rel=0.02)
+    assert max(
+        float(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2))
+        for m in plain.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ) != pytest.approx(1.0, rel=0.02)
     with pytest.raises(ValueError, match="critic norm 'batch': unknown. Fix: 'group' or 'spectral'"):
         tc.PatchCritic(8, norm="batch")
 
@@ -429,8 +577,9 @@ def test_the_weight_free_losses_vanish_on_the_input_and_pull_the_reconstruction(
 
     def apply(out: torch.Tensor, weight: float) -> dict:
         parts = {"loss": torch.tensor(0.5), "out": out}
-        return (tc.perceptual(net, parts, x, weight, bf16=False) if loss == "perceptual"
-                else tc.spectral(parts, x, weight))
+        return (
+            tc.perceptual(net, parts, x, weight, bf16=False) if loss == "perceptual" else tc.spectral(parts, x, weight)
+        )
 
     key = "perc" if loss == "perceptual" else "spec"
     assert float(apply(x.clone(), 2.0)[key]) == pytest.approx(0.0, abs=1e-6)
@@ -454,18 +603,42 @@ def test_the_spectral_loss_ignores_where_a_detail_sits_and_the_pixel_loss_does_n
     assert float(blurred["spec"]) > 0.05
 
 
-@pytest.mark.parametrize("flag,key,words", [("--perceptual-weight", "perc", "random VGG-like features"),
-                                            ("--spectral-weight", "spec", "16x16 Hann-windowed amplitude spectra")])
+@pytest.mark.parametrize(
+    "flag,key,words",
+    [
+        ("--perceptual-weight", "perc", "random VGG-like features"),
+        ("--spectral-weight", "spec", "16x16 Hann-windowed amplitude spectra"),
+    ],
+)
 def test_training_with_a_weight_free_loss_logs_and_records_it(trained, tmp_path, flag, key, words):
     folder, fluent = trained
-    out = run_script("--name", "extra", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
-                     "--freeze-encoder", "--steps", "2", "--batch", "2", "--crop", "32", "--threads", "1",
-                     "--log-every", "1", flag, "0.7")
+    out = run_script(
+        "--name",
+        "extra",
+        "--out",
+        str(tmp_path),
+        "--root",
+        str(fluent),
+        "--init",
+        str(folder),
+        "--freeze-encoder",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+        flag,
+        "0.7",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "extra" / "card.json").read_text())
     logged = card["train"]["losses"]
-    assert all(e[key] > 0 and e["loss"] == pytest.approx(e["l1"] + e["mse"] + 0.7 * e[key], rel=1e-4)
-               for e in logged)
+    assert all(e[key] > 0 and e["loss"] == pytest.approx(e["l1"] + e["mse"] + 0.7 * e[key], rel=1e-4) for e in logged)
     assert f"0.7 * L1 of {words}" in card["train"]["loss"] and f"{key} " in out.stdout
     VAECodec(tmp_path / "extra", latent_scale=0.0)
 
@@ -477,20 +650,51 @@ def test_adding_latent_channels_keeps_the_decoded_images_and_the_old_channels(tr
     folder, fluent = trained
     tc = _script_module()
     import diffusers
+
     old = diffusers.AutoencoderTiny.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False).eval()
     new = tc.widen_latents(old, 6, 1.0, torch.Generator().manual_seed(0)).eval()
     x = fluent_images(fluent)[:2]
     with torch.no_grad():
         z_old, z_new = old.encode(x).latents, new.encode(x).latents
-        assert z_new.shape[1] == 6 and torch.equal(z_new[:, :z_old.shape[1]], z_old)
-        assert float(z_new[:, z_old.shape[1]:].std()) > 0.01
+        assert z_new.shape[1] == 6 and torch.equal(z_new[:, : z_old.shape[1]], z_old)
+        assert float(z_new[:, z_old.shape[1] :].std()) > 0.01
         assert torch.allclose(new.decode(z_new).sample, old.decode(z_old).sample, atol=1e-6)
-    out = run_script("--name", "wide", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
-                     "--latent-channels", "6", "--steps", "1", "--batch", "2", "--crop", "32", "--threads", "1")
+    out = run_script(
+        "--name",
+        "wide",
+        "--out",
+        str(tmp_path),
+        "--root",
+        str(fluent),
+        "--init",
+        str(folder),
+        "--latent-channels",
+        "6",
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--crop",
+        "32",
+        "--threads",
+        "1",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     card = json.loads((tmp_path / "wide" / "card.json").read_text())
     assert card["latents"]["channels"] == 6 and card["init"]["widened_latents"]["latent_channels"] == 6
     assert VAECodec(tmp_path / "wide", latent_scale=0.0).latent_channels == 6
-    out = run_script("--name", "narrow", "--out", str(tmp_path), "--root", str(fluent), "--init", str(folder),
-                     "--latent-channels", "2", "--steps", "1")
+    out = run_script(
+        "--name",
+        "narrow",
+        "--out",
+        str(tmp_path),
+        "--root",
+        str(fluent),
+        "--init",
+        str(folder),
+        "--latent-channels",
+        "2",
+        "--steps",
+        "1",
+    )
     assert out.returncode != 0 and "--latent-channels 2" in out.stderr and "Fix: pass more than 4" in out.stderr

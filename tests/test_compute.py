@@ -1,19 +1,35 @@
 """Analytic cost accounting against what a real run executes (FLOPs counted by FlopCounterMode)."""
+
 import pytest
 import torch
-
-import workbench as wb
-from workbench.core.compute import (attention_cost, block_cost, cached_cost, count_flops, naive_cost, paper_cost,
-                               sample_flops, train_flops)
-from workbench.sampling.sampler import measure_sample_flops
-from workbench.core.diffusion import Diffusion
-
 from single_thread import one_thread  # noqa: F401  (FLOP counts do not depend on threads)
 
-CASES = [(4, 2, 4, 3, {}), (4, 1, 16, 1, {}), (4, 4, 1, 3, {}), (3, 3, 4, 2, {}), (6, 2, 4, 1, {}),
-         (4, 2, 4, 2, {"num_classes": 10}), (4, 2, 4, 2, {"clean_stream": False}),
-         (4, 2, 4, 2, {"use_z_cond": False}), (4, 2, 4, 2, {"denoiser_attention": "block"}),
-         (4, 2, 4, 2, {"towers": "shared"})]  # (N, D, T, S, model overrides)
+import workbench as wb
+from workbench.core.compute import (
+    attention_cost,
+    block_cost,
+    cached_cost,
+    count_flops,
+    naive_cost,
+    paper_cost,
+    sample_flops,
+    train_flops,
+)
+from workbench.core.diffusion import Diffusion
+from workbench.sampling.sampler import measure_sample_flops
+
+CASES = [
+    (4, 2, 4, 3, {}),
+    (4, 1, 16, 1, {}),
+    (4, 4, 1, 3, {}),
+    (3, 3, 4, 2, {}),
+    (6, 2, 4, 1, {}),
+    (4, 2, 4, 2, {"num_classes": 10}),
+    (4, 2, 4, 2, {"clean_stream": False}),
+    (4, 2, 4, 2, {"use_z_cond": False}),
+    (4, 2, 4, 2, {"denoiser_attention": "block"}),
+    (4, 2, 4, 2, {"towers": "shared"}),
+]  # (N, D, T, S, model overrides)
 NAIVE = [CASES[i] for i in (0, 2, 5, 6)]
 
 

@@ -17,21 +17,31 @@ def test_presets_round_trip_yaml(name, tmp_path):
 def test_paper_presets_match_the_paper():
     for name, T in (("ffhq1024-paper", 16), ("imagenet256-paper", 4)):
         m = wb.preset(name).model
-        assert (m.depth, m.width, m.heads, m.diffusion_depth, m.num_blocks, m.latent_channels) == (28, 1152, 18, 14, T, 4)
+        assert (m.depth, m.width, m.heads, m.diffusion_depth, m.num_blocks, m.latent_channels) == (
+            28,
+            1152,
+            18,
+            14,
+            T,
+            4,
+        )
     assert wb.preset("ffhq1024-paper").model.block_tokens == 256
 
 
-@pytest.mark.parametrize("fields,needle", [
-    ({"depth": 4, "diffusion_depth": 5}, "model.diffusion_depth"),
-    ({"num_blocks": 9, "latent_size": 32, "patch_size": 4}, "model.num_blocks"),  # 3x3 blocks on an 8x8 grid
-    ({"num_blocks": 8}, "not a square"),
-    ({"width": 100, "heads": 3}, "model.heads"),
-    ({"width": 96, "heads": 16}, "multiple of 4"),
-    ({"patch_size": 3}, "model.patch_size"),
-    ({"towers": "both"}, "model.towers"),
-    ({"denoiser_attention": "mlp"}, "model.denoiser_attention"),
-    ({"clean_stream": False, "use_z_cond": False}, "model.use_z_cond"),
-])
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"depth": 4, "diffusion_depth": 5}, "model.diffusion_depth"),
+        ({"num_blocks": 9, "latent_size": 32, "patch_size": 4}, "model.num_blocks"),  # 3x3 blocks on an 8x8 grid
+        ({"num_blocks": 8}, "not a square"),
+        ({"width": 100, "heads": 3}, "model.heads"),
+        ({"width": 96, "heads": 16}, "multiple of 4"),
+        ({"patch_size": 3}, "model.patch_size"),
+        ({"towers": "both"}, "model.towers"),
+        ({"denoiser_attention": "mlp"}, "model.denoiser_attention"),
+        ({"clean_stream": False, "use_z_cond": False}, "model.use_z_cond"),
+    ],
+)
 def test_invalid_model_configs_name_field_and_fix(fields, needle):
     with pytest.raises(ValueError, match="Fix:") as err:
         ModelConfig(**fields)
@@ -73,9 +83,18 @@ def test_people256_presets_are_emoji256_on_the_people_subset(blocks):
     folder)."""
     cfg, twin = wb.preset(f"people256-T{blocks}"), wb.preset(f"emoji256-T{blocks}")
     assert cfg.data.dataset == "fluent-people" and twin.data.dataset == "fluent"
-    assert cfg.override(**{"data.dataset": "fluent", "name": twin.name, "train.out_dir": twin.train.out_dir,
-                            "train.max_steps": twin.train.max_steps,
-                            "train.max_minutes": twin.train.max_minutes}) == twin
+    assert (
+        cfg.override(
+            **{
+                "data.dataset": "fluent",
+                "name": twin.name,
+                "train.out_dir": twin.train.out_dir,
+                "train.max_steps": twin.train.max_steps,
+                "train.max_minutes": twin.train.max_minutes,
+            }
+        )
+        == twin
+    )
     assert cfg.train.max_steps == 5000 and cfg.train.max_minutes == 60.0
     assert cfg.train.out_dir == f"runs/people256-T{blocks}" and cfg.model.num_blocks == blocks
 
@@ -83,8 +102,9 @@ def test_people256_presets_are_emoji256_on_the_people_subset(blocks):
 def test_people256_ctx_preset_is_people256_with_noisy_context_and_the_range_is_checked():
     cfg, base = wb.preset("people256-ctx-T16"), wb.preset("people256-T16")
     assert cfg.diffusion.context_noise == 0.5 and base.diffusion.context_noise == 0.0
-    assert cfg.override(**{"name": base.name, "train.out_dir": base.train.out_dir,
-                            "diffusion.context_noise": 0.0}) == base
+    assert (
+        cfg.override(**{"name": base.name, "train.out_dir": base.train.out_dir, "diffusion.context_noise": 0.0}) == base
+    )
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match=r"diffusion.context_noise: got .*Fix: use 0 to 0.5"):
             base.override(**{"diffusion.context_noise": bad})
@@ -93,8 +113,9 @@ def test_people256_ctx_preset_is_people256_with_noisy_context_and_the_range_is_c
 def test_people256_cond_ctx_preset_is_the_cond_preset_with_the_ctx_presets_context_noise():
     cfg, cond, ctx = (wb.preset(n) for n in ("people256-cond-ctx-T16", "people256-cond-T16", "people256-ctx-T16"))
     assert cfg.diffusion.context_noise == ctx.diffusion.context_noise > 0 and cfg.model.num_classes == 48
-    assert cfg.override(**{"name": cond.name, "train.out_dir": cond.train.out_dir,
-                            "diffusion.context_noise": 0.0}) == cond
+    assert (
+        cfg.override(**{"name": cond.name, "train.out_dir": cond.train.out_dir, "diffusion.context_noise": 0.0}) == cond
+    )
     assert wb.preset("people256-cond-ctx-T16", gpu=True).train.accelerator == "cuda"
 
 
@@ -103,12 +124,24 @@ def test_people256_cond_preset_is_people256_made_class_conditional():
     the proportions are the training set's (checked against the fetched package when it is here)."""
     cfg, base = wb.preset("people256-cond-T16"), wb.preset("people256-T16")
     assert cfg.model.num_classes == 48 and cfg.data.labels == "group-tone" and cfg.sample.cfg_scale > 1
-    assert cfg.override(**{"name": base.name, "train.out_dir": base.train.out_dir, "model.num_classes": 0,
-                            "data.labels": "group", "sample.class_counts": [], "sample.cfg_scale": 1.0}) == base
+    assert (
+        cfg.override(
+            **{
+                "name": base.name,
+                "train.out_dir": base.train.out_dir,
+                "model.num_classes": 0,
+                "data.labels": "group",
+                "sample.class_counts": [],
+                "sample.cfg_scale": 1.0,
+            }
+        )
+        == base
+    )
     counts = cfg.sample.class_counts
     assert len(counts) == 48 and sum(counts) == 1786 and sum(c > 0 for c in counts) == 36
     from workbench.data import emoji
     from workbench.data.datasets import build_dataset
+
     if (emoji.FLUENT_DIR / "SHA256SUMS").is_file():
         ds = build_dataset(cfg.data, "train")
         assert tuple(sum(y == k for _, y in ds.samples) for k in range(48)) == counts

@@ -1,36 +1,72 @@
 """Config validation as a property: any value, any field, any route (override, YAML, CLI) either gives a config
 that builds, trains a step and samples, or a ValueError that names a field and the fix, never another exception."""
+
 import re
 
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
 from workbench.__main__ import main
 from workbench.core.config import Config
 from workbench.core.diffusion import Diffusion
-from single_thread import one_thread  # noqa: F401 (autouse)
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SECTIONS = {name: section for name, section in Config().to_dict().items() if isinstance(section, dict)}
 FIELDS = [f"{s}.{k}" for s, section in SECTIONS.items() for k in section]
-INT_FIELDS = {f"{s}.{k}" for s, section in SECTIONS.items() for k, v in section.items()
-              if isinstance(v, int) and not isinstance(v, bool)}
+INT_FIELDS = {
+    f"{s}.{k}"
+    for s, section in SECTIONS.items()
+    for k, v in section.items()
+    if isinstance(v, int) and not isinstance(v, bool)
+}
 NAMES_A_FIELD = re.compile(r"\b(model|diffusion|data|train|sample)\.\w+|^name:|^config:")
 
-TEXT = st.sampled_from(["", "auto", "true", "no", "separate", "token", "ddim", "folder", "vae", "skip", "linear",
-                        "v_prediction", "3.5", "-0", "1e3", "nan", "[1, 2]", "16-mixed", "ddp", "fsdp"])
-FINITE = st.one_of(st.integers(-3, 70), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                   st.booleans(), st.text(max_size=5), TEXT, st.none(), st.lists(st.integers(-1, 3), max_size=3))
+TEXT = st.sampled_from(
+    [
+        "",
+        "auto",
+        "true",
+        "no",
+        "separate",
+        "token",
+        "ddim",
+        "folder",
+        "vae",
+        "skip",
+        "linear",
+        "v_prediction",
+        "3.5",
+        "-0",
+        "1e3",
+        "nan",
+        "[1, 2]",
+        "16-mixed",
+        "ddp",
+        "fsdp",
+    ]
+)
+FINITE = st.one_of(
+    st.integers(-3, 70),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.text(max_size=5),
+    TEXT,
+    st.none(),
+    st.lists(st.integers(-1, 3), max_size=3),
+)
 ANY = st.one_of(FINITE, st.floats(), st.sampled_from(["inf", "-inf", "1e999"]))
 
 
 def finite_for_int_fields(key: str, value) -> bool:
     """Infinity in an integer field is the known OverflowError (test_infinity_in_an_integer_field below)."""
-    return key not in INT_FIELDS or not (isinstance(value, float) and value in (float("inf"), float("-inf"))
-                                         or value in ("inf", "-inf", "1e999"))
+    return key not in INT_FIELDS or not (
+        isinstance(value, float) and value in (float("inf"), float("-inf")) or value in ("inf", "-inf", "1e999")
+    )
 
 
 def assert_names_field_and_fix(err: ValueError, keys) -> None:
@@ -40,8 +76,7 @@ def assert_names_field_and_fix(err: ValueError, keys) -> None:
 
 
 @SETTINGS
-@given(st.dictionaries(st.sampled_from(FIELDS + ["name", "model.nope", "nope.depth"]), ANY, min_size=1,
-                       max_size=4))
+@given(st.dictionaries(st.sampled_from(FIELDS + ["name", "model.nope", "nope.depth"]), ANY, min_size=1, max_size=4))
 @example({"model.depth": float("nan")})
 @example({"train.devices": "two"})
 def test_any_override_gives_a_config_or_a_value_error(overrides):
@@ -78,23 +113,45 @@ def tiny_models(draw) -> dict:
     """Tiny model settings: valid ones, or ones with one field (drawn, or none) set to a bad or mismatched value."""
     size, channels = draw(st.sampled_from([8, 16])), draw(st.sampled_from([1, 3]))
     depth = draw(st.integers(1, 3))
-    good = {"data.image_size": size, "data.channels": channels, "model.latent_size": size,
-            "model.latent_channels": channels, "model.patch_size": draw(st.sampled_from([1, 2, 4])),
-            "model.num_blocks": draw(st.sampled_from([1, 4])), "model.depth": depth,
-            "model.diffusion_depth": draw(st.integers(1, depth)), "model.width": draw(st.sampled_from([8, 16, 32])),
-            "model.heads": draw(st.sampled_from([1, 2])), "model.mlp_ratio": draw(st.floats(0.01, 4)),
-            "model.towers": draw(st.sampled_from(["separate", "shared"])),
-            "model.denoiser_attention": draw(st.sampled_from(["context", "block", "token"])),
-            "model.num_classes": draw(st.integers(0, 3)), "model.label_dropout": draw(st.sampled_from([0.0, 0.5])),
-            "model.clean_stream": draw(st.booleans()), "model.use_z_cond": draw(st.booleans()),
-            "model.qk_norm": draw(st.booleans()),
-            "diffusion.prediction": draw(st.sampled_from(["epsilon", "v_prediction"])),
-            "sample.sampler": draw(st.sampled_from(["ddpm", "ddim", "dpm++2m", "euler"]))}
-    bad = {"model.latent_size": [4, 16, 0], "model.latent_channels": [4, 2], "model.patch_size": [3, 8, 0, -1],
-           "model.num_blocks": [2, 9, 16, 64, 0], "model.depth": [0, -1], "model.diffusion_depth": [0, 4, -1],
-           "model.width": [0, 4, 12, 24], "model.heads": [0, 3, 4, -1], "model.mlp_ratio": [0.0, -1.0],
-           "model.towers": ["both"], "model.denoiser_attention": ["full"], "model.num_classes": [-1],
-           "model.label_dropout": [1.0, -0.1], "data.channels": [2, 4], "data.image_size": [4, 12]}
+    good = {
+        "data.image_size": size,
+        "data.channels": channels,
+        "model.latent_size": size,
+        "model.latent_channels": channels,
+        "model.patch_size": draw(st.sampled_from([1, 2, 4])),
+        "model.num_blocks": draw(st.sampled_from([1, 4])),
+        "model.depth": depth,
+        "model.diffusion_depth": draw(st.integers(1, depth)),
+        "model.width": draw(st.sampled_from([8, 16, 32])),
+        "model.heads": draw(st.sampled_from([1, 2])),
+        "model.mlp_ratio": draw(st.floats(0.01, 4)),
+        "model.towers": draw(st.sampled_from(["separate", "shared"])),
+        "model.denoiser_attention": draw(st.sampled_from(["context", "block", "token"])),
+        "model.num_classes": draw(st.integers(0, 3)),
+        "model.label_dropout": draw(st.sampled_from([0.0, 0.5])),
+        "model.clean_stream": draw(st.booleans()),
+        "model.use_z_cond": draw(st.booleans()),
+        "model.qk_norm": draw(st.booleans()),
+        "diffusion.prediction": draw(st.sampled_from(["epsilon", "v_prediction"])),
+        "sample.sampler": draw(st.sampled_from(["ddpm", "ddim", "dpm++2m", "euler"])),
+    }
+    bad = {
+        "model.latent_size": [4, 16, 0],
+        "model.latent_channels": [4, 2],
+        "model.patch_size": [3, 8, 0, -1],
+        "model.num_blocks": [2, 9, 16, 64, 0],
+        "model.depth": [0, -1],
+        "model.diffusion_depth": [0, 4, -1],
+        "model.width": [0, 4, 12, 24],
+        "model.heads": [0, 3, 4, -1],
+        "model.mlp_ratio": [0.0, -1.0],
+        "model.towers": ["both"],
+        "model.denoiser_attention": ["full"],
+        "model.num_classes": [-1],
+        "model.label_dropout": [1.0, -0.1],
+        "data.channels": [2, 4],
+        "data.image_size": [4, 12],
+    }
     broken = draw(st.one_of(st.none(), st.sampled_from(sorted(bad))))
     if broken is not None:
         good[broken] = draw(st.sampled_from(bad[broken]))

@@ -1,14 +1,14 @@
 """Core properties of the model, masks and sampler, parametrized over (N, D, T) and the ablation switches."""
+
 import pytest
 import torch
+from conftest import randomize_head
 
 import workbench as wb
 from workbench.core.blocks import block_index_map, from_blocks, to_blocks, training_masks
 from workbench.core.compute import cached_cost, paper_cost
 from workbench.core.diffusion import Diffusion
 from workbench.core.layers import Rope2D, apply_rope
-
-from conftest import randomize_head
 
 SHAPES = [(4, 2, 4), (4, 1, 16), (4, 4, 1), (3, 3, 4), (4, 3, 16)]  # (N, D, T)
 
@@ -46,9 +46,9 @@ def test_causality_clean_blocks(N, D, T, towers):
         blocks = to_blocks(x0, cfg.model).clone()
         blocks[:, j] += torch.randn_like(blocks[:, j])
         out, out_h = forward_blocks(m, from_blocks(blocks, cfg.model), xt, t)
-        assert torch.equal(out[:, :j + 1], base[:, :j + 1]), f"block <= {j} saw clean block {j}"
+        assert torch.equal(out[:, : j + 1], base[:, : j + 1]), f"block <= {j} saw clean block {j}"
         if base_h is not None:
-            assert torch.equal(out_h[:, :j + 1], base_h[:, :j + 1])
+            assert torch.equal(out_h[:, : j + 1], base_h[:, : j + 1])
         if j < T - 1:  # and the next block does depend on it (the test is not vacuous)
             assert not torch.allclose(out[:, j + 1], base[:, j + 1])
 
@@ -79,10 +79,17 @@ def test_cache_equals_recompute(N, D, T):
     assert (a - b).abs().max() <= 1e-4
 
 
-@pytest.mark.parametrize("variant", [
-    {"towers": "shared"}, {"use_z_cond": False}, {"clean_stream": False}, {"denoiser_attention": "block"},
-    {"denoiser_attention": "token"}, {"num_classes": 10},
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"towers": "shared"},
+        {"use_z_cond": False},
+        {"clean_stream": False},
+        {"denoiser_attention": "block"},
+        {"denoiser_attention": "token"},
+        {"num_classes": 10},
+    ],
+)
 @pytest.mark.parametrize("sampler", ["dpm++2m", "ddpm"])
 def test_cache_equals_recompute_variants(variant, sampler):
     cfg, m = make(4, 2, 4, **variant)
@@ -124,6 +131,7 @@ def test_sample_labels_follow_the_class_counts_and_the_seed():
     sample seed; without counts they cycle through the classes. A guided sample with the drawn labels is the sample
     with those labels passed explicitly."""
     from workbench.sampling.sampler import default_labels
+
     cfg, m = make(4, 2, 4, num_classes=4)
     counts = (0, 3, 1, 0)
     drawn = default_labels(m, 4000, "cpu", counts, seed=0)
@@ -198,8 +206,8 @@ def test_without_clean_stream_context_flows_only_through_z_cond():
     ar, diff = training_masks(cfg.model)
     assert ar.shape[0] == cfg.model.num_blocks * cfg.model.block_tokens  # no clean copy in the sequence
     Lb = cfg.model.block_tokens
-    assert not diff[Lb:2 * Lb, :Lb].any()  # diffusion layers: slot 1 does not read slot 0
-    assert ar[Lb:2 * Lb, :Lb].all()  # AR layers: slot 1 reads slot 0 (which holds clean data there)
+    assert not diff[Lb : 2 * Lb, :Lb].any()  # diffusion layers: slot 1 does not read slot 0
+    assert ar[Lb : 2 * Lb, :Lb].all()  # AR layers: slot 1 reads slot 0 (which holds clean data there)
     x0, xt, t = inputs(cfg)
     base, _ = forward_blocks(m, x0, xt, t)
     blocks = to_blocks(x0, cfg.model).clone()
@@ -240,15 +248,17 @@ def test_context_noise_reaches_only_the_context(N, D, T):
     if T == 1:
         assert ctx is x0
         return
-    mix = ((ctx - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1))
+    mix = (ctx - x0).flatten(1).norm(dim=1) / x0.flatten(1).norm(dim=1)
     assert (mix > 0).all() and (mix < 1.5).all()  # c <= 0.5: each image moved, none replaced by noise
     _, xt, t = inputs(cfg, seed=1)
     clean_pred, _ = forward_blocks(m, x0, xt, t)
     noisy_pred, _ = forward_blocks(m, ctx, xt, t)
     assert torch.allclose(clean_pred[:, 0], noisy_pred[:, 0], atol=1e-6)  # block 0 reads no context
     assert not torch.allclose(clean_pred[:, 1:], noisy_pred[:, 1:], atol=1e-4)
-    same = [Diffusion(c.diffusion, c.model).loss(m, x0, generator=torch.Generator().manual_seed(0)).total
-            for c in (cfg, cfg.override(**{"diffusion.context_noise": 0.0}))]
+    same = [
+        Diffusion(c.diffusion, c.model).loss(m, x0, generator=torch.Generator().manual_seed(0)).total
+        for c in (cfg, cfg.override(**{"diffusion.context_noise": 0.0}))
+    ]
     assert torch.equal(*same)
     assert not torch.equal(same[0], noised.loss(m, x0, generator=torch.Generator().manual_seed(0)).total)
 

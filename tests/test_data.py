@@ -1,5 +1,6 @@
 """Datasets and the resumable data order: real data (Debian's Fashion-MNIST and Noto Color Emoji, the Fluent 3D
 emoji when fetched; a synthetic Fluent package otherwise), real errors, the fetch script without a network."""
+
 import itertools
 import shutil
 import subprocess
@@ -10,17 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fluent_fixture import NAMES, held_out, write_fluent
 from PIL import Image
 
-from fluent_fixture import NAMES, held_out, write_fluent
+from workbench.core.config import LABEL_SCHEMES, DataConfig
 from workbench.data import datasets as data
 from workbench.data import emoji
-from workbench.core.config import LABEL_SCHEMES, DataConfig
-from workbench.data.datasets import (EpochSampler, SpacedSubset, build_dataset, fashion_mnist_arrays, make_loader, num_classes,
-                            training_dataset)
+from workbench.data.datasets import (
+    EpochSampler,
+    SpacedSubset,
+    build_dataset,
+    fashion_mnist_arrays,
+    make_loader,
+    num_classes,
+    training_dataset,
+)
 
-needs_fmnist = pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(),
-                                  reason="sudo apt-get install dataset-fashion-mnist")
+needs_fmnist = pytest.mark.skipif(
+    not data.DEBIAN_FASHION_MNIST.is_dir(), reason="sudo apt-get install dataset-fashion-mnist"
+)
 needs_emoji = pytest.mark.skipif(not data.EMOJI_FONT.is_file(), reason="sudo apt-get install fonts-noto-color-emoji")
 
 
@@ -103,8 +112,8 @@ def test_epoch_sampler_is_deterministic_and_resumes_mid_epoch(flips):
     assert stream == take(EpochSampler(n, seed, flips=flips), 4 * n)
     indices = [k[0] if flips else k for k in stream]
     for e in range(4):
-        assert sorted(indices[e * n:(e + 1) * n]) == list(range(n))  # each epoch is a permutation
-    assert indices[:n] != indices[n:2 * n]  # a new order every epoch
+        assert sorted(indices[e * n : (e + 1) * n]) == list(range(n))  # each epoch is a permutation
+    assert indices[:n] != indices[n : 2 * n]  # a new order every epoch
     assert indices[:n] != take(EpochSampler(n, seed + 1), n)
     for start in (0, 1, n - 1, n, 2 * n + 11):  # resume anywhere, across epoch boundaries
         assert take(EpochSampler(n, seed, start_index=start, flips=flips), 4 * n - start) == stream[start:]
@@ -217,8 +226,11 @@ def test_folder_applies_exif_orientation(tmp_path, orientation, bright):
     Image.fromarray(stored).save(tmp_path / "a" / "photo.jpg", exif=exif, quality=95)
     x, _ = build_dataset(DataConfig(dataset="folder", root=str(tmp_path), image_size=16, channels=1), "train")[0]
     halves = {"left": x[0, :, :8], "right": x[0, :, 8:], "top": x[0, :8], "bottom": x[0, 8:]}
-    assert halves[bright].mean() > 0.8 and all(v.mean() < 0.5 for k, v in halves.items() if k != bright and
-                                               {k, bright} in ({"left", "right"}, {"top", "bottom"})), orientation
+    assert halves[bright].mean() > 0.8 and all(
+        v.mean() < 0.5
+        for k, v in halves.items()
+        if k != bright and {k, bright} in ({"left", "right"}, {"top", "bottom"})
+    ), orientation
 
 
 def test_flat_folder_has_label_zero(tmp_path):
@@ -274,8 +286,12 @@ def test_fluent_composites_on_the_background_with_group_labels_and_tones_in_one_
     assert {f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)} <= names["train"]  # five tones, one side
     assert {"1f44c.webp", "1f44c-1f3fb.webp"} <= names["val"]
     groups = {p.name: y for p, y in train.samples}
-    assert (groups["0023-fe0f-20e3.webp"], groups["1f34e.webp"], groups["1f600.webp"], groups["1fa90.webp"]) == \
-        (0, 2, 3, 7)  # bmp-symbols, pictographs, emoticons, extended-a: the groups of the first code point
+    assert (groups["0023-fe0f-20e3.webp"], groups["1f34e.webp"], groups["1f600.webp"], groups["1fa90.webp"]) == (
+        0,
+        2,
+        3,
+        7,
+    )  # bmp-symbols, pictographs, emoticons, extended-a: the groups of the first code point
     path = fluent / "assets" / "1f600.webp"
     x, _ = train[[p.name for p, _ in train.samples].index("1f600.webp")]  # (3, 64, 64)
     with Image.open(path) as im:
@@ -304,8 +320,14 @@ def test_split_all_is_train_and_held_out_together(fluent):
 def test_fluent_people_subset_keeps_people_hands_and_smileys(fluent):
     cfg = DataConfig(dataset="fluent-people", root=str(fluent), image_size=32, channels=3)
     served = {p.name for split in ("train", "val") for p, _ in build_dataset(cfg, split).samples}
-    toned = {"1f3c3.webp", *(f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)), "1f44d.webp",
-             "1f44d-1f3fd.webp", "1f44c.webp", "1f44c-1f3fb.webp"}
+    toned = {
+        "1f3c3.webp",
+        *(f"1f3c3-{t:x}.webp" for t in range(0x1F3FB, 0x1F400)),
+        "1f44d.webp",
+        "1f44d-1f3fd.webp",
+        "1f44c.webp",
+        "1f44c-1f3fb.webp",
+    }
     assert served == toned | {"1f600.webp", "1f60d.webp", "1f914.webp", "1f609.webp"}
     assert emoji.fluent_subset(NAMES, "all") == NAMES
     with pytest.raises(ValueError, match="unknown subset 'cats'.*Fix"):
@@ -314,8 +336,11 @@ def test_fluent_people_subset_keeps_people_hands_and_smileys(fluent):
 
 def test_missing_fluent_package_names_the_install_command_in_one_line(tmp_path):
     cfg = DataConfig(dataset="fluent", root=str(tmp_path / "nowhere"), image_size=64, channels=3)
-    with pytest.raises(FileNotFoundError, match=r"not found.*Fix: bash scripts/fetch_fluent_emoji.sh.*apt-get "
-                                                r"install npm") as err:
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"not found.*Fix: bash scripts/fetch_fluent_emoji.sh.*apt-get "
+        r"install npm",
+    ) as err:
         build_dataset(cfg, "train")
     assert "\n" not in str(err.value)
 
@@ -327,8 +352,11 @@ def test_fluent_missing_or_changed_image_errors_or_is_skipped(fluent):
         build_dataset(cfg, "train")
     changed = fluent / "assets" / "1f34e.webp"
     changed.write_bytes((fluent / "assets" / "1f680.webp").read_bytes())  # a valid image, not the one listed
-    with pytest.raises(ValueError, match=r"1f34e.webp: unreadable image \(ValueError: sha256 .* differs from "
-                                         r"SHA256SUMS"):
+    with pytest.raises(
+        ValueError,
+        match=r"1f34e.webp: unreadable image \(ValueError: sha256 .* differs from "
+        r"SHA256SUMS",
+    ):
         build_dataset(cfg, "train")
     ds = build_dataset(replace(cfg, on_corrupt="skip"), "train")
     assert sorted(p.name for p in ds.skipped) == ["1f34e.webp", "1f600.webp"] and len(ds) == 23
@@ -363,27 +391,37 @@ def test_fetch_script_refuses_a_tarball_with_another_checksum(tmp_path):
     dest = tmp_path / "data" / "fluent"
     out = subprocess.run(["/bin/bash", str(FETCH), str(dest)], env=env, capture_output=True, text=True)
     assert out.returncode == 1 and not dest.exists() and list((tmp_path / "data").iterdir()) == []  # no tmp left
-    assert out.stderr.count("\n") == 1 and "expected c1bb7eee7de090205a232518a9ab4adb3df458bfbe8a1f78232991194c8b2e58" \
-        in out.stderr and "Fix:" in out.stderr
+    assert (
+        out.stderr.count("\n") == 1
+        and "expected c1bb7eee7de090205a232518a9ab4adb3df458bfbe8a1f78232991194c8b2e58" in out.stderr
+        and "Fix:" in out.stderr
+    )
 
 
 def test_fetch_script_names_npm_when_missing_and_skips_an_installed_package(tmp_path):
-    out = subprocess.run(["/bin/bash", str(FETCH), str(tmp_path / "fluent")], env=fake_path(tmp_path, None),
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["/bin/bash", str(FETCH), str(tmp_path / "fluent")],
+        env=fake_path(tmp_path, None),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1 and "npm not found" in out.stderr and "sudo apt-get install npm" in out.stderr
     installed = write_fluent(tmp_path / "installed", names=NAMES[:1], size=8)
     (tmp_path / "bin" / "npm").write_text("#!/bin/sh\nexit 7\n")  # must not be called
     (tmp_path / "bin" / "npm").chmod(0o755)
-    out = subprocess.run(["/bin/bash", str(FETCH), str(installed)], env={"PATH": str(tmp_path / "bin")},
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["/bin/bash", str(FETCH), str(installed)], env={"PATH": str(tmp_path / "bin")}, capture_output=True, text=True
+    )
     assert out.returncode == 0 and out.stderr == ""
 
 
 def test_fluent_label_schemes_group_tone_and_both(fluent):
     """data.labels picks the Fluent sets' labels: the Unicode group of the first code point, the skin tone (0 none,
     1..5 for U+1F3FB..U+1F3FF) or both as group * 6 + tone; other datasets refuse the Fluent-only schemes."""
-    assert [emoji.fluent_tone(n) for n in ("1f3c3.webp", "1f3c3-1f3fb.webp", "1f3c3-1f3ff.webp",
-                                           "1f9d1-1f3fd-200d-1f4bb.webp")] == [0, 1, 5, 3]
+    assert [
+        emoji.fluent_tone(n)
+        for n in ("1f3c3.webp", "1f3c3-1f3fb.webp", "1f3c3-1f3ff.webp", "1f9d1-1f3fd-200d-1f4bb.webp")
+    ] == [0, 1, 5, 3]
     assert emoji.fluent_label("1f3c3-1f3fd.webp", "group") == 2 and emoji.fluent_label("1f3c3-1f3fd.webp", "tone") == 3
     assert emoji.fluent_label("1f3c3-1f3fd.webp", "group-tone") == 2 * 6 + 3
     assert tuple(emoji.FLUENT_LABELS) == LABEL_SCHEMES  # the config accepts exactly the schemes the data knows

@@ -1,31 +1,36 @@
 """Elastic depth: one checkpoint trained over a set of diffusion depths samples at any of them, with per-block
 depth and step schedules and per-step depth schedules; every contract of the core holds for every D and every
 schedule."""
+
 import signal
 import time
 
 import pytest
 import torch
+from conftest import randomize_head
+from test_train import cli_args, finish, launch
 
 import workbench as wb
 from workbench.core.blocks import from_blocks, to_blocks
-from workbench.training.checkpoint import load_checkpoint
 from workbench.core.compute import at_depth, cached_cost, count_flops, paper_cost, sample_flops, schedule_costs
 from workbench.core.model import SANDWICH, sample_depths
 from workbench.core.objectives import build_objective
 from workbench.sampling.sampler import block_plan, measure_sample_flops, sample_settings
-
-from conftest import randomize_head
-from test_train import cli_args, finish, launch
-
+from workbench.training.checkpoint import load_checkpoint
 
 FLOW = {"diffusion.prediction": "flow", "sample.sampler": "euler"}  # x0 = x - s v: no 1/sqrt(alpha-bar) blow-up,
 # so an untrained model's samples stay O(1) and a 1e-4 tolerance means what it says
 
 
 def make(N=4, T=4, depths=(1, 2, 3, 4), D=2, objective=None, **model):
-    over = {"model.depth": N, "model.diffusion_depth": D, "model.num_blocks": T, **(objective or FLOW),
-            "model.elastic_depths": list(depths), **{f"model.{k}": v for k, v in model.items()}}
+    over = {
+        "model.depth": N,
+        "model.diffusion_depth": D,
+        "model.num_blocks": T,
+        **(objective or FLOW),
+        "model.elastic_depths": list(depths),
+        **{f"model.{k}": v for k, v in model.items()},
+    }
     cfg = wb.preset("tiny", **over)
     m = wb.build_model(cfg).eval()
     randomize_head(m)
@@ -53,8 +58,8 @@ def test_mixed_depths_in_one_batch_equal_each_depth_alone(N, T, towers):
     depth = torch.arange(1, N + 1)
     pred, hidden = m(x0, xt, t, depth=depth)
     for b in range(N):
-        p1, h1 = m(x0[b:b + 1], xt[b:b + 1], t[b:b + 1], depth=depth[b:b + 1])
-        assert torch.allclose(pred[b:b + 1], p1, atol=1e-5) and torch.allclose(hidden[b:b + 1], h1, atol=1e-5)
+        p1, h1 = m(x0[b : b + 1], xt[b : b + 1], t[b : b + 1], depth=depth[b : b + 1])
+        assert torch.allclose(pred[b : b + 1], p1, atol=1e-5) and torch.allclose(hidden[b : b + 1], h1, atol=1e-5)
     other, _ = m(x0, xt, t, depth=torch.full((N,), N))
     assert not torch.allclose(pred[:1], other[:1])  # the boundary matters (the test is not vacuous)
 
@@ -70,7 +75,7 @@ def test_causality_at_every_depth(N, T, towers):
         blocks = to_blocks(x0, cfg.model).clone()
         blocks[:, j] += 1.0
         out = to_blocks(m(from_blocks(blocks, cfg.model), xt, t, depth=depth)[0], cfg.model)
-        assert torch.equal(out[:, :j + 1], base[:, :j + 1]), f"block <= {j} saw clean block {j}"
+        assert torch.equal(out[:, : j + 1], base[:, : j + 1]), f"block <= {j} saw clean block {j}"
         if j < T - 1:
             assert not torch.allclose(out[:, j + 1], base[:, j + 1])
 
@@ -100,8 +105,11 @@ def test_cache_equals_recompute_under_schedules(sampler):
     steps = [e.steps for e in events if e.kind == "block"]
     assert steps == [5, 3, 2, 1] and [e.step for e in events if e.kind == "step" and e.block == 0] == [1, 2, 3, 4, 5]
     paper, cached = schedule_costs(cfg.model, [(d,) * s for d, s in zip((4, 3, 2, 1), (5, 3, 2, 1))])
-    assert events[-1].cost.paper_block_layer_evals == paper == sum((4 - d) + d * s for d, s in
-                                                                    zip((4, 3, 2, 1), (5, 3, 2, 1)))
+    assert (
+        events[-1].cost.paper_block_layer_evals
+        == paper
+        == sum((4 - d) + d * s for d, s in zip((4, 3, 2, 1), (5, 3, 2, 1)))
+    )
     assert events[-1].cost.block_layer_evals == cached
     fixed = list(wb.generate_events(m, cfg, num_images=2, steps=3, diffusion_depth=3))[-1].cost
     assert fixed.block_layer_evals == cached_cost(at_depth(cfg.model, 3), 3)
@@ -117,8 +125,12 @@ def test_per_step_values_spread_over_each_blocks_steps():
     plan = block_plan(cfg.model, sample_settings(cfg, depth_per_step=(1, 2, 4), steps_schedule=(6, 4, 3, 5)))
     assert plan == ((1, 1, 2, 2, 4, 4), (1, 1, 2, 4), (1, 2, 4), (1, 1, 2, 2, 4))  # step i of S: value i*P//S
     assert block_plan(cfg.model, sample_settings(cfg, steps=2, diffusion_depth=3)) == ((3, 3),) * 4
-    assert block_plan(cfg.model, sample_settings(cfg, steps=2, depth_schedule=(4, 3, 2, 1))) == \
-        ((4, 4), (3, 3), (2, 2), (1, 1))
+    assert block_plan(cfg.model, sample_settings(cfg, steps=2, depth_schedule=(4, 3, 2, 1))) == (
+        (4, 4),
+        (3, 3),
+        (2, 2),
+        (1, 1),
+    )
 
 
 @pytest.mark.parametrize("conditioning", ["embed", "adaln"])
@@ -138,8 +150,9 @@ def test_cache_equals_recompute_under_per_step_depths(N, T, towers, conditioning
         gap = (a - alone).abs().max()  # near-zero-init adaLN gates make D matter little: ~1e-4 against ~1e-7
         assert gap > 1e-5 and gap > 100 * error, (D, gap, error)
     one = wb.generate(m, cfg, num_images=2, seed=3, depth_per_step=(2,), steps_schedule=sched["steps_schedule"])
-    assert torch.equal(one, wb.generate(m, cfg, num_images=2, seed=3, diffusion_depth=2,
-                                        steps_schedule=sched["steps_schedule"]))
+    assert torch.equal(
+        one, wb.generate(m, cfg, num_images=2, seed=3, diffusion_depth=2, steps_schedule=sched["steps_schedule"])
+    )
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
@@ -147,8 +160,12 @@ def test_cache_equals_recompute_under_per_step_depths(N, T, towers, conditioning
 def test_per_step_sampling_is_causal(towers, use_cache):
     """What later blocks are given (their steps, hence their depths) never changes an earlier block."""
     cfg, m = make(4, 4, towers=towers)
-    runs = [wb.generate_events(m, cfg, num_images=2, seed=5, use_cache=use_cache, depth_per_step=(1, 2, 4),
-                               steps_schedule=(3, 4) + later) for later in ((3, 3), (4, 5))]
+    runs = [
+        wb.generate_events(
+            m, cfg, num_images=2, seed=5, use_cache=use_cache, depth_per_step=(1, 2, 4), steps_schedule=(3, 4) + later
+        )
+        for later in ((3, 3), (4, 5))
+    ]
     finished = [[e.x_t.clone() for e in r if e.kind == "block"] for r in runs]
     side = cfg.model.block_side * cfg.model.patch_size
     for k in range(2):  # blocks 0 and 1 (the top row) are the same in both runs, bit for bit
@@ -156,12 +173,16 @@ def test_per_step_sampling_is_causal(towers, use_cache):
     assert not torch.allclose(finished[0][3][..., side:, :], finished[1][3][..., side:, :])
 
 
-@pytest.mark.parametrize("N,T,model", [(4, 4, {}), (4, 16, {}), (3, 4, {"timestep_conditioning": "adaln"}),
-                                       (4, 4, {"num_classes": 10})])
+@pytest.mark.parametrize(
+    "N,T,model", [(4, 4, {}), (4, 16, {}), (3, 4, {"timestep_conditioning": "adaln"}), (4, 4, {"num_classes": 10})]
+)
 def test_per_step_costs_count_what_ran(N, T, model):
     cfg, m = make(N, T, tuple(range(1, N + 1)), D=1, **model)
-    sched = {"sample.depth_per_step": list(PER_STEP[N]), "sample.steps_schedule": [3] * (T - 1) + [5],
-             "sample.cfg_scale": 1.0}
+    sched = {
+        "sample.depth_per_step": list(PER_STEP[N]),
+        "sample.steps_schedule": [3] * (T - 1) + [5],
+        "sample.cfg_scale": 1.0,
+    }
     c = cfg.override(**sched)
     plan = block_plan(c.model, c.sample)
     paper, cached = schedule_costs(c.model, plan)
@@ -172,22 +193,35 @@ def test_per_step_costs_count_what_ran(N, T, model):
         measured = measure_sample_flops(m, c, c.sample.steps, use_cache=use_cache)
         analytic = sum(sample_flops(c.model, plan, use_cache).values())
         assert measured == pytest.approx(analytic, rel=1e-3 if use_cache else 0.01), use_cache  # cached: exact
-    deepest = measure_sample_flops(m, c.override(**{"sample.depth_per_step": [], "sample.diffusion_depth": N}),
-                                   c.sample.steps)
+    deepest = measure_sample_flops(
+        m, c.override(**{"sample.depth_per_step": [], "sample.diffusion_depth": N}), c.sample.steps
+    )
     assert measure_sample_flops(m, c, c.sample.steps) < deepest  # small D at high noise saves compute
 
 
-@pytest.mark.parametrize("given,match", [
-    ({"depth_per_step": (1, 2, 4), "steps": 2}, r"sample.depth_per_step: \[1, 2, 4\] has 3 values for a block of "
-                                                r"S_k=2 steps.*Fix: give at most 2 values"),
-    ({"depth_per_step": (1, 2), "steps_schedule": (4, 4, 1, 4)}, r"S_k=1 steps.*at most 1 value"),
-    ({"depth_per_step": (1, 5), "steps": 4}, r"sample.depth_per_step: D=5 exceeds the model's N=4.*1..4"),
-    ({"depth_per_step": (1, 4), "steps": 4}, r"sample.depth_per_step: D=4 is not a depth this model was trained "
-                                             r"at \(1, 2\).*allow_untrained_depth"),
-    ({"depth_per_step": (1, 0), "steps": 4}, r"sample.depth_per_step: got \[1, 0\].*Fix: use depths D >= 1"),
-    ({"depth_per_step": (1, 2), "depth_schedule": (1, 2, 1, 2)}, r"sample.depth_per_step: set together with "
-                                                                 r"sample.depth_schedule.*Fix: give one D per block"),
-])
+@pytest.mark.parametrize(
+    "given,match",
+    [
+        (
+            {"depth_per_step": (1, 2, 4), "steps": 2},
+            r"sample.depth_per_step: \[1, 2, 4\] has 3 values for a block of "
+            r"S_k=2 steps.*Fix: give at most 2 values",
+        ),
+        ({"depth_per_step": (1, 2), "steps_schedule": (4, 4, 1, 4)}, r"S_k=1 steps.*at most 1 value"),
+        ({"depth_per_step": (1, 5), "steps": 4}, r"sample.depth_per_step: D=5 exceeds the model's N=4.*1..4"),
+        (
+            {"depth_per_step": (1, 4), "steps": 4},
+            r"sample.depth_per_step: D=4 is not a depth this model was trained "
+            r"at \(1, 2\).*allow_untrained_depth",
+        ),
+        ({"depth_per_step": (1, 0), "steps": 4}, r"sample.depth_per_step: got \[1, 0\].*Fix: use depths D >= 1"),
+        (
+            {"depth_per_step": (1, 2), "depth_schedule": (1, 2, 1, 2)},
+            r"sample.depth_per_step: set together with "
+            r"sample.depth_schedule.*Fix: give one D per block",
+        ),
+    ],
+)
 def test_bad_per_step_schedules_name_the_field_and_the_fix(given, match):
     cfg, m = make(4, 4, depths=(1, 2), D=2)
     with pytest.raises(ValueError, match=match):
@@ -202,8 +236,14 @@ def test_held_out_per_step_depth_samples_when_allowed_and_round_trips():
     assert c.sample.depth_per_step == (1, 2) and wb.Config.from_yaml(c.to_yaml()) == c
     dedicated = wb.preset("tiny", **{"model.denoiser_attention": "block"})
     with pytest.raises(ValueError, match="depth_per_step: D=1 differs.*fixes the boundary"):
-        wb.generate(wb.build_model(dedicated), dedicated, num_images=1, steps=2, depth_per_step=(1, 2),
-                    allow_untrained_depth=True)
+        wb.generate(
+            wb.build_model(dedicated),
+            dedicated,
+            num_images=1,
+            steps=2,
+            depth_per_step=(1, 2),
+            allow_untrained_depth=True,
+        )
 
 
 def test_depth_outside_the_set_names_the_set():
@@ -216,17 +256,21 @@ def test_depth_outside_the_set_names_the_set():
         wb.generate(m, cfg, num_images=1, steps=2, depth_schedule=(1, 2, 1))
     dedicated = wb.preset("tiny", **{"model.denoiser_attention": "block"})
     with pytest.raises(ValueError, match="ablated architecture fixes the boundary"):
-        wb.generate(wb.build_model(dedicated), dedicated, num_images=1, steps=2, diffusion_depth=1,
-                    allow_untrained_depth=True)
+        wb.generate(
+            wb.build_model(dedicated), dedicated, num_images=1, steps=2, diffusion_depth=1, allow_untrained_depth=True
+        )
 
 
-@pytest.mark.parametrize("over,fix", [
-    ({"model.elastic_depths": [2, 1]}, "write e.g. [1, 2, 3, 4]"),
-    ({"model.elastic_depths": [1, 5]}, "write e.g. [1, 2, 3, 4]"),
-    ({"model.elastic_depths": [1, 3]}, "include model.diffusion_depth"),
-    ({"model.elastic_depths": [1, 2], "model.denoiser_attention": "block"}, "use denoiser_attention='context'"),
-    ({"model.elastic_depths": "1,x"}, "expected a list of integers"),
-])
+@pytest.mark.parametrize(
+    "over,fix",
+    [
+        ({"model.elastic_depths": [2, 1]}, "write e.g. [1, 2, 3, 4]"),
+        ({"model.elastic_depths": [1, 5]}, "write e.g. [1, 2, 3, 4]"),
+        ({"model.elastic_depths": [1, 3]}, "include model.diffusion_depth"),
+        ({"model.elastic_depths": [1, 2], "model.denoiser_attention": "block"}, "use denoiser_attention='context'"),
+        ({"model.elastic_depths": "1,x"}, "expected a list of integers"),
+    ],
+)
 def test_bad_elastic_configs_name_the_fix(over, fix):
     with pytest.raises(ValueError, match="model.elastic_depths") as e:
         wb.preset("tiny", **over)
@@ -244,8 +288,9 @@ def test_sandwich_draws_a_quarter_at_each_end():
     d = sample_depths(cfg, 40_000, "cpu", torch.Generator().manual_seed(0))
     share = {D: (d == D).float().mean().item() for D in (1, 2, 3, 4)}
     middle = (1 - 2 * SANDWICH) / 4  # uniform over the set for the rest
-    assert share[1] == pytest.approx(SANDWICH + middle, abs=0.01) and share[4] == pytest.approx(SANDWICH + middle,
-                                                                                              abs=0.01)
+    assert share[1] == pytest.approx(SANDWICH + middle, abs=0.01) and share[4] == pytest.approx(
+        SANDWICH + middle, abs=0.01
+    )
     assert share[2] == pytest.approx(middle, abs=0.01) and share[3] == pytest.approx(middle, abs=0.01)
 
 
@@ -258,8 +303,9 @@ def test_elastic_training_costs_the_flops_of_fixed_depth_training(conditioning):
     flops = {}
     for name, (c, model) in {"elastic": (cfg, m.train()), "fixed": (fixed_cfg, fixed.train())}.items():
         obj = build_objective(c.diffusion, c.model)
-        flops[name] = count_flops(lambda: obj.loss(model, x0, generator=torch.Generator().manual_seed(0))
-                                  .total.backward())
+        flops[name] = count_flops(
+            lambda: obj.loss(model, x0, generator=torch.Generator().manual_seed(0)).total.backward()
+        )
     assert flops["elastic"] == pytest.approx(flops["fixed"], rel=0.05)
 
 

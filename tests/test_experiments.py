@@ -1,5 +1,7 @@
-"""Analysis functions of workbench.research.live on synthetic zoo reports written to a tmp dir; the shipped zoo's exports
+"""Analysis functions of workbench.research.live on synthetic zoo reports written to a tmp dir; the shipped zoo's
+exports
 agree with their reports."""
+
 import json
 import math
 from pathlib import Path
@@ -9,14 +11,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.research import comparison
+from workbench.core.compute import cached_cost, paper_cost
 from workbench.evaluation import evaluate as evaluation
-from workbench.research import paper
-from workbench.research import plots
-from workbench.research import reports
+from workbench.research import comparison, paper, plots, reports
 from workbench.research import live as ex
 from workbench.research.families import MEMBERS
-from workbench.core.compute import cached_cost, paper_cost
 
 STEPS = (2, 4, 8, 16, 32)
 
@@ -24,15 +23,42 @@ STEPS = (2, 4, 8, 16, 32)
 def make_report(family, name, fid_of_steps, steps=STEPS, width=0.5, **over):
     """A report of the zoo's schema for the tiny preset with `over` applied; FID(S) from `fid_of_steps`."""
     cfg = wb.preset("tiny", **over)
-    curve = [{"steps": s, "fid": fid_of_steps(s), "fid_low": fid_of_steps(s) - width,
-              "fid_high": fid_of_steps(s) + width, "kid_mean": 0.01, "kid_std": 0.001,
-              "paper_cost": paper_cost(cfg.model, s), "cached_cost": cached_cost(cfg.model, s),
-              "seconds_per_image": 0.01 * s} for s in steps]
-    return {"family": family, "name": name, "config": cfg.to_dict(),
-            "training": {"steps": 600, "batch": 64, "images_seen": 38400, "seconds": 900.0, "device": "cpu (2 cores)",
-                         "final_val_loss": 0.05},
-            "eval": {"extractor": "fmnist-classifier-0123456789ab", "reference": "fashion-mnist-32px-test",
-                     "n": 1000, "sampler": "ddim", "weights": "ema", "seed": 0, "curve": curve}}
+    curve = [
+        {
+            "steps": s,
+            "fid": fid_of_steps(s),
+            "fid_low": fid_of_steps(s) - width,
+            "fid_high": fid_of_steps(s) + width,
+            "kid_mean": 0.01,
+            "kid_std": 0.001,
+            "paper_cost": paper_cost(cfg.model, s),
+            "cached_cost": cached_cost(cfg.model, s),
+            "seconds_per_image": 0.01 * s,
+        }
+        for s in steps
+    ]
+    return {
+        "family": family,
+        "name": name,
+        "config": cfg.to_dict(),
+        "training": {
+            "steps": 600,
+            "batch": 64,
+            "images_seen": 38400,
+            "seconds": 900.0,
+            "device": "cpu (2 cores)",
+            "final_val_loss": 0.05,
+        },
+        "eval": {
+            "extractor": "fmnist-classifier-0123456789ab",
+            "reference": "fashion-mnist-32px-test",
+            "n": 1000,
+            "sampler": "ddim",
+            "weights": "ema",
+            "seed": 0,
+            "curve": curve,
+        },
+    }
 
 
 def vertical_fid(d):
@@ -49,10 +75,14 @@ def zoo(tmp_path):
         write(tmp_path, make_report("blocks-fmnist", f"T{t}", lambda s, f=fid: f + 10 / s, **{"model.num_blocks": t}))
     for t, fid in ((1, 90.0), (4, 80.0), (16, 70.0)):
         write(tmp_path, make_report("blocks-emoji", f"T{t}", lambda s, f=fid: f + 10 / s, **{"model.num_blocks": t}))
-    abl = {"default": ({}, 30.0), "no-zcond": ({"model.use_z_cond": False}, 35.0),
-           "no-clean": ({"model.clean_stream": False}, 34.0),
-           "mlp-denoise": ({"model.denoiser_attention": "block"}, 60.0),
-           "hidden0": ({"diffusion.hidden_loss_weight": 0.0}, 30.3), "shared": ({"model.towers": "shared"}, 30.2)}
+    abl = {
+        "default": ({}, 30.0),
+        "no-zcond": ({"model.use_z_cond": False}, 35.0),
+        "no-clean": ({"model.clean_stream": False}, 34.0),
+        "mlp-denoise": ({"model.denoiser_attention": "block"}, 60.0),
+        "hidden0": ({"diffusion.hidden_loss_weight": 0.0}, 30.3),
+        "shared": ({"model.towers": "shared"}, 30.2),
+    }
     for name, (over, fid) in abl.items():
         write(tmp_path, make_report("ablations", name, lambda s, f=fid: f + 1 / s, **over))
     return tmp_path
@@ -68,12 +98,25 @@ def test_load_reports_orders_members_and_round_trips(zoo, tmp_path_factory):
     vertical = reports.load_reports("vertical", zoo)
     assert list(vertical) == ["D1", "D2", "D3", "D4"]
     assert [r.D for r in vertical.values()] == [1, 2, 3, 4] and all(r.N == 4 and r.T == 4 for r in vertical.values())
-    assert list(reports.load_reports("ablations", zoo)) == ["default", "no-zcond", "no-clean", "shared", "mlp-denoise",
-                                                      "hidden0"]
+    assert list(reports.load_reports("ablations", zoo)) == [
+        "default",
+        "no-zcond",
+        "no-clean",
+        "shared",
+        "mlp-denoise",
+        "hidden0",
+    ]
     assert list(reports.load_reports("blocks-emoji", zoo)) == ["T1", "T4", "T16"]
     assert reports.load_reports("vertical", zoo / "nothing") == {}
-    assert reports.zoo_status(zoo) == {"vertical": 4, "blocks-fmnist": 3, "blocks-emoji": 3, "blocks-emoji256": 0,
-                                       "blocks-people256": 0, "context-people256": 0, "ablations": 6}
+    assert reports.zoo_status(zoo) == {
+        "vertical": 4,
+        "blocks-fmnist": 3,
+        "blocks-emoji": 3,
+        "blocks-emoji256": 0,
+        "blocks-people256": 0,
+        "context-people256": 0,
+        "ablations": 6,
+    }
     r = vertical["D1"]
     again = reports.read_report(reports.write_report(r, tmp_path_factory.mktemp("out")))
     assert again.to_dict() == r.to_dict()
@@ -107,8 +150,11 @@ def test_fid_at_is_log_linear_and_never_extrapolates():
     assert comparison.fid_at(r, 100.0, y="fid_high") == pytest.approx(21.0)
     assert math.isnan(comparison.fid_at(r, 9.99)) and math.isnan(comparison.fid_at(r, 1000.1))
     table = comparison.equal_compute_table({"a": r, "b": line_report("b", [50.0, 500.0], [10.0, 5.0])}, [10.0, 50.0])
-    assert math.isnan(table[0]["b"]) and table[1]["b"] == 10.0 and table[1]["a"] == pytest.approx(
-        30 - 10 * math.log(5) / math.log(10))
+    assert (
+        math.isnan(table[0]["b"])
+        and table[1]["b"] == 10.0
+        and table[1]["a"] == pytest.approx(30 - 10 * math.log(5) / math.log(10))
+    )
 
 
 def test_crossing_is_exact_for_known_lines():
@@ -143,9 +189,15 @@ def test_compare_on_the_papers_shape(zoo):
     assert f"{c.low_fid[0]:.1f}" in text and f"{k.cost:.0f}" in text and "D1" in text
 
 
-@pytest.mark.parametrize("ar,ref,verdict", [(30.0, 100.0, "reproduced"), (90.0, 100.0, "same direction, smaller gap "
-                                            "than the paper's"), (10.0, 100.0, "same direction, larger gap than the "
-                                            "paper's"), (110.0, 100.0, "not reproduced")])
+@pytest.mark.parametrize(
+    "ar,ref,verdict",
+    [
+        (30.0, 100.0, "reproduced"),
+        (90.0, 100.0, "same direction, smaller gap than the paper's"),
+        (10.0, 100.0, "same direction, larger gap than the paper's"),
+        (110.0, 100.0, "not reproduced"),
+    ],
+)
 def test_verdict_against_the_papers_band(ar, ref, verdict):
     a = line_report("a", [10.0, 100.0], [ar, ar])
     b = line_report("b", [10.0, 100.0], [ref, ref])
@@ -193,9 +245,12 @@ def test_blocks_table_and_best_t(zoo, tmp_path_factory):
     assert geometry["high"]["tokens"] == (m.latent_size // m.patch_size) ** 2 and geometry["high"]["T"] == 16
     assert geometry["paper FFHQ-1024"]["tokens per block"] == 256 and geometry["paper ImageNet-256"]["tokens"] == 256
     assert "the paper's best at ImageNet-256 is T=1: different" in paper.describe_blocks(
-        {"256px": high}, paper_side={"256px": "low"})
+        {"256px": high}, paper_side={"256px": "low"}
+    )
     # overlapping intervals decide nothing: the best T is named, the verdict is withheld
-    near = reports.load_reports("blocks-emoji", write_arm(tmp_path_factory.mktemp("near"), {1: 90.0, 4: 70.4, 16: 70.0}))
+    near = reports.load_reports(
+        "blocks-emoji", write_arm(tmp_path_factory.mktemp("near"), {1: 90.0, 4: 70.4, 16: 70.0})
+    )
     text = paper.describe_blocks({"256px": near})
     assert "T=16 is best" in text and "overlaps T=4" in text and "T=16: undecided, the intervals overlap" in text
     assert "same" not in text
@@ -233,6 +288,7 @@ def one_thread():
 
 class PixelStats(torch.nn.Module):
     """A stand-in feature extractor: 8 pooled pixel statistics (no shipped weights needed)."""
+
     name, id, num_features = "pixel-stats", "pixel-stats-test", 8
 
     def forward(self, images):
@@ -251,7 +307,9 @@ def test_evaluate_curve_writes_the_report_schema_deterministically(one_thread):
     assert all(p["fid_low"] <= p["fid_high"] and p["seconds_per_image"] > 0 for p in ev["curve"])
     again = evaluation.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
     assert [p["fid"] for p in again["curve"]] == [p["fid"] for p in ev["curve"]]
-    r = reports.report_from_dict({"family": "vertical", "name": "D1", "config": cfg.to_dict(), "training": {}, "eval": ev})
+    r = reports.report_from_dict(
+        {"family": "vertical", "name": "D1", "config": cfg.to_dict(), "training": {}, "eval": ev}
+    )
     assert r.final.steps == 2 and r.D == 1
 
 
@@ -264,14 +322,23 @@ def test_live_configs_follow_the_zoo_families(tmp_path):
     emoji = ex.live_config("blocks-emoji", "T16", 5, tmp_path)
     assert (emoji.data.dataset, emoji.model.latent_size, emoji.model.num_blocks) == ("emoji", 64, 16)
     fluent = ex.live_config("blocks-emoji256", "T4", 5, tmp_path)
-    assert (fluent.data.dataset, fluent.data.image_size, fluent.data.codec, fluent.model.latent_size,
-            fluent.model.num_blocks) == ("fluent", 256, "vae", 32, 4)
+    assert (
+        fluent.data.dataset,
+        fluent.data.image_size,
+        fluent.data.codec,
+        fluent.model.latent_size,
+        fluent.model.num_blocks,
+    ) == ("fluent", 256, "vae", 32, 4)
     people = ex.live_config("blocks-people256", "T16", 5, tmp_path)
     assert (people.data.dataset, people.data.image_size, people.model.num_blocks) == ("fluent-people", 256, 16)
     assert not ex.live_config("ablations", "no-zcond", 5, tmp_path).model.use_z_cond
     both = ex.live_config("context-people256", "cond-ctx-T16", 5, tmp_path)  # the preset's labels and context noise
-    assert (both.model.num_classes, both.data.labels, both.diffusion.context_noise, both.model.num_blocks) == \
-        (48, "group-tone", 0.5, 16) and both.sample.class_counts == wb.preset("people256-cond-T16").sample.class_counts
+    assert (both.model.num_classes, both.data.labels, both.diffusion.context_noise, both.model.num_blocks) == (
+        48,
+        "group-tone",
+        0.5,
+        16,
+    ) and both.sample.class_counts == wb.preset("people256-cond-T16").sample.class_counts
     plain = ex.live_config("context-people256", "T16", 5, tmp_path)
     assert (plain.model.num_classes, plain.diffusion.context_noise) == (0, 0.0)
 
@@ -290,7 +357,9 @@ def test_figures_build(zoo):
     assert plots.curves_figure(v, "steps").layout.xaxis.title.text.startswith("denoising steps")
     cross = plots.crossover_figure(v["D1"], v["D4"])
     assert any(t.name.startswith("crossover") for t in cross.data)
-    bars = plots.paper_figure(paper.vertical_table(v), "D", {"ours": "FID / FID(D=N)", "FFHQ": "FFHQ-1024 / FID(D=N)"}, "t")
+    bars = plots.paper_figure(
+        paper.vertical_table(v), "D", {"ours": "FID / FID(D=N)", "FFHQ": "FFHQ-1024 / FID(D=N)"}, "t"
+    )
     assert len(bars.data) == 2 and len(bars.data[0].x) == 4
     frames = plots.frames_figure([torch.zeros(4, 1, 8, 8), torch.ones(4, 3, 8, 8)], ["a", "b"])
     assert len(frames.data) == 2
@@ -298,8 +367,8 @@ def test_figures_build(zoo):
 
 @pytest.mark.slow
 def test_fast_mode_without_a_zoo_trains_and_evaluates_live_members(tmp_path, monkeypatch, one_thread):
-    from workbench.evaluation import features
     from workbench.data.datasets import build_dataset
+    from workbench.evaluation import features
     from workbench.evaluation.metrics import ReferenceStats
 
     stats = PixelStats()
@@ -308,13 +377,15 @@ def test_fast_mode_without_a_zoo_trains_and_evaluates_live_members(tmp_path, mon
     def reference_for(cfg, n=None):
         data = build_dataset(cfg.data, "train")
         real = torch.stack([data[i][0] for i in range(64)])
-        return ReferenceStats.from_features(features.extract_features(stats, real), {
-            "name": "stub", "extractor": stats.name, "extractor_id": stats.id})
+        return ReferenceStats.from_features(
+            features.extract_features(stats, real), {"name": "stub", "extractor": stats.name, "extractor_id": stats.id}
+        )
 
     monkeypatch.setattr(ex, "reference_for", reference_for)
     monkeypatch.setitem(MEMBERS, "vertical", MEMBERS["vertical"][::3])  # D1 and D4
-    reports, source = ex.family_reports("vertical", fast=True, root=tmp_path / "no-zoo", live_root=tmp_path / "live",
-                                        train_steps=2, steps=(1, 2), n=6)
+    reports, source = ex.family_reports(
+        "vertical", fast=True, root=tmp_path / "no-zoo", live_root=tmp_path / "live", train_steps=2, steps=(1, 2), n=6
+    )
     assert list(reports) == ["D1", "D4"] and source.startswith("NO ZOO REPORTS FOUND")
     assert all(r.training["steps"] == 2 and r.eval["n"] == 6 and len(r.curve) == 2 for r in reports.values())
     assert (tmp_path / "live" / "vertical" / "D4.json").is_file()
@@ -323,9 +394,20 @@ def test_fast_mode_without_a_zoo_trains_and_evaluates_live_members(tmp_path, mon
 
 def test_comparison_without_intervals_says_so():
     a, b = line_report("a", [10.0, 100.0], [30.0, 30.0]), line_report("b", [10.0, 100.0], [40.0, 40.0])
-    strip = [reports.Report(r.family, r.name, r.config, r.training, r.eval, tuple(
-        reports.CurvePoint(p.steps, p.fid, math.nan, math.nan, 0, 0, p.paper_cost, p.cached_cost, 0) for p in r.curve))
-        for r in (a, b)]
+    strip = [
+        reports.Report(
+            r.family,
+            r.name,
+            r.config,
+            r.training,
+            r.eval,
+            tuple(
+                reports.CurvePoint(p.steps, p.fid, math.nan, math.nan, 0, 0, p.paper_cost, p.cached_cost, 0)
+                for p in r.curve
+            ),
+        )
+        for r in (a, b)
+    ]
     c = comparison.compare(*strip)
     assert c.low_significant is None and "no intervals" in comparison.describe_comparison(c)
     assert comparison.compare(a, b).low_significant is True
@@ -372,13 +454,20 @@ def test_the_256px_zoo_families_are_their_presets_with_their_budgets(gpu, family
     for m in family:
         want = wb.preset(f"{prefix}-{m.name}", gpu=gpu).to_dict()
         got = m.config.to_dict()
-        assert got["model"] == want["model"] and got["data"] == want["data"] and m.config.model.num_blocks == \
-            int(m.name[1:])
-        assert {k: v for k, v in got["train"].items() if k != "out_dir"} == \
-            {k: v for k, v in want["train"].items() if k != "out_dir"}
+        assert (
+            got["model"] == want["model"]
+            and got["data"] == want["data"]
+            and m.config.model.num_blocks == int(m.name[1:])
+        )
+        assert {k: v for k, v in got["train"].items() if k != "out_dir"} == {
+            k: v for k, v in want["train"].items() if k != "out_dir"
+        }
         budget = GPU_BUDGETS[f"{prefix}-{m.name}"]
-        assert m.config.train.batch_size == (budget["train.batch_size"] if gpu else wb.preset("emoji256-T1").train
-                                             .batch_size) and (m.config.train.accelerator == "cuda") == gpu
+        assert (
+            m.config.train.batch_size
+            == (budget["train.batch_size"] if gpu else wb.preset("emoji256-T1").train.batch_size)
+            and (m.config.train.accelerator == "cuda") == gpu
+        )
 
 
 def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_best_model_alone():
@@ -395,9 +484,16 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_be
         want = wb.preset(f"people256-{name}")
         assert m.config.override(**{"name": want.name, "train.out_dir": want.train.out_dir}) == want
     assert [n for n in family if ships_weights("context-people256", n)] == ["cond-ctx-T16"]
-    from workbench.research.families import SAMPLING_PICKS, sampling_pick  # picks name zoo members whose schedule has a shift
-    assert sampling_pick("context-people256", "ctx-T16") == (False, 2.0, {}) and sampling_pick("vertical", "D2") == \
-        (True, None, {})
+    from workbench.research.families import (  # picks name zoo members whose schedule has a shift
+        SAMPLING_PICKS,
+        sampling_pick,
+    )
+
+    assert sampling_pick("context-people256", "ctx-T16") == (False, 2.0, {}) and sampling_pick("vertical", "D2") == (
+        True,
+        None,
+        {},
+    )
     assert sampling_pick("context-people256", "cond-ctx-T16") == (False, 2.0, {"cfg_scale": 2.0})
     assert all(m.config.model.num_classes for m in ms if "cfg_scale" in SAMPLING_PICKS.get((m.family, m.name), {}))
     assert all(m.config.diffusion.prediction == "flow" for m in ms if (m.family, m.name) in SAMPLING_PICKS)
@@ -405,8 +501,9 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_be
     assert not any(ships_weights("blocks-people256", n) for n in ("T1", "T4", "T16"))
 
 
-def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceback(tmp_path, monkeypatch, capsys,
-                                                                                   one_thread):
+def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceback(
+    tmp_path, monkeypatch, capsys, one_thread
+):
     """Its members train once the codec exists; before, `zoo.py train` names the command that trains the codec
     for each of them (one line, no traceback), trains nothing and exits 1."""
     from workbench.data import codecs
@@ -417,9 +514,20 @@ def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceba
     real = zoo.members
 
     def members(gpu=False):
-        return [zoo.Member(m.family, m.name, m.config.override(**{
-            "data.vae_path": str(tmp_path / "codecs" / "fluent3d-tiny"), "data.root": str(tmp_path / "no-fluent"),
-            "train.out_dir": str(tmp_path / "runs" / m.key)})) for m in real(gpu)]
+        return [
+            zoo.Member(
+                m.family,
+                m.name,
+                m.config.override(
+                    **{
+                        "data.vae_path": str(tmp_path / "codecs" / "fluent3d-tiny"),
+                        "data.root": str(tmp_path / "no-fluent"),
+                        "train.out_dir": str(tmp_path / "runs" / m.key),
+                    }
+                ),
+            )
+            for m in real(gpu)
+        ]
 
     monkeypatch.setattr(zoo, "members", members)
     assert zoo.main(["train", "--only", "blocks-emoji256"]) == 1
@@ -433,11 +541,27 @@ def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceba
 def write_eval(root, T, fid, half=2.0, S=16, n=1000):
     """A `workbench eval --out` JSON with the fields reports.eval_rows reads."""
     path = root / f"eval-T{T}-S{S}.json"
-    path.write_text(json.dumps({
-        "model": {"N": 6, "D": 3, "T": T}, "steps": S, "n": n, "sampler": "euler", "weights": "ema", "seed": 0,
-        "fid": fid, "fid_low": fid - half, "fid_high": fid + half, "fid_inf": fid - 5, "kid_mean": 0.08,
-        "cost": {"flops_analytic": 6.8e9}, "extractor": "inception-7ff4a85c3a63",
-        "reference": "fluent-256px-all-inception-3391", "name": f"blocks-emoji256/T{T}"}))
+    path.write_text(
+        json.dumps(
+            {
+                "model": {"N": 6, "D": 3, "T": T},
+                "steps": S,
+                "n": n,
+                "sampler": "euler",
+                "weights": "ema",
+                "seed": 0,
+                "fid": fid,
+                "fid_low": fid - half,
+                "fid_high": fid + half,
+                "fid_inf": fid - 5,
+                "kid_mean": 0.08,
+                "cost": {"flops_analytic": 6.8e9},
+                "extractor": "inception-7ff4a85c3a63",
+                "reference": "fluent-256px-all-inception-3391",
+                "name": f"blocks-emoji256/T{T}",
+            }
+        )
+    )
     return path
 
 
@@ -464,16 +588,27 @@ def test_the_zoo_elastic_member_trains_four_budgets_and_reports_every_depth():
     el, d2 = ms["vertical", "elastic"], ms["vertical", "D2"]
     assert tuple(el.config.model.elastic_depths) == (1, 2, 3, 4) and el.key != d2.key
     assert el.config.train.max_steps == 4 * d2.config.train.max_steps  # equal total compute with the four D models
-    assert list(zoo.report_names(el).items()) == [("elastic-D2", 2), ("elastic-D1", 1), ("elastic-D3", 3),
-                                                  ("elastic-D4", 4)]  # the default D first: it ships with the weights
+    assert list(zoo.report_names(el).items()) == [
+        ("elastic-D2", 2),
+        ("elastic-D1", 1),
+        ("elastic-D3", 3),
+        ("elastic-D4", 4),
+    ]  # the default D first: it ships with the weights
     assert zoo.report_names(d2) == {"D2": None}
 
 
 def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):
     for d in (1, 2, 3, 4):  # the elastic model: better than the dedicated one at D=1..3, worse at D=4
         shift = -2.0 if d < 4 else 3.0
-        write(zoo, make_report("vertical", f"elastic-D{d}", lambda s, d=d, k=shift: vertical_fid(d)(s) + k,
-                               **{"model.diffusion_depth": d, "model.elastic_depths": [1, 2, 3, 4]}))
+        write(
+            zoo,
+            make_report(
+                "vertical",
+                f"elastic-D{d}",
+                lambda s, d=d, k=shift: vertical_fid(d)(s) + k,
+                **{"model.diffusion_depth": d, "model.elastic_depths": [1, 2, 3, 4]},
+            ),
+        )
     vertical = reports.load_reports("vertical", zoo)
     assert list(vertical)[:4] == ["D1", "elastic-D1", "D2", "elastic-D2"]
     assert list(reports.dedicated(vertical)) == ["D1", "D2", "D3", "D4"]
@@ -489,14 +624,16 @@ def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):
 def ship(folder, name, cfg, seed=0):
     """A zoo-style export <folder>/<name>.safetensors of a freshly initialised model of `cfg`."""
     from workbench.training.checkpoint import Checkpoint, export_for_inference, save_checkpoint
+
     torch.manual_seed(seed)
     model = wb.build_model(cfg)
     with torch.no_grad():  # the head and the embedding of D start at zero: make the samples depend on both
         for p in [*model.head.parameters(), *(model.boundary_embed.parameters() if model.boundary_embed else [])]:
             p.normal_(0, 0.05)
     state = model.state_dict()
-    run = save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 1}),
-                          folder / f"run-{name}")
+    run = save_checkpoint(
+        Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 1}), folder / f"run-{name}"
+    )
     return export_for_inference(run, folder / f"{name}.safetensors")
 
 
@@ -533,6 +670,7 @@ def test_same_seed_samples_find_each_reports_weights_and_share_the_noise(tmp_pat
 
 def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monkeypatch, one_thread):
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
+
     zoo = zoo_script()
     cfg = wb.preset("tiny", **{"model.width": 32, "train.max_steps": 1})
     d2, t4 = zoo.Member("vertical", "D2", cfg), zoo.Member("blocks-fmnist", "T4", cfg)  # one run trains both
@@ -548,32 +686,46 @@ def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monk
     zoo.cmd_export([t4], [d2, t4])  # T4 alone still names the file of D2, the run's first member
     ship = tmp_path / "ship"
     assert not (ship / "blocks-fmnist" / "T4.safetensors").exists() and (ship / "blocks-fmnist" / "T4.png").is_file()
-    assert json.loads((ship / "blocks-fmnist" / "T4.json").read_text())["training"]["weights"] == \
-        "vertical/D2.safetensors"
+    assert (
+        json.loads((ship / "blocks-fmnist" / "T4.json").read_text())["training"]["weights"] == "vertical/D2.safetensors"
+    )
     zoo.cmd_export([d2, t4], [d2, t4])
     assert sorted(p.relative_to(ship).as_posix() for p in ship.rglob("*.safetensors")) == ["vertical/D2.safetensors"]
     t4_report = reports.load_reports("blocks-fmnist", ship)["T4"]
     assert reports.weights_path(t4_report) == ship / "vertical" / "D2.safetensors"
     from PIL import Image
+
     assert Image.open(ship / "vertical" / "D2.png").size == (2 * (8 * 34 + 2),) * 2  # 64 of 32 px, padded, x2
     manifest = (ship / "README.md").read_text()  # written at each export, its table replaced, not appended
     assert manifest.count(zoo.MANIFEST_HEAD) == 1 and manifest.count("| vertical/D2.safetensors |") == 1
     from workbench.core.paths import sha256_file
+
     assert sha256_file(ship / "vertical" / "D2.safetensors")[:16] in manifest
 
 
 def test_a_members_sampling_pick_is_what_the_zoo_loads_scores_and_ships(tmp_path, monkeypatch, one_thread):
-    """workbench.research.families.SAMPLING_PICKS: the member is loaded from its run with the trained weights and the time shift
+    """workbench.research.families.SAMPLING_PICKS: the member is loaded from its run with the trained weights and the
+    time shift
     it names, and its export carries both; the other members keep EMA weights and their own schedule."""
     from workbench.research import families as zoo_def
     from workbench.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
     zoo = zoo_script()
     monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
-    monkeypatch.setitem(zoo_def.SAMPLING_PICKS, ("vertical", "D2"), {"weights": "raw", "flow_shift": 2.0,
-                                                                      "cfg_scale": 3.0})
-    cfg = wb.preset("tiny", **{"model.width": 32, "train.max_steps": 1, "diffusion.prediction": "flow",
-                               "sample.sampler": "euler", "model.num_classes": 10})
+    monkeypatch.setitem(
+        zoo_def.SAMPLING_PICKS, ("vertical", "D2"), {"weights": "raw", "flow_shift": 2.0, "cfg_scale": 3.0}
+    )
+    cfg = wb.preset(
+        "tiny",
+        **{
+            "model.width": 32,
+            "train.max_steps": 1,
+            "diffusion.prediction": "flow",
+            "sample.sampler": "euler",
+            "model.num_classes": 10,
+        },
+    )
     picked, plain = zoo.Member("vertical", "D2", cfg), zoo.Member("vertical", "D3", cfg)
     run = tmp_path / "runs" / picked.key
     trained = wb.build_model(cfg).state_dict()
@@ -593,26 +745,37 @@ def test_a_members_sampling_pick_is_what_the_zoo_loads_scores_and_ships(tmp_path
 
 
 def test_zoo_ships_a_grid_per_depth_of_an_elastic_member_and_redraws_them_from_the_shipped_file(
-        tmp_path, monkeypatch, one_thread):
+    tmp_path, monkeypatch, one_thread
+):
     """An elastic member's export: one weights file, its report and grid at its own D, and a report and a grid at
     every other trained D; `grids` redraws them all from the shipped file alone (a zoo whose runs are gone) and
     names a member with no shipped weights, with the fix."""
     from PIL import Image
 
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
+
     zoo = zoo_script()
     monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
-    cfg = wb.preset("tiny", **{"model.width": 32, "model.depth": 4, "model.diffusion_depth": 2,
-                               "model.elastic_depths": [1, 2, 3, 4], "train.max_steps": 1})
+    cfg = wb.preset(
+        "tiny",
+        **{
+            "model.width": 32,
+            "model.depth": 4,
+            "model.diffusion_depth": 2,
+            "model.elastic_depths": [1, 2, 3, 4],
+            "train.max_steps": 1,
+        },
+    )
     m = zoo.Member("vertical", "elastic", cfg)
     run = tmp_path / "runs" / m.key
     state = wb.build_model(cfg).state_dict()
     save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 16}), run)
     (run / "DONE").write_text("{}")
     for name, d in zoo.report_names(m).items():
-        rep = make_report("vertical", name, vertical_fid(d), **{"model.diffusion_depth": d,
-                                                                 "model.elastic_depths": [1, 2, 3, 4]})
+        rep = make_report(
+            "vertical", name, vertical_fid(d), **{"model.diffusion_depth": d, "model.elastic_depths": [1, 2, 3, 4]}
+        )
         (run / f"eval-vertical-{name}.json").write_text(json.dumps(rep))
     zoo.cmd_export([m], [m])
     folder = tmp_path / "ship" / "vertical"
@@ -632,19 +795,23 @@ def test_zoo_evaluates_an_elastic_member_at_each_depth(tmp_path, monkeypatch, on
     """An elastic member's report at D samples its one model at D (sample.diffusion_depth; the model keeps its own
     config) and says D in its config, with the costs of D."""
     from workbench.evaluation import features
-    from workbench.training.checkpoint import Checkpoint, save_checkpoint
     from workbench.evaluation.metrics import ReferenceStats
+    from workbench.training.checkpoint import Checkpoint, save_checkpoint
+
     zoo = zoo_script()
     stats = PixelStats()
     monkeypatch.setitem(features.FEATURE_EXTRACTORS, stats.name, lambda: stats)
     real = torch.rand(16, 1, 32, 32) * 2 - 1
-    ref = ReferenceStats.from_features(features.extract_features(stats, real), {
-        "name": "stub", "extractor": stats.name, "extractor_id": stats.id})
+    ref = ReferenceStats.from_features(
+        features.extract_features(stats, real), {"name": "stub", "extractor": stats.name, "extractor_id": stats.id}
+    )
     monkeypatch.setattr(zoo, "reference", lambda cfg, extractor: ref)
     monkeypatch.setattr(zoo, "_eval_plan", lambda m: (stats.name, 6, (1, 2)))
     monkeypatch.setattr(zoo, "RUNS", tmp_path)
-    cfg = wb.preset("tiny", **{"model.width": 32, "model.depth": 4, "model.diffusion_depth": 2,
-                               "model.elastic_depths": [1, 2, 3, 4]})
+    cfg = wb.preset(
+        "tiny",
+        **{"model.width": 32, "model.depth": 4, "model.diffusion_depth": 2, "model.elastic_depths": [1, 2, 3, 4]},
+    )
     m = zoo.Member("vertical", "elastic", cfg)
     torch.manual_seed(0)
     state = wb.build_model(cfg).state_dict()
@@ -667,12 +834,14 @@ def test_a_shipped_model_samples_with_the_sampler_its_report_measured(path):
     embedded report, the .json beside the weights and the config name one sampler, and the report's config matches
     the export's model."""
     from workbench.training.checkpoint import read_header
+
     header = read_header(path)
     report = header["meta"]["eval_report"]
     assert report == json.loads(path.with_suffix(".json").read_text())
     assert header["config"]["sample"]["sampler"] == report["eval"]["sampler"]
-    assert {k: v for k, v in report["config"]["model"].items() if k != "diffusion_depth"} == \
-        {k: v for k, v in header["config"]["model"].items() if k != "diffusion_depth"}
+    assert {k: v for k, v in report["config"]["model"].items() if k != "diffusion_depth"} == {
+        k: v for k, v in header["config"]["model"].items() if k != "diffusion_depth"
+    }
 
 
 def test_zoo_list_says_what_is_shipped_and_totals_training_time_per_family(tmp_path, monkeypatch, capsys):
@@ -705,13 +874,21 @@ def test_zoo_run_keys_leave_out_fields_added_at_their_defaults():
     folders at their defaults and give a new run when set: the key at the defaults is the key of the config without
     the fields."""
     import hashlib
+
     zoo = zoo_script()
     cfg = wb.preset("tiny", **{"model.width": 32})
     fluent = cfg.override(**{"data.dataset": "fluent-people", "data.channels": 3, "model.latent_channels": 3})
     d = fluent.to_dict()
     del d["data"]["labels"], d["diffusion"]["context_noise"]
-    blob = json.dumps({"model": d["model"], "diffusion": d["diffusion"], "data": d["data"],
-                       "train": {k: v for k, v in d["train"].items() if k != "out_dir"}}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "model": d["model"],
+            "diffusion": d["diffusion"],
+            "data": d["data"],
+            "train": {k: v for k, v in d["train"].items() if k != "out_dir"},
+        },
+        sort_keys=True,
+    )
     assert zoo.Member("f", "T4", fluent).key == hashlib.sha256(blob.encode()).hexdigest()[:10]
     for changed in ({"data.labels": "tone"}, {"diffusion.context_noise": 0.25}):
         assert zoo.Member("f", "T4", fluent.override(**changed)).key != zoo.Member("f", "T4", fluent).key

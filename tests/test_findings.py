@@ -1,15 +1,21 @@
 """The five findings decided from reports: each verdict follows the intervals (reproduced, opposite, undecided,
 or the paper's direction with a smaller effect), never the point estimates alone."""
-import pytest
 
+import pytest
 from test_experiments import make_report, vertical_fid, write
+
 from workbench.research import findings as fd
 from workbench.research import reports
 from workbench.research.replicates import seeded_name
 
-ABLATION_OVER = {"default": {}, "no-zcond": {"model.use_z_cond": False}, "no-clean": {"model.clean_stream": False},
-                 "shared": {"model.towers": "shared"}, "mlp-denoise": {"model.denoiser_attention": "block"},
-                 "hidden0": {"diffusion.hidden_loss_weight": 0.0}}
+ABLATION_OVER = {
+    "default": {},
+    "no-zcond": {"model.use_z_cond": False},
+    "no-clean": {"model.clean_stream": False},
+    "shared": {"model.towers": "shared"},
+    "mlp-denoise": {"model.denoiser_attention": "block"},
+    "hidden0": {"diffusion.hidden_loss_weight": 0.0},
+}
 
 
 def vertical(root, fid_of_d, width=0.5):
@@ -27,8 +33,17 @@ def blocks(root, fids, width=0.5, family="blocks-fmnist"):
 def ablations(root, seeds: dict[str, list[float]]):
     for name, fids in seeds.items():
         for seed, fid in enumerate(fids):
-            write(root, make_report("ablations", seeded_name(name, seed), lambda s, f=fid: f, width=0.3,
-                                    **ABLATION_OVER[name], **{"train.seed": seed}))
+            write(
+                root,
+                make_report(
+                    "ablations",
+                    seeded_name(name, seed),
+                    lambda s, f=fid: f,
+                    width=0.3,
+                    **ABLATION_OVER[name],
+                    **{"train.seed": seed},
+                ),
+            )
     return reports.load_reports("ablations", root)
 
 
@@ -36,10 +51,12 @@ def test_vertical_and_crossover_verdicts_follow_the_intervals(tmp_path_factory):
     paper_shape = vertical(tmp_path_factory.mktemp("a"), vertical_fid)  # D=4 lowest at S=32, D=1 far ahead at S=2
     f = fd.vertical_finding(paper_shape)
     assert f.verdict == fd.REPRODUCED and "D=4 below D=1" in f.why and f.decided
-    assert f.ours.startswith("trained 600 steps x 64, one training seed each (intervals: sampling noise only); "
-                             "D=1/2/3/4 of 4 at S=32")  # the budget behind the numbers
-    mixed = dict(paper_shape, D4=reports.Report(**{**paper_shape["D4"].__dict__,
-                                                   "training": {"steps": 3000, "batch": 64}}))
+    assert f.ours.startswith(
+        "trained 600 steps x 64, one training seed each (intervals: sampling noise only); D=1/2/3/4 of 4 at S=32"
+    )  # the budget behind the numbers
+    mixed = dict(
+        paper_shape, D4=reports.Report(**{**paper_shape["D4"].__dict__, "training": {"steps": 3000, "batch": 64}})
+    )
     assert fd.vertical_finding(mixed).ours.startswith("trained 600 steps x 64 / 3,000 steps x 64, one")
     c = fd.crossover_finding(paper_shape)
     assert c.verdict in (fd.REPRODUCED, fd.SMALLER) and "intervals disjoint" in c.why
@@ -82,17 +99,26 @@ def test_a_faces_arm_joins_the_high_resolution_row_and_says_whether_it_agrees(tm
 
 
 def test_ablations_decided_across_seeds_and_shared_towers_as_an_equivalence(tmp_path_factory):
-    abl = ablations(tmp_path_factory.mktemp("a"), {
-        "default": [30.0, 30.4, 29.7],
-        "no-zcond": [34.0, 35.0, 33.5],      # worse in every seed: reproduced
-        "no-clean": [31.0, 28.0, 32.5],      # spread swamps the mean shift: undecided
-        "shared": [30.1, 29.9, 30.3],        # within 3% of the default: the paper's 'about the same' reproduced
-        "mlp-denoise": [26.0, 25.5, 26.5],   # better in every seed: opposite
-        "hidden0": [36.0, 35.0, 37.0]})
+    abl = ablations(
+        tmp_path_factory.mktemp("a"),
+        {
+            "default": [30.0, 30.4, 29.7],
+            "no-zcond": [34.0, 35.0, 33.5],  # worse in every seed: reproduced
+            "no-clean": [31.0, 28.0, 32.5],  # spread swamps the mean shift: undecided
+            "shared": [30.1, 29.9, 30.3],  # within 3% of the default: the paper's 'about the same' reproduced
+            "mlp-denoise": [26.0, 25.5, 26.5],  # better in every seed: opposite
+            "hidden0": [36.0, 35.0, 37.0],
+        },
+    )
     per = {f.finding.split(": ", 1)[1].split(" (")[0]: f for f in fd.ablation_findings(abl)}
     verdicts = {k.split()[0]: f.verdict for k, f in per.items()}
-    assert verdicts == {"clean": fd.REPRODUCED, "z_cond": fd.UNDECIDED, "shared": fd.REPRODUCED,
-                        "MLP": fd.OPPOSITE, "hidden": fd.REPRODUCED}
+    assert verdicts == {
+        "clean": fd.REPRODUCED,
+        "z_cond": fd.UNDECIDED,
+        "shared": fd.REPRODUCED,
+        "MLP": fd.OPPOSITE,
+        "hidden": fd.REPRODUCED,
+    }
     assert all("Welch" in f.ours and "seed spread" in f.ours for f in per.values())
     summary = fd.ablations_summary(list(per.values()))
     assert summary.verdict == fd.UNDECIDED and summary.ours.startswith("3 reproduced, 1 opposite, 1 undecided")
@@ -126,6 +152,7 @@ def test_the_results_table_counts_decided_findings_and_names_missing_families(tm
 
 def test_zoo_findings_rewrites_only_the_readme_table(tmp_path_factory):
     from test_experiments import zoo_script
+
     zoo = zoo_script()
     root = tmp_path_factory.mktemp("zoo")
     vertical(root, vertical_fid)
@@ -133,8 +160,12 @@ def test_zoo_findings_rewrites_only_the_readme_table(tmp_path_factory):
     readme.write_text(f"intro\n{zoo.FINDINGS_START}\nold table\n{zoo.FINDINGS_END}\n\nafter\n")
     table = zoo.cmd_findings(root, readme)
     text = readme.read_text()
-    assert text.startswith(f"intro\n{zoo.FINDINGS_START}\n| finding (paper)") and text.endswith(
-        f"{zoo.FINDINGS_END}\n\nafter\n") and "old table" not in text and table in text
+    assert (
+        text.startswith(f"intro\n{zoo.FINDINGS_START}\n| finding (paper)")
+        and text.endswith(f"{zoo.FINDINGS_END}\n\nafter\n")
+        and "old table" not in text
+        and table in text
+    )
     zoo.cmd_findings(root, readme)
     assert readme.read_text() == text  # idempotent
     readme.write_text("no markers\n")
@@ -147,8 +178,15 @@ def test_the_second_extractor_shows_beside_the_classifier(tmp_path):
     for d in (1, 4):
         r = make_report("vertical", f"D{d}", vertical_fid(d), **{"model.diffusion_depth": d})
         if d == 1:
-            r["eval"]["inception"] = {"steps": 16, "fid": 41.04, "fid_low": 39.6, "fid_high": 42.4, "fid_inf": 34.1,
-                                      "extractor": "inception-7ff4a85c3a63", "n": 1000}
+            r["eval"]["inception"] = {
+                "steps": 16,
+                "fid": 41.04,
+                "fid_low": 39.6,
+                "fid_high": 42.4,
+                "fid_inf": 34.1,
+                "extractor": "inception-7ff4a85c3a63",
+                "n": 1000,
+            }
         write(tmp_path, r)
     v = reports.load_reports("vertical", tmp_path)
     assert reports.inception_text(v["D1"]) == "41.0 [39.6, 42.4] at S=16, FID-inf 34.1"

@@ -3,6 +3,7 @@
 Traversal, NUL bytes, very long strings, odd unicode, links (out of the folders, loops, to devices), devices, FIFOs,
 folders, huge, truncated, empty and foreign files: each is refused with a message that says what to do, the page
 keeps serving, and an audit hook on every `open` shows that nothing outside the allowed folders was read."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,10 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app import catalog  # noqa: E402
 from single_thread import one_thread  # noqa: E402,F401
 from test_app import start, submit, write_checkpoint  # noqa: E402
+
+from app import catalog  # noqa: E402
 from workbench.training.checkpoint import FORMAT  # noqa: E402
 
 OPENED: list[str] | None = None  # paths opened while an audit is on
@@ -54,9 +56,14 @@ def tree(tmp_path_factory) -> dict[str, Path]:
     (outside / "secret.txt").write_text("secret\n")
     (outside / "run").mkdir()
     (outside / "run" / "latest").write_text("../secret.safetensors\n")
-    links = {"out.safetensors": secret, "outdir": outside, "zero.safetensors": Path("/dev/zero"),
-             "passwd.safetensors": Path("/etc/passwd"), "loop.safetensors": user / "loop.safetensors",
-             "dangling.safetensors": user / "nothing-here"}
+    links = {
+        "out.safetensors": secret,
+        "outdir": outside,
+        "zero.safetensors": Path("/dev/zero"),
+        "passwd.safetensors": Path("/etc/passwd"),
+        "loop.safetensors": user / "loop.safetensors",
+        "dangling.safetensors": user / "nothing-here",
+    }
     for name, target in links.items():
         (user / name).symlink_to(target)
     os.mkfifo(user / "fifo.safetensors")
@@ -69,9 +76,15 @@ def tree(tmp_path_factory) -> dict[str, Path]:
     with open(user / "huge.safetensors", "wb") as f:  # sparse 8 GiB claiming a 2**60-byte header
         f.write((1 << 60).to_bytes(8, "little") + b"{")
         f.truncate(8 << 30)
-    save_file({"x": torch.zeros(1)}, str(user / "bogus-config.safetensors"),
-              metadata={"format": FORMAT, "version": "1",
-                        "header": json.dumps({"config": {"model": "nonsense"}, "step": 1, "data": {}, "kind": "x"})})
+    save_file(
+        {"x": torch.zeros(1)},
+        str(user / "bogus-config.safetensors"),
+        metadata={
+            "format": FORMAT,
+            "version": "1",
+            "header": json.dumps({"config": {"model": "nonsense"}, "step": 1, "data": {}, "kind": "x"}),
+        },
+    )
     save_file({"x": torch.zeros(1)}, str(user / "not-workbench.safetensors"))
     for name, latest in [("run-out", "../../outside/secret.safetensors"), ("run-missing", "nope.safetensors")]:
         (user / name).mkdir()
@@ -84,33 +97,118 @@ def tree(tmp_path_factory) -> dict[str, Path]:
 
 def hostile_paths(t: dict[str, Path]) -> list[str]:
     user, outside, rel_user = t["user"], t["outside"], os.path.relpath(t["user"], ROOT)
-    traversal = [str(outside / "secret.safetensors"), f"{user}/../outside/secret.safetensors",
-                 f"{user}/./../outside/./secret.safetensors", f"{user}//..//outside//secret.safetensors",
-                 f"{rel_user}/../outside/secret.safetensors", "../" * 20 + "etc/passwd", "/etc/passwd", "/etc/shadow",
-                 "/proc/self/environ", "/proc/self/mem", "/root/.ssh/id_rsa", "~/.bash_history", "~root/.profile",
-                 "~nobody-such-user/x", "..", "/", "%2e%2e%2fetc%2fpasswd", "file:///etc/passwd",
-                 "C:\\Windows\\win.ini", "\\\\server\\share\\x", f"{user}/run-out/../../outside/secret.txt"]
+    traversal = [
+        str(outside / "secret.safetensors"),
+        f"{user}/../outside/secret.safetensors",
+        f"{user}/./../outside/./secret.safetensors",
+        f"{user}//..//outside//secret.safetensors",
+        f"{rel_user}/../outside/secret.safetensors",
+        "../" * 20 + "etc/passwd",
+        "/etc/passwd",
+        "/etc/shadow",
+        "/proc/self/environ",
+        "/proc/self/mem",
+        "/root/.ssh/id_rsa",
+        "~/.bash_history",
+        "~root/.profile",
+        "~nobody-such-user/x",
+        "..",
+        "/",
+        "%2e%2e%2fetc%2fpasswd",
+        "file:///etc/passwd",
+        "C:\\Windows\\win.ini",
+        "\\\\server\\share\\x",
+        f"{user}/run-out/../../outside/secret.txt",
+    ]
     nul = ["a\0b", f"{t['good']}\0.txt", "\0", f"{user}/\0/../../outside/secret.safetensors"]
-    long = ["x" * 5000, "x" * catalog.MAX_PATH, f"{user}/" + "a" * 300 + ".safetensors",
-            f"{user}/" + "a/" * 2000, f"{user}/" + "../" * 1300 + "etc/passwd"]
-    unicode = [f"{user}/\u202egood.safetensors", f"{user}/D2\u200b.safetensors", "\ufeff/etc/passwd",
-               f"{user}/\U0001f9e9.safetensors", "\uff0fetc\uff0fpasswd", f"{user}/\u2024\u2024/outside",
-               f"{user}/e\u0301.safetensors", "\ud800", "\udcff", "\n/etc/passwd", f"{user}/\ta", "\x1b[31mred",
-               "\u00a0", "   ", ""]
-    links = [f"{user}/{n}" for n in ("out.safetensors", "outdir/secret.safetensors", "zero.safetensors",
-                                      "passwd.safetensors", "loop.safetensors", "dangling.safetensors", "outdir")]
-    devices = ["/dev/zero", "/dev/urandom", "/dev/stdin", "/dev/tty", "/dev/null", "/proc/self/fd/0",
-               f"{user}/fifo.safetensors"]
-    folders = [str(user), f"{user}/empty-folder", f"{user}/run-out", f"{user}/run-missing", f"{user}/run-fifo",
-               str(outside), str(outside / "run"), "/tmp", "/dev"]
-    files = [f"{user}/{n}.safetensors" for n in ("truncated", "header-only", "empty", "pickle", "noise", "huge",
-                                                 "bogus-config", "not-workbench", "missing")]
+    long = [
+        "x" * 5000,
+        "x" * catalog.MAX_PATH,
+        f"{user}/" + "a" * 300 + ".safetensors",
+        f"{user}/" + "a/" * 2000,
+        f"{user}/" + "../" * 1300 + "etc/passwd",
+    ]
+    unicode = [
+        f"{user}/\u202egood.safetensors",
+        f"{user}/D2\u200b.safetensors",
+        "\ufeff/etc/passwd",
+        f"{user}/\U0001f9e9.safetensors",
+        "\uff0fetc\uff0fpasswd",
+        f"{user}/\u2024\u2024/outside",
+        f"{user}/e\u0301.safetensors",
+        "\ud800",
+        "\udcff",
+        "\n/etc/passwd",
+        f"{user}/\ta",
+        "\x1b[31mred",
+        "\u00a0",
+        "   ",
+        "",
+    ]
+    links = [
+        f"{user}/{n}"
+        for n in (
+            "out.safetensors",
+            "outdir/secret.safetensors",
+            "zero.safetensors",
+            "passwd.safetensors",
+            "loop.safetensors",
+            "dangling.safetensors",
+            "outdir",
+        )
+    ]
+    devices = [
+        "/dev/zero",
+        "/dev/urandom",
+        "/dev/stdin",
+        "/dev/tty",
+        "/dev/null",
+        "/proc/self/fd/0",
+        f"{user}/fifo.safetensors",
+    ]
+    folders = [
+        str(user),
+        f"{user}/empty-folder",
+        f"{user}/run-out",
+        f"{user}/run-missing",
+        f"{user}/run-fifo",
+        str(outside),
+        str(outside / "run"),
+        "/tmp",
+        "/dev",
+    ]
+    files = [
+        f"{user}/{n}.safetensors"
+        for n in (
+            "truncated",
+            "header-only",
+            "empty",
+            "pickle",
+            "noise",
+            "huge",
+            "bogus-config",
+            "not-workbench",
+            "missing",
+        )
+    ]
     return traversal + nul + long + unicode + links + devices + folders + files
 
 
-SECRETS = ["/etc/passwd", "/etc/shadow", "/proc/self/environ", "/proc/self/mem", "/root/.ssh/id_rsa",
-           "/root/.bash_history", "/root/.profile", "/dev/zero", "/dev/urandom", "/dev/stdin", "/dev/tty", "/dev/null",
-           "/proc/self/fd/0"]  # what the fuzz names outside its tree
+SECRETS = [
+    "/etc/passwd",
+    "/etc/shadow",
+    "/proc/self/environ",
+    "/proc/self/mem",
+    "/root/.ssh/id_rsa",
+    "/root/.bash_history",
+    "/root/.profile",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/stdin",
+    "/dev/tty",
+    "/dev/null",
+    "/proc/self/fd/0",
+]  # what the fuzz names outside its tree
 
 
 def forbidden(t: dict[str, Path], opened: list[str]) -> list[str]:

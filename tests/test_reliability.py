@@ -4,6 +4,7 @@ Every fault is injected deterministically (seeded), so a failure reproduces. Kil
 processes (a fork inherits the imports, so a kill costs no interpreter start). FAULTS and INPUTS count what the
 tests inject; the README's Reliability section quotes them.
 """
+
 import errno
 import json
 import os
@@ -19,18 +20,24 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
+from single_thread import one_thread  # noqa: F401 (autouse)
+from test_checkpoint import assert_tree_equal, trained_state
+from test_data import write_folder
+from test_train import FAST
 
 import workbench as wb
 import workbench.training.checkpoint as ck
 import workbench.training.train as tr
 from workbench.__main__ import main
-from workbench.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_for_inference, read_header
 from workbench.core.config import DataConfig
 from workbench.data.datasets import _held_out, build_dataset
-from single_thread import one_thread  # noqa: F401 (autouse)
-from test_checkpoint import assert_tree_equal, trained_state
-from test_data import write_folder
-from test_train import FAST
+from workbench.training.checkpoint import (
+    CheckpointError,
+    list_checkpoints,
+    load_checkpoint,
+    load_for_inference,
+    read_header,
+)
 
 
 def ended_by(fn) -> int:
@@ -70,8 +77,9 @@ def test_bit_flips_anywhere_are_detected(good, tmp_path):
     data = good.read_bytes()
     header_end = 8 + int.from_bytes(data[:8], "little")
     rng = random.Random(1)
-    flips = [rng.randrange(8 * header_end) for _ in range(150)] + \
-        [rng.randrange(8 * header_end, 8 * len(data)) for _ in range(150)]
+    flips = [rng.randrange(8 * header_end) for _ in range(150)] + [
+        rng.randrange(8 * header_end, 8 * len(data)) for _ in range(150)
+    ]
     bad = tmp_path / good.name
     messages = set()
     for bit in flips:
@@ -130,10 +138,16 @@ class Payload:
 
 def test_pickles_that_would_run_code_are_never_loaded(tmp_path, capsys):
     marker = tmp_path / "pwned"
-    files = {"zip.pt": lambda p: torch.save({"model": Payload(marker)}, p),
-             "legacy.pt": lambda p: torch.save(Payload(marker), p, _use_new_zipfile_serialization=False)}
-    files.update({f"protocol{n}.pkl": (lambda p, n=n: p.write_bytes(pickle.dumps(Payload(marker), protocol=n)))
-                  for n in range(pickle.HIGHEST_PROTOCOL + 1)})
+    files = {
+        "zip.pt": lambda p: torch.save({"model": Payload(marker)}, p),
+        "legacy.pt": lambda p: torch.save(Payload(marker), p, _use_new_zipfile_serialization=False),
+    }
+    files.update(
+        {
+            f"protocol{n}.pkl": (lambda p, n=n: p.write_bytes(pickle.dumps(Payload(marker), protocol=n)))
+            for n in range(pickle.HIGHEST_PROTOCOL + 1)
+        }
+    )
     run = tmp_path / "run"
     run.mkdir()
     for name, write in files.items():
@@ -166,12 +180,18 @@ def full_disk_after(calls: int):
                     Path(args[1]).write_bytes(b"\0" * 1000)
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             return real(*args, **kwargs)
+
         return op
+
     return fail_or
 
 
-WRITERS = [("save_file", ck, "save_file"), ("fsync", ck.os, "fsync"), ("replace", ck.os, "replace"),
-           ("write_text", Path, "write_text")]
+WRITERS = [
+    ("save_file", ck, "save_file"),
+    ("fsync", ck.os, "fsync"),
+    ("replace", ck.os, "replace"),
+    ("write_text", Path, "write_text"),
+]
 
 
 @pytest.mark.parametrize("name, owner, attr", WRITERS, ids=[w[0] for w in WRITERS])
@@ -201,15 +221,19 @@ def test_kill_during_checkpoint_write_keeps_the_last_good_one(tmp_path, when):
 
     def killed_writer():
         if when == "mid-write":
+
             def save_half(tensors, filename, metadata=None):
                 real_save(tensors, filename, metadata=metadata)
                 os.truncate(filename, os.path.getsize(filename) // 2)
                 die()
+
             ck.save_file = save_half
         else:
+
             def write_then_die(ckpt, path):
                 real_write(ckpt, path)
                 die()
+
             ck._write = write_then_die
         ck.save_checkpoint(trained_state(2), tmp_path)
 
@@ -223,16 +247,26 @@ def test_kill_during_checkpoint_write_keeps_the_last_good_one(tmp_path, when):
 
 
 # ---- faults while training ---------------------------------------------------------------------------------------
-RUN = {**FAST, "train.max_steps": 12, "train.ckpt_every": 3, "train.keep_last": 10, "train.eval_every": 5,
-       "train.sample_every": 7, "model.num_classes": 10}
+RUN = {
+    **FAST,
+    "train.max_steps": 12,
+    "train.ckpt_every": 3,
+    "train.keep_last": 10,
+    "train.eval_every": 5,
+    "train.sample_every": 7,
+    "model.num_classes": 10,
+}
 PHASES = ("forward", "checkpoint write", "before latest", "validation", "ctrl-c")
 
 
 def fault_points(seed: int, kills: int = 5) -> list[tuple[int, str]]:
     """`kills` SIGKILL points and one Ctrl-C, drawn from (optimizer step, phase), in run order."""
     ckpts, evals = range(3, 12, 3), (5, 10)
-    candidates = [(s, "forward") for s in range(1, 13)] + [(s, p) for s in ckpts for p in PHASES[1:3]] + \
-        [(s, "validation") for s in evals]
+    candidates = (
+        [(s, "forward") for s in range(1, 13)]
+        + [(s, p) for s in ckpts for p in PHASES[1:3]]
+        + [(s, "validation") for s in evals]
+    )
     rng = random.Random(seed)
     points = rng.sample(candidates, kills)
     # Ctrl-C in step c stops after step c (with a checkpoint of step c); no kill is planned in that step
@@ -274,8 +308,13 @@ def inject(step: int, phase: str) -> None:
         if (ckpt.step, phase) == (step, "before latest"):
             die()
 
-    tr.train_step, tr.Objective.loss, tr.validate, ck.save_file, ck._write = \
-        train_step, loss, validate, save_file, write
+    tr.train_step, tr.Objective.loss, tr.validate, ck.save_file, ck._write = (
+        train_step,
+        loss,
+        validate,
+        save_file,
+        write,
+    )
 
 
 def last_checkpoint_before(step: int, phase: str) -> int:
@@ -298,9 +337,13 @@ def test_five_sigkills_and_a_ctrl_c_then_resume_equal_an_uninterrupted_run(tmp_p
         def faulty_run():
             inject(step, phase)
             tr.train(cut, resume=True)
+
         ended = ended_by(faulty_run)
         assert ended == (0 if phase == "ctrl-c" else -signal.SIGKILL), (step, phase, ended)
-        assert saved_step(tmp_path / "cut") == max(last_checkpoint_before(step, phase), resumed_from), (step, phase)  # no step lost
+        assert saved_step(tmp_path / "cut") == max(last_checkpoint_before(step, phase), resumed_from), (
+            step,
+            phase,
+        )  # no step lost
     summary = tr.train(cut, resume=True)
     assert summary["status"] == "finished" and summary["step"] == 12
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "cut")
@@ -332,12 +375,23 @@ def test_inf_loss_and_non_finite_gradient_stop_before_the_update(tmp_path, monke
         return losses
 
     monkeypatch.setattr(tr.Objective, "loss", poisoned)
-    for kind, says, clip in (("inf loss", "training loss is not finite", 1.0), ("nan gradient", "gradient norm", 1.0),
-                             ("nan gradient", "gradient norm", 0.0)):
+    for kind, says, clip in (
+        ("inf loss", "training loss is not finite", 1.0),
+        ("nan gradient", "gradient norm", 1.0),
+        ("nan gradient", "gradient norm", 0.0),
+    ):
         poison.update(kind=kind, n=0)
         out = tmp_path / f"{kind}-{clip}"
-        cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 10, "train.ckpt_every": 2, "train.grad_clip": clip,
-                                   "train.out_dir": str(out)})
+        cfg = wb.preset(
+            "tiny",
+            **{
+                **FAST,
+                "train.max_steps": 10,
+                "train.ckpt_every": 2,
+                "train.grad_clip": clip,
+                "train.out_dir": str(out),
+            },
+        )
         with pytest.raises(FloatingPointError, match=f"optimizer step 5: the {says}") as err:
             tr.train(cfg)
         assert "ckpt-0000004.safetensors" in str(err.value) and "Fix:" in str(err.value)
@@ -350,10 +404,15 @@ def odd_images(root: Path) -> dict[str, Path]:
     """One file per way an 'RGB folder' goes wrong in practice, in class folder cat/ (all in the train split)."""
     rng = np.random.default_rng(4)
     pixels = rng.integers(0, 256, (40, 40, 4), dtype=np.uint8)
-    files = {"rgba": Image.fromarray(pixels, "RGBA"), "grey": Image.fromarray(pixels[..., 0], "L"),
-             "cmyk": Image.fromarray(pixels, "CMYK"), "indexed": Image.fromarray(pixels[..., :3]).convert("P"),
-             "grey16": Image.fromarray((np.full((40, 40), 32768, dtype=np.uint16))),
-             "small": Image.fromarray(pixels[:20, :20, :3]), "tiny": Image.fromarray(pixels[:2, :2, :3])}
+    files = {
+        "rgba": Image.fromarray(pixels, "RGBA"),
+        "grey": Image.fromarray(pixels[..., 0], "L"),
+        "cmyk": Image.fromarray(pixels, "CMYK"),
+        "indexed": Image.fromarray(pixels[..., :3]).convert("P"),
+        "grey16": Image.fromarray(np.full((40, 40), 32768, dtype=np.uint16)),
+        "small": Image.fromarray(pixels[:20, :20, :3]),
+        "tiny": Image.fromarray(pixels[:2, :2, :3]),
+    }
     paths = {}
     (root / "cat").mkdir(parents=True, exist_ok=True)
     for name, im in files.items():
@@ -365,7 +424,7 @@ def odd_images(root: Path) -> dict[str, Path]:
 
 def test_folder_with_odd_modes_sizes_and_corrupt_files_reports_counts(tmp_path):
     write_folder(tmp_path, per_class=6)  # 40x24 RGB
-    odd = odd_images(tmp_path)
+    odd_images(tmp_path)
     (tmp_path / "dog" / "cut.png").write_bytes((tmp_path / "dog" / "0.png").read_bytes()[:100])
     (tmp_path / "dog" / "blank.jpg").write_bytes(b"")
     cfg = DataConfig(dataset="folder", root=str(tmp_path), image_size=24, channels=3, on_corrupt="skip")
@@ -387,8 +446,9 @@ def test_folder_with_odd_modes_sizes_and_corrupt_files_reports_counts(tmp_path):
 
 def test_grey_folder_of_colour_and_16_bit_images(tmp_path):
     odd_images(tmp_path)
-    ds = build_dataset(DataConfig(dataset="folder", root=str(tmp_path), image_size=16, channels=1,
-                                  on_corrupt="skip"), "train")
+    ds = build_dataset(
+        DataConfig(dataset="folder", root=str(tmp_path), image_size=16, channels=1, on_corrupt="skip"), "train"
+    )
     assert all(ds[i][0].shape == (1, 16, 16) for i in range(len(ds)))
     assert ds.counts["converted from RGBA"] == 1 and ds.counts["converted from L"] == 0
 
@@ -397,12 +457,30 @@ def test_missing_or_empty_dataset_names_the_fix(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
     for root, says in ((tmp_path / "nowhere", "not found. Fix"), (tmp_path / "empty", "no readable images")):
-        assert main(["train", "--preset", "tiny", "--data.dataset", "folder", "--data.root", str(root),
-                     "--data.channels", "1", "--train.out_dir", str(tmp_path / "run")]) == 1
+        assert (
+            main(
+                [
+                    "train",
+                    "--preset",
+                    "tiny",
+                    "--data.dataset",
+                    "folder",
+                    "--data.root",
+                    str(root),
+                    "--data.channels",
+                    "1",
+                    "--train.out_dir",
+                    str(tmp_path / "run"),
+                ]
+            )
+            == 1
+        )
         err = capsys.readouterr().err
         assert says in err and "Traceback" not in err
     for corrupt_only in ("a.png", "b.png"):
         (tmp_path / "empty" / corrupt_only).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="no readable images"):
-        build_dataset(DataConfig(dataset="folder", root=str(tmp_path / "empty"), image_size=16, channels=1,
-                                 on_corrupt="skip"), "train")
+        build_dataset(
+            DataConfig(dataset="folder", root=str(tmp_path / "empty"), image_size=16, channels=1, on_corrupt="skip"),
+            "train",
+        )

@@ -1,16 +1,14 @@
 """Replicates (training seeds): names, grouping, the across-seed interval, and the seed-aware ablation table."""
-import json
+
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
-
-from workbench.research import paper
-from workbench.research import reports
-from workbench.research import replicates
-from workbench.research.families import ABLATION_SEEDS, ABLATIONS, MEMBERS
 from test_experiments import make_report, write
+
+from workbench.research import paper, replicates, reports
+from workbench.research.families import ABLATION_SEEDS, ABLATIONS, MEMBERS
 
 
 def test_names_round_trip_and_seed_zero_keeps_the_bare_name():
@@ -54,21 +52,37 @@ def test_difference_is_welch_and_degenerates_honestly():
 def test_difference_interval_covers_a_zero_effect_at_its_level(n_a, n_b):
     rng = np.random.default_rng(0)
     trials = 2000
-    hits = sum(lo <= 0 <= hi for _ in range(trials)
-               for _, lo, hi in [replicates.difference(rng.normal(10, 1, n_a), rng.normal(10, 1, n_b), 0.9)])
+    hits = sum(
+        lo <= 0 <= hi
+        for _ in range(trials)
+        for _, lo, hi in [replicates.difference(rng.normal(10, 1, n_a), rng.normal(10, 1, n_b), 0.9)]
+    )
     assert 0.87 <= hits / trials <= 0.93  # Welch is near-exact for normal seeds; a bug in df or se moves this far
 
 
 def test_ablation_table_decides_across_seeds(tmp_path):
     # default and no-zcond differ by ~1 FID with a seed spread of ~2: a single seed's tight bootstrap intervals
     # would call it, the seeds do not; mlp-denoise is far worse in every seed
-    seeds = {"default": [30.0, 33.0, 28.0], "no-zcond": [31.5, 34.0, 29.0], "mlp-denoise": [60.0, 61.0, 59.0],
-             "hidden0": [30.3]}
+    seeds = {
+        "default": [30.0, 33.0, 28.0],
+        "no-zcond": [31.5, 34.0, 29.0],
+        "mlp-denoise": [60.0, 61.0, 59.0],
+        "hidden0": [30.3],
+    }
     over = dict(ABLATIONS)
     for name, fids in seeds.items():
         for seed, fid in enumerate(fids):
-            write(tmp_path, make_report("ablations", replicates.seeded_name(name, seed), lambda s, f=fid: f + 1 / s,
-                                        width=0.3, **over[name], **{"train.seed": seed}))
+            write(
+                tmp_path,
+                make_report(
+                    "ablations",
+                    replicates.seeded_name(name, seed),
+                    lambda s, f=fid: f + 1 / s,
+                    width=0.3,
+                    **over[name],
+                    **{"train.seed": seed},
+                ),
+            )
     loaded = reports.load_reports("ablations", tmp_path)
     assert list(loaded)[:3] == ["default", "default-s1", "default-s2"]
     rows = {r["ablation"]: r for r in paper.ablation_table(loaded)}
@@ -89,10 +103,19 @@ def test_ablation_table_decides_across_seeds(tmp_path):
 
 def test_the_zoo_ships_weights_for_the_first_seed_of_each_ablation_only():
     from workbench.research.families import REPORT_ONLY, ships_weights
+
     shipped = [n for n, _ in MEMBERS["ablations"] if ships_weights("ablations", n)]
     assert shipped == [n for n, _ in ABLATIONS]
-    assert all(ships_weights(f, n) for f, entries in MEMBERS.items() if f != "ablations" for n, _ in entries
-               if (f, n) not in REPORT_ONLY)
+    assert all(
+        ships_weights(f, n)
+        for f, entries in MEMBERS.items()
+        if f != "ablations"
+        for n, _ in entries
+        if (f, n) not in REPORT_ONLY
+    )
     assert not any(ships_weights(f, n) for f, n in REPORT_ONLY)
-    assert ships_weights("vertical", "elastic") and ships_weights("blocks-emoji256", "T16") and \
-        ships_weights("context-people256", "cond-ctx-T16")
+    assert (
+        ships_weights("vertical", "elastic")
+        and ships_weights("blocks-emoji256", "T16")
+        and ships_weights("context-people256", "cond-ctx-T16")
+    )

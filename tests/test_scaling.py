@@ -1,12 +1,13 @@
 """Scaling plans from a config alone: parameter count (meta device), measured activation bytes, memory per GPU,
 gradient accumulation that keeps the global batch, launch commands, and the sentence the notebook prints."""
+
 import math
 
 import pytest
 from lightning_fabric.strategies import DDPStrategy
+from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
-from single_thread import one_thread  # noqa: F401 (autouse)
 from workbench.training import scaling
 from workbench.training.train import _strategy
 
@@ -17,7 +18,9 @@ def test_parameter_count_and_activation_memory():
     narrow = scaling.activation_bytes_per_token_layer(cfg.override(**{"model.width": 64}))
     wide = scaling.activation_bytes_per_token_layer(cfg.override(**{"model.width": 128, "model.heads": 4}))
     assert narrow > 0 and wide / narrow == pytest.approx(2.0, rel=0.15)  # activations grow with the width
-    bf16 = scaling.activation_bytes_per_token_layer(cfg.override(**{"model.width": 64, "train.precision": "bf16-mixed"}))
+    bf16 = scaling.activation_bytes_per_token_layer(
+        cfg.override(**{"model.width": 64, "train.precision": "bf16-mixed"})
+    )
     assert bf16 < narrow  # bf16 autocast keeps most activations in 2 bytes
 
 
@@ -36,8 +39,10 @@ def test_training_plan_and_commands_keep_the_global_batch():
     one_node_accum = math.ceil(256 / (plan["micro-batch"] * 8))
     assert commands["one node"].endswith(f"--train.grad_accum {one_node_accum}")
     assert "--nnodes 2 --nproc-per-node 8" in commands["torchrun (run on every node)"]
-    assert "#SBATCH --ntasks-per-node=8" in commands["slurm (sbatch)"] and "srun python -m workbench train" in \
-        commands["slurm (sbatch)"]
+    assert (
+        "#SBATCH --ntasks-per-node=8" in commands["slurm (sbatch)"]
+        and "srun python -m workbench train" in commands["slurm (sbatch)"]
+    )
     assert all("--train.strategy ddp" in c for c in commands.values())  # a strategy the training loop launches
     ddp = scaling.training_plan(cfg.override(**{"train.strategy": "ddp"}), "A100-80GB", 8, 2, per_token_layer=1.0)
     assert ddp["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and ddp["config fits"]

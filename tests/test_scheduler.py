@@ -2,6 +2,7 @@
 limits, cancel within one step (Stop, rerun, closed tab), failures, thread budget; and the real sampler through it.
 
 Jobs here are small generators driven by events, so every property is checked without sleeping."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,10 @@ import workbench as wb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from single_thread import one_thread  # noqa: E402,F401
+
 from app.runs import Throttle, is_block, is_done  # noqa: E402
 from app.scheduler import CANCELLED, DONE, FAILED, Cancelled, Limits, Refused, Scheduler, limits_from  # noqa: E402
-from single_thread import one_thread  # noqa: E402,F401
 
 WAIT = 10  # seconds a test waits for a worker before it fails (never reached when the code is right)
 
@@ -128,8 +130,7 @@ def test_work_is_served_block_by_block(queues):
     hy = q.submit("s2", iter(y), boundary=block_end)
     free(x, y)
     wait_for(lambda: hx.ended and hy.ended, "both jobs")
-    assert trace == [("x", 0), ("x", 1), ("y", 0), ("y", 1), ("x", 2), ("x", 3), ("y", 2), ("y", 3),
-                     ("x", 4), ("x", 5)]
+    assert trace == [("x", 0), ("x", 1), ("y", 0), ("y", 1), ("x", 2), ("x", 3), ("y", 2), ("y", 3), ("x", 4), ("x", 5)]
 
 
 def test_per_session_and_queue_limits_refuse_with_a_fix(queues):
@@ -151,8 +152,10 @@ def test_per_session_and_queue_limits_refuse_with_a_fix(queues):
 
 def test_limits_from_command_line_and_cores():
     assert limits_from([], cpus=2) == (Limits(workers=2, threads=1), [])
-    assert limits_from(["--checkpoints", "x", "--jobs", "4", "--queue", "8"], cpus=8) == \
-        (Limits(workers=4, threads=2, queue=8), [])
+    assert limits_from(["--checkpoints", "x", "--jobs", "4", "--queue", "8"], cpus=8) == (
+        Limits(workers=4, threads=2, queue=8),
+        [],
+    )
     assert limits_from(["--jobs", "1"], cpus=2)[0] == Limits(workers=1, threads=2)
     for bad in ["0", "-3", "two", "1e9", "99999"]:
         limits, problems = limits_from(["--jobs", bad], cpus=2)
@@ -264,8 +267,16 @@ def test_sampler_events_through_the_queue_equal_direct_sampling(queues):
     model, cfg = tiny()
     q = scheduler(queues, workers=2)
     direct = [e.x_t for e in wb.generate_events(model, cfg, num_images=2, steps=3, seed=5) if e.kind == "block"]
-    jobs = [q.submit(f"s{i}", wb.generate_events(model, cfg, num_images=2, steps=3, seed=5 + i), boundary=is_block,
-                     last=is_done, keep=Throttle(False)) for i in range(2)]
+    jobs = [
+        q.submit(
+            f"s{i}",
+            wb.generate_events(model, cfg, num_images=2, steps=3, seed=5 + i),
+            boundary=is_block,
+            last=is_done,
+            keep=Throttle(False),
+        )
+        for i in range(2)
+    ]
     got = {0: [], 1: []}
     for x in q.follow(jobs):
         if x is not None:

@@ -1,5 +1,6 @@
 """The Fabric training loop: LR schedule, exact resume after SIGKILL, DDP on CPU, learning, signals, NaN, and a
 256 px model on latents cached once."""
+
 import os
 import signal
 import socket
@@ -10,18 +11,27 @@ import time
 
 import pytest
 import torch
+from fluent_fixture import write_fluent, write_tiny_codec
 from PIL import Image
+from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
 import workbench.training.train as tr
-from fluent_fixture import write_fluent, write_tiny_codec
-from workbench.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from workbench.data.codecs import VAECodec
+from workbench.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from workbench.training.train import param_groups, train, wsd_lr
-from single_thread import one_thread  # noqa: F401 (autouse)
 
-FAST = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1, "train.batch_size": 8,
-        "train.val_batches": 1, "train.log_every": 2, "sample.steps": 2, "sample.num_images": 2}
+FAST = {
+    "model.width": 32,
+    "model.heads": 2,
+    "model.depth": 2,
+    "model.diffusion_depth": 1,
+    "train.batch_size": 8,
+    "train.val_batches": 1,
+    "train.log_every": 2,
+    "sample.steps": 2,
+    "sample.num_images": 2,
+}
 
 
 def cli_args(out_dir, **overrides) -> list[str]:
@@ -49,7 +59,7 @@ def test_wsd_schedule_shape(total):
     assert lr[-1] == pytest.approx(1 / 64)
     assert all(a < b for a, b in zip(lr[:warm], lr[1:warm]))  # strictly rising warmup
     assert all(x == 1.0 for x in lr[warm:flat_end])  # stable phase at the peak
-    assert all(a > b for a, b in zip(lr[flat_end:], lr[flat_end + 1:]))  # strictly decaying tail
+    assert all(a > b for a, b in zip(lr[flat_end:], lr[flat_end + 1 :]))  # strictly decaying tail
     if warm:
         assert lr[warm - 1] == 1.0 and lr[0] == pytest.approx(1 / warm)
 
@@ -71,8 +81,14 @@ def test_weight_decay_only_on_linear_matrices():
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     # eval and sample steps fall between checkpoints: they must not shift any RNG stream; class labels make the
     # model draw label dropout from the global torch RNG, which therefore has to be restored too
-    run = {"train.max_steps": 12, "train.ckpt_every": 3, "train.keep_last": 5, "train.eval_every": 5,
-           "train.sample_every": 7, "model.num_classes": 10}
+    run = {
+        "train.max_steps": 12,
+        "train.ckpt_every": 3,
+        "train.keep_last": 5,
+        "train.eval_every": 5,
+        "train.sample_every": 7,
+        "model.num_classes": 10,
+    }
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     logs = {name: tmp_path / f"{name}.log" for name in ("whole", "cut", "resumed")}
     with open(logs["whole"], "w") as lw, open(logs["cut"], "w") as lc:
@@ -110,8 +126,13 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_write_one_checkpoint_per_interval_and_resume(tmp_path, monkeypatch):
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
-    ddp = {"train.devices": 2, "train.strategy": "ddp", "train.accelerator": "cpu", "train.ckpt_every": 2,
-           "train.keep_last": 10}
+    ddp = {
+        "train.devices": 2,
+        "train.strategy": "ddp",
+        "train.accelerator": "cpu",
+        "train.ckpt_every": 2,
+        "train.keep_last": 10,
+    }
     out, log = tmp_path / "ddp", tmp_path / "ddp.log"
     with open(log, "w") as f:
         finish(launch(cli_args(out, **ddp, **{"train.max_steps": 4}), f), log)
@@ -129,8 +150,18 @@ def test_ddp_two_cpu_processes_write_one_checkpoint_per_interval_and_resume(tmp_
 # ---- learning, signals, NaN (in process) -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_short_fashion_mnist_run_lowers_validation_loss(tmp_path):
-    cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 80, "train.batch_size": 16, "train.val_batches": 4,
-                              "train.ckpt_every": 80, "train.eval_every": 50, "train.out_dir": str(tmp_path)})
+    cfg = wb.preset(
+        "tiny",
+        **{
+            **FAST,
+            "train.max_steps": 80,
+            "train.batch_size": 16,
+            "train.val_batches": 4,
+            "train.ckpt_every": 80,
+            "train.eval_every": 50,
+            "train.out_dir": str(tmp_path),
+        },
+    )
     seen = []
 
     def evaluate_fn(model, step):  # where the metrics engineer plugs in FID
@@ -147,7 +178,9 @@ def test_short_fashion_mnist_run_lowers_validation_loss(tmp_path):
 
 
 def test_sigint_saves_a_checkpoint_and_stops(tmp_path):
-    cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 1000, "train.ckpt_every": 500, "train.out_dir": str(tmp_path)})
+    cfg = wb.preset(
+        "tiny", **{**FAST, "train.max_steps": 1000, "train.ckpt_every": 500, "train.out_dir": str(tmp_path)}
+    )
 
     def interrupt_when_training():
         # until the training loop's own handler takes over Ctrl-C (not merely "not the default": a handler left by
@@ -195,8 +228,16 @@ def test_fresh_start_refuses_to_overwrite_a_run(tmp_path):
 
 
 def test_time_budget_stops_with_a_checkpoint_and_resume_continues(tmp_path):
-    cfg = wb.preset("tiny", **{**FAST, "train.max_steps": 6, "train.ckpt_every": 100, "train.max_minutes": 1e-5,
-                               "train.out_dir": str(tmp_path)})
+    cfg = wb.preset(
+        "tiny",
+        **{
+            **FAST,
+            "train.max_steps": 6,
+            "train.ckpt_every": 100,
+            "train.max_minutes": 1e-5,
+            "train.out_dir": str(tmp_path),
+        },
+    )
     summary = train(cfg)
     assert summary["status"] == "time budget" and summary["step"] <= 2 and summary["val_loss"] is not None
     assert load_checkpoint(tmp_path).step == summary["step"]
@@ -208,9 +249,18 @@ def test_time_budget_stops_with_a_checkpoint_and_resume_continues(tmp_path):
 def test_a_256px_latent_model_trains_on_latents_encoded_once_and_samples(tmp_path, monkeypatch):
     fluent, codec = write_fluent(tmp_path / "fluent"), write_tiny_codec(tmp_path / "codec")
     monkeypatch.setattr(tr, "LATENT_CACHE_DIR", tmp_path / "latents")
-    over = {**FAST, "data.root": str(fluent), "data.vae_path": str(codec), "train.batch_size": 4,
-            "train.max_steps": 2, "train.ckpt_every": 2, "train.sample_every": 2, "train.precision": "32-true",
-            "train.accelerator": "cpu", "model.num_classes": 8}  # labels: label dropout draws from the global RNG
+    over = {
+        **FAST,
+        "data.root": str(fluent),
+        "data.vae_path": str(codec),
+        "train.batch_size": 4,
+        "train.max_steps": 2,
+        "train.ckpt_every": 2,
+        "train.sample_every": 2,
+        "train.precision": "32-true",
+        "train.accelerator": "cpu",
+        "model.num_classes": 8,
+    }  # labels: label dropout draws from the global RNG
     first = train(wb.preset("emoji256-T4", **over, **{"train.out_dir": str(tmp_path / "first")}))
     codec_hash = VAECodec(codec, latent_scale=0.0).codec_hash
     caches = sorted(p.name for p in (tmp_path / "latents").iterdir())

@@ -1,16 +1,16 @@
 """MADFormer Workbench: mixed autoregressive + diffusion image transformers.
 
-    import workbench as wb
-    cfg = wb.preset("tiny")
-    model = wb.build_model(cfg)
-    latents = wb.generate(model, cfg, num_images=4, steps=20, sampler="ddim", seed=0)
+import workbench as wb
+cfg = wb.preset("tiny")
+model = wb.build_model(cfg)
+latents = wb.generate(model, cfg, num_images=4, steps=20, sampler="ddim", seed=0)
 """
-from .training.checkpoint import load_for_inference
-from .core.config import Config
-from .core.presets import preset
-from .core.model import MADFormer, build_model
-from .sampling.sampler import Event, generate, generate_events
 
-__all__ = ["Config", "preset", "build_model", "MADFormer", "generate", "generate_events", "Event",
-           "load_for_inference"]
+from .core.config import Config
+from .core.model import MADFormer, build_model
+from .core.presets import preset
+from .sampling.sampler import Event, generate, generate_events
+from .training.checkpoint import load_for_inference
+
+__all__ = ["Config", "preset", "build_model", "MADFormer", "generate", "generate_events", "Event", "load_for_inference"]
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ parsed and validated by the config itself; booleans take true/false). Settings a
 --config FILE (a full or partial YAML config), then the options. A new command is a function decorated with
 @command(name, help, configure) below; `configure` adds its arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,19 +19,19 @@ import inspect
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
-from .training.checkpoint import load_for_inference, with_flow_shift, write_text_atomic
-from .data.codecs import build_codec
 from .core.config import SAMPLERS, X0_CLIPS, Config
 from .core.presets import PRESETS, preset
-from .evaluation.evaluate import evaluate_checkpoint
+from .data.codecs import build_codec
 from .data.images import save_grid
+from .evaluation.evaluate import evaluate_checkpoint
 from .sampling.sampler import frame, generate_events
+from .training.checkpoint import load_for_inference, with_flow_shift, write_text_atomic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,9 +53,11 @@ COMMANDS: dict[str, Command] = {}
 
 def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):
     """Register `run(args) -> exit code` as the subcommand `name`."""
+
     def register(run: Callable[[argparse.Namespace], int]):
         COMMANDS[name] = Command(help, configure, run)
         return run
+
     return register
 
 
@@ -82,8 +85,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             value = getattr(current, f.name)
             kind = "true/false" if isinstance(value, bool) else type(value).__name__.upper()
             text = f"{comments.get(f.name, '')} (default {value!r})".replace("%", "%%")
-            group.add_argument(f"--{section.name}.{f.name}", dest=f"{section.name}.{f.name}", metavar=kind,
-                               default=argparse.SUPPRESS, help=text)
+            group.add_argument(
+                f"--{section.name}.{f.name}",
+                dest=f"{section.name}.{f.name}",
+                metavar=kind,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
 
 
 def _dotted(d: dict, prefix: str = "") -> dict:
@@ -147,26 +155,49 @@ def _depth_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--diffusion-depth", type=int, metavar="D", help="D to sample with (default: the model's)")
     group.add_argument("--depth-schedule", metavar="D1,D2,..", help="one D per block (T values)")
     group.add_argument("--steps-schedule", metavar="S1,S2,..", help="one S per block (T values)")
-    group.add_argument("--depth-per-step", metavar="D1,D2,..", help="D values spread over each block's steps, "
-                       "noisiest first")
-    group.add_argument("--allow-untrained-depth", action="store_true",
-                       help="sample a D the checkpoint was not trained at (reports label it)")
-    parser.add_argument("--cfg-scale", type=float, metavar="W", help="classifier-free guidance scale of a "
-                        "class-conditional model (1 = none; default: the config's)")
-    parser.add_argument("--context-noise", type=float, metavar="C", help="later blocks read each finished block "
-                        "noised, as (1 - C) x + C eps (0 = clean; for models trained with diffusion.context_noise)")
-    parser.add_argument("--flow-shift", type=float, metavar="K", help="time shift of a flow model's sampling "
-                        "schedule, s' = K s / (1 + (K - 1) s): K > 1 spends more steps at high noise (SD3; default: "
-                        "the config's)")
+    group.add_argument(
+        "--depth-per-step", metavar="D1,D2,..", help="D values spread over each block's steps, noisiest first"
+    )
+    group.add_argument(
+        "--allow-untrained-depth",
+        action="store_true",
+        help="sample a D the checkpoint was not trained at (reports label it)",
+    )
+    parser.add_argument(
+        "--cfg-scale",
+        type=float,
+        metavar="W",
+        help="classifier-free guidance scale of a class-conditional model (1 = none; default: the config's)",
+    )
+    parser.add_argument(
+        "--context-noise",
+        type=float,
+        metavar="C",
+        help="later blocks read each finished block "
+        "noised, as (1 - C) x + C eps (0 = clean; for models trained with diffusion.context_noise)",
+    )
+    parser.add_argument(
+        "--flow-shift",
+        type=float,
+        metavar="K",
+        help="time shift of a flow model's sampling "
+        "schedule, s' = K s / (1 + (K - 1) s): K > 1 spends more steps at high noise (SD3; default: "
+        "the config's)",
+    )
 
 
 def _depth_overrides(args: argparse.Namespace) -> dict:
     """The sample-section overrides of the depth (guidance, context noise) arguments given ("4,3,2,1" strings are
     coerced and validated by the config, whose errors name the field and the fix)."""
-    given = {"diffusion_depth": args.diffusion_depth, "depth_schedule": args.depth_schedule,
-             "steps_schedule": args.steps_schedule, "depth_per_step": args.depth_per_step,
-             "allow_untrained_depth": args.allow_untrained_depth or None, "cfg_scale": args.cfg_scale,
-             "context_noise": args.context_noise}
+    given = {
+        "diffusion_depth": args.diffusion_depth,
+        "depth_schedule": args.depth_schedule,
+        "steps_schedule": args.steps_schedule,
+        "depth_per_step": args.depth_per_step,
+        "allow_untrained_depth": args.allow_untrained_depth or None,
+        "cfg_scale": args.cfg_scale,
+        "context_noise": args.context_noise,
+    }
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -187,9 +218,13 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
     cfg = with_flow_shift(cfg, args.flow_shift)
-    cfg = cfg.override(**{"sample.sampler": args.sampler or cfg.sample.sampler,
-                          "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip,
-                          **{f"sample.{k}": v for k, v in _depth_overrides(args).items()}})  # validated: names the fix
+    cfg = cfg.override(
+        **{
+            "sample.sampler": args.sampler or cfg.sample.sampler,
+            "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip,
+            **{f"sample.{k}": v for k, v in _depth_overrides(args).items()},
+        }
+    )  # validated: names the fix
     codec = build_codec(cfg.data)
     last = None
     for last in generate_events(model, cfg, args.num_images, args.steps, args.sampler, args.seed):
@@ -204,39 +239,87 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=1000, help="images to generate and score (default 1000)")
     parser.add_argument("--steps", type=int, help="S: denoising steps per block (default: the config's)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="default: the config's")
-    parser.add_argument("--x0-clip", choices=X0_CLIPS, help="the scheduler's x0 clipping / dynamic thresholding "
-                        "(default: the config's)")
+    parser.add_argument(
+        "--x0-clip", choices=X0_CLIPS, help="the scheduler's x0 clipping / dynamic thresholding (default: the config's)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise and of the bootstrap")
-    parser.add_argument("--extractor", choices=("fmnist-classifier", "inception"),
-                        help="feature network (default: fmnist-classifier for Fashion-MNIST models, else inception)")
-    parser.add_argument("--reference", type=Path, metavar="FILE",
-                        help="reference statistics .safetensors (default: the shipped ones for the model's data)")
+    parser.add_argument(
+        "--extractor",
+        choices=("fmnist-classifier", "inception"),
+        help="feature network (default: fmnist-classifier for Fashion-MNIST models, else inception)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FILE",
+        help="reference statistics .safetensors (default: the shipped ones for the model's data)",
+    )
     parser.add_argument("--no-ema", action="store_true", help="score the trained weights instead of the EMA weights")
     parser.add_argument("--no-flop-count", action="store_true", help="skip the measured-FLOPs sampling run")
     parser.add_argument("--device", default="cpu", help="where to sample and score: cpu, cuda, cuda:1, mps")
-    parser.add_argument("--out", type=Path, help="JSON report to write (default eval-<checkpoint>-<sampler>-S<steps>"
-                        "-n<n>-seed<seed>.json in the current folder)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON report to write (default eval-<checkpoint>-<sampler>-S<steps>"
+        "-n<n>-seed<seed>.json in the current folder)",
+    )
     _depth_arguments(parser)
 
 
 @command("eval", "FID/KID of a checkpoint's samples with provenance and cost, as a JSON report", _eval_arguments)
 def run_eval(args: argparse.Namespace) -> int:
     if args.reference is not None and not args.reference.is_file():
-        raise UsageError(f"--reference: no such file {args.reference}. Fix: pass a .safetensors file of "
-                         "data/reference/ (or omit it for the default).")
-    report = evaluate_checkpoint(args.checkpoint, args.num_samples, args.steps, args.sampler, args.seed,
-                                 args.extractor, args.reference, use_ema=not args.no_ema,
-                                 measure_flops=not args.no_flop_count, x0_clip=args.x0_clip, device=args.device,
-                                 sample=_depth_overrides(args), flow_shift=args.flow_shift,
-                                 progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True))
+        raise UsageError(
+            f"--reference: no such file {args.reference}. Fix: pass a .safetensors file of "
+            "data/reference/ (or omit it for the default)."
+        )
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.num_samples,
+        args.steps,
+        args.sampler,
+        args.seed,
+        args.extractor,
+        args.reference,
+        use_ema=not args.no_ema,
+        measure_flops=not args.no_flop_count,
+        x0_clip=args.x0_clip,
+        device=args.device,
+        sample=_depth_overrides(args),
+        flow_shift=args.flow_shift,
+        progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True),
+    )
     report["command"] = "python -m workbench eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
-    out = args.out or Path(f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"
-                           f"-n{report['n']}-seed{report['seed']}.json")
+    out = args.out or Path(
+        f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"
+        f"-n{report['n']}-seed{report['seed']}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")
-    print(json.dumps({k: report[k] for k in ("fid", "fid_low", "fid_high", "fid_inf", "kid_mean", "n", "extractor",
-                                             "reference", "sampler", "steps", "flow_shift", "x0_clip", "weights",
-                                             "seed", "pixels_out_of_range")}))
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "fid",
+                    "fid_low",
+                    "fid_high",
+                    "fid_inf",
+                    "kid_mean",
+                    "n",
+                    "extractor",
+                    "reference",
+                    "sampler",
+                    "steps",
+                    "flow_shift",
+                    "x0_clip",
+                    "weights",
+                    "seed",
+                    "pixels_out_of_range",
+                )
+            }
+        )
+    )
     print(f"eval: report written to {out}", file=sys.stderr)
     return 0
 
@@ -246,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default sys.argv[1:]), run the command, return its exit code (2 for usage errors)."""
     parser = _Parser(prog="python -m workbench", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-    parsers = {name: sub.add_parser(name, help=c.help, description=c.help, allow_abbrev=False)
-               for name, c in COMMANDS.items()}
+    parsers = {
+        name: sub.add_parser(name, help=c.help, description=c.help, allow_abbrev=False) for name, c in COMMANDS.items()
+    }
     for name, c in COMMANDS.items():
         c.configure(parsers[name])
     args, unknown = parser.parse_known_args(argv)

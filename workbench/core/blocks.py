@@ -6,6 +6,7 @@ Blocks are square and in raster order; tokens are raster-ordered inside a block.
 
 C_{T-1} is left out: no noisy slot may see it, so it cannot change any output (the causality tests check this).
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,8 +45,9 @@ def token_layout(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     P, T, Lb = cfg.prefix_tokens, cfg.num_blocks, cfg.block_tokens
     clean_blocks = T - 1 if cfg.clean_stream else 0
     kind = torch.cat([torch.zeros(P), torch.ones(clean_blocks * Lb), torch.full((T * Lb,), 2.0)]).long()
-    block = torch.cat([torch.full((P,), -1), torch.arange(clean_blocks).repeat_interleave(Lb),
-                       torch.arange(T).repeat_interleave(Lb)]).long()
+    block = torch.cat(
+        [torch.full((P,), -1), torch.arange(clean_blocks).repeat_interleave(Lb), torch.arange(T).repeat_interleave(Lb)]
+    ).long()
     return kind, block
 
 

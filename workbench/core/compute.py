@@ -16,12 +16,14 @@ entries included). Tokens whose last-layer output is never read (the context str
 layer of a clean pass) only get their keys and values projected there; block-layer evaluations still count such
 a layer as a whole. Backward costs 2x the forward matmuls and 2.5x the forward attention (scores recomputed).
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -32,19 +34,20 @@ from .model import TIME_FEATURES, clean_pass_depth
 
 STAGES = ("prefix", "clean", "ar", "diffusion")
 # the denoising steps of one block: S (every step at the config's D), or the D of each of its steps
-Steps = Union[int, Sequence[int]]
+Steps = int | Sequence[int]
 # what a sampling run does: S per block at the config's D, or per block the D of each step (sampling.block_plan)
-Plan = Union[int, Sequence[Sequence[int]]]
+Plan = int | Sequence[Sequence[int]]
 
 
 @dataclass(frozen=True)
 class Pass:
     """Decoder layers run on a group of tokens during cached sampling."""
-    stage: str     # one of STAGES
-    layers: int    # consecutive decoder layers the tokens go through
-    queries: int   # tokens pushed through them
-    keys: int      # tokens each query attends over in every one of those layers
-    repeats: int   # times the pass runs (diffusion stage: the steps at its D; else 1)
+
+    stage: str  # one of STAGES
+    layers: int  # consecutive decoder layers the tokens go through
+    queries: int  # tokens pushed through them
+    keys: int  # tokens each query attends over in every one of those layers
+    repeats: int  # times the pass runs (diffusion stage: the steps at its D; else 1)
     kv_last: bool  # the last of these layers only projects keys/values (its output is never read)
 
 
@@ -83,8 +86,11 @@ def block_passes(cfg: ModelConfig, block: int, steps: Steps) -> list[Pass]:
 
 def as_plan(cfg: ModelConfig, plan: Plan) -> tuple[tuple[int, ...], ...]:
     """Per block the D of each step: S steps at cfg's D in every block, or the given plan."""
-    return tuple(step_depths(cfg, plan) for _ in range(cfg.num_blocks)) if isinstance(plan, int) else \
-        tuple(tuple(p) for p in plan)
+    return (
+        tuple(step_depths(cfg, plan) for _ in range(cfg.num_blocks))
+        if isinstance(plan, int)
+        else tuple(tuple(p) for p in plan)
+    )
 
 
 def schedule_costs(cfg: ModelConfig, plan: Plan) -> tuple[float, float]:
@@ -122,8 +128,13 @@ def cached_cost(cfg: ModelConfig, steps: int) -> float:
 def attention_cost(cfg: ModelConfig, steps: int) -> float:
     """Attention of the cached sampler in block-pair units: sum over layer evaluations of queries*keys / Lb^2."""
     Lb = cfg.block_tokens
-    return float(sum(p.layers * p.queries * p.keys * p.repeats / Lb ** 2
-                     for k in range(cfg.num_blocks) for p in block_passes(cfg, k, steps)))
+    return float(
+        sum(
+            p.layers * p.queries * p.keys * p.repeats / Lb**2
+            for k in range(cfg.num_blocks)
+            for p in block_passes(cfg, k, steps)
+        )
+    )
 
 
 def sequence_blocks(cfg: ModelConfig) -> float:
@@ -141,10 +152,11 @@ def naive_cost(cfg: ModelConfig, steps: int) -> float:
 class Cost:
     """What a sampling run has spent so far, per image. Under classifier-free guidance every evaluation runs on
     the image and on its unconditional twin, so both counts are doubled (`guidance` = 2)."""
-    block_layer_evals: float        # decoder layers applied to one block's tokens, as the sampler ran them
+
+    block_layer_evals: float  # decoder layers applied to one block's tokens, as the sampler ran them
     paper_block_layer_evals: float  # the paper's count so far: T[(N-D)+D*S] when done (see paper_cost)
-    seconds: float                  # wall time since the run started
-    guidance: int = 1               # model evaluations per image and step (2 with classifier-free guidance)
+    seconds: float  # wall time since the run started
+    guidance: int = 1  # model evaluations per image and step (2 with classifier-free guidance)
 
 
 class CostMeter:
@@ -226,8 +238,9 @@ def train_flops(cfg: ModelConfig, batch: int) -> float:
     f = forward_flops(cfg)
     # the first matmul of the block embedder and of each timestep MLP reads data: no gradient to its input
     T, W = cfg.num_blocks, cfg.width
-    no_input_grad = (2 * T - 1) * 2.0 * (cfg.block_tokens * cfg.token_dim * W + TIME_FEATURES * W) \
-        + T * 2.0 * TIME_FEATURES * W
+    no_input_grad = (2 * T - 1) * 2.0 * (
+        cfg.block_tokens * cfg.token_dim * W + TIME_FEATURES * W
+    ) + T * 2.0 * TIME_FEATURES * W
     return batch * (3.0 * f["linear"] - no_input_grad + 3.5 * f["attention"])
 
 
@@ -263,8 +276,10 @@ def _cpu_attention_backward(grad_out, q, k, v, *args, **kwargs) -> int:
 
 
 # FlopCounterMode has no formula for the CPU flash-attention kernels; without these it counts their FLOPs as 0
-_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
-                  torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+_CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+}
 
 
 def count_flops(fn: Callable[[], Any]) -> int:

@@ -1,6 +1,7 @@
 """Building the config dataclasses from mappings (YAML, JSON headers, command-line text), field by field, with
 errors that name the field and the fix, and reading the YAML they come from. Generic: nothing here knows the
 workbench's sections."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,10 @@ def read_yaml(text_or_path: str | Path) -> dict:
     one_line = isinstance(text_or_path, Path) or "\n" not in str(text_or_path)
     if one_line and (p.exists() or p.suffix in (".yaml", ".yml")):
         if not p.is_file():
-            raise ValueError(f"config: no such file {p}. Fix: check the path (a YAML file of 'model: ...' "
-                             "sections), or pass the YAML text itself.")
+            raise ValueError(
+                f"config: no such file {p}. Fix: check the path (a YAML file of 'model: ...' "
+                "sections), or pass the YAML text itself."
+            )
         text = p.read_text()
     else:
         text = str(text_or_path)
@@ -57,11 +60,16 @@ def coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
             return int(value)
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)) or \
-                (isinstance(value, list) and all(isinstance(v, int) for v in value)):
+        if (
+            value == "auto"
+            or (isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(value, list) and all(isinstance(v, int) for v in value))
+        ):
             return value
-        raise ValueError(f"{name}: expected a device count, a list of indices or 'auto', got {value!r}. "
-                         "Fix: write e.g. 2, [0, 1] or auto.")
+        raise ValueError(
+            f"{name}: expected a device count, a list of indices or 'auto', got {value!r}. "
+            "Fix: write e.g. 2, [0, 1] or auto."
+        )
     if isinstance(default, tuple):  # a list of integers: [1, 2, 3] in YAML, "1,2,3" on the command line
         items = value.strip("[]() ").split(",") if isinstance(value, str) else value
         try:
@@ -70,8 +78,9 @@ def coerce(value: Any, f: dataclasses.Field, name: str) -> Any:
                 raise ValueError
             return out
         except (TypeError, ValueError):
-            raise ValueError(f"{name}: expected a list of integers, got {value!r}. Fix: write e.g. [1, 2, 3].") \
-                from None
+            raise ValueError(
+                f"{name}: expected a list of integers, got {value!r}. Fix: write e.g. [1, 2, 3]."
+            ) from None
     if isinstance(default, bool):
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")

@@ -13,6 +13,7 @@ objective (rectified flow), as SiT's `transport/` sits beside `diffusion/`; obje
 | v_prediction   | v = alpha_t * eps - sigma_t * x0        |
 | min_snr        | w(t) = min(SNR_t, gamma) / SNR_t (eps), / (SNR_t + 1) (v)  (Hang et al. 2023) |
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from .model import sample_depths
 
 @dataclass
 class Losses:
-    total: torch.Tensor      # diffusion + hidden_loss_weight * hidden
+    total: torch.Tensor  # diffusion + hidden_loss_weight * hidden
     diffusion: torch.Tensor  # (weighted) MSE to the objective's target
-    hidden: torch.Tensor     # MSE of the z_cond decoder to the clean block (0 when the model has none)
+    hidden: torch.Tensor  # MSE of the z_cond decoder to the clean block (0 when the model has none)
 
 
 class Objective:
@@ -93,8 +94,9 @@ class Objective:
         eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         return ((1 - c) * x0 + c * eps).to(x0.dtype)
 
-    def loss(self, model, x0: torch.Tensor, labels: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> Losses:
+    def loss(
+        self, model, x0: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Losses:
         """Sample t and noise, run the teacher-forced forward, return the losses."""
         t = self.sample_t(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
@@ -117,8 +119,13 @@ class Objective:
 
 # ---- the VP objective ----------------------------------------------------------------------------------------------
 def _schedule_kwargs(cfg: DiffusionConfig) -> dict:
-    return dict(num_train_timesteps=cfg.train_steps, beta_start=cfg.beta_start, beta_end=cfg.beta_end,
-                beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction)
+    return dict(
+        num_train_timesteps=cfg.train_steps,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction,
+    )
 
 
 DYNAMIC_MAX = 1.5  # the largest percentile s dynamic thresholding divides by
@@ -131,16 +138,25 @@ def make_scheduler(name: str, cfg: DiffusionConfig, steps: int, x0_clip: str = "
     kw = _schedule_kwargs(cfg)
     # dynamic thresholding (Imagen): s = the 99.5th percentile of |x0| per image, clamped to [1, sample_max_value],
     # then x0 -> clamp(x0, -s, s) / s. With sample_max_value = 1 that is plain clipping; DeepFloyd IF uses 1.5
-    clip = dict(clip_sample=x0_clip == "clip", thresholding=x0_clip == "dynamic",
-                sample_max_value=DYNAMIC_MAX if x0_clip == "dynamic" else 1.0)
+    clip = dict(
+        clip_sample=x0_clip == "clip",
+        thresholding=x0_clip == "dynamic",
+        sample_max_value=DYNAMIC_MAX if x0_clip == "dynamic" else 1.0,
+    )
     if name == "ddpm":
         s = DDPMScheduler(**kw, **clip)
     elif name == "ddim":
         s = DDIMScheduler(**kw, **clip, set_alpha_to_one=False, timestep_spacing="trailing")
     elif name == "dpm++2m":
-        s = DPMSolverMultistepScheduler(**kw, algorithm_type="dpmsolver++", solver_order=2,
-                                        timestep_spacing="trailing", lower_order_final=True,
-                                        thresholding=x0_clip == "dynamic", sample_max_value=DYNAMIC_MAX)
+        s = DPMSolverMultistepScheduler(
+            **kw,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="trailing",
+            lower_order_final=True,
+            thresholding=x0_clip == "dynamic",
+            sample_max_value=DYNAMIC_MAX,
+        )
     else:  # euler (check_sampler refused anything else)
         s = EulerDiscreteScheduler(**kw, timestep_spacing="trailing")
     s.set_timesteps(steps)
@@ -161,8 +177,9 @@ class Diffusion(Objective):
 
     def sample_t(self, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
         """One independent timestep per (image, block): (B, T) long."""
-        return torch.randint(0, self.cfg.train_steps, (batch, self.model_cfg.num_blocks), device=device,
-                             generator=generator)
+        return torch.randint(
+            0, self.cfg.train_steps, (batch, self.model_cfg.num_blocks), device=device, generator=generator
+        )
 
     def _per_pixel(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ab = self.per_pixel(self.alphas_cumprod.to(t.device)[t])  # (B, 1, H, W)
@@ -197,7 +214,7 @@ class Diffusion(Objective):
         if t == int(t):
             return self.alphas_cumprod[int(t)]
         sigma = float(np.interp(t, np.arange(len(self._sigmas)), self._sigmas))
-        return torch.tensor(1.0 / (1.0 + sigma ** 2), dtype=torch.float32)
+        return torch.tensor(1.0 / (1.0 + sigma**2), dtype=torch.float32)
 
     def predicted_x0(self, model_out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
         """x0 implied by a model output at timestep t, from the VP-space input x_in the model saw."""

@@ -6,6 +6,7 @@ v = eps - x0 (so dx/ds = v and x0 = x_s - s v). Training draws s logit-normally,
 clean block and the AR context is the same as under the VP objectives. Sampling uses diffusers' flow schedulers:
 FlowMatchEulerDiscreteScheduler ("euler") and DPM-Solver++ 2M with flow sigmas ("dpm++2m").
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,10 +48,17 @@ class Flow(Objective):
         if name == "euler":
             s = FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.cfg.train_steps, shift=self.cfg.flow_shift)
         else:  # dpm++2m
-            s = DPMSolverMultistepScheduler(num_train_timesteps=self.cfg.train_steps, use_flow_sigmas=True,
-                                            prediction_type="flow_prediction", flow_shift=self.cfg.flow_shift,
-                                            algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True,
-                                            thresholding=x0_clip == "dynamic", sample_max_value=1.0)
+            s = DPMSolverMultistepScheduler(
+                num_train_timesteps=self.cfg.train_steps,
+                use_flow_sigmas=True,
+                prediction_type="flow_prediction",
+                flow_shift=self.cfg.flow_shift,
+                algorithm_type="dpmsolver++",
+                solver_order=2,
+                lower_order_final=True,
+                thresholding=x0_clip == "dynamic",
+                sample_max_value=1.0,
+            )
         s.set_timesteps(steps)
         return s
 

@@ -5,6 +5,7 @@ the class prefix), index 1 for the noisy stream (the slots that become z_cond an
 `towers="shared"` both indices point at the same parameters. Attention is joint over both streams. A `Stream`
 carries a stream's tokens with its tower, RoPE angles and (adaLN only) its conditioning vectors.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,9 @@ class SwiGLU(nn.Module):
 
 class Stream(NamedTuple):
     """One stream of tokens through a decoder layer."""
-    x: torch.Tensor                   # (B, L, W) tokens
-    tower: int                        # CLEAN or NOISY: whose parameters it uses
+
+    x: torch.Tensor  # (B, L, W) tokens
+    tower: int  # CLEAN or NOISY: whose parameters it uses
     rope: tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin) of shape (L, hd/2), or None (no rotation)
     cond: torch.Tensor | None = None  # adaLN conditioning (1 or B, G, W): G consecutive groups of L/G tokens, each
     #                                   modulated by one vector (one per block); None without adaLN
@@ -144,11 +146,11 @@ class KVCache:
         n, L = self.length[layer], k.shape[2]
         if n + L > self.k[layer].shape[2]:
             raise RuntimeError(f"KV cache overflow at layer {layer}: {n}+{L} > {self.k[layer].shape[2]} tokens")
-        self.k[layer][:, :, n:n + L] = k
-        self.v[layer][:, :, n:n + L] = v
+        self.k[layer][:, :, n : n + L] = k
+        self.v[layer][:, :, n : n + L] = v
         if commit:
             self.length[layer] = n + L
-        return self.k[layer][:, :, :n + L], self.v[layer][:, :, :n + L]
+        return self.k[layer][:, :, : n + L], self.v[layer][:, :, : n + L]
 
 
 class DecoderLayer(nn.Module):
@@ -160,16 +162,25 @@ class DecoderLayer(nn.Module):
     the other streams, with their tokens replaced by the layer's output.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, towers: str, qk_norm: bool, eps: float,
-                 adaln: bool = False):
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, towers: str, qk_norm: bool, eps: float, adaln: bool = False
+    ):
         super().__init__()
         self.heads, self.width = heads, dim
         tower = Tower(dim, heads, mlp_ratio, qk_norm, eps, adaln)
-        self.towers = nn.ModuleList([tower, tower if towers == "shared" else
-                                     Tower(dim, heads, mlp_ratio, qk_norm, eps, adaln)])
+        self.towers = nn.ModuleList(
+            [tower, tower if towers == "shared" else Tower(dim, heads, mlp_ratio, qk_norm, eps, adaln)]
+        )
 
-    def forward(self, streams: list[Stream], mask: torch.Tensor | None = None, cache: KVCache | None = None,
-                layer: int = 0, commit: bool = False, kv_only: int = 0) -> list[Stream]:
+    def forward(
+        self,
+        streams: list[Stream],
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        commit: bool = False,
+        kv_only: int = 0,
+    ) -> list[Stream]:
         qs, ks, vs, mods = [], [], [], []
         for j, s in enumerate(streams):
             t = self.towers[s.tower]
@@ -179,8 +190,9 @@ class DecoderLayer(nn.Module):
             if mod is not None:
                 h = modulate(h, mod[0], mod[1])
             if j < kv_only:  # the key/value rows of the fused projection only
-                k, v = F.linear(h, t.qkv.weight[self.width:]).unflatten(-1, (2, self.heads, -1)).permute(
-                    2, 0, 3, 1, 4)  # (B, H, L, hd)
+                k, v = (
+                    F.linear(h, t.qkv.weight[self.width :]).unflatten(-1, (2, self.heads, -1)).permute(2, 0, 3, 1, 4)
+                )  # (B, H, L, hd)
             else:
                 q, k, v = t.qkv(h).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # (B, H, L, hd)
                 q = t.q_norm(q)
@@ -195,13 +207,13 @@ class DecoderLayer(nn.Module):
             return []
         q = torch.cat(qs, dim=2) if len(qs) > 1 else qs[0]  # (B, H, Lq, hd)
         if mask is not None and kv_only:
-            mask = mask[mask.shape[0] - q.shape[2]:]  # the query rows of the streams that have queries
+            mask = mask[mask.shape[0] - q.shape[2] :]  # the query rows of the streams that have queries
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Lq, hd)
         attn = attn.transpose(1, 2).flatten(2)  # (B, Lq, W)
         out, start = [], 0
         for s, mod in zip(streams[kv_only:], mods[kv_only:]):
             t, L = self.towers[s.tower], s.x.shape[1]
-            a = t.proj(attn[:, start:start + L])
+            a = t.proj(attn[:, start : start + L])
             if mod is None:
                 h = s.x + a
                 x = h + t.mlp(t.norm2(h))

@@ -7,10 +7,11 @@ skip-causal masks of blocks.py. Sampling uses `prefill`, `ar_step` (`ar_states` 
 Paper symbol -> code: N = cfg.depth, D = cfg.diffusion_depth, T = cfg.num_blocks, B (tokens per block) =
 cfg.block_tokens, z_cond = output of layer N-D-1 at the noisy slots.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from .config import Config, ModelConfig
 from .layers import CLEAN, NOISY, DecoderLayer, KVCache, RMSNorm, Rope2D, Stream
 
 TIME_FEATURES = 256  # sinusoidal features of a timestep, the input of its embedding MLP
-SANDWICH = 0.25      # elastic training: this share of samples at the smallest D, as many at the largest
+SANDWICH = 0.25  # elastic training: this share of samples at the smallest D, as many at the largest
 
 
 def sample_depths(cfg: ModelConfig, batch: int, device, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -100,13 +101,16 @@ class MADFormer(nn.Module):
         self.boi = nn.Parameter(torch.randn(cfg.block_tokens, W) * 0.02)  # learned begin-of-image block
         self.class_embed = nn.Embedding(cfg.num_classes + 1, W) if cfg.num_classes else None  # last = null class
         adaln = cfg.timestep_conditioning == "adaln"
-        self.layers = nn.ModuleList([DecoderLayer(W, cfg.heads, cfg.mlp_ratio, cfg.towers, cfg.qk_norm, cfg.norm_eps,
-                                                  adaln) for _ in range(cfg.depth)])
+        self.layers = nn.ModuleList(
+            [
+                DecoderLayer(W, cfg.heads, cfg.mlp_ratio, cfg.towers, cfg.qk_norm, cfg.norm_eps, adaln)
+                for _ in range(cfg.depth)
+            ]
+        )
         # adaLN: one timestep embedding conditions every layer (t = 0 for clean tokens and the AR stage)
         self.cond_time = TimestepEmbedder(W) if adaln else None
         # elastic depth: which D a sample's diffusion stage has, added with its noisy input (zero at init)
-        self.boundary_embed = nn.Embedding(cfg.depth + 1, W) if cfg.elastic_depths and cfg.boundary_embedding \
-            else None
+        self.boundary_embed = nn.Embedding(cfg.depth + 1, W) if cfg.elastic_depths and cfg.boundary_embedding else None
         self.head = OutputHead(W, cfg.token_dim, cfg.norm_eps)
         # decodes z_cond toward the clean block: a head of its own, with no path to the noisy target
         self.hidden_head = nn.Sequential(RMSNorm(W, cfg.norm_eps), nn.Linear(W, cfg.token_dim))
@@ -156,8 +160,10 @@ class MADFormer(nn.Module):
         if self.class_embed is None:
             return None
         if labels is None:
-            raise ValueError("labels: this model is class-conditional. Fix: pass labels (use num_classes for "
-                             "the unconditional/null class).")
+            raise ValueError(
+                "labels: this model is class-conditional. Fix: pass labels (use num_classes for "
+                "the unconditional/null class)."
+            )
         return self.class_embed(labels).unsqueeze(1)  # (B, 1, W)
 
     def _clean_rope(self, n_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +181,14 @@ class MADFormer(nn.Module):
         return torch.where(drop, torch.full_like(labels, self.cfg.num_classes), labels)
 
     # ---- training ------------------------------------------------------------------------------------------
-    def forward(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                depth: torch.Tensor | None = None):
+    def forward(
+        self,
+        x0: torch.Tensor,
+        xt: torch.Tensor,
+        t: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        depth: torch.Tensor | None = None,
+    ):
         """Teacher-forced pass over all blocks.
 
         x0: clean latents (B, C, H, W); xt: noisy latents (B, C, H, W), block k noised to t[:, k]; t: (B, T);
@@ -188,7 +200,7 @@ class MADFormer(nn.Module):
         if labels is not None and self.class_embed is not None and self.training and cfg.label_dropout > 0:
             labels = self.drop_labels(labels)
         clean_tok = to_blocks(x0, cfg)  # (B, T, Lb, Cpp)
-        clean_emb = self.embed(clean_tok[:, :T - 1], torch.zeros(B, T - 1, device=x0.device))  # (B, T-1, Lb, W)
+        clean_emb = self.embed(clean_tok[:, : T - 1], torch.zeros(B, T - 1, device=x0.device))  # (B, T-1, Lb, W)
         # noisy stream in the AR layers: BOI, then clean block k-1 at block k's positions
         slot = torch.cat([self.boi.expand(B, 1, Lb, W), clean_emb], dim=1).flatten(1, 2)  # (B, T*Lb, W)
         clean_cond = self._cond()
@@ -197,8 +209,12 @@ class MADFormer(nn.Module):
         if cfg.clean_stream:
             context.append(clean_emb.flatten(1, 2))  # (B, (T-1)*Lb, W)
         if context and sum(c.shape[1] for c in context):
-            streams.insert(0, Stream(torch.cat(context, dim=1), CLEAN, self._clean_rope(T - 1 if cfg.clean_stream
-                                                                                         else 0), clean_cond))
+            streams.insert(
+                0,
+                Stream(
+                    torch.cat(context, dim=1), CLEAN, self._clean_rope(T - 1 if cfg.clean_stream else 0), clean_cond
+                ),
+            )
         z_cond = None
         boundary = None if depth is None else cfg.depth - depth  # (B,) the first diffusion layer of each sample
         if boundary is not None:  # every sample's noisy input and its adaLN conditioning, for its boundary layer
@@ -223,8 +239,9 @@ class MADFormer(nn.Module):
         noisy = self.embed(to_blocks(xt, self.cfg), t).flatten(1, 2)
         return noisy + self.boundary_embed(depth).unsqueeze(1) if self.boundary_embed is not None else noisy
 
-    def _enter_diffusion(self, slot: Stream, z_cond, i: int, boundary: torch.Tensor, noisy: torch.Tensor,
-                         cond_t: torch.Tensor | None):
+    def _enter_diffusion(
+        self, slot: Stream, z_cond, i: int, boundary: torch.Tensor, noisy: torch.Tensor, cond_t: torch.Tensor | None
+    ):
         """Elastic training at layer i: the samples whose boundary is i keep their slot as z_cond and take their
         noisy input there (the AR and diffusion masks coincide for the architectures elastic depth allows)."""
         switch = boundary == i  # (B,)
@@ -243,8 +260,9 @@ class MADFormer(nn.Module):
         cfg = self.cfg
         p = next(self.parameters())
         capacity = cfg.prefix_tokens + cfg.num_blocks * cfg.block_tokens
-        return KVCache(cfg.depth, batch, cfg.heads, cfg.width // cfg.heads, capacity,
-                       device or p.device, dtype or p.dtype)
+        return KVCache(
+            cfg.depth, batch, cfg.heads, cfg.width // cfg.heads, capacity, device or p.device, dtype or p.dtype
+        )
 
     def prefill(self, cache: KVCache, labels: torch.Tensor | None) -> None:
         """Put the class prefix (if any) into the cache of every layer."""
@@ -256,8 +274,9 @@ class MADFormer(nn.Module):
         for i, layer in enumerate(self.layers):  # the last layer only caches keys/values
             x = layer(x, cache=cache, layer=i, commit=True, kv_only=int(i == last))
 
-    def ar_step(self, cache: KVCache, k: int, prev_block: torch.Tensor | None,
-                depth: int | None = None) -> torch.Tensor | None:
+    def ar_step(
+        self, cache: KVCache, k: int, prev_block: torch.Tensor | None, depth: int | None = None
+    ) -> torch.Tensor | None:
         """AR stage for block k: cache the clean copy of block k-1, then compute z_cond for block k.
 
         prev_block: (B, Lb, Cpp) finished block k-1 (None for k=0); depth: the D to sample block k with (default
@@ -266,8 +285,9 @@ class MADFormer(nn.Module):
         D = depth or self.cfg.diffusion_depth
         return self.ar_states(cache, k, prev_block, (D,))[D]
 
-    def ar_states(self, cache: KVCache, k: int, prev_block: torch.Tensor | None,
-                  depths: Sequence[int]) -> dict[int, torch.Tensor | None]:
+    def ar_states(
+        self, cache: KVCache, k: int, prev_block: torch.Tensor | None, depths: Sequence[int]
+    ) -> dict[int, torch.Tensor | None]:
         """AR stage for block k once, for denoising steps at several diffusion depths (a per-step schedule).
 
         Caches the clean copy of block k-1 (prev_block (B, Lb, Cpp), None for k=0), runs the slot through the
@@ -298,8 +318,15 @@ class MADFormer(nn.Module):
                 x = self.layers[i](x, cache=cache, layer=i, commit=not cfg.clean_stream)
         return z_cond
 
-    def denoise_step(self, cache: KVCache, k: int, z_cond: torch.Tensor | None, xt: torch.Tensor,
-                     t: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+    def denoise_step(
+        self,
+        cache: KVCache,
+        k: int,
+        z_cond: torch.Tensor | None,
+        xt: torch.Tensor,
+        t: torch.Tensor,
+        depth: int | None = None,
+    ) -> torch.Tensor:
         """Diffusion stage (the last `depth` layers, default model.diffusion_depth) on block k: xt (B, Lb, Cpp) at
         timestep t (B,) -> prediction (B, Lb, Cpp)."""
         cfg = self.cfg

@@ -1,4 +1,5 @@
 """The objective a config trains with: VP diffusion (epsilon, v; diffusion.py) or rectified flow (flow.py)."""
+
 from __future__ import annotations
 
 from .config import DiffusionConfig, ModelConfig, objective_family

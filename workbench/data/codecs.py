@@ -3,6 +3,7 @@ latent cache keyed by the codec's hash.
 
 The model sees latents only; patching into tokens is the model's job, not the codec's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +12,9 @@ import math
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from safetensors import safe_open
@@ -24,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..core.config import DataConfig
 from ..core.paths import CACHE_DIR, CODECS_DIR, REPO_ROOT, sha256_file
 
-CODEC_CARD = "card.json"   # the card of a codec trained here: data, steps, losses, and the sha256 of every file
+CODEC_CARD = "card.json"  # the card of a codec trained here: data, steps, losses, and the sha256 of every file
 AUTOENCODERS = ("AutoencoderKL", "AutoencoderTiny")  # the diffusers classes VAECodec loads
 TRAIN_CODEC = "python scripts/train_codec.py"
 LATENT_CACHE_DIR = CACHE_DIR / "latents"  # where training keeps the latents of each (dataset, codec)
@@ -79,8 +80,10 @@ class PixelCodec(Codec):
 
 def _check_channels(x: torch.Tensor, channels: int, where: str, what: str) -> None:
     if x.ndim != 4 or x.shape[1] != channels:
-        raise ValueError(f"{where}: expected {what} (B, {channels}, H, W), got {tuple(x.shape)}. Fix: match "
-                         "data.channels / the codec's channels, and batch single images with x[None].")
+        raise ValueError(
+            f"{where}: expected {what} (B, {channels}, H, W), got {tuple(x.shape)}. Fix: match "
+            "data.channels / the codec's channels, and batch single images with x[None]."
+        )
 
 
 class VAECodec(Codec):
@@ -95,27 +98,38 @@ class VAECodec(Codec):
     moved); results come back on the input's device and dtype.
     """
 
-    def __init__(self, path: str | Path, latent_scale: float, device: torch.device | str | None = None,
-                 sample: bool = False, batch_size: int = 16):
+    def __init__(
+        self,
+        path: str | Path,
+        latent_scale: float,
+        device: torch.device | str | None = None,
+        sample: bool = False,
+        batch_size: int = 16,
+    ):
         super().__init__()
         import diffusers  # heavy import, paid only by VAE users
 
         self.path = Path(path).expanduser().resolve()
         if not (self.path / "config.json").is_file() and self.path.is_relative_to(CODECS_DIR.resolve()):
-            raise FileNotFoundError(f"codec {self.path} not found (no config.json): it is trained here. Fix: "
-                                    f"{TRAIN_CODEC} --name {self.path.name} (on CPU; see data/README.md).")
+            raise FileNotFoundError(
+                f"codec {self.path} not found (no config.json): it is trained here. Fix: "
+                f"{TRAIN_CODEC} --name {self.path.name} (on CPU; see data/README.md)."
+            )
         if not (self.path / "config.json").is_file():
             raise FileNotFoundError(
                 f"VAE folder {self.path} not found (no config.json). Fix: on a machine with network run "
-                "python -c \"from diffusers import AutoencoderKL; AutoencoderKL.from_pretrained("
+                'python -c "from diffusers import AutoencoderKL; AutoencoderKL.from_pretrained('
                 f"'stabilityai/sd-vae-ft-mse').save_pretrained('{self.path}')\" and copy the folder here, set "
-                f"data.vae_path to a local diffusers AutoencoderKL folder, or train a codec ({TRAIN_CODEC}).")
+                f"data.vae_path to a local diffusers AutoencoderKL folder, or train a codec ({TRAIN_CODEC})."
+            )
         if (self.path / CODEC_CARD).is_file() or self.path.is_relative_to(CODECS_DIR.resolve()):
             self._file_hashes = verify_codec(self.path)  # before loading: a refused file is never read as weights
         kind = json.loads((self.path / "config.json").read_text()).get("_class_name")
         if kind not in AUTOENCODERS:
-            raise ValueError(f"{self.path / 'config.json'}: a {kind!r}, not one of {', '.join(AUTOENCODERS)}. Fix: "
-                             "point data.vae_path at a diffusers autoencoder folder.")
+            raise ValueError(
+                f"{self.path / 'config.json'}: a {kind!r}, not one of {', '.join(AUTOENCODERS)}. Fix: "
+                "point data.vae_path at a diffusers autoencoder folder."
+            )
         self.vae = getattr(diffusers, kind).from_pretrained(self.path, local_files_only=True, low_cpu_mem_usage=False)
         self.vae.requires_grad_(False).eval()
         if device is not None:
@@ -125,8 +139,10 @@ class VAECodec(Codec):
         self.layout = torch.channels_last if self.tiny else torch.contiguous_format
         self.vae.to(memory_format=self.layout)
         if sample and self.tiny:
-            raise ValueError(f"VAECodec: sample=True draws from a posterior, and the AutoencoderTiny at {self.path} "
-                             "has none. Fix: sample=False.")
+            raise ValueError(
+                f"VAECodec: sample=True draws from a posterior, and the AutoencoderTiny at {self.path} "
+                "has none. Fix: sample=False."
+            )
         cfg = self.vae.config
         self.downsample = 2 ** (len(cfg.block_out_channels) - 1)  # one 2x downsampler between encoder blocks
         self.latent_channels, self.image_channels = cfg.latent_channels, cfg.in_channels
@@ -140,8 +156,13 @@ class VAECodec(Codec):
     @property
     def identity(self) -> dict:
         weights = hashlib.sha256("".join(f"{n}:{h}" for n, h in sorted(self._file_hashes.items())).encode())
-        return {"codec": "vae", "weights": weights.hexdigest(), "latent_scale": self.latent_scale,
-                "shift": self.shift, "sample": self.sample}
+        return {
+            "codec": "vae",
+            "weights": weights.hexdigest(),
+            "latent_scale": self.latent_scale,
+            "shift": self.shift,
+            "sample": self.sample,
+        }
 
     def _chunks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.device, torch.dtype]:
         p = next(self.vae.parameters())
@@ -173,31 +194,40 @@ class VAECodec(Codec):
 
 def codec_files(path: Path) -> dict[str, str]:
     """{file name: sha256} of what determines a codec folder's latents: its config and weights (not the card)."""
-    return {p.name: sha256_file(p) for p in sorted(path.iterdir())
-            if p.suffix in (".safetensors", ".bin", ".json") and p.name != CODEC_CARD}
+    return {
+        p.name: sha256_file(p)
+        for p in sorted(path.iterdir())
+        if p.suffix in (".safetensors", ".bin", ".json") and p.name != CODEC_CARD
+    }
 
 
 def verify_codec(path: Path) -> dict[str, str]:
     """Check a codec folder against the sha256 of every file its card.json records; return {file name: sha256}.
     A changed, missing or unrecorded file (or a missing card) is refused, naming the file, both hashes and the fix."""
     card = path / CODEC_CARD
-    fix = (f"Fix: restore the folder as shipped (git checkout -- {path}) or retrain it ({TRAIN_CODEC} --name "
-           f"{path.name}).")
+    fix = (
+        f"Fix: restore the folder as shipped (git checkout -- {path}) or retrain it ({TRAIN_CODEC} --name {path.name})."
+    )
     if not card.is_file():
-        raise ValueError(f"{path}: no {CODEC_CARD}; a codec under {CODECS_DIR} is one trained here, and its card holds "
-                         f"the sha256 its files are checked against. {fix}")
+        raise ValueError(
+            f"{path}: no {CODEC_CARD}; a codec under {CODECS_DIR} is one trained here, and its card holds "
+            f"the sha256 its files are checked against. {fix}"
+        )
     recorded, found = json.loads(card.read_text()).get("files", {}), codec_files(path)
     for name in sorted(set(recorded) | set(found)):
         if recorded.get(name) != found.get(name):
-            raise ValueError(f"{path / name}: sha256 {found.get(name, 'absent')[:16]} differs from the "
-                             f"{recorded.get(name, 'unrecorded')[:16]} that {card.name} records, so the codec is not "
-                             f"the one trained and measured there. {fix}")
+            raise ValueError(
+                f"{path / name}: sha256 {found.get(name, 'absent')[:16]} differs from the "
+                f"{recorded.get(name, 'unrecorded')[:16]} that {card.name} records, so the codec is not "
+                f"the one trained and measured there. {fix}"
+            )
     return found
 
 
 @torch.no_grad()
-def measure_reconstruction(codec: Codec, batches: Iterable[torch.Tensor],
-                           on_pairs: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> dict:
+def measure_reconstruction(
+    codec: Codec, batches: Iterable[torch.Tensor], on_pairs: Callable[[torch.Tensor, torch.Tensor], None] | None = None
+) -> dict:
     """Encode and decode batches of images (B, C, H, W) in [-1, 1]: PSNR per image (dB, peak 1 on pixels in
     [0, 1]) averaged and its std, the mean squared error, n, and encode / decode seconds per image.
     `on_pairs(images, reconstructions)` sees every batch (FID features, figures)."""
@@ -216,8 +246,14 @@ def measure_reconstruction(codec: Codec, batches: Iterable[torch.Tensor],
     if not n:
         raise ValueError("measure_reconstruction: no images. Fix: pass at least one batch.")
     psnr = torch.cat(psnr)
-    return {"psnr": float(psnr.mean()), "psnr_std": float(psnr.std()) if n > 1 else math.nan, "mse": sq / n, "n": n,
-            "encode_seconds_per_image": enc_s / n, "decode_seconds_per_image": dec_s / n}
+    return {
+        "psnr": float(psnr.mean()),
+        "psnr_std": float(psnr.std()) if n > 1 else math.nan,
+        "mse": sq / n,
+        "n": n,
+        "encode_seconds_per_image": enc_s / n,
+        "decode_seconds_per_image": dec_s / n,
+    }
 
 
 def _resolve(path: str) -> Path:
@@ -232,8 +268,10 @@ def build_codec(cfg: DataConfig, device: torch.device | str | None = None) -> Co
         return PixelCodec(cfg.channels)
     codec = VAECodec(_resolve(cfg.vae_path), cfg.latent_scale, device)
     if codec.downsample != cfg.downsample:
-        raise ValueError(f"data.vae_path: the VAE at {codec.path} downsamples by {codec.downsample}, but the config "
-                         f"sizes the latent grid for x1/{cfg.downsample}. Fix: use an 8x VAE such as sd-vae-ft-mse.")
+        raise ValueError(
+            f"data.vae_path: the VAE at {codec.path} downsamples by {codec.downsample}, but the config "
+            f"sizes the latent grid for x1/{cfg.downsample}. Fix: use an 8x VAE such as sd-vae-ft-mse."
+        )
     return codec
 
 
@@ -245,14 +283,26 @@ class LatentCache(Dataset):
     index or an (index, flip) key like the image datasets; flips=True also stores the latents of the mirrored images,
     because mirroring latents is not the same as encoding a mirrored image."""
 
-    def __init__(self, codec: Codec, dataset: Dataset, path: str | Path = LATENT_CACHE_DIR, flips: bool = False,
-                 batch_size: int = 64):
+    def __init__(
+        self,
+        codec: Codec,
+        dataset: Dataset,
+        path: str | Path = LATENT_CACHE_DIR,
+        flips: bool = False,
+        batch_size: int = 64,
+    ):
         if not hasattr(dataset, "identity"):
-            raise TypeError(f"LatentCache: {type(dataset).__name__} has no `identity` to key the cache. Fix: use a "
-                            "dataset from workbench.data.datasets.build_dataset.")
+            raise TypeError(
+                f"LatentCache: {type(dataset).__name__} has no `identity` to key the cache. Fix: use a "
+                "dataset from workbench.data.datasets.build_dataset."
+            )
         data = json.dumps({"dataset": dataset.identity, "flips": flips}, sort_keys=True)
-        meta = {"codec": codec.codec_hash, "codec_identity": json.dumps(codec.identity, sort_keys=True),
-                "data": hashlib.sha256(data.encode()).hexdigest()[:16], "data_identity": data}
+        meta = {
+            "codec": codec.codec_hash,
+            "codec_identity": json.dumps(codec.identity, sort_keys=True),
+            "data": hashlib.sha256(data.encode()).hexdigest()[:16],
+            "data_identity": data,
+        }
         path = Path(path)
         name = f"latents-{meta['data']}-{meta['codec']}.safetensors"
         self.file = path if path.suffix == ".safetensors" else path / name
@@ -270,13 +320,16 @@ class LatentCache(Dataset):
     def _check(self, meta: dict) -> None:
         with safe_open(self.file, "pt") as f:
             stored = f.metadata() or {}
-        for what, fix in (("codec", "set data.vae_path and data.latent_scale back to the codec it was built with"),
-                          ("data", "use the dataset (and data.random_flip) it was built from")):
+        for what, fix in (
+            ("codec", "set data.vae_path and data.latent_scale back to the codec it was built with"),
+            ("data", "use the dataset (and data.random_flip) it was built from"),
+        ):
             if stored.get(what) != meta[what]:
                 raise ValueError(
                     f"{self.file}: latent cache built with {what} {stored.get(what, 'unknown')} "
                     f"({stored.get(what + '_identity', 'no record')}), but this run's {what} is {meta[what]} "
-                    f"({meta[what + '_identity']}). Fix: delete {self.file} to encode the dataset again, or {fix}.")
+                    f"({meta[what + '_identity']}). Fix: delete {self.file} to encode the dataset again, or {fix}."
+                )
 
     def _build(self, codec: Codec, dataset: Dataset, batch_size: int, meta: dict) -> None:
         latents, flipped, labels = [], [], []
@@ -299,6 +352,8 @@ class LatentCache(Dataset):
     def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, int]:
         index, flip = key if isinstance(key, tuple) else (key, False)
         if flip and self.flipped is None:
-            raise ValueError(f"{self.file}: flipped latents requested but the cache was built with flips=False. "
-                             "Fix: build LatentCache(..., flips=True) or set data.random_flip=false.")
+            raise ValueError(
+                f"{self.file}: flipped latents requested but the cache was built with flips=False. "
+                "Fix: build LatentCache(..., flips=True) or set data.random_flip=false."
+            )
         return (self.flipped if flip else self.latents)[index], int(self.labels[index])

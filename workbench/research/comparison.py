@@ -5,12 +5,13 @@ FID is interpolated linearly in log(compute) between measured points and never e
 budget only exists where both curves were measured. Between two adjacent knots of the union of both grids the two
 interpolants are straight lines in log(compute), so the crossover found there is exact.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -54,9 +55,9 @@ def improvement(fid: float, reference: float) -> float:
 
 @dataclass(frozen=True)
 class Crossing:
-    cost: float          # compute at which the two curves meet
-    fid: float           # the FID both have there
-    better_below: str    # name of the model with the lower FID just below this compute
+    cost: float  # compute at which the two curves meet
+    fid: float  # the FID both have there
+    better_below: str  # name of the model with the lower FID just below this compute
     better_above: str
 
 
@@ -73,7 +74,7 @@ def crossings(a: Report, b: Report, x: str = "paper_cost") -> list[Crossing]:
             if i == last + 1:  # strictly between two knots: both lines are straight in log(compute) here
                 u = diffs[last] / (diffs[last] - d)
                 cost = math.exp(math.log(knots[last]) + u * (math.log(knots[i]) - math.log(knots[last])))
-            else:              # the curves touch at the zero knot(s) in between
+            else:  # the curves touch at the zero knot(s) in between
                 cost = knots[last + 1]
             below = a.name if diffs[last] < 0 else b.name
             out.append(Crossing(cost, fid_at(a, cost, x), below, b.name if below == a.name else a.name))
@@ -84,16 +85,17 @@ def crossings(a: Report, b: Report, x: str = "paper_cost") -> list[Crossing]:
 @dataclass(frozen=True)
 class Comparison:
     """Model `ar` (AR-heavy) against `ref` (all-diffusion) at the lowest and the highest common compute."""
+
     ar: str
     ref: str
     x: str
     low_cost: float
-    low_fid: tuple[float, float]       # (ar, ref) FID at low_cost
+    low_fid: tuple[float, float]  # (ar, ref) FID at low_cost
     low_interval: tuple[tuple[float, float], tuple[float, float]]  # their bootstrap intervals there
     high_cost: float
     high_fid: tuple[float, float]
-    final_fid: tuple[float, float]     # each at its own maximum S (the paper's Table 1 condition)
-    equal_steps: int                   # the fewest S both were evaluated at
+    final_fid: tuple[float, float]  # each at its own maximum S (the paper's Table 1 condition)
+    equal_steps: int  # the fewest S both were evaluated at
     equal_steps_fid: tuple[float, float]
     crossings: tuple[Crossing, ...]
 
@@ -128,8 +130,10 @@ def compare(ar: Report, ref: Report, x: str = "paper_cost") -> Comparison:
     """The constrained-compute comparison of the paper: AR-heavy `ar` against all-diffusion `ref`."""
     span = overlap(ar, ref, x)
     if span is None:
-        raise ValueError(f"compare: {ar.label} and {ref.label} share no compute range on {x}. Fix: evaluate more "
-                         "steps (the AR-heavy model needs more S to reach the all-diffusion model's compute).")
+        raise ValueError(
+            f"compare: {ar.label} and {ref.label} share no compute range on {x}. Fix: evaluate more "
+            "steps (the AR-heavy model needs more S to reach the all-diffusion model's compute)."
+        )
     lo, hi = span
     steps = sorted({p.steps for p in ar.curve} & {p.steps for p in ref.curve})
     if not steps:
@@ -137,39 +141,59 @@ def compare(ar: Report, ref: Report, x: str = "paper_cost") -> Comparison:
     s = steps[0]
     at = {r.name: {p.steps: p.fid for p in r.curve} for r in (ar, ref)}
     return Comparison(
-        ar.name, ref.name, x, lo, (fid_at(ar, lo, x), fid_at(ref, lo, x)),
+        ar.name,
+        ref.name,
+        x,
+        lo,
+        (fid_at(ar, lo, x), fid_at(ref, lo, x)),
         tuple((fid_at(r, lo, x, "fid_low"), fid_at(r, lo, x, "fid_high")) for r in (ar, ref)),
-        hi, (fid_at(ar, hi, x), fid_at(ref, hi, x)), (ar.final.fid, ref.final.fid),
-        s, (at[ar.name][s], at[ref.name][s]), tuple(crossings(ar, ref, x)))
+        hi,
+        (fid_at(ar, hi, x), fid_at(ref, hi, x)),
+        (ar.final.fid, ref.final.fid),
+        s,
+        (at[ar.name][s], at[ref.name][s]),
+        tuple(crossings(ar, ref, x)),
+    )
 
 
 def _noise(significant: bool | None) -> str:
-    return {True: "the bootstrap intervals do not overlap", False: "the bootstrap intervals overlap, so the gap is "
-            "within noise", None: "the reports carry no intervals to judge the noise"}[significant]
+    return {
+        True: "the bootstrap intervals do not overlap",
+        False: "the bootstrap intervals overlap, so the gap is within noise",
+        None: "the reports carry no intervals to judge the noise",
+    }[significant]
 
 
 def describe_comparison(c: Comparison) -> str:
     """One paragraph of markdown, written from the numbers."""
     lo, hi = PAPER_CLAIM_BAND
-    text = (f"At the lowest compute both curves cover ({c.low_cost:.0f} block-layer evaluations per image), "
-            f"**{c.ar}** reaches FID {c.low_fid[0]:.1f} and **{c.ref}** FID {c.low_fid[1]:.1f}: "
-            f"{abs(c.low_improvement):.0%} {'lower' if c.low_improvement > 0 else 'higher'} for {c.ar} "
-            f"(paper: {lo:.0%}-{hi:.0%} lower), so the claim is **{c.verdict}** here; "
-            f"{_noise(c.low_significant)}. At equal steps (S={c.equal_steps}) {c.ar} has FID "
-            f"{c.equal_steps_fid[0]:.1f} against {c.equal_steps_fid[1]:.1f} "
-            f"({abs(c.equal_steps_improvement):.0%} {'lower' if c.equal_steps_improvement > 0 else 'higher'}). ")
+    text = (
+        f"At the lowest compute both curves cover ({c.low_cost:.0f} block-layer evaluations per image), "
+        f"**{c.ar}** reaches FID {c.low_fid[0]:.1f} and **{c.ref}** FID {c.low_fid[1]:.1f}: "
+        f"{abs(c.low_improvement):.0%} {'lower' if c.low_improvement > 0 else 'higher'} for {c.ar} "
+        f"(paper: {lo:.0%}-{hi:.0%} lower), so the claim is **{c.verdict}** here; "
+        f"{_noise(c.low_significant)}. At equal steps (S={c.equal_steps}) {c.ar} has FID "
+        f"{c.equal_steps_fid[0]:.1f} against {c.equal_steps_fid[1]:.1f} "
+        f"({abs(c.equal_steps_improvement):.0%} {'lower' if c.equal_steps_improvement > 0 else 'higher'}). "
+    )
     if c.crossings:
         k = c.crossings[0]
-        text += (f"The curves cross at about {k.cost:.0f} evaluations (FID {k.fid:.1f}): below it {k.better_below} "
-                 f"is better, above it {k.better_above}. ")
+        text += (
+            f"The curves cross at about {k.cost:.0f} evaluations (FID {k.fid:.1f}): below it {k.better_below} "
+            f"is better, above it {k.better_above}. "
+        )
     else:
         better = c.ar if c.high_fid[0] < c.high_fid[1] else c.ref
-        text += (f"The curves do not cross in the measured range: {better} stays better up to {c.high_cost:.0f} "
-                 f"evaluations. ")
+        text += (
+            f"The curves do not cross in the measured range: {better} stays better up to {c.high_cost:.0f} "
+            f"evaluations. "
+        )
     ahead = c.final_fid[1] < c.final_fid[0]
-    text += (f"With full sampling steps the FIDs are {c.final_fid[0]:.1f} ({c.ar}) and {c.final_fid[1]:.1f} "
-             f"({c.ref}): the all-diffusion model is "
-             f"{'ahead there, as in the paper' if ahead else 'behind there, unlike the paper, where it is ahead'}.")
+    text += (
+        f"With full sampling steps the FIDs are {c.final_fid[0]:.1f} ({c.ar}) and {c.final_fid[1]:.1f} "
+        f"({c.ref}): the all-diffusion model is "
+        f"{'ahead there, as in the paper' if ahead else 'behind there, unlike the paper, where it is ahead'}."
+    )
     return text
 
 
@@ -222,8 +246,10 @@ def depth_grid(rows: Sequence[dict]) -> list[dict]:
         d, steps = grid_point(r["point"])
         cell = cells.setdefault((d, steps), {"D": d, "S": steps, "compute": r["paper_cost"]})
         cell["dedicated" if _is_dedicated(r["member"]) else r["member"]] = r["fid"]
-    return [{"D": k[0], "S": k[1], "compute": cells[k]["compute"], **{c: math.nan for c in cols}, **cells[k]}
-            for k in sorted(cells)]
+    return [
+        {"D": k[0], "S": k[1], "compute": cells[k]["compute"], **{c: math.nan for c in cols}, **cells[k]}
+        for k in sorted(cells)
+    ]
 
 
 def depth_frontiers(rows: Sequence[dict]) -> dict[str, list[tuple[float, float]]]:
@@ -233,7 +259,8 @@ def depth_frontiers(rows: Sequence[dict]) -> dict[str, list[tuple[float, float]]
     for r in rows:
         if r["point"].startswith("D="):
             points.setdefault("dedicated" if _is_dedicated(r["member"]) else r["member"], []).append(
-                (r["paper_cost"], r["fid"]))
+                (r["paper_cost"], r["fid"])
+            )
     return {name: frontier(p) for name, p in points.items()}
 
 
@@ -243,8 +270,17 @@ def depth_rows(reports: Mapping[str, Report]) -> list[dict]:
     rows = []
     for r in reports.values():
         member = r.member if r.elastic else f"D{r.D}"
-        rows += [{"member": member, "point": f"D={r.D} S={p.steps}", "paper_cost": p.paper_cost, "fid": p.fid,
-                  "fid_low": p.fid_low, "fid_high": p.fid_high} for p in r.curve]
+        rows += [
+            {
+                "member": member,
+                "point": f"D={r.D} S={p.steps}",
+                "paper_cost": p.paper_cost,
+                "fid": p.fid,
+                "fid_low": p.fid_low,
+                "fid_high": p.fid_high,
+            }
+            for p in r.curve
+        ]
     return rows
 
 
@@ -260,8 +296,10 @@ def describe_elastic(rows: Sequence[dict]) -> str:
             continue
         ratios = [e / d for e, d in pairs]
         area, (lo, hi) = area_between(front, dedicated)
-        parts.append(f"{member}: FID at or below the dedicated model's at {sum(r <= 1 for r in ratios)} of "
-                     f"{len(pairs)} (D, S) points, elastic / dedicated {min(ratios):.2f}-{max(ratios):.2f}; its "
-                     f"frontier lies {'below' if area > 0 else 'above'} the dedicated models' by {abs(area):.1f} FID "
-                     f"x decades of compute over {lo:.0f}-{hi:.0f} block-layer evaluations.")
+        parts.append(
+            f"{member}: FID at or below the dedicated model's at {sum(r <= 1 for r in ratios)} of "
+            f"{len(pairs)} (D, S) points, elastic / dedicated {min(ratios):.2f}-{max(ratios):.2f}; its "
+            f"frontier lies {'below' if area > 0 else 'above'} the dedicated models' by {abs(area):.1f} FID "
+            f"x decades of compute over {lo:.0f}-{hi:.0f} block-layer evaluations."
+        )
     return " ".join(parts) or "No elastic member shares grid points with the dedicated models."

@@ -1,23 +1,34 @@
 """The zoo's definition: its families, their members (config overrides of each family's base) and the S grid of
 every evaluation curve. experiments/zoo.py trains and evaluates them; reports, notebooks and the app read them."""
+
 from __future__ import annotations
 
-from ..evaluation.evaluate import EVAL_STEPS
 from .replicates import seeded_name, split_seed
 
-FAMILIES = ("vertical", "blocks-fmnist", "blocks-emoji", "blocks-emoji256", "blocks-people256", "context-people256",
-            "ablations")
-ABLATIONS = [("default", {}), ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
-             ("no-clean", {"model.clean_stream": False}), ("shared", {"model.towers": "shared"}),
-             ("mlp-denoise", {"model.denoiser_attention": "block"}),
-             ("hidden0", {"diffusion.hidden_loss_weight": 0.0})]
+FAMILIES = (
+    "vertical",
+    "blocks-fmnist",
+    "blocks-emoji",
+    "blocks-emoji256",
+    "blocks-people256",
+    "context-people256",
+    "ablations",
+)
+ABLATIONS = [
+    ("default", {}),
+    ("no-zcond", {"model.use_z_cond": False}),  # in the order of the paper's tables
+    ("no-clean", {"model.clean_stream": False}),
+    ("shared", {"model.towers": "shared"}),
+    ("mlp-denoise", {"model.denoiser_attention": "block"}),
+    ("hidden0", {"diffusion.hidden_loss_weight": 0.0}),
+]
 ABLATION_SEEDS = (0, 1, 2)  # training seeds: an ablation's effect is read against the spread between them
 VERTICAL_D = (1, 2, 3, 4)  # N/4 .. N of the zoo's N=4
 T_SWEEP = [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)]  # the members of every blocks-* family
 MEMBERS = {  # family -> [(member name, config overrides)]
     # the dedicated models, and one elastic model trained at every D of them (its reports: "elastic-D1", ...)
     "vertical": [(f"D{d}", {"model.diffusion_depth": d}) for d in VERTICAL_D]
-                + [("elastic", {"model.elastic_depths": list(VERTICAL_D)})],
+    + [("elastic", {"model.elastic_depths": list(VERTICAL_D)})],
     "blocks-fmnist": T_SWEEP,
     "blocks-emoji": T_SWEEP,
     "blocks-emoji256": T_SWEEP,
@@ -26,8 +37,9 @@ MEMBERS = {  # family -> [(member name, config overrides)]
     # the presets people256-T16 (the same run as blocks-people256/T16), -ctx-T16, -cond-T16 and -cond-ctx-T16
     "context-people256": [(name, {}) for name in ("T16", "ctx-T16", "cond-T16", "cond-ctx-T16")],
     # each ablation with every seed of ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...: workbench.research.replicates)
-    "ablations": [(seeded_name(name, seed), {**over, "train.seed": seed})
-                  for name, over in ABLATIONS for seed in ABLATION_SEEDS],
+    "ablations": [
+        (seeded_name(name, seed), {**over, "train.seed": seed}) for name, over in ABLATIONS for seed in ABLATION_SEEDS
+    ],
 }
 # members that train a multiple of their family's budget: the elastic model gets the four dedicated models' steps
 # together (equal total compute, the elastic benchmark's comparison (b))
@@ -42,8 +54,11 @@ def depth_report_name(name: str, depth: int) -> str:
 # families whose members are presets of their own, trained with the preset's budget (its GPU budget with --gpu):
 # the Fluent 3D emoji at 256 px through the codec trained here (presets emoji256-T1/T4/T16)
 # and its people subset, the analogue of the paper's FFHQ (presets people256-T1/T4/T16)
-PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}", "blocks-people256": "people256-{name}",
-                   "context-people256": "people256-{name}"}
+PRESET_FAMILIES = {
+    "blocks-emoji256": "emoji256-{name}",
+    "blocks-people256": "people256-{name}",
+    "context-people256": "people256-{name}",
+}
 
 # members scored, drawn and shipped with the sampling that sweeps on another seed picked, instead of the zoo's EMA
 # weights on the model's own schedule: {(family, name): {"weights": "ema" or "raw" (the trained weights), "flow_shift":
@@ -52,9 +67,12 @@ PRESET_FAMILIES = {"blocks-emoji256": "emoji256-{name}", "blocks-people256": "pe
 # 89.5 against 95.8 for EMA without shift, the conditional one's shift sweep and both models' guidance sweeps;
 # benchmarks/RESULTS.md section 7); the zoo's reports are seed 0.
 _PICK = {"weights": "raw", "flow_shift": 2.0}
-SAMPLING_PICKS = {("context-people256", "T16"): _PICK, ("context-people256", "ctx-T16"): _PICK,
-                  ("context-people256", "cond-T16"): {**_PICK, "cfg_scale": 2.0},
-                  ("context-people256", "cond-ctx-T16"): {**_PICK, "cfg_scale": 2.0}}
+SAMPLING_PICKS = {
+    ("context-people256", "T16"): _PICK,
+    ("context-people256", "ctx-T16"): _PICK,
+    ("context-people256", "cond-T16"): {**_PICK, "cfg_scale": 2.0},
+    ("context-people256", "cond-ctx-T16"): {**_PICK, "cfg_scale": 2.0},
+}
 
 SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (half-precision exports)
 
@@ -64,18 +82,31 @@ SHIP_LIMIT_MB = 120  # data/checkpoints: every shipped weight file together (hal
 # and context noise, the best of the people models (the app shows it; the others ship their reports), the 32 px
 # T=1 model (5 MB: zoo v2's five ablation models take 26 MB; T=4 and T=16 show the family) and the 64 px emoji arm
 # (colour blobs at its budget)
-REPORT_ONLY = {("blocks-emoji256", "T1"), ("blocks-emoji256", "T4"), ("blocks-people256", "T1"),
-               ("blocks-people256", "T4"), ("blocks-people256", "T16"), ("context-people256", "T16"),
-               ("context-people256", "cond-T16"), ("context-people256", "ctx-T16"), ("blocks-fmnist", "T1"),
-               ("blocks-emoji", "T1"), ("blocks-emoji", "T4"), ("blocks-emoji", "T16")}
+REPORT_ONLY = {
+    ("blocks-emoji256", "T1"),
+    ("blocks-emoji256", "T4"),
+    ("blocks-people256", "T1"),
+    ("blocks-people256", "T4"),
+    ("blocks-people256", "T16"),
+    ("context-people256", "T16"),
+    ("context-people256", "cond-T16"),
+    ("context-people256", "ctx-T16"),
+    ("blocks-fmnist", "T1"),
+    ("blocks-emoji", "T1"),
+    ("blocks-emoji", "T4"),
+    ("blocks-emoji", "T16"),
+}
 
 
 def sampling_pick(family: str, name: str) -> tuple[bool, float | None, dict]:
     """(use the EMA weights, flow time shift or None for the model's own, sample-section overrides such as
     {"cfg_scale": 2.0}) a member is scored, drawn and shipped with."""
     pick = SAMPLING_PICKS.get((family, name), {})
-    return pick.get("weights", "ema") == "ema", pick.get("flow_shift"), {k: v for k, v in pick.items()
-                                                                           if k == "cfg_scale"}
+    return (
+        pick.get("weights", "ema") == "ema",
+        pick.get("flow_shift"),
+        {k: v for k, v in pick.items() if k == "cfg_scale"},
+    )
 
 
 def ships_weights(family: str, name: str) -> bool:

@@ -1,9 +1,10 @@
 """The paper's numbers (PAPER.md; secondary notes, approximate) and our tables beside them (Table 1 D sweep,
 Table 2 T sweep, Tables 3-6 ablations), each with a sentence computed from the numbers; markdown rendering."""
+
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -12,8 +13,10 @@ from .replicates import difference, group_by_seed, spread
 from .reports import Report
 
 PAPER_N = 28
-PAPER_TABLE1 = {"FFHQ-1024": {7: 20.2, 14: 17.8, 21: 16.6, 28: 15.9},
-                "ImageNet-256": {7: 34.0, 14: 30.0, 21: 28.1, 28: 27.4}}
+PAPER_TABLE1 = {
+    "FFHQ-1024": {7: 20.2, 14: 17.8, 21: 16.6, 28: 15.9},
+    "ImageNet-256": {7: 34.0, 14: 30.0, 21: 28.1, 28: 27.4},
+}
 PAPER_CLAIM_BAND = (0.60, 0.75)  # AR-heavy (D=N/4) FID below all-diffusion's by this fraction at low compute
 PAPER_BEST_T = {"high": (16, "FFHQ-1024"), "low": (1, "ImageNet-256")}  # Table 2: best T per resolution
 PAPER_ABLATIONS = {  # name in the zoo -> (description, FFHQ FID, ImageNet FID)
@@ -42,9 +45,16 @@ def vertical_table(reports: Mapping[str, Report]) -> list[dict]:
     ref = next((r for r in reports.values() if r.D == r.N), None)
     for r in reports.values():
         paper_d = round(PAPER_N * r.D / r.N)
-        row = {"D": r.D, "N": r.N, "D/N": r.D / r.N, "paper D": paper_d, "S": r.final.steps, "FID": r.final.fid,
-               "FID interval": (r.final.fid_low, r.final.fid_high),
-               "FID / FID(D=N)": r.final.fid / ref.final.fid if ref else math.nan}
+        row = {
+            "D": r.D,
+            "N": r.N,
+            "D/N": r.D / r.N,
+            "paper D": paper_d,
+            "S": r.final.steps,
+            "FID": r.final.fid,
+            "FID interval": (r.final.fid_low, r.final.fid_high),
+            "FID / FID(D=N)": r.final.fid / ref.final.fid if ref else math.nan,
+        }
         for dataset, table in PAPER_TABLE1.items():
             row[dataset] = table.get(paper_d, math.nan)
             row[f"{dataset} / FID(D=N)"] = table.get(paper_d, math.nan) / table[PAPER_N]
@@ -57,11 +67,17 @@ def describe_vertical(rows: Sequence[dict]) -> str:
     ours = rank_correlation(ds, [r["FID"] for r in rows])
     paper = rank_correlation(ds, [r["FFHQ-1024"] for r in rows])
     best = min(rows, key=lambda r: r["FID"])
-    shape = ("the same shape as the paper (more diffusion depth, lower FID)" if ours < -0.5 else
-             "the opposite shape to the paper's (the paper's FID falls with D)" if ours > 0.5 else
-             "no clear trend with D, unlike the paper's steady fall")
-    return (f"With full sampling steps our best member is D={best['D']} (FID {best['FID']:.1f}); the rank "
-            f"correlation of FID with D is {ours:+.2f} (paper: {paper:+.2f}): {shape}.")
+    shape = (
+        "the same shape as the paper (more diffusion depth, lower FID)"
+        if ours < -0.5
+        else "the opposite shape to the paper's (the paper's FID falls with D)"
+        if ours > 0.5
+        else "no clear trend with D, unlike the paper's steady fall"
+    )
+    return (
+        f"With full sampling steps our best member is D={best['D']} (FID {best['FID']:.1f}); the rank "
+        f"correlation of FID with D is {ours:+.2f} (paper: {paper:+.2f}): {shape}."
+    )
 
 
 def best_t(reports: Mapping[str, Report]) -> int | None:
@@ -100,13 +116,32 @@ def geometry_table(arms: Mapping[str, Mapping[str, Report]]) -> list[dict]:
         r = max(reps.values(), key=lambda r: r.T)
         m = r.config.model
         tokens = (m.latent_size // m.patch_size) ** 2
-        grid = f"{m.latent_size}x{m.latent_size}x{m.latent_channels} " + \
-            ("latents" if r.config.data.codec != "pixel" else "pixels")
-        rows.append({"arm": arm, "images": _resolution(r), "grid": grid, "patch": m.patch_size,
-                     "tokens": tokens, "T": r.T, "tokens per block": tokens // r.T})
+        grid = f"{m.latent_size}x{m.latent_size}x{m.latent_channels} " + (
+            "latents" if r.config.data.codec != "pixel" else "pixels"
+        )
+        rows.append(
+            {
+                "arm": arm,
+                "images": _resolution(r),
+                "grid": grid,
+                "patch": m.patch_size,
+                "tokens": tokens,
+                "T": r.T,
+                "tokens per block": tokens // r.T,
+            }
+        )
     for name, (grid, tokens) in PAPER_GEOMETRY.items():
-        rows.append({"arm": f"paper {name}", "images": name, "grid": grid, "patch": 2, "tokens": tokens, "T": 16,
-                     "tokens per block": tokens // 16})
+        rows.append(
+            {
+                "arm": f"paper {name}",
+                "images": name,
+                "grid": grid,
+                "patch": 2,
+                "tokens": tokens,
+                "T": 16,
+                "tokens per block": tokens // 16,
+            }
+        )
     return rows
 
 
@@ -137,14 +172,23 @@ def describe_blocks(arms: Mapping[str, Mapping[str, Report]], paper_side: Mappin
         ranked = sorted(reps.values(), key=lambda r: r.final.fid)
         if len(ranked) == 1:
             only = ranked[0]
-            parts.append(f"At {_resolution(only)} only T={only.T} has a report (FID {only.final.fid:.1f}): no "
-                         "comparison of T yet.")
+            parts.append(
+                f"At {_resolution(only)} only T={only.T} has a report (FID {only.final.fid:.1f}): no "
+                "comparison of T yet."
+            )
             continue
         best = ranked[0]
-        close, paper = _t_verdict(best.T, best.final.fid_high, [(r.T, r.final.fid_low) for r in ranked[1:]],
-                                  paper_side.get(arm, "low" if arm == "low" else "high"))
-        parts.append(f"At {_resolution(best)} T={best.T} is best (FID {best.final.fid:.1f}"
-                     + (f"; its interval overlaps {', '.join(close)}" if close else "") + f"); {paper}.")
+        close, paper = _t_verdict(
+            best.T,
+            best.final.fid_high,
+            [(r.T, r.final.fid_low) for r in ranked[1:]],
+            paper_side.get(arm, "low" if arm == "low" else "high"),
+        )
+        parts.append(
+            f"At {_resolution(best)} T={best.T} is best (FID {best.final.fid:.1f}"
+            + (f"; its interval overlaps {', '.join(close)}" if close else "")
+            + f"); {paper}."
+        )
     return " ".join(parts)
 
 
@@ -155,16 +199,20 @@ def describe_t_rows(rows: Sequence[Mapping], side: str = "high") -> str:
         return "One T scored: no comparison of T." if rows else "No scores."
     settings = {(r["S"], r["n"], r["sampler"], r["weights"], r["seed"], r["extractor"], r["reference"]) for r in rows}
     if len(settings) > 1:
-        raise ValueError(f"describe_t_rows: the rows were scored at {len(settings)} different settings. Fix: pass "
-                         "rows of one S, n, sampler, weights, seed, extractor and reference.")
+        raise ValueError(
+            f"describe_t_rows: the rows were scored at {len(settings)} different settings. Fix: pass "
+            "rows of one S, n, sampler, weights, seed, extractor and reference."
+        )
     ranked = sorted(rows, key=lambda r: r["FID"])
     best = ranked[0]
     close, paper = _t_verdict(best["T"], best["FID high"], [(r["T"], r["FID low"]) for r in ranked[1:]], side)
     others = "; ".join(f"T={r['T']} {r['FID']:.1f} [{r['FID low']:.1f}, {r['FID high']:.1f}]" for r in ranked[1:])
-    return (f"At S={best['S']}, n={best['n']:,}: T={best['T']} has the lowest FID, {best['FID']:.1f} "
-            f"[{best['FID low']:.1f}, {best['FID high']:.1f}] (others: {others})"
-            + (f"; its interval overlaps {', '.join(close)}" if close else ", apart from every other T") +
-            f". {paper[0].upper()}{paper[1:]}.")
+    return (
+        f"At S={best['S']}, n={best['n']:,}: T={best['T']} has the lowest FID, {best['FID']:.1f} "
+        f"[{best['FID low']:.1f}, {best['FID high']:.1f}] (others: {others})"
+        + (f"; its interval overlaps {', '.join(close)}" if close else ", apart from every other T")
+        + f". {paper[0].upper()}{paper[1:]}."
+    )
 
 
 def _direction(change: float) -> str:
@@ -198,11 +246,27 @@ def ablation_table(reports: Mapping[str, Report], level: float = 0.9) -> list[di
         ours = _direction(change) if (apart or name == "default") else "≈"
         paper_ffhq, paper_inet = ffhq / PAPER_ABLATIONS["default"][1] - 1, inet / PAPER_ABLATIONS["default"][2] - 1
         paper = _direction((paper_ffhq + paper_inet) / 2)
-        rows.append({"ablation": name, "description": desc, "seeds": s.n, "FID": s.mean, "FID interval": interval,
-                     "seed spread": s.std, "difference": diff, "difference interval": (lo, hi), "decided by": rule,
-                     "change": change, "ours": ours, "FFHQ": ffhq, "FFHQ change": paper_ffhq, "ImageNet": inet,
-                     "ImageNet change": paper_inet, "paper": paper,
-                     "agrees": ours == paper if name in PAPER_ABLATIONS and name != "default" else None})
+        rows.append(
+            {
+                "ablation": name,
+                "description": desc,
+                "seeds": s.n,
+                "FID": s.mean,
+                "FID interval": interval,
+                "seed spread": s.std,
+                "difference": diff,
+                "difference interval": (lo, hi),
+                "decided by": rule,
+                "change": change,
+                "ours": ours,
+                "FFHQ": ffhq,
+                "FFHQ change": paper_ffhq,
+                "ImageNet": inet,
+                "ImageNet change": paper_inet,
+                "paper": paper,
+                "agrees": ours == paper if name in PAPER_ABLATIONS and name != "default" else None,
+            }
+        )
     return rows
 
 
@@ -220,8 +284,10 @@ def describe_ablations(rows: Sequence[dict]) -> str:
     if seeds == [1]:
         text += " One training seed per ablation: the intervals hold sampling noise only, not the seed spread."
     else:
-        text += (f" Training seeds per ablation: {', '.join(map(str, seeds))}; a change counts when the interval "
-                 f"of its difference across seeds excludes zero.")
+        text += (
+            f" Training seeds per ablation: {', '.join(map(str, seeds))}; a change counts when the interval "
+            f"of its difference across seeds excludes zero."
+        )
     return text
 
 

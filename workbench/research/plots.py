@@ -3,18 +3,20 @@ and the figures of reports (curves with intervals, the crossover figure, bars be
 
 Nothing here computes a metric: inputs are plain numbers, tensors, and reports.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .comparison import crossings, fid_at, frontier as pareto_front, improvement, overlap
 from ..data.images import image_grid
+from .comparison import crossings, fid_at, improvement, overlap
+from .comparison import frontier as pareto_front
 from .paper import PAPER_CLAIM_BAND
 from .reports import COSTS, Report
 
@@ -54,6 +56,7 @@ def rows_figure(rows: Mapping[str, torch.Tensor], row_height: int = 0) -> go.Fig
 @dataclass(frozen=True)
 class Marker:
     """A highlighted run: its x (compute or steps) and, once measured, its FID with an optional interval."""
+
     x: float
     fid: float | None = None
     low: float | None = None
@@ -63,35 +66,57 @@ class Marker:
 MARKER_COLOURS = ("crimson", "darkorange", "purple", "teal")
 
 
-def _curves(curves: Mapping[str, Curve], markers: Mapping[str, Marker], x_title: str, title: str,
-            frontier: Sequence[tuple[float, float]] = ()) -> go.Figure:
+def _curves(
+    curves: Mapping[str, Curve],
+    markers: Mapping[str, Marker],
+    x_title: str,
+    title: str,
+    frontier: Sequence[tuple[float, float]] = (),
+) -> go.Figure:
     fig = go.Figure()
     for name, pts in curves.items():
         pts = sorted(pts)
         fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name)
     front = pareto_front(frontier)
     if len(front) > 1:
-        fig.add_scatter(x=[p[0] for p in front], y=[p[1] for p in front], mode="lines", name="frontier",
-                        line=dict(dash="dash", color="black", width=1))
+        fig.add_scatter(
+            x=[p[0] for p in front],
+            y=[p[1] for p in front],
+            mode="lines",
+            name="frontier",
+            line=dict(dash="dash", color="black", width=1),
+        )
     for (name, m), colour in zip(markers.items(), MARKER_COLOURS * len(markers)):
         if m.fid is None:  # measured compute, no FID yet: a vertical line at that compute, named in the legend
             fig.add_vline(x=m.x, line=dict(color=colour, dash="dot"))
             fig.add_scatter(x=[None], y=[None], mode="lines", name=name, line=dict(color=colour, dash="dot"))
             continue
-        error = None if m.low is None else dict(type="data", symmetric=False, array=[m.high - m.fid],
-                                                 arrayminus=[m.fid - m.low], color=colour)
-        fig.add_scatter(x=[m.x], y=[m.fid], error_y=error, mode="markers", name=name,
-                        marker=dict(symbol="star", size=16, color=colour, line=dict(width=1, color="black")))
+        error = (
+            None
+            if m.low is None
+            else dict(type="data", symmetric=False, array=[m.high - m.fid], arrayminus=[m.fid - m.low], color=colour)
+        )
+        fig.add_scatter(
+            x=[m.x],
+            y=[m.fid],
+            error_y=error,
+            mode="markers",
+            name=name,
+            marker=dict(symbol="star", size=16, color=colour, line=dict(width=1, color="black")),
+        )
     fig.update_xaxes(title=x_title, type="log")
     fig.update_yaxes(title="FID (lower is better)")
     fig.update_layout(**LAYOUT, title=title, showlegend=True)
     return fig
 
 
-def fid_vs_compute_figure(curves: Mapping[str, Curve], markers: Mapping[str, Marker] = {},
-                          frontier: Sequence[tuple[float, float]] | None = None,
-                          x_title: str = "block-layer evaluations per image, T[(N-D)+D*S]",
-                          title: str = "FID against inference compute") -> go.Figure:
+def fid_vs_compute_figure(
+    curves: Mapping[str, Curve],
+    markers: Mapping[str, Marker] = {},
+    frontier: Sequence[tuple[float, float]] | None = None,
+    x_title: str = "block-layer evaluations per image, T[(N-D)+D*S]",
+    title: str = "FID against inference compute",
+) -> go.Figure:
     """One line per model over its (compute, FID) points, the Pareto frontier of `frontier` (default: all curve
     points) dashed, and highlighted runs as stars (a run without an FID: a vertical line at its compute)."""
     if frontier is None:
@@ -99,8 +124,9 @@ def fid_vs_compute_figure(curves: Mapping[str, Curve], markers: Mapping[str, Mar
     return _curves(curves, markers, x_title, title, frontier)
 
 
-def fid_vs_steps_figure(curves: Mapping[str, Curve], markers: Mapping[str, Marker] = {},
-                        title: str = "FID against denoising steps") -> go.Figure:
+def fid_vs_steps_figure(
+    curves: Mapping[str, Curve], markers: Mapping[str, Marker] = {}, title: str = "FID against denoising steps"
+) -> go.Figure:
     """One line per model over its (steps S, FID) points, and highlighted runs as stars."""
     return _curves(curves, markers, "denoising steps per block, S", title)
 
@@ -109,13 +135,21 @@ def fid_vs_steps_figure(curves: Mapping[str, Curve], markers: Mapping[str, Marke
 def curves_figure(reports: Mapping[str, Report], x: str = "paper_cost", title: str | None = None):
     """FID against steps or compute for each report, with its bootstrap interval as error bars."""
     curves = {name: r.points(x) for name, r in reports.items()}
-    fig = (fid_vs_steps_figure(curves, title=title or "FID against denoising steps") if x == "steps" else
-           fid_vs_compute_figure(curves, x_title=COSTS[x], title=title or "FID against inference compute"))
+    fig = (
+        fid_vs_steps_figure(curves, title=title or "FID against denoising steps")
+        if x == "steps"
+        else fid_vs_compute_figure(curves, x_title=COSTS[x], title=title or "FID against inference compute")
+    )
     for trace in fig.data:
         r = reports.get(trace.name)
         if r is not None:
-            trace.error_y = dict(type="data", symmetric=False, array=r.ys("fid_high") - r.ys("fid"),
-                                 arrayminus=r.ys("fid") - r.ys("fid_low"), thickness=1)
+            trace.error_y = dict(
+                type="data",
+                symmetric=False,
+                array=r.ys("fid_high") - r.ys("fid"),
+                arrayminus=r.ys("fid") - r.ys("fid_low"),
+                thickness=1,
+            )
     return fig
 
 
@@ -124,21 +158,57 @@ def crossover_figure(ar: Report, ref: Report, x: str = "paper_cost"):
     at equal compute, against the paper's 60-75% band."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.06)
     for r, color in ((ar, "#d62728"), (ref, "#1f77b4")):
-        fig.add_trace(go.Scatter(x=r.xs(x), y=r.ys(), name=f"{r.name} (D={r.D})", mode="lines+markers",
-                                 line=dict(color=color), text=[f"S={p.steps}" for p in r.curve],
-                                 error_y=dict(type="data", symmetric=False, array=r.ys("fid_high") - r.ys(),
-                                              arrayminus=r.ys() - r.ys("fid_low"), thickness=1)), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=r.xs(x),
+                y=r.ys(),
+                name=f"{r.name} (D={r.D})",
+                mode="lines+markers",
+                line=dict(color=color),
+                text=[f"S={p.steps}" for p in r.curve],
+                error_y=dict(
+                    type="data",
+                    symmetric=False,
+                    array=r.ys("fid_high") - r.ys(),
+                    arrayminus=r.ys() - r.ys("fid_low"),
+                    thickness=1,
+                ),
+            ),
+            row=1,
+            col=1,
+        )
     for k in crossings(ar, ref, x):
-        fig.add_trace(go.Scatter(x=[k.cost], y=[k.fid], mode="markers", name=f"crossover ({k.cost:.0f})",
-                                 marker=dict(symbol="x", size=14, color="black")), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=[k.cost],
+                y=[k.fid],
+                mode="markers",
+                name=f"crossover ({k.cost:.0f})",
+                marker=dict(symbol="x", size=14, color="black"),
+            ),
+            row=1,
+            col=1,
+        )
     span = overlap(ar, ref, x)
     if span:
         grid = np.geomspace(*span, 60) if span[1] > span[0] else np.array(span[:1])
         gain = [improvement(fid_at(ar, b, x), fid_at(ref, b, x)) for b in grid]
-        fig.add_trace(go.Scatter(x=grid, y=gain, name=f"{ar.name} FID lower by", mode="lines",
-                                 line=dict(color="black")), row=2, col=1)
-        fig.add_hrect(y0=PAPER_CLAIM_BAND[0], y1=PAPER_CLAIM_BAND[1], fillcolor="green", opacity=0.15, line_width=0,
-                      annotation_text="paper: 60-75%", annotation_position="top left", row=2, col=1)
+        fig.add_trace(
+            go.Scatter(x=grid, y=gain, name=f"{ar.name} FID lower by", mode="lines", line=dict(color="black")),
+            row=2,
+            col=1,
+        )
+        fig.add_hrect(
+            y0=PAPER_CLAIM_BAND[0],
+            y1=PAPER_CLAIM_BAND[1],
+            fillcolor="green",
+            opacity=0.15,
+            line_width=0,
+            annotation_text="paper: 60-75%",
+            annotation_position="top left",
+            row=2,
+            col=1,
+        )
         fig.add_hline(y=0, line=dict(color="grey", width=1), row=2, col=1)
     fig.update_xaxes(type="log", row=1, col=1)
     fig.update_xaxes(type="log", title=COSTS[x], row=2, col=1)
@@ -150,8 +220,9 @@ def crossover_figure(ar: Report, ref: Report, x: str = "paper_cost"):
 
 def paper_figure(rows: Sequence[dict], label: str, series: Mapping[str, str], title: str):
     """Grouped bars: for each row (x = row[label]) one bar per series {legend name: row key}."""
-    fig = go.Figure([go.Bar(name=name, x=[str(r[label]) for r in rows], y=[r[key] for r in rows])
-                     for name, key in series.items()])
+    fig = go.Figure(
+        [go.Bar(name=name, x=[str(r[label]) for r in rows], y=[r[key] for r in rows]) for name, key in series.items()]
+    )
     fig.update_layout(template="plotly_white", barmode="group", title=title, xaxis_title=label)
     return fig
 
@@ -159,8 +230,14 @@ def paper_figure(rows: Sequence[dict], label: str, series: Mapping[str, str], ti
 def loss_figure(log: Mapping[str, Sequence[float]], title: str = "training loss"):
     """Training loss against optimizer steps, from read_training_log."""
     fig = go.Figure(go.Scatter(x=log["step"], y=log["train/loss"], mode="lines+markers", name="train/loss"))
-    fig.update_layout(template="plotly_white", title=title, xaxis_title="optimizer step", yaxis_title="loss",
-                      yaxis_type="log", height=320)
+    fig.update_layout(
+        template="plotly_white",
+        title=title,
+        xaxis_title="optimizer step",
+        yaxis_title="loss",
+        yaxis_type="log",
+        height=320,
+    )
     return fig
 
 

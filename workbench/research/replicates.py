@@ -5,12 +5,14 @@ with one seed reads as before. Two members are compared across seeds by the diff
 Welch t-interval: the spread between training seeds (and the sampling noise inside each seed's FID) is what a
 single run's bootstrap interval leaves out.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from scipy import stats
@@ -44,6 +46,7 @@ def group_by_seed(items: Mapping[str, R]) -> dict[str, dict[int, R]]:
 @dataclass(frozen=True)
 class Spread:
     """Values of one quantity over seeds: their mean, sample standard deviation (NaN for one seed) and count."""
+
     mean: float
     std: float
     n: int
@@ -70,10 +73,10 @@ def difference(a: Sequence[float], b: Sequence[float], level: float = 0.9) -> tu
     d = sa.mean - sb.mean
     if sa.n < 2 or sb.n < 2:
         return d, math.nan, math.nan
-    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    va, vb = sa.std**2 / sa.n, sb.std**2 / sb.n
     se = math.sqrt(va + vb)
     if se == 0.0:
         return d, d, d
-    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))  # Welch-Satterthwaite
+    df = (va + vb) ** 2 / (va**2 / (sa.n - 1) + vb**2 / (sb.n - 1))  # Welch-Satterthwaite
     half = stats.t.ppf(0.5 + level / 2, df) * se
     return d, d - half, d + half

@@ -4,39 +4,42 @@ A report (data/checkpoints/<family>/<name>.json) holds the member's config, its 
 one point per number of denoising steps S, with the FID, its bootstrap interval, KID, and the inference compute
 per image both as the paper counts it, T[(N-D)+D*S], and as the cached sampler runs it.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
 from ..core.compute import sample_flops
 from ..core.config import Config
 from ..core.paths import ZOO_DIR
-from .replicates import split_seed
 from .families import ABLATIONS, FAMILIES
+from .replicates import split_seed
 
-COSTS = {"steps": "denoising steps per block, S",
-         "paper_cost": "block-layer evaluations per image, T[(N-D)+D*S] (paper)",
-         "cached_cost": "block-layer evaluations per image, cached sampler",
-         "flops": "FLOPs per image (analytic, compute.sample_flops; fair across T)"}
+COSTS = {
+    "steps": "denoising steps per block, S",
+    "paper_cost": "block-layer evaluations per image, T[(N-D)+D*S] (paper)",
+    "cached_cost": "block-layer evaluations per image, cached sampler",
+    "flops": "FLOPs per image (analytic, compute.sample_flops; fair across T)",
+}
 
 
 @dataclass(frozen=True)
 class CurvePoint:
-    steps: int                 # S: denoising steps per block
+    steps: int  # S: denoising steps per block
     fid: float
-    fid_low: float             # bootstrap interval of the FID (NaN when the report has none)
+    fid_low: float  # bootstrap interval of the FID (NaN when the report has none)
     fid_high: float
     kid_mean: float
     kid_std: float
-    paper_cost: float          # T[(N-D)+D*S] block-layer evaluations per image
-    cached_cost: float         # block-layer evaluations the cached sampler runs per image
+    paper_cost: float  # T[(N-D)+D*S] block-layer evaluations per image
+    cached_cost: float  # block-layer evaluations the cached sampler runs per image
     seconds_per_image: float
 
 
@@ -48,8 +51,8 @@ class Report:
     family: str
     name: str
     config: Config
-    training: dict             # steps, batch, images_seen, seconds, device, final_val_loss
-    eval: dict                 # extractor, reference, n, sampler, weights, seed (the curve is in `curve`)
+    training: dict  # steps, batch, images_seen, seconds, device, final_val_loss
+    eval: dict  # extractor, reference, n, sampler, weights, seed (the curve is in `curve`)
     curve: tuple[CurvePoint, ...]  # sorted by steps
     path: Path | None = None
 
@@ -100,8 +103,13 @@ class Report:
         return list(zip(self.xs(x).tolist(), self.ys().tolist()))
 
     def to_dict(self) -> dict:
-        return {"family": self.family, "name": self.name, "config": self.config.to_dict(), "training": self.training,
-                "eval": {**self.eval, "curve": [p.__dict__ for p in self.curve]}}
+        return {
+            "family": self.family,
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "training": self.training,
+            "eval": {**self.eval, "curve": [p.__dict__ for p in self.curve]},
+        }
 
 
 def report_from_dict(d: dict, path: Path | None = None) -> Report:
@@ -109,8 +117,10 @@ def report_from_dict(d: dict, path: Path | None = None) -> Report:
     where = str(path) if path else "report"
     for key in ("family", "name", "config", "training", "eval"):
         if key not in d:
-            raise ValueError(f"{where}: missing field {key!r}. Fix: write reports with experiments/zoo.py eval "
-                             "(schema: family, name, config, training, eval.curve).")
+            raise ValueError(
+                f"{where}: missing field {key!r}. Fix: write reports with experiments/zoo.py eval "
+                "(schema: family, name, config, training, eval.curve)."
+            )
     curve = d["eval"].get("curve") or []
     if not curve:
         raise ValueError(f"{where}: eval.curve is empty. Fix: evaluate at least one number of steps.")
@@ -119,8 +129,24 @@ def report_from_dict(d: dict, path: Path | None = None) -> Report:
         missing = [k for k in REQUIRED_POINT if k not in p]
         if missing:
             raise ValueError(f"{where}: eval.curve[{i}] lacks {missing}. Fix: every point needs {REQUIRED_POINT}.")
-        points.append(CurvePoint(int(p["steps"]), *(float(p.get(k, math.nan)) for k in (
-            "fid", "fid_low", "fid_high", "kid_mean", "kid_std", "paper_cost", "cached_cost", "seconds_per_image"))))
+        points.append(
+            CurvePoint(
+                int(p["steps"]),
+                *(
+                    float(p.get(k, math.nan))
+                    for k in (
+                        "fid",
+                        "fid_low",
+                        "fid_high",
+                        "kid_mean",
+                        "kid_std",
+                        "paper_cost",
+                        "cached_cost",
+                        "seconds_per_image",
+                    )
+                ),
+            )
+        )
     points.sort(key=lambda p: p.steps)
     if len({p.steps for p in points}) != len(points):
         raise ValueError(f"{where}: eval.curve repeats a number of steps. Fix: one point per S.")
@@ -148,8 +174,17 @@ def write_report(report: Report, root: str | Path = ZOO_DIR) -> Path:
 def _order(r: Report) -> tuple:
     ablations = [name for name, _ in ABLATIONS]
     base, seed = split_seed(r.name)
-    return (r.D if r.family == "vertical" else r.T if r.family.startswith("blocks") else
-            ablations.index(base) if base in ablations else len(ablations), seed, r.name)
+    return (
+        r.D
+        if r.family == "vertical"
+        else r.T
+        if r.family.startswith("blocks")
+        else ablations.index(base)
+        if base in ablations
+        else len(ablations),
+        seed,
+        r.name,
+    )
 
 
 def load_reports(family: str, root: str | Path = ZOO_DIR) -> dict[str, Report]:
@@ -188,13 +223,27 @@ def zoo_status(root: str | Path = ZOO_DIR) -> dict[str, int]:
 
 def budget_table(reports: Mapping[str, Report]) -> list[dict]:
     """Provenance of each report: architecture, training budget and how its FID was measured."""
-    return [{"member": r.label, "N": r.N, "D": r.D, "T": r.T, "train steps": r.training.get("steps"),
-             "batch": r.training.get("batch"), "images seen": r.training.get("images_seen"),
-             "train min": (r.training.get("seconds") or math.nan) / 60, "device": r.training.get("device"),
-             "val loss": r.training.get("final_val_loss"), "FID extractor": r.eval.get("extractor"),
-             "reference": r.eval.get("reference"), "n": r.eval.get("n"), "sampler": r.eval.get("sampler"),
-             "S grid": ",".join(str(p.steps) for p in r.curve), "Inception FID": inception_text(r)}
-            for r in reports.values()]
+    return [
+        {
+            "member": r.label,
+            "N": r.N,
+            "D": r.D,
+            "T": r.T,
+            "train steps": r.training.get("steps"),
+            "batch": r.training.get("batch"),
+            "images seen": r.training.get("images_seen"),
+            "train min": (r.training.get("seconds") or math.nan) / 60,
+            "device": r.training.get("device"),
+            "val loss": r.training.get("final_val_loss"),
+            "FID extractor": r.eval.get("extractor"),
+            "reference": r.eval.get("reference"),
+            "n": r.eval.get("n"),
+            "sampler": r.eval.get("sampler"),
+            "S grid": ",".join(str(p.steps) for p in r.curve),
+            "Inception FID": inception_text(r),
+        }
+        for r in reports.values()
+    ]
 
 
 def inception_text(r: Report) -> str:
@@ -215,9 +264,26 @@ def eval_rows(paths: Iterable[str | Path]) -> list[dict]:
     for path in map(Path, paths):
         e = json.loads(path.read_text())
         m = e["model"]
-        rows.append({"T": m["T"], "N": m["N"], "D": m["D"], "S": e["steps"], "n": e["n"], "sampler": e["sampler"],
-                     "weights": e["weights"], "seed": e["seed"], "FID": e["fid"], "FID low": e["fid_low"],
-                     "FID high": e["fid_high"], "FID inf": e["fid_inf"], "KID": e["kid_mean"],
-                     "GFLOP/image": e["cost"]["flops_analytic"] / 1e9, "extractor": e["extractor"],
-                     "reference": e["reference"], "model": e.get("name", ""), "file": path.name})
+        rows.append(
+            {
+                "T": m["T"],
+                "N": m["N"],
+                "D": m["D"],
+                "S": e["steps"],
+                "n": e["n"],
+                "sampler": e["sampler"],
+                "weights": e["weights"],
+                "seed": e["seed"],
+                "FID": e["fid"],
+                "FID low": e["fid_low"],
+                "FID high": e["fid_high"],
+                "FID inf": e["fid_inf"],
+                "KID": e["kid_mean"],
+                "GFLOP/image": e["cost"]["flops_analytic"] / 1e9,
+                "extractor": e["extractor"],
+                "reference": e["reference"],
+                "model": e.get("name", ""),
+                "file": path.name,
+            }
+        )
     return sorted(rows, key=lambda r: (r["T"], r["S"]))

@@ -11,6 +11,7 @@ that fails (disk full) or is killed never replaces the last good checkpoint, and
 file. Since format version 2 the metadata carries a SHA-256 checksum over itself and every tensor (name, dtype,
 shape, bytes): a flipped bit anywhere is detected on loading. Version 1 files (no checksum) still load.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,14 @@ LATEST = "latest"
 CKPT_PATTERN = re.compile(r"^ckpt-(\d+)\.safetensors$")
 TMP_PATTERN = re.compile(r"^\..+\.(\d+)\.tmp$")  # _atomic_write's temporary files: .<name>.<pid>.tmp
 # the first bytes of files that people pass by mistake, for a message that says what the file is
-MAGIC = {b"PK\x03\x04": "a torch.save (pickle/zip) file", b"\x80": "a pickle file", b"\x89PNG": "a PNG image",
-         b"\xff\xd8\xff": "a JPEG image", b"\x1f\x8b": "a gzip file", b"\x93NUMPY": "a NumPy .npy file"}
+MAGIC = {
+    b"PK\x03\x04": "a torch.save (pickle/zip) file",
+    b"\x80": "a pickle file",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x1f\x8b": "a gzip file",
+    b"\x93NUMPY": "a NumPy .npy file",
+}
 
 
 class CheckpointError(ValueError):
@@ -48,28 +55,28 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     config: Config
-    step: int                              # optimizer steps done
-    model: dict[str, torch.Tensor]         # state_dict of the trained model
-    ema: dict[str, torch.Tensor] | None    # state_dict of the EMA copy (None when train.ema_decay = 0)
-    optimizer: dict | None = None          # optimizer.state_dict()
-    scheduler: dict | None = None          # LR scheduler state_dict()
+    step: int  # optimizer steps done
+    model: dict[str, torch.Tensor]  # state_dict of the trained model
+    ema: dict[str, torch.Tensor] | None  # state_dict of the EMA copy (None when train.ema_decay = 0)
+    optimizer: dict | None = None  # optimizer.state_dict()
+    scheduler: dict | None = None  # LR scheduler state_dict()
     rng: list[dict] = field(default_factory=list)  # one capture_rng() per rank
-    data: dict = field(default_factory=dict)       # samples_seen (all ranks), epoch, index into its permutation
-    meta: dict = field(default_factory=dict)       # wall time, images/tokens seen, git commit, val loss, ...
-    kind: str = "train"                    # "train" (resumable) or "export" (weights for inference only)
-    path: Path | None = None               # where it was loaded from
+    data: dict = field(default_factory=dict)  # samples_seen (all ranks), epoch, index into its permutation
+    meta: dict = field(default_factory=dict)  # wall time, images/tokens seen, git commit, val loss, ...
+    kind: str = "train"  # "train" (resumable) or "export" (weights for inference only)
+    path: Path | None = None  # where it was loaded from
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
     path: Path
-    name: str             # config name (preset or experiment)
+    name: str  # config name (preset or experiment)
     step: int
-    N: int                # model.depth
-    D: int                # model.diffusion_depth
-    T: int                # model.num_blocks
-    images_seen: int      # training images seen by all ranks
-    kind: str             # "train" or "export"
+    N: int  # model.depth
+    D: int  # model.diffusion_depth
+    T: int  # model.num_blocks
+    images_seen: int  # training images seen by all ranks
+    kind: str  # "train" or "export"
 
 
 # ---- nested state <-> (JSON tree, named tensors) ---------------------------------------------------------------
@@ -85,8 +92,10 @@ def _flatten(obj: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
         return [_flatten(v, f"{name}/{i}", tensors) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"{name}: cannot store a {type(obj).__name__} in a checkpoint. Fix: convert it to a tensor, "
-                    "a number, a string or a list/dict of those.")
+    raise TypeError(
+        f"{name}: cannot store a {type(obj).__name__} in a checkpoint. Fix: convert it to a tensor, "
+        "a number, a string or a list/dict of those."
+    )
 
 
 def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -106,11 +115,13 @@ def capture_rng(noise: torch.Generator | None = None) -> dict:
     """The RNG states of this process: torch CPU (and CUDA), numpy, Python `random`, and the noise generator."""
     version, mt, gauss = random.getstate()
     name, key, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-            "python": [version, list(mt), gauss],
-            "noise": noise.get_state() if noise is not None else None}
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [version, list(mt), gauss],
+        "noise": noise.get_state() if noise is not None else None,
+    }
 
 
 def restore_rng(state: dict, noise: torch.Generator | None = None) -> None:
@@ -183,12 +194,18 @@ def _checksum(metadata: dict[str, str], tensors: dict[str, torch.Tensor]) -> str
 
 def _write(ckpt: Checkpoint, path: Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
-    header = {"kind": ckpt.kind, "config": ckpt.config.to_dict(), "step": ckpt.step,
-              "model": _flatten(ckpt.model, "model", tensors),
-              "ema": _flatten(ckpt.ema, "ema", tensors) if ckpt.ema is not None else None,
-              "optimizer": _flatten(ckpt.optimizer, "optimizer", tensors),
-              "scheduler": _flatten(ckpt.scheduler, "scheduler", tensors),
-              "rng": _flatten(ckpt.rng, "rng", tensors), "data": ckpt.data, "meta": ckpt.meta}
+    header = {
+        "kind": ckpt.kind,
+        "config": ckpt.config.to_dict(),
+        "step": ckpt.step,
+        "model": _flatten(ckpt.model, "model", tensors),
+        "ema": _flatten(ckpt.ema, "ema", tensors) if ckpt.ema is not None else None,
+        "optimizer": _flatten(ckpt.optimizer, "optimizer", tensors),
+        "scheduler": _flatten(ckpt.scheduler, "scheduler", tensors),
+        "rng": _flatten(ckpt.rng, "rng", tensors),
+        "data": ckpt.data,
+        "meta": ckpt.meta,
+    }
     metadata = {"format": FORMAT, "version": str(VERSION), "header": json.dumps(header)}
     metadata[CHECKSUM] = _checksum(metadata, tensors)
     _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -205,10 +222,16 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path, keep_last: int = 3) ->
         _atomic_write(folder / LATEST, lambda tmp: tmp.write_text(path.name + "\n"))
     except OSError as err:
         kept = (folder / LATEST).read_text().strip() if (folder / LATEST).is_file() else None
-        state = f"the last good checkpoint {kept} is untouched and '{LATEST}' still names it" if kept else \
-            "no earlier checkpoint exists"
-        raise OSError(err.errno, f"{path}: checkpoint not written ({err.strerror or err}); {state}. Fix: free space "
-                                 f"in {folder} (or lower train.keep_last), then continue with --resume") from err
+        state = (
+            f"the last good checkpoint {kept} is untouched and '{LATEST}' still names it"
+            if kept
+            else "no earlier checkpoint exists"
+        )
+        raise OSError(
+            err.errno,
+            f"{path}: checkpoint not written ({err.strerror or err}); {state}. Fix: free space "
+            f"in {folder} (or lower train.keep_last), then continue with --resume",
+        ) from err
     for old in checkpoint_files(folder)[:-keep_last]:
         if old != path:  # a run resumed from an earlier checkpoint may still hold later-numbered ones
             old.unlink()
@@ -228,27 +251,38 @@ def resolve(path: str | Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint file or run folder. Fix: pass a .safetensors checkpoint "
-                              "or the train.out_dir of a run (list them with workbench.training.checkpoint.list_checkpoints).")
+        raise CheckpointError(
+            f"{path}: no such checkpoint file or run folder. Fix: pass a .safetensors checkpoint "
+            "or the train.out_dir of a run (list them with workbench.training.checkpoint.list_checkpoints)."
+        )
     latest = path / LATEST
     if latest.is_file():
         target = path / latest.read_text().strip()
         if not target.is_file():
-            raise CheckpointError(f"{latest} names {target.name}, which does not exist. Fix: pass one of the "
-                                  f"remaining checkpoints explicitly: {[p.name for p in checkpoint_files(path)]}.")
+            raise CheckpointError(
+                f"{latest} names {target.name}, which does not exist. Fix: pass one of the "
+                f"remaining checkpoints explicitly: {[p.name for p in checkpoint_files(path)]}."
+            )
         return target
     files = checkpoint_files(path)
     if not files:
-        raise CheckpointError(f"{path}: no checkpoint in this folder (no 'latest', no ckpt-*.safetensors). Fix: "
-                              "train first (python -m workbench train), or pass the right train.out_dir.")
+        raise CheckpointError(
+            f"{path}: no checkpoint in this folder (no 'latest', no ckpt-*.safetensors). Fix: "
+            "train first (python -m workbench train), or pass the right train.out_dir."
+        )
     return files[-1]
 
 
 def _open_error(path: Path, problem: str) -> CheckpointError:
     previous = [p.name for p in checkpoint_files(path.parent) if p != path]
-    fix = (f"resume from an earlier checkpoint kept by train.keep_last in {path.parent}: {previous} (pass it "
-           f"explicitly, or write its name into {path.parent / LATEST})") if previous else \
-        "re-create it (train again or re-export); no earlier checkpoint is left in this folder"
+    fix = (
+        (
+            f"resume from an earlier checkpoint kept by train.keep_last in {path.parent}: {previous} (pass it "
+            f"explicitly, or write its name into {path.parent / LATEST})"
+        )
+        if previous
+        else "re-create it (train again or re-export); no earlier checkpoint is left in this folder"
+    )
     return CheckpointError(f"{path}: {problem}. Fix: {fix}.")
 
 
@@ -262,11 +296,14 @@ def _check_kind_of_file(path: Path) -> None:
         return
     what = next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
     if what is not None:
-        raise CheckpointError(f"{path}: this is {what}, not a workbench checkpoint; it was not loaded (pickles are "
-                              "never unpickled). Fix: pass a .safetensors checkpoint written by workbench training "
-                              "or export_for_inference.")
-    raise _open_error(path, f"not a safetensors file, or truncated ({path.stat().st_size} bytes, starting "
-                            f"{head[:8]!r})")
+        raise CheckpointError(
+            f"{path}: this is {what}, not a workbench checkpoint; it was not loaded (pickles are "
+            "never unpickled). Fix: pass a .safetensors checkpoint written by workbench training "
+            "or export_for_inference."
+        )
+    raise _open_error(
+        path, f"not a safetensors file, or truncated ({path.stat().st_size} bytes, starting {head[:8]!r})"
+    )
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -277,14 +314,18 @@ def _metadata(path: Path) -> dict[str, str]:
     except (SafetensorError, OSError) as err:
         raise _open_error(path, f"truncated or corrupt checkpoint ({err})") from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: a safetensors file but not a workbench checkpoint (no '{FORMAT}' header). "
-                              "Fix: pass a file written by workbench training or export_for_inference.")
+        raise CheckpointError(
+            f"{path}: a safetensors file but not a workbench checkpoint (no '{FORMAT}' header). "
+            "Fix: pass a file written by workbench training or export_for_inference."
+        )
     version = metadata.get("version", "")
     if not version.isdigit():
         raise _open_error(path, f"corrupt header (format version {version!r})")
     if int(version) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {version} is newer than this workbench reads "
-                              f"({VERSION}). Fix: update workbench.")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} is newer than this workbench reads "
+            f"({VERSION}). Fix: update workbench."
+        )
     return metadata
 
 
@@ -323,13 +364,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise _open_error(path, f"corrupt header (format version {metadata['version']} without its checksum)")
     header = _header(path, metadata)
     try:
-        return Checkpoint(config=Config.from_dict(header["config"]), step=header["step"],
-                          model=_unflatten(header["model"], tensors),
-                          ema=_unflatten(header["ema"], tensors) if header["ema"] is not None else None,
-                          optimizer=_unflatten(header.get("optimizer"), tensors),
-                          scheduler=_unflatten(header.get("scheduler"), tensors),
-                          rng=_unflatten(header.get("rng", []), tensors), data=header.get("data", {}),
-                          meta=header.get("meta", {}), kind=header["kind"], path=path)
+        return Checkpoint(
+            config=Config.from_dict(header["config"]),
+            step=header["step"],
+            model=_unflatten(header["model"], tensors),
+            ema=_unflatten(header["ema"], tensors) if header["ema"] is not None else None,
+            optimizer=_unflatten(header.get("optimizer"), tensors),
+            scheduler=_unflatten(header.get("scheduler"), tensors),
+            rng=_unflatten(header.get("rng", []), tensors),
+            data=header.get("data", {}),
+            meta=header.get("meta", {}),
+            kind=header["kind"],
+            path=path,
+        )
     except (KeyError, TypeError, ValueError) as err:  # a version-1 file (no checksum) edited by hand
         raise _open_error(path, f"inconsistent header ({type(err).__name__}: {err})") from None
 
@@ -338,7 +385,7 @@ def config_differences(saved: Config, current: Config, section: str | None = Non
     """Fields that differ between two configs, as 'section.field: saved -> current' (one section, or all)."""
     a, b = saved.to_dict(), current.to_dict()
     out = []
-    for sec in ([section] if section else list(a)):
+    for sec in [section] if section else list(a):
         if isinstance(a[sec], dict):
             out += [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for k in a[sec] if a[sec][k] != b[sec][k]]
         elif a[sec] != b[sec]:
@@ -350,14 +397,17 @@ def check_architecture(ckpt: Checkpoint, config: Config) -> None:
     """Raise CheckpointError listing the model fields in which `config` differs from the checkpoint's."""
     diff = config_differences(ckpt.config, config, "model")
     if diff:
-        raise CheckpointError(f"{ckpt.path}: checkpoint of another architecture ({'; '.join(diff)}). Fix: resume with "
-                              "the checkpoint's config (drop these overrides), or start a new run in another "
-                              "train.out_dir.")
+        raise CheckpointError(
+            f"{ckpt.path}: checkpoint of another architecture ({'; '.join(diff)}). Fix: resume with "
+            "the checkpoint's config (drop these overrides), or start a new run in another "
+            "train.out_dir."
+        )
 
 
 # ---- inference ---------------------------------------------------------------------------------------------------
-def load_for_inference(path: str | Path, use_ema: bool = True,
-                       device: torch.device | str = "cpu") -> tuple[MADFormer, Config]:
+def load_for_inference(
+    path: str | Path, use_ema: bool = True, device: torch.device | str = "cpu"
+) -> tuple[MADFormer, Config]:
     """(model in eval mode, its config) from a checkpoint file, an export, or a run folder (its `latest`).
 
     use_ema=True loads the EMA weights when the checkpoint has them (exports hold only EMA weights)."""
@@ -367,9 +417,11 @@ def load_for_inference(path: str | Path, use_ema: bool = True,
     try:
         model.load_state_dict({k: v.float() for k, v in weights.items()})
     except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
-        raise CheckpointError(f"{ckpt.path}: its weights do not fit the architecture its config describes "
-                              f"({str(err).splitlines()[0]} ...). Fix: the file was not written by workbench or was "
-                              "edited; re-export it from its training checkpoint.") from None
+        raise CheckpointError(
+            f"{ckpt.path}: its weights do not fit the architecture its config describes "
+            f"({str(err).splitlines()[0]} ...). Fix: the file was not written by workbench or was "
+            "edited; re-export it from its training checkpoint."
+        ) from None
     return model.to(device).eval(), ckpt.config
 
 
@@ -380,8 +432,16 @@ def list_checkpoints(folder: str | Path) -> list[CheckpointInfo]:
         try:
             h = read_header(path)
             m = h["config"]["model"]
-            info = CheckpointInfo(path, h["config"]["name"], h["step"], m["depth"], m["diffusion_depth"],
-                                  m["num_blocks"], int(h["data"].get("samples_seen", 0)), h["kind"])
+            info = CheckpointInfo(
+                path,
+                h["config"]["name"],
+                h["step"],
+                m["depth"],
+                m["diffusion_depth"],
+                m["num_blocks"],
+                int(h["data"].get("samples_seen", 0)),
+                h["kind"],
+            )
         except (KeyError, TypeError, ValueError):  # unreadable or damaged (CheckpointError is a ValueError)
             continue
         out.append(info)
@@ -394,14 +454,22 @@ def with_flow_shift(config: Config, flow_shift: float | None, fix: str = "omit -
     if flow_shift is None:
         return config
     if config.diffusion.prediction != "flow":
-        raise ValueError(f"--flow-shift {flow_shift}: the checkpoint's objective is {config.diffusion.prediction!r}, "
-                         f"and only a flow model's sampling schedule has a time shift. Fix: {fix}.")
+        raise ValueError(
+            f"--flow-shift {flow_shift}: the checkpoint's objective is {config.diffusion.prediction!r}, "
+            f"and only a flow model's sampling schedule has a time shift. Fix: {fix}."
+        )
     return config.override(**{"diffusion.flow_shift": flow_shift})  # validated: names the range
 
 
-def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch.float16,
-                         eval_report: dict | str | Path | None = None, sample: dict | None = None,
-                         use_ema: bool = True, flow_shift: float | None = None) -> Path:
+def export_for_inference(
+    ckpt: str | Path,
+    out: str | Path,
+    dtype: torch.dtype = torch.float16,
+    eval_report: dict | str | Path | None = None,
+    sample: dict | None = None,
+    use_ema: bool = True,
+    flow_shift: float | None = None,
+) -> Path:
     """Write a small file for shipping: EMA weights (the trained weights with use_ema=False or without EMA) in
     `dtype`, the config, the training budget (step, images seen, wall time) and an optional evaluation report (dict
     or JSON file). `sample`: fields of the config's sample section to ship instead of the run's (e.g. {"sampler":
@@ -414,11 +482,26 @@ def export_for_inference(ckpt: str | Path, out: str | Path, dtype: torch.dtype =
     weights = src.ema if use_ema else src.model
     if isinstance(eval_report, (str, Path)):
         eval_report = json.loads(Path(eval_report).read_text())
-    meta = dict(src.meta, source=str(src.path), source_step=src.step, dtype=str(dtype).removeprefix("torch."),
-                weights="ema" if use_ema else "raw",
-                eval_report=eval_report)
+    meta = dict(
+        src.meta,
+        source=str(src.path),
+        source_step=src.step,
+        dtype=str(dtype).removeprefix("torch."),
+        weights="ema" if use_ema else "raw",
+        eval_report=eval_report,
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write(Checkpoint(config=config, step=src.step, model={k: v.to(dtype) for k, v in weights.items()}, ema=None,
-                      data=src.data, meta=meta, kind="export"), out)
+    _write(
+        Checkpoint(
+            config=config,
+            step=src.step,
+            model={k: v.to(dtype) for k, v in weights.items()},
+            ema=None,
+            data=src.data,
+            meta=meta,
+            kind="export",
+        ),
+        out,
+    )
     return out

@@ -5,22 +5,26 @@ model is built on the meta device for its parameter count, and activation bytes 
     plan = training_plan(preset("ffhq1024-paper"), gpu="H100-80GB", nodes=4)
     describe_plan(preset("ffhq1024-paper"), plan, mfu=0.4); launch_commands("ffhq1024-paper", plan, nodes=4)
 """
+
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Mapping
 
 import torch
 
 from ..core.compute import sequence_blocks, train_flops
 from ..core.config import Config, DiffusionConfig, ModelConfig
-from ..core.objectives import build_objective
 from ..core.model import build_model
+from ..core.objectives import build_objective
 
 GPUS = {  # name -> (dense bf16 peak FLOP/s, memory bytes): vendor datasheet numbers
-    "A100-80GB": (312e12, 80e9), "H100-80GB": (989e12, 80e9), "H200-141GB": (989e12, 141e9)}
+    "A100-80GB": (312e12, 80e9),
+    "H100-80GB": (989e12, 80e9),
+    "H200-141GB": (989e12, 141e9),
+}
 STATE_BYTES = {"weights": 4, "grads": 4, "adam": 8, "ema": 4}  # per parameter (fp32 master, bf16-mixed)
 
 
@@ -42,8 +46,10 @@ def _saved_bytes(model_cfg: ModelConfig, diffusion_cfg: DiffusionConfig, dtype: 
         seen[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()  # each storage once
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None),
+    ):
         diffusion.loss(model, x)
     return float(sum(seen.values()))
 
@@ -61,11 +67,24 @@ def preset_table(configs: Mapping[str, Config]) -> list[dict]:
     rows = []
     for name, c in configs.items():
         m = c.model
-        rows.append({"preset": name, "image": f"{c.data.image_size}px {c.data.codec}",
-                     "latent": f"{m.latent_channels}x{m.latent_size}x{m.latent_size}", "patch": m.patch_size,
-                     "tokens": m.grid ** 2, "T": m.num_blocks, "tokens/block": m.block_tokens, "N": m.depth,
-                     "D": m.diffusion_depth, "width": m.width, "heads": m.heads, "classes": m.num_classes,
-                     "sampler": f"{c.sample.sampler} S={c.sample.steps}", "params (M)": param_count(c) / 1e6})
+        rows.append(
+            {
+                "preset": name,
+                "image": f"{c.data.image_size}px {c.data.codec}",
+                "latent": f"{m.latent_channels}x{m.latent_size}x{m.latent_size}",
+                "patch": m.patch_size,
+                "tokens": m.grid**2,
+                "T": m.num_blocks,
+                "tokens/block": m.block_tokens,
+                "N": m.depth,
+                "D": m.diffusion_depth,
+                "width": m.width,
+                "heads": m.heads,
+                "classes": m.num_classes,
+                "sampler": f"{c.sample.sampler} S={c.sample.steps}",
+                "params (M)": param_count(c) / 1e6,
+            }
+        )
     return rows
 
 
@@ -77,16 +96,23 @@ def activation_bytes_per_token_layer(config: Config) -> float:
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(config.train.precision)
     per_layer, tokens = [], []
     for grid in (4, 8):  # tokens per side; 4 blocks of (grid/2)^2 tokens
-        small = replace(config.model, num_blocks=4, latent_size=grid * config.model.patch_size, num_classes=0,
-                        diffusion_depth=1)
+        small = replace(
+            config.model, num_blocks=4, latent_size=grid * config.model.patch_size, num_classes=0, diffusion_depth=1
+        )
         one, two = (_saved_bytes(replace(small, depth=d), config.diffusion, dtype) for d in (1, 2))
         per_layer.append(two - one)
         tokens.append(sequence_blocks(small) * small.block_tokens)
     return (per_layer[1] - per_layer[0]) / (tokens[1] - tokens[0])
 
 
-def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8, nodes: int = 1,
-                  mfu: float = 0.4, per_token_layer: float | None = None) -> dict:
+def training_plan(
+    config: Config,
+    gpu: str = "H100-80GB",
+    gpus_per_node: int = 8,
+    nodes: int = 1,
+    mfu: float = 0.4,
+    per_token_layer: float | None = None,
+) -> dict:
     """Memory per GPU and time of the config's training run on `nodes` x `gpus_per_node` GPUs.
 
     Memory: fp32 weights, gradients, AdamW moments and EMA (20 bytes per parameter) plus activations. The plan is
@@ -112,55 +138,91 @@ def training_plan(config: Config, gpu: str = "H100-80GB", gpus_per_node: int = 8
     accum = math.ceil(global_batch / (micro * world))
     step_flops = train_flops(m, global_batch)
     seconds = step_flops / (world * peak * mfu)
-    return {"gpu": gpu, "gpus": world, "strategy": strategy, "params": params, "params (B)": params / 1e9,
-            "state GB/GPU": state / 1e9, "state GB/GPU if sharded": state / world / 1e9,
-            "activations GB/image": per_image / 1e9, "bytes/token/layer": per_token_layer, "tokens": round(tokens),
-            "config batch/GPU": tc.batch_size, "config fits": fits >= tc.batch_size, "max micro-batch": fits,
-            "global batch": global_batch, "micro-batch": micro, "grad_accum": accum,
-            "effective batch": micro * accum * world,
-            "TFLOPs/step": step_flops / 1e12, "s/step": seconds, "steps": tc.max_steps,
-            "days": seconds * tc.max_steps / 86400, "GPU-hours": seconds * tc.max_steps * world / 3600}
+    return {
+        "gpu": gpu,
+        "gpus": world,
+        "strategy": strategy,
+        "params": params,
+        "params (B)": params / 1e9,
+        "state GB/GPU": state / 1e9,
+        "state GB/GPU if sharded": state / world / 1e9,
+        "activations GB/image": per_image / 1e9,
+        "bytes/token/layer": per_token_layer,
+        "tokens": round(tokens),
+        "config batch/GPU": tc.batch_size,
+        "config fits": fits >= tc.batch_size,
+        "max micro-batch": fits,
+        "global batch": global_batch,
+        "micro-batch": micro,
+        "grad_accum": accum,
+        "effective batch": micro * accum * world,
+        "TFLOPs/step": step_flops / 1e12,
+        "s/step": seconds,
+        "steps": tc.max_steps,
+        "days": seconds * tc.max_steps / 86400,
+        "GPU-hours": seconds * tc.max_steps * world / 3600,
+    }
 
 
 def describe_plan(config: Config, plan: dict, mfu: float) -> str:
     """What the plan means for the config, in one paragraph of markdown."""
     p = plan
     if p["max micro-batch"] < 1:
-        batch = (f"not even one image per GPU fits a {p['gpu']}: this needs activation checkpointing or a GPU with "
-                 "more memory")
+        batch = (
+            f"not even one image per GPU fits a {p['gpu']}: this needs activation checkpointing or a GPU with "
+            "more memory"
+        )
         if p["state GB/GPU"] > p["state GB/GPU if sharded"]:
-            batch += (f" (FSDP would shard the {p['state GB/GPU']:.1f} GB of weights, gradients, AdamW and EMA state "
-                      f"per GPU down to {p['state GB/GPU if sharded']:.1f} GB, but the training loop refuses FSDP: "
-                      "the EMA copy and the checkpoints need the full weights)")
+            batch += (
+                f" (FSDP would shard the {p['state GB/GPU']:.1f} GB of weights, gradients, AdamW and EMA state "
+                f"per GPU down to {p['state GB/GPU if sharded']:.1f} GB, but the training loop refuses FSDP: "
+                "the EMA copy and the checkpoints need the full weights)"
+            )
     elif p["config fits"]:
         batch = f"the preset's {p['config batch/GPU']} images per GPU fit a {p['gpu']}"
     else:
-        batch = (f"the preset's {p['config batch/GPU']} images per GPU do not fit a {p['gpu']}: use micro-batches of "
-                 f"{p['micro-batch']} with grad_accum {p['grad_accum']}")
-    return (f"The {config.name} preset builds a {p['params'] / 1e9:.2f}B-parameter model. A training image costs "
-            f"{p['TFLOPs/step'] / p['global batch']:.1f} TFLOPs and {p['activations GB/image']:.1f} GB of activations "
-            f"({p['tokens']} tokens), so {batch}. At {mfu:.0%} utilisation its {p['steps']:,} steps take about "
-            f"{p['days']:.1f} days on {p['gpus']} GPUs ({p['GPU-hours']:,.0f} GPU-hours).")
+        batch = (
+            f"the preset's {p['config batch/GPU']} images per GPU do not fit a {p['gpu']}: use micro-batches of "
+            f"{p['micro-batch']} with grad_accum {p['grad_accum']}"
+        )
+    return (
+        f"The {config.name} preset builds a {p['params'] / 1e9:.2f}B-parameter model. A training image costs "
+        f"{p['TFLOPs/step'] / p['global batch']:.1f} TFLOPs and {p['activations GB/image']:.1f} GB of activations "
+        f"({p['tokens']} tokens), so {batch}. At {mfu:.0%} utilisation its {p['steps']:,} steps take about "
+        f"{p['days']:.1f} days on {p['gpus']} GPUs ({p['GPU-hours']:,.0f} GPU-hours)."
+    )
 
 
-def launch_commands(preset_name: str, plan: dict, nodes: int = 1, gpus_per_node: int = 8,
-                    hours: int = 48) -> dict[str, str]:
+def launch_commands(
+    preset_name: str, plan: dict, nodes: int = 1, gpus_per_node: int = 8, hours: int = 48
+) -> dict[str, str]:
     """Shell commands for the plan: one node (Fabric starts the processes), several nodes with torchrun (Fabric
     detects TorchElastic) and a SLURM batch script (Fabric detects SLURM; one task per GPU)."""
+
     def options(n: int) -> str:  # the gradient accumulation that keeps the recipe's global batch on n nodes
         accum = math.ceil(plan["global batch"] / (plan["micro-batch"] * gpus_per_node * n))
-        return (f"--preset {preset_name} --train.devices {gpus_per_node} --train.num_nodes {n} "
-                f"--train.strategy {plan['strategy']} --train.batch_size {plan['micro-batch']} "
-                f"--train.grad_accum {accum}")
+        return (
+            f"--preset {preset_name} --train.devices {gpus_per_node} --train.num_nodes {n} "
+            f"--train.strategy {plan['strategy']} --train.batch_size {plan['micro-batch']} "
+            f"--train.grad_accum {accum}"
+        )
 
     single, multi = options(1), options(nodes)
     return {
         "one node": f"python -m workbench train {single}",
         "torchrun (run on every node)": (
             f"torchrun --nnodes {nodes} --nproc-per-node {gpus_per_node} --node-rank $NODE_RANK "
-            f"--rdzv-backend c10d --rdzv-endpoint $MAIN_ADDR:29500 -m workbench train {multi}"),
-        "slurm (sbatch)": "\n".join([
-            "#!/bin/bash", f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={gpus_per_node}",
-            f"#SBATCH --gpus-per-node={gpus_per_node}", "#SBATCH --cpus-per-task=8", f"#SBATCH --time={hours}:00:00",
-            f"srun python -m workbench train {multi} --resume"]),
+            f"--rdzv-backend c10d --rdzv-endpoint $MAIN_ADDR:29500 -m workbench train {multi}"
+        ),
+        "slurm (sbatch)": "\n".join(
+            [
+                "#!/bin/bash",
+                f"#SBATCH --nodes={nodes}",
+                f"#SBATCH --ntasks-per-node={gpus_per_node}",
+                f"#SBATCH --gpus-per-node={gpus_per_node}",
+                "#SBATCH --cpus-per-task=8",
+                f"#SBATCH --time={hours}:00:00",
+                f"srun python -m workbench train {multi} --resume",
+            ]
+        ),
     }

@@ -6,6 +6,7 @@ bitwise identically on CPU because nothing it draws depends on process history t
 - timesteps and noise: an explicit per-rank generator whose state is checkpointed with the global RNGs of every rank;
 - sampling, validation and `evaluate_fn` run inside torch.random.fork_rng, so they never shift the training streams.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,11 +14,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,16 +29,25 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from .checkpoint import (LATEST, Checkpoint, capture_rng, check_architecture, checkpoint_files, config_differences,
-                         load_checkpoint, restore_rng, save_checkpoint)
-from ..data.codecs import LATENT_CACHE_DIR, Codec, LatentCache, build_codec
 from ..core.config import Config, TrainConfig
-from ..data.datasets import make_loader, training_dataset
 from ..core.diffusion import Objective
-from ..data.images import save_grid
 from ..core.model import MADFormer, build_model
 from ..core.objectives import build_objective
+from ..data.codecs import LATENT_CACHE_DIR, Codec, LatentCache, build_codec
+from ..data.datasets import make_loader, training_dataset
+from ..data.images import save_grid
 from ..sampling.sampler import generate
+from .checkpoint import (
+    LATEST,
+    Checkpoint,
+    capture_rng,
+    check_architecture,
+    checkpoint_files,
+    config_differences,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 
 EvaluateFn = Callable[[nn.Module, int], dict]  # (EMA model, step) -> metrics, e.g. {"fid": 12.3}
 
@@ -61,8 +71,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on the weight matrices of linear layers only (not norms, biases, embeddings, BOI)."""
     matrices = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if id(p) in matrices], "weight_decay": weight_decay},
-            {"params": [p for p in params if id(p) not in matrices], "weight_decay": 0.0}]
+    return [
+        {"params": [p for p in params if id(p) in matrices], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in matrices], "weight_decay": 0.0},
+    ]
 
 
 def make_ema(model: nn.Module, decay: float) -> AveragedModel | None:
@@ -85,8 +97,9 @@ def _seed(*keys: int) -> int:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -117,21 +130,22 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 @dataclass
 class Run:
     """Everything a training run holds; what changes is checkpointed."""
+
     config: Config
     fabric: Fabric
-    net: MADFormer                 # the plain module (state_dict, EMA source)
-    model: nn.Module               # `net` as set up by Fabric (DDP, precision); used for training forwards
+    net: MADFormer  # the plain module (state_dict, EMA source)
+    model: nn.Module  # `net` as set up by Fabric (DDP, precision); used for training forwards
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     ema: AveragedModel | None
-    noise: torch.Generator         # timesteps and noise of the diffusion loss, one stream per rank
-    diffusion: Objective           # the training objective (VP diffusion or flow matching)
+    noise: torch.Generator  # timesteps and noise of the diffusion loss, one stream per rank
+    diffusion: Objective  # the training objective (VP diffusion or flow matching)
     codec: Codec
-    step: int = 0                  # optimizer steps done
-    samples_seen: int = 0          # training images drawn by all ranks (the data position)
-    train_seconds: float = 0.0     # wall time of all launches before this one
+    step: int = 0  # optimizer steps done
+    samples_seen: int = 0  # training images drawn by all ranks (the data position)
+    train_seconds: float = 0.0  # wall time of all launches before this one
     val_loss: float | None = None
-    cached: bool = False           # batches hold latents from a LatentCache: the codec encoded the dataset once
+    cached: bool = False  # batches hold latents from a LatentCache: the codec encoded the dataset once
 
     @property
     def eval_model(self) -> MADFormer:
@@ -160,9 +174,14 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     """
     tc = config.train
     out = Path(tc.out_dir)
-    fabric = Fabric(accelerator=tc.accelerator, devices=_devices(tc.devices), num_nodes=tc.num_nodes,
-                    strategy=_strategy(tc), precision=tc.precision,
-                    loggers=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb", default_hp_metric=False)])
+    fabric = Fabric(
+        accelerator=tc.accelerator,
+        devices=_devices(tc.devices),
+        num_nodes=tc.num_nodes,
+        strategy=_strategy(tc),
+        precision=tc.precision,
+        loggers=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb", default_hp_metric=False)],
+    )
     fabric.launch()
     ckpt = _checkpoint_to_resume(config, resume)
     fabric.seed_everything(tc.seed, verbose=False)
@@ -170,13 +189,29 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     if ckpt is not None:
         net.load_state_dict(ckpt.model)
     optimizer = torch.optim.AdamW(param_groups(net, tc.weight_decay), lr=tc.lr, betas=(tc.beta1, tc.beta2))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
-        wsd_lr, total=tc.max_steps, warmup_frac=tc.warmup_frac, decay_start_frac=tc.decay_start_frac,
-        final_frac=tc.final_lr_frac))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        functools.partial(
+            wsd_lr,
+            total=tc.max_steps,
+            warmup_frac=tc.warmup_frac,
+            decay_start_frac=tc.decay_start_frac,
+            final_frac=tc.final_lr_frac,
+        ),
+    )
     model, optimizer = fabric.setup(torch.compile(net) if tc.compile else net, optimizer)
-    run = Run(config, fabric, net, model, optimizer, scheduler, make_ema(net, tc.ema_decay),
-              torch.Generator(fabric.device).manual_seed(_seed(tc.seed, fabric.global_rank)),
-              build_objective(config.diffusion, config.model), build_codec(config.data, fabric.device))
+    run = Run(
+        config,
+        fabric,
+        net,
+        model,
+        optimizer,
+        scheduler,
+        make_ema(net, tc.ema_decay),
+        torch.Generator(fabric.device).manual_seed(_seed(tc.seed, fabric.global_rank)),
+        build_objective(config.diffusion, config.model),
+        build_codec(config.data, fabric.device),
+    )
 
     train_set, val_set = training_dataset(config.data, "train"), training_dataset(config.data, "val")
     for note in filter(None, (train_set.report(), val_set.report())):
@@ -187,11 +222,27 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     start = ckpt.data["samples_seen"] if ckpt is not None else 0
     # plain DataLoaders (batches move with fabric.to_device): iter() must build the loader's iterator right here,
     # because building it draws from the global RNG, and on resume that draw has to come before _restore
-    batches = iter(make_loader(train_set, tc.batch_size, train=True, seed=tc.seed, start_index=start,
-                               flips=config.data.random_flip, num_workers=config.data.num_workers,
-                               rank=fabric.global_rank, world_size=fabric.world_size))
-    val_loader = make_loader(val_set, tc.batch_size, train=False, num_workers=config.data.num_workers,
-                             rank=fabric.global_rank, world_size=fabric.world_size)
+    batches = iter(
+        make_loader(
+            train_set,
+            tc.batch_size,
+            train=True,
+            seed=tc.seed,
+            start_index=start,
+            flips=config.data.random_flip,
+            num_workers=config.data.num_workers,
+            rank=fabric.global_rank,
+            world_size=fabric.world_size,
+        )
+    )
+    val_loader = make_loader(
+        val_set,
+        tc.batch_size,
+        train=False,
+        num_workers=config.data.num_workers,
+        rank=fabric.global_rank,
+        world_size=fabric.world_size,
+    )
 
     summary: dict = {"rank": fabric.global_rank}
     if ckpt is not None:
@@ -236,8 +287,10 @@ def _devices(devices):
 
 def _strategy(tc: TrainConfig):
     if tc.strategy == "fsdp":
-        raise ValueError("train.strategy: 'fsdp' is not supported by the training loop yet (the EMA copy and the "
-                         "checkpoint need the full, unsharded weights). Fix: use train.strategy='ddp'.")
+        raise ValueError(
+            "train.strategy: 'fsdp' is not supported by the training loop yet (the EMA copy and the "
+            "checkpoint need the full, unsharded weights). Fix: use train.strategy='ddp'."
+        )
     # the last layer's clean-stream output feeds nothing, and ablations leave whole towers unused
     return DDPStrategy(find_unused_parameters=True) if tc.strategy == "ddp" else tc.strategy
 
@@ -255,8 +308,10 @@ def _checkpoint_to_resume(config: Config, resume: bool) -> Checkpoint | None:
     found = bool(checkpoint_files(out)) or (out / LATEST).is_file()
     if not resume:
         if found:
-            raise ValueError(f"train.out_dir: {out} already holds checkpoints of a run. Fix: resume it (--resume, "
-                             "train(config, resume=True)), or choose another train.out_dir.")
+            raise ValueError(
+                f"train.out_dir: {out} already holds checkpoints of a run. Fix: resume it (--resume, "
+                "train(config, resume=True)), or choose another train.out_dir."
+            )
         return None
     if not found:
         return None
@@ -280,8 +335,10 @@ def _restore(run: Run, ckpt: Checkpoint) -> None:
     if len(ckpt.rng) == fabric.world_size:
         restore_rng(ckpt.rng[fabric.global_rank], run.noise)
     else:
-        fabric.print(f"resuming {ckpt.path}: it was written by {len(ckpt.rng)} processes, this run has "
-                     f"{fabric.world_size}; the data order continues exactly, the noise streams are re-seeded.")
+        fabric.print(
+            f"resuming {ckpt.path}: it was written by {len(ckpt.rng)} processes, this run has "
+            f"{fabric.world_size}; the data order continues exactly, the noise streams are re-seeded."
+        )
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------------
@@ -293,8 +350,16 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
     launched, step_seconds, images, first_step = time.perf_counter(), 0.0, 0, run.step
     first_seconds = None  # the first step of a launch (torch.compile compiles there)
     status, ckpt_path, grids, metrics = "finished", _latest(out), [], {}
-    with _stop_on_signals() as signalled, tqdm(total=tc.max_steps, initial=run.step, desc=run.config.name,
-                                               disable=not fabric.is_global_zero, dynamic_ncols=True) as bar:
+    with (
+        _stop_on_signals() as signalled,
+        tqdm(
+            total=tc.max_steps,
+            initial=run.step,
+            desc=run.config.name,
+            disable=not fabric.is_global_zero,
+            dynamic_ncols=True,
+        ) as bar,
+    ):
         while run.step < tc.max_steps:
             over_time = bool(tc.max_minutes) and time.perf_counter() - launched > 60 * tc.max_minutes
             t0 = time.perf_counter()
@@ -312,11 +377,24 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
             last = run.step == tc.max_steps or stop
             if run.step % tc.log_every == 0 or last:
                 epoch, index = divmod(run.samples_seen, dataset_size)
-                fabric.log_dict({"train/loss": loss, "train/lr": lr, "train/img_per_s": rate, "train/epoch": epoch,
-                                 "train/epoch_index": index, "train/grad_norm": grad_norm}, run.step)
+                fabric.log_dict(
+                    {
+                        "train/loss": loss,
+                        "train/lr": lr,
+                        "train/img_per_s": rate,
+                        "train/epoch": epoch,
+                        "train/epoch_index": index,
+                        "train/grad_norm": grad_norm,
+                    },
+                    run.step,
+                )
             with torch.random.fork_rng(_rng_devices(fabric)):
-                if tc.sample_every and (run.step % tc.sample_every == 0 or last) and status != "interrupted" \
-                        and fabric.is_global_zero:
+                if (
+                    tc.sample_every
+                    and (run.step % tc.sample_every == 0 or last)
+                    and status != "interrupted"
+                    and fabric.is_global_zero
+                ):
                     grids.append(str(sample_grid(run, out / "samples" / f"step-{run.step:07d}.png")))
                 if (tc.eval_every and run.step % tc.eval_every == 0) or (last and status != "interrupted"):
                     metrics = evaluate(run, val_loader, evaluate_fn)
@@ -326,12 +404,23 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
                 break
     if status != "finished":
         fabric.print(f"stopped at step {run.step} ({status}); checkpoint {ckpt_path}. Continue with --resume.")
-    return {"status": status, "step": run.step, "images_seen": run.samples_seen, "val_loss": run.val_loss,
-            "metrics": metrics, "images_per_second": images / step_seconds if step_seconds else None,
-            "first_step_seconds": first_seconds, "seconds_per_step_after_first":
-            (step_seconds - first_seconds) / (run.step - first_step - 1) if run.step - first_step > 1 else None,
-            "steps_this_launch": run.step - first_step, "train_seconds": run.train_seconds + time.perf_counter()
-            - launched, "checkpoint": str(ckpt_path) if ckpt_path else None, "out_dir": str(out), "samples": grids}
+    return {
+        "status": status,
+        "step": run.step,
+        "images_seen": run.samples_seen,
+        "val_loss": run.val_loss,
+        "metrics": metrics,
+        "images_per_second": images / step_seconds if step_seconds else None,
+        "first_step_seconds": first_seconds,
+        "seconds_per_step_after_first": (step_seconds - first_seconds) / (run.step - first_step - 1)
+        if run.step - first_step > 1
+        else None,
+        "steps_this_launch": run.step - first_step,
+        "train_seconds": run.train_seconds + time.perf_counter() - launched,
+        "checkpoint": str(ckpt_path) if ckpt_path else None,
+        "out_dir": str(out),
+        "samples": grids,
+    }
 
 
 def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool]) -> tuple[float, float, bool]:
@@ -355,10 +444,13 @@ def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool]) 
         raise FloatingPointError(
             f"optimizer step {run.step + 1}: the training loss is not finite ({loss.item()}); stopped before updating "
             f"the weights. Last good checkpoint (untouched): {_latest(Path(tc.out_dir))}. Fix: lower train.lr, raise "
-            "train.warmup_frac, keep train.grad_clip > 0 or use train.precision=32-true, then continue with --resume.")
-    grad_norm = fabric.clip_gradients(run.model, run.optimizer, max_norm=tc.grad_clip, error_if_nonfinite=False) \
-        if tc.grad_clip else \
-        torch.nn.utils.get_total_norm([p.grad for p in run.net.parameters() if p.grad is not None])
+            "train.warmup_frac, keep train.grad_clip > 0 or use train.precision=32-true, then continue with --resume."
+        )
+    grad_norm = (
+        fabric.clip_gradients(run.model, run.optimizer, max_norm=tc.grad_clip, error_if_nonfinite=False)
+        if tc.grad_clip
+        else torch.nn.utils.get_total_norm([p.grad for p in run.net.parameters() if p.grad is not None])
+    )
     # a finite loss can still back-propagate inf/NaN (overflow); the weights must not take them. 16-mixed is the
     # exception: its grad scaler skips such steps and lowers the scale by design
     if not torch.isfinite(grad_norm) and tc.precision not in ("16-mixed", "16"):
@@ -366,7 +458,8 @@ def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool]) 
             f"optimizer step {run.step + 1}: the gradient norm is not finite ({float(grad_norm)}) although the loss "
             f"is ({loss.item():.4g}); stopped before updating the weights. Last good checkpoint (untouched): "
             f"{_latest(Path(tc.out_dir))}. Fix: lower train.lr, keep train.grad_clip > 0 or use "
-            "train.precision=32-true, then continue with --resume.")
+            "train.precision=32-true, then continue with --resume."
+        )
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
@@ -388,8 +481,9 @@ def validate(run: Run, val_loader) -> dict:
         images, labels = fabric.to_device(batch)  # (B, C, H, W), (B,)
         with fabric.autocast():
             losses = run.diffusion.loss(run.eval_model, run.latents(images), run.labels(labels), noise)
-        sums += torch.stack([losses.total.float(), losses.diffusion.float(), torch.tensor(1.0, device=sums.device)]) \
-            * len(images)
+        sums += torch.stack(
+            [losses.total.float(), losses.diffusion.float(), torch.tensor(1.0, device=sums.device)]
+        ) * len(images)
     total, diffusion, n = fabric.all_reduce(sums, reduce_op="sum").tolist()
     return {"loss": total / n, "diffusion": diffusion / n}
 
@@ -422,15 +516,27 @@ def save(run: Run, dataset_size: int, seconds_this_launch: float) -> Path | None
     if fabric.is_global_zero:
         epoch, index = divmod(run.samples_seen, dataset_size)
         seconds = run.train_seconds + seconds_this_launch
-        meta = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "train_seconds": seconds,
-                "images_seen": run.samples_seen, "tokens_seen": run.samples_seen * run.config.model.grid ** 2,
-                "val_loss": run.val_loss, "world_size": fabric.world_size, "git_commit": _git_commit(),
-                "torch": torch.__version__}
-        ckpt = Checkpoint(run.config, run.step, run.net.state_dict(),
-                          run.ema.module.state_dict() if run.ema is not None else None, run.optimizer.state_dict(),
-                          run.scheduler.state_dict(), rng,
-                          {"samples_seen": run.samples_seen, "epoch": epoch, "index": index,
-                           "dataset_size": dataset_size}, meta)
+        meta = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "train_seconds": seconds,
+            "images_seen": run.samples_seen,
+            "tokens_seen": run.samples_seen * run.config.model.grid**2,
+            "val_loss": run.val_loss,
+            "world_size": fabric.world_size,
+            "git_commit": _git_commit(),
+            "torch": torch.__version__,
+        }
+        ckpt = Checkpoint(
+            run.config,
+            run.step,
+            run.net.state_dict(),
+            run.ema.module.state_dict() if run.ema is not None else None,
+            run.optimizer.state_dict(),
+            run.scheduler.state_dict(),
+            rng,
+            {"samples_seen": run.samples_seen, "epoch": epoch, "index": index, "dataset_size": dataset_size},
+            meta,
+        )
         path = save_checkpoint(ckpt, tc.out_dir, tc.keep_last)
     fabric.barrier()
     return path
