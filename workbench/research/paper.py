@@ -1,5 +1,6 @@
-"""The paper's numbers (PAPER.md; secondary notes, approximate) and our tables beside them (Table 1 D sweep,
-Table 2 T sweep, Tables 3-6 ablations), each with a sentence computed from the numbers; markdown rendering."""
+"""The paper's numbers (MADFormer, arXiv 2506.07999, as read from notes on it: approximate) and our tables beside
+them (Table 1 D sweep, Table 2 T sweep, Tables 3-6 ablations), each with a sentence computed from the numbers;
+markdown rendering."""
 
 from __future__ import annotations
 
@@ -101,7 +102,7 @@ def blocks_table(arms: Mapping[str, Mapping[str, Report]]) -> list[dict]:
     return rows
 
 
-# The token geometry of the paper's two resolutions (PAPER.md: SD-VAE f8 latents with 4 channels; FFHQ-1024 as 16
+# The token geometry of the paper's two resolutions (it uses SD-VAE f8 latents with 4 channels; FFHQ-1024 as 16
 # blocks of 256 tokens, so patch 2 on its 128x128 latents; ImageNet-256 patched the same way has 256 tokens)
 PAPER_GEOMETRY = {"FFHQ-1024": ("128x128x4 latents", 4096), "ImageNet-256": ("32x32x4 latents", 256)}
 
