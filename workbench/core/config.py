@@ -322,6 +322,8 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
     max_images: int = 0  # train (and validate) on an evenly spaced subset of this many images; 0 = all
     labels: str = "group"  # Fluent sets' class labels: "group" (Unicode), "tone" (skin) or "group-tone"
+    cache_dir: str = ""  # latent caches and folder indexes; "" = $WORKBENCH_CACHE, else data/cache (small sets)
+    #                                or ~/.cache/madformer-workbench (100k+ images), outside the work tree
 
     def __post_init__(self) -> None:
         _check(
@@ -383,7 +385,7 @@ class TrainConfig:
     accelerator: str = "auto"  # Fabric accelerator: "auto", "cpu", "cuda", "mps"
     devices: Any = 1  # processes/devices per node (int, list or "auto")
     num_nodes: int = 1  # nodes
-    strategy: str = "auto"  # Fabric strategy: "auto", "ddp" ("fsdp" is refused by train.py, see scaling.py)
+    strategy: str = "auto"  # Fabric strategy: "auto", "ddp", "fsdp" (FSDP2 fully_shard per decoder layer)
     seed: int = 0  # seed of weights, data order and noise
     out_dir: str = "runs/default"  # checkpoints, logs and sample grids go here
     log_every: int = 10  # steps between log lines
@@ -393,6 +395,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between validation/FID (0 = only at the end)
     val_batches: int = 8  # batches of the validation split used for the validation loss
     compile: bool = False  # torch.compile the model
+    activation_checkpointing: bool = False  # recompute each decoder layer in the backward (less activation memory)
 
     def __post_init__(self) -> None:
         for name in (
@@ -432,8 +435,8 @@ class TrainConfig:
             self.strategy in STRATEGIES,
             "train.strategy",
             f"got {self.strategy!r}",
-            "use 'auto' (one process) or 'ddp' (several processes, GPUs or nodes); 'fsdp' is refused by the "
-            "training loop",
+            "use 'auto' (one process), 'ddp' (several processes, GPUs or nodes) or 'fsdp' (sharded weights and "
+            "optimizer state)",
         )
         _check(
             self.sample_every >= 0 and self.eval_every >= 0, "train.sample_every", "must be >= 0", "use 0 to disable"
