@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from workbench.core.compute import iso_steps
+from workbench.core.compute import iso_cost, iso_steps, iso_table
 from workbench.core.config import Config, samplers_for
 from workbench.data.labels import class_names
+from workbench.research.groups import Entry, Family
+from workbench.research.picks import default_images, default_steps, opening_depth, quick_picks
 
-from .catalog import MAX_PATH, Entry, Family, opening_depth, quick_picks
+from .paths import MAX_PATH
 
 MAX_IMAGES = 64  # images per batch
 MAX_STEPS = 200  # S: denoising steps per block
@@ -28,22 +30,7 @@ MAX_CFG = 10.0  # classifier-free guidance scale
 MAX_FID_SAMPLES = 2048  # images one run may accumulate for its FID
 MORE_SAMPLES = 64  # images one "more samples" click adds
 SIDES = ("A", "B")
-DEFAULT_IMAGES = 16  # the images slider's start for small images (a 4x4 grid)
-DEFAULT_LARGE_IMAGES = 4  # ... for images of LARGE_IMAGE px or more, shown at their true size
-LARGE_IMAGE = 128
 MAX_SCHEDULE_CHARS = 400  # characters of a typed schedule
-
-
-def default_images(config) -> int:
-    """The images slider's start: a 4x4 grid of small images; four large ones, which the page shows at their true
-    size (a row of four 256 px images) and whose first block comes four times sooner."""
-    return DEFAULT_LARGE_IMAGES if config.data.image_size >= LARGE_IMAGE else DEFAULT_IMAGES
-
-
-def default_steps(config) -> int:
-    """The steps slider's start: the checkpoint's own S, at most 16. On the zoo's FID curves S=16 is within a few
-    percent of S=32, and the first block shows twice as fast."""
-    return min(config.sample.steps, 16)
 
 
 @dataclass(frozen=True)
@@ -159,7 +146,7 @@ def side_plan(side: Side, config: Config) -> SidePlan:
     )
     cost = None
     if side.iso_depth:
-        cost = (N - side.iso_depth) + side.iso_depth * side.steps
+        cost = iso_cost(N, side.iso_depth, side.steps)
         steps = tuple(iso_steps(N, d, cost) for d in depths)
         worst = max(zip(steps, depths))
         _need(
@@ -171,12 +158,6 @@ def side_plan(side: Side, config: Config) -> SidePlan:
         steps = parse_schedule(side.steps_schedule, "S_k", T, 1, MAX_STEPS) or (side.steps,) * T
     held = tuple(sorted({d for d in depths if d not in m.depths}))
     return SidePlan(depths, steps, tuple(m.depths), held, cost, elastic)
-
-
-def iso_table(N: int, reference: int, steps: int) -> list[tuple[int, int]]:
-    """(D, S(D)) for every D in 1..N at iso-compute with reference (D_ref, S)."""
-    cost = (N - reference) + reference * steps
-    return [(D, iso_steps(N, D, cost)) for D in range(1, N + 1)]
 
 
 @dataclass(frozen=True)
@@ -273,7 +254,7 @@ def _pick(label: str) -> None:
 
 
 def path_ui() -> str:
-    """Sidebar: an optional checkpoint path typed by the user (checked by catalog.check_path)."""
+    """Sidebar: an optional checkpoint path typed by the user (checked by app.paths.check_path)."""
     with st.sidebar.expander("Open a checkpoint by path"):
         return st.text_input(
             "Checkpoint file or run folder",
@@ -373,7 +354,7 @@ def _elastic_ui(family: Family, key: str, wide: bool) -> tuple[str, str, int]:
 def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[Request, bool]:
     """The generation form: settings of one side (two in compare mode), images, seed; and whether it was submitted.
     The depth starts at an opened dedicated file's D; an elastic family starts where its shipped reports put it
-    (catalog.opening_depth).
+    (workbench.research.picks.opening_depth).
 
     A form, so that moving a slider does not rerun the script and interrupt a generation."""
     trained = family.trained()
@@ -408,6 +389,6 @@ def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[R
             table = ", ".join(f"D={D}: S={S}" for D, S in iso_table(family.N, side.iso_depth, side.steps))
             st.caption(
                 f"Iso-compute{' ' + name if compare else ''}: every block costs C = (N − D_ref) + D_ref·S = "
-                f"{(family.N - side.iso_depth) + side.iso_depth * side.steps} layer evaluations; {table}."
+                f"{iso_cost(family.N, side.iso_depth, side.steps)} layer evaluations; {table}."
             )
     return Request(tuple(sides), int(num_images), int(seed), bool(preview)), submitted

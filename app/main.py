@@ -48,7 +48,9 @@ from workbench.core.paths import REFERENCE_DIR  # noqa: E402
 from workbench.data.codecs import build_codec  # noqa: E402
 from workbench.evaluation.evaluate import default_extractor, reference_split, shipped_reference  # noqa: E402
 from workbench.evaluation.metrics import ReferenceStats  # noqa: E402
+from workbench.research import picks  # noqa: E402
 from workbench.research.families import FAMILIES  # noqa: E402
+from workbench.research.groups import Entry, Family, group_families  # noqa: E402
 from workbench.research.reports import load_reports  # noqa: E402
 from workbench.training.checkpoint import load_for_inference  # noqa: E402
 
@@ -131,7 +133,7 @@ def loaded(path: Path) -> Loaded:
 
 
 # ---- page ------------------------------------------------------------------------------------------------------
-def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, catalog.Entry | None, list, bool]:
+def checkpoint_ui(folders: catalog.Folders) -> tuple[Family | None, Entry | None, list, bool]:
     """Sidebar: the family to sample (and a typed path, checked), compare mode; plus the zoo's reports."""
     st.sidebar.title("MADFormer Workbench")
     entries, notes, reports = scan(folders)
@@ -144,14 +146,14 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
             entries = entries if opened in entries else [*entries, opened]
         except (ValueError, OSError) as err:  # PathRefused, CheckpointError, a config this version rejects
             st.sidebar.error(f"Refused: {err}")
-    families = catalog.families(entries)
+    families = group_families(entries)
     if not families:
         st.sidebar.error(
             f"No checkpoints found in {', '.join(map(str, folders.roots))}. Fix: ship the zoo "
             "(python experiments/zoo.py all; export) or start the app with `-- --checkpoints DIR`."
         )
         return None, None, reports, False
-    default = opened or catalog.default_entry(families, folders)
+    default = opened or picks.default_entry(families, folders.default)
     home = next((f for f in families if opened in f.entries), None)  # None: a copy of a listed checkpoint
     if home and st.session_state.get("opened") != str(opened.path):  # a newly opened file: select it
         st.session_state["opened"] = str(opened.path)
@@ -166,7 +168,7 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[catalog.Family | None, cata
         if family.elastic
         else "Trained positions of this family:"
     )
-    if family.elastic and (why := catalog.opening_note(family, default_steps(family.entries[0].config))):
+    if family.elastic and (why := picks.opening_note(family, default_steps(family.entries[0].config))):
         st.sidebar.caption(why)
     st.sidebar.markdown("\n".join(f"- {e.describe()}" for e in family.entries))
     st.sidebar.caption("Folders this app may open: " + ", ".join(f"`{r}`" for r in folders.roots))
@@ -206,7 +208,7 @@ def main() -> None:
     zoo_charts(family, reports, [r for r in state["runs"] if r.finished])
 
 
-def _preload(family: catalog.Family) -> None:
+def _preload(family: Family) -> None:
     """Load the family's models now, so that Generate starts sampling at once (cached: a no-op after the first
     page view). A checkpoint that fails here fails again, with its message, when it is used."""
     for entry in family.entries:
@@ -217,7 +219,7 @@ def _preload(family: catalog.Family) -> None:
 
 
 def _generate(
-    request: Request, family: catalog.Family, compare: bool, clicked: float, queue: Scheduler, session: str
+    request: Request, family: Family, compare: bool, clicked: float, queue: Scheduler, session: str
 ) -> list[RunView] | None:
     """Check the request, queue it, and draw it as it runs. The new runs replace the session's at once, so that
     Stop (or any rerun) keeps the finished blocks; a failure brings the previous runs back. Returns the views to

@@ -12,10 +12,10 @@ from PIL import Image
 
 from workbench.data.images import image_grid
 from workbench.evaluation.metrics import FIDResult
+from workbench.research.groups import Family
 from workbench.research.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
 from workbench.research.reports import Report
 
-from .catalog import Family
 from .runs import Difference, Run
 
 GRID_WIDTH = 440  # pixels a grid of small images is upscaled to (nearest neighbour keeps 32 px images crisp)

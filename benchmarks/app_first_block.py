@@ -43,6 +43,8 @@ from app import catalog  # noqa: E402
 from app.controls import default_images, default_steps  # noqa: E402
 from app.runs import TORCH_THREADS  # noqa: E402
 from workbench.data.codecs import build_codec  # noqa: E402
+from workbench.research.groups import group_families  # noqa: E402
+from workbench.research.picks import default_entry  # noqa: E402
 from workbench.sampling.sampler import frame  # noqa: E402
 from workbench.training.checkpoint import (  # noqa: E402
     Checkpoint,
@@ -230,7 +232,7 @@ def browser_first_block(app_args: list[str], repeats: int, log: Path) -> tuple[l
 def app_default() -> Path | None:
     """The checkpoint `streamlit run app/main.py` opens without arguments (None without a zoo)."""
     folders = catalog.folders_from([])
-    entry = catalog.default_entry(catalog.families(catalog.scan(folders)[0]), folders)
+    entry = default_entry(group_families(catalog.scan(folders)[0]), folders.default)
     return entry.path if entry else None
 
 

@@ -26,9 +26,13 @@ from fluent_fixture import NAMES, write_fluent, write_tiny_codec  # noqa: E402
 from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
 
 from app import catalog  # noqa: E402
-from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, iso_table, side_plan, validate  # noqa: E402
+from app import paths as app_paths  # noqa: E402
+from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, side_plan, validate  # noqa: E402
 from app.panels import pictures  # noqa: E402
 from app.runs import Throttle, progress_text  # noqa: E402
+from workbench.core.compute import iso_table  # noqa: E402
+from workbench.research import picks  # noqa: E402
+from workbench.research.groups import group_families, slider_positions  # noqa: E402
 from workbench.sampling.sampler import frame, placeholder  # noqa: E402
 
 MAIN = str(ROOT / "app" / "main.py")
@@ -358,7 +362,7 @@ def test_zoo_reports_place_the_run_on_the_frontier(monkeypatch, tmp_path):
     from workbench.evaluation.features import feature_extractor
 
     write_zoo(tmp_path, feature_extractor("fmnist-classifier").id)
-    monkeypatch.setattr(catalog, "ZOO_DIR", tmp_path)
+    monkeypatch.setattr(app_paths, "ZOO_DIR", tmp_path)
     at = start(monkeypatch)
     assert at.selectbox(key="family").value.startswith("vertical · N=4 T=4")  # the richest family comes first
     depth = side_widgets(at, at.selectbox(key="family").value)[0]
@@ -414,7 +418,7 @@ def test_sampling_leaves_the_cached_model_untouched(folders):
 # ---- bounds and folders ------------------------------------------------------------------------------------------
 def test_validate_bounds(folders):
     entries, _ = catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None))
-    family = catalog.families(entries)[0]
+    family = group_families(entries)[0]
     ok = Side(2, 10, "ddim", None, 1.0)
     assert [e.D for e in validate(Request((ok,), 4, 0, True), family)] == [2]
     bad = [
@@ -590,7 +594,7 @@ def test_elastic_family_opens_at_its_best_reported_depth(tmp_path, fids, want):
     """The slider starts at the cheapest trained D whose shipped FID at the app's default steps lies inside the best
     D's interval (issue: the default app model at its default steps); reports elsewhere or at other steps do not
     count, and a file without them opens at the D it was exported at."""
-    from app.controls import default_steps
+    from workbench.research.picks import default_steps
 
     folder = tmp_path / "elastic"
     path = write_checkpoint(folder, "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
@@ -599,21 +603,21 @@ def test_elastic_family_opens_at_its_best_reported_depth(tmp_path, fids, want):
     decoy = tmp_path / "decoy"  # a better D=1 report of the same member in another folder: not this file's
     write_checkpoint(decoy, "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
     write_depth_reports(decoy, {1: (1.0, 0.5, 1.5)}, steps)
-    family = catalog.families([catalog.load_entry(path, "user")])[0]
+    family = group_families([catalog.load_entry(path, "user")])[0]
     assert sorted(r.D for r in family.elastic.depth_reports) == sorted(fids)
-    assert catalog.opening_depth(family, steps) == want
-    assert catalog.opening_depth(family, steps + 1) == 2  # no report at these steps: the exported D
+    assert picks.opening_depth(family, steps) == want
+    assert picks.opening_depth(family, steps + 1) == 2  # no report at these steps: the exported D
     bare = write_checkpoint(tmp_path / "bare", "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
-    assert catalog.opening_depth(catalog.families([catalog.load_entry(bare, "user")])[0], steps) == 2
+    assert picks.opening_depth(group_families([catalog.load_entry(bare, "user")])[0], steps) == 2
 
 
 def test_app_opens_the_elastic_family_at_its_best_depth_and_refuses_a_bad_depth_report(tmp_path, monkeypatch):
-    from app.controls import default_steps
+    from workbench.research.picks import default_steps
 
     folder = tmp_path / "user" / "elastic"
     write_checkpoint(folder, "E.safetensors", "elastic/E", 2, elastic=(1, 2, 3, 4))
     write_depth_reports(folder, OPENINGS[0][0], default_steps(tiny_config("elastic/E", 2)))
-    monkeypatch.setattr(catalog, "ZOO_DIR", tmp_path / "no-zoo")
+    monkeypatch.setattr(app_paths, "ZOO_DIR", tmp_path / "no-zoo")
     at = start(monkeypatch, "--checkpoints", str(tmp_path / "user"))
     assert not at.exception, at.exception
     assert elastic_widgets(at)["D"].value == 3
@@ -693,7 +697,7 @@ def test_bad_elastic_inputs_are_refused_on_the_page(elastic_app):
 
 
 def test_validate_elastic_bounds(elastic, folders):
-    fam = catalog.families([catalog.load_entry(elastic.resolve(), "user")])[0]
+    fam = group_families([catalog.load_entry(elastic.resolve(), "user")])[0]
     assert fam.elastic and fam.positions() == [1, 2, 3, 4] and fam.trained() == list(ELASTIC_D)
     ok = Side(3, 4, "ddim", None, 1.0, "4,3,2,1", "", 2)
     assert validate(Request((ok,), 4, 0, True), fam)[0].path == elastic.resolve()
@@ -724,7 +728,7 @@ def test_validate_elastic_bounds(elastic, folders):
         with pytest.raises(ValueError, match="Fix:"):
             validate(Request((side,), 4, 0, True), fam)
             pytest.fail(what)
-    dedicated = catalog.families(
+    dedicated = group_families(
         catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None))[0]
     )[0]
     for side in (
@@ -898,9 +902,9 @@ def test_app_opens_on_the_family_with_the_most_trained_depths(tmp_path, elastic_
     write_checkpoint(zoo / "elastic", "E.safetensors", "elastic/E", elastic_set[0], elastic=elastic_set)
     folders = catalog.Folders(zoo.resolve(), (), None, ())
     entries, notes = catalog.scan(folders)
-    fams = catalog.families(entries)
-    assert not notes and sorted(catalog.slider_positions(f) for f in fams) == sorted([2, len(elastic_set)])
-    chosen = catalog.default_entry(fams, folders)
+    fams = group_families(entries)
+    assert not notes and sorted(slider_positions(f) for f in fams) == sorted([2, len(elastic_set)])
+    chosen = picks.default_entry(fams, folders.default)
     assert chosen.family == want and (chosen.elastic == (want == "elastic"))
 
 
@@ -912,24 +916,45 @@ def test_one_click_picks_the_elastic_default_and_the_256px_family(latent, monkey
     shutil.copy(latent["checkpoint"], user / "emoji256" / "T4.safetensors")
     write_checkpoint(user / "vertical", "D2.safetensors", "vertical/D2", 2)
     write_checkpoint(user / "elastic", "E.safetensors", "vertical/elastic", 2, elastic=(1, 2, 3, 4))
-    fams = catalog.families(catalog.scan(catalog.Folders(Path("/nonexistent"), (user.resolve(),), None))[0])
-    picks = catalog.quick_picks(fams)
-    assert list(picks) == ["fashion-mnist 32px, every D", "fluent 256px"]
-    monkeypatch.setattr(catalog, "ZOO_DIR", tmp_path / "no-zoo")  # these folders only, not the shipped zoo
+    fams = group_families(catalog.scan(catalog.Folders(Path("/nonexistent"), (user.resolve(),), None))[0])
+    offered = picks.quick_picks(fams)
+    assert list(offered) == ["fashion-mnist 32px, every D", "fluent 256px"]
+    monkeypatch.setattr(app_paths, "ZOO_DIR", tmp_path / "no-zoo")  # these folders only, not the shipped zoo
     at = start(monkeypatch, "--checkpoints", str(user))
     assert not at.exception, at.exception
-    assert at.selectbox(key="family").value == picks["fashion-mnist 32px, every D"]  # opens on the elastic family
-    at = at.button(key=f"pick.{picks['fluent 256px']}").click().run()
-    assert not at.exception and at.selectbox(key="family").value == picks["fluent 256px"]
-    assert at.button(key=f"pick.{picks['fluent 256px']}").proto.type == "primary"
-    at = at.button(key=f"pick.{picks['fashion-mnist 32px, every D']}").click().run()
-    assert at.selectbox(key="family").value == picks["fashion-mnist 32px, every D"]
-    assert catalog.quick_picks(fams[:1]) == {}  # one family: nothing to pick between
+    assert at.selectbox(key="family").value == offered["fashion-mnist 32px, every D"]  # opens on the elastic family
+    at = at.button(key=f"pick.{offered['fluent 256px']}").click().run()
+    assert not at.exception and at.selectbox(key="family").value == offered["fluent 256px"]
+    assert at.button(key=f"pick.{offered['fluent 256px']}").proto.type == "primary"
+    at = at.button(key=f"pick.{offered['fashion-mnist 32px, every D']}").click().run()
+    assert at.selectbox(key="family").value == offered["fashion-mnist 32px, every D"]
+    assert picks.quick_picks(fams[:1]) == {}  # one family: nothing to pick between
     # the zoo's case: four dedicated files and an elastic one trained at the same four D: the elastic one opens
     write_checkpoint(user / "vertical", "D1.safetensors", "vertical/D1", 1)
     for d in (3, 4):
         write_checkpoint(user / "vertical", f"D{d}.safetensors", f"vertical/D{d}", d)
     folders = catalog.Folders(Path("/nonexistent"), (user.resolve(),), None)
-    fams = catalog.families(catalog.scan(folders)[0])
-    assert sorted(catalog.slider_positions(f) for f in fams) == [1, 4, 4]
-    assert catalog.default_entry(fams, folders).elastic
+    fams = group_families(catalog.scan(folders)[0])
+    assert sorted(slider_positions(f) for f in fams) == [1, 4, 4]
+    assert picks.default_entry(fams, folders.default).elastic
+
+
+def test_the_zoo_opens_with_distinct_menu_labels_and_the_best_256px_model_one_click_away():
+    """First impressions on the shipped zoo: every family label in the menu differs (the ablations name the switch
+    they turn off), and the 256 px pick is the best shipped 256 px model, with the sampling its report was scored
+    with (sampler, trained weights, flow shift, guidance) carried by the export."""
+    entries, notes = catalog.scan(catalog.folders_from([], environ={}))
+    fams = group_families(entries)
+    labels = [f.label for f in fams]
+    assert len(set(labels)) == len(labels), labels
+    assert any("no-clean" in label for label in labels) and any("no-zcond" in label for label in labels)
+    show = picks.showcase_family(fams)
+    entry = show.entries[0]
+    assert entry.name == "context-people256/cond-ctx-T16"
+    assert picks.quick_picks(fams)["fluent-people 256px"] == show.label
+    cfg, ev = entry.config, entry.report.eval
+    assert (cfg.sample.sampler, picks.default_steps(cfg)) == (ev["sampler"], 16)
+    assert cfg.sample.cfg_scale == 2.0 and cfg.sample.flow_shift == 2.0 and ev["weights"] == "raw"
+    assert picks.shipped_fid(show) < min(
+        picks.shipped_fid(f) for f in fams if f is not show and f.entries[0].config.data.image_size == 256
+    )

@@ -106,6 +106,18 @@ def paper_cost(cfg: ModelConfig, steps: int) -> float:
     return float(T * ((N - D) + D * steps))
 
 
+def iso_cost(N: int, reference: int, steps: int) -> int:
+    """Iso-compute's budget: the block-layer evaluations C = (N - D_ref) + D_ref * S of one block sampled at the
+    reference depth D_ref with S steps (the AR stage once, the diffusion stage S times)."""
+    return (N - reference) + reference * steps
+
+
+def iso_table(N: int, reference: int, steps: int) -> list[tuple[int, int]]:
+    """(D, S(D)) for every D in 1..N at the cost of the reference (D_ref, S): see iso_steps."""
+    cost = iso_cost(N, reference, steps)
+    return [(D, iso_steps(N, D, cost)) for D in range(1, N + 1)]
+
+
 def iso_steps(N: int, depth: int, cost: float) -> int:
     """Iso-compute: the S at which a block sampled with diffusion depth D costs `cost` block-layer evaluations,
     S(D) = (C - (N - D)) / D, rounded half up, at least 1 (C = (N - D_ref) + D_ref * S_ref keeps the cost of a
