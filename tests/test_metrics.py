@@ -27,6 +27,8 @@ from workbench.evaluation.features import (
 from workbench.evaluation.metrics import (
     REFERENCE_DIR,
     LiveFID,
+    LiveOptions,
+    RealImages,
     ReferenceStats,
     compute_fid,
     feature_stats,
@@ -270,18 +272,18 @@ def test_inception_kid_real_vs_real_is_near_zero(inception_features, inception_r
 # ---- reference statistics ------------------------------------------------------------------------------------------
 @needs_fmnist
 def test_reference_stats_cache_and_provenance(tmp_path):
-    stats = reference_stats("fashion-mnist", "test", "fmnist-classifier", n=64, cache_dir=tmp_path)
+    stats = reference_stats(RealImages("fashion-mnist", "test"), "fmnist-classifier", n=64, cache_dir=tmp_path)
     path = tmp_path / "fashion-mnist-32px-test-fmnist-classifier-64.safetensors"
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["count"] == 64 and card["extractor_id"] == feature_extractor("fmnist-classifier").id
     assert card["sha256"] == sha256_file(path) and "zero-padded" in card["dataset_transform"]
     assert stats.mu.dtype == stats.sigma.dtype == torch.float64 and stats.sigma.shape == (128, 128)
-    again = reference_stats("fashion-mnist", "test", "fmnist-classifier", n=64, cache_dir=tmp_path)
+    again = reference_stats(RealImages("fashion-mnist", "test"), "fmnist-classifier", n=64, cache_dir=tmp_path)
     assert torch.equal(again.sigma, stats.sigma)  # loaded, not recomputed
     card["extractor_id"] = "fmnist-classifier-000000000000"
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="computed with fmnist-classifier-000000000000.*Fix"):
-        reference_stats("fashion-mnist", "test", "fmnist-classifier", n=64, cache_dir=tmp_path)
+        reference_stats(RealImages("fashion-mnist", "test"), "fmnist-classifier", n=64, cache_dir=tmp_path)
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ValueError, match="does not match its card"):
         load_reference(path)
@@ -312,7 +314,7 @@ def classifier_reference():
 @needs_fmnist
 def test_live_fid_batchwise_equals_one_shot(classifier_reference):
     images = fmnist("test", 200, seed=1)
-    live = LiveFID(classifier_reference, bootstrap=20, inf_points=5, kid_subsets=10)
+    live = LiveFID(classifier_reference, options=LiveOptions(bootstrap=20, inf_points=5, kid_subsets=10))
     for batch in images.split(16):
         live.update(batch)
     batchwise = live.compute()
@@ -335,7 +337,8 @@ def test_live_fid_batchwise_equals_one_shot(classifier_reference):
 
 def test_live_fid_throttles(classifier_reference):
     now = [0.0]
-    live = LiveFID(classifier_reference, bootstrap=5, inf_points=0, kid_subsets=2, clock=lambda: now[0])
+    options = LiveOptions(bootstrap=5, inf_points=0, kid_subsets=2)
+    live = LiveFID(classifier_reference, options=options, clock=lambda: now[0])
     assert live.maybe_compute(10) is None  # nothing to score yet
     g = torch.Generator().manual_seed(0)
     live.update(torch.rand(8, 1, 32, 32, generator=g) * 2 - 1)

@@ -1,10 +1,11 @@
 """Scoring samples: one function, `score`, turns (model, sampler, steps) into a `Score` (FID with its bootstrap
-interval, FID-infinity, KID, sampler health, cost per image, provenance). Every caller uses it: the eval CLI
-(`evaluate_checkpoint`, which adds the checkpoint's provenance and measured FLOPs), the zoo and the notebooks
-(`evaluate_curve`: one Score per S), the benchmarks and the app (reference statistics from `shipped_reference`).
+interval, FID-infinity, KID, precision/recall, IS where the extractor has logits, sampler health, cost per image,
+provenance). Every caller uses it: the eval CLI (report.evaluate_checkpoint and sharded.evaluate_sharded, which add
+the checkpoint's provenance and measured FLOPs), the zoo and the notebooks (`evaluate_curve`: one Score per S), the
+benchmarks and the app (reference statistics from `shipped_reference`).
 
-    report = evaluate_checkpoint("data/checkpoints/vertical/D2.safetensors", num_samples=1000, steps=16)
-    report["fid"], report["extractor"], report["reference"], report["cost"]["paper_cost"]
+    s = score(model, config, 16, ScoreSpec(n=1000, seed=0, extractor="inception"))
+    s.fid, (s.fid_low, s.fid_high), s.precision, s.recall
 
 The extractor defaults to the Fashion-MNIST classifier for Fashion-MNIST models (fast, what the zoo reports) and
 to Inception elsewhere. The reference defaults to the largest shipped statistics of the model's dataset, image
@@ -16,10 +17,7 @@ Fluent 3D sets, whose 3,391 images are few for 2048-d Inception statistics.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
-import os
-import platform
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -28,14 +26,23 @@ from pathlib import Path
 
 import torch
 
-from ..core.compute import sample_flops, schedule_costs
+from ..core.compute import schedule_costs
 from ..core.config import Config, DataConfig
-from ..core.paths import REFERENCE_DIR, sha256_file
+from ..core.paths import REFERENCE_DIR
 from ..data.datasets import build_dataset
-from ..sampling.sampler import block_plan, generate_images_checked, measure_sample_flops
-from ..training.checkpoint import load_for_inference, read_header, resolve, with_flow_shift
+from ..sampling.sampler import block_plan, generate_images_checked
 from .features import resolve_extractor
-from .metrics import ReferenceStats, compute_fid, load_reference, reference_stats
+from .metrics import (
+    FeatureOptions,
+    FIDResult,
+    LiveFID,
+    LiveOptions,
+    RealImages,
+    ReferenceStats,
+    compute_fid,
+    load_reference,
+    reference_stats,
+)
 
 EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of every evaluation curve (the zoo's curves)
 
@@ -54,6 +61,9 @@ POINT_FIELDS = (
     "seconds_per_image",
     "pixels_out_of_range",
     "pixels_beyond_1p5",
+    "precision",
+    "recall",
+    "inception_score",
 )  # a report's curve point
 
 
@@ -84,16 +94,9 @@ def build_reference(data: DataConfig, extractor: str, progress=None, folder: Pat
     scripts/build_reference.py runs it; `progress(done, n)` is called after every batch."""
     split = reference_split(data)
     n = min(DEFAULT_REFERENCE_N, len(build_dataset(data, split)))
+    options = FeatureOptions(progress=progress)
     return reference_stats(
-        data.dataset,
-        split,
-        extractor,
-        n=n,
-        image_size=data.image_size,
-        channels=data.channels,
-        root=data.root,
-        cache_dir=Path(folder or REFERENCE_DIR),
-        progress=progress,
+        RealImages.of(data, split), extractor, n, cache_dir=Path(folder or REFERENCE_DIR), options=options
     )
 
 
@@ -108,7 +111,7 @@ def reference_for(config: Config, n: int | None = None) -> ReferenceStats:
     training images (all of them by default, as the zoo's Fashion-MNIST reports use; for emoji a grey proxy, less
     faithful than Inception), computed once and cached by workbench.evaluation.metrics."""
     d = config.data
-    return reference_stats(d.dataset, "train", "fmnist-classifier", n=n, image_size=d.image_size, channels=d.channels)
+    return reference_stats(RealImages(d.dataset, "train", d.image_size, d.channels), "fmnist-classifier", n)
 
 
 # ---- one point -----------------------------------------------------------------------------------------------------
@@ -145,6 +148,11 @@ class Score:
     seconds_score: float
     pixels_out_of_range: float  # fraction of decoded values beyond +-1 before the clamp
     pixels_beyond_1p5: float  # ... beyond +-1.5
+    precision: float | None = None  # improved precision, k=3 (None: the reference holds no real features)
+    recall: float | None = None  # improved recall, k=3
+    pr_counts: tuple = (0, 0)  # (real, generated) features behind precision and recall
+    inception_score: float | None = None  # IS of the extractor's class logits (None: the extractor has none)
+    inception_score_std: float | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -158,88 +166,111 @@ Samples = tuple[torch.Tensor, dict, float]  # (images in [-1, 1], sampler health
 
 
 def sample_images(model, config: Config, n: int, steps: int, sampler: str | None = None, seed: int = 0) -> Samples:
-    """n decoded images for `score` (reusable: score them with several extractors)."""
+    """n decoded images for `score` (reusable: score them with several extractors): images 0..n-1 of `seed` with
+    the config's sample section at S=`steps` (per-image seeds: the same images at any batch size)."""
     start = time.perf_counter()
-    images, health = generate_images_checked(model, config, n, steps, sampler or config.sample.sampler, seed)
+    request = replace(config.sample, steps=int(steps), sampler=sampler or config.sample.sampler, seed=seed)
+    images, health = generate_images_checked(model, config, n, request)
     return images, health, time.perf_counter() - start
 
 
-def score(
-    model,
-    config: Config,
-    steps: int,
-    sampler: str | None = None,
-    n: int = 1000,
-    seed: int = 0,
-    extractor=None,
-    reference: ReferenceStats | torch.Tensor | None = None,
-    weights: str = "ema",
-    bootstrap: int = 50,
-    samples: Samples | None = None,
-) -> Score:
-    """Generate n images with S=`steps` (the config's sampler and x0 treatment unless `sampler` is given) and
-    score them with `extractor` (name or module; default as default_extractor) against `reference` (statistics
-    or real images; default as default_reference). `samples` (from sample_images) reuses generated images."""
-    sampler = sampler or config.sample.sampler
-    ext = resolve_extractor(extractor or default_extractor(config))
-    ref = reference if reference is not None else default_reference(config, ext.name)
-    images, health, seconds = samples or sample_images(model, config, n, steps, sampler, seed)
-    r = compute_fid(images, ref, ext, bootstrap=bootstrap, seed=seed)
+@dataclass(frozen=True)
+class ScoreSpec:
+    """How `score` generates and scores: n images from seed `seed` (batch i of 250 uses seed + i) with `sampler`
+    (None: the config's), features of `extractor` (name or module; None: the reference's, else default_extractor)
+    against `reference` (ReferenceStats or real images; None: default_reference), a bootstrap interval of
+    `bootstrap` resamples; `weights` names the weights scored ("ema" or "raw") in the report."""
+
+    n: int = 1000
+    seed: int = 0
+    sampler: str | None = None
+    extractor: str | torch.nn.Module | None = None
+    reference: ReferenceStats | torch.Tensor | None = None
+    weights: str = "ema"
+    bootstrap: int = 50
+
+
+def score(model, config: Config, steps: int, spec: ScoreSpec = ScoreSpec(), samples: Samples | None = None) -> Score:
+    """Generate spec.n images with S=`steps` (the config's x0 treatment) and score them as `spec` says. `samples`
+    (from sample_images) reuses generated images."""
+    sampler = spec.sampler or config.sample.sampler
+    ext = resolve_extractor(spec.extractor or _extractor_of(spec.reference) or default_extractor(config))
+    ref = spec.reference if spec.reference is not None else default_reference(config, ext.name)
+    images, health, seconds = samples or sample_images(model, config, spec.n, steps, sampler, spec.seed)
+    result = compute_fid(images, ref, ext, bootstrap=spec.bootstrap, seed=spec.seed)
+    spec = replace(spec, sampler=sampler, extractor=ext, reference=ref)
+    return score_of(config, steps, spec, result, (health, seconds / len(images)))
+
+
+def score_features(config: Config, steps: int, spec: ScoreSpec, features: torch.Tensor, health: dict) -> Score:
+    """The Score of already extracted features (n, F) of generated images (sharded evaluation), against
+    spec.reference (ReferenceStats); `health` holds the pixel fractions and "seconds_per_image"."""
+    ext = resolve_extractor(spec.extractor or _extractor_of(spec.reference))
+    live = LiveFID(spec.reference, ext, LiveOptions(bootstrap=spec.bootstrap, seed=spec.seed))
+    live.add_features(features)
+    spec = replace(spec, extractor=ext)
+    return score_of(config, steps, spec, live.compute(), (health, health["seconds_per_image"]))
+
+
+def score_of(config: Config, steps: int, spec: ScoreSpec, r: FIDResult, health: tuple[dict, float]) -> Score:
+    """A Score from an FIDResult, the sampling settings and (sampler health, generation seconds per image)."""
+    pixels, seconds_per_image = health
     low, high = r.fid_ci or (math.nan, math.nan)
     m = config.model
     plan = block_plan(m, replace(config.sample, steps=int(steps)))
     paper, cached = schedule_costs(m, plan)
+    ext = resolve_extractor(spec.extractor) if spec.extractor is not None else None
     return Score(
-        int(steps),
-        tuple(map(min, plan)),
-        tuple(map(len, plan)),
-        tuple(config.sample.depth_per_step),
-        any(d not in m.depths for ds in plan for d in ds),
-        sampler,
-        config.sample.x0_clip,
-        len(images),
-        seed,
-        weights,
-        r.extractor,
-        getattr(ext, "preprocess", ""),
-        r.reference,
-        r.reference_count,
-        r.fid,
-        low,
-        high,
-        r.ci_level,
-        r.fid_inf,
-        r.kid_mean,
-        r.kid_std,
-        r.kid_subset_size,
-        paper,
-        cached,
-        seconds / len(images),
-        r.seconds,
-        health["pixels_out_of_range"],
-        health["pixels_beyond_1p5"],
+        steps=int(steps),
+        depths=tuple(map(min, plan)),
+        steps_per_block=tuple(map(len, plan)),
+        depth_per_step=tuple(config.sample.depth_per_step),
+        untrained_depth=any(d not in m.depths for ds in plan for d in ds),
+        sampler=spec.sampler or config.sample.sampler,
+        x0_clip=config.sample.x0_clip,
+        n=r.n,
+        seed=spec.seed,
+        weights=spec.weights,
+        extractor=r.extractor,
+        extractor_preprocess=getattr(ext, "preprocess", ""),
+        reference=r.reference,
+        reference_count=r.reference_count,
+        fid=r.fid,
+        fid_low=low,
+        fid_high=high,
+        ci_level=r.ci_level,
+        fid_inf=r.fid_inf,
+        kid_mean=r.kid_mean,
+        kid_std=r.kid_std,
+        kid_subset_size=r.kid_subset_size,
+        paper_cost=paper,
+        cached_cost=cached,
+        seconds_per_image=seconds_per_image,
+        seconds_score=r.seconds,
+        pixels_out_of_range=pixels["pixels_out_of_range"],
+        pixels_beyond_1p5=pixels["pixels_beyond_1p5"],
+        precision=r.precision,
+        recall=r.recall,
+        pr_counts=r.pr_counts,
+        inception_score=r.inception_score,
+        inception_score_std=r.inception_score_std,
     )
 
 
 def evaluate_curve(
     model,
     config: Config,
-    reference,
-    extractor=None,
+    spec: ScoreSpec,
     steps: Sequence[int] = EVAL_STEPS,
-    n: int = 1000,
-    sampler: str | None = None,
-    seed: int = 0,
-    weights: str = "ema",
     progress: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """The `eval` section of a report: one score per S in `steps` (their curve points) and what they share.
 
-    `reference`: metrics.ReferenceStats (or real images); `extractor`: name or module (default: the reference's).
-    `progress(S, point)` is called after each point."""
+    `spec.reference`: metrics.ReferenceStats (or real images); `spec.extractor`: name or module (default: the
+    reference's). `progress(S, point)` is called after each point."""
     curve, last = [], None
     for s in steps:
-        last = score(model, config, s, sampler, n, seed, extractor or _extractor_of(reference), reference, weights)
+        last = score(model, config, s, spec)
         curve.append(last.point())
         if progress:
             progress(s, curve[-1])
@@ -247,143 +278,14 @@ def evaluate_curve(
         "extractor": last.extractor,
         "reference": last.reference,
         "reference_count": last.reference_count,
-        "n": n,
+        "n": spec.n,
         "sampler": last.sampler,
-        "weights": weights,
-        "seed": seed,
+        "weights": spec.weights,
+        "seed": spec.seed,
         "curve": curve,
     }
 
 
 def _extractor_of(reference) -> str | None:
-    """The extractor reference statistics were computed with (None for real images)."""
-    return reference.card["extractor"] if isinstance(reference, ReferenceStats) else None
-
-
-# ---- a checkpoint, with provenance -------------------------------------------------------------------------------
-def _weights(header: dict, use_ema: bool) -> str:
-    """Which weights were scored: an export holds one set (the EMA weights when its source had them; the
-    training loop always keeps EMA), a training checkpoint both."""
-    if header["kind"] == "export":
-        return header.get("meta", {}).get("weights", "ema")
-    return "ema" if use_ema and header.get("ema") is not None else "raw"
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    num_samples: int = 1000,
-    steps: int | None = None,
-    sampler: str | None = None,
-    seed: int = 0,
-    extractor: str | None = None,
-    reference: str | Path | ReferenceStats | None = None,
-    use_ema: bool = True,
-    bootstrap: int = 50,
-    measure_flops: bool = True,
-    x0_clip: str | None = None,
-    device: str = "cpu",
-    progress=None,
-    sample: dict | None = None,
-    flow_shift: float | None = None,
-) -> dict:
-    """Score `num_samples` images of `checkpoint` (S=`steps` per block with `sampler`; the config's sample section
-    when None, with `sample` overrides such as {"diffusion_depth": 2, "steps_schedule": (8, 4, 2, 2)}) on `device`;
-    and `flow_shift` the time shift of a flow model's schedule (None: the config's); returns the report: the Score's
-    fields, the checkpoint's provenance, and the cost."""
-    say = progress or (lambda message: None)
-    if num_samples < 10:
-        raise ValueError(
-            f"eval: --num-samples {num_samples} is too few for FID-infinity and a bootstrap interval. "
-            "Fix: use at least 10 (1,000 or more for figures you report)."
-        )
-    path = resolve(checkpoint)
-    model, config = load_for_inference(path, use_ema=use_ema, device=device)  # checksum verified here
-    header = read_header(path)
-    config = with_flow_shift(config, flow_shift)
-    config = config.override(
-        **{
-            "sample.steps": config.sample.steps if steps is None else steps,
-            "sample.sampler": sampler or config.sample.sampler,
-            "sample.x0_clip": x0_clip or config.sample.x0_clip,
-            **{f"sample.{k}": v for k, v in (sample or {}).items()},
-        }
-    )  # validated, with the fix
-    steps, sampler = config.sample.steps, config.sample.sampler
-    ext = resolve_extractor(extractor or default_extractor(config))
-    if reference is None:
-        say(f"reference statistics for {config.data.dataset} with {ext.id}")
-        ref = default_reference(config, ext.name, progress=lambda done, n: say(f"reference features {done}/{n}"))
-    else:
-        ref = reference if isinstance(reference, ReferenceStats) else load_reference(reference)
-    say(f"generating {num_samples} images, {sampler} S={steps}")
-    samples = sample_images(model, config, num_samples, steps, sampler, seed)
-    say(f"scoring with {ext.id} against {ref.name}")
-    s = score(model, config, steps, sampler, num_samples, seed, ext, ref, _weights(header, use_ema), bootstrap, samples)
-    m = config.model
-    analytic = sample_flops(m, block_plan(m, config.sample))  # the schedules of config.sample counted
-    cost = {
-        "unit_note": "block-layer evaluations per image; FLOPs per image (matmuls, no guidance; the measured "
-        "count includes the second batch half of guidance, when guided)",
-        "paper_cost": s.paper_cost,
-        "cached_cost": s.cached_cost,
-        "flops_analytic": sum(analytic.values()),
-        "flops_attention_analytic": analytic["attention"],
-    }
-    if measure_flops:
-        measured = measure_sample_flops(model, config, steps)
-        cost.update(flops_measured=measured, flops_measured_over_analytic=round(measured / cost["flops_analytic"], 4))
-    cost.update(
-        seconds_generate=round(samples[2], 3),
-        seconds_per_image=round(s.seconds_per_image, 5),
-        images_per_s=round(num_samples / samples[2], 2),
-        seconds_score=round(s.seconds_score, 3),
-    )
-    return {
-        **{
-            k: v
-            for k, v in s.as_dict().items()
-            if k not in ("paper_cost", "cached_cost", "seconds_per_image", "seconds_score")
-        },
-        "prediction": config.diffusion.prediction,
-        "flow_shift": config.diffusion.flow_shift if config.diffusion.prediction == "flow" else None,
-        "context_noise": config.sample.context_noise,
-        "reference_card": {
-            k: ref.card.get(k) for k in ("dataset", "split", "subset", "image_size", "dataset_transform", "created")
-        },
-        "checkpoint": str(path),
-        "checkpoint_sha256": sha256_file(path),
-        "checkpoint_step": header["step"],
-        "checkpoint_kind": header["kind"],
-        "checkpoint_dtype": header.get("meta", {}).get("dtype", "float32"),
-        "name": config.name,
-        "model": {
-            "N": m.depth,
-            "D": m.diffusion_depth,
-            "T": m.num_blocks,
-            "width": m.width,
-            "patch": m.patch_size,
-            "towers": m.towers,
-            "timestep_conditioning": m.timestep_conditioning,
-            "parameters": sum(p.numel() for p in model.parameters()),
-        },
-        "data": {"dataset": config.data.dataset, "image_size": config.data.image_size},
-        "guidance": {
-            "cfg_scale": config.sample.cfg_scale,
-            "labels": (
-                "drawn in the training set's class proportions"
-                if config.sample.class_counts
-                else "cycling through the classes"
-            ),
-        }
-        if m.num_classes
-        else None,
-        "cost": cost,
-        "machine": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "device": str(next(model.parameters()).device),
-        },
-    }
+    """The extractor reference statistics were computed with (None for real images or no reference)."""
+    return reference.card.get("extractor") if isinstance(reference, ReferenceStats) else None

@@ -8,9 +8,11 @@ with a dummy image, and hands a custom module the images untouched, whatever its
 256 grey levels first, so generated images are scored as they would be saved, like the uint8 real images. Their
 `train()` is a no-op: a metric network never leaves eval mode.
 
-- "inception": the TF-FID Inception-v3 (2048-d pool3), the standard. ~10 images/s on a 2-core CPU.
+- "inception": the TF-FID Inception-v3 (2048-d pool3), the standard. ~10 images/s on a 2-core CPU. The shipped
+  TorchScript ends at pool3: it exposes no logits, so no Inception Score under it.
 - "fmnist-classifier": a small CNN trained on Fashion-MNIST (scripts/train_feature_net.py), 128-d penultimate
   layer, thousands of images/s. Colour images are converted to grey for it: a proxy only (use Inception there).
+  It exposes its class logits (`logits_from_features`), so reports under it carry an Inception Score of its classes.
 """
 
 from __future__ import annotations
@@ -192,6 +194,12 @@ class ClassifierFeatures(nn.Module):
         if u.shape[-2:] != (32, 32):
             u = F.interpolate(u, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
         return self.net.body(u / 127.5 - 1)  # (B, num_features)
+
+    def logits_from_features(self, features: Tensor) -> Tensor:
+        """Class logits (B, 10) of features (B, num_features) from forward(): the head the classifier was trained
+        with (dropout is off in eval mode), for the Inception Score (fidelity.inception_score)."""
+        with torch.no_grad():
+            return self.net.head(features.float())  # (B, num_classes)
 
 
 FEATURE_EXTRACTORS: dict[str, Callable[[], nn.Module]] = {

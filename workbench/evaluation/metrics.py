@@ -1,275 +1,61 @@
-"""FID and KID of generated images: the Frechet distance, cached reference statistics with provenance, KID,
-bootstrap intervals, FID-infinity, and LiveFID (a running estimate for the app and training loop).
+"""FID and KID of generated images: KID, bootstrap intervals, FID-infinity, and LiveFID (a running estimate for
+the app and training loop), which also reports precision/recall and, where the extractor exposes logits, the
+Inception Score (fidelity.py); compute_fid scores images in one call.
 
-Feature extractors live in features.py. FID math (Heusel et al. 2017): FID = |mu_a - mu_b|^2 + Tr(S_a) + Tr(S_b)
-- 2 Tr sqrt(S_a S_b), in float64. Every covariance is held as a factor F with S = F^T F, which makes
-Tr sqrt(S_a S_b) the nuclear norm of F_a F_b^T: one exact formula for a (d, d) covariance and for n < d raw
-features alike (FID-infinity and the bootstrap evaluate it dozens of times per compute). The nuclear norm comes
-from the eigenvalues of the smaller Gram matrix (SVD is ~10x slower here); a null direction costs ~sqrt(float64
-eps) of absolute accuracy, so identical singular gaussians score ~1e-8, not 0.
+Feature extractors live in features.py, the Frechet distance in frechet.py, reference statistics in references.py
+(their names are re-exported here, where callers have always found them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import functools
-import hashlib
-import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torchmetrics.image.kid import poly_mmd
 
-from ..core.config import DataConfig
-from ..core.paths import CACHE_DIR, REFERENCE_DIR, sha256_file
-from ..data.datasets import build_dataset
+from ..core.paths import REFERENCE_DIR
 from .features import extract_features, resolve_extractor
+from .fidelity import PR_NEIGHBOURS, inception_score, precision_recall
+from .frechet import _factor, _frechet, feature_stats, frechet_distance
+from .references import (
+    FEATURE_LOG_DIR,
+    FeatureOptions,
+    RealImages,
+    ReferenceStats,
+    load_reference,
+    real_features,
+    reference_stats,
+    save_reference,
+)
 
-FEATURE_LOG_DIR = CACHE_DIR / "features"  # git-ignored logs of reference features, for resuming
-
-
-# ---- Frechet distance --------------------------------------------------------------------------------------------
-def feature_stats(features: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean (F,) and unbiased covariance (F, F) of features (N, F), in float64."""
-    x = features.double()
-    if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"feature_stats: need (N >= 2, F) features, got {tuple(x.shape)}. Fix: use more images.")
-    return x.mean(0), torch.cov(x.T)
-
-
-def _factor(features: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean (F,) and covariance factor (N, F) of features: sigma = factor^T factor."""
-    x = features.double()
-    mu = x.mean(0)
-    return mu, (x - mu) / (x.shape[0] - 1) ** 0.5
-
-
-def _psd_factor(sigma: Tensor) -> Tensor:
-    """Symmetric square root (F, F) of a covariance: a factor with sigma = factor^T factor."""
-    e, v = torch.linalg.eigh(sigma.double())
-    return (v * e.clamp(min=0).sqrt()) @ v.T
-
-
-def _frechet(mu_a: Tensor, fac_a: Tensor, mu_b: Tensor, fac_b: Tensor) -> float:
-    """FID from means and covariance factors: Tr sqrt(S_a S_b) = nuclear norm of fac_a fac_b^T."""
-    m = fac_a @ fac_b.T  # (n_a, n_b)
-    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m  # the smaller side: same non-zero eigenvalues
-    tr_sqrt = torch.linalg.eigvalsh(gram).clamp(min=0).sqrt().sum()
-    fid = (mu_a - mu_b).square().sum() + fac_a.square().sum() + fac_b.square().sum() - 2 * tr_sqrt
-    return float(fid)
-
-
-def frechet_distance(mu_a: Tensor, sigma_a: Tensor, mu_b: Tensor, sigma_b: Tensor) -> float:
-    """Frechet distance between N(mu_a, sigma_a) and N(mu_b, sigma_b), in float64."""
-    return _frechet(mu_a.double(), _psd_factor(sigma_a), mu_b.double(), _psd_factor(sigma_b))
-
-
-# ---- reference statistics ----------------------------------------------------------------------------------------
-@dataclass
-class ReferenceStats:
-    """Statistics of real images under one extractor: mu (F,), sigma (F, F) float64, a sample of real features
-    for KID (K, F) float32, and the provenance card (dataset, split, count, extractor id, resize path, date)."""
-
-    mu: Tensor
-    sigma: Tensor
-    kid_features: Tensor
-    card: dict
-
-    @classmethod
-    def from_features(cls, features: Tensor, card: dict, kid_sample: int = 1000) -> ReferenceStats:
-        """Statistics of all `features` (N, F); the first `kid_sample` rows are kept for KID."""
-        mu, sigma = feature_stats(features)
-        return cls(mu, sigma, features[:kid_sample].float().clone(), {**card, "count": features.shape[0]})
-
-    @property
-    def name(self) -> str:
-        return self.card["name"]
-
-    @property
-    def count(self) -> int:
-        return self.card["count"]
-
-    @functools.cached_property
-    def factor(self) -> Tensor:
-        """Covariance factor (F, F), computed once (an eigendecomposition: ~1.3 s at F = 2048)."""
-        return _psd_factor(self.sigma)
-
-
-def load_reference(path: str | Path) -> ReferenceStats:
-    """Load reference statistics (.safetensors + .json card), checking the file against the card's sha256."""
-    path = Path(path)
-    card_path = path.with_suffix(".json")
-    if not path.is_file() or not card_path.is_file():
-        raise FileNotFoundError(
-            f"reference statistics {path} or its card {card_path.name} missing. Fix: compute "
-            "them with workbench.evaluation.metrics.reference_stats(...)."
-        )
-    card = json.loads(card_path.read_text())
-    digest = sha256_file(path)
-    if digest != card["sha256"]:
-        raise ValueError(
-            f"{path}: sha256 {digest[:12]}... does not match its card ({card['sha256'][:12]}...). "
-            "Fix: delete both files and recompute them with reference_stats(...)."
-        )
-    t = load_file(str(path))
-    return ReferenceStats(t["mu"], t["sigma"], t["kid_features"], {k: v for k, v in card.items() if k != "sha256"})
-
-
-def save_reference(stats: ReferenceStats, path: str | Path) -> None:
-    """Write stats as .safetensors plus a .json card holding the provenance and the file's sha256."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {
-            "mu": stats.mu.contiguous(),
-            "sigma": stats.sigma.contiguous(),
-            "kid_features": stats.kid_features.contiguous(),
-        },
-        str(path),
-    )
-    card = {**stats.card, "sha256": sha256_file(path)}
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
-
-
-def _feature_log(
-    path: Path,
-    extractor: nn.Module,
-    ds: torch.utils.data.Dataset,
-    order: list[int],
-    n: int,
-    batch_size: int,
-    progress: Callable[[int, int], None] | None,
-) -> tuple[Tensor, float]:
-    """Features (n, F) of ds[order[:n]] and the seconds they took. They are read from, resumed in and appended to
-    a log of the permutation's prefix at `path`, saved about every minute: a killed computation loses at most a
-    minute, and every smaller n is already there."""
-    feats, seconds = torch.zeros(0, extractor.num_features), 0.0
-    if path.is_file():
-        with safe_open(str(path), "pt") as f:
-            feats, seconds = f.get_tensor("features"), float(f.metadata()["seconds"])
-    new, start, saved = [], time.time(), time.time()
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order[len(feats) : n]), batch_size=batch_size)
-    for images, _ in loader:
-        new.append(extract_features(extractor, images, batch_size))
-        done = len(feats) + sum(len(f) for f in new)
-        if progress:
-            progress(done, n)
-        if time.time() - saved > 60 or done == n:
-            feats, new, seconds = torch.cat([feats, *new]), [], seconds + time.time() - start
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"features": feats}, str(path.with_suffix(".tmp")), metadata={"seconds": str(seconds)})
-            path.with_suffix(".tmp").replace(path)
-            start = saved = time.time()
-    return feats[:n], seconds * n / len(feats)
-
-
-def _first_sentence(doc: str) -> str:
-    """The first sentence of a docstring's first paragraph, on one line (how a card says how images were served)."""
-    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
-    end = paragraph.find(". ")
-    return paragraph if end < 0 else paragraph[: end + 1]
-
-
-def real_features(
-    ds: torch.utils.data.Dataset,
-    label: str,
-    split: str,
-    image_size: int,
-    extractor: nn.Module,
-    n: int,
-    seed: int = 0,
-    batch_size: int = 64,
-    log_dir: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[Tensor, list[int], float]:
-    """(features (n, F), the dataset indices they are of, seconds): the first n images of a seed-`seed` permutation
-    of a built dataset split, the images reference statistics are made of, read from or added to the feature log
-    of that permutation (named by `label`, `split` and `image_size`, keyed by the dataset's identity and the
-    extractor), so statistics built on this machine make every smaller sample of the same images free."""
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-    content = hashlib.sha256(json.dumps(ds.identity, sort_keys=True).encode()).hexdigest()[:12]
-    log_name = f"{label}-{image_size}px-{split}-{extractor.id}-seed{seed}-{content}.safetensors"
-    feats, seconds = _feature_log(
-        Path(log_dir or FEATURE_LOG_DIR) / log_name, extractor, ds, order, n, batch_size, progress
-    )
-    return feats, order[:n], seconds
-
-
-def reference_stats(
-    dataset: str,
-    split: str = "train",
-    extractor: str | nn.Module = "fmnist-classifier",
-    n: int | None = None,
-    image_size: int = 32,
-    channels: int | None = None,
-    root: str = "",
-    kid_sample: int = 1000,
-    seed: int = 0,
-    batch_size: int = 64,
-    cache_dir: Path = REFERENCE_DIR,
-    log_dir: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> ReferenceStats:
-    """Statistics of `n` real images (all of the split when None) of a workbench dataset, computed once and cached
-    as <cache_dir>/<dataset>-<size>px-<split>-<extractor>-<n>.safetensors with a JSON provenance card.
-
-    The images are the first n of a seed-`seed` permutation of the split, served exactly as training sees them
-    (Fashion-MNIST: zero-padded to 32x32). Their features are logged in `log_dir` (default FEATURE_LOG_DIR) while
-    computed, keyed by the dataset's identity too (other files never resume a log), so a killed run resumes and a
-    larger n extends a smaller one. `progress(done, n)` is called after every batch.
-    A cache computed with other extractor weights is an error, never silently reused.
-    """
-    extractor = resolve_extractor(extractor)
-    channels = channels or (1 if dataset == "fashion-mnist" else 3)
-    ds = build_dataset(DataConfig(dataset=dataset, root=root, image_size=image_size, channels=channels), split)
-    n = n or len(ds)
-    if not 2 <= n <= len(ds):
-        raise ValueError(
-            f"reference_stats: n={n} but {dataset}/{split} has {len(ds)} images. "
-            f"Fix: use 2 <= n <= {len(ds)} (or n=None for all)."
-        )
-    label = f"folder-{Path(root).name}" if dataset == "folder" else dataset
-    name = f"{label}-{image_size}px-{split}-{extractor.name}-{n}"
-    path = Path(cache_dir) / f"{name}.safetensors"
-    if path.is_file():
-        stats = load_reference(path)
-        if stats.card["extractor_id"] != extractor.id:
-            raise ValueError(
-                f"{path} was computed with {stats.card['extractor_id']}, not {extractor.id}. Fix: "
-                "delete it (and its .json) to recompute, or restore the extractor weights it names."
-            )
-        return stats
-    feats, _, seconds = real_features(ds, label, split, image_size, extractor, n, seed, batch_size, log_dir, progress)
-    card = {
-        "name": name,
-        "dataset": dataset,
-        "split": split,
-        "image_size": image_size,
-        "channels": channels,
-        "dataset_identity": ds.identity,
-        "subset": f"first {n} of torch.randperm({len(ds)}) seeded {seed}",
-        "dataset_transform": _first_sentence(type(ds).__doc__ or ""),
-        "extractor": extractor.name,
-        "extractor_id": extractor.id,
-        "extractor_sha256": extractor.sha256,
-        "preprocess": extractor.preprocess,
-        "kid_sample": min(kid_sample, n),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-    stats = ReferenceStats.from_features(feats, card, kid_sample)
-    save_reference(stats, path)
-    return stats
+__all__ = [  # the re-exported names, with this module's own
+    "FEATURE_LOG_DIR",
+    "REFERENCE_DIR",
+    "FeatureOptions",
+    "RealImages",
+    "ReferenceStats",
+    "feature_stats",
+    "frechet_distance",
+    "load_reference",
+    "real_features",
+    "reference_stats",
+    "save_reference",
+    "FIDResult",
+    "LiveFID",
+    "LiveOptions",
+    "bootstrap_fid",
+    "compute_fid",
+    "fid_from_features",
+    "fid_infinity",
+    "kid",
+    "paired_fid_difference",
+]
 
 
 # ---- FID of generated features, KID, bootstrap, FID-infinity ---------------------------------------------------------
@@ -384,9 +170,29 @@ class FIDResult:
     reference: str  # reference statistics name
     reference_count: int  # real images behind the reference statistics
     seconds: float  # time this evaluation took
+    precision: float | None = None  # improved precision (k=3) against the reference's real features; None: none
+    recall: float | None = None  # improved recall (k=3)
+    pr_counts: tuple[int, int] = (0, 0)  # (real, generated) features behind precision and recall
+    inception_score: float | None = None  # IS of the extractor's logits (None: it exposes none)
+    inception_score_std: float | None = None  # std over the IS splits
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What LiveFID.compute() estimates beside FID: a bootstrap interval of `bootstrap` resamples (0: none) at
+    `ci_level`, FID-infinity from `inf_points` subset sizes (0: none), KID over `kid_subsets` subsets of
+    `kid_subset_size`, precision/recall on at most `pr_max` features a side (0: none); `seed` drives every draw."""
+
+    bootstrap: int = 50
+    ci_level: float = 0.9
+    inf_points: int = 10
+    kid_subset_size: int = 500
+    kid_subsets: int = 20
+    pr_max: int = 10_000
+    seed: int = 0
 
 
 class LiveFID:
@@ -400,19 +206,16 @@ class LiveFID:
     Cost of compute(): 1 + bootstrap + inf_points Frechet evaluations. At F = 128 (classifier) they take
     milliseconds. At F = 2048 (Inception) each costs ~n F^2 flops while n < F, but an (F, F) eigendecomposition
     (~1.3 s on 2 cores) once n >= F: lower `bootstrap` and `inf_points` there. The reference's covariance factor
-    is computed once, on first use.
+    is computed once, on first use. Precision/recall compare the first `pr_max` generated features with the
+    reference's real feature sample (its KID sample), the Inception Score needs an extractor with
+    `logits_from_features`. `options` (LiveOptions) sets all of these.
     """
 
     def __init__(
         self,
         reference: ReferenceStats,
         extractor: str | nn.Module | None = None,
-        bootstrap: int = 50,
-        ci_level: float = 0.9,
-        inf_points: int = 10,
-        kid_subset_size: int = 500,
-        kid_subsets: int = 20,
-        seed: int = 0,
+        options: LiveOptions = LiveOptions(),
         clock: Callable[[], float] = time.monotonic,
     ):
         self.extractor = resolve_extractor(extractor or reference.card["extractor"])
@@ -422,9 +225,13 @@ class LiveFID:
                 f", not {self.extractor.id}. Fix: use reference statistics of this extractor "
                 "(reference_stats(..., extractor=...))."
             )
-        self.reference = reference
-        self.bootstrap, self.ci_level, self.inf_points = bootstrap, ci_level, inf_points
-        self.kid_subset_size, self.kid_subsets, self.seed, self.clock = kid_subset_size, kid_subsets, seed, clock
+        if reference.mu.shape[0] != self.extractor.num_features:
+            raise ValueError(
+                f"LiveFID: reference {reference.name} holds {reference.mu.shape[0]}-d statistics, but "
+                f"{self.extractor.id} gives {self.extractor.num_features}-d features. Fix: use a reference of this "
+                "extractor."
+            )
+        self.reference, self.options, self.clock = reference, options, clock
         self._features: list[Tensor] = []
         self._last: FIDResult | None = None
         self._last_time = -float("inf")
@@ -443,6 +250,15 @@ class LiveFID:
         """Add a batch of generated images (B, C, H, W) in [-1, 1]."""
         self._features.append(extract_features(self.extractor, images))
 
+    def add_features(self, features: Tensor) -> None:
+        """Add features (B, F) of generated images already extracted with this extractor (sharded evaluation)."""
+        if features.ndim != 2 or features.shape[1] != self.extractor.num_features:
+            raise ValueError(
+                f"LiveFID: features of shape {tuple(features.shape)}, not (B, {self.extractor.num_features}). "
+                f"Fix: extract them with {self.extractor.id}."
+            )
+        self._features.append(features.float())
+
     def reset(self) -> None:
         """Forget the generated images (the reference stays)."""
         self._features, self._last, self._last_time = [], None, -float("inf")
@@ -452,29 +268,38 @@ class LiveFID:
         start = time.perf_counter()
         if self.n < 2:
             raise ValueError(f"LiveFID: {self.n} generated image(s); FID needs 2. Fix: update() with more images.")
-        feats = torch.cat(self._features)  # (n, F)
-        g = torch.Generator().manual_seed(self.seed)
-        fid = fid_from_features(feats, self.reference)
-        kid_mean, kid_std, m = kid(feats, self.reference.kid_features, self.kid_subset_size, self.kid_subsets, g)
-        ci = bootstrap_fid(feats, self.reference, self.bootstrap, self.ci_level, g) if self.bootstrap else None
-        inf = (
-            fid_infinity(feats, self.reference, self.inf_points, generator=g)
-            if self.inf_points and self.n >= 10
-            else None
+        feats, o, ref = torch.cat(self._features), self.options, self.reference  # (n, F)
+        g = torch.Generator().manual_seed(o.seed)
+        fid = fid_from_features(feats, ref)
+        real = ref.kid_features  # (K, F): the reference's real feature sample (empty for mu/sigma-only files)
+        kid_mean, kid_std, m = (
+            kid(feats, real, o.kid_subset_size, o.kid_subsets, g) if len(real) >= 2 else (math.nan, math.nan, 0)
         )
+        ci = bootstrap_fid(feats, ref, o.bootstrap, o.ci_level, g) if o.bootstrap else None
+        inf = fid_infinity(feats, ref, o.inf_points, generator=g) if o.inf_points and self.n >= 10 else None
+        pr_real, pr_fake = real[: o.pr_max], feats[: o.pr_max]
+        has_pr = o.pr_max and min(len(pr_real), len(pr_fake)) > PR_NEIGHBOURS
+        precision, recall = precision_recall(pr_real, pr_fake) if has_pr else (None, None)
+        logits = getattr(self.extractor, "logits_from_features", None)
+        is_mean, is_std = inception_score(logits(feats)) if logits is not None else (None, None)
         self._last = FIDResult(
-            fid,
-            self.n,
-            kid_mean,
-            kid_std,
-            m,
-            ci,
-            self.ci_level,
-            inf,
-            self.extractor.id,
-            self.reference.name,
-            self.reference.count,
-            time.perf_counter() - start,
+            fid=fid,
+            n=self.n,
+            kid_mean=kid_mean,
+            kid_std=kid_std,
+            kid_subset_size=m,
+            fid_ci=ci,
+            ci_level=o.ci_level,
+            fid_inf=inf,
+            extractor=self.extractor.id,
+            reference=ref.name,
+            reference_count=ref.count,
+            seconds=time.perf_counter() - start,
+            precision=precision,
+            recall=recall,
+            pr_counts=(len(pr_real), len(pr_fake)) if has_pr else (0, 0),
+            inception_score=is_mean,
+            inception_score_std=is_std,
         )
         self._last_time = self.clock()
         return self._last
@@ -494,16 +319,16 @@ def compute_fid(
     extractor: str | nn.Module | None = None,
     **live_options,
 ) -> FIDResult:
-    """FID, KID, bootstrap interval and FID-infinity of generated images (N, C, H, W) in [-1, 1] (or batches)
-    against reference statistics or real images; the extractor defaults to the reference's, else "inception".
-    `live_options` go to LiveFID (bootstrap, inf_points, kid_subset_size, kid_subsets, seed)."""
+    """FID, KID, bootstrap interval, FID-infinity, precision/recall (and IS) of generated images (N, C, H, W) in
+    [-1, 1] (or batches) against reference statistics or real images; the extractor defaults to the reference's,
+    else "inception". `live_options` are LiveOptions fields (bootstrap, inf_points, kid_subsets, seed, ...)."""
     if not isinstance(reference, ReferenceStats):
         extractor = resolve_extractor(extractor or "inception")
         real = extract_features(extractor, reference)
         reference = ReferenceStats.from_features(
             real, {"name": f"images-{len(real)}", "extractor": extractor.name, "extractor_id": extractor.id}
         )
-    live = LiveFID(reference, extractor, **live_options)
+    live = LiveFID(reference, extractor, LiveOptions(**live_options))
     for batch in generated.split(256) if isinstance(generated, Tensor) else generated:
         live.update(batch)
     return live.compute()

@@ -1,0 +1,224 @@
+"""The eval report of a checkpoint: `evaluate_checkpoint` loads it, generates and scores in this process (the
+`score` path of evaluate.py) and returns the Score's fields with the provenance of the checkpoint, of the reference
+file (name and sha256) and of the machine, and the cost per image. workbench.evaluation.sharded runs the same steps
+(load_for_eval, eval_reference, score_features, checkpoint_report) over processes and resumably.
+
+    report = evaluate_checkpoint("data/checkpoints/vertical/D2.safetensors", EvalRequest(num_samples=1000, steps=16))
+    report["fid"], report["precision"], report["reference_sha256"], report["cost"]["paper_cost"]
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from ..core.compute import sample_flops
+from ..core.config import Config
+from ..core.paths import sha256_file
+from ..sampling.sampler import block_plan, measure_sample_flops
+from ..training.checkpoint import load_for_inference, read_header, resolve, with_flow_shift
+from .evaluate import Score, ScoreSpec, default_extractor, default_reference, sample_images, score
+from .features import resolve_extractor
+from .metrics import ReferenceStats
+from .npz import load_any_reference, save_npz
+
+
+# ---- a checkpoint, with provenance -------------------------------------------------------------------------------
+def _weights(header: dict, use_ema: bool) -> str:
+    """Which weights were scored: an export holds one set (the EMA weights when its source had them; the
+    training loop always keeps EMA), a training checkpoint both."""
+    if header["kind"] == "export":
+        return header.get("meta", {}).get("weights", "ema")
+    return "ema" if use_ema and header.get("ema") is not None else "raw"
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `eval` scores: `num_samples` images at S=`steps` per block with `sampler` and `x0_clip` (None: the
+    config's; `sample` holds further sample-section overrides such as {"diffusion_depth": 2}, `flow_shift` the time
+    shift of a flow model's schedule), from `seed`, on `device`, with the EMA weights unless not `use_ema`; scored
+    by `extractor` (None: default_extractor) against `reference` (a .safetensors or .npz file, or ReferenceStats;
+    None: default_reference) with `bootstrap` resamples; `measure_flops` adds a counted sampling run."""
+
+    num_samples: int = 1000
+    steps: int | None = None
+    sampler: str | None = None
+    seed: int = 0
+    extractor: str | None = None
+    reference: str | Path | ReferenceStats | None = None
+    use_ema: bool = True
+    bootstrap: int = 50
+    measure_flops: bool = True
+    x0_clip: str | None = None
+    device: str = "cpu"
+    sample: dict = field(default_factory=dict)
+    flow_shift: float | None = None
+    save_reference: Path | None = None  # also write the reference used as .npz here (npz.save_npz)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A checkpoint loaded for evaluation: the model, its config with the request's sample settings, its header
+    and resolved path."""
+
+    model: torch.nn.Module
+    config: Config
+    header: dict
+    path: Path
+
+
+def load_for_eval(checkpoint: str | Path, request: EvalRequest) -> Loaded:
+    """The model and its config with the request's sample overrides (validated: errors name the fix)."""
+    if request.num_samples < 10:
+        raise ValueError(
+            f"eval: --num-samples {request.num_samples} is too few for FID-infinity and a bootstrap interval. "
+            "Fix: use at least 10 (1,000 or more for figures you report)."
+        )
+    r, path = request, resolve(checkpoint)
+    model, config = load_for_inference(path, use_ema=r.use_ema, device=r.device)  # checksum verified here
+    config = with_flow_shift(config, r.flow_shift).override(
+        **{
+            "sample.steps": config.sample.steps if r.steps is None else r.steps,
+            "sample.sampler": r.sampler or config.sample.sampler,
+            "sample.x0_clip": r.x0_clip or config.sample.x0_clip,
+            **{f"sample.{k}": v for k, v in (r.sample or {}).items()},
+        }
+    )
+    return Loaded(model, config, read_header(path), path)
+
+
+def eval_reference(config: Config, extractor, reference, say=lambda message: None) -> ReferenceStats:
+    """The reference a request names (a file of either kind, or ReferenceStats), else default_reference."""
+    ext = resolve_extractor(extractor)
+    if reference is None:
+        say(f"reference statistics for {config.data.dataset} with {ext.id}")
+        return default_reference(config, ext.name, progress=lambda done, n: say(f"reference features {done}/{n}"))
+    if isinstance(reference, ReferenceStats):
+        return reference
+    say(f"reading reference {reference}")
+    return load_any_reference(reference, ext, progress=lambda done, n: say(f"reference features {done}/{n}"))
+
+
+def score_spec(loaded: Loaded, request: EvalRequest, reference: ReferenceStats | None) -> ScoreSpec:
+    """The ScoreSpec of a request for a loaded checkpoint."""
+    c, r = loaded.config, request
+    return ScoreSpec(
+        n=r.num_samples,
+        seed=r.seed,
+        sampler=c.sample.sampler,
+        extractor=resolve_extractor(r.extractor or default_extractor(c)),
+        reference=reference,
+        weights=_weights(loaded.header, r.use_ema),
+        bootstrap=r.bootstrap,
+    )
+
+
+def evaluate_checkpoint(checkpoint: str | Path, request: EvalRequest = EvalRequest(), progress=None) -> dict:
+    """Score `request.num_samples` images of `checkpoint` in this process as `request` says; returns the report:
+    the Score's fields, the checkpoint's and the reference's provenance, and the cost. (workbench.evaluation.
+    sharded runs the same over processes, resumably.)"""
+    say = progress or (lambda message: None)
+    loaded = load_for_eval(checkpoint, request)
+    spec = score_spec(loaded, request, None)
+    spec = replace(spec, reference=eval_reference(loaded.config, spec.extractor, request.reference, say))
+    steps, sampler = loaded.config.sample.steps, spec.sampler
+    say(f"generating {spec.n} images, {sampler} S={steps}")
+    samples = sample_images(loaded.model, loaded.config, spec.n, steps, sampler, spec.seed)
+    say(f"scoring with {spec.extractor.id} against {spec.reference.name}")
+    s = score(loaded.model, loaded.config, steps, spec, samples)
+    report = checkpoint_report(loaded, request, s, spec.reference, samples[2])
+    save_reference_copy(request, spec.reference, report)
+    return report
+
+
+def save_reference_copy(request: EvalRequest, reference: ReferenceStats, report: dict) -> None:
+    """Write the reference as .npz where the request asks (--save-reference), and note the file in the report."""
+    if request.save_reference is not None:
+        digest = save_npz(reference, request.save_reference)
+        report["saved_reference"] = {"file": str(request.save_reference), "sha256": digest, "layout": "npz mu/sigma"}
+
+
+def checkpoint_report(
+    loaded: Loaded, request: EvalRequest, s: Score, ref: ReferenceStats, seconds_generate: float
+) -> dict:
+    """The eval report: the Score's fields, provenance (checkpoint, reference file, machine) and the cost."""
+    model, config, header, path = loaded.model, loaded.config, loaded.header, loaded.path
+    num_samples = s.n
+    m = config.model
+    analytic = sample_flops(m, block_plan(m, config.sample))  # the schedules of config.sample counted
+    cost = {
+        "unit_note": "block-layer evaluations per image; FLOPs per image (matmuls, no guidance; the measured "
+        "count includes the second batch half of guidance, when guided)",
+        "paper_cost": s.paper_cost,
+        "cached_cost": s.cached_cost,
+        "flops_analytic": sum(analytic.values()),
+        "flops_attention_analytic": analytic["attention"],
+    }
+    if request.measure_flops:
+        measured = measure_sample_flops(model, config, replace(config.sample, num_images=1, use_cache=True))
+        cost.update(flops_measured=measured, flops_measured_over_analytic=round(measured / cost["flops_analytic"], 4))
+    cost.update(
+        seconds_generate=round(seconds_generate, 3),
+        seconds_per_image=round(s.seconds_per_image, 5),
+        images_per_s=round(num_samples / seconds_generate, 2) if seconds_generate else None,
+        seconds_score=round(s.seconds_score, 3),
+    )
+    return {
+        **{
+            k: v
+            for k, v in s.as_dict().items()
+            if k not in ("paper_cost", "cached_cost", "seconds_per_image", "seconds_score")
+        },
+        "prediction": config.diffusion.prediction,
+        "flow_shift": config.sample.flow_shift if config.diffusion.prediction == "flow" else None,
+        "context_noise": config.sample.context_noise,
+        "noise_layout": config.sample.noise_layout,  # "per-image" seeds; reports without the field used "batch"
+        "reference_card": {
+            k: ref.card.get(k)
+            for k in ("dataset", "split", "subset", "image_size", "dataset_transform", "created", "layout")
+            if k in ref.card
+        },
+        "reference_file": ref.source.get("file"),
+        "reference_sha256": ref.source.get("sha256"),
+        "checkpoint": str(path),
+        "checkpoint_sha256": sha256_file(path),
+        "checkpoint_step": header["step"],
+        "checkpoint_kind": header["kind"],
+        "checkpoint_dtype": header.get("meta", {}).get("dtype", "float32"),
+        "name": config.name,
+        "model": {
+            "N": m.depth,
+            "D": m.diffusion_depth,
+            "T": m.num_blocks,
+            "width": m.width,
+            "patch": m.patch_size,
+            "towers": m.towers,
+            "timestep_conditioning": m.timestep_conditioning,
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "data": {"dataset": config.data.dataset, "image_size": config.data.image_size},
+        "guidance": {
+            "cfg_scale": config.sample.cfg_scale,
+            "labels": (
+                "drawn in the training set's class proportions"
+                if config.sample.class_counts
+                else "cycling through the classes"
+            ),
+        }
+        if m.num_classes
+        else None,
+        "cost": cost,
+        "machine": {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "device": str(next(model.parameters()).device),
+        },
+    }
