@@ -144,7 +144,7 @@ def train_all(args, spec: dict[str, dict], steps: int) -> dict[str, dict]:
 # ---- scoring -----------------------------------------------------------------------------------------------------
 def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, dict]) -> None:
     from workbench.core.compute import train_flops
-    from workbench.evaluation.evaluate import default_reference, sample_images, score
+    from workbench.evaluation.evaluate import ScoreSpec, default_reference, sample_images, score
     from workbench.training.checkpoint import load_for_inference
 
     runs = Path(args.runs).expanduser()
@@ -182,7 +182,7 @@ def score_member(args, name: str, m: dict, summary: dict, schedules: dict[str, d
             if e == "fmnist-classifier" or (S in args.inception_steps and point.startswith("D="))
         ]
         for e in ext:
-            s = score(model, c, S, n=args.n, seed=0, extractor=e, reference=refs[e], samples=samples)
+            s = score(model, c, S, ScoreSpec(n=args.n, seed=0, extractor=e, reference=refs[e]), samples)
             emit(
                 {
                     "benchmark": "elastic",

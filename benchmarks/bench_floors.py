@@ -37,7 +37,14 @@ from workbench.data.codecs import build_codec
 from workbench.data.datasets import build_dataset
 from workbench.evaluation.evaluate import default_reference, reference_split
 from workbench.evaluation.features import extract_features, resolve_extractor
-from workbench.evaluation.metrics import ReferenceStats, bootstrap_fid, fid_from_features, real_features
+from workbench.evaluation.metrics import (
+    FeatureOptions,
+    RealImages,
+    ReferenceStats,
+    bootstrap_fid,
+    fid_from_features,
+    real_features,
+)
 
 
 def floors(
@@ -61,7 +68,8 @@ def floors(
             f"bench_floors: n={n} but {d.dataset}/{split} has {len(ds)} images. Fix: use 2 <= --n <= {len(ds)}."
         )
     t0 = time.perf_counter()
-    real, order, _ = real_features(ds, d.dataset, split, d.image_size, net, n, seed, log_dir=log_dir)
+    real_images = RealImages(d.dataset, split, d.image_size, d.channels, d.root)
+    real, order, _ = real_features(ds, real_images, net, n, FeatureOptions(seed=seed, log_dir=log_dir))
     real_seconds = time.perf_counter() - t0
     codec, recon, t0 = build_codec(d), [], time.perf_counter()
     for i in range(0, n, batch):

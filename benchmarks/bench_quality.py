@@ -149,7 +149,7 @@ def curve_workbench(kind: str, runs: Path, steps: list[int], n: int, inception_s
     """{extractor: points} of a workbench model, sampled with its own sampler; the images of a step count are
     generated once and scored with every extractor."""
     from workbench.core.compute import sample_flops
-    from workbench.evaluation.evaluate import default_reference, sample_images, score
+    from workbench.evaluation.evaluate import ScoreSpec, default_reference, sample_images, score
     from workbench.training.checkpoint import load_for_inference
 
     model, cfg = load_for_inference(runs / kind)
@@ -159,7 +159,7 @@ def curve_workbench(kind: str, runs: Path, steps: list[int], n: int, inception_s
         samples = sample_images(model, cfg, n, s, seed=0)
         flops = sum(sample_flops(cfg.model, s).values())
         for e in extractors:
-            r = score(model, cfg, s, n=n, seed=0, extractor=e, reference=refs[e], samples=samples)
+            r = score(model, cfg, s, ScoreSpec(n=n, seed=0, extractor=e, reference=refs[e]), samples)
             curves[e].append(_point(s, r, flops, r.seconds_per_image))
             print(f"  {kind} S={s} {e}: FID {r.fid:.2f} [{r.fid_low:.2f}, {r.fid_high:.2f}]", flush=True)
     summary = json.loads((runs / kind / "summary.json").read_text())

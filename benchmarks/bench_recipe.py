@@ -249,7 +249,7 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
 
 def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, grid: Path) -> list[dict]:
     from workbench.data.images import save_grid
-    from workbench.evaluation.evaluate import default_reference, sample_images, score
+    from workbench.evaluation.evaluate import ScoreSpec, default_reference, sample_images, score
     from workbench.training.checkpoint import load_for_inference
 
     model, cfg = load_for_inference(run_dir)
@@ -260,7 +260,8 @@ def score(run_dir: Path, steps: list[int], inception_steps: list[int], n: int, g
     for S in steps:
         samples = sample_images(model, cfg, n, S, sampler, seed=0)  # scored by both extractors
         for ext_name in ["fmnist-classifier"] + (["inception"] if S in inception_steps else []):
-            s = score(model, cfg, S, sampler, n, 0, ext_name, refs[ext_name], samples=samples)
+            spec = ScoreSpec(n=n, seed=0, sampler=sampler, extractor=ext_name, reference=refs[ext_name])
+            s = score(model, cfg, S, spec, samples)
             points.append(s.as_dict())
             print(f"  S={S} {ext_name}: FID {s.fid:.2f} [{s.fid_low:.2f}, {s.fid_high:.2f}]", flush=True)
     return points

@@ -112,11 +112,11 @@ def score_steps(
 ) -> list[dict]:
     """evaluation.score of one model and config at every S of `steps` from the same seed: the curve points (as
     dicts) a sampler or x0 comparison emits, each printed as `label` S=..: FID [interval] as it lands."""
-    from workbench.evaluation.evaluate import score
+    from workbench.evaluation.evaluate import ScoreSpec, score
 
     points = []
     for S in steps:
-        sc = score(model, cfg, S, sampler, n=n, seed=seed, extractor=extractor, reference=reference, weights="ema")
+        sc = score(model, cfg, S, ScoreSpec(n=n, seed=seed, sampler=sampler, extractor=extractor, reference=reference))
         points.append(sc.as_dict())
         print(
             f"  {label} S={S}: FID {sc.fid:.2f} [{sc.fid_low:.2f}, {sc.fid_high:.2f}], "

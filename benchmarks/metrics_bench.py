@@ -20,7 +20,15 @@ from harness import emit, machine
 
 from workbench.core.paths import CACHE_DIR
 from workbench.evaluation.features import extract_features
-from workbench.evaluation.metrics import REFERENCE_DIR, LiveFID, ReferenceStats, frechet_distance, kid, reference_stats
+from workbench.evaluation.metrics import (
+    REFERENCE_DIR,
+    LiveFID,
+    RealImages,
+    ReferenceStats,
+    frechet_distance,
+    kid,
+    reference_stats,
+)
 
 SHIPPED_N = {"fmnist-classifier": 60000, "inception": 10000}  # train statistics in data/reference/
 
@@ -31,9 +39,8 @@ def noise_images(n: int, seed: int) -> torch.Tensor:
 
 def stats(name: str, split: str, n: int) -> ReferenceStats:
     shipped = split == "train" and n == SHIPPED_N[name]
-    return reference_stats(
-        "fashion-mnist", split, name, n=n, cache_dir=REFERENCE_DIR if shipped else CACHE_DIR / "reference"
-    )
+    cache = REFERENCE_DIR if shipped else CACHE_DIR / "reference"
+    return reference_stats(RealImages("fashion-mnist", split), name, n=n, cache_dir=cache)
 
 
 def throughput(name: str, n: int, batch_size: int) -> float:

@@ -466,13 +466,10 @@ def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_lo
     cfg = wb.preset("people256-T16", **{"data.root": str(fluent), "data.vae_path": str(codec)})
     n = len(build_dataset(DataConfig(dataset="fluent-people", root=str(fluent), image_size=256, channels=3), "all"))
     ref = metrics.reference_stats(
-        "fluent-people",
-        "all",
+        metrics.RealImages("fluent-people", "all", 256, 3, str(fluent)),
         "fmnist-classifier",
-        image_size=256,
-        root=str(fluent),
         cache_dir=tmp_path / "ref",
-        log_dir=tmp_path / "log",
+        options=metrics.FeatureOptions(log_dir=tmp_path / "log"),
     )
     seen, real_extract = [], features.extract_features
     monkeypatch.setattr(
@@ -487,56 +484,6 @@ def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_lo
     assert low <= out["through_codec"]["fid"] <= high or high - low < 1e-9
     with pytest.raises(ValueError, match="Fix: use 2 <= --n"):
         bench_floors.floors(cfg, n + 1, extractor="fmnist-classifier", reference=ref, log_dir=tmp_path / "log")
-
-
-def test_memorization_counts_reproduced_training_images_as_copies_and_new_emoji_as_novel(
-    tmp_path, monkeypatch, one_thread
-):
-    """bench_memorization on a stand-in Fluent people set, with a stand-in codec that adds a little noise:
-    "generations" that are training images through such a codec lie at the copies' distance (counted as copies,
-    their neighbours the images they reproduce); held-out images lie at the novel emoji's distance, none a copy.
-    The grid pairs each generation with its nearest training image."""
-    import bench_memorization
-    from fluent_fixture import write_fluent
-    from PIL import Image
-
-    import workbench as wb
-    from workbench.core.config import DataConfig
-    from workbench.data.datasets import build_dataset
-
-    class NoisyCodec:  # reconstructions = originals + small noise, a fresh draw per call
-        def __init__(self):
-            self.gen = torch.Generator().manual_seed(1)
-
-        def encode(self, x):
-            return x + 0.05 * torch.randn(x.shape, generator=self.gen)
-
-        def decode(self, z):
-            return z
-
-    fluent = write_fluent(tmp_path / "fluent")
-    cfg = wb.preset("people256-T16", **{"data.root": str(fluent)})
-    data = DataConfig(dataset="fluent-people", root=str(fluent), image_size=256, channels=3)
-    train, held = build_dataset(data, "train"), build_dataset(data, "val")
-    codec = NoisyCodec()
-    monkeypatch.setattr(bench_memorization, "build_codec", lambda d: codec)
-    copies = codec.decode(codec.encode(torch.stack([train[i][0] for i in range(len(train))])))
-    novel = torch.stack([held[i][0] for i in range(len(held))])
-    kw = dict(extractor="fmnist-classifier", log_dir=tmp_path / "log", batch=4)
-    for fake, copied in ((copies, True), (novel, False)):
-        monkeypatch.setattr(bench_memorization, "sample_images", lambda *a, **k: (fake, {}, 0.0))
-        out = bench_memorization.memorization(None, cfg, n=len(fake), grid=tmp_path / "nn.png", **kw)
-        assert out["train_images"] == len(train) and out["held_out_images"] == len(held) and out["n"] == len(fake)
-        for space in ("inception", "pixels"):
-            r = out[space]
-            if copied:
-                assert r["share_copies"] >= 0.6 and r["distinct_neighbours"] == len(train), space
-                assert r["generated_to_train"]["p95"] < r["novel_to_train"]["p05"], space
-            else:
-                assert r["share_copies"] == 0 and r["share_closer_than_novel_p05"] <= 0.5, space
-                assert r["generated_to_train"]["median"] == pytest.approx(r["novel_to_train"]["median"], rel=1e-4)
-        with Image.open(tmp_path / "nn.png") as im:  # pairs of rows: generations over their neighbours
-            assert im.width >= min(8, len(fake)) * 256 and im.height >= 2 * 256
 
 
 def test_generalization_finds_a_fit_through_the_context_and_not_in_block_zero(monkeypatch, one_thread):
