@@ -100,17 +100,16 @@ class Loaded:
 
 def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[wb.Event]:
     labels = None if side.label is None else torch.full((num_images,), side.label, dtype=torch.long)
-    return wb.generate_events(
-        loaded.model,
+    request = wb.sample_request(
         loaded.config,
         num_images=num_images,
         steps=side.steps,
         sampler=side.sampler,
         seed=seed,
-        labels=labels,
         cfg_scale=side.cfg_scale,
         **side_plan(side, loaded.config).sample_kwargs(),
     )
+    return wb.generate_events(loaded.model, loaded.config, request, labels)
 
 
 class Throttle:

@@ -188,9 +188,8 @@ def sampler_first_block(path: Path, repeats: int) -> tuple[list[float], dict]:
     times = []
     for r in range(repeats + 1):  # the first run warms up allocators and kernels
         start = time.perf_counter()
-        for event in wb.generate_events(
-            model, cfg, num_images=default_images(cfg), steps=steps, sampler=cfg.sample.sampler, seed=r
-        ):
+        request = wb.sample_request(cfg, num_images=default_images(cfg), steps=steps, seed=r)
+        for event in wb.generate_events(model, cfg, request):
             if event.kind == "block":
                 frame(codec, event)  # the app decodes the finished block (for a latent model, most of the time)
                 break

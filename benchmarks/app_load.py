@@ -105,9 +105,8 @@ def expected_grids(path: Path, seeds: list[int]) -> dict[int, torch.Tensor]:
     codec = build_codec(cfg.data)
     grids = {}
     for seed in seeds:
-        *_, last = wb.generate_events(
-            model, cfg, num_images=default_images(cfg), steps=default_steps(cfg), sampler=cfg.sample.sampler, seed=seed
-        )
+        request = wb.sample_request(cfg, num_images=default_images(cfg), steps=default_steps(cfg), seed=seed)
+        *_, last = wb.generate_events(model, cfg, request)
         picture = grid_picture(codec.decode(last.x_t)).convert("L")
         grids[seed] = torch.from_numpy(np.asarray(picture, dtype=np.float32))
     return grids

@@ -27,7 +27,7 @@ from workbench.core.compute import cached_cost, naive_cost, sample_flops
 def naive_block_times(model, cfg, blocks: int, **run) -> list[float]:
     """Seconds of each of the first `blocks` blocks of the naive sampler."""
     times, start = [], time.perf_counter()
-    for event in wb.generate_events(model, cfg, use_cache=False, **run):
+    for event in wb.generate_events(model, cfg, wb.sample_request(cfg, use_cache=False, **run)):
         if event.kind == "block":
             times.append(time.perf_counter() - start)
             start = time.perf_counter()

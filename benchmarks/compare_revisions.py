@@ -37,7 +37,11 @@ fn = lambda: wb.generate(model, cfg, num_images=4, steps=50, sampler="ddim", see
 cfg = wb.preset("{preset}", **{{"model.num_blocks": 16, "model.patch_size": 2}})
 model = wb.build_model(cfg)
 def fn():
-    for e in wb.generate_events(model, cfg, num_images=4, steps=10, sampler="ddim", seed=0, use_cache=False):
+    kw = dict(num_images=4, steps=10, sampler="ddim", seed=0, use_cache=False)
+    new = hasattr(wb, "sample_request")  # revisions before the sampling request took the settings as keywords
+    run = lambda: wb.generate_events(model, cfg, wb.sample_request(cfg, **kw))
+    events = run() if new else wb.generate_events(model, cfg, **kw)
+    for e in events:
         if e.kind == "block":
             break
 """,

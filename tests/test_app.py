@@ -299,7 +299,7 @@ def test_class_and_guidance_for_class_conditional_checkpoints(monkeypatch, tmp_p
 
 def test_the_sidebar_says_which_checkpoints_read_noised_context_in_training(tmp_path):
     noisy = export_model(
-        tmp_path, "ctx.safetensors", tiny_config("ctx/D2", 2).override(**{"diffusion.context_noise": 0.5})
+        tmp_path, "ctx.safetensors", tiny_config("ctx/D2", 2).override(**{"diffusion.train_context_noise": 0.5})
     )
     plain = write_checkpoint(tmp_path, "plain.safetensors", "plain/D2", 2)
     assert "context noised up to 0.5 in training" in catalog.load_entry(noisy, "user").describe()
@@ -382,7 +382,8 @@ def test_frames_follow_the_generator(preview):
     cfg = tiny_config("t", 2)
     model = wb.build_model(cfg)
     clock = iter(range(1000)).__next__  # one "second" per call: every step is due for a preview
-    events = list(filter(Throttle(preview, 1.0, clock), wb.generate_events(model, cfg, num_images=2, steps=3, seed=0)))
+    request = wb.sample_request(cfg, num_images=2, steps=3, seed=0)
+    events = list(filter(Throttle(preview, 1.0, clock), wb.generate_events(model, cfg, request)))
     blocks = [e for e in events if e.kind == "block"]
     assert [e.block for e in blocks] == list(range(cfg.model.num_blocks)) and blocks[-1].done
     assert sum(e.done for e in events) == 1
@@ -401,7 +402,8 @@ def test_frames_throttle_previews():
     cfg = tiny_config("t", 2)
     model = wb.build_model(cfg)
     frozen = lambda: 0.0  # noqa: E731 - time stands still: only the first step is previewed
-    events = list(filter(Throttle(True, 0.25, frozen), wb.generate_events(model, cfg, num_images=1, steps=4, seed=0)))
+    request = wb.sample_request(cfg, num_images=1, steps=4, seed=0)
+    events = list(filter(Throttle(True, 0.25, frozen), wb.generate_events(model, cfg, request)))
     assert [e.kind for e in events] == ["step"] + ["block"] * cfg.model.num_blocks
 
 
@@ -410,7 +412,7 @@ def test_sampling_leaves_the_cached_model_untouched(folders):
 
     model, cfg = load_for_inference(folders["D2"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    list(wb.generate_events(model, cfg, num_images=2, steps=2, seed=0, cfg_scale=1.0))
+    list(wb.generate_events(model, cfg, wb.sample_request(cfg, num_images=2, steps=2, seed=0, cfg_scale=1.0)))
     assert not model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -667,7 +669,7 @@ def test_schedule_controls_reach_the_sampler(elastic_app, monkeypatch):
     calls, real = [], wb.generate_events
 
     def recording(*args, **kwargs):
-        calls.append(kwargs)
+        calls.append(args[2])  # the sampling request
         yield from real(*args, **kwargs)
 
     w = elastic_widgets(elastic_app)
@@ -677,7 +679,7 @@ def test_schedule_controls_reach_the_sampler(elastic_app, monkeypatch):
         patch.setattr(wb, "generate_events", recording)
         at = submit(elastic_app)
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert [(c["depth_schedule"], c["steps_schedule"], c["allow_untrained_depth"]) for c in calls] == [
+    assert [(c.depth_schedule, c.steps_schedule, c.allow_untrained_depth) for c in calls] == [
         ((4, 3, 2, 1), (3, 2, 2, 1), True)
     ]
     assert titles(at) == [
@@ -804,7 +806,8 @@ def test_frames_of_a_latent_model_decode_finished_blocks_and_hatch_the_rest(late
     model, cfg = load_for_inference(latent["checkpoint"])
     codec = build_codec(cfg.data)
     hatch, side = placeholder(256, 256), 128  # T=4: blocks are 128x128 pixel squares in raster order
-    blocks = [e for e in wb.generate_events(model, cfg, num_images=2, steps=2, seed=0) if e.kind == "block"]
+    request = wb.sample_request(cfg, num_images=2, steps=2, seed=0)
+    blocks = [e for e in wb.generate_events(model, cfg, request) if e.kind == "block"]
     for e in blocks:
         shown, decoded = frame(codec, e), codec.decode(e.x_t)  # (2, 3, 256, 256)
         for k in range(cfg.model.num_blocks):

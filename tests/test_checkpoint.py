@@ -208,8 +208,8 @@ def test_export_can_ship_the_trained_weights_with_a_flow_time_shift(tmp_path):
     src = save_checkpoint(flow, tmp_path / "run")
     out = export_for_inference(src, tmp_path / "ship" / "raw.safetensors", use_ema=False, flow_shift=2.0)
     model, cfg = load_for_inference(out)
-    assert load_checkpoint(out).meta["weights"] == "raw" and cfg.diffusion.flow_shift == 2.0
-    assert cfg.override(**{"diffusion.flow_shift": 1.0}) == flow.config
+    assert load_checkpoint(out).meta["weights"] == "raw" and cfg.sample.flow_shift == 2.0
+    assert cfg.override(**{"sample.flow_shift": 1.0}) == flow.config
     for k, v in model.state_dict().items():
         assert torch.equal(v, state.model[k].half().float())
     assert load_checkpoint(export_for_inference(src, tmp_path / "ship" / "ema.safetensors")).meta["weights"] == "ema"

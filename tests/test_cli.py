@@ -303,7 +303,7 @@ def test_flow_shift_reaches_the_schedule_and_the_report_and_is_refused_for_epsil
     model = wb.build_model(cfg)
     randomize_head(model)
     save_checkpoint(Checkpoint(cfg, 0, model.state_dict(), model.state_dict()), tmp_path / "flow")
-    shifted = cfg.override(**{"diffusion.flow_shift": 3.0})
+    shifted = cfg.override(**{"sample.flow_shift": 3.0})
     save_checkpoint(Checkpoint(shifted, 0, model.state_dict(), model.state_dict()), tmp_path / "flow3")
     base = ["sample", "--num-images", "2", "--steps", "3", "--seed", "1"]
     grids = {}
@@ -362,7 +362,7 @@ def test_flow_shift_reaches_the_schedule_and_the_report_and_is_refused_for_epsil
         run(["sample", "--checkpoint", str(tmp_path / "flow"), "--flow-shift", "0", "--out", str(tmp_path / "z.png")])
         == 1
     )
-    assert "diffusion.flow_shift" in capsys.readouterr().err
+    assert "sample.flow_shift" in capsys.readouterr().err
 
 
 def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_image(tmp_path, monkeypatch, capsys):

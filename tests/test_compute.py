@@ -47,7 +47,7 @@ def total(flops: dict) -> float:
 @pytest.mark.parametrize("N,D,T,S,model,use_cache", [c + (True,) for c in CASES] + [c + (False,) for c in NAIVE])
 def test_sample_flops_match_a_real_run(N, D, T, S, model, use_cache):
     cfg, m = make(N, D, T, **model)
-    measured = measure_sample_flops(m, cfg, S, num_images=1, use_cache=use_cache)
+    measured = measure_sample_flops(m, cfg, wb.sample_request(cfg, steps=S, num_images=1, use_cache=use_cache))
     assert measured == pytest.approx(total(sample_flops(cfg.model, S, use_cache)), rel=0.10)
 
 

@@ -101,20 +101,22 @@ def test_people256_presets_are_emoji256_on_the_people_subset(blocks):
 
 def test_people256_ctx_preset_is_people256_with_noisy_context_and_the_range_is_checked():
     cfg, base = wb.preset("people256-ctx-T16"), wb.preset("people256-T16")
-    assert cfg.diffusion.context_noise == 0.5 and base.diffusion.context_noise == 0.0
+    assert cfg.diffusion.train_context_noise == 0.5 and base.diffusion.train_context_noise == 0.0
     assert (
-        cfg.override(**{"name": base.name, "train.out_dir": base.train.out_dir, "diffusion.context_noise": 0.0}) == base
+        cfg.override(**{"name": base.name, "train.out_dir": base.train.out_dir, "diffusion.train_context_noise": 0.0})
+        == base
     )
     for bad in (-0.1, 1.0):
-        with pytest.raises(ValueError, match=r"diffusion.context_noise: got .*Fix: use 0 to 0.5"):
-            base.override(**{"diffusion.context_noise": bad})
+        with pytest.raises(ValueError, match=r"diffusion.train_context_noise: got .*Fix: use 0 to 0.5"):
+            base.override(**{"diffusion.train_context_noise": bad})
 
 
 def test_people256_cond_ctx_preset_is_the_cond_preset_with_the_ctx_presets_context_noise():
     cfg, cond, ctx = (wb.preset(n) for n in ("people256-cond-ctx-T16", "people256-cond-T16", "people256-ctx-T16"))
-    assert cfg.diffusion.context_noise == ctx.diffusion.context_noise > 0 and cfg.model.num_classes == 48
+    assert cfg.diffusion.train_context_noise == ctx.diffusion.train_context_noise > 0 and cfg.model.num_classes == 48
     assert (
-        cfg.override(**{"name": cond.name, "train.out_dir": cond.train.out_dir, "diffusion.context_noise": 0.0}) == cond
+        cfg.override(**{"name": cond.name, "train.out_dir": cond.train.out_dir, "diffusion.train_context_noise": 0.0})
+        == cond
     )
     assert wb.preset("people256-cond-ctx-T16", gpu=True).train.accelerator == "cuda"
 

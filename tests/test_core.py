@@ -7,6 +7,7 @@ from conftest import randomize_head
 import workbench as wb
 from workbench.core.blocks import block_index_map, from_blocks, to_blocks, training_masks
 from workbench.core.compute import cached_cost, paper_cost
+from workbench.core.config import SampleConfig, replace
 from workbench.core.diffusion import Diffusion
 from workbench.core.layers import Rope2D, apply_rope
 
@@ -130,18 +131,21 @@ def test_sample_labels_follow_the_class_counts_and_the_seed():
     """Labels not given are drawn in sample.class_counts' proportions (a class without images never), from the
     sample seed; without counts they cycle through the classes. A guided sample with the drawn labels is the sample
     with those labels passed explicitly."""
-    from workbench.sampling.sampler import default_labels
+    from workbench.sampling.noise import default_labels
 
     cfg, m = make(4, 2, 4, num_classes=4)
     counts = (0, 3, 1, 0)
-    drawn = default_labels(m, 4000, "cpu", counts, seed=0)
-    share = torch.bincount(drawn, minlength=4).double() / 4000
-    assert share[0] == share[3] == 0 and abs(float(share[1]) - 0.75) < 0.03
-    assert torch.equal(drawn, default_labels(m, 4000, "cpu", counts, seed=0))
-    assert not torch.equal(drawn, default_labels(m, 4000, "cpu", counts, seed=1))
-    assert default_labels(m, 6, "cpu").tolist() == [0, 1, 2, 3, 0, 1]
+    for layout in ("per-image", "batch"):
+        request = SampleConfig(num_images=4000, class_counts=counts, noise_layout=layout)
+        drawn = default_labels(4, request)
+        share = torch.bincount(drawn, minlength=4).double() / 4000
+        assert share[0] == share[3] == 0 and abs(float(share[1]) - 0.75) < 0.03
+        assert torch.equal(drawn, default_labels(4, request))
+        assert not torch.equal(drawn, default_labels(4, replace(request, seed=1)))
+    assert default_labels(4, SampleConfig(num_images=6)).tolist() == [0, 1, 2, 3, 0, 1]
+    assert default_labels(4, SampleConfig(num_images=3, first_image=2)).tolist() == [2, 3, 0]  # image i: class i % n
     cfg = cfg.override(**{"sample.class_counts": counts, "sample.cfg_scale": 2.0})
-    labels = default_labels(m, 3, "cpu", counts, seed=5)
+    labels = default_labels(4, replace(cfg.sample, num_images=3, seed=5))
     a = wb.generate(m, cfg, num_images=3, steps=2, seed=5)
     b = wb.generate(m, cfg, num_images=3, steps=2, seed=5, labels=labels)
     assert torch.equal(a, b)
@@ -234,15 +238,15 @@ def test_hidden_loss_weight_and_no_leak():
 
 @pytest.mark.parametrize("N,D,T", [(4, 2, 4), (4, 1, 16), (4, 4, 1)])
 def test_context_noise_reaches_only_the_context(N, D, T):
-    """diffusion.context_noise noises what the teacher-forced pass reads of earlier blocks and nothing else: at 0 the
-    loss is bit-identical to the clean pass and draws nothing extra; above 0 block 0 (no context) keeps its
+    """diffusion.train_context_noise noises what the teacher-forced pass reads of earlier blocks and nothing else: at
+    0 the loss is bit-identical to the clean pass and draws nothing extra; above 0 block 0 (no context) keeps its
     prediction while later blocks change; a one-block model is untouched."""
     cfg, m = make(N, D, T)
     x0, _, _ = inputs(cfg)
     plain = Diffusion(cfg.diffusion, cfg.model)
     g = torch.Generator().manual_seed(3)
     assert plain.noisy_context(x0, g) is x0 and torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())
-    noised_cfg = cfg.override(**{"diffusion.context_noise": 0.5})
+    noised_cfg = cfg.override(**{"diffusion.train_context_noise": 0.5})
     noised = Diffusion(noised_cfg.diffusion, noised_cfg.model)
     ctx = noised.noisy_context(x0, torch.Generator().manual_seed(3))
     if T == 1:
@@ -257,7 +261,7 @@ def test_context_noise_reaches_only_the_context(N, D, T):
     assert not torch.allclose(clean_pred[:, 1:], noisy_pred[:, 1:], atol=1e-4)
     same = [
         Diffusion(c.diffusion, c.model).loss(m, x0, generator=torch.Generator().manual_seed(0)).total
-        for c in (cfg, cfg.override(**{"diffusion.context_noise": 0.0}))
+        for c in (cfg, cfg.override(**{"diffusion.train_context_noise": 0.0}))
     ]
     assert torch.equal(*same)
     assert not torch.equal(same[0], noised.loss(m, x0, generator=torch.Generator().manual_seed(0)).total)
@@ -281,7 +285,7 @@ def test_determinism(sampler):
 
 def test_event_stream():
     cfg, m = make(4, 2, 4)
-    events = list(wb.generate_events(m, cfg, num_images=2, steps=3))
+    events = list(wb.generate_events(m, cfg, wb.sample_request(cfg, num_images=2, steps=3)))
     kinds = [(e.kind, e.block, e.step) for e in events]
     expect = [(kind, k, s) for k in range(4) for kind, s in [("step", 1), ("step", 2), ("step", 3), ("block", 3)]]
     assert kinds == expect

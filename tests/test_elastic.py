@@ -15,7 +15,7 @@ from workbench.core.blocks import from_blocks, to_blocks
 from workbench.core.compute import at_depth, cached_cost, count_flops, paper_cost, sample_flops, schedule_costs
 from workbench.core.model import SANDWICH, sample_depths
 from workbench.core.objectives import build_objective
-from workbench.sampling.sampler import block_plan, measure_sample_flops, sample_settings
+from workbench.sampling.sampler import block_plan, measure_sample_flops, sample_request
 from workbench.training.checkpoint import load_checkpoint
 
 FLOW = {"diffusion.prediction": "flow", "sample.sampler": "euler"}  # x0 = x - s v: no 1/sqrt(alpha-bar) blow-up,
@@ -101,7 +101,7 @@ def test_cache_equals_recompute_under_schedules(sampler):
     a = wb.generate(m, cfg, num_images=2, seed=1, sampler=sampler, use_cache=True, **sched)
     b = wb.generate(m, cfg, num_images=2, seed=1, sampler=sampler, use_cache=False, **sched)
     assert (a - b).abs().max() <= 1e-4
-    events = list(wb.generate_events(m, cfg, num_images=2, seed=1, **sched))
+    events = list(wb.generate_events(m, cfg, wb.sample_request(cfg, num_images=2, seed=1, **sched)))
     steps = [e.steps for e in events if e.kind == "block"]
     assert steps == [5, 3, 2, 1] and [e.step for e in events if e.kind == "step" and e.block == 0] == [1, 2, 3, 4, 5]
     paper, cached = schedule_costs(cfg.model, [(d,) * s for d, s in zip((4, 3, 2, 1), (5, 3, 2, 1))])
@@ -111,7 +111,7 @@ def test_cache_equals_recompute_under_schedules(sampler):
         == sum((4 - d) + d * s for d, s in zip((4, 3, 2, 1), (5, 3, 2, 1)))
     )
     assert events[-1].cost.block_layer_evals == cached
-    fixed = list(wb.generate_events(m, cfg, num_images=2, steps=3, diffusion_depth=3))[-1].cost
+    fixed = list(wb.generate_events(m, cfg, wb.sample_request(cfg, num_images=2, steps=3, diffusion_depth=3)))[-1].cost
     assert fixed.block_layer_evals == cached_cost(at_depth(cfg.model, 3), 3)
     assert fixed.paper_block_layer_evals == paper_cost(at_depth(cfg.model, 3), 3)
 
@@ -122,10 +122,10 @@ PER_STEP = {4: (1, 2, 4), 3: (1, 3, 2)}  # N -> depth_per_step (small D at high 
 
 def test_per_step_values_spread_over_each_blocks_steps():
     cfg = make(4, 4)[0]
-    plan = block_plan(cfg.model, sample_settings(cfg, depth_per_step=(1, 2, 4), steps_schedule=(6, 4, 3, 5)))
+    plan = block_plan(cfg.model, sample_request(cfg, depth_per_step=(1, 2, 4), steps_schedule=(6, 4, 3, 5)))
     assert plan == ((1, 1, 2, 2, 4, 4), (1, 1, 2, 4), (1, 2, 4), (1, 1, 2, 2, 4))  # step i of S: value i*P//S
-    assert block_plan(cfg.model, sample_settings(cfg, steps=2, diffusion_depth=3)) == ((3, 3),) * 4
-    assert block_plan(cfg.model, sample_settings(cfg, steps=2, depth_schedule=(4, 3, 2, 1))) == (
+    assert block_plan(cfg.model, sample_request(cfg, steps=2, diffusion_depth=3)) == ((3, 3),) * 4
+    assert block_plan(cfg.model, sample_request(cfg, steps=2, depth_schedule=(4, 3, 2, 1))) == (
         (4, 4),
         (3, 3),
         (2, 2),
@@ -162,7 +162,11 @@ def test_per_step_sampling_is_causal(towers, use_cache):
     cfg, m = make(4, 4, towers=towers)
     runs = [
         wb.generate_events(
-            m, cfg, num_images=2, seed=5, use_cache=use_cache, depth_per_step=(1, 2, 4), steps_schedule=(3, 4) + later
+            m,
+            cfg,
+            wb.sample_request(
+                cfg, num_images=2, seed=5, use_cache=use_cache, depth_per_step=(1, 2, 4), steps_schedule=(3, 4) + later
+            ),
         )
         for later in ((3, 3), (4, 5))
     ]
@@ -187,16 +191,15 @@ def test_per_step_costs_count_what_ran(N, T, model):
     plan = block_plan(c.model, c.sample)
     paper, cached = schedule_costs(c.model, plan)
     assert paper == sum((N - min(ds)) + sum(ds) for ds in plan)
-    last = list(wb.generate_events(m, c, num_images=1, seed=0))[-1].cost
+    last = list(wb.generate_events(m, c, wb.sample_request(c, num_images=1, seed=0)))[-1].cost
     assert (last.paper_block_layer_evals, last.block_layer_evals) == (paper, cached)
     for use_cache in (True, False):
-        measured = measure_sample_flops(m, c, c.sample.steps, use_cache=use_cache)
+        measured = measure_sample_flops(m, c, sample_request(c, num_images=1, use_cache=use_cache))
         analytic = sum(sample_flops(c.model, plan, use_cache).values())
         assert measured == pytest.approx(analytic, rel=1e-3 if use_cache else 0.01), use_cache  # cached: exact
-    deepest = measure_sample_flops(
-        m, c.override(**{"sample.depth_per_step": [], "sample.diffusion_depth": N}), c.sample.steps
-    )
-    assert measure_sample_flops(m, c, c.sample.steps) < deepest  # small D at high noise saves compute
+    deep = c.override(**{"sample.depth_per_step": [], "sample.diffusion_depth": N})
+    deepest = measure_sample_flops(m, deep, sample_request(deep, num_images=1))
+    assert measure_sample_flops(m, c, sample_request(c, num_images=1)) < deepest  # small D at high noise saves compute
 
 
 @pytest.mark.parametrize(

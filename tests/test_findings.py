@@ -151,8 +151,9 @@ def test_the_results_table_counts_decided_findings_and_names_missing_families(tm
 
 
 def test_zoo_findings_rewrites_only_the_readme_table(tmp_path_factory):
-    from workbench.research import zoo
+    from test_experiments import zoo_script
 
+    zoo = zoo_script()
     root = tmp_path_factory.mktemp("zoo")
     vertical(root, vertical_fid)
     readme = root / "README.md"

@@ -130,7 +130,7 @@ def test_determinism_and_events(objective):
         b = wb.generate(m, cfg, num_images=2, steps=3, sampler=sampler, seed=5)
         c = wb.generate(m, cfg, num_images=2, steps=3, sampler=sampler, seed=6)
         assert torch.equal(a, b) and not torch.allclose(a, c)
-    events = list(wb.generate_events(m, cfg, num_images=2, steps=3))
+    events = list(wb.generate_events(m, cfg, wb.sample_request(cfg, num_images=2, steps=3)))
     assert [(e.kind, e.step) for e in events[:4]] == [("step", 1), ("step", 2), ("step", 3), ("block", 3)]
     assert events[-1].done and events[-1].cost.block_layer_evals == cached_cost(cfg.model, 3)
     assert torch.isfinite(events[1].x0).all()

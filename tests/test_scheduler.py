@@ -266,11 +266,12 @@ def tiny():
 def test_sampler_events_through_the_queue_equal_direct_sampling(queues):
     model, cfg = tiny()
     q = scheduler(queues, workers=2)
-    direct = [e.x_t for e in wb.generate_events(model, cfg, num_images=2, steps=3, seed=5) if e.kind == "block"]
+    request = wb.sample_request(cfg, num_images=2, steps=3, seed=5)
+    direct = [e.x_t for e in wb.generate_events(model, cfg, request) if e.kind == "block"]
     jobs = [
         q.submit(
             f"s{i}",
-            wb.generate_events(model, cfg, num_images=2, steps=3, seed=5 + i),
+            wb.generate_events(model, cfg, wb.sample_request(cfg, num_images=2, steps=3, seed=5 + i)),
             boundary=is_block,
             last=is_done,
             keep=Throttle(False),
@@ -294,7 +295,7 @@ def test_a_closed_sessions_sampler_stops_within_one_step(queues):
     steps = []
 
     def watched():
-        for e in wb.generate_events(model, cfg, num_images=2, steps=4, seed=0):
+        for e in wb.generate_events(model, cfg, wb.sample_request(cfg, num_images=2, steps=4, seed=0)):
             steps.append(e.step)
             if e.kind == "step" and e.block == 1 and e.step == 2:
                 dead.add("s")  # the tab closes while this step runs

@@ -4,7 +4,6 @@
     python -m workbench train --preset fmnist-small --config run.yaml --print-config
     python -m workbench train --preset tiny --train.out_dir runs/tiny --resume
     python -m workbench sample --checkpoint runs/tiny --num-images 16 --out grid.png --frames frames/
-    python -m workbench zoo list                      # the model zoo: list, train, eval, export, grids, findings
 
 Every config field is an option `--section.field VALUE`, generated from the dataclasses in config.py (values are
 parsed and validated by the config itself; booleans take true/false). Settings apply in order: --preset, then
@@ -352,21 +351,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-# ---- zoo ---------------------------------------------------------------------------------------------------------
-ZOO_ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "all")  # workbench.research.zoo.ACTIONS
-
-
-def _zoo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=ZOO_ACTIONS, help="what to do with the zoo's members (see its docstring)")
-    parser.add_argument("--only", default="", help="comma-separated member names, families or FAMILY/NAME")
-    parser.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
-    parser.add_argument("--readme", action="store_true", help="findings: rewrite the README's Results table")
-
-
-@command("zoo", "train, score, draw and export the model zoo (workbench.research.zoo)", _zoo_arguments)
-def run_zoo(args: argparse.Namespace) -> int:
-    from .research import zoo  # trains through Lightning Fabric: a heavy import that only this command needs
-
-    return zoo.run(args.action, only=args.only, gpu=args.gpu, readme=args.readme)
-
-

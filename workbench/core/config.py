@@ -8,41 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .configio import from_dict, read_yaml
+from .configio import RenamedSetting, from_dict, migrate, read_yaml, renamed_message
+from .configio import check as _check
+from .sample_config import SAMPLERS, SAMPLERS_FOR, X0_CLIPS, SampleConfig, check_sampler, objective_family, samplers_for
 
 TIMESTEP_CONDITIONING = ("embed", "adaln")
 PREDICTIONS = ("epsilon", "v_prediction", "flow")  # the first two: VP diffusion (DDPM); "flow": rectified flow
 LOSS_WEIGHTINGS = ("none", "min_snr")
-# the diffusers schedulers that fit each objective (the sampler names of SampleConfig)
-SAMPLERS_FOR = {"vp": ("ddpm", "ddim", "dpm++2m", "euler"), "flow": ("euler", "dpm++2m")}
-SAMPLERS = ("ddpm", "ddim", "dpm++2m", "euler")
-X0_CLIPS = ("none", "clip", "dynamic")
-# the samplers whose diffusers scheduler offers each x0 treatment
-CLIP_SAMPLERS = {"clip": ("ddpm", "ddim"), "dynamic": ("ddpm", "ddim", "dpm++2m")}
-
-
-def objective_family(prediction: str) -> str:
-    """ "flow" for rectified flow, "vp" for the variance-preserving (DDPM) objectives."""
-    return "flow" if prediction == "flow" else "vp"
-
-
-def samplers_for(prediction: str, x0_clip: str = "none") -> tuple[str, ...]:
-    """The sampler names that fit a prediction target (and, when set, offer the x0 treatment)."""
-    names = SAMPLERS_FOR[objective_family(prediction)]
-    if x0_clip != "none":
-        names = tuple(n for n in names if n in CLIP_SAMPLERS[x0_clip])
-    return names
-
-
-def _check(ok: bool, name: str, problem: str, fix: str) -> None:
-    if not ok:
-        raise ValueError(f"{name}: {problem}. Fix: {fix}.")
+# old spellings that still read, with a one-line warning naming the new one (configio.migrate); stored configs
+# (checkpoint headers, reports) are carried over quietly
+MOVED = {
+    "diffusion.flow_shift": "sample.flow_shift",  # a sampling setting
+    "diffusion.context_noise": "diffusion.train_context_noise",  # training's augmentation, apart from sampling's
+}
 
 
 @dataclass(frozen=True)
@@ -71,8 +56,6 @@ class ModelConfig:
     #                                one checkpoint samples at any of them; () = a dedicated model of D only
     boundary_embedding: bool = True  # elastic: a learned embedding of D added with the noisy input at layer N-D
     norm_eps: float = 1e-6  # RMSNorm epsilon
-    attention: str = "sdpa"  # "sdpa": dense boolean masks (the reference); "flex": FlexAttention with block-sparse
-    #                           masks (compiled on GPUs; forward only on CPUs). Weights are the same under either
 
     def __post_init__(self) -> None:
         for name in ("latent_size", "latent_channels", "patch_size", "num_blocks", "depth", "width", "heads"):
@@ -178,12 +161,6 @@ class ModelConfig:
             "use denoiser_attention='context', clean_stream=true and use_z_cond=true",
         )
         _check(
-            self.attention in ("sdpa", "flex"),
-            "model.attention",
-            f"unknown backend {self.attention!r}",
-            "use 'sdpa' (dense masks, the reference) or 'flex' (FlexAttention block masks)",
-        )
-        _check(
             self.timestep_conditioning in TIMESTEP_CONDITIONING,
             "model.timestep_conditioning",
             f"unknown value {self.timestep_conditioning!r}",
@@ -249,9 +226,9 @@ class DiffusionConfig:
     min_snr_gamma: float = 5.0  # gamma of min-SNR weighting (Hang et al. 2023)
     logit_mean: float = 0.0  # flow: training s = sigmoid(u), u ~ N(logit_mean, logit_std) (SD3)
     logit_std: float = 1.0  # flow: 0 draws s uniformly instead
-    flow_shift: float = 1.0  # flow: sampling time shift s' = k s / (1 + (k - 1) s) (1 = none; SD3 uses 3)
-    context_noise: float = 0.0  # training only: earlier blocks seen as context become (1 - c) x0 + c eps, c drawn
-    #                                per image in [0, this] (0 = clean, the paper); sampling keeps its context clean
+    train_context_noise: float = 0.0  # training only: earlier blocks seen as context become (1 - c) x0 + c eps,
+    #                                c drawn per image in [0, this] (0 = clean, the paper); was diffusion.context_noise.
+    #                                Sampling's own (a fixed c, default 0) is sample.context_noise
 
     def __post_init__(self) -> None:
         _check(self.train_steps >= 2, "diffusion.train_steps", f"got {self.train_steps}", "use e.g. 1000")
@@ -298,8 +275,12 @@ class DiffusionConfig:
             f"need a finite logit_mean and 0 <= logit_std < 10, got {self.logit_mean}, {self.logit_std}",
             "use logit_mean 0 and logit_std 1 (SD3)",
         )
-        _check(0 < self.flow_shift < 100, "diffusion.flow_shift", f"got {self.flow_shift}", "use 1 (none) to 3")
-        _check(0 <= self.context_noise < 1, "diffusion.context_noise", f"got {self.context_noise}", "use 0 to 0.5")
+        _check(
+            0 <= self.train_context_noise < 1,
+            "diffusion.train_context_noise",
+            f"got {self.train_context_noise}",
+            "use 0 to 0.5",
+        )
         _check(
             self.hidden_loss_weight >= 0,
             "diffusion.hidden_loss_weight",
@@ -452,76 +433,6 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class SampleConfig:
-    sampler: str = "ddim"  # "ddpm", "ddim", "dpm++2m" (DPM-Solver++ 2M) or "euler"; which of them fit is
-    #                                set by diffusion.prediction (SAMPLERS_FOR: flow takes euler and dpm++2m)
-    steps: int = 50  # S: denoising steps per block
-    num_images: int = 16  # images per call
-    seed: int = 0  # seed of the initial noise and stochastic samplers
-    cfg_scale: float = 1.0  # classifier-free guidance scale (1 = none; class-conditional models only)
-    class_counts: tuple = ()  # training images per class: unlabelled samples draw labels in proportion
-    use_cache: bool = True  # KV-cached block-wise sampling (False recomputes the prefix every step)
-    use_ema: bool = True  # sample from EMA weights when the checkpoint has them
-    x0_clip: str = "none"  # the scheduler's treatment of predicted x0: "none", "clip" to [-1, 1] or
-    #                                "dynamic" thresholding (Imagen); only where the diffusers scheduler offers it
-    diffusion_depth: int = 0  # D to sample with (0: the model's own); an elastic model takes any D it trained
-    depth_schedule: tuple = ()  # D_k for each block k (T values; overrides diffusion_depth); () = one D
-    steps_schedule: tuple = ()  # S_k for each block k (T values; overrides steps); () = S for every block
-    depth_per_step: tuple = ()  # D_i over the steps of every block, noisiest first: P <= S_k values spread evenly
-    #                                (step i of S takes value floor(i*P/S)); overrides diffusion_depth; () = one D
-    allow_untrained_depth: bool = False  # permit a D outside the model's trained set (reports label it)
-    context_noise: float = 0.0  # c: later blocks read each finished block as (1 - c) x + c eps (0 = clean, paper)
-
-    def __post_init__(self) -> None:
-        _check(
-            self.sampler in SAMPLERS,
-            "sample.sampler",
-            f"unknown sampler {self.sampler!r}",
-            f"use one of {', '.join(SAMPLERS)}",
-        )
-        _check(
-            self.x0_clip in X0_CLIPS,
-            "sample.x0_clip",
-            f"unknown value {self.x0_clip!r}",
-            "use 'none', 'clip' or 'dynamic'",
-        )
-        _check(1 <= self.steps <= 1000, "sample.steps", f"got {self.steps}", "use 1..1000 steps")
-        _check(self.num_images >= 1, "sample.num_images", f"got {self.num_images}", "use at least 1 image")
-        _check(self.cfg_scale >= 0, "sample.cfg_scale", f"got {self.cfg_scale}", "use 1 (none) or more")
-        _check(0 <= self.context_noise < 1, "sample.context_noise", f"got {self.context_noise}", "use 0 (clean) to 0.5")
-        _check(
-            not self.class_counts or (min(self.class_counts) >= 0 and sum(self.class_counts) > 0),
-            "sample.class_counts",
-            f"got {list(self.class_counts)}",
-            "give counts >= 0, one positive (or none)",
-        )
-        _check(
-            self.diffusion_depth >= 0 and all(d >= 1 for d in self.depth_schedule),
-            "sample.diffusion_depth",
-            "depths must be >= 1 (0 = the model's own)",
-            "use a D of the model's trained set",
-        )
-        _check(
-            all(1 <= s <= 1000 for s in self.steps_schedule),
-            "sample.steps_schedule",
-            f"got {list(self.steps_schedule)}",
-            "use 1..1000 steps per block",
-        )
-        _check(
-            all(d >= 1 for d in self.depth_per_step),
-            "sample.depth_per_step",
-            f"got {list(self.depth_per_step)}",
-            "use depths D >= 1",
-        )
-        _check(
-            not (self.depth_schedule and self.depth_per_step),
-            "sample.depth_per_step",
-            "set together with sample.depth_schedule",
-            "give one D per block or D values per step, not both",
-        )
-
-
-@dataclass(frozen=True)
 class Config:
     name: str = "custom"  # preset or experiment name (recorded in checkpoints and reports)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -553,7 +464,7 @@ class Config:
             f"{n} counts for a model of model.num_classes={self.model.num_classes} classes",
             "give one count per class (or none)",
         )
-        check_sampler(self.diffusion.prediction, self.sample.sampler, self.sample.x0_clip)
+        self.sample.check_objective(self.diffusion.prediction)
 
     # ---- serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -563,8 +474,10 @@ class Config:
         )
 
     @classmethod
-    def from_dict(cls, d: dict) -> Config:
-        return from_dict(cls, d, "", _SUBCONFIGS)
+    def from_dict(cls, d: dict, warn_moved: bool = False) -> Config:
+        """A config from a mapping; old spellings (MOVED) are carried to their new homes, with a warning when
+        `warn_moved` (what a user writes: YAML, --set), quietly for stored configs (checkpoint headers)."""
+        return from_dict(cls, migrate(d, MOVED, warn_moved), "", _SUBCONFIGS)
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -575,12 +488,15 @@ class Config:
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> Config:
         """A config from YAML text or a YAML file (a Path, or one line ending in .yaml/.yml)."""
-        return cls.from_dict(read_yaml(text_or_path))
+        return cls.from_dict(read_yaml(text_or_path), warn_moved=True)
 
     def override(self, **dotted: Any) -> Config:
         """Return a copy with dotted fields replaced, e.g. override(**{"model.depth": 8})."""
         d = self.to_dict()
         for key, value in dotted.items():
+            if key in MOVED:  # an old spelling: said once, then read at its new home
+                warnings.warn(renamed_message(key, MOVED[key]), RenamedSetting, stacklevel=2)
+                key = MOVED[key]
             node, parts = d, key.split(".")
             for p in parts[:-1]:
                 if p not in node or not isinstance(node[p], dict):
@@ -590,25 +506,6 @@ class Config:
                 raise ValueError(f"{key}: unknown field {parts[-1]!r}. Fix: use one of {sorted(node)}.")
             node[parts[-1]] = value
         return Config.from_dict(d)
-
-
-def check_sampler(prediction: str, sampler: str, x0_clip: str = "none") -> None:
-    """Refuse a sampler that does not fit the objective (or does not offer the x0 treatment), naming those that do."""
-    fits = samplers_for(prediction)
-    _check(
-        sampler in fits,
-        "sample.sampler",
-        f"{sampler!r} does not fit a model trained with prediction={prediction!r}",
-        f"use one of {', '.join(fits)}",
-    )
-    if x0_clip != "none":
-        offer = samplers_for(prediction, x0_clip)
-        _check(
-            sampler in offer,
-            "sample.x0_clip",
-            f"the {sampler!r} scheduler offers no {x0_clip!r} treatment of x0 for prediction={prediction!r}",
-            f"use x0_clip='none' or one of {', '.join(offer) or 'no sampler'}",
-        )
 
 
 def _sections() -> list[str]:
@@ -638,4 +535,5 @@ __all__ = [
     "check_sampler",
     "objective_family",
     "replace",
+    "MOVED",
 ]

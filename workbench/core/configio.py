@@ -5,11 +5,50 @@ workbench's sections."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+class RenamedSetting(FutureWarning):
+    """A config spelling that still reads but has moved: the message names the new spelling."""
+
+
+def check(ok: bool, name: str, problem: str, fix: str) -> None:
+    """Raise the house's one-line error, `name: problem. Fix: fix.`, unless `ok`."""
+    if not ok:
+        raise ValueError(f"{name}: {problem}. Fix: {fix}.")
+
+
+def migrate(d: dict, moved: dict[str, str], warn: bool = True) -> dict:
+    """A copy of the nested mapping `d` with every old dotted spelling in `moved` ({"old.key": "new.key"}) carried to
+    its new home, with a one-line `RenamedSetting` warning per spelling found when `warn` (stored configs, such as
+    checkpoint headers, are carried over quietly). An old and a new spelling that disagree are an error."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for old, new in moved.items():
+        (osec, okey), (nsec, nkey) = old.split("."), new.split(".")
+        if not isinstance(out.get(osec), dict) or okey not in out[osec]:
+            continue
+        value = out[osec].pop(okey)
+        target = out.setdefault(nsec, {})
+        check(
+            isinstance(target, dict) and target.get(nkey, value) == value,
+            old,
+            f"moved to {new}, and both are given with different values",
+            f"write {new} only",
+        )
+        target[nkey] = value
+        if warn:
+            warnings.warn(renamed_message(old, new), RenamedSetting, stacklevel=3)
+    return out
+
+
+def renamed_message(old: str, new: str) -> str:
+    """The one line that tells a user an old spelling was read."""
+    return f"config: {old} is now {new} (read this time). Fix: write {new}."
 
 
 def read_yaml(text_or_path: str | Path) -> dict:
@@ -23,13 +62,31 @@ def read_yaml(text_or_path: str | Path) -> dict:
                 f"config: no such file {p}. Fix: check the path (a YAML file of 'model: ...' "
                 "sections), or pass the YAML text itself."
             )
-        text = p.read_text()
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{p}: not UTF-8 text (byte {err.start}). Fix: save the config as UTF-8 YAML.") from None
     else:
-        text = str(text_or_path)
-    d = yaml.safe_load(text)
+        text, source = str(text_or_path), "config text"
+    try:
+        d = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source}: {yaml_problem(err)}") from None
     if not isinstance(d, dict):
-        raise ValueError(f"config: YAML must hold a mapping, got {type(d).__name__}. Fix: write 'model: ...' keys.")
+        raise ValueError(f"{source}: YAML must hold a mapping, got {type(d).__name__}. Fix: write 'model: ...' keys.")
     return d
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML parser error as one line: where (line, column), what, and the usual fix."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    what = " ".join(str(getattr(err, "problem", None) or err).split())  # one line
+    return (
+        f"{where}malformed YAML ({what}). Fix: give each section's fields the same indent under it "
+        "('model:' then '  depth: 4'), put a space after each colon and close every bracket and quote."
+    )
 
 
 def from_dict(cls: type, d: dict, prefix: str = "", sections: dict | None = None) -> Any:

@@ -60,7 +60,9 @@ class Objective:
         """Loss weight per (image, block) (B, T), or None for the plain mean."""
         return None
 
-    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none"):
+    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none", shift: float = 1.0):
+        """The diffusers scheduler `name` set to `steps` steps; `shift` is a flow model's time shift
+        (sample.flow_shift), which the VP objectives do not take."""
         raise NotImplementedError
 
     def predicted_x0(self, model_out: torch.Tensor, x_in: torch.Tensor, t) -> torch.Tensor:
@@ -83,14 +85,15 @@ class Objective:
         return values[:, self.block_map.to(values.device)].unsqueeze(1)
 
     def noisy_context(self, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The clean latents the teacher-forced pass takes as context, augmented by diffusion.context_noise: each
-        image mixed with fresh noise as (1 - c) x0 + c eps, c uniform in [0, context_noise] (x0 itself, drawing
-        nothing, when it is 0 or there is one block). Only earlier blocks are read from it (the model is causal), so
-        the noisy block's target is untouched; the cure for a model that recognises a training image from its clean
-        context (benchmarks/bench_generalization.py) and then meets its own, novel, blocks at sampling time."""
-        if self.cfg.context_noise == 0 or self.model_cfg.num_blocks == 1:
+        """The clean latents the teacher-forced pass takes as context, augmented by diffusion.train_context_noise:
+        each image mixed with fresh noise as (1 - c) x0 + c eps, c uniform in [0, train_context_noise] (x0 itself,
+        drawing nothing, when it is 0 or there is one block). Only earlier blocks are read from it (the model is
+        causal), so the noisy block's target is untouched; the cure for a model that recognises a training image
+        from its clean context (benchmarks/bench_generalization.py) and then meets its own, novel, blocks at sampling
+        time."""
+        if self.cfg.train_context_noise == 0 or self.model_cfg.num_blocks == 1:
             return x0
-        c = torch.rand(x0.shape[0], 1, 1, 1, device=x0.device, generator=generator) * self.cfg.context_noise
+        c = torch.rand(x0.shape[0], 1, 1, 1, device=x0.device, generator=generator) * self.cfg.train_context_noise
         eps = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=x0.dtype)
         return ((1 - c) * x0 + c * eps).to(x0.dtype)
 
@@ -204,8 +207,8 @@ class Diffusion(Objective):
         clipped = snr.clamp(max=self.cfg.min_snr_gamma)
         return clipped / snr if self.cfg.prediction == "epsilon" else clipped / (snr + 1)
 
-    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none"):
-        return make_scheduler(name, self.cfg, steps, x0_clip)
+    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none", shift: float = 1.0):
+        return make_scheduler(name, self.cfg, steps, x0_clip)  # shift: refused for VP by SampleConfig.check_objective
 
     def alpha_bar(self, t) -> torch.Tensor:
         """alpha-bar (float32 scalar) at a possibly fractional timestep (Euler's), interpolated in sigma as

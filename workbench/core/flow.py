@@ -43,16 +43,16 @@ class Flow(Objective):
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return noise - x0
 
-    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none"):
+    def make_scheduler(self, name: str, steps: int, x0_clip: str = "none", shift: float = 1.0):
         check_sampler(self.cfg.prediction, name, x0_clip)
         if name == "euler":
-            s = FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.cfg.train_steps, shift=self.cfg.flow_shift)
+            s = FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.cfg.train_steps, shift=shift)
         else:  # dpm++2m
             s = DPMSolverMultistepScheduler(
                 num_train_timesteps=self.cfg.train_steps,
                 use_flow_sigmas=True,
                 prediction_type="flow_prediction",
-                flow_shift=self.cfg.flow_shift,
+                flow_shift=shift,
                 algorithm_type="dpmsolver++",
                 solver_order=2,
                 lower_order_final=True,

@@ -311,8 +311,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
-# GPU budgets (python -m workbench zoo train --gpu): the same data, patches of 2 (256 tokens), a larger batch, more
-# steps, no cap
+# GPU budgets (experiments/zoo.py --gpu): the same data, patches of 2 (256 tokens), a larger batch, more steps, no cap
 _EMOJI256_GPU = {
     "model.patch_size": 2,
     "train.batch_size": 128,

@@ -1,6 +1,6 @@
 """Live experiments: tiny members of a zoo family trained and evaluated now (the FAST fallback when the zoo has
-not shipped), re-evaluation of shipped reports from their checkpoints, and training logs. One of the two modules
-of this layer that train (the other is the zoo's driver, workbench.research.zoo), so they alone import Lightning."""
+not shipped), re-evaluation of shipped reports from their checkpoints, and training logs. The one module of this
+layer that trains, so it is the only one that imports Lightning."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -
     if ckpt is None or not ckpt.is_file():
         raise FileNotFoundError(
             f"{ckpt}: no checkpoint beside the report of {report.label}. Fix: ship it with "
-            "python -m workbench zoo export (ablation weights may be left out for space)."
+            "python experiments/zoo.py export (ablation weights may be left out for space)."
         )
     model, config = load_for_inference(ckpt)
     d, ev = config.data, report.eval
@@ -276,7 +276,7 @@ def family_reports(
     if not fast:
         raise FileNotFoundError(
             f"{Path(root) / family}: no reports. Fix: train and evaluate the zoo "
-            "(python -m workbench zoo all), or run with WORKBENCH_FAST=1 for a live demo."
+            "(python experiments/zoo.py all), or run with WORKBENCH_FAST=1 for a live demo."
         )
     live_root = Path(live_root or tempfile.mkdtemp(prefix="workbench-live-"))
     reports = live_family(family, live_root, **live)

@@ -458,7 +458,7 @@ def with_flow_shift(config: Config, flow_shift: float | None, fix: str = "omit -
             f"--flow-shift {flow_shift}: the checkpoint's objective is {config.diffusion.prediction!r}, "
             f"and only a flow model's sampling schedule has a time shift. Fix: {fix}."
         )
-    return config.override(**{"diffusion.flow_shift": flow_shift})  # validated: names the range
+    return config.override(**{"sample.flow_shift": flow_shift})  # validated: names the range
 
 
 def export_for_inference(

@@ -1,0 +1,190 @@
+"""The sampling request and per-image seeds: one validated object carries every sampling setting; image i of seed s
+is the same at any batch size, in any request and through every entry point; old config spellings still read; the
+shipped checkpoints sample bit for bit what they sampled before the request existed."""
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import randomize_head
+
+import workbench as wb
+from workbench.__main__ import main as cli
+from workbench.core.config import Config, SampleConfig, replace
+from workbench.core.configio import RenamedSetting
+from workbench.data.codecs import build_codec
+from workbench.data.images import save_grid
+from workbench.sampling.noise import image_seed
+from workbench.training.checkpoint import Checkpoint, load_for_inference, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+FINGERPRINTS = Path(__file__).parent / "data" / "sampling_fingerprints.json"
+
+
+def make(**over):
+    cfg = wb.preset("tiny", **{"model.num_blocks": 4, **over})
+    m = wb.build_model(cfg).eval()
+    randomize_head(m)
+    return cfg, m
+
+
+# ---- the request ---------------------------------------------------------------------------------------------------
+def test_a_request_is_validated_once_with_errors_naming_the_field_and_the_fix():
+    cfg, m = make()
+    with pytest.raises(ValueError, match=r"sample: unknown setting\(s\) \['stepz'\]\. Fix: use fields"):
+        wb.sample_request(cfg, stepz=3)
+    with pytest.raises(ValueError, match="sample.steps: got 0. Fix"):
+        wb.sample_request(cfg, steps=0)
+    with pytest.raises(ValueError, match="sample.flow_shift: 2 shifts a flow model's schedule.*Fix: leave"):
+        wb.sample_request(cfg, flow_shift=2.0)  # tiny is an epsilon model
+    with pytest.raises(ValueError, match="sample.noise_layout: unknown layout 'rows'. Fix"):
+        wb.sample_request(cfg, noise_layout="rows")
+    with pytest.raises(ValueError, match="sample.first_image: an image offset needs the per-image noise layout"):
+        wb.sample_request(cfg, first_image=3, noise_layout="batch")
+    with pytest.raises(ValueError, match="sample.precision: unknown precision 'fp16'. Fix"):
+        wb.sample_request(cfg, precision="fp16")
+    with pytest.raises(ValueError, match="sample.sampler: 'ddpm' does not fit.*flow"):
+        wb.generate_events(m, cfg.override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"}))
+    request = wb.sample_request(cfg, num_images=2, steps=2, seed=4)
+    assert request == replace(cfg.sample, num_images=2, steps=2, seed=4) and isinstance(request, SampleConfig)
+    # generate(**settings) builds exactly that request: one path
+    assert torch.equal(wb.generate(m, cfg, request), wb.generate(m, cfg, num_images=2, steps=2, seed=4))
+
+
+def test_the_sampler_functions_take_at_most_eight_parameters_and_no_settings_keywords():
+    import inspect
+
+    from workbench.sampling import sampler
+
+    for fn in (sampler.generate_events, sampler._denoise, sampler._recompute):
+        params = inspect.signature(fn).parameters.values()
+        assert len(params) <= 8 and not any(p.kind is p.VAR_KEYWORD for p in params), fn.__name__
+
+
+# ---- per-image seeds ---------------------------------------------------------------------------------------------
+def per_image_cases():
+    return [
+        pytest.param({}, "ddim", id="ddim"),
+        pytest.param({}, "ddpm", id="ddpm-stochastic"),  # fresh noise at every step
+        pytest.param({"sample.context_noise": 0.3}, "ddpm", id="context-noise"),
+        pytest.param(
+            {"model.num_classes": 3, "sample.class_counts": (1, 5, 2), "sample.cfg_scale": 2.0}, "ddim", id="labels"
+        ),
+    ]
+
+
+@pytest.mark.parametrize("over,sampler", per_image_cases())
+def test_image_i_of_a_seed_is_the_same_at_any_batch_size_and_offset(over, sampler):
+    cfg, m = make(**{"sample.sampler": sampler, "sample.steps": 2, **over})
+    eight = wb.generate(m, cfg, num_images=8, seed=11)  # (8, C, H, W)
+    four = wb.generate(m, cfg, num_images=4, seed=11)
+    assert torch.equal(four, eight[:4])
+    assert torch.equal(wb.generate(m, cfg, num_images=4, seed=11, first_image=4), eight[4:])
+    for i in (0, 5):
+        assert torch.equal(wb.generate(m, cfg, num_images=1, seed=11, first_image=i), eight[i : i + 1])
+    assert not torch.equal(eight[0], eight[1])  # the images differ from each other
+    assert not torch.equal(wb.generate(m, cfg, num_images=1, seed=12), eight[:1])  # and from another seed's
+    # the batch layout draws the batch from one generator: its image 1 depends on the batch
+    batch = wb.generate(m, cfg, num_images=2, seed=11, noise_layout="batch")
+    assert torch.equal(batch[:1], eight[:1]) and not torch.equal(batch[1:], eight[1:2])
+
+
+def test_image_seeds_are_the_seed_for_image_zero_and_spread_apart():
+    assert image_seed(7, 0) == 7
+    seeds = {image_seed(s, i) for s in range(50) for i in range(1, 50)}
+    assert len(seeds) == 49 * 50 and all(0 <= x < 2**63 for x in seeds)
+    assert not seeds & set(range(50))
+
+
+def test_generate_events_and_the_cli_give_the_same_image_i(tmp_path):
+    """Image 2 of seed 5: from generate at batch 4, from generate_events at batch 3, and from `python -m workbench
+    sample` at batch 4 (its PNG grid is the grid of generate's images)."""
+    cfg, m = make(**{"sample.steps": 2})
+    ref = wb.generate(m, cfg, num_images=4, seed=5)
+    *_, last = wb.generate_events(m, cfg, wb.sample_request(cfg, num_images=3, seed=5))
+    assert torch.equal(last.x_t[2], ref[2])
+    ckpt = save_checkpoint(Checkpoint(cfg, 0, m.state_dict(), None), tmp_path / "run")
+    model, loaded = load_for_inference(ckpt, use_ema=False)
+    assert torch.equal(wb.generate(model, loaded, num_images=4, seed=5), ref)
+    out = tmp_path / "grid.png"
+    assert cli(["sample", "--checkpoint", str(ckpt), "--num-images", "4", "--seed", "5", "--out", str(out)]) == 0
+    want = save_grid(build_codec(cfg.data).decode(ref), tmp_path / "want.png")
+    assert out.read_bytes() == Path(want).read_bytes()
+
+
+def test_evaluation_batches_draw_the_same_images_at_any_batch_size():
+    from workbench.sampling.sampler import generate_images
+
+    cfg, m = make(**{"sample.steps": 2})
+    a = generate_images(m, cfg, 5, batch=2)  # batches of 2, 2, 1: offsets 0, 2, 4
+    b = generate_images(m, cfg, 5, batch=5)
+    assert torch.equal(a, b)
+
+
+# ---- one home per setting, old spellings -------------------------------------------------------------------------
+def test_old_spellings_read_with_one_warning_naming_the_new_one():
+    base = wb.preset("tiny", **{"diffusion.prediction": "flow", "sample.sampler": "euler"})
+    text = base.to_yaml().replace("train_context_noise: 0.0", "context_noise: 0.25")
+    text = text.replace("diffusion:\n", "diffusion:\n  flow_shift: 2.5\n", 1)
+    with pytest.warns(RenamedSetting) as seen:
+        cfg = Config.from_yaml(text)
+    assert (cfg.sample.flow_shift, cfg.diffusion.train_context_noise) == (2.5, 0.25)
+    messages = sorted(str(w.message) for w in seen)
+    assert messages == [
+        "config: diffusion.context_noise is now diffusion.train_context_noise (read this time). Fix: write "
+        "diffusion.train_context_noise.",
+        "config: diffusion.flow_shift is now sample.flow_shift (read this time). Fix: write sample.flow_shift.",
+    ]
+    with pytest.warns(RenamedSetting, match="diffusion.flow_shift is now sample.flow_shift"):
+        assert base.override(**{"diffusion.flow_shift": 3.0}).sample.flow_shift == 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stored config (checkpoint header, report) is carried over quietly
+        old = base.to_dict()
+        old["diffusion"]["flow_shift"] = old["sample"].pop("flow_shift")
+        assert Config.from_dict(old) == base
+    old["sample"]["flow_shift"] = 3.0
+    with pytest.raises(ValueError, match="diffusion.flow_shift: moved to sample.flow_shift.*Fix: write sample"):
+        Config.from_dict(old)
+
+
+def test_old_cli_spelling_reads_with_a_one_line_warning(capsys):
+    assert cli(["train", "--preset", "tiny", "--diffusion.context_noise", "0.2", "--print-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "train_context_noise: 0.2" in out
+    assert err.strip().splitlines() == [
+        "warning: config: diffusion.context_noise is now diffusion.train_context_noise (read this time). Fix: "
+        "write diffusion.train_context_noise."
+    ]
+
+
+# ---- shipped checkpoints: bit for bit what they sampled before --------------------------------------------------
+def fingerprint(x: torch.Tensor) -> str:
+    return hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.slow
+def test_shipped_checkpoints_sample_what_they_sampled_before_the_request():
+    """The fingerprints were made by the sampler before the request and per-image seeds (one generator per batch,
+    flow shift under `diffusion`): the batch layout reproduces every run, and the per-image layout every batch of
+    one (image 0 of a seed draws what the batch layout drew)."""
+    recorded = json.loads(FINGERPRINTS.read_text())["runs"]
+    checked = 0
+    for key, want in recorded.items():
+        path, *over, n = key.split(":")
+        file = REPO / "data" / "checkpoints" / path
+        if not file.is_file():
+            pytest.skip(f"{file} is not shipped in this checkout")
+        model, cfg = load_for_inference(file)
+        for item in over:  # e.g. sample.context_noise=0.3
+            name, value = item.split("=")
+            cfg = cfg.override(**{name: float(value)})
+        shift = 2.0 if cfg.diffusion.prediction == "flow" else None
+        num = int(n[1:])
+        for layout in ("batch", "per-image") if num == 1 else ("batch",):
+            x = wb.generate(model, cfg, num_images=num, steps=2, seed=3, flow_shift=shift, noise_layout=layout)
+            assert fingerprint(x) == want["sha256"], (key, layout)
+            checked += 1
+    assert checked == 12
