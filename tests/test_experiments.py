@@ -11,10 +11,12 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench import __main__ as cli
 from workbench.core.compute import cached_cost, paper_cost
 from workbench.evaluation import evaluate as evaluation
-from workbench.research import comparison, paper, plots, reports
+from workbench.research import comparison, families, paper, plots, reports
 from workbench.research import live as ex
+from workbench.research import zoo as driver
 from workbench.research.families import MEMBERS
 
 STEPS = (2, 4, 8, 16, 32)
@@ -300,12 +302,13 @@ def test_evaluate_curve_writes_the_report_schema_deterministically(one_thread):
     cfg = wb.preset("tiny", **{"model.width": 32, "model.diffusion_depth": 1})
     model = wb.build_model(cfg)
     real = torch.rand(16, 1, 32, 32) * 2 - 1
-    ev = evaluation.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
+    spec = evaluation.ScoreSpec(n=6, seed=3, extractor=PixelStats(), reference=real)
+    ev = evaluation.evaluate_curve(model, cfg, spec, steps=(1, 2))
     assert ev["n"] == 6 and ev["extractor"] == "pixel-stats-test" and ev["seed"] == 3
     assert [p["steps"] for p in ev["curve"]] == [1, 2]
     assert [p["paper_cost"] for p in ev["curve"]] == [4 * (3 + 1), 4 * (3 + 2)]
     assert all(p["fid_low"] <= p["fid_high"] and p["seconds_per_image"] > 0 for p in ev["curve"])
-    again = evaluation.evaluate_curve(model, cfg, real, PixelStats(), steps=(1, 2), n=6, seed=3)
+    again = evaluation.evaluate_curve(model, cfg, spec, steps=(1, 2))
     assert [p["fid"] for p in again["curve"]] == [p["fid"] for p in ev["curve"]]
     r = reports.report_from_dict(
         {"family": "vertical", "name": "D1", "config": cfg.to_dict(), "training": {}, "eval": ev}
@@ -333,20 +336,20 @@ def test_live_configs_follow_the_zoo_families(tmp_path):
     assert (people.data.dataset, people.data.image_size, people.model.num_blocks) == ("fluent-people", 256, 16)
     assert not ex.live_config("ablations", "no-zcond", 5, tmp_path).model.use_z_cond
     both = ex.live_config("context-people256", "cond-ctx-T16", 5, tmp_path)  # the preset's labels and context noise
-    assert (both.model.num_classes, both.data.labels, both.diffusion.context_noise, both.model.num_blocks) == (
+    assert (both.model.num_classes, both.data.labels, both.diffusion.train_context_noise, both.model.num_blocks) == (
         48,
         "group-tone",
         0.5,
         16,
     ) and both.sample.class_counts == wb.preset("people256-cond-T16").sample.class_counts
     plain = ex.live_config("context-people256", "T16", 5, tmp_path)
-    assert (plain.model.num_classes, plain.diffusion.context_noise) == (0, 0.0)
+    assert (plain.model.num_classes, plain.diffusion.train_context_noise) == (0, 0.0)
 
 
 def test_family_reports_prefers_the_zoo_and_full_mode_needs_it(zoo, tmp_path):
     reports, source = ex.family_reports("vertical", fast=False, root=zoo)
     assert list(reports) == ["D1", "D2", "D3", "D4"] and "shipped zoo reports (4" in source
-    with pytest.raises(FileNotFoundError, match="python experiments/zoo.py all"):
+    with pytest.raises(FileNotFoundError, match="python -m workbench zoo all"):
         ex.family_reports("vertical", fast=False, root=tmp_path / "empty")
 
 
@@ -430,26 +433,12 @@ def test_recheck_rows_compare_against_the_reports_interval(zoo):
     assert ex.describe_recheck([]) == ""
 
 
-def zoo_script():
-    """experiments/zoo.py, imported as the module `zoo_script` (once)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    if "zoo_script" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "experiments" / "zoo.py"
-        spec = importlib.util.spec_from_file_location("zoo_script", path)
-        sys.modules["zoo_script"] = importlib.util.module_from_spec(spec)  # its dataclasses look their module up
-        spec.loader.exec_module(sys.modules["zoo_script"])
-    return sys.modules["zoo_script"]
-
-
 @pytest.mark.parametrize("gpu", [False, True])
 @pytest.mark.parametrize("family_name,prefix", [("blocks-emoji256", "emoji256"), ("blocks-people256", "people256")])
 def test_the_256px_zoo_families_are_their_presets_with_their_budgets(gpu, family_name, prefix):
     from workbench.core.presets import GPU_BUDGETS
 
-    family = [m for m in zoo_script().members(gpu) if m.family == family_name]
+    family = [m for m in families.members(gpu) if m.family == family_name]
     assert [m.name for m in family] == ["T1", "T4", "T16"]
     for m in family:
         want = wb.preset(f"{prefix}-{m.name}", gpu=gpu).to_dict()
@@ -475,7 +464,7 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_be
     the people models only the one with both ships weights (one 30 MB file per 256 px dataset)."""
     from workbench.research.families import ships_weights
 
-    ms = zoo_script().members()
+    ms = families.members()
     family = {m.name: m for m in ms if m.family == "context-people256"}
     assert list(family) == ["T16", "ctx-T16", "cond-T16", "cond-ctx-T16"]
     plain = next(m for m in ms if (m.family, m.name) == ("blocks-people256", "T16"))
@@ -504,18 +493,17 @@ def test_the_context_family_is_its_presets_shares_the_plain_run_and_ships_the_be
 def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceback(
     tmp_path, monkeypatch, capsys, one_thread
 ):
-    """Its members train once the codec exists; before, `zoo.py train` names the command that trains the codec
-    for each of them (one line, no traceback), trains nothing and exits 1."""
+    """Its members train once the codec exists; before, `python -m workbench zoo train` names the command that trains
+    the codec for each of them (one line, no traceback), trains nothing and exits 1."""
     from workbench.data import codecs
 
-    zoo = zoo_script()
-    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(families, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(codecs, "CODECS_DIR", tmp_path / "codecs")  # an empty data/codecs/, wherever the repo is
-    real = zoo.members
+    real = driver.members
 
     def members(gpu=False):
         return [
-            zoo.Member(
+            families.Member(
                 m.family,
                 m.name,
                 m.config.override(
@@ -529,8 +517,8 @@ def test_the_256px_zoo_family_without_its_codec_stops_with_the_fix_not_a_traceba
             for m in real(gpu)
         ]
 
-    monkeypatch.setattr(zoo, "members", members)
-    assert zoo.main(["train", "--only", "blocks-emoji256"]) == 1
+    monkeypatch.setattr(driver, "members", members)
+    assert cli.main(["zoo", "train", "--only", "blocks-emoji256"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and not list((tmp_path / "runs").rglob("DONE"))
     for t in (1, 4, 16):
@@ -583,18 +571,17 @@ def test_eval_rows_and_the_t_verdict_from_scores_at_one_setting(tmp_path):
 
 
 def test_the_zoo_elastic_member_trains_four_budgets_and_reports_every_depth():
-    zoo = zoo_script()
-    ms = {(m.family, m.name): m for m in zoo.members()}
+    ms = {(m.family, m.name): m for m in families.members()}
     el, d2 = ms["vertical", "elastic"], ms["vertical", "D2"]
     assert tuple(el.config.model.elastic_depths) == (1, 2, 3, 4) and el.key != d2.key
     assert el.config.train.max_steps == 4 * d2.config.train.max_steps  # equal total compute with the four D models
-    assert list(zoo.report_names(el).items()) == [
+    assert list(families.report_names(el).items()) == [
         ("elastic-D2", 2),
         ("elastic-D1", 1),
         ("elastic-D3", 3),
         ("elastic-D4", 4),
     ]  # the default D first: it ships with the weights
-    assert zoo.report_names(d2) == {"D2": None}
+    assert families.report_names(d2) == {"D2": None}
 
 
 def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):
@@ -671,25 +658,24 @@ def test_same_seed_samples_find_each_reports_weights_and_share_the_noise(tmp_pat
 def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monkeypatch, one_thread):
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
-    zoo = zoo_script()
     cfg = wb.preset("tiny", **{"model.width": 32, "train.max_steps": 1})
-    d2, t4 = zoo.Member("vertical", "D2", cfg), zoo.Member("blocks-fmnist", "T4", cfg)  # one run trains both
+    d2, t4 = families.Member("vertical", "D2", cfg), families.Member("blocks-fmnist", "T4", cfg)  # one run trains both
     assert d2.key == t4.key
-    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
+    monkeypatch.setattr(families, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(driver, "SHIP", tmp_path / "ship")
     run = tmp_path / "runs" / d2.key
     state = wb.build_model(cfg).state_dict()
     save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 16}), run)
     (run / "DONE").write_text("{}")
     for m in (d2, t4):
         (run / f"eval-{m.family}-{m.name}.json").write_text(json.dumps(make_report(m.family, m.name, vertical_fid(2))))
-    zoo.cmd_export([t4], [d2, t4])  # T4 alone still names the file of D2, the run's first member
+    driver.cmd_export([t4], [d2, t4])  # T4 alone still names the file of D2, the run's first member
     ship = tmp_path / "ship"
     assert not (ship / "blocks-fmnist" / "T4.safetensors").exists() and (ship / "blocks-fmnist" / "T4.png").is_file()
     assert (
         json.loads((ship / "blocks-fmnist" / "T4.json").read_text())["training"]["weights"] == "vertical/D2.safetensors"
     )
-    zoo.cmd_export([d2, t4], [d2, t4])
+    driver.cmd_export([d2, t4], [d2, t4])
     assert sorted(p.relative_to(ship).as_posix() for p in ship.rglob("*.safetensors")) == ["vertical/D2.safetensors"]
     t4_report = reports.load_reports("blocks-fmnist", ship)["T4"]
     assert reports.weights_path(t4_report) == ship / "vertical" / "D2.safetensors"
@@ -697,7 +683,7 @@ def test_zoo_export_ships_one_file_per_run_with_reports_and_grids(tmp_path, monk
 
     assert Image.open(ship / "vertical" / "D2.png").size == (2 * (8 * 34 + 2),) * 2  # 64 of 32 px, padded, x2
     manifest = (ship / "README.md").read_text()  # written at each export, its table replaced, not appended
-    assert manifest.count(zoo.MANIFEST_HEAD) == 1 and manifest.count("| vertical/D2.safetensors |") == 1
+    assert manifest.count(driver.MANIFEST_HEAD) == 1 and manifest.count("| vertical/D2.safetensors |") == 1
     from workbench.core.paths import sha256_file
 
     assert sha256_file(ship / "vertical" / "D2.safetensors")[:16] in manifest
@@ -710,9 +696,8 @@ def test_a_members_sampling_pick_is_what_the_zoo_loads_scores_and_ships(tmp_path
     from workbench.research import families as zoo_def
     from workbench.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
-    zoo = zoo_script()
-    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
+    monkeypatch.setattr(families, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(driver, "SHIP", tmp_path / "ship")
     monkeypatch.setitem(
         zoo_def.SAMPLING_PICKS, ("vertical", "D2"), {"weights": "raw", "flow_shift": 2.0, "cfg_scale": 3.0}
     )
@@ -726,20 +711,20 @@ def test_a_members_sampling_pick_is_what_the_zoo_loads_scores_and_ships(tmp_path
             "model.num_classes": 10,
         },
     )
-    picked, plain = zoo.Member("vertical", "D2", cfg), zoo.Member("vertical", "D3", cfg)
+    picked, plain = families.Member("vertical", "D2", cfg), families.Member("vertical", "D3", cfg)
     run = tmp_path / "runs" / picked.key
     trained = wb.build_model(cfg).state_dict()
     ema = {k: v + 0.5 for k, v in trained.items()}
     save_checkpoint(Checkpoint(cfg, step=1, model=trained, ema=ema, data={"samples_seen": 16}), run)
     (run / "DONE").write_text("{}")
     for m, want_weights, want_shift, want_w in ((picked, trained, 2.0, 3.0), (plain, ema, 1.0, 1.0)):
-        model, sample_cfg = zoo.load_member(m)
-        assert (sample_cfg.diffusion.flow_shift, sample_cfg.sample.cfg_scale) == (want_shift, want_w)
+        model, sample_cfg = driver.load_member(m)
+        assert (sample_cfg.sample.flow_shift, sample_cfg.sample.cfg_scale) == (want_shift, want_w)
         assert all(torch.equal(v, want_weights[k]) for k, v in model.state_dict().items())
     (run / "eval-vertical-D2.json").write_text(json.dumps(make_report("vertical", "D2", vertical_fid(2))))
-    zoo.cmd_export([picked], [picked])
+    driver.cmd_export([picked], [picked])
     shipped = load_checkpoint(tmp_path / "ship" / "vertical" / "D2.safetensors")
-    assert shipped.meta["weights"] == "raw" and shipped.config.diffusion.flow_shift == 2.0
+    assert shipped.meta["weights"] == "raw" and shipped.config.sample.flow_shift == 2.0
     assert shipped.config.sample.cfg_scale == 3.0
     assert all(torch.equal(v.float(), trained[k].half().float()) for k, v in shipped.model.items())
 
@@ -754,9 +739,8 @@ def test_zoo_ships_a_grid_per_depth_of_an_elastic_member_and_redraws_them_from_t
 
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
-    zoo = zoo_script()
-    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
+    monkeypatch.setattr(families, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(driver, "SHIP", tmp_path / "ship")
     cfg = wb.preset(
         "tiny",
         **{
@@ -767,27 +751,27 @@ def test_zoo_ships_a_grid_per_depth_of_an_elastic_member_and_redraws_them_from_t
             "train.max_steps": 1,
         },
     )
-    m = zoo.Member("vertical", "elastic", cfg)
+    m = families.Member("vertical", "elastic", cfg)
     run = tmp_path / "runs" / m.key
     state = wb.build_model(cfg).state_dict()
     save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 16}), run)
     (run / "DONE").write_text("{}")
-    for name, d in zoo.report_names(m).items():
+    for name, d in families.report_names(m).items():
         rep = make_report(
             "vertical", name, vertical_fid(d), **{"model.diffusion_depth": d, "model.elastic_depths": [1, 2, 3, 4]}
         )
         (run / f"eval-vertical-{name}.json").write_text(json.dumps(rep))
-    zoo.cmd_export([m], [m])
+    driver.cmd_export([m], [m])
     folder = tmp_path / "ship" / "vertical"
     grids = ["elastic-D1.png", "elastic-D3.png", "elastic-D4.png", "elastic.png"]
     assert sorted(p.name for p in folder.glob("*.png")) == grids
     assert sorted(p.name for p in folder.glob("*.safetensors")) == ["elastic.safetensors"]
     for grid in grids:
         (folder / grid).unlink()
-    assert zoo.cmd_grids([m]) == []
+    assert driver.cmd_grids([m]) == []
     assert sorted(p.name for p in folder.glob("*.png")) == grids
     assert all(Image.open(folder / g).size == (2 * (8 * 34 + 2),) * 2 for g in grids)
-    problems = zoo.cmd_grids([zoo.Member("vertical", "D1", cfg)])
+    problems = driver.cmd_grids([families.Member("vertical", "D1", cfg)])
     assert len(problems) == 1 and "vertical/D1: no shipped weights" in problems[0] and "Fix:" in problems[0]
 
 
@@ -798,26 +782,25 @@ def test_zoo_evaluates_an_elastic_member_at_each_depth(tmp_path, monkeypatch, on
     from workbench.evaluation.metrics import ReferenceStats
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
-    zoo = zoo_script()
     stats = PixelStats()
     monkeypatch.setitem(features.FEATURE_EXTRACTORS, stats.name, lambda: stats)
     real = torch.rand(16, 1, 32, 32) * 2 - 1
     ref = ReferenceStats.from_features(
         features.extract_features(stats, real), {"name": "stub", "extractor": stats.name, "extractor_id": stats.id}
     )
-    monkeypatch.setattr(zoo, "reference", lambda cfg, extractor: ref)
-    monkeypatch.setattr(zoo, "_eval_plan", lambda m: (stats.name, 6, (1, 2)))
-    monkeypatch.setattr(zoo, "RUNS", tmp_path)
+    monkeypatch.setattr(driver, "reference", lambda cfg, extractor: ref)
+    monkeypatch.setattr(driver, "eval_plan", lambda m: (stats.name, 6, (1, 2)))
+    monkeypatch.setattr(families, "RUNS", tmp_path)
     cfg = wb.preset(
         "tiny",
         **{"model.width": 32, "model.depth": 4, "model.diffusion_depth": 2, "model.elastic_depths": [1, 2, 3, 4]},
     )
-    m = zoo.Member("vertical", "elastic", cfg)
+    m = families.Member("vertical", "elastic", cfg)
     torch.manual_seed(0)
     state = wb.build_model(cfg).state_dict()
     save_checkpoint(Checkpoint(cfg, step=1, model=state, ema=state, data={"samples_seen": 16}), tmp_path / m.key)
     (tmp_path / m.key / "DONE").write_text(json.dumps({"step": 1, "images_seen": 16, "val_loss": 1.0}))
-    at = {d: zoo.evaluate(m, depth=d) for d in (1, 4)}
+    at = {d: driver.evaluate(m, depth=d) for d in (1, 4)}
     for d, rep in at.items():
         r = reports.report_from_dict(rep)
         assert r.name == f"elastic-D{d}" and r.D == d and r.elastic
@@ -845,12 +828,11 @@ def test_a_shipped_model_samples_with_the_sampler_its_report_measured(path):
 
 
 def test_zoo_list_says_what_is_shipped_and_totals_training_time_per_family(tmp_path, monkeypatch, capsys):
-    """`zoo.py list` on a machine without the runs still knows the shipped members and their training time (from
-    the shipped reports); a run shared by two families counts in each, and once in the total."""
-    zoo = zoo_script()
-    monkeypatch.setattr(zoo, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(zoo, "SHIP", tmp_path / "ship")
-    ms = {f"{m.family}/{m.name}": m for m in zoo.members() if m.family in ("vertical", "blocks-fmnist")}
+    """`python -m workbench zoo list` on a machine without the runs still knows the shipped members and their
+    training time (from the shipped reports); a run shared by two families counts in each, and once in the total."""
+    monkeypatch.setattr(families, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(driver, "SHIP", tmp_path / "ship")
+    ms = {f"{m.family}/{m.name}": m for m in families.members() if m.family in ("vertical", "blocks-fmnist")}
     d2 = ms["vertical/D2"]
     assert d2.key == ms["blocks-fmnist/T4"].key  # the shared run
     (tmp_path / "ship" / "vertical").mkdir(parents=True)
@@ -858,7 +840,7 @@ def test_zoo_list_says_what_is_shipped_and_totals_training_time_per_family(tmp_p
     (tmp_path / "ship" / "vertical" / "D3.json").write_text("{not json")  # unreadable: listed, not counted
     (tmp_path / "runs" / ms["blocks-fmnist/T1"].key).mkdir(parents=True)
     (tmp_path / "runs" / ms["blocks-fmnist/T1"].key / "DONE").write_text(json.dumps({"train_seconds": 300.0}))
-    assert zoo.main(["list", "--only", "vertical,blocks-fmnist"]) == 0
+    assert cli.main(["zoo", "list", "--only", "vertical,blocks-fmnist"]) == 0
     out = capsys.readouterr().out
     line = {ln.split()[0] + "/" + ln.split()[1]: ln for ln in out.splitlines() if "run=" in ln}
     assert line["vertical/D2"].endswith("shipped   10.0 min") and line["vertical/D3"].endswith("shipped")
@@ -875,11 +857,11 @@ def test_zoo_run_keys_leave_out_fields_added_at_their_defaults():
     the fields."""
     import hashlib
 
-    zoo = zoo_script()
     cfg = wb.preset("tiny", **{"model.width": 32})
     fluent = cfg.override(**{"data.dataset": "fluent-people", "data.channels": 3, "model.latent_channels": 3})
     d = fluent.to_dict()
-    del d["data"]["labels"], d["diffusion"]["context_noise"]
+    del d["data"]["labels"], d["diffusion"]["train_context_noise"]
+    d["diffusion"]["flow_shift"] = 1.0  # keyed where it sat (at 1) before it moved to sample.flow_shift
     blob = json.dumps(
         {
             "model": d["model"],
@@ -889,6 +871,26 @@ def test_zoo_run_keys_leave_out_fields_added_at_their_defaults():
         },
         sort_keys=True,
     )
-    assert zoo.Member("f", "T4", fluent).key == hashlib.sha256(blob.encode()).hexdigest()[:10]
-    for changed in ({"data.labels": "tone"}, {"diffusion.context_noise": 0.25}):
-        assert zoo.Member("f", "T4", fluent.override(**changed)).key != zoo.Member("f", "T4", fluent).key
+    assert families.Member("f", "T4", fluent).key == hashlib.sha256(blob.encode()).hexdigest()[:10]
+    for changed in ({"data.labels": "tone"}, {"diffusion.train_context_noise": 0.25}):
+        assert families.Member("f", "T4", fluent.override(**changed)).key != families.Member("f", "T4", fluent).key
+
+
+def test_the_zoo_has_one_driver_whose_actions_the_cli_offers(capsys):
+    """`python -m workbench zoo ACTION` offers exactly the driver's actions; an unknown one is a usage error
+    (exit 2, one line naming the choices) from the CLI, and a one-line error naming the fix from the library."""
+    assert cli.ZOO_ACTIONS == driver.ACTIONS
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["zoo", "retrain"])
+    assert exc.value.code == 2 and "invalid choice: 'retrain'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="zoo: no action 'retrain'. Fix: use one of list, train"):
+        driver.run("retrain")
+
+
+def test_zoo_findings_rewrites_a_readme_whose_marker_names_an_older_command(tmp_path, monkeypatch):
+    """The start marker is found by its "<!-- findings" prefix, whatever command it names, and rewritten to name
+    the current one; the text outside the markers stays."""
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- findings: python old/zoo.py findings --readme -->\nold\n<!-- /findings -->\nend\n")
+    table = driver.cmd_findings(tmp_path, readme)
+    assert readme.read_text() == f"intro\n{driver.FINDINGS_START}\n{table}{driver.FINDINGS_END}\nend\n"

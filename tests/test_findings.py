@@ -151,9 +151,8 @@ def test_the_results_table_counts_decided_findings_and_names_missing_families(tm
 
 
 def test_zoo_findings_rewrites_only_the_readme_table(tmp_path_factory):
-    from test_experiments import zoo_script
+    from workbench.research import zoo
 
-    zoo = zoo_script()
     root = tmp_path_factory.mktemp("zoo")
     vertical(root, vertical_fid)
     readme = root / "README.md"

@@ -4,6 +4,7 @@
     python -m workbench train --preset fmnist-small --config run.yaml --print-config
     python -m workbench train --preset tiny --train.out_dir runs/tiny --resume
     python -m workbench sample --checkpoint runs/tiny --num-images 16 --out grid.png --frames frames/
+    python -m workbench zoo list                      # the model zoo: list, train, eval, export, grids, findings
 
 Every config field is an option `--section.field VALUE`, generated from the dataclasses in config.py (values are
 parsed and validated by the config itself; booleans take true/false). Settings apply in order: --preset, then
@@ -19,18 +20,22 @@ import inspect
 import json
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import yaml
 
-from .core.config import SAMPLERS, X0_CLIPS, Config
+from .core.config import MOVED, SAMPLERS, X0_CLIPS, Config
+from .core.configio import RenamedSetting
+from .core.devices import resolve_device
 from .core.presets import PRESETS, preset
+from .core.sample_config import PRECISIONS
 from .data.codecs import build_codec
 from .data.images import save_grid
 from .evaluation.evaluate import evaluate_checkpoint
-from .sampling.sampler import frame, generate_events
+from .sampling.sampler import frame, generate_events, sample_request
 from .training.checkpoint import load_for_inference, with_flow_shift, write_text_atomic
 
 
@@ -92,6 +97,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 default=argparse.SUPPRESS,
                 help=text,
             )
+    for old, new in MOVED.items():  # old spellings still read (the config warns, naming the new one)
+        parser.add_argument(f"--{old}", dest=old, default=argparse.SUPPRESS, help=f"old spelling of --{new}")
 
 
 def _dotted(d: dict, prefix: str = "") -> dict:
@@ -102,6 +109,16 @@ def _dotted(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+_FORMAT_WARNING = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """An old config spelling is said in one line (it names the new one); other warnings keep Python's format."""
+    if issubclass(category, RenamedSetting):
+        return f"warning: {message}\n"
+    return _FORMAT_WARNING(message, category, filename, lineno, line)
 
 
 class UsageError(ValueError):
@@ -211,23 +228,39 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write")
     parser.add_argument("--frames", type=Path, metavar="DIR", help="also write one PNG per finished block here")
     parser.add_argument("--no-ema", action="store_true", help="use the trained weights instead of the EMA weights")
+    parser.add_argument("--device", default="cpu", type=device_name, help="where to sample: cpu, cuda, cuda:1, mps")
+    parser.add_argument("--precision", choices=PRECISIONS, help="the model's evaluations in fp32, or bf16 autocast")
     _depth_arguments(parser)
+
+
+def device_name(name: str) -> str:
+    """argparse type of --device: the name, refused while parsing (before any work) when this machine lacks it."""
+    try:
+        resolve_device(name)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return name
 
 
 @command("sample", "generate a PNG grid (and block-by-block frames) from a checkpoint", _sample_arguments)
 def run_sample(args: argparse.Namespace) -> int:
     model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
-    cfg = with_flow_shift(cfg, args.flow_shift)
-    cfg = cfg.override(
-        **{
-            "sample.sampler": args.sampler or cfg.sample.sampler,
-            "sample.x0_clip": args.x0_clip or cfg.sample.x0_clip,
-            **{f"sample.{k}": v for k, v in _depth_overrides(args).items()},
-        }
-    )  # validated: names the fix
-    codec = build_codec(cfg.data)
+    cfg = with_flow_shift(cfg, args.flow_shift)  # refuses a shift for a model that is not a flow model
+    request = sample_request(
+        cfg,
+        num_images=args.num_images,
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seed,
+        x0_clip=args.x0_clip,
+        precision=args.precision,
+        **_depth_overrides(args),
+    )  # validated: names the field and the fix
+    device = resolve_device(args.device)
+    model.to(device)
+    codec = build_codec(cfg.data, device)
     last = None
-    for last in generate_events(model, cfg, args.num_images, args.steps, args.sampler, args.seed):
+    for last in generate_events(model, cfg, request, device=device):
         if last.kind == "block" and args.frames is not None:  # blocks not started yet are hatched, not decoded
             print(save_grid(frame(codec, last), args.frames / f"block-{last.block:02d}.png"))
     print(save_grid(codec.decode(last.x_t), args.out))
@@ -256,7 +289,9 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-ema", action="store_true", help="score the trained weights instead of the EMA weights")
     parser.add_argument("--no-flop-count", action="store_true", help="skip the measured-FLOPs sampling run")
-    parser.add_argument("--device", default="cpu", help="where to sample and score: cpu, cuda, cuda:1, mps")
+    parser.add_argument(
+        "--device", default="cpu", type=device_name, help="where to sample and score: cpu, cuda, cuda:1, mps"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -327,6 +362,7 @@ def run_eval(args: argparse.Namespace) -> int:
 # ---- entry -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default sys.argv[1:]), run the command, return its exit code (2 for usage errors)."""
+    warnings.formatwarning = _one_line_warning
     parser = _Parser(prog="python -m workbench", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     parsers = {
@@ -351,3 +387,21 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+# ---- zoo ---------------------------------------------------------------------------------------------------------
+ZOO_ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "all")  # workbench.research.zoo.ACTIONS
+
+
+def _zoo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=ZOO_ACTIONS, help="what to do with the zoo's members (see its docstring)")
+    parser.add_argument("--only", default="", help="comma-separated member names, families or FAMILY/NAME")
+    parser.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
+    parser.add_argument("--readme", action="store_true", help="findings: rewrite the README's Results table")
+
+
+@command("zoo", "train, score, draw and export the model zoo (workbench.research.zoo)", _zoo_arguments)
+def run_zoo(args: argparse.Namespace) -> int:
+    from .research import zoo  # trains through Lightning Fabric: a heavy import that only this command needs
+
+    return zoo.run(args.action, only=args.only, gpu=args.gpu, readme=args.readme)
+
+

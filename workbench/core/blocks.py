@@ -9,6 +9,8 @@ C_{T-1} is left out: no noisy slot may see it, so it cannot change any output (t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from einops import rearrange
 
@@ -51,8 +53,12 @@ def token_layout(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return kind, block
 
 
-def training_masks(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boolean (L, L) masks (True = may attend) for the AR layers and for the diffusion layers.
+STAGES = ("ar", "diffusion")  # the two rules of the training sequence: AR layers, diffusion layers
+
+
+def attention_rule(cfg: ModelConfig, stage: str, device=None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training sequence's attention rule of the AR layers (stage "ar") or the diffusion layers ("diffusion"):
+    a function of integer query and key positions (broadcastable tensors) -> bool, True = may attend.
 
     prefix  -> prefix
     clean i -> prefix, clean j <= i (bidirectional inside a block)
@@ -61,26 +67,34 @@ def training_masks(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
                  context: as in the AR layers (no clean stream: prefix and itself; other slots are noisy now)
                  block:   itself only ("MLP denoising")
                  token:   each token only itself
-    Noisy slots are never seen by anything else once they hold noise.
+    Noisy slots are never seen by anything else once they hold noise. One rule serves both attention backends:
+    evaluated on a grid it is SDPA's dense mask, evaluated per (query, key) pair it is FlexAttention's mask_mod.
     """
-    kind, block = token_layout(cfg)
-    qk, kk = kind.view(-1, 1), kind.view(1, -1)
-    qb, kb = block.view(-1, 1), block.view(1, -1)
-    see_prefix = kk == 0
-    prefix_row = (qk == 0) & see_prefix
-    clean_row = (qk == 1) & (see_prefix | ((kk == 1) & (kb <= qb)))
-    same_slot = (qk == 2) & (kk == 2) & (kb == qb)
-    if cfg.clean_stream:
-        slot_ar = (qk == 2) & (see_prefix | ((kk == 1) & (kb < qb)) | same_slot)
-        slot_ctx = slot_ar
-    else:
-        slot_ar = (qk == 2) & (see_prefix | ((kk == 2) & (kb <= qb)))
-        slot_ctx = (qk == 2) & see_prefix | same_slot
-    if cfg.denoiser_attention == "block":
-        slot_diff = same_slot
-    elif cfg.denoiser_attention == "token":
-        slot_diff = (qk == 2) & torch.eye(len(kind), dtype=torch.bool)
-    else:
-        slot_diff = slot_ctx
-    common = prefix_row | clean_row
-    return common | slot_ar, common | slot_diff
+    kind, block = (a.to(device) for a in token_layout(cfg))
+    ar = stage == "ar"
+
+    def allowed(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        qk, kk, qb, kb = kind[q], kind[kv], block[q], block[kv]
+        see_prefix = kk == 0
+        common = ((qk == 0) & see_prefix) | ((qk == 1) & (see_prefix | ((kk == 1) & (kb <= qb))))
+        same_slot = (kk == 2) & (kb == qb)
+        if ar or cfg.denoiser_attention == "context":
+            if cfg.clean_stream:
+                slot = see_prefix | ((kk == 1) & (kb < qb)) | same_slot
+            elif ar:
+                slot = see_prefix | ((kk == 2) & (kb <= qb))
+            else:
+                slot = see_prefix | same_slot
+        elif cfg.denoiser_attention == "block":
+            slot = same_slot
+        else:  # token
+            slot = q == kv
+        return common | ((qk == 2) & slot)
+
+    return allowed
+
+
+def training_masks(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (L, L) masks (True = may attend) of the AR layers and of the diffusion layers (see attention_rule)."""
+    idx = torch.arange(token_layout(cfg)[0].numel())
+    return tuple(attention_rule(cfg, stage)(idx.view(-1, 1), idx.view(1, -1)) for stage in STAGES)

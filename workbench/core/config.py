@@ -56,6 +56,8 @@ class ModelConfig:
     #                                one checkpoint samples at any of them; () = a dedicated model of D only
     boundary_embedding: bool = True  # elastic: a learned embedding of D added with the noisy input at layer N-D
     norm_eps: float = 1e-6  # RMSNorm epsilon
+    attention: str = "sdpa"  # "sdpa": dense boolean masks (the reference); "flex": FlexAttention with block-sparse
+    #                           masks (compiled on GPUs; forward only on CPUs). Weights are the same under either
 
     def __post_init__(self) -> None:
         for name in ("latent_size", "latent_channels", "patch_size", "num_blocks", "depth", "width", "heads"):
@@ -159,6 +161,12 @@ class ModelConfig:
             "model.elastic_depths",
             "elastic depth moves the boundary of the default architecture only",
             "use denoiser_attention='context', clean_stream=true and use_z_cond=true",
+        )
+        _check(
+            self.attention in ("sdpa", "flex"),
+            "model.attention",
+            f"unknown backend {self.attention!r}",
+            "use 'sdpa' (dense masks, the reference) or 'flex' (FlexAttention block masks)",
         )
         _check(
             self.timestep_conditioning in TIMESTEP_CONDITIONING,

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import AttentionMask
+
 CLEAN, NOISY = 0, 1
 
 
@@ -156,10 +158,11 @@ class KVCache:
 class DecoderLayer(nn.Module):
     """Pre-norm transformer layer over one or two streams with joint attention.
 
-    `forward` takes a list of Streams and one boolean attention mask over their concatenation (True = may
-    attend), or a KV cache. The first `kv_only` streams only give keys and values (where their output is never
-    read, e.g. the clean stream in the last layer): they get no queries and no output, so the returned list holds
-    the other streams, with their tokens replaced by the layer's output.
+    `forward` takes a list of Streams and an AttentionMask (attention.py: the backend and who may attend to whom;
+    None = SDPA without a mask) whose query rows are those of the streams with queries, or a KV cache. The first
+    `kv_only` streams only give keys and values (where their output is never read, e.g. the clean stream in the
+    last layer): they get no queries and no output, so the returned list holds the other streams, with their
+    tokens replaced by the layer's output.
     """
 
     def __init__(
@@ -175,7 +178,7 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         streams: list[Stream],
-        mask: torch.Tensor | None = None,
+        mask: AttentionMask | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
         commit: bool = False,
@@ -206,9 +209,7 @@ class DecoderLayer(nn.Module):
         if not qs:
             return []
         q = torch.cat(qs, dim=2) if len(qs) > 1 else qs[0]  # (B, H, Lq, hd)
-        if mask is not None and kv_only:
-            mask = mask[mask.shape[0] - q.shape[2] :]  # the query rows of the streams that have queries
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, Lq, hd)
+        attn = mask.attend(q, k, v) if mask is not None else F.scaled_dot_product_attention(q, k, v)  # (B, H, Lq, hd)
         attn = attn.transpose(1, 2).flatten(2)  # (B, Lq, W)
         out, start = [], 0
         for s, mod in zip(streams[kv_only:], mods[kv_only:]):

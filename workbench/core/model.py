@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import block_positions, from_blocks, to_blocks, training_masks
+from .attention import Masks
+from .blocks import block_positions, from_blocks, to_blocks
 from .config import Config, ModelConfig
 from .layers import CLEAN, NOISY, DecoderLayer, KVCache, RMSNorm, Rope2D, Stream
 
@@ -118,10 +119,7 @@ class MADFormer(nn.Module):
         cos, sin = self.rope.angles(block_positions(cfg).flatten(0, 1))  # (T*Lb, hd/2): RoPE of every block, once
         self.register_buffer("rope_cos", cos.view(cfg.num_blocks, cfg.block_tokens, -1), persistent=False)
         self.register_buffer("rope_sin", sin.view(cfg.num_blocks, cfg.block_tokens, -1), persistent=False)
-        self.register_buffer("token_mask", torch.eye(cfg.block_tokens, dtype=torch.bool), persistent=False)
-        ar_mask, diff_mask = training_masks(cfg)
-        self.register_buffer("ar_mask", ar_mask, persistent=False)
-        self.register_buffer("diff_mask", diff_mask, persistent=False)
+        self.masks = Masks(cfg)  # attention masks for cfg.attention, built per shape and device on first use
         self.apply(self._init)
         self.head.zero_init()
         if self.boundary_embed is not None:
@@ -197,6 +195,7 @@ class MADFormer(nn.Module):
         """
         cfg = self.cfg
         B, T, Lb, W = x0.shape[0], cfg.num_blocks, cfg.block_tokens, cfg.width
+        ar_mask, diff_mask, last_mask = self._training_masks(x0.device)  # first: the one graph break of compile
         if labels is not None and self.class_embed is not None and self.training and cfg.label_dropout > 0:
             labels = self.drop_labels(labels)
         clean_tok = to_blocks(x0, cfg)  # (B, T, Lb, Cpp)
@@ -226,13 +225,22 @@ class MADFormer(nn.Module):
                 streams[-1] = streams[-1]._replace(x=z_cond + noisy if cfg.use_z_cond else noisy, cond=self._cond(t))
             elif boundary is not None:
                 streams[-1], z_cond = self._enter_diffusion(streams[-1], z_cond, i, boundary, *entering)
-            mask = self.ar_mask if i < cfg.ar_depth else self.diff_mask
+            mask = ar_mask if i < cfg.ar_depth else diff_mask
             # the last layer's context stream is never read: it only gives keys and values
             kv_only = len(streams) - 1 if i == cfg.depth - 1 else 0
-            streams = layer(streams, mask=mask, kv_only=kv_only)
+            streams = layer(streams, mask=last_mask if kv_only else mask, kv_only=kv_only)
         pred = self.head(streams[-1].x.view(B, T, Lb, W), t)  # (B, T, Lb, Cpp)
         hidden = self.hidden_head(z_cond.view(B, T, Lb, W)) if self.has_hidden_loss else None
         return from_blocks(pred, cfg), (from_blocks(hidden, cfg) if hidden is not None else None)
+
+    def _training_masks(self, device) -> tuple:
+        """The AR and diffusion layers' masks over the training sequence, and the last layer's (the diffusion rule
+        for the noisy slots' queries only: the context stream before them gives keys and values only)."""
+        cfg = self.cfg
+        L = cfg.prefix_tokens + ((cfg.num_blocks - 1) if cfg.clean_stream else 0) * cfg.block_tokens
+        slots = cfg.num_blocks * cfg.block_tokens
+        ar, diff = (self.masks.get(rule, L + slots, L + slots, device) for rule in ("ar", "diffusion"))
+        return ar, diff, self.masks.get("diffusion", slots, L + slots, device)
 
     def _noisy_input(self, xt: torch.Tensor, t: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
         """Elastic training: the embedded noisy blocks (B, T*Lb, W), with each sample's boundary embedding."""
@@ -272,7 +280,7 @@ class MADFormer(nn.Module):
         one = torch.ones(1, self.rope.inv_freq.numel() * 2, device=prefix.device)
         x, last = [Stream(prefix, CLEAN, (one, torch.zeros_like(one)), self._cond())], len(self.layers) - 1
         for i, layer in enumerate(self.layers):  # the last layer only caches keys/values
-            x = layer(x, cache=cache, layer=i, commit=True, kv_only=int(i == last))
+            x = layer(x, mask=self.masks.full, cache=cache, layer=i, commit=True, kv_only=int(i == last))
 
     def ar_step(
         self, cache: KVCache, k: int, prev_block: torch.Tensor | None, depth: int | None = None
@@ -303,7 +311,9 @@ class MADFormer(nn.Module):
             if cfg.clean_stream:
                 x, layers = [Stream(emb, CLEAN, self._rope(k - 1), self._cond())], clean_pass_depth(cfg)
                 for i in range(layers):  # the last layer only caches keys/values: its output is never read
-                    x = self.layers[i](x, cache=cache, layer=i, commit=True, kv_only=int(i == layers - 1))
+                    x = self.layers[i](
+                        x, mask=self.masks.full, cache=cache, layer=i, commit=True, kv_only=int(i == layers - 1)
+                    )
         else:
             # a copy: a view of a parameter still requires grad under no_grad (FlopCounterMode rejects that)
             emb = self.boi.expand(B, Lb, W).clone()
@@ -315,7 +325,7 @@ class MADFormer(nn.Module):
                 z_cond[cfg.depth - i] = x[0].x
             if i < last:
                 # without a clean stream the slot is the context: its AR-layer keys/values stay for later blocks
-                x = self.layers[i](x, cache=cache, layer=i, commit=not cfg.clean_stream)
+                x = self.layers[i](x, mask=self.masks.full, cache=cache, layer=i, commit=not cfg.clean_stream)
         return z_cond
 
     def denoise_step(
@@ -337,7 +347,9 @@ class MADFormer(nn.Module):
         if self.boundary_embed is not None:
             h = h + self.boundary_embed.weight[D]
         use_context = cfg.denoiser_attention == "context"
-        mask = self.token_mask if cfg.denoiser_attention == "token" else None
+        Lb = cfg.block_tokens
+        token = cfg.denoiser_attention == "token"
+        mask = self.masks.get("token", Lb, Lb, h.device) if token else self.masks.full
         x = [Stream(h, NOISY, self._rope(k), self._cond(t.view(-1, 1)))]
         for i in range(cfg.depth - D, cfg.depth):
             x = self.layers[i](x, mask=mask, cache=cache if use_context else None, layer=i)
@@ -347,3 +359,13 @@ class MADFormer(nn.Module):
 def build_model(config: Config | ModelConfig) -> MADFormer:
     """Build a MADFormer from a full Config or a ModelConfig."""
     return MADFormer(config.model if isinstance(config, Config) else config)
+
+
+def use_attention(model: MADFormer, config: Config, backend: str) -> Config:
+    """Switch `model` (in place) to another attention backend ("sdpa" or "flex") and return `config` saying so.
+
+    The backend holds no weights, so any checkpoint samples under either; pass the returned config to the sampler
+    (it checks that the config describes the model)."""
+    config = config.override(**{"model.attention": backend})  # validates the name
+    model.cfg, model.masks = config.model, Masks(config.model)
+    return config

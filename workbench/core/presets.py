@@ -214,13 +214,13 @@ def _people256_cond(blocks: int) -> Config:
 
 def _people256_context(blocks: int) -> Config:
     """people256-T{blocks} with its context augmented: the earlier blocks the model reads are noised to a level
-    drawn per image in [0, 0.5] in training (diffusion.context_noise), clean at sampling. The unconditional T16
+    drawn per image in [0, 0.5] in training (diffusion.train_context_noise), clean at sampling. The unconditional T16
     fits its training images about ten times more closely than held-out ones in every block that has context and
     not in block 0 (benchmarks/bench_generalization.py): it recognises an image from its earlier blocks, and at
     sampling time those blocks are its own. Same model, data, budget and sampler as the plain preset."""
     name = f"people256-ctx-T{blocks}"
     return _people256(blocks).override(
-        **{"name": name, "train.out_dir": f"runs/{name}", "diffusion.context_noise": 0.5}
+        **{"name": name, "train.out_dir": f"runs/{name}", "diffusion.train_context_noise": 0.5}
     )
 
 
@@ -229,7 +229,7 @@ def _people256_cond_context(blocks: int) -> Config:
     people256-ctx-T{blocks}."""
     name = f"people256-cond-ctx-T{blocks}"
     return _people256_cond(blocks).override(
-        **{"name": name, "train.out_dir": f"runs/{name}", "diffusion.context_noise": 0.5}
+        **{"name": name, "train.out_dir": f"runs/{name}", "diffusion.train_context_noise": 0.5}
     )
 
 
@@ -311,7 +311,8 @@ PRESETS: dict[str, Callable[[], Config]] = {
 }
 
 
-# GPU budgets (experiments/zoo.py --gpu): the same data, patches of 2 (256 tokens), a larger batch, more steps, no cap
+# GPU budgets (python -m workbench zoo train --gpu): the same data, patches of 2 (256 tokens), a larger batch, more
+# steps, no cap
 _EMOJI256_GPU = {
     "model.patch_size": 2,
     "train.batch_size": 128,

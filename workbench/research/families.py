@@ -1,8 +1,18 @@
-"""The zoo's definition: its families, their members (config overrides of each family's base) and the S grid of
-every evaluation curve. experiments/zoo.py trains and evaluates them; reports, notebooks and the app read them."""
+"""The zoo's definition: its families, their members (config overrides of each family's base, built into full
+configs with each family's training budget by `members()`), the run folder each member trains in, and the plan of
+each member's evaluation curve. The zoo's one driver, `python -m workbench zoo` (workbench.research.zoo), trains,
+scores and exports them; reports, notebooks and the app read them."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ..core.config import Config
+from ..core.paths import REPO_ROOT
+from ..core.presets import preset
+from ..evaluation.evaluate import EVAL_STEPS
 from .replicates import seeded_name, split_seed
 
 FAMILIES = (
@@ -114,3 +124,135 @@ def ships_weights(family: str, name: str) -> bool:
     replicates beyond the first seed (their reports carry the seed spread; one set of weights per ablation is
     enough to look at)."""
     return split_seed(name)[1] == 0 and (family, name) not in REPORT_ONLY
+
+
+# ---- members: the families built into full configs with their budgets ----------------------------------------------
+RUNS = REPO_ROOT / "runs" / "zoo"  # a member trains in RUNS/<its key>; members with the same key share the run
+
+# Budgets. CPU, zoo v2 for Fashion-MNIST: 3,000 steps x 64 images per member (N=4, width 128: 0.17x fmnist-small's
+# training FLOPs per step, but small models run below the machine's matmul rate: alone on 2 threads of the AMD EPYC
+# reference machine vertical/D1 and D4 trained in 642 and 668 s, about 0.22 s per step, blocks-fmnist/T1 in 6.8
+# minutes and T16 in about 12.5 (0.25 s per step); the elastic member trains four of them, 2,688 s); the 64 px emoji
+# family keeps the first zoo's 300 x 32.
+# GPU sized for < 8 minutes (the PRESET_FAMILIES: their presets' budgets, presets.GPU_BUDGETS with --gpu).
+CPU_BUDGET = {"fmnist": dict(steps=3000, batch=64, ema=0.999), "emoji": dict(steps=300, batch=32, ema=0.995)}
+GPU_BUDGET = {"fmnist": dict(steps=4000, batch=256, ema=0.999), "emoji": dict(steps=3000, batch=128, ema=0.995)}
+
+
+def base(dataset: str, budget: dict, gpu: bool) -> Config:
+    """The base config of the Fashion-MNIST ("fmnist") or 64 px emoji ("emoji") families at a budget of CPU_BUDGET
+    or GPU_BUDGET: N=4, D=2, T=4, width 128, bf16, no sampling or evaluation during training."""
+    over = {
+        "model.width": 128,
+        "model.heads": 2,
+        "model.depth": 4,
+        "model.diffusion_depth": 2,
+        "model.num_blocks": 4,
+        "train.batch_size": budget["batch"],
+        "train.max_steps": budget["steps"],
+        "train.lr": 1e-3,
+        "train.ema_decay": budget["ema"],
+        "train.ckpt_every": 250,
+        "train.sample_every": 0,
+        "train.max_minutes": 0.0,
+        "train.eval_every": 0,
+        "train.log_every": 25,
+        "train.precision": "bf16-mixed",
+        "train.accelerator": "cuda" if gpu else "cpu",
+    }
+    return preset("fmnist-small" if dataset == "fmnist" else "emoji64", **over)
+
+
+# fields added to the config after runs were keyed, with their defaults: left out of the key at those defaults, so
+# the runs trained before them keep their folders
+KEY_ADDED = {"data.labels": "group", "diffusion.context_noise": 0.0}
+# diffusion fields as they were spelled when runs were keyed: train_context_noise was context_noise, and
+# flow_shift (now sample.flow_shift, a sampling setting) sat there at 1 in every training config
+KEY_SPELLING = {"train_context_noise": "context_noise"}
+KEY_MOVED = {"flow_shift": 1.0}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of the zoo: its family, its name in the family (e.g. "D1", "T16", "no-zcond") and its config."""
+
+    family: str
+    name: str
+    config: Config
+
+    @property
+    def key(self) -> str:
+        """Training identity: members with the same model, data and budget share one run."""
+        d = self.config.to_dict()
+        d["diffusion"] = KEY_MOVED | {KEY_SPELLING.get(k, k): v for k, v in d["diffusion"].items()}
+        data, diffusion = (
+            {k: v for k, v in d[part].items() if KEY_ADDED.get(f"{part}.{k}", object()) != v}
+            for part in ("data", "diffusion")
+        )
+        blob = json.dumps(
+            {
+                "model": d["model"],
+                "diffusion": diffusion,
+                "data": data,
+                "train": {k: v for k, v in d["train"].items() if k != "out_dir"},
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+    @property
+    def run(self):
+        """The folder the member trains in (RUNS/<key>), with its checkpoints, DONE marker and eval reports."""
+        return RUNS / self.key
+
+
+def members(gpu: bool = False) -> list[Member]:
+    """Every member of every family, in the zoo's order, with the CPU budgets (GPU budgets and accelerator with
+    `gpu`); each config is named "<family>/<name>" and trains in its run folder."""
+    budgets = GPU_BUDGET if gpu else CPU_BUDGET
+    fm, em = base("fmnist", budgets["fmnist"], gpu), base("emoji", budgets["emoji"], gpu)
+
+    def family_base(family: str, name: str) -> Config:
+        if family in PRESET_FAMILIES:  # a preset per member, with the preset's own (GPU) budget
+            return preset(PRESET_FAMILIES[family].format(name=name), gpu=gpu)
+        return em if family == "blocks-emoji" else fm
+
+    out = []
+    for family, entries in MEMBERS.items():
+        for name, over in entries:
+            cfg = family_base(family, name).override(**over)
+            if (family, name) in BUDGET_MULTIPLE:  # e.g. the elastic model: the four dedicated budgets together
+                cfg = cfg.override(**{"train.max_steps": cfg.train.max_steps * BUDGET_MULTIPLE[family, name]})
+            m = Member(family, name, cfg)
+            named = cfg.override(**{"name": f"{family}/{name}", "train.out_dir": str(m.run)})
+            out.append(Member(family, name, named))
+    return out
+
+
+def unique_runs(ms: list[Member]) -> dict[str, Member]:
+    """{run key: the first member that trains it}: members with identical configs train once."""
+    runs: dict[str, Member] = {}
+    for m in ms:
+        runs.setdefault(m.key, m)
+    return runs
+
+
+def report_names(m: Member) -> dict[str, int | None]:
+    """{report name: D it samples at (None: the member's own)}: one per trained D for an elastic member, the
+    model's default D first (its report ships beside the weights)."""
+    depths = m.config.model.elastic_depths
+    if not depths:
+        return {m.name: None}
+    default = m.config.model.diffusion_depth
+    return {depth_report_name(m.name, d): d for d in sorted(depths, key=lambda d: (d != default, d))}
+
+
+def eval_plan(m: Member) -> tuple[str, int, tuple[int, ...]]:
+    """(extractor, images per point, S grid) of a member's curve: the fast classifier for Fashion-MNIST (plus one
+    Inception point), Inception for the 256 px emoji at n=1,000 (FID at n=256 sits tens of points above its large-n
+    value), and Inception at n=256 for the 64 px emoji arm (colour blobs at this budget: a side arm)."""
+    if m.config.data.dataset == "fashion-mnist":
+        return "fmnist-classifier", 1000, EVAL_STEPS
+    if m.config.data.image_size >= 256:
+        return "inception", 1000, (8, 16)
+    return "inception", 256, (8, 32)

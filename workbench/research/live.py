@@ -1,6 +1,6 @@
 """Live experiments: tiny members of a zoo family trained and evaluated now (the FAST fallback when the zoo has
-not shipped), re-evaluation of shipped reports from their checkpoints, and training logs. The one module of this
-layer that trains, so it is the only one that imports Lightning."""
+not shipped), re-evaluation of shipped reports from their checkpoints, and training logs. One of the two modules
+of this layer that train (the other is the zoo's driver, workbench.research.zoo), so they alone import Lightning."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ..core.paths import ZOO_DIR
 from ..core.presets import preset
 from ..evaluation.evaluate import evaluate_curve, reference_for, reference_split
 from ..evaluation.metrics import reference_stats
-from ..sampling.sampler import generate_images
+from ..sampling.sampler import generate_images, sample_request
 from ..training.checkpoint import export_for_inference, load_for_inference
 from ..training.train import train
 from .families import MEMBERS, PRESET_FAMILIES
@@ -80,7 +80,7 @@ def live_config(family: str, name: str, train_steps: int, out_dir: str | Path) -
         base.update(
             {
                 "data.labels": own.data.labels,
-                "diffusion.context_noise": own.diffusion.context_noise,
+                "diffusion.train_context_noise": own.diffusion.train_context_noise,
                 "sample.class_counts": own.sample.class_counts,
                 "sample.cfg_scale": own.sample.cfg_scale,
             }
@@ -97,7 +97,7 @@ def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -
     if ckpt is None or not ckpt.is_file():
         raise FileNotFoundError(
             f"{ckpt}: no checkpoint beside the report of {report.label}. Fix: ship it with "
-            "python experiments/zoo.py export (ablation weights may be left out for space)."
+            "python -m workbench zoo export (ablation weights may be left out for space)."
         )
     model, config = load_for_inference(ckpt)
     d, ev = config.data, report.eval
@@ -146,7 +146,7 @@ def same_seed_samples(
         S = steps or point.steps
         fid = f", FID {point.fid:.1f} at S={point.steps}" if point.steps == S else ""
         rows[f"{r.name} (D={r.D}, T={r.T}, S={S}{fid})"] = generate_images(
-            model, cfg, n, S, r.eval["sampler"], seed=seed
+            model, cfg, n, sample_request(cfg, steps=S, sampler=r.eval["sampler"], seed=seed)
         )
     return rows, missing
 
@@ -276,7 +276,7 @@ def family_reports(
     if not fast:
         raise FileNotFoundError(
             f"{Path(root) / family}: no reports. Fix: train and evaluate the zoo "
-            "(python experiments/zoo.py all), or run with WORKBENCH_FAST=1 for a live demo."
+            "(python -m workbench zoo all), or run with WORKBENCH_FAST=1 for a live demo."
         )
     live_root = Path(live_root or tempfile.mkdtemp(prefix="workbench-live-"))
     reports = live_family(family, live_root, **live)

@@ -118,7 +118,7 @@ def report_from_dict(d: dict, path: Path | None = None) -> Report:
     for key in ("family", "name", "config", "training", "eval"):
         if key not in d:
             raise ValueError(
-                f"{where}: missing field {key!r}. Fix: write reports with experiments/zoo.py eval "
+                f"{where}: missing field {key!r}. Fix: write reports with python -m workbench zoo eval "
                 "(schema: family, name, config, training, eval.curve)."
             )
     curve = d["eval"].get("curve") or []
@@ -159,7 +159,7 @@ def read_report(path: str | Path) -> Report:
     try:
         d = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}). Fix: re-run experiments/zoo.py eval for it.") from None
+        raise ValueError(f"{path}: not valid JSON ({err}). Fix: re-run python -m workbench zoo eval for it.") from None
     return report_from_dict(d, path)
 
 

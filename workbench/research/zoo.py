@@ -1,0 +1,420 @@
+"""The zoo's driver: trains, scores, draws and exports the members of workbench.research.families (the zoo's
+definition), the command `python -m workbench zoo ACTION`:
+
+    python -m workbench zoo list                    # members, budgets, status, training time per family
+    python -m workbench zoo train [--only NAME]     # resumable: rerun to continue where it stopped
+    python -m workbench zoo eval  [--only NAME]     # FID against sampling steps / compute, JSON reports
+    python -m workbench zoo export                  # half-precision weights (EMA) + reports -> data/checkpoints/
+    python -m workbench zoo grids [--only NAME]     # redraw the shipped sample grids from the shipped weights
+    python -m workbench zoo findings [--readme]     # the paper's five findings decided from the shipped reports
+    python -m workbench zoo all --gpu               # one run on a GPU with larger budgets
+
+Families (same data and same training budget inside a family):
+  vertical        N=4, D in {1, 2, 3, 4} = {N/4, N/2, 3N/4, N}, T=4, Fashion-MNIST 32x32
+  blocks-fmnist   T in {1, 4, 16}, N=4, D=2, Fashion-MNIST 32x32 (low resolution)
+  blocks-emoji    T in {1, 4, 16}, N=4, D=2, Noto colour emoji 64x64 (high resolution)
+  blocks-emoji256 T in {1, 4, 16}, N=6, D=3, Fluent 3D emoji 256x256 as 32x32x4 latents of the codec trained here:
+                  the presets emoji256-T1/T4/T16 with their budgets (about an hour each on 2 CPU threads, or
+                  GPU_BUDGETS with --gpu); they need the codec (shipped in data/codecs/fluent3d-tiny)
+  blocks-people256 the same on the people subset of Fluent 3D (dataset fluent-people: people, hands, smileys;
+                  1,786 training images), the analogue of the paper's FFHQ: presets people256-T1/T4/T16, 5,000 steps
+  context-people256 the people T=16 model plain (the run of blocks-people256/T16), with its context noised in
+                  training, class-conditional, and both: presets people256-T16, -ctx-T16, -cond-T16, -cond-ctx-T16
+  ablations       default, no z_cond, no clean stream, MLP denoising, hidden loss 0, shared towers, each with
+                  the training seeds of workbench.research.families.ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...)
+Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
+that cannot start (a codec or dataset missing) is reported with its fix and the others still train.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..core.config import Config
+from ..core.paths import REPO_ROOT, ZOO_DIR, sha256_file
+from ..data.images import image_grid
+from ..evaluation.evaluate import REFERENCE_SPLITS, ScoreSpec, default_reference, evaluate_curve
+from ..evaluation.metrics import RealImages, reference_stats
+from ..sampling.sampler import generate_images, sample_request
+from ..training.checkpoint import export_for_inference, load_for_inference, with_flow_shift
+from ..training.train import train
+from .families import (
+    SHIP_LIMIT_MB,
+    Member,
+    depth_report_name,
+    eval_plan,
+    members,
+    report_names,
+    sampling_pick,
+    ships_weights,
+    unique_runs,
+)
+from .findings import findings, findings_markdown
+from .reports import load_reports
+
+SHIP = ZOO_DIR  # where `export` ships the zoo: data/checkpoints
+ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "all")
+
+
+def training_seconds(m: Member) -> tuple[str, float | None]:
+    """(status, training wall clock in seconds) of a member: "shipped" where data/checkpoints holds its report,
+    "trained" where only its run finished on this machine, else "pending"; the seconds from the run's own record
+    where it is here, else from the shipped report (None where neither records them)."""
+    done, report = m.run / "DONE", SHIP / m.family / f"{m.name}.json"
+    status = "shipped" if report.is_file() else "trained" if done.is_file() else "pending"
+    try:
+        if done.is_file():
+            return status, json.loads(done.read_text()).get("train_seconds")
+        if report.is_file():
+            return status, (json.loads(report.read_text()).get("training") or {}).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return status, None
+
+
+def cmd_list(ms: list[Member]) -> None:
+    """One line per member (status and training time), then the training wall clock per family: each run counted
+    once inside a family, and once in the total where families share it (vertical D2 = blocks-fmnist T4 = default)."""
+    rank = {"shipped": 2, "trained": 1, "pending": 0}
+    run_status: dict[str, str] = {}
+    seconds: dict[str, float | None] = {}
+    for m in ms:  # a run shared by several members: shipped (or trained) when any of them is
+        status, secs = training_seconds(m)
+        run_status[m.key] = max(status, run_status.get(m.key, "pending"), key=rank.get)
+        seconds[m.key] = secs if secs is not None else seconds.get(m.key)
+    for m in ms:
+        c, status, secs = m.config, run_status[m.key], seconds[m.key]
+        took = "" if secs is None else f" {secs / 60:6.1f} min"
+        print(
+            f"{m.family:17s} {m.name:14s} run={m.key} N={c.model.depth} D={c.model.diffusion_depth} "
+            f"T={c.model.num_blocks} steps={c.train.max_steps} batch={c.train.batch_size} {status}{took}"
+        )
+    print("training wall clock per family (each run once; as recorded by the machine that trained it):")
+    for family in dict.fromkeys(m.family for m in ms):
+        keys = dict.fromkeys(m.key for m in ms if m.family == family)
+        known = [seconds[k] for k in keys if seconds[k] is not None]
+        missing = len(keys) - len(known)
+        print(
+            f"  {family:17s} {len(keys):2d} runs {sum(known) / 60:7.1f} min"
+            + (f" ({missing} not trained or not recorded)" if missing else "")
+        )
+    known = [v for v in seconds.values() if v is not None]
+    print(
+        f"  {'all':17s} {len(seconds):2d} runs {sum(known) / 60:7.1f} min = {sum(known) / 3600:.1f} h"
+        + (f" ({len(seconds) - len(known)} not trained or not recorded)" if len(known) < len(seconds) else "")
+    )
+
+
+def cmd_train(ms: list[Member]) -> list[str]:
+    """Train the members not done yet; returns the problems of those that could not start (each naming its fix)."""
+    problems = []
+    for m in unique_runs(ms).values():
+        marker = m.run / "DONE"
+        if marker.exists():
+            continue
+        t0 = time.time()
+        try:
+            summary = train(m.config, resume=True)
+        except (FileNotFoundError, ValueError) as err:  # the workbench's own errors name the fix; others are bugs
+            if "Fix:" not in str(err):
+                raise
+            problems.append(f"{m.family}/{m.name}: not trained: {err}")
+            print(problems[-1], file=sys.stderr, flush=True)
+            continue
+        if summary.get("step", 0) >= m.config.train.max_steps:
+            summary["train_seconds_this_chunk"] = round(time.time() - t0, 1)
+            summary["device"] = (
+                torch.cuda.get_device_name()
+                if m.config.train.accelerator == "cuda"
+                else f"cpu ({torch.get_num_threads()} thread(s))"
+            )
+            marker.write_text(json.dumps(summary, indent=1, default=str))
+        print(f"{m.family}/{m.name}: {summary}")
+    return problems
+
+
+def reference(cfg: Config, extractor: str):
+    """The reference statistics of the zoo's reports (shipped in data/reference/): all Fashion-MNIST training images
+    under the classifier, the first 1024 of the Noto emoji training images under Inception, every Fluent 3D image
+    (train and held out: evaluation.REFERENCE_SPLITS) under Inception."""
+    d = cfg.data
+    if d.dataset in REFERENCE_SPLITS:
+        return default_reference(cfg, extractor)
+    images = RealImages(d.dataset, "train", d.image_size, d.channels)
+    return reference_stats(images, extractor, n=None if extractor != "inception" else 1024)
+
+
+def load_member(m: Member, depth: int | None = None, weights: Path | None = None):
+    """(model, config to sample it with) of a trained member, with the sampler the zoo names for it (its declared
+    config's: a run trained before the recipe's sampler changed keeps the old one in its own config); an elastic
+    member at `depth` (sample.diffusion_depth: the model keeps its own config), default its own D. From its run
+    with the weights and time shift of its sampling pick (families.SAMPLING_PICKS), or from `weights` (its shipped
+    export, which carries them) when given."""
+    use_ema, shift, sample = sampling_pick(m.family, m.name)
+    model, cfg = load_for_inference(weights or m.run, use_ema=use_ema)
+    cfg = with_flow_shift(cfg, shift).override(
+        **{f"sample.{k}": v for k, v in sample.items()}, **{"sample.sampler": m.config.sample.sampler}
+    )
+    return model, (cfg if depth is None else cfg.override(**{"sample.diffusion_depth": depth}))
+
+
+def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | None = None) -> dict:
+    """FID against sampling steps (and compute) for one member, with full provenance; the sampler the zoo names for
+    it (DPM-Solver++ 2M for the Fashion-MNIST flow recipe, DDIM for eps models) unless `sampler` is given. `depth`:
+    an elastic member sampled at that D (its report is named depth_report_name and its config's D is that depth)."""
+    model, sample_cfg = load_member(m, depth)
+    cfg, name = sample_cfg, m.name
+    if depth is not None:  # the report's config says D
+        cfg, name = cfg.override(**{"model.diffusion_depth": depth}), depth_report_name(m.name, depth)
+    extractor, n, grid = eval_plan(m)
+    ref = reference(cfg, extractor)
+    sampler = sampler or cfg.sample.sampler
+
+    def progress(S: int, p: dict) -> None:
+        print(f"{m.family}/{name} S={S}: FID {p['fid']:.2f} [{p['fid_low']:.2f}, {p['fid_high']:.2f}]", flush=True)
+
+    weights = "ema" if sampling_pick(m.family, m.name)[0] else "raw"
+    spec = ScoreSpec(n=n, seed=seed, sampler=sampler, extractor=extractor, reference=ref, weights=weights)
+    ev = evaluate_curve(model, sample_cfg, spec, steps=grid, progress=progress)
+    summary = json.loads((m.run / "DONE").read_text())
+    return {
+        "family": m.family,
+        "name": name,
+        "config": cfg.to_dict(),
+        "training": {
+            "steps": summary["step"],
+            "batch": cfg.train.batch_size,
+            "images_seen": summary["images_seen"],
+            "seconds": summary.get("train_seconds"),
+            "device": summary.get("device", "cpu (1 thread of 2 cores)"),
+            "final_val_loss": summary["val_loss"],
+        },
+        "eval": ev,
+    }
+
+
+INCEPTION_STEPS = 16  # a Fashion-MNIST member's second extractor: Inception at the app's default S, n=1,000
+
+
+def inception_point(m: Member, depth: int | None = None, seed: int = 0) -> dict:
+    """One Inception-FID point of a Fashion-MNIST member (its curve uses the classifier): S=INCEPTION_STEPS, n=1,000,
+    its own sampler, EMA weights, against the shipped Inception statistics of 10,000 training images."""
+    model, cfg = load_member(m, depth)
+    reference = default_reference(cfg, "inception")
+    spec = ScoreSpec(n=1000, seed=seed, sampler=cfg.sample.sampler, extractor="inception", reference=reference)
+    ev = evaluate_curve(model, cfg, spec, steps=(INCEPTION_STEPS,))
+    point = {k: v for k, v in ev.items() if k != "curve"} | ev["curve"][0]
+    print(
+        f"{m.family}/{m.name}{'' if depth is None else f' D={depth}'} Inception S={INCEPTION_STEPS}: FID "
+        f"{point['fid']:.2f} [{point['fid_low']:.2f}, {point['fid_high']:.2f}]",
+        flush=True,
+    )
+    return point
+
+
+def cmd_eval(ms: list[Member]) -> None:
+    """Score every trained member (each trained D of an elastic one) into eval-<family>-<name>.json in its run; a
+    Fashion-MNIST report gets its Inception point too. Resumable: what is written is not scored again."""
+    for m in ms:
+        if not (m.run / "DONE").exists():
+            continue
+        for name, depth in report_names(m).items():
+            out = m.run / f"eval-{m.family}-{name}.json"
+            if not out.exists():
+                out.write_text(json.dumps(evaluate(m, depth=depth), indent=1))
+            report = json.loads(out.read_text())
+            if m.config.data.dataset == "fashion-mnist" and "inception" not in report["eval"]:
+                report["eval"]["inception"] = inception_point(m, depth)  # both extractors (resumable: added once)
+                out.write_text(json.dumps(report, indent=1))
+
+
+GRID_STEPS = 16  # the shipped sample grids: the app's default S, seed 0, the weights the member is scored with
+
+
+def write_grid(m: Member, dest: Path, depth: int | None = None, weights: Path | None = None) -> Path:
+    """A sample grid of a member beside its report: 64 images (16 at 256 px) from seed 0 at S=GRID_STEPS with its
+    own sampler (an elastic member at `depth`, default its own D), what a reader looks at before any FID. From the
+    run, or from the shipped `weights` (load_member)."""
+    model, cfg = load_member(m, depth, weights)
+    n = 16 if cfg.data.image_size >= 256 else 64
+    images = generate_images(model, cfg, n, sample_request(cfg, steps=GRID_STEPS, seed=0))
+    grid = image_grid(images, nrow=int(n**0.5))
+    scale = max(1, -(-512 // grid.width))  # small images enlarged (nearest) to a grid of at least 512 px
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST).save(dest)
+    return dest
+
+
+def grid_paths(m: Member, dest: Path) -> dict[Path, int | None]:
+    """{grid file: D it samples at (None: the member's own)} of a member whose weights ship as `dest`: its grid beside
+    the weights, and an elastic member's grid at each other trained D beside that D's report ("elastic-D3.png")."""
+    _, *others = report_names(m).items()
+    return {dest.with_suffix(".png"): None, **{dest.with_name(f"{name}.png"): d for name, d in others}}
+
+
+def cmd_grids(ms: list[Member]) -> list[str]:
+    """Redraw the shipped grids (write_grid) from the shipped weights, every trained D of an elastic member: for a
+    zoo whose runs are gone. Returns the members it could not draw, with why."""
+    problems = []
+    for m in ms:
+        weights = SHIP / m.family / f"{m.name}.safetensors"
+        if not weights.is_file():
+            problems.append(f"{m.family}/{m.name}: no shipped weights ({weights}). Fix: export it from its run.")
+            continue
+        for dest, depth in grid_paths(m, weights).items():
+            print(f"drew {write_grid(m, dest, depth=depth, weights=weights)}")
+    return problems
+
+
+def export_member(m: Member, holder: str | None) -> str:
+    """Ship one evaluated member: its weights (unless the run's `holder` file, another member's, carries them, or it
+    ships its report alone), its reports and grids. Returns what it shipped, in words."""
+    reports = {name: m.run / f"eval-{m.family}-{name}.json" for name in report_names(m)}
+    (_, first), *others = reports.items()
+    dest = SHIP / m.family / f"{m.name}.safetensors"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(first.read_text())
+    shared = holder if holder != f"{m.family}/{dest.name}" else None  # trained with another (D2 = T4 = default)
+    if ships_weights(m.family, m.name) and shared is None:
+        use_ema, shift, sample = sampling_pick(m.family, m.name)
+        export_for_inference(
+            m.run,
+            dest,
+            eval_report=first,
+            use_ema=use_ema,
+            flow_shift=shift,
+            sample={"sampler": m.config.sample.sampler, **sample},
+        )
+    else:
+        dest.unlink(missing_ok=True)  # weights an earlier export shipped
+        if shared is not None:
+            report["training"]["weights"] = shared  # reports.weights_path follows it
+    dest.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    for name, path in others:
+        (SHIP / m.family / f"{name}.json").write_text(path.read_text())
+    for grid, depth in grid_paths(m, dest).items():
+        write_grid(m, grid, depth=depth)
+    weights = (
+        f"weights {dest.stat().st_size / 1e6:.1f} MB"
+        if dest.exists()
+        else f"the weights of {shared}"
+        if shared
+        else "no weights (report only)"
+    )
+    return f"{weights}, reports {', '.join(reports)}"
+
+
+def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
+    """Half-precision weights (EMA, or those of its sampling pick) with the member's (first) report embedded and
+    beside them, and a sample grid (write_grid); an elastic member's reports at its other depths ship as report
+    files alone (one set of weights samples them all), and a member trained by the same run as an earlier one ships
+    its report naming that member's file (training.weights)."""
+    shipped: dict[str, str] = {}  # run key -> "family/name.safetensors" of the one file shipped for that run
+    for m in every or ms:  # the first member of a run (in the zoo's order) holds its weights
+        if ships_weights(m.family, m.name) and (m.run / "DONE").exists():
+            shipped.setdefault(m.key, f"{m.family}/{m.name}.safetensors")
+    for m in ms:
+        missing = [name for name in report_names(m) if not (m.run / f"eval-{m.family}-{name}.json").exists()]
+        if missing:
+            print(f"skip {m.family}/{m.name}: not evaluated ({', '.join(missing)})")
+            continue
+        print(f"exported {m.family}/{m.name}: {export_member(m, shipped.get(m.key))}")
+    write_manifest(SHIP)
+    total = shipped_mb(SHIP)
+    over = (
+        f", over the {SHIP_LIMIT_MB} MB the zoo may ship. Fix: ship fewer weights "
+        "(workbench.research.families.ships_weights) or smaller members."
+    )
+    fits = total <= SHIP_LIMIT_MB
+    print(f"{SHIP}: {total:.1f} MB of weights" + ("" if fits else over), file=sys.stdout if fits else sys.stderr)
+
+
+README = REPO_ROOT / "README.md"
+FINDINGS_START, FINDINGS_END = "<!-- findings: python -m workbench zoo findings --readme -->", "<!-- /findings -->"
+FINDINGS_FAMILIES = {  # findings' argument -> the family whose reports it reads
+    "vertical": "vertical",
+    "blocks_low": "blocks-fmnist",
+    "blocks_high": "blocks-emoji256",
+    "ablations": "ablations",
+    "blocks_faces": "blocks-people256",
+}
+
+
+def cmd_findings(root: Path = SHIP, readme: Path | None = None) -> str:
+    """The Results table (workbench.research.findings) from the reports under `root`; with `readme`, written between
+    the findings markers (a start marker "<!-- findings..." of any command text, rewritten to FINDINGS_START, and
+    FINDINGS_END; the text outside them is left as it is)."""
+    fams = {k: load_reports(family, root) or None for k, family in FINDINGS_FAMILIES.items()}
+    table = findings_markdown(*findings(**fams))
+    if readme is not None:
+        text = readme.read_text()
+        start = text.find(FINDINGS_START.split(":")[0])
+        head_end = text.find("-->", start) + len("-->") if start >= 0 else -1
+        end = text.find(FINDINGS_END, max(head_end, 0))
+        if start < 0 or end < 0:
+            raise SystemExit(
+                f"{readme}: no findings markers. Fix: put {FINDINGS_START} and {FINDINGS_END} on "
+                "lines of their own where the Results table goes."
+            )
+        readme.write_text(text[:start] + FINDINGS_START + "\n" + table + text[end:])
+    return table
+
+
+MANIFEST_HEAD = "| file | MB | sha256 |"
+
+
+def write_manifest(root: Path) -> None:
+    """The weight files' table at the end of <root>/README.md (from its MANIFEST_HEAD line on; the prose above it is
+    kept): each file, its size and the first 16 hex digits of its sha256."""
+    readme = root / "README.md"
+    text = readme.read_text() if readme.exists() else "# data/checkpoints: the model zoo\n\n"
+    cut = text.find(MANIFEST_HEAD)
+    rows = [
+        f"| {p.relative_to(root).as_posix()} | {p.stat().st_size / 1e6:.1f} | {sha256_file(p)[:16]}... |"
+        for p in sorted(root.rglob("*.safetensors"))
+    ]
+    table = MANIFEST_HEAD + "\n|---|---|---|\n" + "\n".join(rows) + "\n"
+    readme.write_text((text if cut < 0 else text[:cut]).rstrip("\n") + "\n\n" + table)
+
+
+def shipped_mb(root: Path = SHIP) -> float:
+    """Megabytes of weight files under data/checkpoints."""
+    return sum(p.stat().st_size for p in root.rglob("*.safetensors")) / 1e6
+
+
+def select(ms: list[Member], only: str) -> list[Member]:
+    """The members named by --only (comma-separated member names, families or FAMILY/NAME); all when empty."""
+    if not only:
+        return ms
+    want = set(only.split(","))
+    return [m for m in ms if m.name in want or m.family in want or f"{m.family}/{m.name}" in want]
+
+
+def run(action: str, only: str = "", gpu: bool = False, readme: bool = False) -> int:
+    """One action of ACTIONS over the members --only names (all by default), with the GPU budgets if `gpu`; returns
+    the exit code: 1 when a member could not train or be drawn (each problem named with its fix, again at the end)."""
+    if action not in ACTIONS:
+        raise ValueError(f"zoo: no action {action!r}. Fix: use one of {', '.join(ACTIONS)}.")
+    every = members(gpu)
+    ms = select(every, only)
+    if action == "list":
+        cmd_list(ms)
+    if action == "findings":
+        print(cmd_findings(readme=README if readme else None))
+        return 0
+    problems = cmd_train(ms) if action in ("train", "all") else []
+    if action == "grids":
+        problems = cmd_grids(ms)
+    if action in ("eval", "all"):
+        cmd_eval(ms)
+    if action in ("export", "all"):
+        cmd_export(ms, every)
+    for problem in problems:  # again at the end, where a long run's log is read
+        print(f"zoo: {problem}", file=sys.stderr)
+    return 1 if problems else 0
