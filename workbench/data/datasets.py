@@ -14,6 +14,7 @@ import os
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -495,6 +496,14 @@ class EpochSampler(Sampler):
             g += self.world_size
 
 
+@dataclass(frozen=True)
+class RankShare:
+    """Which share of the data a process takes: rank r of world_size takes global positions r, r + world_size, ..."""
+
+    rank: int = 0
+    world_size: int = 1
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -503,11 +512,11 @@ def make_loader(
     start_index: int = 0,
     flips: bool = False,
     num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
+    share: RankShare = RankShare(),
 ) -> DataLoader:
     """train=True: an endless loader over EpochSampler (count steps, not epochs; full batches only).
     train=False: one ordered pass over this rank's share (indices rank, rank + world_size, ...)."""
+    rank, world_size = share.rank, share.world_size
     if train:
         sampler = EpochSampler(len(dataset), seed, start_index, flips=flips, rank=rank, world_size=world_size)
         return DataLoader(dataset, batch_size, sampler=sampler, drop_last=True, num_workers=num_workers)
