@@ -4,7 +4,7 @@ gradient accumulation that keeps the global batch, launch commands, and the sent
 import math
 
 import pytest
-from lightning_fabric.strategies import DDPStrategy
+from lightning_fabric.strategies import DDPStrategy, ModelParallelStrategy
 from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
@@ -30,8 +30,8 @@ def test_training_plan_and_commands_keep_the_global_batch():
     plan = scaling.training_plan(cfg, "A100-80GB", 8, 2, per_token_layer=per_token_layer)
     params = scaling.param_count(cfg)
     assert plan["global batch"] == 256 and plan["gpus"] == 16
-    assert plan["state GB/GPU if sharded"] == pytest.approx(params * 20 / 16 / 1e9)  # what FSDP would change
-    assert plan["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and plan["strategy"] == "ddp"  # what launches
+    assert plan["state GB/GPU if sharded"] == pytest.approx(params * 20 / 16 / 1e9)
+    assert plan["state GB/GPU"] == pytest.approx(params * 20 / 16 / 1e9) and plan["strategy"] == "fsdp"  # sharded
     assert plan["activations GB/image"] == pytest.approx(1e8 * plan["tokens"] * cfg.model.depth / 1e9)
     assert not plan["config fits"] and plan["micro-batch"] == plan["max micro-batch"] == 1 and plan["grad_accum"] == 16
     assert plan["micro-batch"] * plan["grad_accum"] * 16 >= 256 == plan["global batch"]
@@ -43,13 +43,16 @@ def test_training_plan_and_commands_keep_the_global_batch():
         "#SBATCH --ntasks-per-node=8" in commands["slurm (sbatch)"]
         and "srun python -m workbench train" in commands["slurm (sbatch)"]
     )
-    assert all("--train.strategy ddp" in c for c in commands.values())  # a strategy the training loop launches
+    assert all("--train.strategy fsdp" in c for c in commands.values())  # the strategy the config asks for
     ddp = scaling.training_plan(cfg.override(**{"train.strategy": "ddp"}), "A100-80GB", 8, 2, per_token_layer=1.0)
-    assert ddp["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and ddp["config fits"]
+    assert ddp["state GB/GPU"] == pytest.approx(params * 20 / 1e9) and ddp["config fits"]  # a full copy per GPU
+    recompute = cfg.override(**{"train.activation_checkpointing": True})
+    lean = scaling.training_plan(recompute, "A100-80GB", 8, 2, per_token_layer=per_token_layer)
+    assert lean["activations GB/image"] < plan["activations GB/image"] / 2  # one layer's activations, not depth
 
 
 def test_describe_plan_covers_fit_accumulate_and_nothing_fits():
-    cfg = wb.preset("tiny", **{"train.batch_size": 32, "train.devices": 8, "train.strategy": "fsdp"})
+    cfg = wb.preset("tiny", **{"train.batch_size": 32, "train.devices": 8, "train.strategy": "ddp"})
     fits = scaling.describe_plan(cfg, scaling.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1.0), 0.4)
     assert "images per GPU fit a H100-80GB" in fits and "tiny preset" in fits
     accumulate = scaling.describe_plan(cfg, scaling.training_plan(cfg, "H100-80GB", 8, 1, per_token_layer=1e8), 0.4)
@@ -59,11 +62,14 @@ def test_describe_plan_covers_fit_accumulate_and_nothing_fits():
 
 
 @pytest.mark.parametrize("name", ["ffhq256", "ffhq1024-paper", "imagenet256-paper"])
-def test_paper_presets_launch_with_ddp(name):
+def test_paper_presets_launch_with_ddp_or_fsdp(name):
     cfg = wb.preset(name)
-    assert cfg.train.strategy == "ddp" and isinstance(_strategy(cfg.train), DDPStrategy)
-    with pytest.raises(ValueError, match="train.strategy: 'fsdp' is not supported.*Fix: use train.strategy='ddp'"):
-        _strategy(cfg.override(**{"train.strategy": "fsdp"}).train)
+    ddp = _strategy(cfg)
+    assert cfg.train.strategy == "ddp" and isinstance(ddp, DDPStrategy)
+    # the last layer's context tower feeds only keys and values: its MLP gets no gradient, so DDP must look for it
+    assert ddp._ddp_kwargs["find_unused_parameters"] is True
+    fsdp = _strategy(cfg.override(**{"train.strategy": "fsdp", "train.devices": 8, "train.num_nodes": 4}))
+    assert isinstance(fsdp, ModelParallelStrategy) and fsdp._data_parallel_size == 32
     for refused in ("ddp_spawn", "dp"):
         with pytest.raises(ValueError, match="train.strategy"):
             cfg.override(**{"train.strategy": refused})

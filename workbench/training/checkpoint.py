@@ -10,6 +10,11 @@ Writes are atomic (temporary file in the same folder, fsync, os.replace, fsync o
 that fails (disk full) or is killed never replaces the last good checkpoint, and `latest` always names a complete
 file. Since format version 2 the metadata carries a SHA-256 checksum over itself and every tensor (name, dtype,
 shape, bytes): a flipped bit anywhere is detected on loading. Version 1 files (no checksum) still load.
+
+Sharded runs (train.strategy fsdp) write the same single file, gathered by global rank 0 (model and EMA weights:
+what load_for_inference, export and the app read), plus a folder ckpt-<step>.shards/ with one file per rank holding
+that rank's shard of the optimizer state (save_shard / load_shard: checksummed and atomic alike). Every rank writes
+its shard before rank 0 writes the single file and `latest`, so `latest` never names a checkpoint with shards missing.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,7 +241,57 @@ def save_checkpoint(ckpt: Checkpoint, folder: str | Path, keep_last: int = 3) ->
     for old in checkpoint_files(folder)[:-keep_last]:
         if old != path:  # a run resumed from an earlier checkpoint may still hold later-numbered ones
             old.unlink()
+            shutil.rmtree(shard_folder(old), ignore_errors=True)
     return path
+
+
+# ---- per-rank shards of sharded (FSDP) runs ----------------------------------------------------------------------
+def shard_folder(ckpt_path: str | Path) -> Path:
+    """The folder of a checkpoint's per-rank shards: ckpt-<step>.shards beside ckpt-<step>.safetensors."""
+    return Path(ckpt_path).with_suffix(".shards")
+
+
+def shard_file(folder: Path, rank: int, world_size: int) -> Path:
+    return folder / f"rank-{rank:05d}-of-{world_size:05d}.safetensors"
+
+
+def save_shard(state: dict, ckpt_path: str | Path, rank: int, world_size: int) -> Path:
+    """Write one rank's part of a sharded checkpoint (a tree of tensors and numbers), checksummed and atomic."""
+    folder = shard_folder(ckpt_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    metadata = {
+        "format": FORMAT + "-shard",
+        "version": str(VERSION),
+        "header": json.dumps(_flatten(state, "s", tensors)),
+    }
+    metadata[CHECKSUM] = _checksum(metadata, tensors)
+    path = shard_file(folder, rank, world_size)
+    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return path
+
+
+def load_shard(ckpt_path: str | Path, rank: int, world_size: int) -> dict:
+    """One rank's part of a sharded checkpoint; CheckpointError naming the shard and the fix when it is missing
+    (another world size) or damaged."""
+    folder = shard_folder(ckpt_path)
+    path = shard_file(folder, rank, world_size)
+    if not path.is_file():
+        found = sorted(p.name for p in folder.glob("rank-*.safetensors")) if folder.is_dir() else []
+        raise CheckpointError(
+            f"{path}: no such shard (found {found or 'none'}). The optimizer state of a sharded run is split over "
+            f"its processes. Fix: resume with as many processes as wrote it ({len(found) or 'see the file names'}), "
+            "or start a new run from its weights."
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        if _checksum(metadata, tensors) != metadata.get(CHECKSUM):
+            raise ValueError("checksum mismatch: the file was altered or damaged after it was written")
+        return _unflatten(json.loads(metadata["header"]), tensors)
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise _open_error(Path(ckpt_path), f"its shard {path.name} is unreadable ({err})") from None
 
 
 def checkpoint_files(folder: str | Path) -> list[Path]:

@@ -115,10 +115,11 @@ def training_plan(
 ) -> dict:
     """Memory per GPU and time of the config's training run on `nodes` x `gpus_per_node` GPUs.
 
-    Memory: fp32 weights, gradients, AdamW moments and EMA (20 bytes per parameter) plus activations. The plan is
-    for what train.py launches, DDP, which keeps a full copy of that state on every GPU; FSDP would shard it over
-    all GPUs ("state GB/GPU if sharded"), but the training loop refuses FSDP (the EMA copy and the checkpoints need
-    the full weights), so it only says what sharding would change. Activations (measured per token and layer, see
+    Memory: fp32 weights, gradients, AdamW moments and EMA (20 bytes per parameter) plus activations. With
+    train.strategy fsdp the plan shards that state over all GPUs (train.py: FSDP2 per decoder layer); otherwise it is
+    for DDP, which keeps a full copy on every GPU ("state GB/GPU if sharded" says what FSDP would change). With
+    train.activation_checkpointing an image keeps each layer's input (4 bytes x width per token) and one layer's
+    activations during its recompute (an estimate, not measured). Activations (measured per token and layer, see
     activation_bytes_per_token_layer). The largest micro-batch that fits in 90% of the GPU memory, and the gradient
     accumulation that keeps the config's global batch, follow. Time: compute.train_flops per step at `mfu` of the
     GPU's dense bf16 peak (an assumption: 0.3-0.5 is typical for transformers of this size)."""
@@ -126,11 +127,13 @@ def training_plan(
     m, tc = config.model, config.train
     world = gpus_per_node * nodes
     params = param_count(config)
-    state = params * sum(STATE_BYTES.values())  # DDP: a full copy per GPU
-    strategy = "ddp" if world > 1 else "auto"
+    strategy = ("fsdp" if tc.strategy == "fsdp" else "ddp") if world > 1 else "auto"
+    state = params * sum(STATE_BYTES.values()) / (world if strategy == "fsdp" else 1)  # DDP: a full copy per GPU
     per_token_layer = per_token_layer or activation_bytes_per_token_layer(config)
     tokens = sequence_blocks(m) * m.block_tokens
     per_image = per_token_layer * tokens * m.depth
+    if tc.activation_checkpointing:
+        per_image = per_token_layer * tokens + 4 * m.width * tokens * m.depth
     fits = int((0.9 * memory - state) // per_image)
     devices = int(tc.devices) if isinstance(tc.devices, (int, float)) else 1  # "auto" or a list: count as 1
     global_batch = tc.batch_size * tc.grad_accum * devices * tc.num_nodes  # the recipe's batch, kept on any cluster
@@ -145,7 +148,7 @@ def training_plan(
         "params": params,
         "params (B)": params / 1e9,
         "state GB/GPU": state / 1e9,
-        "state GB/GPU if sharded": state / world / 1e9,
+        "state GB/GPU if sharded": params * sum(STATE_BYTES.values()) / world / 1e9,
         "activations GB/image": per_image / 1e9,
         "bytes/token/layer": per_token_layer,
         "tokens": round(tokens),
@@ -174,9 +177,8 @@ def describe_plan(config: Config, plan: dict, mfu: float) -> str:
         )
         if p["state GB/GPU"] > p["state GB/GPU if sharded"]:
             batch += (
-                f" (FSDP would shard the {p['state GB/GPU']:.1f} GB of weights, gradients, AdamW and EMA state "
-                f"per GPU down to {p['state GB/GPU if sharded']:.1f} GB, but the training loop refuses FSDP: "
-                "the EMA copy and the checkpoints need the full weights)"
+                f" (train.strategy fsdp would shard the {p['state GB/GPU']:.1f} GB of weights, gradients, AdamW and "
+                f"EMA state per GPU down to {p['state GB/GPU if sharded']:.1f} GB)"
             )
     elif p["config fits"]:
         batch = f"the preset's {p['config batch/GPU']} images per GPU fit a {p['gpu']}"

@@ -1,7 +1,9 @@
 """Training on Lightning Fabric, read top to bottom: `train` (main) -> `fit` -> `train_step` / `validate`.
 
-The same code runs on 1 CPU process, N CPU processes (DDP over gloo), N GPUs and several nodes. A killed run resumes
-bitwise identically on CPU because nothing it draws depends on process history that the checkpoint lacks:
+The same code runs on 1 CPU process, N CPU processes (DDP or FSDP over gloo), N GPUs and several nodes; with
+train.strategy fsdp the weights, gradients, AdamW moments and EMA are sharded over the processes (sharded.py). A
+killed run resumes bitwise identically on CPU because nothing it draws depends on process history that the
+checkpoint lacks:
 - data order: a seeded permutation per epoch, indexed by the number of samples seen (data.EpochSampler);
 - timesteps and noise: an explicit per-rank generator whose state is checkpointed with the global RNGs of every rank;
 - sampling, validation and `evaluate_fn` run inside torch.random.fork_rng, so they never shift the training streams.
@@ -10,6 +12,7 @@ bitwise identically on CPU because nothing it draws depends on process history t
 from __future__ import annotations
 
 import functools
+import math
 import signal
 import subprocess
 import threading
@@ -24,19 +27,22 @@ import numpy as np
 import torch
 from lightning_fabric import Fabric
 from lightning_fabric.loggers import CSVLogger, TensorBoardLogger
-from lightning_fabric.strategies import DDPStrategy
+from lightning_fabric.strategies import DDPStrategy, ModelParallelStrategy
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from ..core.config import Config, TrainConfig
+from ..core.config import Config
 from ..core.diffusion import Objective
 from ..core.model import MADFormer, build_model
 from ..core.objectives import build_objective
-from ..data.codecs import LATENT_CACHE_DIR, Codec, LatentCache, build_codec
-from ..data.datasets import make_loader, training_dataset
+from ..core.paths import CACHE_DIR
+from ..data.codecs import LATENT_CACHE_DIR, Codec, build_codec
+from ..data.datasets import RankShare, make_loader, training_dataset
 from ..data.images import save_grid
+from ..data.latents import LatentStore, cache_root, open_or_build
 from ..sampling.sampler import generate
+from . import sharded
 from .checkpoint import (
     LATEST,
     Checkpoint,
@@ -45,8 +51,10 @@ from .checkpoint import (
     checkpoint_files,
     config_differences,
     load_checkpoint,
+    load_shard,
     restore_rng,
     save_checkpoint,
+    save_shard,
 )
 
 EvaluateFn = Callable[[nn.Module, int], dict]  # (EMA model, step) -> metrics, e.g. {"fid": 12.3}
@@ -145,12 +153,18 @@ class Run:
     samples_seen: int = 0  # training images drawn by all ranks (the data position)
     train_seconds: float = 0.0  # wall time of all launches before this one
     val_loss: float | None = None
-    cached: bool = False  # batches hold latents from a LatentCache: the codec encoded the dataset once
+    cached: bool = False  # batches hold latents from a LatentStore: the codec encoded the dataset once
+    sharded: bool = False  # FSDP: net and EMA are sharded; gather them (collectively) for sampling and checkpoints
 
     @property
     def eval_model(self) -> MADFormer:
         """The EMA weights when kept, otherwise the trained ones (used for validation and sampling)."""
         return self.ema.module if self.ema is not None else self.net
+
+    def inference_model(self) -> MADFormer:
+        """eval_model as a plain module: sampling and evaluate_fn call layers outside the model's forward, where FSDP
+        would not gather the shards. Under FSDP a collective (every rank calls it) that builds a full copy."""
+        return sharded.gathered_copy(self.eval_model, self.config) if self.sharded else self.eval_model
 
     @property
     def images_per_step(self) -> int:
@@ -178,7 +192,7 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
         accelerator=tc.accelerator,
         devices=_devices(tc.devices),
         num_nodes=tc.num_nodes,
-        strategy=_strategy(tc),
+        strategy=_strategy(config),
         precision=tc.precision,
         loggers=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb", default_hp_metric=False)],
     )
@@ -188,6 +202,16 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     net = build_model(config)
     if ckpt is not None:
         net.load_state_dict(ckpt.model)
+    ema = make_ema(net, tc.ema_decay)  # before sharding: FSDP shards the EMA copy like the model
+    if ema is not None and ckpt is not None and ckpt.ema is not None:
+        ema.module.load_state_dict(ckpt.ema)
+    if tc.activation_checkpointing:
+        sharded.checkpoint_layers(net)
+    fsdp = isinstance(fabric.strategy, ModelParallelStrategy)
+    if fsdp:  # fully_shard replaces the parameters: the optimizer must be built on the sharded ones
+        model = fabric.setup_module(net)  # fully_shard works in place: `net` now holds this rank's shards
+        if ema is not None:
+            sharded.shard_model(ema.module, fabric.strategy.device_mesh, forward_only=True)
     optimizer = torch.optim.AdamW(param_groups(net, tc.weight_decay), lr=tc.lr, betas=(tc.beta1, tc.beta2))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -199,7 +223,10 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
             final_frac=tc.final_lr_frac,
         ),
     )
-    model, optimizer = fabric.setup(torch.compile(net) if tc.compile else net, optimizer)
+    if fsdp:
+        optimizer = fabric.setup_optimizers(optimizer)
+    else:
+        model, optimizer = fabric.setup(torch.compile(net) if tc.compile else net, optimizer)
     run = Run(
         config,
         fabric,
@@ -207,10 +234,11 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
         model,
         optimizer,
         scheduler,
-        make_ema(net, tc.ema_decay),
+        ema,
         torch.Generator(fabric.device).manual_seed(_seed(tc.seed, fabric.global_rank)),
         build_objective(config.diffusion, config.model),
         build_codec(config.data, fabric.device),
+        sharded=fsdp,
     )
 
     train_set, val_set = training_dataset(config.data, "train"), training_dataset(config.data, "val")
@@ -222,6 +250,7 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     start = ckpt.data["samples_seen"] if ckpt is not None else 0
     # plain DataLoaders (batches move with fabric.to_device): iter() must build the loader's iterator right here,
     # because building it draws from the global RNG, and on resume that draw has to come before _restore
+    share = RankShare(fabric.global_rank, fabric.world_size)
     batches = iter(
         make_loader(
             train_set,
@@ -231,18 +260,10 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
             start_index=start,
             flips=config.data.random_flip,
             num_workers=config.data.num_workers,
-            rank=fabric.global_rank,
-            world_size=fabric.world_size,
+            share=share,
         )
     )
-    val_loader = make_loader(
-        val_set,
-        tc.batch_size,
-        train=False,
-        num_workers=config.data.num_workers,
-        rank=fabric.global_rank,
-        world_size=fabric.world_size,
-    )
+    val_loader = make_loader(val_set, tc.batch_size, train=False, num_workers=config.data.num_workers, share=share)
 
     summary: dict = {"rank": fabric.global_rank}
     if ckpt is not None:
@@ -256,6 +277,8 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     status = "failed"
     try:
         summary.update(fit(run, batches, val_loader, evaluate_fn, len(train_set)))
+        held = sharded.state_bytes(run.net, run.optimizer, run.eval_model if run.ema is not None else None)
+        summary["state_bytes_per_rank"] = fabric.all_gather(torch.tensor(held)).reshape(-1).tolist()
         status = "success"
     finally:
         for logger in fabric.loggers:
@@ -265,19 +288,27 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
     return summary
 
 
-def cached_latents(run: Run, dataset, flips: bool = False) -> LatentCache:
-    """The latents of `dataset` under LATENT_CACHE_DIR, keyed by the codec's hash; global rank 0 encodes them on
-    first use while the others wait. Encoding runs in a forked RNG: a run that builds the cache trains exactly like
-    one that finds it."""
-    fabric, cache = run.fabric, None
+def cached_latents(run: Run, dataset, flips: bool = False) -> LatentStore:
+    """The latents of `dataset`, keyed by the codec's hash, in a streamed 16-bit store (data/latents.py) under
+    data.cache_dir (default: LATENT_CACHE_DIR for small sets, ~/.cache outside the work tree for large ones). A
+    missing store is encoded by every rank together, each its share with data.num_workers loader workers; encoding
+    runs in a forked RNG, so a run that builds the store trains exactly like one that finds it."""
+    fabric, data = run.fabric, run.config.data
+    root = cache_root(data.cache_dir, len(dataset))
+    root = LATENT_CACHE_DIR if root == CACHE_DIR else root / "latents"
     with torch.random.fork_rng(_rng_devices(fabric)):
-        if fabric.is_global_zero:
-            cache = LatentCache(run.codec, dataset, LATENT_CACHE_DIR, flips)
-        fabric.barrier()
-        cache = cache if cache is not None else LatentCache(run.codec, dataset, LATENT_CACHE_DIR, flips)
-    how = "found" if cache.hit else f"{len(cache)} images encoded in {cache.seconds:.1f} s"
-    fabric.print(f"latents: {cache.file} ({how})")
-    return cache
+        store, seconds = open_or_build(
+            run.codec,
+            dataset,
+            root,
+            flips,
+            ranks=(fabric.global_rank, fabric.world_size),
+            barrier=fabric.barrier,
+            workers=data.num_workers,
+        )
+    how = f"encoded by {fabric.world_size} processes in {seconds:.1f} s" if seconds else "found"
+    fabric.print(f"latents: {store.folder} ({len(store)} images, {store.nbytes / 1e6:.1f} MB, {how})")
+    return store
 
 
 def _devices(devices):
@@ -285,14 +316,18 @@ def _devices(devices):
     return int(devices) if isinstance(devices, float) and devices.is_integer() else devices
 
 
-def _strategy(tc: TrainConfig):
+def _strategy(config: Config):
+    """Fabric's strategy for train.strategy. fsdp: ModelParallelStrategy with sharded.shard_model over every process
+    (data parallel = world size, no tensor parallelism). ddp: find_unused_parameters only for architectures with
+    parameters a loss leaves without gradient (sharded.unused_parameters; it costs a graph traversal per step)."""
+    tc = config.train
     if tc.strategy == "fsdp":
-        raise ValueError(
-            "train.strategy: 'fsdp' is not supported by the training loop yet (the EMA copy and the "
-            "checkpoint need the full, unsharded weights). Fix: use train.strategy='ddp'."
-        )
-    # the last layer's clean-stream output feeds nothing, and ablations leave whole towers unused
-    return DDPStrategy(find_unused_parameters=True) if tc.strategy == "ddp" else tc.strategy
+        plan = sharded.check_fsdp(tc)
+        shard = functools.partial(sharded.shard_model, precision=plan.precision)
+        return ModelParallelStrategy(shard, data_parallel_size=plan.world_size, tensor_parallel_size=1)
+    if tc.strategy == "ddp":
+        return DDPStrategy(find_unused_parameters=bool(sharded.unused_parameters(config.model, config.diffusion)))
+    return tc.strategy
 
 
 def _rng_devices(fabric: Fabric) -> list:
@@ -322,10 +357,12 @@ def _checkpoint_to_resume(config: Config, resume: bool) -> Checkpoint | None:
 
 def _restore(run: Run, ckpt: Checkpoint) -> None:
     fabric = run.fabric
-    run.optimizer.load_state_dict(ckpt.optimizer)
+    if run.sharded:  # each rank reads its own shard of the optimizer state (the weights came from the full file)
+        sharded.load_optimizer_shard(run.optimizer, load_shard(ckpt.path, fabric.global_rank, fabric.world_size))
+    else:
+        run.optimizer.load_state_dict(ckpt.optimizer)
     run.scheduler.load_state_dict(ckpt.scheduler)
-    if run.ema is not None and ckpt.ema is not None:
-        run.ema.module.load_state_dict(ckpt.ema)
+    if run.ema is not None and ckpt.ema is not None:  # its weights were loaded before sharding
         run.ema.n_averaged.fill_(ckpt.step)  # one EMA update per optimizer step
     run.step, run.samples_seen = ckpt.step, ckpt.data["samples_seen"]
     run.train_seconds, run.val_loss = ckpt.meta.get("train_seconds", 0.0), ckpt.meta.get("val_loss")
@@ -389,15 +426,14 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
                     run.step,
                 )
             with torch.random.fork_rng(_rng_devices(fabric)):
-                if (
-                    tc.sample_every
-                    and (run.step % tc.sample_every == 0 or last)
-                    and status != "interrupted"
-                    and fabric.is_global_zero
-                ):
-                    grids.append(str(sample_grid(run, out / "samples" / f"step-{run.step:07d}.png")))
-                if (tc.eval_every and run.step % tc.eval_every == 0) or (last and status != "interrupted"):
-                    metrics = evaluate(run, val_loader, evaluate_fn)
+                grid = tc.sample_every and (run.step % tc.sample_every == 0 or last) and status != "interrupted"
+                due = (tc.eval_every and run.step % tc.eval_every == 0) or (last and status != "interrupted")
+                # under FSDP every rank gathers the EMA weights together, then rank 0 samples the grid
+                plain = run.inference_model() if grid or (due and evaluate_fn is not None) else None
+                if grid and fabric.is_global_zero:
+                    grids.append(str(sample_grid(run, out / "samples" / f"step-{run.step:07d}.png", plain)))
+                if due:
+                    metrics = evaluate(run, val_loader, evaluate_fn, plain)
             if run.step % tc.ckpt_every == 0 or last:
                 ckpt_path = save(run, dataset_size, time.perf_counter() - launched)
             if stop:
@@ -453,9 +489,10 @@ def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool]) 
     )
     # a finite loss can still back-propagate inf/NaN (overflow); the weights must not take them. 16-mixed is the
     # exception: its grad scaler skips such steps and lowers the scale by design
-    if not torch.isfinite(grad_norm) and tc.precision not in ("16-mixed", "16"):
+    grad_norm = sharded.scalar(grad_norm)  # FSDP: a replicated DTensor
+    if not math.isfinite(grad_norm) and tc.precision not in ("16-mixed", "16"):
         raise FloatingPointError(
-            f"optimizer step {run.step + 1}: the gradient norm is not finite ({float(grad_norm)}) although the loss "
+            f"optimizer step {run.step + 1}: the gradient norm is not finite ({grad_norm}) although the loss "
             f"is ({loss.item():.4g}); stopped before updating the weights. Last good checkpoint (untouched): "
             f"{_latest(Path(tc.out_dir))}. Fix: lower train.lr, keep train.grad_clip > 0 or use "
             "train.precision=32-true, then continue with --resume."
@@ -467,7 +504,7 @@ def train_step(run: Run, batches: Iterator, stop_requested: Callable[[], bool]) 
         run.ema.update_parameters(run.net)
     run.step += 1
     run.samples_seen += run.images_per_step
-    return total / fabric.world_size, float(grad_norm), stop > 0
+    return total / fabric.world_size, grad_norm, stop > 0
 
 
 @torch.no_grad()
@@ -488,31 +525,44 @@ def validate(run: Run, val_loader) -> dict:
     return {"loss": total / n, "diffusion": diffusion / n}
 
 
-def evaluate(run: Run, val_loader, evaluate_fn: EvaluateFn | None) -> dict:
-    """Validation losses and evaluate_fn's metrics at the current step; logged under val/ and eval/."""
+def evaluate(run: Run, val_loader, evaluate_fn: EvaluateFn | None, plain: MADFormer | None = None) -> dict:
+    """Validation losses and evaluate_fn's metrics at the current step; logged under val/ and eval/. evaluate_fn
+    gets `plain` (run.inference_model(): the EMA weights as a plain module on every rank)."""
     val = validate(run, val_loader)
     run.val_loss = val["loss"]
     metrics = {f"val/{k}": v for k, v in val.items()}
     if evaluate_fn is not None:
-        metrics.update({f"eval/{k}": v for k, v in evaluate_fn(run.eval_model, run.step).items()})
+        model = plain if plain is not None else run.inference_model()
+        metrics.update({f"eval/{k}": v for k, v in evaluate_fn(model, run.step).items()})
     run.fabric.log_dict(metrics, run.step)
     return metrics
 
 
-def sample_grid(run: Run, path: Path) -> Path:
-    """A grid of config.sample.num_images samples of the EMA model (fixed seed), as a PNG."""
-    latents = generate(run.eval_model, run.config)  # (B, C, H, W)
+def sample_grid(run: Run, path: Path, model: MADFormer | None = None) -> Path:
+    """A grid of config.sample.num_images samples of the EMA model (fixed seed; `model`: its plain copy), as a PNG."""
+    latents = generate(model if model is not None else run.eval_model, run.config)  # (B, C, H, W)
     return save_grid(run.codec.decode(latents), path)
 
 
 def save(run: Run, dataset_size: int, seconds_this_launch: float) -> Path | None:
-    """Checkpoint the run: RNG states are gathered from every rank, global rank 0 writes, everyone waits."""
+    """Checkpoint the run: RNG states are gathered from every rank, global rank 0 writes, everyone waits. Under
+    FSDP every rank first writes its shard of the optimizer state, then the weights are gathered to rank 0, which
+    writes the single file (full model and EMA weights) and `latest` last."""
     fabric, tc = run.fabric, run.config.train
     rng = [capture_rng(run.noise)]
     if fabric.world_size > 1:
         rng = [None] * fabric.world_size
         torch.distributed.all_gather_object(rng, capture_rng(run.noise))
-    path = None
+    path, weights, ema = None, None, None
+    if run.sharded:
+        name = Path(tc.out_dir) / f"ckpt-{run.step:07d}.safetensors"
+        save_shard(sharded.optimizer_shard(run.optimizer), name, fabric.global_rank, fabric.world_size)
+        weights = sharded.full_state(run.net)
+        ema = sharded.full_state(run.ema.module) if run.ema is not None else None
+        fabric.barrier()  # every shard is on disk before the file that names them
+    elif fabric.is_global_zero:
+        weights = run.net.state_dict()
+        ema = run.ema.module.state_dict() if run.ema is not None else None
     if fabric.is_global_zero:
         epoch, index = divmod(run.samples_seen, dataset_size)
         seconds = run.train_seconds + seconds_this_launch
@@ -525,13 +575,14 @@ def save(run: Run, dataset_size: int, seconds_this_launch: float) -> Path | None
             "world_size": fabric.world_size,
             "git_commit": _git_commit(),
             "torch": torch.__version__,
+            "strategy": "fsdp" if run.sharded else run.config.train.strategy,
         }
         ckpt = Checkpoint(
             run.config,
             run.step,
-            run.net.state_dict(),
-            run.ema.module.state_dict() if run.ema is not None else None,
-            run.optimizer.state_dict(),
+            weights,
+            ema,
+            None if run.sharded else run.optimizer.state_dict(),  # FSDP: in the per-rank shard files
             run.scheduler.state_dict(),
             rng,
             {"samples_seen": run.samples_seen, "epoch": epoch, "index": index, "dataset_size": dataset_size},
