@@ -359,6 +359,42 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", required=True, choices=list(PRESETS), help="the preset to train")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="processes per node (one per GPU)")
+    parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="fsdp", help="how the processes share work")
+    parser.add_argument("--hours", type=int, default=48, help="SLURM time limit")
+    parser.add_argument("--accelerator", default="gpu", help="'gpu', or 'cpu' for CPU processes (tests)")
+    parser.add_argument("--script", type=Path, help="where the SLURM script goes (default runs/launch/...)")
+    parser.add_argument("--node-rank", type=int, help="run this node's processes now (else: print and write)")
+    parser.add_argument("--master-addr", help="host of node rank 0 (default $MASTER_ADDR)")
+    parser.add_argument("--master-port", type=int, default=29500, help="port of node rank 0")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="train options (train.max_steps=10)")
+
+
+@command("launch", "multi-node training: a SLURM script and the torchrun command, or run one node", _launch_arguments)
+def run_launch(args: argparse.Namespace) -> int:
+    from .training import launch  # torch.distributed's FSDP modules: only launches need them
+
+    cfg = preset(args.preset)
+    nodes, per_node = args.nodes, args.gpus_per_node
+    plan = launch.plan_launch(cfg, args.preset, nodes, per_node, args.strategy, args.accelerator, args.hours)
+    bad = [kv for kv in args.set if "=" not in kv]
+    if bad:
+        raise ValueError(f"--set {bad[0]}: not KEY=VALUE. Fix: write e.g. --set train.max_steps=100 model.depth=8.")
+    extra = tuple(w for kv in args.set for w in ("--" + kv.split("=", 1)[0], kv.split("=", 1)[1]))
+    if args.node_rank is not None:
+        return launch.run_node(plan, args.node_rank, args.master_addr, args.master_port, extra)
+    script = args.script or Path("runs/launch") / f"{args.preset}-{args.nodes}x{args.gpus_per_node}-{args.strategy}.sh"
+    text = launch.slurm_script(plan, extra)
+    launch.write_script(text, script)
+    print(f"# on every node (NODE_RANK 0..{args.nodes - 1}, MASTER_ADDR = the host of node 0):")
+    print(" ".join(launch.torchrun_command(plan, extra=extra)))
+    print(f"# SLURM (sbatch {script}):\n{text}", end="")
+    return 0
+
+
 # ---- entry -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default sys.argv[1:]), run the command, return its exit code (2 for usage errors)."""
