@@ -34,7 +34,9 @@ from .core.presets import PRESETS, preset
 from .core.sample_config import PRECISIONS
 from .data.codecs import build_codec
 from .data.images import save_grid
-from .evaluation.evaluate import evaluate_checkpoint
+from .evaluation.during_training import training_fid
+from .evaluation.memorization import checkpoint_memorization
+from .evaluation.report import EvalRequest
 from .sampling.sampler import frame, generate_events, sample_request
 from .training.checkpoint import load_for_inference, with_flow_shift, write_text_atomic
 
@@ -161,7 +163,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     from .training.train import train  # Lightning Fabric: a heavy import that only training needs
 
-    summary = train(cfg, resume=args.resume)
+    summary = train(cfg, resume=args.resume, evaluate_fn=training_fid(cfg))  # FID at eval_every if fid_samples
     if summary["rank"] == 0:
         print(json.dumps(summary, default=str))
     return 130 if summary["status"] == "interrupted" else 0
@@ -285,7 +287,35 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference",
         type=Path,
         metavar="FILE",
-        help="reference statistics .safetensors (default: the shipped ones for the model's data)",
+        help="reference statistics: this project's .safetensors (with its .json card) or a published .npz "
+        "(pytorch-fid mu/sigma, ADM mu/sigma/arr_0); default: the shipped ones for the model's data",
+    )
+    parser.add_argument(
+        "--save-reference",
+        type=Path,
+        metavar="FILE.npz",
+        help="also write the reference statistics used as .npz (pytorch-fid/ADM layout: mu, sigma)",
+    )
+    group = parser.add_argument_group(
+        "processes (as train: Lightning Fabric; the generated set is the same at any size)"
+    )
+    group.add_argument("--devices", type=int, default=1, help="processes per node (default 1)")
+    group.add_argument("--num-nodes", type=int, default=1, help="nodes (default 1; needs a shared --shard-dir)")
+    group.add_argument("--chunk", type=int, default=250, help="images per resumable chunk (default 250)")
+    group.add_argument(
+        "--shard-dir",
+        type=Path,
+        metavar="DIR",
+        help="features per chunk, for resuming, one subfolder per evaluation (default: eval-shards/ beside the report)",
+    )
+    parser.add_argument(
+        "--memorization",
+        type=int,
+        nargs="?",
+        const=200,
+        metavar="N",
+        help="add nearest-training-neighbour figures of N generations (default 200) and a grid PNG beside the report "
+        "(datasets of up to 100k training images)",
     )
     parser.add_argument("--no-ema", action="store_true", help="score the trained weights instead of the EMA weights")
     parser.add_argument("--no-flop-count", action="store_true", help="skip the measured-FLOPs sampling run")
@@ -301,35 +331,53 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     _depth_arguments(parser)
 
 
-@command("eval", "FID/KID of a checkpoint's samples with provenance and cost, as a JSON report", _eval_arguments)
+@command(
+    "eval",
+    "FID, KID, precision/recall (IS) of a checkpoint's samples with provenance and cost, as a JSON report",
+    _eval_arguments,
+)
 def run_eval(args: argparse.Namespace) -> int:
     if args.reference is not None and not args.reference.is_file():
         raise UsageError(
             f"--reference: no such file {args.reference}. Fix: pass a .safetensors file of "
-            "data/reference/ (or omit it for the default)."
+            "data/reference/ or a published .npz (or omit it for the default)."
         )
-    report = evaluate_checkpoint(
-        args.checkpoint,
-        args.num_samples,
-        args.steps,
-        args.sampler,
-        args.seed,
-        args.extractor,
-        args.reference,
+    from .evaluation import sharded  # launches Lightning Fabric: a heavy import only eval needs
+
+    request = EvalRequest(
+        num_samples=args.num_samples,
+        steps=args.steps,
+        sampler=args.sampler,
+        seed=args.seed,
+        extractor=args.extractor,
+        reference=args.reference,
         use_ema=not args.no_ema,
         measure_flops=not args.no_flop_count,
         x0_clip=args.x0_clip,
         device=args.device,
         sample=_depth_overrides(args),
         flow_shift=args.flow_shift,
-        progress=lambda message: print(f"eval: {message}", file=sys.stderr, flush=True),
+        save_reference=args.save_reference,
     )
+    accelerator, _, index = args.device.partition(":")
+    devices = [int(index)] if index and args.devices == 1 else args.devices
+    shards = args.shard_dir or (args.out.parent if args.out else Path.cwd()) / "eval-shards"  # beside the report
+    plan = sharded.ShardPlan(accelerator, devices, args.num_nodes, args.chunk, shards)
+    say = lambda message: print(f"eval: {message}", file=sys.stderr, flush=True)  # noqa: E731
+    report = sharded.evaluate_sharded(args.checkpoint, request, plan, progress=say)
+    if report is None:  # another rank than 0: rank 0 writes the report
+        return 0
     report["command"] = "python -m workbench eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
     out = args.out or Path(
         f"eval-{Path(report['checkpoint']).stem}-{report['sampler']}-S{report['steps']}"
         f"-n{report['n']}-seed{report['seed']}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.memorization:
+        say(f"memorisation: {args.memorization} generations against every training and held-out image")
+        report["memorization"] = checkpoint_memorization(
+            report["checkpoint"], request, args.memorization, out.with_suffix(".nn.png")
+        )
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")
     print(
         json.dumps(
@@ -341,6 +389,9 @@ def run_eval(args: argparse.Namespace) -> int:
                     "fid_high",
                     "fid_inf",
                     "kid_mean",
+                    "precision",
+                    "recall",
+                    "inception_score",
                     "n",
                     "extractor",
                     "reference",
@@ -351,8 +402,11 @@ def run_eval(args: argparse.Namespace) -> int:
                     "weights",
                     "seed",
                     "pixels_out_of_range",
+                    "reference_file",
+                    "reference_sha256",
                 )
             }
+            | ({"copy_share": report["memorization"]["copy_share"]} if "memorization" in report else {})
         )
     )
     print(f"eval: report written to {out}", file=sys.stderr)

@@ -390,6 +390,10 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints kept (older ones are deleted)
     sample_every: int = 1000  # steps between sample grids (0 disables)
     eval_every: int = 0  # steps between validation/FID (0 = only at the end)
+    fid_samples: int = 0  # images of the EMA model scored at each eval_every (0 = validation loss only)
+    fid_extractor: str = ""  # FID features during training: "inception", "fmnist-classifier" ("" = the data's default)
+    fid_sampler: str = ""  # sampler of the FID images ("" = sample.sampler)
+    fid_steps: int = 0  # S per block of the FID images (0 = sample.steps)
     val_batches: int = 8  # batches of the validation split used for the validation loss
     compile: bool = False  # torch.compile the model
     activation_checkpointing: bool = False  # recompute each decoder layer in the backward (less activation memory)
@@ -438,6 +442,25 @@ class TrainConfig:
         _check(
             self.sample_every >= 0 and self.eval_every >= 0, "train.sample_every", "must be >= 0", "use 0 to disable"
         )
+        _check(
+            self.fid_samples == 0 or self.fid_samples >= 10,
+            "train.fid_samples",
+            f"got {self.fid_samples}",
+            "use 0 (no FID) or at least 10 images (1,000 or more for figures you report)",
+        )
+        _check(
+            self.fid_extractor in ("", "inception", "fmnist-classifier"),
+            "train.fid_extractor",
+            f"got {self.fid_extractor!r}",
+            "use 'inception', 'fmnist-classifier' or '' (the data's default)",
+        )
+        _check(
+            self.fid_sampler in ("", *SAMPLERS),
+            "train.fid_sampler",
+            f"got {self.fid_sampler!r}",
+            f"use one of {', '.join(SAMPLERS)} or '' (sample.sampler)",
+        )
+        _check(self.fid_steps >= 0, "train.fid_steps", f"got {self.fid_steps}", "use 0 (sample.steps) or S >= 1")
 
 
 @dataclass(frozen=True)

@@ -267,6 +267,8 @@ def _paper(name: str, image: int, blocks: int, classes: int, dataset: str) -> Co
             ckpt_every=5000,
             sample_every=10_000,
             eval_every=50_000,
+            fid_samples=10_000,  # FID-10K of the EMA weights at every eval_every, sharded over the 8 processes
+            fid_extractor="inception",
             out_dir=f"runs/{name}",
         ),
         sample=SampleConfig(sampler="dpm++2m", steps=250 if classes == 0 else 100),

@@ -75,9 +75,17 @@ class Entry:
         held = f", every other D in 1..{m.depth} held out" if len(set(m.depths)) < m.depth else ""
         elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}{held})" if self.elastic else ""
         depth = "" if self.elastic else f", D={m.diffusion_depth}"  # an elastic file samples every D
+        mem = (self.report.eval.get("memorization") or {}) if self.report else {}
+        copies = ""
+        if mem:  # evaluation.memorization's copy share, where its report carries one (docs/evaluation.md)
+            low, high = mem["copy_share_interval"]
+            copies = (
+                f"; {mem['copy_share']:.0%} [{low:.0%}, {high:.0%}] of {mem['n']} generations lie nearer a training "
+                f"image than the median held-out emoji (new images: {mem['copy_share_if_novel']:.0%})"
+            )
         return (
             f"{self.name}: N={m.depth}{depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}{noise}; "
-            f"{data_text(self.config)}; trained {self.budget}"
+            f"{data_text(self.config)}; trained {self.budget}{copies}"
         )
 
 
