@@ -15,7 +15,7 @@ from workbench.core.attention import Masks, block_mask_bytes
 from workbench.core.blocks import training_masks
 from workbench.core.config import Config
 from workbench.core.model import use_attention
-from workbench.training.checkpoint import load_for_inference
+from workbench.training.checkpoint import CheckpointError, check_architecture, load_checkpoint, load_for_inference
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 TOL = 1e-5  # fp32
@@ -176,7 +176,7 @@ def test_shipped_checkpoints_sample_alike_under_both_backends(path):
     model, cfg = load_for_inference(path)
     assert cfg.model.attention == "sdpa"  # their headers predate the field
     labels = torch.tensor([0]) if cfg.model.num_classes else None
-    kw = dict(num_images=1, steps=2, seed=0, labels=labels)
+    kw = dict(num_images=1, steps=1, seed=0, labels=labels)
     a = wb.generate(model, cfg, **kw)
     flex_cfg = use_attention(model, cfg, "flex")
     b = wb.generate(model, flex_cfg, **kw)
@@ -188,3 +188,10 @@ def test_shipped_checkpoints_sample_alike_under_both_backends(path):
         use_attention(model, cfg, "sdpa")
         p1, _ = model(x0, xt, t, labels)
     assert_close(p1, p2)
+
+
+def test_a_run_resumes_under_the_other_backend_but_not_another_architecture():
+    ckpt = load_checkpoint(SHIPPED_DIR / "blocks-fmnist" / "T16.safetensors")
+    check_architecture(ckpt, ckpt.config.override(**{"model.attention": "flex"}))  # no weights differ
+    with pytest.raises(CheckpointError, match="another architecture"):
+        check_architecture(ckpt, ckpt.config.override(**{"model.attention": "flex", "model.width": 64}))

@@ -195,7 +195,8 @@ class MADFormer(nn.Module):
         """
         cfg = self.cfg
         B, T, Lb, W = x0.shape[0], cfg.num_blocks, cfg.block_tokens, cfg.width
-        ar_mask, diff_mask, last_mask = self._training_masks(x0.device)  # first: the one graph break of compile
+        # first: under torch.compile fetching the masks is the one graph break
+        ar_mask, diff_mask, last_mask = self.training_attention_masks(x0.device)
         if labels is not None and self.class_embed is not None and self.training and cfg.label_dropout > 0:
             labels = self.drop_labels(labels)
         clean_tok = to_blocks(x0, cfg)  # (B, T, Lb, Cpp)
@@ -233,7 +234,7 @@ class MADFormer(nn.Module):
         hidden = self.hidden_head(z_cond.view(B, T, Lb, W)) if self.has_hidden_loss else None
         return from_blocks(pred, cfg), (from_blocks(hidden, cfg) if hidden is not None else None)
 
-    def _training_masks(self, device) -> tuple:
+    def training_attention_masks(self, device) -> tuple:
         """The AR and diffusion layers' masks over the training sequence, and the last layer's (the diffusion rule
         for the noisy slots' queries only: the context stream before them gives keys and values only)."""
         cfg = self.cfg

@@ -450,8 +450,9 @@ def config_differences(saved: Config, current: Config, section: str | None = Non
 
 
 def check_architecture(ckpt: Checkpoint, config: Config) -> None:
-    """Raise CheckpointError listing the model fields in which `config` differs from the checkpoint's."""
-    diff = config_differences(ckpt.config, config, "model")
+    """Raise CheckpointError listing the model fields in which `config` differs from the checkpoint's (the attention
+    backend aside: it holds no weights, so a run may resume under the other one)."""
+    diff = [d for d in config_differences(ckpt.config, config, "model") if not d.startswith("model.attention:")]
     if diff:
         raise CheckpointError(
             f"{ckpt.path}: checkpoint of another architecture ({'; '.join(diff)}). Fix: resume with "
