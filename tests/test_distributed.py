@@ -12,6 +12,7 @@ import time
 
 import pytest
 import torch
+from conftest import randomize_head
 from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
@@ -112,7 +113,7 @@ def test_fsdp_killed_and_resumed_equals_uninterrupted(tmp_path):
     assert a.meta["strategy"] == "fsdp" and a.optimizer is None and len(a.rng) == 2
     # the gathered file is what inference reads; old checkpoints leave with their shard folders
     model, _ = wb.load_for_inference(whole)
-    assert torch.equal(model.state_dict()["head.proj.weight"], a.ema["head.proj.weight"])
+    assert all(torch.equal(v, a.ema[k]) for k, v in model.state_dict().items())  # the EMA weights, whole
     assert [r.step for r in list_checkpoints(whole)] == [2, 4, 6]
     assert sorted(p.name for p in whole.glob("*.shards")) == [f"ckpt-000000{s}.shards" for s in (2, 4, 6)]
     assert len(summary["state_bytes_per_rank"]) == 2
@@ -132,7 +133,8 @@ def test_fsdp_holds_at_most_six_tenths_of_ddp_state_per_rank(tmp_path):
     print(f"state per rank at 2 ranks: fsdp {fsdp} bytes, ddp {ddp} bytes, ratio {ratio:.3f}")
     assert ratio <= 0.6
     weights = sum(p.numel() for p in wb.build_model(wb.preset("tiny", **TINY)).parameters()) * 4
-    assert ddp[0] == 4 * weights  # weights + EMA + two AdamW moments (fp32), the step counters aside (0-d)
+    # weights + EMA + two AdamW moments (fp32) of the parameters that get gradients, and the step counters
+    assert 3 * weights < ddp[0] <= 4 * weights + 4096
 
 
 def test_a_missing_or_damaged_shard_is_named_with_the_fix(tmp_path):
@@ -158,8 +160,9 @@ def test_activation_checkpointing_keeps_the_gradients_and_unused_parameters_are_
     x = torch.randn(2, cfg.model.latent_channels, cfg.model.latent_size, cfg.model.latent_size)
     grads = []
     for recompute in (False, True):
+        torch.manual_seed(0)  # the same weights both times
         model = wb.build_model(cfg)
-        torch.nn.init.normal_(model.head.proj.weight, std=0.02)  # zero-initialised: no gradient reaches the layers
+        randomize_head(model)  # zero-initialised: no gradient would reach the layers
         if recompute:
             sharded.checkpoint_layers(model)
         build_objective(cfg.diffusion, cfg.model).loss(
@@ -170,7 +173,8 @@ def test_activation_checkpointing_keeps_the_gradients_and_unused_parameters_are_
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
     assert any(grads[1][n].abs().sum() > 0 for n in grads[1] if n.startswith("layers.0."))
     unused = sharded.unused_parameters(cfg.model, cfg.diffusion)
-    assert all(isinstance(n, str) for n in unused)
+    # the last layer's context tower gives keys and values only: its MLP never gets a gradient, the first layer's does
+    assert "layers.1.towers.0.mlp.w3.weight" in unused and not any(n.startswith("layers.0.") for n in unused)
 
 
 # ---- multi-node launches -----------------------------------------------------------------------------------------
@@ -226,3 +230,83 @@ def test_two_nodes_on_localhost_train_checkpoint_and_resume(tmp_path):
     last = load_checkpoint(out)
     assert last.meta["world_size"] == 2 and last.meta["strategy"] == "fsdp" and len(last.rng) == 2
     assert last.data["samples_seen"] == 4 * 4 * 2  # steps x batch x (2 nodes x 1 process)
+
+
+# ---- end to end: an ImageNet-layout folder through an SD-VAE-architecture AutoencoderKL ---------------------------
+def write_imagenet_folder(root, classes=("n01440764", "n01443537", "n01484850"), per_class=40):
+    """ImageNet's layout at toy size: one sub-folder per class (WordNet ids), JPEG/PNG files of several sizes."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for c, wnid in enumerate(classes):
+        (root / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            side = 64 + 16 * (i % 3)
+            base = torch.zeros(3, side, side) + torch.tensor([c == 0, c == 1, c == 2]).float().view(3, 1, 1) * 160
+            pixels = (base + torch.rand(3, side, side, generator=g) * 90).byte().permute(1, 2, 0).numpy()
+            Image.fromarray(pixels).save(root / wnid / f"{wnid}_{i}.{'JPEG' if i % 2 else 'png'}")
+    return root
+
+
+def write_sd_vae(folder):
+    """An AutoencoderKL with the SD-VAE architecture (4 encoder/decoder blocks, 8x downsampling, 4 latent channels),
+    narrow and randomly initialised, saved as a local diffusers folder with a card of its files' sha256."""
+    from diffusers import AutoencoderKL
+
+    from workbench.data.codecs import CODEC_CARD, codec_files
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        scaling_factor=0.18215,
+    )
+    vae.save_pretrained(folder)
+    card = {"name": "sd-vae-architecture-tiny", "note": "random weights made by the test", "files": codec_files(folder)}
+    (folder / CODEC_CARD).write_text(json.dumps(card))
+    return folder
+
+
+@pytest.mark.slow
+def test_imagenet_layout_encodes_trains_fsdp_and_samples_on_two_processes(tmp_path):
+    from PIL import Image
+
+    root, vae = write_imagenet_folder(tmp_path / "imagenet"), write_sd_vae(tmp_path / "sd-vae")
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    run = {
+        "data.dataset": "folder",
+        "data.root": root,
+        "data.vae_path": vae,
+        "data.image_size": 64,
+        "data.cache_dir": cache,
+        "data.num_workers": 1,
+        "model.latent_size": 8,
+        "model.patch_size": 2,
+        "model.num_classes": 3,
+        "train.strategy": "fsdp",
+        "train.max_steps": 2,
+        "train.ckpt_every": 2,
+        "train.sample_every": 2,
+    }
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:
+        args = train_args(out, **run)
+        args[args.index("tiny")] = "emoji256-T4"  # a latent preset: the codec encodes, the model sees latents
+        summary = finish(start(args, f), log)
+    stores = sorted((cache / "latents").iterdir())
+    assert len(stores) == 2  # train (with flips) and val
+    assert all(
+        sorted(p.name for p in s.iterdir() if p.is_dir()) == ["rank-000-of-002", "rank-001-of-002"] for s in stores
+    )
+    assert "encoded by 2 processes" in log.read_text() and len(list((cache / "index").iterdir())) == 1
+    assert summary["status"] == "finished" and summary["val_loss"] > 0 and summary["samples"]
+    grid = tmp_path / "grid.png"
+    sample = [sys.executable, "-m", "workbench", "sample", "--checkpoint", str(out), "--num-images", "2"]
+    done = subprocess.run([*sample, "--steps", "2", "--out", str(grid)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Image.open(grid) as im:
+        assert im.size[1] >= 64  # 64 px images decoded by the SD-VAE-architecture codec
