@@ -115,3 +115,31 @@ def test_the_cache_folder_leaves_the_work_tree_for_large_sets(monkeypatch, tmp_p
     assert lt.cache_root(str(tmp_path), 10) == tmp_path
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "env"))
     assert lt.cache_root("", 10) == tmp_path / "env"
+
+
+def test_an_image_folder_index_skips_the_header_scan_until_the_folder_changes(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from workbench.core.config import DataConfig
+    from workbench.data import datasets
+
+    root = tmp_path / "folder"
+    for wnid in ("n01", "n02"):
+        (root / wnid).mkdir(parents=True)
+        for i in range(30):
+            Image.new("RGB", (40, 40), (i * 8, 0, 0)).save(root / wnid / f"{i}.png")
+    (root / "n01" / "broken.png").write_bytes(b"not an image")
+    cfg = DataConfig(dataset="folder", root=str(root), image_size=32, channels=3, cache_dir=str(tmp_path / "c"))
+    opened, real_open = [], datasets.Image.open
+    monkeypatch.setattr(datasets.Image, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    skip = DataConfig(**{**cfg.__dict__, "on_corrupt": "skip"})
+    first = datasets.ImageFolder(skip, "train")
+    assert len(opened) == 61 and first.counts["unreadable"] <= 1  # every header once (both splits)
+    opened.clear()
+    again = datasets.ImageFolder(skip, "train")
+    assert opened == [] and again.samples == first.samples and again.skipped == first.skipped  # from the index
+    with pytest.raises(ValueError, match="broken.png: unreadable image"):
+        datasets.ImageFolder(cfg, "all")  # the index remembers why a file is unreadable
+    Image.new("RGB", (40, 40)).save(root / "n02" / "new.png")
+    datasets.ImageFolder(skip, "train")
+    assert len(opened) == 62 and len(list((tmp_path / "c" / "index").iterdir())) == 2  # a changed folder: new key

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -38,6 +39,7 @@ from .emoji import (
     fluent_manifest,
     fluent_subset,
 )
+from .latents import cache_root
 
 SPLITS = ("train", "val", "test", "all")  # "all": train and held out together (reference statistics of small sets)
 # hash-based held-out share of the datasets without official splits
@@ -201,6 +203,40 @@ def _folder_classes(root: Path) -> list[str]:
     return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def _header(path: Path, index: dict) -> tuple[str, int]:
+    """(mode, shorter side) of an image file: from the folder index when it has the file, else from its header."""
+    found = index.get(path)
+    if isinstance(found, str):
+        raise OSError(found)  # unreadable when the index was built
+    if found is not None:
+        return found[0], found[1]
+    with Image.open(path) as im:
+        return im.mode, min(im.size)
+
+
+def folder_index(root: Path, files: list[Path], cache_dir: str = "") -> dict[Path, tuple[str, int] | str]:
+    """Each file's (mode, shorter side), or why it is unreadable, cached in <cache>/index/folder-<key>.json where
+    the key hashes every file's path, size and modification time: a launch on an unchanged folder opens no image
+    (ImageNet's 1.28M headers take minutes); a file added, removed or rewritten changes the key."""
+    listing = "\n".join(f"{p.relative_to(root)}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    key = hashlib.sha256(f"{root}\n{listing}".encode()).hexdigest()[:16]
+    index_file = cache_root(cache_dir, len(files)) / "index" / f"folder-{key}.json"
+    if index_file.is_file():
+        stored = json.loads(index_file.read_text())
+        return {root / name: (tuple(v) if isinstance(v, list) else v) for name, v in stored.items()}
+    found: dict[str, list | str] = {}
+    for p in files:
+        try:
+            found[str(p.relative_to(root))] = list(_header(p, {}))
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            found[str(p.relative_to(root))] = f"{type(err).__name__}: {err}"
+    index_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = index_file.with_name(f".{index_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(found))
+    os.replace(tmp, index_file)  # atomic: ranks building it at once leave one whole file
+    return {root / name: (tuple(v) if isinstance(v, list) else v) for name, v in found.items()}
+
+
 class ImageFolder(ImageDataset):
     """Images in a flat folder (label 0) or in class sub-folders (labels: sub-folder names sorted, as ImageNet).
 
@@ -236,6 +272,7 @@ class ImageFolder(ImageDataset):
                 for p in sorted(folder.rglob("*"))
                 if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
             ]
+        self._headers = folder_index(self.root, [p for p, _ in listed], cfg.cache_dir)
         self._collect(cfg, split, listed)
         stamp = hashlib.sha256(
             "\n".join(f"{p.relative_to(self.root)}:{p.stat().st_size}:{y}" for p, y in self.samples).encode()
@@ -283,8 +320,7 @@ class ImageFolder(ImageDataset):
 
     def _readable_header(self, path: Path) -> bool:
         try:
-            with Image.open(path) as im:
-                mode, side = im.mode, min(im.size)
+            mode, side = _header(path, getattr(self, "_headers", {}))
         except (UnidentifiedImageError, OSError, ValueError) as err:
             self._corrupt(path, err)
             return False
