@@ -62,7 +62,7 @@ def _depth_siblings(path: Path, report: Report) -> tuple[Report, ...]:
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_SIDE_FILE:
             raise CheckpointError(
                 f"{file}: not a regular file of at most {MAX_SIDE_FILE:,} bytes. Fix: remove it or "
-                "rewrite it with experiments/zoo.py eval."
+                "rewrite it with python -m workbench zoo eval."
             )
         r = read_report(file)
         if r.elastic and (r.family, r.member) == (report.family, report.member) and r.D != report.D:

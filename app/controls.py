@@ -168,8 +168,10 @@ class Request:
     preview: bool  # draw predicted x0 during the denoising steps, not only finished blocks
 
 
-def validate(request: Request, family: Family) -> list[Entry]:
-    """The checkpoint of each side, or ValueError naming the first input out of bounds and the fix."""
+def validate(request: Request, families: Family | list[Family]) -> list[Entry]:
+    """The checkpoint of each side (side i from families[i]; one family serves every side), or ValueError naming
+    the first input out of bounds and the fix."""
+    families = [families] * len(SIDES) if isinstance(families, Family) else list(families)
     need = _need
     need(
         isinstance(request.num_images, int) and 1 <= request.num_images <= MAX_IMAGES,
@@ -183,7 +185,8 @@ def validate(request: Request, family: Family) -> list[Entry]:
     )
     need(1 <= len(request.sides) <= len(SIDES), f"{len(request.sides)} settings", "compare at most two settings")
     entries = []
-    for name, s in zip(SIDES, request.sides):
+    need(len(families) >= len(request.sides), f"{len(request.sides)} settings", "give a family for every side")
+    for name, s, family in zip(SIDES, request.sides, families):
         entry = family.at(s.D) if _is_int(s.D) else None
         if family.elastic:
             need(
@@ -351,26 +354,31 @@ def _elastic_ui(family: Family, key: str, wide: bool) -> tuple[str, str, int]:
     return depths.strip(), steps.strip(), int(reference) if iso else 0
 
 
-def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[Request, bool]:
-    """The generation form: settings of one side (two in compare mode), images, seed; and whether it was submitted.
-    The depth starts at an opened dedicated file's D; an elastic family starts where its shipped reports put it
-    (workbench.research.picks.opening_depth).
+def settings_ui(sides: list[Family], default: Entry | None) -> tuple[Request, bool]:
+    """The generation form: settings of one side (two in compare mode, side i on sides[i], which may be any two
+    families), images, seed; and whether it was submitted. The depth starts at an opened dedicated file's D; an
+    elastic family starts where its shipped reports put it (workbench.research.picks.opening_depth).
 
     A form, so that moving a slider does not rerun the script and interrupt a generation."""
+    family, compare = sides[0], len(sides) > 1
     trained = family.trained()
     if family.elastic is None and default in family.entries:
         first = default.D
     else:
         first = opening_depth(family, default_steps(family.entries[0].config))
-    defaults = [first, trained[0] if trained[0] != first else trained[-1]]
+    second = trained[0] if trained[0] != first else trained[-1]
+    if sides[-1] is not family:
+        second = opening_depth(sides[-1], default_steps(sides[-1].entries[0].config))
+    defaults = [first, second]
     with st.form("settings", border=True):
         columns = st.columns(2 if compare else 1, gap="large")
         sides = []
-        for name, column, D in zip(SIDES, columns, defaults):
+        chosen = []
+        for name, column, D, fam in zip(SIDES, columns, defaults, sides):
             with column:
                 if compare:
-                    st.markdown(f"**Setting {name}**")
-                sides.append(_side_ui(name, family, D, wide=not compare))
+                    st.markdown(f"**Setting {name}**" + ("" if fam is family else f" · {fam.entries[0].family}"))
+                chosen.append(_side_ui(name, fam, D, wide=not compare))
         left, mid, right = st.columns([2, 2, 3], vertical_alignment="bottom")
         start = default_images(family.entries[0].config)  # one key per start: a new family size starts afresh
         num_images = left.slider("Images", 1, MAX_IMAGES, start, key=f"images-{start}")
@@ -384,11 +392,11 @@ def settings_ui(family: Family, default: Entry | None, compare: bool) -> tuple[R
             "the progress bar. Blocks not generated yet are hatched grey.",
         )
         submitted = st.form_submit_button("Generate", type="primary", use_container_width=True)
-    for name, side in zip(SIDES, sides):
+    for name, side, fam in zip(SIDES, chosen, sides):
         if side.iso_depth:
-            table = ", ".join(f"D={D}: S={S}" for D, S in iso_table(family.N, side.iso_depth, side.steps))
+            table = ", ".join(f"D={D}: S={S}" for D, S in iso_table(fam.N, side.iso_depth, side.steps))
             st.caption(
                 f"Iso-compute{' ' + name if compare else ''}: every block costs C = (N − D_ref) + D_ref·S = "
-                f"{iso_cost(family.N, side.iso_depth, side.steps)} layer evaluations; {table}."
+                f"{iso_cost(fam.N, side.iso_depth, side.steps)} layer evaluations; {table}."
             )
-    return Request(tuple(sides), int(num_images), int(seed), bool(preview)), submitted
+    return Request(tuple(chosen), int(num_images), int(seed), bool(preview)), submitted

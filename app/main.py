@@ -10,6 +10,7 @@ Only UI code lives here and in app/: sampling, metrics, cost and checkpoints com
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -25,9 +26,16 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` puts only app/ on the path
 
-from app import catalog  # noqa: E402
+from app import (  # noqa: E402
+    catalog,  # noqa: E402
+    exports,
+    history,
+)
 from app.controls import (  # noqa: E402
     MAX_FID_SAMPLES,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_STEPS,
     MORE_SAMPLES,
     SIDES,
     Request,
@@ -39,11 +47,13 @@ from app.controls import (  # noqa: E402
     validate,
     widget_key,
 )
+from app.outputs import history_ui, outputs_ui  # noqa: E402
 from app.panels import NATIVE_SIDE, RunView, show_difference, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, paired_difference, submit  # noqa: E402
 from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
 from app.scheduler import log as scheduler_log  # noqa: E402
 from workbench.core.config import DataConfig  # noqa: E402
+from workbench.core.devices import resolve_device  # noqa: E402
 from workbench.core.paths import REFERENCE_DIR  # noqa: E402
 from workbench.data.codecs import build_codec  # noqa: E402
 from workbench.evaluation.evaluate import default_extractor, reference_split, shipped_reference  # noqa: E402
@@ -58,19 +68,29 @@ from workbench.training.checkpoint import load_for_inference  # noqa: E402
 # for Fashion-MNIST, thousands of images/s on a CPU; Inception, the standard, elsewhere: about 5/s on one thread).
 LIVE_EXTRACTORS = ("fmnist-classifier", "inception")
 QUEUE_LOG = "WORKBENCH_QUEUE_LOG"
+URL_BOUNDS = history.Bounds(steps=MAX_STEPS, seed=MAX_SEED, images=MAX_IMAGES)
 
 
 # ---- cached, read-only resources (shared by all sessions: never mutated after loading) -------------------------
 @st.cache_resource(max_entries=16, show_spinner="Loading the checkpoint…")
-def load_model(path: str, stamp: tuple[int, int]):
-    """(model, config) of a checkpoint file; `stamp` (mtime, size) reloads a file that changed."""
-    model, config = load_for_inference(path)
+def load_model(path: str, stamp: tuple[int, int], device: str = "cpu"):
+    """(model, config) of a checkpoint file on `device`; `stamp` (mtime, size) reloads a file that changed."""
+    model, config = load_for_inference(path, device=device)
     return model.requires_grad_(False), config
 
 
 @st.cache_resource(show_spinner=False)
-def load_codec(data: DataConfig):
-    return build_codec(data)
+def load_codec(data: DataConfig, device: str = "cpu"):
+    return build_codec(data, device)
+
+
+def device_from(argv: list[str]) -> str:
+    """`streamlit run app/main.py -- --device cuda`: where the models sample (default cpu), checked by the library's
+    resolve_device (an unknown or missing device is a one-line error naming the fix)."""
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--device", default="cpu")
+    args, _ = ap.parse_known_args(argv)  # the other options are the scheduler's and the catalogue's
+    return str(resolve_device(args.device))
 
 
 @st.cache_resource(show_spinner="Loading reference statistics…")
@@ -123,17 +143,18 @@ def scan(folders: catalog.Folders):
 def loaded(path: Path) -> Loaded:
     """The cached model, codec and FID reference of a checkpoint file."""
     stat = path.stat()
-    model, config = load_model(str(path), (stat.st_mtime_ns, stat.st_size))
+    device = device_from(sys.argv[1:])
+    model, config = load_model(str(path), (stat.st_mtime_ns, stat.st_size), device)
     data = config.data
     try:
         reference, problem = load_live_reference(data, default_extractor(config)), None
     except (FileNotFoundError, ValueError) as err:
         reference, problem = None, str(err)
-    return Loaded(model, config, load_codec(data), reference, problem)
+    return Loaded(model, config, load_codec(data, device), reference, problem)
 
 
 # ---- page ------------------------------------------------------------------------------------------------------
-def checkpoint_ui(folders: catalog.Folders) -> tuple[Family | None, Entry | None, list, bool]:
+def checkpoint_ui(folders: catalog.Folders) -> tuple[Family | None, Entry | None, list, bool, Family | None]:
     """Sidebar: the family to sample (and a typed path, checked), compare mode; plus the zoo's reports."""
     st.sidebar.title("MADFormer Workbench")
     entries, notes, reports = scan(folders)
@@ -150,19 +171,34 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[Family | None, Entry | None
     if not families:
         st.sidebar.error(
             f"No checkpoints found in {', '.join(map(str, folders.roots))}. Fix: ship the zoo "
-            "(python experiments/zoo.py all; export) or start the app with `-- --checkpoints DIR`."
+            "(python -m workbench zoo all; export) or start the app with `-- --checkpoints DIR`."
         )
-        return None, None, reports, False
+        return None, None, reports, False, None
     default = opened or picks.default_entry(families, folders.default)
     home = next((f for f in families if opened in f.entries), None)  # None: a copy of a listed checkpoint
     if home and st.session_state.get("opened") != str(opened.path):  # a newly opened file: select it
         st.session_state["opened"] = str(opened.path)
         st.session_state["family"] = home.label
         st.session_state[f"{widget_key(SIDES[0], home)}.D"] = opened.D
+    if "url_read" not in st.session_state:  # a link's settings, once per page, before the widgets exist
+        st.session_state["url_read"] = True
+        values, problems = history.from_query(
+            st.query_params.to_dict(), families, URL_BOUNDS, lambda f: widget_key(SIDES[0], f)
+        )
+        st.session_state.update(values)
+        for problem in problems:
+            st.sidebar.warning(problem)
     family = family_ui(families, default)
     compare = st.sidebar.toggle(
-        "Compare two settings", key="compare", help="Two settings side by side, generated from the same seeds."
+        "Compare two settings",
+        key="compare",
+        help="Two settings side by side, generated from the same seeds; B may be any family.",
     )
+    other = family
+    if compare:  # B: any checkpoint of the catalogue (T=1 beside T=16, the plain model beside the noised one)
+        labels = [f.label for f in families]
+        pick = st.sidebar.selectbox("Family of B", labels, index=labels.index(family.label), key="family_b")
+        other = families[labels.index(pick)]
     st.sidebar.caption(
         "One elastic checkpoint samples every depth of this family:"
         if family.elastic
@@ -174,7 +210,7 @@ def checkpoint_ui(folders: catalog.Folders) -> tuple[Family | None, Entry | None
     st.sidebar.caption("Folders this app may open: " + ", ".join(f"`{r}`" for r in folders.roots))
     for note in notes:
         st.sidebar.warning(note)
-    return family, default, reports, compare
+    return family, default, reports, compare, other
 
 
 def main() -> None:
@@ -183,10 +219,15 @@ def main() -> None:
     st.set_option("client.toolbarMode", "viewer")  # no "Deploy" button: this is a local research tool
     torch.set_num_threads(TORCH_THREADS)
     limits, problems = limits_from(sys.argv[1:])
+    try:
+        device_from(sys.argv[1:])  # refused before anything loads: one line that names the fix
+    except ValueError as err:
+        st.error(str(err))
+        return
     queue, session = work_queue(limits), get_script_run_ctx().session_id
     queue.cancel_session(session)  # a rerun (Stop, any widget) frees what this page still had queued or running
     folders = catalog.folders_from(sys.argv[1:])
-    family, default, reports, compare = checkpoint_ui(folders)
+    family, default, reports, compare, other = checkpoint_ui(folders)
     for problem in problems:
         st.sidebar.warning(problem)
     st.title("AR ↔ diffusion, block by block")
@@ -197,13 +238,20 @@ def main() -> None:
     if family is None:
         return
     _preload(family)
-    request, submitted = settings_ui(family, default, compare)
+    sides = [family, other] if compare else [family]
+    request, submitted = settings_ui(sides, default)
     state = st.session_state
     state.setdefault("runs", [])
-    views = _generate(request, family, compare, clicked, queue, session) if submitted else _show(state["runs"])
+    state.setdefault("history", [])
+    views = _generate(request, sides, clicked, queue, session) if submitted else _show(state["runs"])
     if views:
+        for run, view in zip(state["runs"], views):
+            if run.finished:
+                with view.extras:
+                    outputs_ui(run, f"out.{run.name or 'A'}")
         more_ui(state["runs"], views, queue, session)
         difference_ui(state["runs"], queue, session)
+    history_ui(state["history"], _restore)
     st.divider()
     zoo_charts(family, reports, [r for r in state["runs"] if r.finished])
 
@@ -219,14 +267,15 @@ def _preload(family: Family) -> None:
 
 
 def _generate(
-    request: Request, family: Family, compare: bool, clicked: float, queue: Scheduler, session: str
+    request: Request, sides: list[Family], clicked: float, queue: Scheduler, session: str
 ) -> list[RunView] | None:
     """Check the request, queue it, and draw it as it runs. The new runs replace the session's at once, so that
     Stop (or any rerun) keeps the finished blocks; a failure brings the previous runs back. Returns the views to
     attach controls to (None when a generation failed half-way)."""
     state = st.session_state
     try:
-        entries = validate(request, family)
+        compare = len(sides) > 1
+        entries = validate(request, sides)
         resources = [loaded(e.path) for e in entries]
         runs = [
             Run(
@@ -264,7 +313,33 @@ def _generate(
         st.error(f"Generation failed: {type(err).__name__}: {err}")
         return None
     stop.empty()
+    _keep(runs, sides, request)
     return views
+
+
+def _keep(runs: list[Run], sides: list[Family], request: Request) -> None:
+    """Finished runs into the page's history, and (one side) the settings into the URL, so a link restores them."""
+    state = st.session_state
+    for run, family in zip(runs, sides):
+        if not run.finished:
+            continue
+        s = run.side
+        fid = f"FID@{run.fid.n} {run.fid.fid:.1f}" if run.fid else "no FID"
+        restore = history.widget_values(
+            family, widget_key(SIDES[0], family), s.D, s.steps, s.sampler, run.seed, run.num_images
+        )
+        item = history.past(run.title, fid, run.images, exports.record_json(run), restore)
+        state["history"] = history.remember(state["history"], item)
+    run, family = runs[0], sides[0]
+    if len(runs) == 1 and run.finished:
+        st.query_params.from_dict(
+            history.query(run.model_name, run.side.D, run.side.steps, run.side.sampler, run.seed, run.num_images)
+        )
+
+
+def _restore(values: dict) -> None:
+    """A history item's settings into the form's widgets (runs before the rerun that draws them)."""
+    st.session_state.update(values)
 
 
 def more_ui(runs: list[Run], views: list[RunView], queue: Scheduler, session: str) -> None:

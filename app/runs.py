@@ -114,17 +114,26 @@ def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[w
 
 class Throttle:
     """Which events are worth drawing: every finished block and, with `preview`, a denoising step at most every
-    `interval_s` seconds (a browser cannot show more, and each drawing costs an encode and a send). Applied on the
-    worker, so skipped steps never reach the session."""
+    `interval_s` seconds times the server's load (a browser cannot show more, and each drawing costs an encode and
+    a send, all in the one interpreter that also samples for every session). `load()` is the generations per
+    worker (1 when the server is not shared): 8 sessions on 2 workers preview each page once a second instead of
+    four times, so the server's drawing stays about what one busy page costs. Applied on the worker, so skipped
+    steps never reach the session."""
 
     def __init__(
-        self, preview: bool, interval_s: float = PREVIEW_INTERVAL_S, clock: Callable[[], float] = time.perf_counter
+        self,
+        preview: bool,
+        interval_s: float = PREVIEW_INTERVAL_S,
+        clock: Callable[[], float] = time.perf_counter,
+        load: Callable[[], float] = lambda: 1.0,
     ):
-        self.preview, self.interval_s, self.clock = preview, interval_s, clock
+        self.preview, self.interval_s, self.clock, self.load = preview, interval_s, clock, load
         self.last = -math.inf
 
     def __call__(self, event: wb.Event) -> bool:
-        if event.kind == "block" or (self.preview and self.clock() - self.last >= self.interval_s):
+        if event.kind == "block" or (
+            self.preview and self.clock() - self.last >= self.interval_s * max(1.0, self.load())
+        ):
             self.last = self.clock()
             return True
         return False
@@ -144,6 +153,11 @@ def progress_text(event: wb.Event) -> tuple[float, str]:
     return done, f"block {event.block + 1}/{event.num_blocks} {what}"
 
 
+def _per_worker(queue: Scheduler) -> float:
+    """Generations running or waiting per worker."""
+    return sum(queue.load()) / queue.limits.workers
+
+
 def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded], preview: bool) -> list[Job]:
     """Queue the first batch of every run, served block by block; all or none (Refused leaves nothing queued)."""
     jobs: list[Job] = []
@@ -155,7 +169,7 @@ def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded]
                     events(ld, run.side, run.num_images, run.seed),
                     boundary=is_block,
                     last=is_done,
-                    keep=Throttle(preview),
+                    keep=Throttle(preview, load=partial(_per_worker, queue)),
                 )
             )
     except Refused:

@@ -1,13 +1,14 @@
 """The app as a lab's shared server: several real browser sessions press Generate together on one server.
 
-    python benchmarks/app_load.py [--sessions 1 4 8] [--close-every 4] [--jobs K] [--checkpoint PATH] [--record]
+    python -m benchmarks.app_load [--sessions 1 4 8] [--close-every 4] [--jobs K] [--checkpoint PATH] [--record]
 
 For each session count N: a fresh `streamlit run app/main.py` on localhost, one warm-up generation (model loads,
 first plotly.js), then N Chromium sessions (each its own browser context, as N people are) open the page, set seed
-i, and press Generate within a few tens of milliseconds of each other with the app's defaults (16 images, default
-steps and sampler, previews off). Every `--close-every`-th session closes its tab once its first block is on
+i, and press Generate within a few tens of milliseconds of each other with the app's defaults exactly as the page
+opens (16 images, default steps and sampler, the denoising-step previews on; --no-previews turns them off). Every `--close-every`-th session closes its tab once its first block is on
 screen. Recorded per N: p50/p95/max seconds from the click to the first block and to the last block on the page
-(the meter appears with the last block), sessions finished, errors (exceptions or error boxes on a page, page
+(the meter appears with the last block; the first block is the first image shown once a progress bar says a block
+finished, and the first image of any kind, a preview, is recorded too), sessions finished, errors (exceptions or error boxes on a page, page
 errors, timeouts), the server's peak resident memory and thread count (sampled from /proc every 0.1 s), whether
 every session got its own images (its grid is nearest, over all sessions' seeds, to the grid sampled here from its
 own seed), and for the closed tabs how long after the close their job ended on the server and how many denoising
@@ -18,11 +19,9 @@ steps that is (from the app's job log, $WORKBENCH_QUEUE_LOG). Prints a JSON line
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
 import math
-import os
 import sys
 import tempfile
 import threading
@@ -32,32 +31,34 @@ from pathlib import Path
 
 import torch
 
+import workbench as wb
+from app.controls import default_images, default_steps
+from app.panels import grid_picture
+from app.runs import TORCH_THREADS
+from benchmarks.app_first_block import checkpoint_to_serve, launch_chromium, open_app, streamlit_server
+from benchmarks.harness import append_jsonl, load, machine
+from workbench.data.codecs import build_codec
+from workbench.training.checkpoint import load_for_inference
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from app_first_block import checkpoint_to_serve, launch_chromium, open_app, streamlit_server  # noqa: E402
-
-import workbench as wb  # noqa: E402
-from app.controls import default_images, default_steps  # noqa: E402
-from app.panels import grid_picture  # noqa: E402
-from app.runs import TORCH_THREADS  # noqa: E402
-from workbench.data.codecs import build_codec  # noqa: E402
-from workbench.training.checkpoint import load_for_inference  # noqa: E402
 
 TIMEOUT_S = 300  # per session count: a session not finished by then counts as an error
 
 # In the page, from the mouse-down on Generate: the first grid image loaded, and the compute meter (drawn with the
 # last block) in the page.
 WATCH = """() => {
-  window.__load = {first: null, done: null};
+  window.__load = {image: null, first: null, done: null};
   document.addEventListener("mousedown", () => {
     const start = performance.now(), L = window.__load;
     const check = () => {
+      const now = (performance.now() - start) / 1000;
       const img = document.querySelector('[data-testid="stImage"] img');
-      if (L.first === null && img && img.complete && img.naturalWidth > 0) L.first = (performance.now() - start) / 1000;
+      const shown = img && img.complete && img.naturalWidth > 0;
+      if (L.image === null && shown) L.image = now;
+      const bars = [...document.querySelectorAll('[data-testid="stProgress"]')].map(e => e.innerText).join(" ");
+      if (L.first === null && shown && /finished|block ([2-9]|\\d\\d)\\//.test(bars)) L.first = now;
       if (L.done === null && [...document.querySelectorAll('[data-testid="stMetricLabel"]')]
-            .some(e => e.innerText.includes("wall time"))) L.done = (performance.now() - start) / 1000;
+            .some(e => e.innerText.includes("wall time"))) { L.done = now; if (L.first === null) L.first = now; }
     };
     new MutationObserver(check).observe(document.body, {childList: true, subtree: true, attributes: true,
                                                         characterData: true});
@@ -133,7 +134,7 @@ def own_images(shown: dict[int, torch.Tensor], expected: dict[int, torch.Tensor]
     return all(min(expected, key=lambda s: distance(grid, expected[s])) == seed for seed, grid in shown.items())
 
 
-def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Path) -> dict:
+def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Path, previews: bool = True) -> dict:
     from playwright.sync_api import sync_playwright
 
     queue_log = tmp / f"queue-{n}.jsonl"
@@ -159,7 +160,7 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
                 page.on("pageerror", lambda _err, i=i: page_errors.__setitem__(i, page_errors[i] + 1))
             buttons = []
             for i, page in enumerate(pages):
-                buttons.append(open_app(page, url))
+                buttons.append(open_app(page, url, previews=previews))
                 seed = page.get_by_label("Seed")
                 seed.fill(str(i))
                 seed.press("Tab")
@@ -200,11 +201,14 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
     stop_s = [round(end - close, 3) for close, end in zip(sorted(closed_at.values()), cancelled)]
     expected = expected_grids(path, list(range(n)))
     firsts = [r["first"] for r in results.values() if r["first"] is not None]
+    images = [r["image"] for r in results.values() if r["image"] is not None]
     dones = [r["done"] for i, r in results.items() if i not in closed and r["done"] is not None]
     return {
         "sessions": n,
         "closed": len(closed),
         "first_block_s": {"p50": quantile(firsts, 0.5), "p95": quantile(firsts, 0.95), "max": quantile(firsts, 1)},
+        "first_image_s": {"p50": quantile(images, 0.5), "p95": quantile(images, 0.95)},
+        "previews": previews,
         "last_block_s": {"p50": quantile(dones, 0.5), "p95": quantile(dones, 0.95), "max": quantile(dones, 1)},
         "finished": len(dones),
         "expected_to_finish": n - len(closed),
@@ -221,11 +225,11 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| sessions | closed | first block p50 / p95 (s) | last block p50 / p95 (s) | finished | errors | "
-        "own images | server peak RSS (MB) | server threads |\n|---|---|---|---|---|---|---|---|---|"
+        "| sessions | previews | closed | first block p50 / p95 (s) | last block p50 / p95 (s) | finished | errors | "
+        "own images | server peak RSS (MB) | server threads |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
-        f"| {r['sessions']} | {r['closed']} | {r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
+        f"| {r['sessions']} | {'on' if r['previews'] else 'off'} | {r['closed']} | {r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
         f"{r['last_block_s']['p50']} / {r['last_block_s']['p95']} | {r['finished']}/{r['expected_to_finish']} | "
         f"{r['errors']} | {'yes' if r['own_images'] else 'NO'} | {r['server_peak_rss_mb']} | "
         f"{r['server_threads_max']} |"
@@ -234,24 +238,21 @@ def table(rows: list[dict]) -> str:
     return "\n".join([head, *lines])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument(
         "--close-every", type=int, default=4, help="every k-th session closes after its first block (0: none)"
     )
+    ap.add_argument("--no-previews", action="store_true", help="turn the denoising-step previews off on every page")
     ap.add_argument("--jobs", type=int, help="the app's --jobs (default: its own, the core count)")
     ap.add_argument("--checkpoint", type=Path, help="default: what `streamlit run app/main.py` opens first")
     ap.add_argument("--record", action="store_true", help="append the results to benchmarks/results/app_load.jsonl")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="app-load-"))
     path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp)
     app_args += ["--jobs", str(args.jobs)] if args.jobs else []
-    machine = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu_count": os.cpu_count(),
-        "load_1min": round(os.getloadavg()[0], 2),
-    }
+    before = machine()
     rows = []
     for n in args.sessions:
         row = {
@@ -259,16 +260,15 @@ def main() -> None:
             "checkpoint": str(path),
             "random_stand_in": stand_in,
             "jobs": args.jobs,
-            **run_level(n, args.close_every, app_args, path, tmp),
-            "machine": machine,
-            "command": " ".join(["python", "benchmarks/app_load.py", *sys.argv[1:]]),
+            **run_level(n, args.close_every, app_args, path, tmp, not args.no_previews),
+            "machine": before,
+            "command": " ".join(["python -m benchmarks.app_load", *sys.argv[1:]]),
         }
-        row["machine"] = {**machine, "load_1min_after": round(os.getloadavg()[0], 2)}
+        row["machine"] = {**before, "load_1min_after": load()}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.record:
-            with open(ROOT / "benchmarks" / "results" / "app_load.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(row, ROOT / "benchmarks" / "results" / "app_load.jsonl")
     print(table(rows))
 
 

@@ -12,28 +12,26 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from fluent_fixture import NAMES, write_fluent, write_tiny_codec
+from single_thread import one_thread  # noqa: F401 (autouse; the app itself samples on one thread too)
 
 import workbench as wb
+from app import catalog
+from app import paths as app_paths
+from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, side_plan, validate
+from app.panels import pictures
+from app.runs import Throttle, progress_text
+from workbench.core.compute import iso_table
 from workbench.core.config import SAMPLERS_FOR
+from workbench.research import picks
+from workbench.research.groups import group_families, slider_positions
+from workbench.sampling.sampler import frame, placeholder
 from workbench.training.checkpoint import Checkpoint, export_for_inference, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `app` is a folder of the repo, not an installed package
-
-from fluent_fixture import NAMES, write_fluent, write_tiny_codec  # noqa: E402
-from single_thread import one_thread  # noqa: E402,F401 (autouse; the app itself samples on one thread too)
-
-from app import catalog  # noqa: E402
-from app import paths as app_paths  # noqa: E402
-from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, side_plan, validate  # noqa: E402
-from app.panels import pictures  # noqa: E402
-from app.runs import Throttle, progress_text  # noqa: E402
-from workbench.core.compute import iso_table  # noqa: E402
-from workbench.research import picks  # noqa: E402
-from workbench.research.groups import group_families, slider_positions  # noqa: E402
-from workbench.sampling.sampler import frame, placeholder  # noqa: E402
 
 MAIN = str(ROOT / "app" / "main.py")
 TIMEOUT = 60  # seconds per AppTest run: loading torch models and the FID reference exceeds the 3 s default
@@ -322,8 +320,8 @@ def test_corrupt_checkpoint_is_reported_and_others_still_run(folders, monkeypatc
 
 
 def write_zoo(zoo: Path, extractor: str) -> None:
-    """A zoo as experiments/zoo.py ships it: <family>/<member>.safetensors with the report beside it as .json;
-    a report may ship without weights (the ablations)."""
+    """A zoo as `python -m workbench zoo export` ships it: <family>/<member>.safetensors with the report beside it
+    as .json; a report may ship without weights (the ablations)."""
     from workbench.core.compute import cached_cost, paper_cost
     from workbench.research.reports import report_from_dict, write_report
 
@@ -371,9 +369,11 @@ def test_zoo_reports_place_the_run_on_the_frontier(monkeypatch, tmp_path):
     at = submit(at)
     assert not at.exception and not at.error
     compute, steps = ([t.get("name") for t in json.loads(c.proto.spec)["data"]] for c in at.get("plotly_chart"))
-    assert compute == ["vertical/D1", "vertical/D2", "frontier", "run: FID@16"]  # the frontier spans all families
-    assert steps == ["vertical/D1", "vertical/D2", "run: FID@16"]
-    assert "Zoo: 1000 images per FID" in " ".join(c.value for c in at.caption)
+    # the frontier spans all families; the run's FID@16 is not drawn among curves at n=1000, only its compute
+    assert compute == ["vertical/D1", "vertical/D2", "frontier", "run: compute"]
+    assert steps == ["vertical/D1", "vertical/D2", "run: compute"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Zoo: 1000 images per FID" in captions and "Your run sits at its compute only: run: FID@16" in captions
 
 
 # ---- what a run draws (AppTest only sees final states) ---------------------------------------------------------
@@ -405,6 +405,23 @@ def test_frames_throttle_previews():
     request = wb.sample_request(cfg, num_images=1, steps=4, seed=0)
     events = list(filter(Throttle(True, 0.25, frozen), wb.generate_events(model, cfg, request)))
     assert [e.kind for e in events] == ["step"] + ["block"] * cfg.model.num_blocks
+
+
+def test_previews_thin_out_with_the_server_load():
+    """Under load each page previews less often (the interval times the generations per worker), finished blocks
+    always pass: 4 generations per worker at 0.25 s preview once a second."""
+    cfg = tiny_config("t", 2)
+    model = wb.build_model(cfg)
+    ticks = iter(x * 0.25 for x in range(10_000))
+    clock = lambda: next(ticks)  # noqa: E731 - a quarter second passes at every look at the clock
+    request = wb.sample_request(cfg, num_images=1, steps=8, seed=0)
+    events = list(wb.generate_events(model, cfg, request))
+    alone = [e.kind for e in events if Throttle(True, 0.25, clock)(e)]
+    ticks = iter(x * 0.25 for x in range(10_000))
+    crowded_throttle = Throttle(True, 0.25, clock, load=lambda: 4.0)
+    crowded = [e.kind for e in events if crowded_throttle(e)]
+    assert crowded.count("block") == alone.count("block") == cfg.model.num_blocks
+    assert 0 < crowded.count("step") < alone.count("step") / 2
 
 
 def test_sampling_leaves_the_cached_model_untouched(folders):
@@ -961,3 +978,134 @@ def test_the_zoo_opens_with_distinct_menu_labels_and_the_best_256px_model_one_cl
     assert picks.shipped_fid(show) < min(
         picks.shipped_fid(f) for f in fams if f is not show and f.entries[0].config.data.image_size == 256
     )
+
+
+# ---- a lab instrument: downloads, command line, URL, history, compare across families ----------------------------
+def test_downloads_decode_to_the_shown_images_and_the_record_says_where_they_came_from(app):
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from app import exports
+    from workbench.data.images import to_uint8
+
+    side_widgets(app, app.selectbox(key="family").value)[1].set_value(2)
+    app.slider(key="images-16").set_value(5)
+    at = submit(app)
+    assert not at.exception, at.exception
+    run = at.session_state["runs"][0]
+    shown = to_uint8(run.images)  # (5, 32, 32, 1): the pixels the page's grid is cut from
+    archive = zipfile.ZipFile(io.BytesIO(exports.zip_bytes(run)))
+    names = sorted(archive.namelist())
+    assert names == ["run.json"] + [f"seed0-image{i:03d}.png" for i in range(5)]
+    for i in range(5):
+        image = np.asarray(Image.open(io.BytesIO(archive.read(f"seed0-image{i:03d}.png"))))
+        assert image.shape == (32, 32) and np.array_equal(image, shown[i, ..., 0])  # true size, lossless
+    assert archive.read("run.json") == exports.record_json(run)
+    record = json.loads(exports.record_json(run))
+    assert record["settings"]["steps"] == 2 and record["settings"]["num_images"] == 5
+    assert record["provenance"]["checkpoint"] == str(run.checkpoint) and record["provenance"]["torch"]
+    assert record["fid"]["n"] == 5 and record["fid"]["extractor"] == run.fid.extractor
+    assert record["command"] == exports.command_line(run)
+    assert any("python -m workbench sample" in c.value for c in at.code)  # the command-line box
+
+
+def test_the_command_line_box_redraws_the_page_images(app, tmp_path):
+    """The command shown under a run, run through the CLI, writes the very images of the page (per-image seeds)."""
+    import shlex
+
+    from PIL import Image
+
+    from app import exports
+    from workbench.__main__ import main as cli
+    from workbench.data.images import image_grid
+
+    side_widgets(app, app.selectbox(key="family").value)[1].set_value(2)
+    app.slider(key="images-16").set_value(3)
+    app.number_input(key="seed").set_value(7)
+    at = submit(app)
+    run = at.session_state["runs"][0]
+    out = tmp_path / "cli.png"
+    args = shlex.split(exports.command_line(run, out=str(out)))[3:]  # after "python -m workbench"
+    assert cli(args) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(image_grid(run.images)))
+
+
+def test_settings_survive_a_link(app, folders, monkeypatch):
+    """After Generate the URL holds model, D, S, sampler, seed and images; a page opened with it starts there; a
+    parameter that does not fit is ignored with a note naming it."""
+    from streamlit.testing.v1 import AppTest
+
+    family = app.selectbox(key="family").value
+    depth, steps, sampler = side_widgets(app, family)
+    depth.set_value(4)
+    steps.set_value(3)
+    sampler.set_value("dpm++2m")
+    app.slider(key="images-16").set_value(6)
+    app.number_input(key="seed").set_value(11)
+    at = submit(app)
+    params = {k: at.query_params[k] for k in ("model", "D", "S", "sampler", "seed", "images")}
+    params = {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
+    assert params == {"model": "vertical/D4", "D": "4", "S": "3", "sampler": "dpm++2m", "seed": "11", "images": "6"}
+    monkeypatch.setattr(sys, "argv", [MAIN, "--checkpoints", str(folders["user"])])
+    fresh = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    fresh.query_params.update(params)
+    fresh = fresh.run()
+    assert not fresh.exception, fresh.exception
+    depth, steps, sampler = side_widgets(fresh, fresh.selectbox(key="family").value)
+    assert (depth.value, steps.value, sampler.value) == (4, 3, "dpm++2m")
+    assert fresh.number_input(key="seed").value == 11 and fresh.slider(key="images-16").value == 6
+    bad = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    bad.query_params.update({**params, "D": "3", "S": "9999"})  # D=3 has no file in this family
+    bad = bad.run()
+    notes = [w.value for w in bad.sidebar.warning]
+    assert any("D='3'" in n for n in notes) and any("S='9999'" in n for n in notes)
+    assert side_widgets(bad, bad.selectbox(key="family").value)[2].value == "dpm++2m"  # what fits still applies
+
+
+def test_history_keeps_the_runs_under_its_cap_and_restores_settings(app):
+    from app import history
+
+    family = app.selectbox(key="family").value
+    for d in (1, 4):
+        side_widgets(app, family)[0].set_value(d)
+        side_widgets(app, family)[1].set_value(2)
+        app = submit(app)
+    past = app.session_state["history"]
+    assert [p.title for p in past] == ["vertical/D4 · D=4 · S=2 · ddim", "vertical/D1 · D=1 · S=2 · ddim"]
+    app = app.button(key="history.1.restore").click().run()
+    assert not app.exception and side_widgets(app, family)[0].value == 1
+    # the cap: big runs push the oldest out, by count and by bytes
+    big = torch.zeros(64, 3, 256, 256)  # 12 MiB of 8-bit pixels: one fits the 16 MiB cap, two do not
+    kept: list = []
+    for i in range(3):
+        kept = history.remember(kept, history.past(f"run {i}", "", big, b"{}", {}))
+        assert sum(p.nbytes for p in kept) <= history.HISTORY_BYTES
+    assert [p.title for p in kept] == ["run 2"]
+    small = [history.past(f"s{i}", "", torch.zeros(2, 1, 8, 8), b"{}", {}) for i in range(20)]
+    for item in small:
+        kept = history.remember(kept, item)
+    assert len(kept) == history.HISTORY_RUNS and kept[0].title == "s19"
+
+
+def test_compare_two_families_side_by_side(folders, monkeypatch, tmp_path):
+    """Compare mode's B may be another family; same features and reference: a paired difference."""
+    user = tmp_path / "user"
+    write_checkpoint(user / "a", "D2.safetensors", "vertical/D2", 2)
+    write_checkpoint(user / "b", "E.safetensors", "elastic/E", 2, elastic=(1, 2, 4))
+    at = start(monkeypatch, "--checkpoints", str(user))
+    at.toggle(key="compare").set_value(True).run()
+    labels = at.selectbox(key="family").options
+    a_label = next(x for x in labels if x.startswith("vertical"))
+    b_label = next(x for x in labels if x.startswith("elastic"))
+    at.selectbox(key="family").set_value(a_label).run()
+    at = at.selectbox(key="family_b").set_value(b_label).run()
+    side_widgets(at, a_label, "A")[1].set_value(2)
+    side_widgets(at, b_label, "B")[1].set_value(2)
+    at = submit(at)
+    assert not at.exception, at.exception
+    titles = [m.value for m in at.markdown if m.value.startswith("#####")]
+    assert titles[0].startswith("##### A · vertical/D2") and titles[1].startswith("##### B · elastic/E")
+    diff, problem = at.session_state["difference"][1]
+    assert problem is None and diff.low <= diff.fid <= diff.high

@@ -13,19 +13,19 @@ import json
 import os
 import re
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from benchmarks.app_first_block import CHROMIUM, click_to_first_image, launch_chromium, open_app, streamlit_server
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from app_first_block import CHROMIUM, click_to_first_image, launch_chromium, open_app, streamlit_server  # noqa: E402
 
 pytestmark = pytest.mark.browser
+RUN_IMAGES = '[data-testid="stImage"]:not([data-testid="stExpander"] [data-testid="stImage"]) img'  # not history
+DOCS_IMAGES = ROOT / "docs" / "images"
 
 
 def require_chromium() -> None:
@@ -181,7 +181,7 @@ def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browse
             generate.click()
             expect(page.get_by_text("First block on screen")).to_be_visible(timeout=120_000)  # the run's meter
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
-            pictures = page.locator('[data-testid="stImage"] img')
+            pictures = page.locator(RUN_IMAGES)
             expect(pictures).to_have_count(6, timeout=30_000)
             sizes = pictures.evaluate_all(
                 "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight, "
@@ -191,3 +191,50 @@ def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browse
             assert_no_errors(page)
             pictures.first.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "app-256px.png"), full_page=True)
+
+
+def test_a_link_download_history_and_compare_in_a_real_browser(tmp_path):
+    """A link with settings opens the page on them; after Generate the URL holds them, the zip downloads with
+    every image and run.json, the history lists the run with a restore button, and compare mode puts another
+    family beside it. Screenshots for docs/app.md: docs/images/app-lab.png and app-compare.png."""
+    import io
+    import zipfile
+
+    from playwright.sync_api import expect, sync_playwright
+    from test_app import write_checkpoint
+
+    require_chromium()
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    write_checkpoint(tmp_path / "a", "D2.safetensors", "vertical/D2", 2)
+    write_checkpoint(tmp_path / "b", "E.safetensors", "elastic/E", 2, elastic=(1, 2, 4))
+    args = ["--checkpoints", str(tmp_path)]
+    with streamlit_server(args, ARTIFACTS / "streamlit-lab.log") as (url, _), sync_playwright() as pw:
+        with browser_page(pw, "app-lab") as page:
+            generate = open_app(page, f"{url}/?model=vertical/D2&S=2&seed=3&images=4", previews=True)
+            expect(page.get_by_role("slider").nth(1)).to_have_attribute("aria-valuenow", "2")
+            generate.click()
+            expect(page.get_by_text("First block on screen")).to_be_visible(timeout=120_000)
+            expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
+            assert "seed=3" in page.url and "images=4" in page.url and "S=2" in page.url
+            page.get_by_text("Download · command line").click()
+            expect(page.get_by_text("python -m workbench sample")).to_be_visible()
+            with page.expect_download() as got:
+                page.get_by_role("button", name="All 4 (zip)").click()
+            archive = zipfile.ZipFile(io.BytesIO(Path(got.value.path()).read_bytes()))
+            assert sorted(archive.namelist()) == ["run.json"] + [f"seed3-image{i:03d}.png" for i in range(4)]
+            assert json.loads(archive.read("run.json"))["settings"]["seed"] == 3
+            page.get_by_text("History: 1 run of this page").click()
+            expect(page.get_by_role("button", name="Restore these settings")).to_be_visible()
+            assert_no_errors(page)
+            page.screenshot(path=str(DOCS_IMAGES / "app-lab.png"), full_page=True)
+            page.get_by_text("Compare two settings").click()
+            family_b = page.get_by_label("Family of B")  # the selectbox of B's family: pick the elastic one
+            expect(family_b).to_be_visible(timeout=30_000)
+            family_b.click()
+            page.get_by_role("option", name=re.compile("^elastic")).click()
+            expect(page.get_by_text(re.compile(r"Setting B · elastic"))).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name="Generate").click()
+            expect(page.get_by_text(re.compile("A − B"))).to_be_visible(timeout=180_000)
+            expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
+            assert_no_errors(page)
+            page.screenshot(path=str(DOCS_IMAGES / "app-compare.png"), full_page=True)
