@@ -172,7 +172,13 @@ def run_node(plan: LaunchPlan, node_rank: int, master_addr: str | None, master_p
 def write_script(text: str, path: str | Path) -> Path:
     """Write a launch script (executable) and return its path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    path.chmod(0o755)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+    except OSError as err:
+        raise ValueError(
+            f"{path}: cannot write the launch script ({err.strerror or err}). Fix: pass --script in a folder you "
+            "can write (default runs/launch/)."
+        ) from None
     return path
