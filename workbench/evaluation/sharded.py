@@ -147,8 +147,9 @@ def evaluate_sharded(checkpoint, request: EvalRequest, plan: ShardPlan = ShardPl
     folder = Path(plan.shard_dir or SHARD_DIR) / f"{loaded.path.stem}-{digest[:16]}"
     sizes = chunk_sizes(request.num_samples, plan.chunk)
     paths = [_chunk_path(folder, c, size) for c, size in enumerate(sizes)]
-    found = sum(p.is_file() for p in paths)
-    if fabric.is_global_zero:
+    found, ref = sum(p.is_file() for p in paths), None
+    if fabric.is_global_zero:  # the reference first: a bad file is refused before any image is generated
+        ref = eval_reference(loaded.config, spec.extractor, request.reference, say)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "fingerprint.txt").write_text(digest + "\n")
         say(f"{len(sizes)} chunks of {plan.chunk} over {world} process(es) in {folder}; {found} already there")
@@ -164,7 +165,7 @@ def evaluate_sharded(checkpoint, request: EvalRequest, plan: ShardPlan = ShardPl
     if not fabric.is_global_zero:
         return None
     feats, health = _read_chunks(paths)
-    ref = eval_reference(loaded.config, spec.extractor.cpu(), request.reference, say)
+    spec.extractor.cpu()
     say(f"scoring {len(feats)} features with {spec.extractor.id} against {ref.name}")
     s = score_features(loaded.config, loaded.config.sample.steps, replace(spec, reference=ref), feats, health)
     report = checkpoint_report(loaded, request, s, ref, health["seconds_generate"])
@@ -178,7 +179,7 @@ def evaluate_sharded(checkpoint, request: EvalRequest, plan: ShardPlan = ShardPl
         "chunks_found_at_start": found,
         "shard_dir": str(folder),
         "fingerprint": digest,
-        "seeds": f"chunk c starts from seed + c (seed {spec.seed})",
+        "seeds": f"image i of seed {spec.seed} from its own seed ({loaded.config.sample.noise_layout} layout)",
         "pixel_bounds": list(OUT_OF_RANGE),
     }
     return report
