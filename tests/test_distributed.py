@@ -212,7 +212,8 @@ def test_two_nodes_on_localhost_train_checkpoint_and_resume(tmp_path):
 
     def both_nodes(max_steps: int) -> None:
         sets = [f"{k}={v}" for k, v in {**settings, "train.out_dir": out, "train.max_steps": max_steps}.items()]
-        sets.append("train.ckpt_every=2")
+        # the paper presets' settings ride along: bf16 autocast with bf16 all-gathers, activation checkpointing
+        sets += ["train.ckpt_every=2", "train.precision=bf16-mixed", "train.activation_checkpointing=true"]
         procs, logs = [], []
         for rank in (0, 1):
             logs.append(tmp_path / f"node{rank}-{max_steps}.log")
