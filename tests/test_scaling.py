@@ -73,3 +73,10 @@ def test_paper_presets_launch_with_ddp_or_fsdp(name):
     for refused in ("ddp_spawn", "dp"):
         with pytest.raises(ValueError, match="train.strategy"):
             cfg.override(**{"train.strategy": refused})
+
+
+def test_ddp_searches_for_unused_parameters_only_where_a_loss_leaves_some():
+    shared = wb.preset("tiny", **{"model.towers": "shared", "train.strategy": "ddp"})
+    assert _strategy(shared)._ddp_kwargs["find_unused_parameters"] is False  # one tower: every weight gets a gradient
+    separate = wb.preset("tiny", **{"train.strategy": "ddp"})
+    assert _strategy(separate)._ddp_kwargs["find_unused_parameters"] is True  # the last context tower: keys only
