@@ -39,6 +39,7 @@ from benchmarks.harness import best_times, emit, machine, matmul_probes, parse, 
 from workbench.core.compute import cached_cost, naive_cost, sample_flops, train_flops
 from workbench.core.model import use_attention
 from workbench.evaluation.evaluate import ScoreSpec, score
+from workbench.evaluation.features import feature_extractor
 from workbench.training.checkpoint import load_for_inference
 from workbench.training.train import train
 
@@ -232,7 +233,8 @@ def score_part(model, cfg, plan: Plan, real: torch.Tensor) -> dict:
     """evaluation.score on generated images against training images (Inception features)."""
     n = plan.score_images
     start = time.perf_counter()
-    spec = ScoreSpec(n=n, seed=0, extractor="inception", reference=real[:n], bootstrap=10)
+    extractor = feature_extractor("inception").to(plan.device)  # features where the images are
+    spec = ScoreSpec(n=n, seed=0, extractor=extractor, reference=real[:n].to(plan.device), bootstrap=10)
     result = score(model, cfg, cfg.sample.steps, spec)
     seconds = time.perf_counter() - start
     return {

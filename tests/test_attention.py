@@ -195,3 +195,11 @@ def test_a_run_resumes_under_the_other_backend_but_not_another_architecture():
     check_architecture(ckpt, ckpt.config.override(**{"model.attention": "flex"}))  # no weights differ
     with pytest.raises(CheckpointError, match="another architecture"):
         check_architecture(ckpt, ckpt.config.override(**{"model.attention": "flex", "model.width": 64}))
+
+
+def test_bf16_cached_sampling_under_flex_tracks_sdpa():
+    """Under autocast the queries are bf16 while the KV cache keeps the weights' dtype: flex casts like SDPA does."""
+    ref, cfg, flex, flex_cfg = pair(sample=FLOW)
+    kw = dict(num_images=2, steps=2, seed=0, precision="bf16")
+    a, b = wb.generate(ref, cfg, **kw), wb.generate(flex, flex_cfg, **kw)
+    assert float((a - b).abs().max()) <= 0.02 * float(a.abs().max())

@@ -39,6 +39,8 @@ def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: BlockMas
             "model.attention=flex: PyTorch's FlexAttention has no backward pass on the CPU. Fix: train on the CPU "
             "with model.attention=sdpa (the weights sample under either backend), or train on a GPU."
         )
+    if k.dtype != q.dtype:  # autocast: queries in bf16, a KV cache kept in the weights' dtype (SDPA casts itself)
+        k, v = k.to(q.dtype), v.to(q.dtype)
     if torch.compiler.is_compiling() or q.device.type not in COMPILED_DEVICES:
         return flex_attention(q, k, v, block_mask=block_mask)  # inside torch.compile: traced into the model's graph
     if _compiled_flex is None:
