@@ -82,7 +82,8 @@ def test_fsdp_killed_and_resumed_equals_uninterrupted(tmp_path):
     run = {"train.strategy": "fsdp", "train.max_steps": 6, "train.ckpt_every": 2, "train.keep_last": 5}
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     logs = {name: tmp_path / f"{name}.log" for name in ("whole", "cut", "resumed")}
-    with open(logs["cut"], "w") as lc:
+    with open(logs["cut"], "w") as lc, open(logs["whole"], "w") as lw:
+        uninterrupted = start(train_args(whole, **run), lw)  # side by side: their start-ups overlap
         killed = start(train_args(cut, **run), lc)
         deadline = time.time() + 240
         while not (cut / "ckpt-0000002.safetensors").exists():
@@ -90,9 +91,8 @@ def test_fsdp_killed_and_resumed_equals_uninterrupted(tmp_path):
             time.sleep(0.02)
         os.killpg(killed.pid, signal.SIGKILL)  # the launcher and both ranks, as a node failure would
         killed.wait()
+        summary = finish(uninterrupted, logs["whole"])
     assert load_checkpoint(cut).step < 6, "the run finished before it was killed: the test proved nothing"
-    with open(logs["whole"], "w") as lw:
-        summary = finish(start(train_args(whole, **run), lw), logs["whole"])
     with open(logs["resumed"], "w") as lr_:
         finish(start(train_args(cut, **run) + ["--resume"], lr_), logs["resumed"])
     a, b = load_checkpoint(whole / "ckpt-0000006.safetensors"), load_checkpoint(cut / "ckpt-0000006.safetensors")
@@ -121,12 +121,13 @@ def test_fsdp_killed_and_resumed_equals_uninterrupted(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_holds_at_most_six_tenths_of_ddp_state_per_rank(tmp_path):
-    sizes = {}
-    for strategy in ("ddp", "fsdp"):
+    runs = {}
+    for strategy in ("ddp", "fsdp"):  # side by side: their start-ups overlap
         out, log = tmp_path / strategy, tmp_path / f"{strategy}.log"
+        args = train_args(out, **{"train.strategy": strategy, "train.max_steps": 1, "train.ckpt_every": 1})
         with open(log, "w") as f:
-            args = train_args(out, **{"train.strategy": strategy, "train.max_steps": 1, "train.ckpt_every": 1})
-            sizes[strategy] = finish(start(args, f), log)["state_bytes_per_rank"]
+            runs[strategy] = (start(args, f), log)
+    sizes = {strategy: finish(*run)["state_bytes_per_rank"] for strategy, run in runs.items()}
     ddp, fsdp = sizes["ddp"], sizes["fsdp"]
     assert ddp[0] == ddp[1] > 0  # DDP: a full copy of weights, EMA and AdamW moments on every rank
     ratio = max(fsdp) / ddp[0]
