@@ -1,6 +1,6 @@
 """Time from pressing Generate to the first finished block on screen, for the app's default checkpoint.
 
-    python benchmarks/app_first_block.py [--checkpoint PATH | --stand-in FAMILY/NAME] [--repeats 5] [--no-browser]
+    python -m benchmarks.app_first_block [--checkpoint PATH | --stand-in FAMILY/NAME] [--repeats 5] [--no-browser]
                                          [--record]
 
 Two measurements with the app's default settings (16 images, or 4 of 128 px and more; the default steps and
@@ -19,7 +19,6 @@ load average is part of the result.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import re
@@ -35,23 +34,19 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import workbench as wb
+from app import catalog
+from app.controls import default_images, default_steps
+from app.runs import TORCH_THREADS
+from benchmarks.harness import append_jsonl, machine
+from workbench.data.codecs import build_codec
+from workbench.research.families import members
+from workbench.research.groups import group_families
+from workbench.research.picks import default_entry
+from workbench.sampling.sampler import frame
+from workbench.training.checkpoint import Checkpoint, export_for_inference, load_for_inference, save_checkpoint
 
-import workbench as wb  # noqa: E402
-from app import catalog  # noqa: E402
-from app.controls import default_images, default_steps  # noqa: E402
-from app.runs import TORCH_THREADS  # noqa: E402
-from workbench.data.codecs import build_codec  # noqa: E402
-from workbench.research.groups import group_families  # noqa: E402
-from workbench.research.picks import default_entry  # noqa: E402
-from workbench.sampling.sampler import frame  # noqa: E402
-from workbench.training.checkpoint import (  # noqa: E402
-    Checkpoint,
-    export_for_inference,
-    load_for_inference,
-    save_checkpoint,
-)
+ROOT = Path(__file__).resolve().parent.parent
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -165,14 +160,11 @@ def click_to_first_image(page, generate) -> float:
 def stand_in_checkpoint(folder: Path, member: str = "vertical/D2") -> Path:
     """A randomly initialised copy of a zoo member (default vertical/D2, the architecture `make app` opens): the
     same architecture, codec and settings, so the same compute as the trained member."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from zoo import members
-
     family, name = member.split("/")
     found = [m.config for m in members() if m.family == family and m.name == name]
     if not found:
         raise SystemExit(
-            f"--stand-in: no zoo member {member!r}. Fix: use FAMILY/NAME from python experiments/zoo.py "
+            f"--stand-in: no zoo member {member!r}. Fix: use FAMILY/NAME from python -m workbench zoo "
             "list (e.g. vertical/D2, blocks-emoji256/T4)."
         )
     state = wb.build_model(found[0]).state_dict()
@@ -250,7 +242,7 @@ def summary(seconds: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(seconds), 3), "max": round(max(seconds), 3)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, help="default: what `streamlit run app/main.py` opens first")
     ap.add_argument(
@@ -262,7 +254,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--record", action="store_true", help="append the result to benchmarks/results/")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="app-bench-"))
     path, stand_in, app_args = checkpoint_to_serve(args.checkpoint, tmp, args.stand_in)
     sampler, setting = sampler_first_block(path, args.repeats)
@@ -277,16 +269,10 @@ def main() -> None:
         clicks, captions = browser_first_block(app_args, args.repeats, tmp / "streamlit.log")
         result["browser_click_to_first_block_s"] = summary(clicks)
         result["app_caption_first_block_s"] = summary(captions)
-    result["machine"] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "load_1min": round(os.getloadavg()[0], 2),
-    }
+    result["machine"] = machine()
     print(json.dumps(result, indent=1))
     if args.record:
-        with open(ROOT / "benchmarks" / "results" / "app_first_block.jsonl", "a") as f:
-            f.write(json.dumps(result) + "\n")
+        append_jsonl(result, ROOT / "benchmarks" / "results" / "app_first_block.jsonl")
 
 
 if __name__ == "__main__":

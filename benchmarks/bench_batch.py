@@ -1,6 +1,6 @@
 """Batch-size scaling of cached sampling: images/s and achieved FLOP/s per batch size, in one run.
 
-    python benchmarks/bench_batch.py [--preset fmnist-small] [--blocks 16] [--patch 2] [--steps 20]
+    python -m benchmarks.bench_batch [--preset fmnist-small] [--blocks 16] [--patch 2] [--steps 20]
                                      [--batches 1,2,4,8,16,32,64] [--rounds 2] [--threads 0] [--clock wall|cpu]
                                      [--out results.jsonl]
 
@@ -10,30 +10,24 @@ reach the machine's matmul rate; the matmul rate at the preset's sizes is timed 
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from harness import CLOCKS, best_times, emit, machine, matmul_probes, peak_rate
 
 import workbench as wb
+from benchmarks.harness import CLOCKS, best_times, emit, machine, matmul_probes, parse, parser, peak_rate
 from workbench.core.compute import sample_flops
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=0)
     ap.add_argument("--preset", default="fmnist-small")
     ap.add_argument("--blocks", type=int, default=16)
     ap.add_argument("--patch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batches", default="1,2,4,8,16,32,64")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=None)
     ap.add_argument("--clock", choices=CLOCKS, default="wall", help="wall clock, or process CPU time (1 thread)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     cfg = wb.preset(args.preset, **{"model.num_blocks": args.blocks, "model.patch_size": args.patch})
     torch.manual_seed(0)
     model = wb.build_model(cfg).to(args.device)

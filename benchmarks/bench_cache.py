@@ -1,6 +1,6 @@
 """Cached vs naive (recompute the whole prefix every step) block-wise sampling, side by side in one run.
 
-    python benchmarks/bench_cache.py [--preset fmnist-small] [--blocks 16] [--patch 2] [--steps 50] [--images 4]
+    python -m benchmarks.bench_cache [--preset fmnist-small] [--blocks 16] [--patch 2] [--steps 50] [--images 4]
                                      [--naive-blocks 0] [--rounds 2] [--threads 0] [--clock wall|cpu]
                                      [--out results.jsonl]
 
@@ -14,13 +14,12 @@ context grows block by block); the compilation is done in the warm-up and report
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
-from harness import CLOCKS, best_times, emit, machine
 
 import workbench as wb
+from benchmarks.harness import CLOCKS, best_times, emit, machine, parse, parser
 from workbench.core.compute import cached_cost, naive_cost, sample_flops
 
 
@@ -36,8 +35,8 @@ def naive_block_times(model, cfg, blocks: int, **run) -> list[float]:
     return times
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=0)
     ap.add_argument("--preset", default="fmnist-small")
     ap.add_argument("--blocks", type=int, default=16, help="T")
     ap.add_argument("--patch", type=int, default=2)
@@ -45,13 +44,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--naive-blocks", type=int, default=0, help="time the first n naive blocks (0: all T)")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--compile", action="store_true", help="also time a torch.compile'd denoising step")
-    ap.add_argument("--out", default=None, help="append the result to this JSON-lines file")
     ap.add_argument("--clock", choices=CLOCKS, default="wall", help="wall clock, or process CPU time (1 thread)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     torch.manual_seed(0)
     cfg = wb.preset(args.preset, **{"model.num_blocks": args.blocks, "model.patch_size": args.patch})
     model = wb.build_model(cfg)

@@ -2,7 +2,7 @@
 layout, timed side by side in one run (alternating rounds, best round each), and the codec's encode/decode rate at
 256 px in float32 (what LatentCache and the app pay).
 
-    python benchmarks/bench_codec.py [--width 32] [--blocks 3] [--batch 16] [--crop 64] [--rounds 3]
+    python -m benchmarks.bench_codec [--width 32] [--blocks 3] [--batch 16] [--crop 64] [--rounds 3]
                                      [--threads 2] [--out results/codec.jsonl]
 
 Data paths: "decode" reads each crop's image from the dataset (WebP decode, composite, resize: what the first
@@ -12,18 +12,12 @@ Fluent 3D emoji must be installed (scripts/fetch_fluent_emoji.sh).
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
 import torch
-from harness import best_times, emit, machine
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from train_codec import SIZE, build_autoencoder, crops, preload, reconstruct  # noqa: E402
-
-from workbench.core.config import DataConfig  # noqa: E402
-from workbench.data.datasets import build_dataset  # noqa: E402
+from benchmarks.harness import best_times, emit, machine, parse, parser
+from workbench.core.config import DataConfig
+from workbench.data.codec_training import SIZE, build_autoencoder, crops, preload, reconstruct
+from workbench.data.datasets import build_dataset
 
 MODES = {  # name: (data path, bf16 autocast, channels last)
     "decode-fp32": ("decode", False, False),
@@ -42,18 +36,15 @@ def decoded_crops(dataset, n: int, batch: int, crop: int, g: torch.Generator) ->
     return torch.stack([o.flip(-1) if f else o for o, f in zip(out, flip.tolist())])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=2)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--images", type=int, default=512, help="images preloaded (and drawn from) by every mode")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     dataset = build_dataset(DataConfig(dataset="fluent", image_size=SIZE, channels=3), "train")
     images = preload(dataset, args.images)
     steps = {}

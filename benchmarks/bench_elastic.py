@@ -1,14 +1,14 @@
 """Elastic depth against dedicated models: one checkpoint trained at every AR/diffusion split versus one model per D.
 
-    python benchmarks/bench_elastic.py [--minutes 10] [--recipe lr1e-3+flow+adaln] [--depths 1,2,3,4] [--held-out 2,4]
+    python -m benchmarks.bench_elastic [--minutes 10] [--recipe lr1e-3+flow+adaln] [--depths 1,2,3,4] [--held-out 2,4]
                                        [--steps 2,4,8,16] [--inception-steps 16] [--n 1000] [--threads 2]
                                        [--runs ~/wb-runs/elastic] [--out benchmarks/results/elastic.jsonl]
-    python benchmarks/bench_elastic.py report [--out ...]      # tables (a), (b), frontiers, schedules
-    python benchmarks/bench_elastic.py --sampler dpm++2m --out benchmarks/results/elastic-dpm++2m.jsonl
+    python -m benchmarks.bench_elastic report [--out ...]      # tables (a), (b), frontiers, schedules
+    python -m benchmarks.bench_elastic --sampler dpm++2m --out benchmarks/results/elastic-dpm++2m.jsonl
                                        --report-out benchmarks/results/elastic-dpm++2m.md   # rescore, new sampler
-    python benchmarks/bench_elastic.py --train-seed 1 --only D3,elastic-1x --score-depths 3 --budget-steps 406
+    python -m benchmarks.bench_elastic --train-seed 1 --only D3,elastic-1x --score-depths 3 --budget-steps 406
                                        --sampler dpm++2m --out benchmarks/results/elastic-seeds.jsonl   # a replicate
-    python benchmarks/bench_elastic.py seeds --out benchmarks/results/elastic-seeds.jsonl
+    python -m benchmarks.bench_elastic seeds --out benchmarks/results/elastic-seeds.jsonl
                                        --base benchmarks/results/elastic-dpm++2m.jsonl   # (a) across seeds
 
 Members, all `fmnist-small` (N = 6) with the recipe race's variant `--recipe`, trained one after another:
@@ -43,15 +43,14 @@ of their mean FIDs with its Welch t 90% interval (the seed spread, which a singl
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 from pathlib import Path
 
 import torch
-from bench_recipe import VARIANTS, WINNER, plan, run_worker
-from harness import emit, machine
 
+from benchmarks.bench_recipe import VARIANTS, WINNER, plan, run_worker
+from benchmarks.harness import emit, machine, parse, parser
 from workbench.research.comparison import area_between, frontier, grid_point
 from workbench.research.replicates import difference, seeded_name, split_seed, spread
 
@@ -388,7 +387,7 @@ def seeds_table(base_rows: list[dict], seed_rows: list[dict], elastic: str = "el
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = parser(__doc__, out=str(REPO / "benchmarks" / "results" / "elastic.jsonl"), threads=2)
     p.add_argument("mode", nargs="?", default="run", choices=("run", "report", "seeds"))
     p.add_argument("--minutes", type=float, default=10.0, help="one training budget (as the recipe race's baseline)")
     p.add_argument(
@@ -431,16 +430,14 @@ def main(argv: list[str] | None = None) -> None:
         default=str(REPO / "benchmarks" / "results" / "elastic-dpm++2m.jsonl"),
         help="seeds: the seed-0 rows that --out's replicates are set beside",
     )
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", default="~/wb-runs/elastic")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "elastic.jsonl"))
     p.add_argument(
         "--report-out",
         default=str(REPO / "benchmarks" / "results" / "elastic.md"),
         help="the report is also written here (notebook 02 shows it: its paired intervals need the kept "
         "images, which stay beside the runs)",
     )
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.recipe not in VARIANTS:
         raise SystemExit(f"--recipe: unknown {args.recipe!r}. Fix: use one of {', '.join(VARIANTS)}.")
     args.steps = [int(s) for s in args.steps.split(",")]
@@ -461,7 +458,6 @@ def main(argv: list[str] | None = None) -> None:
             f"--out {args.out} holds seed-0 rows: the report's tables would mix replicates into them. "
             "Fix: give the replicates their own --out (e.g. benchmarks/results/elastic-seeds.jsonl)."
         )
-    torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser()
     steps = args.budget_steps or plan("today", VARIANTS["today"], runs, args.minutes, args.threads)["steps"]
     summaries = train_all(args, spec, steps)
@@ -480,7 +476,7 @@ def write_report(args) -> None:
     path = Path(args.report_out)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(
-        f"<!-- python benchmarks/bench_elastic.py report --out {Path(args.out).name} (n={args.n}) -->\n" + text + "\n"
+        f"<!-- python -m benchmarks.bench_elastic report --out {Path(args.out).name} (n={args.n}) -->\n" + text + "\n"
     )
     tmp.replace(path)
 

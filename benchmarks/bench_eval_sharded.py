@@ -4,7 +4,7 @@
 seconds the report records. The generated features must agree to 1e-5 (the benchmark checks it), so the ratio
 compares equal work.
 
-    python benchmarks/bench_eval_sharded.py [--preset fmnist-small] [--n 200] [--steps 8] [--repeats 2]
+    python -m benchmarks.bench_eval_sharded [--preset fmnist-small] [--n 200] [--steps 8] [--repeats 2]
                                             [--out benchmarks/results/eval_sharded.jsonl]
 
 The model is the preset's architecture with untrained weights (the work per image is what matters here).
@@ -12,7 +12,6 @@ The model is the preset's architecture with untrained weights (the work per imag
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -24,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from harness import emit, machine
 from safetensors.torch import load_file
 
 import workbench as wb
+from benchmarks.harness import emit, machine, parse, parser
 from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,15 +54,13 @@ def run_eval(checkpoint: Path, devices: int, folder: Path, args) -> tuple[float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, threads=1)  # the parent's; every eval process runs on one thread
     ap.add_argument("--preset", default="fmnist-small")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=25)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    args = parse(ap, argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         cfg = wb.preset(args.preset)

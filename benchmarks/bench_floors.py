@@ -1,7 +1,7 @@
 """The FID floors of the 256 px families: what a perfect generator would score at the zoo's n against the zoo's own
 reference statistics, with and without the codec in the way.
 
-    python benchmarks/bench_floors.py [--presets emoji256-T16 people256-T16] [--n 1000] [--threads 2]
+    python -m benchmarks.bench_floors [--presets emoji256-T16 people256-T16] [--n 1000] [--threads 2]
                                       [--out results/floors.jsonl]
 
 For each preset's data (dataset, size, codec) and the Inception reference its reports are scored against
@@ -24,14 +24,13 @@ Features of the real images come from the reference's feature log when the refer
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
-from harness import emit, machine
 
 import workbench as wb
+from benchmarks.harness import emit, machine, parse, parser
 from workbench.core.config import Config, DataConfig
 from workbench.data.codecs import build_codec
 from workbench.data.datasets import build_dataset
@@ -102,7 +101,7 @@ def floors(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, threads=2)
     ap.add_argument(
         "--presets",
         nargs="+",
@@ -111,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--n", type=int, default=1000, help="images per row (the zoo scores n=1,000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     for preset in args.presets:
         emit({**floors(wb.preset(preset), args.n, args.seed), "machine": machine()}, args.out)
     return 0

@@ -1,7 +1,7 @@
 """Where does a latent model fit its training images more closely than held-out ones? The teacher-forced loss on
 training and held-out latents, per block and per noise level, with the same timesteps and noise on both sides.
 
-    python benchmarks/bench_generalization.py --checkpoint data/checkpoints/context-people256/cond-ctx-T16.safetensors
+    python -m benchmarks.bench_generalization --checkpoint data/checkpoints/context-people256/cond-ctx-T16.safetensors
                                               [--images 256] [--no-ema] [--seed 0] [--threads 2]
                                               [--out results/generalization.jsonl]
 
@@ -23,12 +23,11 @@ block (the mean over its latent pixels), and per noise level (the block's s, in 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
-from harness import emit, machine
 
+from benchmarks.harness import emit, machine, parse, parser
 from workbench.core.objectives import build_objective
 from workbench.data.codecs import LATENT_CACHE_DIR, LatentCache, build_codec
 from workbench.data.datasets import training_dataset
@@ -117,20 +116,17 @@ def generalization(model, config, images: int = 256, seed: int = 0) -> dict:
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__, threads=2)
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--images", type=int, default=256, help="latents of each split")
     p.add_argument("--no-ema", action="store_true", help="the trained weights instead of the EMA weights")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, help="JSON lines file to append the result to")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     model, config = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
     result = generalization(model, config, args.images, args.seed)
     result.update(checkpoint=str(args.checkpoint), weights="trained" if args.no_ema else "ema", machine=machine())
-    emit(result, str(args.out) if args.out else None)
+    emit(result, args.out)
     print(f"{config.name}: loss train {result['train']:.4f}, held out {result['val']:.4f}")
     for row in result["per_block"]:
         print(

@@ -1,9 +1,9 @@
 """Cached sampling time per image across a grid of (N, D, T, S), fitted against the cost model.
 
-    python benchmarks/bench_grid.py [--preset fmnist-small] [--patch 2] [--depths 4,6,8] [--blocks 1,4,16]
+    python -m benchmarks.bench_grid [--preset fmnist-small] [--patch 2] [--depths 4,6,8] [--blocks 1,4,16]
                                     [--steps 4,16] [--images 4] [--rounds 2] [--threads 0] [--clock wall|cpu]
                                     [--out results.jsonl]
-    python benchmarks/bench_grid.py --refit results.jsonl     # the fits again, from the last stored timings
+    python -m benchmarks.bench_grid --refit results.jsonl     # the fits again, from the last stored timings
 
 D runs over {1, N/2, N}. Least squares without intercept of seconds per image on regressors from
 workbench.core.compute; reports R^2 and the mean relative error of each fit:
@@ -19,13 +19,11 @@ workbench.core.compute; reports R^2 and the mean relative error of each fit:
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
-from harness import CLOCKS, best_times, emit, machine
 
 import workbench as wb
+from benchmarks.harness import CLOCKS, best_times, emit, machine, parse, parser
 from workbench.core.compute import attention_cost, cached_cost, paper_cost, sample_flops
 
 
@@ -71,8 +69,8 @@ def fits(grid: list[tuple[str, object, int]], y: np.ndarray) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=0)
     ap.add_argument("--preset", default="fmnist-small")
     ap.add_argument("--patch", type=int, default=2)
     ap.add_argument("--depths", default="4,6,8", help="N values")
@@ -80,16 +78,12 @@ def main() -> None:
     ap.add_argument("--steps", default="4,16", help="S values")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--out", default=None)
     ap.add_argument("--refit", default=None, help="fit the last stored result of this JSON-lines file again")
     ap.add_argument("--clock", choices=CLOCKS, default="wall", help="wall clock, or process CPU time (1 thread)")
-    args = ap.parse_args()
+    args = parse(ap, argv)
     if args.refit:
         refit(args.refit)
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
     grid, runs = [], {}
     for N in map(int, args.depths.split(",")):
         for D in sorted({1, N // 2, N}):

@@ -1,9 +1,9 @@
 """Quality per compute: FID against sampling FLOPs for the workbench's best recipe against the external diffusers
 UNet baseline, all trained on Fashion-MNIST 32x32 for the same wall clock, one after another on the same cores.
 
-    python benchmarks/bench_quality.py report [--minutes 15]      # the tables of the last race of that length
-    python benchmarks/bench_quality.py grid --minutes 15 --runs ~/wb-runs/quality-15 [--gflops 6]   # its samples
-    python benchmarks/bench_quality.py [--minutes 15] [--threads 2] [--steps 2,4,8,16,32] [--peer-steps 2,4,8,16]
+    python -m benchmarks.bench_quality report [--minutes 15]      # the tables of the last race of that length
+    python -m benchmarks.bench_quality grid --minutes 15 --runs ~/wb-runs/quality-15 [--gflops 6]   # its samples
+    python -m benchmarks.bench_quality [--minutes 15] [--threads 2] [--steps 2,4,8,16,32] [--peer-steps 2,4,8,16]
                                        [--inception-steps 4,8,16] [--n 1000] [--runs ~/wb-runs/quality-15]
                                        [--models recipe,dit]
                                        [--out benchmarks/results/quality.jsonl]
@@ -13,7 +13,7 @@ Models (trained in this order, each alone on --threads, never two at once):
           rectified flow, adaLN, LR 1e-3 with warmup-stable-decay, bf16, EMA 0.999), the preset's default;
   dit     the same recipe as a plain diffusion transformer (T=1, D=N=6);
   peer    diffusers UNet2DModel (2.7M parameters, DDPM epsilon objective, flat LR after 25 warm-up steps,
-          benchmarks/peer_diffusers.py), trained for --minutes of wall clock.
+          benchmarks.peer_diffusers), trained for --minutes of wall clock.
 A workbench model's LR decays toward a known last step, so its budget is a step count: the steps that fit --minutes
 by a 60-step probe of that model run alone just before it (bench_recipe.probe); its wall time is recorded beside.
 Scoring: EMA weights, S steps per block; the transformers with the sampler fmnist-small ships (DPM-Solver++ 2M), the
@@ -30,7 +30,6 @@ peer trained at the same time as three single-threaded processes, scored with DD
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from harness import emit, machine
+
+from benchmarks.harness import emit, load, machine, parse, parser
 
 REPO = Path(__file__).resolve().parents[1]
 WORKBENCH_MODELS = ("recipe", "dit")
@@ -50,8 +50,7 @@ WORKBENCH_MODELS = ("recipe", "dit")
 def recipe_overrides(kind: str) -> dict:
     """The race's winner with the sampler fmnist-small ships (presets.CPU_RECIPE; the race itself sampled with flow
     Euler, bench_samplers measured DPM-Solver++ 2M better at S <= 16); `dit` as a plain DiT of the same size."""
-    from bench_recipe import VARIANTS, WINNER
-
+    from benchmarks.bench_recipe import VARIANTS, WINNER
     from workbench.core.presets import CPU_RECIPE
 
     best = {**VARIANTS[WINNER], "sample.sampler": CPU_RECIPE["sample.sampler"]}
@@ -60,19 +59,19 @@ def recipe_overrides(kind: str) -> dict:
 
 def train_workbench(kind: str, minutes: float, runs: Path, threads: int, probe_steps: int) -> dict:
     """Probe the model alone, then train the steps that fit `minutes`; resumes an interrupted run."""
-    from bench_recipe import probe, run_worker, steps_that_fit
+    from benchmarks.bench_recipe import probe, run_worker, steps_that_fit
 
     plan_file = runs / kind / "plan.json"
     if plan_file.is_file():
         info = json.loads(plan_file.read_text())
     else:
-        load = os.getloadavg()[0]
+        load_before = load()
         p = probe(kind, recipe_overrides(kind), runs, threads, probe_steps)
         info = {
             **p,
             "steps": steps_that_fit(minutes, p["first_step_seconds"], p["seconds_per_step"]),
             "minutes": minutes,
-            "load_1min_before": load,
+            "load_1min_before": load_before,
         }
         plan_file.parent.mkdir(parents=True, exist_ok=True)
         plan_file.write_text(json.dumps(info, indent=1))
@@ -99,7 +98,8 @@ def train_peer(minutes: float, runs: Path, threads: int) -> None:
     subprocess.run(
         [
             sys.executable,
-            str(REPO / "benchmarks" / "peer_diffusers.py"),
+            "-m",
+            "benchmarks.peer_diffusers",
             "--minutes",
             str(minutes),
             "--threads",
@@ -109,6 +109,7 @@ def train_peer(minutes: float, runs: Path, threads: int) -> None:
         ],
         check=True,
         env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+        cwd=REPO,  # where the package `benchmarks` is
     )
 
 
@@ -187,8 +188,7 @@ def curve_peer(
     runs: Path, steps: list[int], n: int, inception_steps: list[int], samplers: tuple[str, ...] = PEER_SAMPLERS
 ) -> tuple[dict, dict]:
     """{sampler: {extractor: points}} of the UNet peer under each of `samplers` (same initial noise)."""
-    from peer_diffusers import flops_per_image, load_peer, sample_peer
-
+    from benchmarks.peer_diffusers import flops_per_image, load_peer, sample_peer
     from workbench.core.presets import preset
     from workbench.evaluation.evaluate import default_reference
     from workbench.evaluation.metrics import compute_fid
@@ -350,8 +350,7 @@ def grid(row: dict, runs: Path, gflops: float, path: Path, n: int = 16) -> list[
     """One row of `n` images (seed 0) per model of a race at about `gflops` of sampling per image: each workbench
     model at its scored S nearest to it, the peer at its nearest S with the sampler that scored better there
     (classifier FID). Returns each row's label."""
-    from peer_diffusers import load_peer, sample_peer
-
+    from benchmarks.peer_diffusers import load_peer, sample_peer
     from workbench.data.images import save_grid
     from workbench.evaluation.evaluate import sample_images
     from workbench.training.checkpoint import load_for_inference
@@ -378,8 +377,8 @@ def _int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, out="benchmarks/results/quality.jsonl", threads=2)
     ap.add_argument(
         "mode",
         nargs="?",
@@ -395,7 +394,6 @@ def main() -> None:
         help="grid: the PNG (default: benchmarks/results/quality/<minutes>min-<models>-peer.png)",
     )
     ap.add_argument("--minutes", type=float, default=15.0, help="each model's training wall clock")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of each training and of the scoring")
     ap.add_argument("--steps", default="2,4,8,16,32", help="S per block for the transformers (classifier FID)")
     ap.add_argument(
         "--peer-steps", default="2,4,8,16", help="S for the UNet (a UNet step costs several transformer steps)"
@@ -417,9 +415,7 @@ def main() -> None:
     )
     ap.add_argument("--runs", default="~/wb-runs/quality")
     ap.add_argument("--skip-training", action="store_true", help="score the models already in --runs")
-    ap.add_argument("--out", default="benchmarks/results/quality.jsonl")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     runs = Path(args.runs).expanduser()
     if args.mode in ("report", "grid"):
         out = Path(args.out)
@@ -428,7 +424,7 @@ def main() -> None:
         if not races:
             raise SystemExit(
                 f"{args.mode}: no {args.minutes:g}-minute race in {out}. Fix: run "
-                f"python benchmarks/bench_quality.py --minutes {args.minutes:g} first."
+                f"python -m benchmarks.bench_quality --minutes {args.minutes:g} first."
             )
         if args.mode == "report":
             print(report(races[-1]))
@@ -455,7 +451,7 @@ def main() -> None:
         for kind in (*models, "peer"):
             if trained(runs, kind):
                 continue
-            loads[kind] = os.getloadavg()[0]
+            loads[kind] = load()
             train_workbench(kind, args.minutes, runs, args.threads, args.probe_steps) if kind != "peer" else train_peer(
                 args.minutes, runs, args.threads
             )

@@ -1,7 +1,7 @@
 """Training recipe race: variants of `fmnist-small` trained for the same wall-clock budget, one after another, each
 scored at n images with both extractors over a step grid.
 
-    python benchmarks/bench_recipe.py [--minutes 10] [--variants today,lr1e-3,...] [--define NAME=KEY=VAL,KEY=VAL]
+    python -m benchmarks.bench_recipe [--minutes 10] [--variants today,lr1e-3,...] [--define NAME=KEY=VAL,KEY=VAL]
                                       [--steps 8,16] [--inception-steps 16] [--n 1000] [--threads 2]
                                       [--stage screen] [--runs ~/wb-runs/recipe] [--out benchmarks/results/recipe.jsonl]
 
@@ -34,8 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from harness import emit, machine, score_steps
+from benchmarks.harness import emit, load, machine, parse, parser, score_steps
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "fmnist-small"
@@ -151,7 +150,6 @@ def config_for(name: str, overrides: dict, runs: Path, steps: int, minutes: floa
 
 # ---- worker modes (one fresh process each) -----------------------------------------------------------------------
 def worker_train(args) -> None:
-    torch.set_num_threads(args.threads)
     from workbench.training.train import train
 
     spec = json.loads(args.spec)
@@ -165,7 +163,7 @@ def worker_train(args) -> None:
 def run_worker(mode: str, spec: dict, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     subprocess.run(
-        [sys.executable, __file__, mode, "--spec", json.dumps(spec), "--threads", str(threads)],
+        [sys.executable, "-m", "benchmarks.bench_recipe", mode, "--spec", json.dumps(spec), "--threads", str(threads)],
         check=True,
         env=env,
         cwd=REPO,
@@ -216,7 +214,7 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
     path = runs / "probes" / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    load = os.getloadavg()[0]
+    load_before = load()
     if name == "today":
         p = probe(name, overrides, runs, threads)
         info = {
@@ -241,7 +239,7 @@ def plan(name: str, overrides: dict, runs: Path, minutes: float, threads: int) -
                 "basis": f"probed beside today: step time ratio {ratio:.3f}",
                 "ratio_to_today": ratio,
             }
-    info.update(minutes=minutes, load_1min_before=load)
+    info.update(minutes=minutes, load_1min_before=load_before)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(info, indent=1))
     return info
@@ -274,7 +272,6 @@ def rescore(args, benchmark: str, field: str, settings) -> None:
     from workbench.evaluation.evaluate import default_reference
     from workbench.training.checkpoint import load_for_inference
 
-    torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser() / f"{args.stage}-{args.minutes:g}min"
     out = Path(args.out).with_name(benchmark.replace("-", "_") + ".jsonl")
     for name in args.variants.split(","):
@@ -341,7 +338,6 @@ def done_variants(out: Path, stage: str, minutes: float) -> set[str]:
 
 
 def race(args) -> None:
-    torch.set_num_threads(args.threads)
     runs = Path(args.runs).expanduser()
     variants = dict(VARIANTS)
     for text in args.define:
@@ -364,7 +360,7 @@ def race(args) -> None:
         info = plan(name, over, stage_runs, args.minutes, args.threads)
         run_dir = stage_runs / name
         print(f"{name}: {info['steps']} steps planned ({info['seconds_per_step']:.3f} s/step)", flush=True)
-        load_before = os.getloadavg()[0]
+        load_before = load()
         resume = (run_dir / "latest").is_file()
         # no wall-clock cap: the step count is what is equal, and a run slowed or paused by other work must still
         # reach the end of its LR schedule
@@ -381,7 +377,7 @@ def race(args) -> None:
             },
             args.threads,
         )
-        load_after = os.getloadavg()[0]
+        load_after = load()
         if summary["status"] != "finished" or summary["step"] != info["steps"]:
             print(
                 f"{name}: stopped at step {summary['step']} of {info['steps']} ({summary['status']}); not scored. "
@@ -448,8 +444,8 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__, out=str(REPO / "benchmarks" / "results" / "recipe.jsonl"), threads=2)
     p.add_argument(
         "mode",
         nargs="?",
@@ -471,13 +467,11 @@ def main() -> None:
     p.add_argument("--steps", default="8,16", help="denoising steps per block to score")
     p.add_argument("--inception-steps", default="16", help="the subset of --steps also scored with Inception")
     p.add_argument("--n", type=int, default=1000, help="images per score")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--x0", default="none,clip,dynamic", help="x0 mode: the treatments to score")
     p.add_argument("--stage", default="screen", help="label of this round (screen, final)")
     p.add_argument("--runs", default="~/wb-runs/recipe", help="training runs go here (outside the repository)")
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "recipe.jsonl"))
     p.add_argument("--spec", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = parse(p, argv)
     if args.mode == "_train":
         worker_train(args)
     elif args.mode == "samplers":

@@ -2,7 +2,7 @@
 elastic checkpoint) at each trained D, scored with one extractor at n images from one seed, so that the rows of a
 checkpoint differ only in the sampler. The measurement behind the sampler a zoo member's config names.
 
-    python benchmarks/bench_samplers.py data/checkpoints/vertical/elastic.safetensors
+    python -m benchmarks.bench_samplers data/checkpoints/vertical/elastic.safetensors
     data/checkpoints/vertical/D*.safetensors
 
 One JSON line per (checkpoint, D, sampler) into benchmarks/results/samplers.jsonl, and a table on stdout.
@@ -10,18 +10,13 @@ One JSON line per (checkpoint, D, sampler) into benchmarks/results/samplers.json
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import emit, machine, score_steps  # noqa: E402
+from benchmarks.harness import emit, machine, parse, parser, score_steps
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__, out="benchmarks/results/samplers.jsonl", threads=2)
     p.add_argument("checkpoints", nargs="+", help="export files or run folders")
     p.add_argument("--steps", default="8,16,32", help="S grid, comma separated")
     p.add_argument("--n", type=int, default=1000, help="images per point")
@@ -31,10 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="default: evaluation.default_extractor (the classifier for Fashion-MNIST, else Inception)",
     )
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "samplers.jsonl"))
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse(p, argv)
 
     from workbench.core.config import samplers_for
     from workbench.evaluation.evaluate import default_extractor, default_reference

@@ -1,6 +1,6 @@
 """Training throughput and model FLOP utilisation (MFU) against this machine's matmul rate, in one run.
 
-    python benchmarks/bench_train.py [--preset fmnist-small] [--batch 0] [--variants fp32,bf16,...]
+    python -m benchmarks.bench_train [--preset fmnist-small] [--batch 0] [--variants fp32,bf16,...]
                                      [--rounds 3] [--threads 0] [--device cpu] [--clock wall|cpu]
                                      [--out results.jsonl]
 
@@ -17,16 +17,15 @@ FlexAttention with a block mask (compiled; forward only where it has no backward
 
 from __future__ import annotations
 
-import argparse
 import time
 import types
 
 import torch
 import torch.nn.functional as F
-from harness import CLOCKS, best_times, emit, machine, matmul_probes, peak_rate
 
 import workbench as wb
 import workbench.core.layers
+from benchmarks.harness import CLOCKS, best_times, emit, machine, matmul_probes, parse, parser, peak_rate
 from workbench.core.blocks import training_masks
 from workbench.core.compute import sequence_blocks, train_flops
 from workbench.core.diffusion import Diffusion
@@ -141,20 +140,16 @@ def run(cfg, variants: list[str], batch: int, rounds: int, device: str, clock: s
     return result
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=0)
     ap.add_argument("--preset", default="fmnist-small")
     ap.add_argument("--batch", type=int, default=0, help="images per step (0: the preset's batch size)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-attention", action="store_true", help="skip the attention-kernel timings")
-    ap.add_argument("--out", default=None)
     ap.add_argument("--clock", choices=CLOCKS, default="wall", help="wall clock, or process CPU time (1 thread)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     cfg = wb.preset(args.preset)
     batch = args.batch or cfg.train.batch_size
     result = {

@@ -3,7 +3,7 @@ seeded sample scripts/train_codec.py scores), and the Inception FID of its recon
 is reported with a bootstrap interval, beside PSNR; every codec after the first also gets its paired FID difference
 to the first (the rows are the same images, so what the two share cancels), with its interval.
 
-    python benchmarks/codec_fid.py data/codecs/fluent3d-tiny ~/runs/codecs/other [--n 1000] [--seed 0]
+    python -m benchmarks.codec_fid data/codecs/fluent3d-tiny ~/runs/codecs/other [--n 1000] [--seed 0]
                                    [--threads 2] [--out results/codec_fid.jsonl]
 
 The originals' features, and each codec's reconstruction features (keyed by the sha256 of its files), are kept in
@@ -12,30 +12,21 @@ The originals' features, and each codec's reconstruction features (keyed by the 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
-from harness import emit, machine
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from train_codec import SIZE, _batches, codec_folder, fid_sample  # noqa: E402
-
-from workbench.core.config import DataConfig  # noqa: E402
-from workbench.core.paths import CODECS_DIR, REPO_ROOT  # noqa: E402
-from workbench.data.codecs import VAECodec, measure_reconstruction, verify_codec  # noqa: E402
-from workbench.data.datasets import build_dataset  # noqa: E402
-from workbench.evaluation.features import feature_extractor  # noqa: E402
-from workbench.evaluation.metrics import (  # noqa: E402
-    ReferenceStats,
-    bootstrap_fid,
-    fid_from_features,
-    paired_fid_difference,
-)
+from benchmarks.harness import emit, machine, parse, parser
+from workbench.core.config import DataConfig
+from workbench.core.paths import CODECS_DIR, REPO_ROOT
+from workbench.data.codec_training import SIZE, codec_folder, fid_sample, image_batches
+from workbench.data.codecs import VAECodec, measure_reconstruction, verify_codec
+from workbench.data.datasets import build_dataset
+from workbench.evaluation.features import feature_extractor
+from workbench.evaluation.metrics import ReferenceStats, bootstrap_fid, fid_from_features, paired_fid_difference
 
 
 def cached(path: Path, make):
@@ -50,18 +41,15 @@ def cached(path: Path, make):
     return value
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=2)
     ap.add_argument("codecs", nargs="+", help="codec folders (or names under data/codecs); the first is the baseline")
     ap.add_argument("--dataset", default="fluent")
     ap.add_argument("--n", type=int, default=1000, help="training images scored")
     ap.add_argument("--seed", type=int, default=0, help="seed of the image sample and of the bootstraps")
     ap.add_argument("--resamples", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=REPO_ROOT / "data" / "cache" / "codec_fid")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     folders = [codec_folder(c, CODECS_DIR) for c in args.codecs]
     train_set = build_dataset(DataConfig(dataset=args.dataset, image_size=SIZE, channels=3), "train")
     order = fid_sample(train_set, args.n, args.seed)
@@ -69,7 +57,7 @@ def main() -> None:
     key = hashlib.sha256(json.dumps([train_set.identity, order, inception.id]).encode()).hexdigest()[:16]
 
     def originals() -> torch.Tensor:
-        return torch.cat([inception(images) for images in _batches(train_set, order, 8)])
+        return torch.cat([inception(images) for images in image_batches(train_set, order, 8)])
 
     real = cached(args.cache / f"originals-{key}.pt", originals)
     ref = ReferenceStats.from_features(real, {"name": "originals", "extractor": "inception"})
@@ -81,7 +69,7 @@ def main() -> None:
         def reconstructions() -> dict:
             codec, fake, t0 = VAECodec(folder, latent_scale=0.0, batch_size=8), [], time.perf_counter()
             stats = measure_reconstruction(
-                codec, _batches(train_set, order, 8), lambda images, recon: fake.append(inception(recon))
+                codec, image_batches(train_set, order, 8), lambda images, recon: fake.append(inception(recon))
             )
             return {"features": torch.cat(fake), "psnr": stats["psnr"], "seconds": time.perf_counter() - t0}
 

@@ -1,6 +1,6 @@
 """Before/after: time the same workloads on two revisions of the package, alternating, in one run.
 
-    python benchmarks/compare_revisions.py BASE [HEAD] [--workloads sample,naive,train] [--rounds 3] [--threads 1]
+    python -m benchmarks.compare_revisions BASE [HEAD] [--workloads sample,naive,train] [--rounds 3] [--threads 1]
                                            [--clock cpu|wall]
 
 BASE and HEAD are git revisions (HEAD defaults to the working tree). Each revision's `workbench/` is exported
@@ -11,7 +11,6 @@ is kept. Prints seconds per revision and the speed-up HEAD/BASE per workload.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from harness import emit, machine
+from benchmarks.harness import emit, machine, parse, parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,23 +100,21 @@ def run_once(root: Path, code: str) -> float:
     return result["seconds"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=1)
     ap.add_argument("base")
     ap.add_argument("head", nargs="?", default="WORKTREE")
     ap.add_argument("--workloads", default="sample,naive,train")
     ap.add_argument("--preset", default="fmnist-small")
     ap.add_argument("--rounds", type=int, default=3, help="alternating subprocess runs per revision")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per subprocess (best kept)")
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="cpu",
         help="wall clock, or process CPU time (steady on a loaded machine with one thread)",
     )
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = parse(ap, argv)
     result = {
         "benchmark": "revisions",
         "base": args.base,

@@ -1,14 +1,24 @@
-"""Measurement helpers shared by the benchmark scripts.
+"""The harness every benchmark shares: its command line (--threads, --out, --dry-run), the torch thread count, the
+machine and its load recorded beside each result, results appended to JSON-lines files, and timings taken side
+by side.
 
 The reference machine is shared: absolute timings drift with the load of other processes, so every figure is a
 ratio of measurements taken side by side in one run (alternating, best of k), and every result carries the
 machine, its load and the thread count it was measured with. With one thread, `clock="cpu"` times the process's
 CPU time instead of the wall clock: time spent descheduled by other processes does not count, which makes
 single-threaded ratios far steadier on a loaded machine (contention for caches and memory still does).
+
+A benchmark is a module run as `python -m benchmarks.NAME` from the repository root:
+
+    ap = harness.parser(__doc__, out="benchmarks/results/NAME.jsonl")   # --threads, --out (and --dry-run)
+    ap.add_argument(...)                                                 # its own options
+    args = harness.parse(ap, argv)                                       # parsed; torch threads set
+    harness.emit({"benchmark": "NAME", ..., "machine": harness.machine()}, args.out)
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -20,6 +30,59 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+
+def parser(doc: str | None, out: str | None = None, threads: int = 2, dry_run: bool = False) -> argparse.ArgumentParser:
+    """The command line every benchmark starts from: its docstring as the description, --threads (torch threads,
+    default `threads`; 0 keeps torch's default), --out (the JSON-lines file results are appended to, default `out`;
+    none: printed only) and, with `dry_run`, --dry-run (the same code path, tiny, in seconds)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--threads", type=int, default=threads, help=f"torch threads (0: torch's default; default {threads})"
+    )
+    ap.add_argument("--out", default=out, help=f"append the results to this JSON-lines file (default {out})")
+    if dry_run:
+        ap.add_argument("--dry-run", action="store_true", help="the same code path, tiny, in seconds")
+    return ap
+
+
+def parse(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse `argv` (default sys.argv[1:]) and set torch's thread count from --threads before any work starts."""
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
+    return args
+
+
+def set_threads(threads: int) -> int:
+    """Set torch's intra-op thread count (0 or less: leave torch's default); returns the count in effect."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def load() -> float | None:
+    """The machine's 1-minute load average (None where the OS does not report one)."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def command_line() -> str:
+    """The command running, as a reader would type it again: `python -m benchmarks.NAME ARGS` for a benchmark."""
+    script = Path(sys.argv[0])
+    if script.suffix == ".py" and script.parent.name == "benchmarks":
+        return " ".join([f"python -m benchmarks.{script.stem}", *sys.argv[1:]])
+    return "python " + " ".join(sys.argv)
+
+
+def append_jsonl(row: dict[str, Any], path: str | Path) -> None:
+    """Append `row` to the JSON-lines file `path` as one line, in one write (concurrent writers do not interleave
+    lines; a killed run leaves whole lines), creating its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(row, default=str) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def machine() -> dict[str, Any]:
@@ -38,8 +101,8 @@ def machine() -> dict[str, Any]:
         info["cpu"] = names[0] if names else platform.processor()
         flags = set(text.split())
         info["cpu_bf16"] = sorted(f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags)
-    if hasattr(os, "getloadavg"):
-        info["load_1min"] = round(os.getloadavg()[0], 2)
+    if load() is not None:
+        info["load_1min"] = load()
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -99,12 +162,10 @@ def peak_rate(times: dict[str, float], probes: dict[str, tuple[Callable, float]]
 
 def emit(result: dict[str, Any], out: str | None) -> None:
     """Print a result as JSON and append it to a JSON-lines file (if given), with the command that made it."""
-    result = {**result, "command": result.get("command") or "python " + " ".join(sys.argv)}
-    text = json.dumps(result, default=str)
+    result = {**result, "command": result.get("command") or command_line()}
     print(json.dumps(result, indent=1, default=str))
     if out:
-        with open(out, "a") as f:
-            f.write(text + "\n")
+        append_jsonl(result, out)
 
 
 def score_steps(

@@ -1,6 +1,6 @@
 """Speed of the feature extractors and of LiveFID, and FID(train, test) of Fashion-MNIST under both extractors.
 
-    python benchmarks/metrics_bench.py [--classifier-n 10000] [--inception-n 10000] [--live-n 1000] [--out F]
+    python -m benchmarks.metrics_bench [--classifier-n 10000] [--inception-n 10000] [--live-n 1000] [--out F]
 
 FID(train, test) compares the first n images of a seeded permutation of the train split with the first n of the
 test split's. Statistics come from reference_stats: shipped ones from data/reference/, the others are computed
@@ -10,14 +10,13 @@ images/s on 2 cores, so n=10000 is a ~20 min job per split: run it under nohup. 
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import time
 
 import torch
-from harness import emit, machine
 
+from benchmarks.harness import emit, load, machine, parse, parser
 from workbench.core.paths import CACHE_DIR
 from workbench.evaluation.features import extract_features
 from workbench.evaluation.metrics import (
@@ -93,20 +92,19 @@ def fid_train_test(name: str, n: int) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__, threads=0)
     ap.add_argument("--classifier-n", type=int, default=10000)
     ap.add_argument("--inception-n", type=int, default=10000, help="0 skips Inception FID(train, test)")
     ap.add_argument("--live-n", type=int, default=1000, help="images in LiveFID for the classifier timing")
     ap.add_argument("--live-inception-n", type=int, default=64, help="images in LiveFID for the Inception timing")
-    ap.add_argument("--out", default=None, help="append the result to this JSON-lines file")
-    args = ap.parse_args()
+    args = parse(ap, argv)
     start = time.time()
     result = {
         "benchmark": "metrics",
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
-        "load_average_1min_before": os.getloadavg()[0],
+        "load_average_1min_before": load(),
         "images_per_s": {
             "inception_batch16": throughput("inception", 48, 16),
             "classifier_batch256": throughput("fmnist-classifier", 10240, 256),
@@ -120,7 +118,7 @@ def main() -> None:
     }
     if args.inception_n:
         result["fid_train_test"]["inception"] = fid_train_test("inception", args.inception_n)
-    result["load_average_1min_after"] = os.getloadavg()[0]
+    result["load_average_1min_after"] = load()
     result["seconds"] = round(time.time() - start)
     result["machine"] = machine()
     emit(result, args.out)

@@ -1,6 +1,6 @@
 """External baseline: a small diffusers UNet2DModel with the DDPM objective on Fashion-MNIST 32x32.
 
-    python benchmarks/peer_diffusers.py --minutes 5 [--batch 48] [--out runs/peer-unet] [--threads 0]
+    python -m benchmarks.peer_diffusers --minutes 5 [--batch 48] [--out runs/peer-unet] [--threads 0]
 
 Same data pipeline as the workbench (workbench.data.datasets: zero-padded 32x32, [-1, 1], random flips), the same noise
 schedule (DDPM, 1000 steps, linear betas from DiffusionConfig, epsilon prediction, MSE), bf16 autocast, AdamW,
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from safetensors.torch import load_file, save_file
 
+from benchmarks.harness import set_threads
 from workbench.core.compute import count_flops
 from workbench.core.config import DataConfig, DiffusionConfig
 from workbench.core.diffusion import make_scheduler
@@ -131,17 +132,16 @@ def load_peer(folder: str | Path) -> UNet2DModel:
     return unet.eval()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=5.0, help="training wall-clock budget")
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--out", default="runs/peer-unet")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--out", default="runs/peer-unet", help="the folder the trained peer is written to")
+    args = ap.parse_args(argv)
+    set_threads(args.threads)
     ema, summary = train_peer(args.minutes, args.batch, args.lr, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,74 +42,21 @@ import torch
 
 from workbench.core.config import DataConfig
 from workbench.core.paths import CODECS_DIR
+from workbench.data.codec_training import (
+    SIZE,
+    build_autoencoder,
+    codec_folder,
+    crops,
+    fid_sample,
+    image_batches,
+    preload,
+    reconstruct,
+)
 from workbench.data.codecs import CODEC_CARD, VAECodec, codec_files, measure_reconstruction, verify_codec
 from workbench.data.datasets import build_dataset
 from workbench.data.images import save_grid
 from workbench.evaluation.features import feature_extractor
 from workbench.evaluation.metrics import ReferenceStats, fid_from_features
-
-SIZE = 256  # the codec trains on crops of, and is measured on, images of this side
-
-
-def build_autoencoder(arch: str, width: int, blocks: int, latent_channels: int) -> torch.nn.Module:
-    """A randomly initialised diffusers autoencoder with four stages (downsampling 8) of `width` channels."""
-    if arch == "tiny":
-        return diffusers.AutoencoderTiny(
-            encoder_block_out_channels=(width,) * 4,
-            decoder_block_out_channels=(width,) * 4,
-            num_encoder_blocks=(1, blocks, blocks, blocks),
-            num_decoder_blocks=(blocks, blocks, blocks, 1),
-            latent_channels=latent_channels,
-        )
-    # mid-block attention off: at 32x32 latents it would cost more than the rest of this small encoder
-    return diffusers.AutoencoderKL(
-        block_out_channels=(width, width, 2 * width, 2 * width),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=blocks,
-        latent_channels=latent_channels,
-        norm_num_groups=min(32, width),
-        mid_block_add_attention=False,
-        sample_size=SIZE,
-    )
-
-
-def preload(dataset, n: int) -> torch.Tensor:
-    """The first n images of `dataset` decoded once, as uint8 (n, 3, SIZE, SIZE): a WebP decode, composite and resize
-    per crop cost 5% of a training step (benchmarks/bench_codec.py)."""
-    out = torch.empty((n, 3, SIZE, SIZE), dtype=torch.uint8)
-    for i in range(n):
-        out[i] = (
-            dataset[i][0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-        )  # exact: pixels are k / 127.5 - 1
-    return out
-
-
-def crops(images: torch.Tensor, batch: int, crop: int, g: torch.Generator) -> torch.Tensor:
-    """A batch (B, 3, crop, crop) in [-1, 1] of random crops, half of them mirrored, of the uint8 `images`."""
-    index, flip = torch.randint(len(images), (batch,), generator=g), torch.randint(2, (batch,), generator=g)
-    y, x = torch.randint(SIZE - crop + 1, (2, batch), generator=g)
-    out = []
-    for i, f, top, left in zip(index.tolist(), flip.tolist(), y.tolist(), x.tolist()):
-        image = images[i, :, top : top + crop, left : left + crop]  # (3, crop, crop)
-        out.append(image.flip(-1) if f else image)
-    return torch.stack(out).float().div(127.5).sub(1)
-
-
-def reconstruct(
-    vae: torch.nn.Module, x: torch.Tensor, kl_weight: float, g: torch.Generator, bf16: bool = False
-) -> dict:
-    """The training losses of one batch: l1 + mse (+ kl_weight * kl, KL only), and their parts; `bf16` runs the
-    autoencoder under bfloat16 autocast (the losses are taken in float32)."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        if isinstance(vae, diffusers.AutoencoderTiny):
-            out, kl = vae.decode(vae.encode(x).latents).sample, torch.zeros(())
-        else:
-            posterior = vae.encode(x).latent_dist
-            out, kl = vae.decode(posterior.sample(g)).sample, posterior.kl().mean() / x[0].numel()
-    out, kl = out.float(), kl.float()
-    l1, mse = (out - x).abs().mean(), (out - x).square().mean()
-    return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl, "out": out}
 
 
 @torch.no_grad()
@@ -428,24 +375,13 @@ def train(args, dataset, vae: torch.nn.Module) -> dict:
 def standardise(vae: torch.nn.Module, dataset, indices: list[int]) -> dict:
     """Set config.scaling_factor / shift_factor so the latents of the images at `indices` have mean 0 and std 1."""
     z = []
-    for images in _batches(dataset, indices, 8):
+    for images in image_batches(dataset, indices, 8):
         encoded = vae.encode(images)
         z.append(encoded.latents if isinstance(vae, diffusers.AutoencoderTiny) else encoded.latent_dist.mean)
     z = torch.cat(z)  # (N, c, h, w)
     shift, std = float(z.mean()), float(z.std())
     vae.register_to_config(scaling_factor=1.0 / std, shift_factor=shift)
     return {"scaling_factor": 1.0 / std, "shift_factor": shift, "std": std, "measured_on": len(indices)}
-
-
-def _batches(dataset, indices: list[int], batch: int):
-    for i in range(0, len(indices), batch):
-        yield torch.stack([dataset[j][0] for j in indices[i : i + batch]])  # (b, 3, SIZE, SIZE)
-
-
-def fid_sample(train_set, n: int, seed: int) -> list[int]:
-    """The indices of the n training images whose reconstructions FID scores (a seeded sample; the cards' and
-    benchmarks/codec_fid.py's)."""
-    return torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:n].tolist()
 
 
 def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) -> dict:
@@ -458,7 +394,7 @@ def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) ->
         if not shown:
             shown.append(torch.cat([images[:6], recon[:6]]))
 
-    out = {"val": measure_reconstruction(codec, _batches(val, list(range(min(eval_n, len(val)))), 8), figure)}
+    out = {"val": measure_reconstruction(codec, image_batches(val, list(range(min(eval_n, len(val)))), 8), figure)}
     save_grid(shown[0], folder / "reconstructions.png", nrow=len(shown[0]) // 2)
     if fid_n:
         inception, real, fake = feature_extractor("inception"), [], []
@@ -469,7 +405,7 @@ def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) ->
             real.append(inception(images))
             fake.append(inception(recon))
 
-        out["train_sample"] = measure_reconstruction(codec, _batches(train_set, order, 8), features)
+        out["train_sample"] = measure_reconstruction(codec, image_batches(train_set, order, 8), features)
         ref = ReferenceStats.from_features(torch.cat(real), {"name": "originals", "extractor": "inception"})
         out["fid"] = {
             "fid": fid_from_features(torch.cat(fake), ref),
@@ -481,21 +417,13 @@ def measure(folder: Path, val, train_set, fid_n: int, eval_n: int, seed: int) ->
     return out
 
 
-def codec_folder(name: str, out: Path, flag: str = "") -> Path:
-    """The codec folder `name` names: a folder under `out`, or a path; exits naming the fix if neither has one."""
-    src = out / name if (out / name / "config.json").is_file() else Path(name).expanduser()
-    if not (src / "config.json").is_file():
-        sys.exit(
-            f"{flag}{name}: no codec there ({src / 'config.json'} is missing). Fix: name a folder under {out} "
-            "or the path of a codec folder that scripts/train_codec.py wrote."
-        )
-    return src
-
-
 def continued(out: Path, init: str, train_set) -> tuple[torch.nn.Module, dict]:
     """The autoencoder of a trained codec folder (`init`: a name under `out`, or a path), checked against its card,
     to train further; and the lineage the new card records (the folder's files, command and total steps)."""
-    src = codec_folder(init, out, "--init ")
+    try:
+        src = codec_folder(init, out, "--init ")
+    except FileNotFoundError as err:
+        sys.exit(str(err))
     try:
         files = verify_codec(src)  # a tampered folder is refused before its weights are read
     except ValueError as err:
@@ -610,7 +538,7 @@ def main() -> None:
         choices=("bf16", "fp32"),
         default="bf16",
         help="bf16: autocast the autoencoder in training (2x faster on CPUs with AVX-512 BF16, "
-        "benchmarks/bench_codec.py); the weights stay float32",
+        "python -m benchmarks.bench_codec); the weights stay float32",
     )
     ap.add_argument(
         "--channels-last",

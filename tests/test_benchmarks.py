@@ -1,27 +1,30 @@
-"""The CPU-runnable parts of the GPU benchmark: argument parsing, the einops stand-in, and a tiny dry run."""
+"""The CPU-runnable parts of the benchmarks: the GPU run's dry run, the races' and reports' logic, the harness."""
 
 import json
 import sys
 from pathlib import Path
 
-import einops
 import pytest
 import torch
+from single_thread import one_thread  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import gpu_bench  # noqa: E402
-from single_thread import one_thread  # noqa: E402,F401
+from benchmarks import gpu_bench
 
 
-def test_dry_run_reports_every_section():
+def test_gpu_bench_dry_run_goes_through_the_real_loop_sampler_and_scoring():
+    """The prepared GPU run's code path, tiny on the CPU: the training loop ran (FlexAttention training is refused
+    on CPUs, with its reason), both backends sampled cached and recomputing, and the Inception scoring finished."""
     result = gpu_bench.main(["--dry-run"])
-    assert result["stand_ins"] == []  # this environment has the real packages
-    assert result["train"]["tiny"]["mfu_vs_measured_bf16_matmul"] > 0
-    assert set(result["sample"]) == {"tiny-fp32", "tiny-bf16"}
-    cache = result["cache"]
-    assert cache["seconds_cached"] > 0 and cache["seconds_naive"] > 0
-    assert cache["predicted_speedup_flops"] > cache["predicted_speedup_block_layers"] > 1
+    train = result["train"]
+    assert set(train) == {"eager-sdpa", "eager-flex"}
+    sdpa = train["eager-sdpa"]
+    assert sdpa["status"] == "finished" and sdpa["steps"] == 3 and sdpa["mfu_vs_measured_gemm"] > 0
+    assert "no backward pass on the CPU" in train["eager-flex"]["refused"]
+    sample = result["sample"]
+    assert sample["predicted_speedup_flops"] > sample["predicted_speedup_block_layers"] > 1
+    for backend in ("sdpa", "flex"):
+        assert sample[backend]["cached_s"] > 0 and sample[backend]["recompute_s"] > 0
+    assert result["score"]["images"] == 4 and "error" not in result["score"]
 
 
 def test_unknown_argument_is_a_usage_error():
@@ -30,29 +33,8 @@ def test_unknown_argument_is_a_usage_error():
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize(
-    "pattern,sizes",
-    [
-        ("b c (bi s1 p1) (bj s2 p2) -> b (bi bj) (s1 s2) (c p1 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
-        ("b (bi bj) (s1 s2) (c p1 p2) -> b c (bi s1 p1) (bj s2 p2)", dict(bi=2, bj=2, s1=2, s2=2, p1=4, p2=4)),
-    ],
-)
-def test_rearrange_stand_in_matches_einops(pattern, sizes):
-    x = torch.randn(2, 3, 16, 16) if pattern.startswith("b c") else torch.randn(2, 4, 4, 48)
-    assert torch.equal(gpu_bench._rearrange(x, pattern, **sizes), einops.rearrange(x, pattern, **sizes))
-
-
-def test_stand_ins_replace_missing_packages(monkeypatch):
-    monkeypatch.setitem(sys.modules, "einops", None)  # `import einops` now raises ImportError
-    monkeypatch.setitem(sys.modules, "diffusers", None)
-    assert gpu_bench.install_stand_ins() == ["einops", "diffusers"]
-    assert sys.modules["einops"].rearrange is gpu_bench._rearrange
-    with pytest.raises(ImportError, match="not installed"):
-        sys.modules["diffusers"].DDIMScheduler()
-
-
 def test_recipe_race_variants_build_and_combine():
-    import bench_recipe
+    from benchmarks import bench_recipe
 
     for name, over in bench_recipe.VARIANTS.items():  # every variant is a valid config
         cfg = bench_recipe.config_for(name, over, Path("/tmp/unused"), 10, 1.0)
@@ -72,9 +54,7 @@ def test_recipe_race_variants_build_and_combine():
 
 
 def test_elastic_benchmark_members_and_frontiers():
-    import bench_elastic
-    import bench_recipe
-
+    from benchmarks import bench_elastic, bench_recipe
     from workbench.research import comparison
 
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
@@ -129,7 +109,7 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
     and a schedule against the best fixed point at no more compute. Identical image sets differ by exactly 0."""
     import argparse
 
-    import bench_elastic
+    from benchmarks import bench_elastic
 
     g = torch.Generator().manual_seed(0)
     sets = {}
@@ -172,9 +152,7 @@ def test_elastic_report_pairs_each_member_with_its_comparison(tmp_path):
 
 
 def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
-    import bench_quality
-    import bench_recipe
-
+    from benchmarks import bench_quality, bench_recipe
     from workbench.core.presets import preset
 
     recipe = bench_recipe.config_for("recipe", bench_quality.recipe_overrides("recipe"), tmp_path, 10, 0.0)
@@ -194,8 +172,7 @@ def test_quality_race_models_are_the_recipe_and_its_plain_dit(tmp_path):
 
 
 def test_quality_peer_is_compared_at_its_better_sampler_and_each_sampler_reaches_its_images():
-    import bench_quality
-    import peer_diffusers
+    from benchmarks import bench_quality, peer_diffusers
 
     ddim = [{"steps": 2, "fid": 80.0}, {"steps": 4, "fid": 60.0}]
     dpm = [{"steps": 2, "fid": 70.0}, {"steps": 4, "fid": 65.0}]
@@ -207,7 +184,7 @@ def test_quality_peer_is_compared_at_its_better_sampler_and_each_sampler_reaches
 
 
 def test_quality_ratio_at_equal_compute_interpolates_in_log_flops_and_never_extrapolates():
-    import bench_quality
+    from benchmarks import bench_quality
 
     a = [{"flops": 1.0, "fid": 40.0}, {"flops": 100.0, "fid": 20.0}]
     b = [{"flops": 10.0, "fid": 60.0}, {"flops": 1000.0, "fid": 30.0}]
@@ -221,9 +198,8 @@ def test_quality_ratio_at_equal_compute_interpolates_in_log_flops_and_never_extr
 def test_sampler_benchmark_scores_every_fitting_sampler_at_every_trained_depth(tmp_path, capsys):
     """One line per (D, sampler) of an elastic flow checkpoint, each over the whole S grid from the same seed; the
     sampler and D reach the samples (at S=2 DPM-Solver++ takes a second-order step where flow Euler does not)."""
-    import bench_samplers
-
     import workbench as wb
+    from benchmarks import bench_samplers
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
     cfg = wb.preset("tiny").override(
@@ -258,9 +234,8 @@ def test_recipe_rescoring_emits_one_curve_per_setting_from_the_same_seed(tmp_pat
     with the whole S grid; the two samplers' points differ (the setting reached the samples)."""
     import argparse
 
-    import bench_recipe
-
     import workbench as wb
+    from benchmarks import bench_recipe
     from workbench.training.checkpoint import Checkpoint, save_checkpoint
 
     cfg = wb.preset("tiny").override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"})
@@ -292,7 +267,7 @@ def test_recipe_rescoring_emits_one_curve_per_setting_from_the_same_seed(tmp_pat
 
 
 def test_quality_report_tables_every_curve_and_the_ratios_against_the_peers_better_sampler():
-    import bench_quality
+    from benchmarks import bench_quality
 
     def curve(fids, gflop):
         return {
@@ -316,7 +291,7 @@ def test_quality_report_tables_every_curve_and_the_ratios_against_the_peers_bett
 
 @pytest.mark.parametrize("models", ["unet", "", "recipe,peer"])
 def test_quality_race_refuses_an_unknown_model_before_training_anything(tmp_path, monkeypatch, models):
-    import bench_quality
+    from benchmarks import bench_quality
 
     monkeypatch.setattr(sys, "argv", ["bench_quality.py", "--models", models, "--runs", str(tmp_path / "runs")])
     with pytest.raises(SystemExit, match="Fix: name one or more of recipe, dit"):
@@ -325,7 +300,7 @@ def test_quality_race_refuses_an_unknown_model_before_training_anything(tmp_path
 
 
 def test_quality_report_lists_only_the_models_the_race_ran():
-    import bench_quality
+    from benchmarks import bench_quality
 
     pts = {e: [{"steps": 4, "fid": 30.0, "fid_ci": [29.0, 31.0], "flops": 2e9}] for e in bench_quality.EXTRACTORS}
     ratio = {"flops": [2e9], "ratio": [0.5], "at_lowest_common_compute": 0.5, "best": 0.5, "median": 0.5}
@@ -341,7 +316,7 @@ def test_elastic_seeds_table_sets_replicates_beside_seed_zero_with_the_seed_spre
     """(a) across training seeds: seed 0 from the base rows, replicates "<name>-sK" from theirs, only rows scored
     with the replicates' sampler; a point without a replicate is left out; the Welch interval is the hand-computed
     one (means 31.2 and 28.0, variances 1.12 and 1.0, 3 seeds a side: df 3.99, t 2.13)."""
-    import bench_elastic
+    from benchmarks import bench_elastic
 
     def row(member, point, fid, sampler="dpm++2m"):
         return {"member": member, "point": point, "fid": fid, "sampler": sampler, "extractor": "fmnist-classifier-0123"}
@@ -382,7 +357,7 @@ def test_elastic_seeds_table_sets_replicates_beside_seed_zero_with_the_seed_spre
     ],
 )
 def test_elastic_replicates_are_refused_before_training_when_they_could_mix_into_seed_zero(tmp_path, argv, problem):
-    import bench_elastic
+    from benchmarks import bench_elastic
 
     out = tmp_path / "rows.jsonl"
     out.write_text(json.dumps({"member": "D3", "point": "D=3 S=16"}) + "\n")
@@ -392,8 +367,7 @@ def test_elastic_replicates_are_refused_before_training_when_they_could_mix_into
 
 
 def test_elastic_replicate_trains_the_named_members_with_their_seed():
-    import bench_elastic
-    import bench_recipe
+    from benchmarks import bench_elastic, bench_recipe
 
     spec = bench_elastic.members([1, 2, 3, 4], [2, 4])
     assert bench_elastic.replicate(spec, 0, []) == {
@@ -408,10 +382,9 @@ def test_elastic_replicate_trains_the_named_members_with_their_seed():
 
 
 def test_quality_grid_takes_each_model_near_the_asked_compute_and_the_peer_at_its_better_sampler(tmp_path, monkeypatch):
-    import bench_quality
-    import peer_diffusers
     from PIL import Image
 
+    from benchmarks import bench_quality, peer_diffusers
     from workbench.evaluation import evaluate as evaluation
     from workbench.training import checkpoint
 
@@ -454,10 +427,10 @@ def test_floors_score_the_references_own_images_at_zero_and_reuse_its_feature_lo
     """bench_floors on a stand-in Fluent set and an untrained codec: the real row, at n = every image of the
     reference, is the reference itself (FID ~0); the untrained codec's reconstructions are far from it; the real
     features come from the feature log the reference left, so the extractor then only sees reconstructions."""
-    import bench_floors
     from fluent_fixture import write_fluent, write_tiny_codec
 
     import workbench as wb
+    from benchmarks import bench_floors
     from workbench.core.config import DataConfig
     from workbench.data.datasets import build_dataset
     from workbench.evaluation import features, metrics
@@ -491,9 +464,8 @@ def test_generalization_finds_a_fit_through_the_context_and_not_in_block_zero(mo
     of the context) and then predicts every later block's flow target exactly, while it knows nothing about block 0:
     the training split's later blocks score zero, the held-out split's do not, and block 0 scores the same on both
     splits (its loss is the data's, which the splits share here). The rows cover every block and noise level."""
-    import bench_generalization as bg
-
     import workbench as wb
+    from benchmarks import bench_generalization as bg
     from workbench.core.blocks import block_index_map
 
     cfg = wb.preset("tiny", **{"diffusion.prediction": "flow", "sample.sampler": "euler", "model.num_blocks": 4})
@@ -523,3 +495,67 @@ def test_generalization_finds_a_fit_through_the_context_and_not_in_block_zero(mo
     assert rows[0]["train"] == pytest.approx(rows[0]["val"], rel=0.25) and rows[0]["train"] > 1.0
     assert sum(r["count"] for r in out["per_level"]) == 32 * 4
     assert out["val"] > out["train"]
+
+
+# ---- the package and its harness --------------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in ("__init__", "harness"))
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_is_a_module_whose_docstring_and_help_name_its_command(name, capsys):
+    """Each benchmark imports as `benchmarks.NAME` (no path set up first), its docstring shows how to run it as
+    `python -m benchmarks.NAME`, and main(argv) parses a command line: --help prints the docstring and exits 0."""
+    import importlib
+
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert f"python -m benchmarks.{name}" in module.__doc__
+    assert f"benchmarks/{name}.py" not in module.__doc__  # no old spelling left beside the new one
+    with pytest.raises(SystemExit) as exc:
+        module.main(["--help"])
+    assert exc.value.code == 0 and f"python -m benchmarks.{name}" in capsys.readouterr().out
+
+
+def python_files(*folders: str) -> list[Path]:
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", python_files("benchmarks", "scripts", "tests"), ids=lambda p: p.stem)
+def test_no_path_edits_and_no_private_imports_across_folders(path):
+    """benchmarks/, scripts/ and tests/ import the repository's packages as packages (pytest and `python -m` put
+    the root on the path): no sys.path edits; and benchmarks and scripts import no `_private` name from another
+    folder (what they share lives in the library, public). Tests may still reach into a module they test."""
+    import ast
+
+    tree = ast.parse(path.read_text(), str(path))
+    here = path.relative_to(ROOT).parts[0]
+    local = {p.stem for p in path.parent.glob("*.py")}  # modules of the same folder (tests' helpers)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", "") == "sys":
+            raise AssertionError(f"{path.name}:{node.lineno}: edits or reads sys.path. Fix: import the package.")
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            top = node.module.split(".")[0]
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            assert not private or here == "tests" or top == here or node.module in local, (
+                f"{path.name}:{node.lineno}: imports {private} from {node.module}. Fix: make it public in the library."
+            )
+
+
+def test_the_harness_parses_sets_threads_and_appends_whole_lines(tmp_path, monkeypatch):
+    from benchmarks import harness
+
+    ap = harness.parser("doc", out=str(tmp_path / "r.jsonl"), threads=1, dry_run=True)
+    args = harness.parse(ap, ["--threads", "1", "--dry-run"])
+    assert (args.threads, args.dry_run, args.out) == (1, True, str(tmp_path / "r.jsonl"))
+    assert torch.get_num_threads() == 1 and harness.set_threads(0) == 1  # 0 keeps what is set
+    with pytest.raises(SystemExit):
+        harness.parse(harness.parser("doc"), ["--dry-run"])  # only where the benchmark offers it
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "benchmarks" / "bench_cache.py"), "--steps", "4"])
+    out = tmp_path / "sub" / "r.jsonl"
+    harness.emit({"benchmark": "x", "value": 1.5}, str(out))
+    harness.emit({"benchmark": "x", "value": 2.5}, str(out))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["value"] for r in rows] == [1.5, 2.5]
+    assert rows[0]["command"] == "python -m benchmarks.bench_cache --steps 4"  # as a reader would type it again
+    load = harness.machine().get("load_1min")
+    assert load is None or load >= 0

@@ -15,15 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from single_thread import one_thread  # noqa: F401
+from test_app import start, submit, write_checkpoint
+
+from app import catalog
+from workbench.training.checkpoint import FORMAT
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from single_thread import one_thread  # noqa: E402,F401
-from test_app import start, submit, write_checkpoint  # noqa: E402
-
-from app import catalog  # noqa: E402
-from workbench.training.checkpoint import FORMAT  # noqa: E402
 
 OPENED: list[str] | None = None  # paths opened while an audit is on
 

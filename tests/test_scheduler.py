@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import torch
+from single_thread import one_thread  # noqa: F401
 
 import workbench as wb
+from app.runs import Throttle, is_block, is_done
+from app.scheduler import CANCELLED, DONE, FAILED, Cancelled, Limits, Refused, Scheduler, limits_from
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from single_thread import one_thread  # noqa: E402,F401
-
-from app.runs import Throttle, is_block, is_done  # noqa: E402
-from app.scheduler import CANCELLED, DONE, FAILED, Cancelled, Limits, Refused, Scheduler, limits_from  # noqa: E402
 
 WAIT = 10  # seconds a test waits for a worker before it fails (never reached when the code is right)
 

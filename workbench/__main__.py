@@ -485,7 +485,7 @@ def _zoo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=ZOO_ACTIONS, help="what to do with the zoo's members (see its docstring)")
     parser.add_argument("--only", default="", help="comma-separated member names, families or FAMILY/NAME")
     parser.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
-    parser.add_argument("--readme", action="store_true", help="findings: rewrite the README's Results table")
+    parser.add_argument("--readme", action="store_true", help="findings: rewrite the table in docs/results.md")
 
 
 @command("zoo", "train, score, draw and export the model zoo (workbench.research.zoo)", _zoo_arguments)
@@ -493,5 +493,3 @@ def run_zoo(args: argparse.Namespace) -> int:
     from .research import zoo  # trains through Lightning Fabric: a heavy import that only this command needs
 
     return zoo.run(args.action, only=args.only, gpu=args.gpu, readme=args.readme)
-
-

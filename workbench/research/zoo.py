@@ -335,7 +335,7 @@ def cmd_export(ms: list[Member], every: list[Member] | None = None) -> None:
     print(f"{SHIP}: {total:.1f} MB of weights" + ("" if fits else over), file=sys.stdout if fits else sys.stderr)
 
 
-README = REPO_ROOT / "README.md"
+RESULTS_PAGE = REPO_ROOT / "docs" / "results.md"  # the page whose findings table `findings --readme` rewrites
 FINDINGS_START, FINDINGS_END = "<!-- findings: python -m workbench zoo findings --readme -->", "<!-- /findings -->"
 FINDINGS_FAMILIES = {  # findings' argument -> the family whose reports it reads
     "vertical": "vertical",
@@ -347,9 +347,9 @@ FINDINGS_FAMILIES = {  # findings' argument -> the family whose reports it reads
 
 
 def cmd_findings(root: Path = SHIP, readme: Path | None = None) -> str:
-    """The Results table (workbench.research.findings) from the reports under `root`; with `readme`, written between
-    the findings markers (a start marker "<!-- findings..." of any command text, rewritten to FINDINGS_START, and
-    FINDINGS_END; the text outside them is left as it is)."""
+    """The Results table (workbench.research.findings) from the reports under `root`; with `readme` (a markdown file,
+    by default docs/results.md), written between the findings markers (a start marker "<!-- findings..." of any
+    command text, rewritten to FINDINGS_START, and FINDINGS_END; the text outside them is left as it is)."""
     fams = {k: load_reports(family, root) or None for k, family in FINDINGS_FAMILIES.items()}
     table = findings_markdown(*findings(**fams))
     if readme is not None:
@@ -406,7 +406,7 @@ def run(action: str, only: str = "", gpu: bool = False, readme: bool = False) ->
     if action == "list":
         cmd_list(ms)
     if action == "findings":
-        print(cmd_findings(readme=README if readme else None))
+        print(cmd_findings(readme=RESULTS_PAGE if readme else None))
         return 0
     problems = cmd_train(ms) if action in ("train", "all") else []
     if action == "grids":
