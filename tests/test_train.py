@@ -185,7 +185,7 @@ def test_sigint_saves_a_checkpoint_and_stops(tmp_path):
     def interrupt_when_training():
         # until the training loop's own handler takes over Ctrl-C (not merely "not the default": a handler left by
         # other code in this process would swallow the signal before the loop starts)
-        while not getattr(signal.getsignal(signal.SIGINT), "__qualname__", "").startswith("_stop_on_signals"):
+        while not getattr(signal.getsignal(signal.SIGINT), "__qualname__", "").startswith("stop_on_signals"):
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 

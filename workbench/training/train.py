@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import functools
 import math
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +53,7 @@ from .checkpoint import (
     save_checkpoint,
     save_shard,
 )
+from .signals import stop_on_signals
 
 EvaluateFn = Callable[[nn.Module, int], dict]  # (EMA model, step) -> metrics, e.g. {"fid": 12.3}
 
@@ -111,27 +109,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by Ctrl-C (SIGINT) or SIGTERM; a second signal interrupts at once."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 # ---- run state ---------------------------------------------------------------------------------------------------
@@ -388,7 +365,7 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
     first_seconds = None  # the first step of a launch (torch.compile compiles there)
     status, ckpt_path, grids, metrics = "finished", _latest(out), [], {}
     with (
-        _stop_on_signals() as signalled,
+        stop_on_signals() as signalled,
         tqdm(
             total=tc.max_steps,
             initial=run.step,
