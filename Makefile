@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CHECKPOINT ?=
 
-.PHONY: app test lint format install system-deps clean
+.PHONY: app lab test lint format install system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ format: install
 
 app: install
 	$(BIN)/streamlit run app/main.py --server.headless true --browser.gatherUsageStats false -- $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
+
+# JupyterLab on notebooks/ with this venv's kernel; stop it with Ctrl-C (LAB_ARGS: e.g. --no-browser --port 8889)
+LAB_ARGS ?=
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

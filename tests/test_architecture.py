@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 # the layers, bottom first: a package may import only the packages before it
-LAYERS = ("core", "data", "sampling", "training", "evaluation", "research")
+LAYERS = ("core", "data", "sampling", "training", "evaluation", "research", "ui")
 # (module, imported name): the function-level imports allowed, each an optional heavy dependency
 LAZY_ALLOWED = {
     ("__main__", "training"),

@@ -2,5 +2,5 @@
 equal-compute comparisons, seed replicates, the paper's tables and findings, figures, and live experiments that
 train tiny members now.
 
-May import every other package; nothing in `workbench` imports it.
+May import every other package; in `workbench` only the notebook layer (ui) imports it.
 """
