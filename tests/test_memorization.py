@@ -62,6 +62,7 @@ def test_copies_count_and_new_images_do_not(tmp_path, monkeypatch):
                 assert r["generated_to_train"]["median"] == pytest.approx(r["held_out_to_train"]["median"], rel=1e-4)
         assert out["copy_share"] == (1.0 if copied else out["pixels"]["nearer_than_held_out_median"]["share"])
         assert out["fid_held_out"]["images"] == len(held) and "too small" in out["fid_held_out"]["note"]
+        assert out["fid_train"]["note"] is None and out["fid_all"]["images"] == len(train) + len(held)
         with Image.open(tmp_path / "nn.png") as im:  # pairs of rows: generations over their neighbours
             assert im.width >= min(8, len(fake)) * 256 and im.height >= 2 * 256
 
@@ -72,3 +73,14 @@ def test_a_dataset_too_large_to_search_is_refused(tmp_path, monkeypatch):
     cfg = wb.preset("people256-T16", **{"data.root": str(fluent)})
     with pytest.raises(ValueError, match="too many to search exhaustively. Fix: leave out --memorization"):
         mem.memorization(None, cfg, mem.MemorizationSpec(extractor="fmnist-classifier"))
+
+
+def test_the_shipped_people_model_states_its_copy_share():
+    """The shipped 256 px people model's report carries its copy share, and the app's caption of it states it."""
+    from app import catalog
+    from workbench.core.paths import ZOO_DIR
+
+    entry = catalog.load_entry(ZOO_DIR / "context-people256" / "cond-ctx-T16.safetensors", "zoo")
+    mem = entry.report.eval["memorization"]
+    assert mem["n"] == 200 and mem["copy_share_interval"][0] <= mem["copy_share"] <= mem["copy_share_interval"][1]
+    assert "78% [72%, 82%] of 200 generations lie nearer a training image" in entry.describe()

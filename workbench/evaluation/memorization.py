@@ -128,17 +128,17 @@ def _codec_copies(config: Config, ds, feats, pix, spec: MemorizationSpec, net) -
     }
 
 
-def _fid_against(gen: torch.Tensor, real: torch.Tensor, name: str) -> dict:
-    """FID of generated features against the statistics of `real` features, with a note when too few."""
+def _fid_against(gen: torch.Tensor, real: torch.Tensor, name: str, held_out: bool = False) -> dict:
+    """FID of generated features against the statistics of `real` features; a held-out split with fewer images
+    than feature dimensions gets the note that it is too small to be meaningful."""
     ref = ReferenceStats.from_features(real, {"name": name})
-    fid = fid_from_features(gen, ref)
     note = None
-    if len(real) < real.shape[1]:
+    if held_out and len(real) < real.shape[1]:
         note = (
-            f"{len(real)} images for {real.shape[1]}-d features: the covariance is rank deficient; too small to be "
-            "meaningful beside the FID against all images"
+            f"{len(real)} held-out images for {real.shape[1]}-d features: a rank-deficient covariance whose FID is "
+            "mostly small-sample bias; too small to be meaningful beside the FID against all images"
         )
-    return {"fid": fid, "images": len(real), "note": note}
+    return {"fid": fid_from_features(gen, ref), "images": len(real), "note": note}
 
 
 def memorization(model, config: Config, spec: MemorizationSpec = MemorizationSpec()) -> dict:
@@ -186,8 +186,9 @@ def memorization(model, config: Config, spec: MemorizationSpec = MemorizationSpe
             "codec_copy": copies["pixels"],
         },
         "features": {"extractor": net.id, "distance": "euclidean", **feature_space, "codec_copy": copies["features"]},
-        "fid_held_out": _fid_against(gen_feats, held_feats, f"{d.dataset}-val"),
+        "fid_held_out": _fid_against(gen_feats, held_feats, f"{d.dataset}-val", held_out=True),
         "fid_train": _fid_against(gen_feats, train_feats, f"{d.dataset}-train"),
+        "fid_all": _fid_against(gen_feats, torch.cat([train_feats, held_feats]), f"{d.dataset}-train+val"),
         "nearest_pixel_distance_first16": [round(float(x), 2) for x in nearest[:16]],
         "grid": str(spec.grid) if spec.grid is not None else None,
         "seconds": {"real": round(real_seconds, 1), "generate_and_search": round(time.perf_counter() - t0, 1)},
