@@ -39,6 +39,7 @@ from PIL import Image
 from ..core.config import Config
 from ..core.paths import REPO_ROOT, ZOO_DIR, sha256_file
 from ..data.images import image_grid
+from ..evaluation.during_training import training_fid
 from ..evaluation.evaluate import REFERENCE_SPLITS, ScoreSpec, default_reference, evaluate_curve
 from ..evaluation.metrics import RealImages, reference_stats
 from ..sampling.sampler import generate_images, sample_request
@@ -120,7 +121,7 @@ def cmd_train(ms: list[Member]) -> list[str]:
             continue
         t0 = time.time()
         try:
-            summary = train(m.config, resume=True)
+            summary = train(m.config, resume=True, evaluate_fn=training_fid(m.config))  # FID if train.fid_samples
         except (FileNotFoundError, ValueError) as err:  # the workbench's own errors name the fix; others are bugs
             if "Fix:" not in str(err):
                 raise
