@@ -1,6 +1,7 @@
 """CLI: options generated from the config dataclasses, one-line usage errors with exit code 2, `sample` PNGs."""
 
 import json
+import os
 
 import pytest
 import yaml
@@ -433,3 +434,104 @@ def test_eval_scores_a_256px_latent_model_with_inception_against_every_fluent_im
         "image_size": 256,
     }
     assert report["data"] == {"dataset": "fluent", "image_size": 256} and report["model"]["T"] == 4
+
+
+# ---- bad paths: every path option and every file read, refused before any work -----------------------------------
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, str]:
+    """A small checkpoint and one of each kind of bad file or folder the path options may be given."""
+    base = tmp_path_factory.mktemp("paths")
+    cfg = wb.preset("tiny", **{"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1})
+    save_checkpoint(Checkpoint(cfg, 0, wb.build_model(cfg).state_dict(), None), base / "run")
+    (base / "folder").mkdir()
+    (base / "folder.png").mkdir()
+    (base / "file.txt").write_text("text\n")
+    os.mkfifo(base / "fifo")
+    os.mkfifo(base / "fifo.png")
+    (base / "indent.yaml").write_text("model:\n  depth: 4\n   width: 8\n")  # line 3 is indented one space more
+    (base / "bracket.yaml").write_text("train: {lr: 0.01}\nmodel: {elastic_depths: [1, 2\n")
+    (base / "binary.yaml").write_bytes(b"model: \xff\xfe\x00")
+    (base / "typo.yaml").write_text("model: {dept: 3}\n")
+    (base / "huge.yaml").write_text("# padding\n" * 200_000)  # 2 MB
+    (base / "link.yaml").symlink_to(base / "gone.yaml")
+    return {"base": str(base), "run": str(base / "run")}
+
+
+# (argv with {base} and {run} to fill in, what the one line must say); each is refused before any work starts
+BAD_PATHS = {
+    "sample --out in /proc": (["sample", "--checkpoint", "{run}", "--out", "/proc/x.png"], "/proc/x.png: cannot write"),
+    "sample --out a folder": (["sample", "--checkpoint", "{run}", "--out", "{base}/folder.png"], "is a folder"),
+    "sample --out under a file": (
+        ["sample", "--checkpoint", "{run}", "--out", "{base}/file.txt/x.png"],
+        "not a folder",
+    ),
+    "sample --out no image suffix": (["sample", "--checkpoint", "{run}", "--out", "{base}/grid"], "must end in .png"),
+    "sample --out a FIFO": (["sample", "--checkpoint", "{run}", "--out", "{base}/fifo.png"], "not a regular file"),
+    "sample --frames in /proc": (["sample", "--checkpoint", "{run}", "--frames", "/proc/frames"], "cannot write"),
+    "sample --frames a file": (["sample", "--checkpoint", "{run}", "--frames", "{base}/file.txt"], "not a folder"),
+    "sample --checkpoint missing": (["sample", "--checkpoint", "{base}/nope"], "no such file or folder"),
+    "sample --checkpoint a FIFO": (["sample", "--checkpoint", "{base}/fifo"], "not a regular file"),
+    "sample --checkpoint a device": (["sample", "--checkpoint", "/dev/zero"], "not a regular file"),
+    "eval --out in /proc": (["eval", "--checkpoint", "{run}", "--out", "/proc/r.json"], "/proc/r.json: cannot write"),
+    "eval --out a folder": (["eval", "--checkpoint", "{run}", "--out", "{base}/folder"], "is a folder"),
+    "eval --reference missing": (["eval", "--checkpoint", "{run}", "--reference", "{base}/nope.npz"], "no such"),
+    "eval --reference a folder": (["eval", "--checkpoint", "{run}", "--reference", "{base}/folder"], "is a folder"),
+    "eval --reference a FIFO": (["eval", "--checkpoint", "{run}", "--reference", "{base}/fifo"], "not a regular"),
+    "eval --checkpoint a device": (["eval", "--checkpoint", "/dev/zero"], "not a regular file"),
+    "train --config malformed": (["train", "--config", "{base}/indent.yaml"], "indent.yaml: line 3, column 9"),
+    "train --config unclosed": (["train", "--config", "{base}/bracket.yaml"], "bracket.yaml: line 3, column 1"),
+    "train --config not UTF-8": (["train", "--config", "{base}/binary.yaml"], "binary.yaml: not UTF-8"),
+    "train --config bad field": (["train", "--config", "{base}/typo.yaml"], "typo.yaml: model.dept"),
+    "train --config too big": (["train", "--config", "{base}/huge.yaml"], "more than any YAML file"),
+    "train --config a folder": (["train", "--config", "{base}/folder"], "is a folder"),
+    "train --config a FIFO": (["train", "--config", "{base}/fifo"], "not a regular file"),
+    "train --config a device": (["train", "--config", "/dev/zero"], "not a regular file"),
+    "train --config dangling link": (["train", "--config", "{base}/link.yaml"], "gone.yaml, which does not exist"),
+    "train data.root missing": (["train", "--data.root", "{base}/nope"], "data.root: no such file or folder"),
+    "train data.root a FIFO": (["train", "--data.root", "{base}/fifo"], "data.root: {base}/fifo is not a regular"),
+    "launch --script in /proc": (["launch", "--preset", "tiny", "--script", "/proc/x.sh"], "/proc/x.sh: cannot write"),
+    "train out_dir in /proc": (["train", "--train.out_dir", "/proc/run"], "train.out_dir: /proc/run: cannot write"),
+    "train out_dir a file": (["train", "--train.out_dir", "{base}/file.txt"], "is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PATHS))
+def test_bad_paths_are_refused_in_one_line_before_any_work(case, bad_files, capsys, monkeypatch):
+    """Outputs are checked before sampling, scoring or training starts (so no work is lost to an unwritable path),
+    inputs before they are read (a FIFO or a device would block or never end); one line names the path and the fix;
+    the probe that tests an output folder leaves nothing behind."""
+    import workbench.__main__ as cli
+    import workbench.evaluation.sharded as sharded
+    import workbench.training.train as training
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the paths were checked")
+
+    for module, name in [(cli, "load_for_inference"), (sharded, "evaluate_sharded"), (training, "train")]:
+        monkeypatch.setattr(module, name, no_work)
+    argv, says = BAD_PATHS[case]
+    before = sorted(os.listdir(bad_files["base"]))
+    code = run([a.format(**bad_files) for a in argv])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and says.format(**bad_files) in err and "Fix:" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert sorted(os.listdir(bad_files["base"])) == before  # no probe file, no half-written output
+
+
+def test_eval_refuses_an_unwritable_current_folder_before_scoring(bad_files, capsys, monkeypatch):
+    """Without --out the report goes to the current folder: it is checked before the evaluation, not after."""
+    import workbench.evaluation.sharded as sharded
+
+    monkeypatch.setattr(sharded, "evaluate_sharded", lambda *a, **k: pytest.fail("scored before the check"))
+    monkeypatch.chdir("/proc")  # even root cannot create a file here
+    assert run(["eval", "--checkpoint", bad_files["run"]]) == 1
+    err = capsys.readouterr().err
+    assert "eval's report" in err and "cannot write in /proc" in err and "Fix:" in err
+
+
+def test_good_output_paths_still_work_and_missing_folders_are_created(bad_files, tmp_path):
+    out, frames = tmp_path / "new" / "deeper" / "grid.png", tmp_path / "more" / "frames"
+    argv = ["sample", "--checkpoint", bad_files["run"], "--num-images", "1", "--steps", "1", "--sampler", "ddim"]
+    assert run([*argv, "--out", str(out), "--frames", str(frames)]) == 0
+    assert Image.open(out).size == (32 + 2 * 2, 32 + 2 * 2) and len(list(frames.iterdir())) == 4  # 2-pixel gutters
+    assert not [p for p in tmp_path.rglob(".workbench-probe-*")]

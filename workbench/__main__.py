@@ -25,10 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import yaml
-
+from . import cli_checks
 from .core.config import MOVED, SAMPLERS, X0_CLIPS, Config
-from .core.configio import RenamedSetting
+from .core.configio import RenamedSetting, read_yaml
 from .core.devices import resolve_device
 from .core.presets import PRESETS, preset
 from .core.sample_config import PRECISIONS
@@ -45,7 +44,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line and exit code 2 (argparse would print the whole, very long, usage first)."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}. Fix: see {self.prog} --help.\n")
+        fix = "" if "Fix:" in message else f". Fix: see {self.prog} --help."  # the path checks name their own
+        self.exit(2, f"{self.prog}: error: {message}{fix}\n")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,12 @@ def _field_comments(cls: type) -> dict[str, str]:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--preset, --config, --print-config and one --section.field option per config field."""
     parser.add_argument("--preset", choices=list(PRESETS), help="start from this preset (default: Config())")
-    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML config applied on top of the preset")
+    parser.add_argument(
+        "--config",
+        type=cli_checks.input_file("YAML file", cli_checks.MAX_CONFIG_BYTES),
+        metavar="FILE",
+        help="YAML config applied on top of the preset",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resulting config as YAML and exit")
     parser.add_argument("--name", default=argparse.SUPPRESS, help="experiment name (recorded in checkpoints)")
     defaults = Config()
@@ -138,12 +143,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def _config_from_args(args: argparse.Namespace) -> Config:
     cfg = preset(args.preset) if args.preset else Config()
     if args.config is not None:
-        if not args.config.is_file():
-            raise ValueError(f"--config: no such file {args.config}. Fix: pass a YAML file (see --print-config).")
-        loaded = yaml.safe_load(args.config.read_text())
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config: {args.config} does not hold a mapping. Fix: write 'model: {{depth: 8}}' keys.")
-        cfg = cfg.override(**_dotted(loaded))
+        try:  # errors name the file, the line or field, and the fix
+            cfg = cfg.override(**_dotted(read_yaml(args.config)))
+        except ValueError as err:
+            raise ValueError(f"--config {args.config}: {str(err).removeprefix(f'{args.config}: ')}") from None
     overrides = {k: v for k, v in vars(args).items() if "." in k or k == "name"}
     return cfg.override(**overrides) if overrides else cfg
 
@@ -161,6 +164,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
+    cli_checks.check_training_paths(cfg.data.root, cfg.train.out_dir)  # before training, not at its first save
     from .training.train import train  # Lightning Fabric: a heavy import that only training needs
 
     summary = train(cfg, resume=args.resume, evaluate_fn=training_fid(cfg))  # FID at eval_every if fid_samples
@@ -221,14 +225,23 @@ def _depth_overrides(args: argparse.Namespace) -> dict:
 
 
 def _sample_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file, export or run folder")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=cli_checks.input_file_or_folder("checkpoint"),
+        help="checkpoint file, export or run folder",
+    )
     parser.add_argument("--num-images", type=int, help="images to generate (default: the config's sample section)")
     parser.add_argument("--steps", type=int, help="S: denoising steps per block")
     parser.add_argument("--sampler", choices=SAMPLERS, help="default: the config's (flow models take euler, dpm++2m)")
     parser.add_argument("--x0-clip", choices=X0_CLIPS, help="the scheduler's x0 clipping / dynamic thresholding")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid to write")
-    parser.add_argument("--frames", type=Path, metavar="DIR", help="also write one PNG per finished block here")
+    parser.add_argument(
+        "--out", type=cli_checks.output_file(".png", ".jpg", ".jpeg"), default="samples.png", help="PNG grid to write"
+    )  # checked while parsing, so a path that cannot be written is refused before sampling, not after
+    parser.add_argument(
+        "--frames", type=cli_checks.output_folder(), metavar="DIR", help="also write one PNG per finished block here"
+    )
     parser.add_argument("--no-ema", action="store_true", help="use the trained weights instead of the EMA weights")
     parser.add_argument("--device", default="cpu", type=device_name, help="where to sample: cpu, cuda, cuda:1, mps")
     parser.add_argument("--precision", choices=PRECISIONS, help="the model's evaluations in fp32, or bf16 autocast")
@@ -270,7 +283,12 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file, export or run folder")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=cli_checks.input_file_or_folder("checkpoint"),
+        help="checkpoint file, export or run folder",
+    )
     parser.add_argument("--num-samples", type=int, default=1000, help="images to generate and score (default 1000)")
     parser.add_argument("--steps", type=int, help="S: denoising steps per block (default: the config's)")
     parser.add_argument("--sampler", choices=SAMPLERS, help="default: the config's")
@@ -285,14 +303,14 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reference",
-        type=Path,
+        type=cli_checks.input_file("reference statistics file"),
         metavar="FILE",
         help="reference statistics: this project's .safetensors (with its .json card) or a published .npz "
         "(pytorch-fid mu/sigma, ADM mu/sigma/arr_0); default: the shipped ones for the model's data",
     )
     parser.add_argument(
         "--save-reference",
-        type=Path,
+        type=cli_checks.output_file(".npz"),
         metavar="FILE.npz",
         help="also write the reference statistics used as .npz (pytorch-fid/ADM layout: mu, sigma)",
     )
@@ -304,7 +322,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chunk", type=int, default=250, help="images per resumable chunk (default 250)")
     group.add_argument(
         "--shard-dir",
-        type=Path,
+        type=cli_checks.output_folder(),
         metavar="DIR",
         help="features per chunk, for resuming, one subfolder per evaluation (default: eval-shards/ beside the report)",
     )
@@ -324,7 +342,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=cli_checks.output_file(),
         help="JSON report to write (default eval-<checkpoint>-<sampler>-S<steps>"
         "-n<n>-seed<seed>.json in the current folder)",
     )
@@ -337,6 +355,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     _eval_arguments,
 )
 def run_eval(args: argparse.Namespace) -> int:
+    if args.out is None:  # the default report goes to the current folder: refuse before scoring, not after
+        cli_checks.check_output_folder(Path.cwd(), "eval's report (no --out given)")
     if args.reference is not None and not args.reference.is_file():
         raise UsageError(
             f"--reference: no such file {args.reference}. Fix: pass a .safetensors file of "
@@ -420,7 +440,9 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="fsdp", help="how the processes share work")
     parser.add_argument("--hours", type=int, default=48, help="SLURM time limit")
     parser.add_argument("--accelerator", default="gpu", help="'gpu', or 'cpu' for CPU processes (tests)")
-    parser.add_argument("--script", type=Path, help="where the SLURM script goes (default runs/launch/...)")
+    parser.add_argument(
+        "--script", type=cli_checks.output_file(), help="where the SLURM script goes (default runs/launch/...)"
+    )
     parser.add_argument("--node-rank", type=int, help="run this node's processes now (else: print and write)")
     parser.add_argument("--master-addr", help="host of node rank 0 (default $MASTER_ADDR)")
     parser.add_argument("--master-port", type=int, default=29500, help="port of node rank 0")
