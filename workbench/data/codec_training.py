@@ -75,7 +75,7 @@ def reconstruct(
     return {"loss": l1 + mse + kl_weight * kl, "l1": l1, "mse": mse, "kl": kl, "out": out}
 
 
-def imageimage_batches(dataset, indices: list[int], batch: int) -> Iterator[torch.Tensor]:
+def image_batches(dataset, indices: list[int], batch: int) -> Iterator[torch.Tensor]:
     """The images of `dataset` at `indices`, in that order, stacked `batch` at a time."""
     for i in range(0, len(indices), batch):
         yield torch.stack([dataset[j][0] for j in indices[i : i + batch]])  # (b, 3, SIZE, SIZE)
