@@ -5,16 +5,16 @@
 For each session count N: a fresh `streamlit run app/main.py` on localhost, one warm-up generation (model loads,
 first plotly.js), then N Chromium sessions (each its own browser context, as N people are) open the page, set seed
 i, and press Generate within a few tens of milliseconds of each other with the app's defaults exactly as the page
-opens (16 images, default steps and sampler, the denoising-step previews on; --no-previews turns them off). Every `--close-every`-th session closes its tab once its first block is on
-screen. Recorded per N: p50/p95/max seconds from the click to the first block and to the last block on the page
-(the meter appears with the last block; the first block is the first image shown once a progress bar says a block
-finished, and the first image of any kind, a preview, is recorded too), sessions finished, errors (exceptions or error boxes on a page, page
-errors, timeouts), the server's peak resident memory and thread count (sampled from /proc every 0.1 s), whether
-every session got its own images (its grid is nearest, over all sessions' seeds, to the grid sampled here from its
-own seed), and for the closed tabs how long after the close their job ended on the server and how many denoising
-steps that is (from the app's job log, $WORKBENCH_QUEUE_LOG). Prints a JSON line per N and a Markdown table;
---record appends the lines to benchmarks/results/app_load.jsonl.
-"""
+opens (16 images, default steps and sampler, the denoising-step previews on; --no-previews turns them off). Every
+`--close-every`-th session closes its tab once its first block is on screen. Recorded per N: p50/p95/max seconds
+from the click to the first block and to the last block on the page (the meter appears with the last block; the
+first block is the first image shown once a progress bar says a block finished, and the first image of any kind, a
+preview, is recorded too), sessions finished, errors (exceptions or error boxes on a page, page errors, timeouts),
+the server's peak resident memory and thread count (sampled from /proc every 0.1 s), whether every session got its
+own images (its grid is nearest, over all sessions' seeds, to the grid sampled here from its own seed), and for the
+closed tabs how long after the close their job ended on the server and how many denoising steps that is (from the
+app's job log, $WORKBENCH_QUEUE_LOG). Prints a JSON line per N and a Markdown table; --record appends the lines to
+benchmarks/results/app_load.jsonl."""
 
 from __future__ import annotations
 
@@ -229,7 +229,8 @@ def table(rows: list[dict]) -> str:
         "own images | server peak RSS (MB) | server threads |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
-        f"| {r['sessions']} | {'on' if r['previews'] else 'off'} | {r['closed']} | {r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
+        f"| {r['sessions']} | {'on' if r['previews'] else 'off'} | {r['closed']} | "
+        f"{r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
         f"{r['last_block_s']['p50']} / {r['last_block_s']['p95']} | {r['finished']}/{r['expected_to_finish']} | "
         f"{r['errors']} | {'yes' if r['own_images'] else 'NO'} | {r['server_peak_rss_mb']} | "
         f"{r['server_threads_max']} |"
