@@ -2,7 +2,7 @@
 
 Every fault is injected deterministically (seeded), so a failure reproduces. Kills are real SIGKILLs of forked
 processes (a fork inherits the imports, so a kill costs no interpreter start). FAULTS and INPUTS count what the
-tests inject; the README's Reliability section quotes them.
+tests inject; the Reliability section of docs/training.md quotes them.
 """
 
 import errno

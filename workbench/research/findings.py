@@ -1,6 +1,6 @@
 """The paper's five findings decided from the zoo's reports: each with the paper's numbers, ours with their
 intervals, a verdict (reproduced / opposite / undecided, or a smaller effect in the paper's direction) and the
-sentence that says why. The README's Results table is this module's markdown (python -m workbench zoo findings)."""
+sentence that says why. docs/results.md's findings table is this module's markdown (`workbench zoo findings`)."""
 
 from __future__ import annotations
 
