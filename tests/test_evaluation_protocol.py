@@ -316,3 +316,24 @@ def test_fid_during_training_logs_numbers_and_writes_provenance(tmp_path):
     assert provenance["extractor"].startswith("fmnist-classifier-") and len(provenance["reference_sha256"]) == 64
     with pytest.raises(ValueError, match="train.fid_samples.*Fix"):
         cfg.override(**{"train.fid_samples": 5})
+
+
+@pytest.mark.slow
+def test_training_logs_fid_with_provenance_from_the_config(tmp_path):
+    """`train` with train.fid_samples (through the evaluate_fn the CLI passes) logs eval/fid beside the validation
+    loss in the CSV log and the summary, and writes the provenance of each evaluation."""
+    import csv
+
+    from workbench.evaluation.during_training import training_fid
+    from workbench.training.train import train
+
+    over = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1}
+    over |= {"train.batch_size": 8, "train.val_batches": 1, "train.max_steps": 2, "train.eval_every": 2}
+    over |= {"train.fid_samples": 10, "train.fid_steps": 1, "train.sample_every": 0, "train.out_dir": str(tmp_path)}
+    cfg = wb.preset("tiny", **over)
+    summary = train(cfg, evaluate_fn=training_fid(cfg))
+    assert summary["status"] == "finished" and math.isfinite(summary["metrics"]["eval/fid"])
+    rows = list(csv.DictReader(open(next(tmp_path.glob("logs/*/metrics.csv")))))
+    assert any(r.get("eval/fid") for r in rows) and any(r.get("eval/precision") for r in rows)
+    provenance = json.loads((tmp_path / "eval" / "fid-step0000002.json").read_text())
+    assert provenance["n"] == 10 and provenance["steps"] == 1 and provenance["weights"] == "ema"
