@@ -3,6 +3,7 @@ defined in them, a conclusion computed from the measured numbers) and a run of e
 that `make test` executes them as CI does (`pytest --nbmake notebooks/`)."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -53,6 +54,75 @@ def test_notebook_runs_in_fast_mode(path):
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     print(f"{path.name}: {time.perf_counter() - start:.0f} s under nbmake (FAST)")
+
+
+RETRAINED = ["02_vertical_mixing", "03_block_partitioning", "04_ablations"]  # the notebooks with a RETRAIN switch
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", RETRAINED)
+def test_retrain_switch_sits_in_the_parameters_cell(name):
+    first = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells[0].source
+    assert 'RETRAIN = os.environ.get("WORKBENCH_RETRAIN", "0") == "1"' in first
+    assert "RETRAIN_STEPS = " in first and "RETRAIN_N = " in first
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", RETRAINED)
+def test_notebook_retrains_its_family_in_fast_mode(name):
+    """The RETRAIN path under nbmake: tiny members trained and scored now, every table and figure drawn from them."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbmake", "-q", "-p", "no:cacheprovider", f"notebooks/{name}.ipynb"],
+        cwd=ROOT,
+        env={**os.environ, "WORKBENCH_FAST": "1", "WORKBENCH_RETRAIN": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    print(f"{name}: {time.perf_counter() - start:.0f} s under nbmake (FAST, RETRAIN)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_rendered_copy_is_current(path):
+    render = load_script("render_notebooks")
+    md = render.OUT / f"{path.stem}.md"
+    assert render.recorded_digest(md) == render.source_digest(path), (
+        f"docs/notebooks/{path.stem}.md was rendered from other cells than {path.name}. Fix: python "
+        f"scripts/render_notebooks.py {path.stem[:2]}"
+    )
+    for ref in re.findall(r"\]\(([^)]+\.png)\)", md.read_text()):
+        assert (md.parent / ref).is_file(), f"{md.name} shows {ref}, which is missing"
+
+
+def test_rendered_digest_ignores_only_the_run_time_line(tmp_path):
+    render = load_script("render_notebooks")
+    path = tmp_path / "nb.ipynb"
+    path.write_text(NOTEBOOKS[1].read_text())
+    before = render.source_digest(path)
+    tn = load_script("time_notebooks")
+    tn.write_first_cell(path, tn.statement({"FAST": 1.0}, {"cores": 2, "cpu": "another CPU"}))
+    assert render.source_digest(path) == before  # measuring the run time again needs no new rendering
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[3].source += " "
+    nbformat.write(nb, path)
+    assert render.source_digest(path) != before  # any other edit does
+
+
+def test_make_lab_opens_jupyterlab_on_the_notebooks_with_this_venv():
+    done = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert ".venv/bin/jupyter lab --notebook-dir=notebooks" in done.stdout
+    assert (Path(sys.executable).parent / "jupyter-lab").is_file() or (ROOT / ".venv" / "bin" / "jupyter-lab").is_file()
 
 
 def test_run_time_statement_replaces_only_its_line(tmp_path):
