@@ -17,9 +17,11 @@ import streamlit as st
 
 from workbench.core.compute import iso_cost, iso_steps, iso_table
 from workbench.core.config import Config, samplers_for
+from workbench.core.sample_config import X0_CLIPS, objective_family
 from workbench.data.labels import class_names
 from workbench.research.groups import Entry, Family
 from workbench.research.picks import default_images, default_steps, opening_depth, quick_picks
+from workbench.sampling.request import check_request, sample_request
 
 from .paths import MAX_PATH
 
@@ -30,7 +32,28 @@ MAX_CFG = 10.0  # classifier-free guidance scale
 MAX_FID_SAMPLES = 2048  # images one run may accumulate for its FID
 MORE_SAMPLES = 64  # images one "more samples" click adds
 SIDES = ("A", "B")
+MAX_FLOW_SHIFT = 10.0
 MAX_SCHEDULE_CHARS = 400  # characters of a typed schedule
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The sampler's finer settings, as the CLI's sample command takes them (each default: the checkpoint's own)."""
+
+    x0_clip: str = ""  # "none", "clip", "dynamic"; "" = the checkpoint's
+    flow_shift: float = 0.0  # flow models: the time shift; 0 = the checkpoint's
+    depth_per_step: str = ""  # elastic only: D_i over each block's steps, noisiest first, as typed ("4,4,2,1")
+
+    def sample_kwargs(self) -> dict:
+        """The sample-request fields these settings replace (none when every one is the checkpoint's)."""
+        out: dict = {}
+        if self.x0_clip:
+            out["x0_clip"] = self.x0_clip
+        if self.flow_shift:
+            out["flow_shift"] = float(self.flow_shift)
+        if self.depth_per_step:
+            out["depth_per_step"] = tuple(int(x) for x in self.depth_per_step.replace(",", " ").split())
+        return out
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,7 @@ class Side:
     steps_schedule: str = ""  # elastic only: S_k, one per block, as typed; "" = S for every block
     iso_depth: int = 0  # elastic only: iso-compute's reference D_ref (0 = off); `steps` is S at D_ref and
     #                           every block at depth D runs S(D) steps, so it costs C = (N - D_ref) + D_ref * S
+    tuning: Tuning = Tuning()
 
 
 @dataclass(frozen=True)
@@ -156,7 +180,8 @@ def side_plan(side: Side, config: Config) -> SidePlan:
         )
     else:
         steps = parse_schedule(side.steps_schedule, "S_k", T, 1, MAX_STEPS) or (side.steps,) * T
-    held = tuple(sorted({d for d in depths if d not in m.depths}))
+    per_step = tuple(int(x) for x in side.tuning.depth_per_step.replace(",", " ").split() if x.isdigit())
+    held = tuple(sorted({d for d in depths + per_step if d not in m.depths}))
     return SidePlan(depths, steps, tuple(m.depths), held, cost, elastic)
 
 
@@ -166,6 +191,31 @@ class Request:
     num_images: int
     seed: int  # batch b of a run uses seed + b: both sides see the same noise
     preview: bool  # draw predicted x0 during the denoising steps, not only finished blocks
+
+
+def check_tuning(side: Side, config: Config) -> None:
+    """The side's plan and finer settings through the sampler's own checks (those the CLI's sample command runs),
+    or ValueError naming the field and the fix."""
+    plan = side_plan(side, config)
+    t = side.tuning
+    _need(t.x0_clip in ("", *X0_CLIPS), f"x0 clipping {t.x0_clip!r} is not one of {X0_CLIPS}", "pick a listed one")
+    _need(
+        isinstance(t.flow_shift, (int, float)) and 0 <= t.flow_shift <= MAX_FLOW_SHIFT,
+        f"flow shift {t.flow_shift!r} outside 0..{MAX_FLOW_SHIFT:g}",
+        "use 0 (the checkpoint's) or a shift up to 10",
+    )
+    if t.depth_per_step:
+        _need(plan.elastic, "per-step depths need an elastic checkpoint", "clear D_i")
+        parse_schedule(t.depth_per_step, "D_i", len(t.depth_per_step.replace(",", " ").split()), 1, config.model.depth)
+    request = sample_request(
+        config,
+        steps=side.steps,
+        sampler=side.sampler,
+        cfg_scale=side.cfg_scale,
+        **plan.sample_kwargs(),
+        **t.sample_kwargs(),
+    )
+    check_request(config.model, config, request)
 
 
 def validate(request: Request, families: Family | list[Family]) -> list[Entry]:
@@ -220,7 +270,7 @@ def validate(request: Request, families: Family | list[Family]) -> list[Entry]:
             f"use 0..{MAX_CFG} on class-conditional models",
         )
         try:
-            side_plan(s, entry.config)
+            check_tuning(s, entry.config)
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
         entries.append(entry)
@@ -314,8 +364,43 @@ def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
             help="1 = no guidance; the default is the checkpoint's own",
         )
     if not family.elastic:
-        return Side(D, steps, sampler, label, scale)
-    return Side(D, steps, sampler, label, scale, *_elastic_ui(family, key, wide))
+        return Side(D, steps, sampler, label, scale, tuning=_tuning_ui(family, key))
+    return Side(D, steps, sampler, label, scale, *_elastic_ui(family, key, wide), tuning=_tuning_ui(family, key))
+
+
+def _tuning_ui(family: Family, key: str) -> Tuning:
+    """The sampler's finer settings, folded away: x0 clipping, a flow model's time shift, per-step depths."""
+    cfg = family.entries[0].config
+    with st.expander("Sampling details: x0 clipping, flow shift, per-step depths"):
+        clip = st.selectbox(
+            "x0 clipping",
+            ["", *X0_CLIPS],
+            key=f"{key}.clip",
+            format_func=lambda c: f"the checkpoint's ({cfg.sample.x0_clip})" if c == "" else c,
+            help="The scheduler's treatment of the predicted x0 (as `sample --x0-clip`).",
+        )
+        shift = 0.0
+        if objective_family(cfg.diffusion.prediction) == "flow":
+            shift = st.number_input(
+                "Flow shift",
+                0.0,
+                MAX_FLOW_SHIFT,
+                0.0,
+                0.5,
+                key=f"{key}.shift",
+                help=f"0 = the checkpoint's ({cfg.sample.flow_shift:g}). Above 1 spends more steps at high noise "
+                "(as `sample --flow-shift`).",
+            )
+        per_step = ""
+        if family.elastic:
+            per_step = st.text_input(
+                "D_i: depths over each block's steps",
+                key=f"{key}.Di",
+                max_chars=MAX_SCHEDULE_CHARS,
+                placeholder=f"e.g. {family.N},{family.N},1,1",
+                help="Spread evenly over each block's steps, noisiest first (as `sample --depth-per-step`).",
+            ).strip()
+    return Tuning(clip, float(shift), per_step)
 
 
 def _elastic_ui(family: Family, key: str, wide: bool) -> tuple[str, str, int]:
@@ -372,7 +457,6 @@ def settings_ui(sides: list[Family], default: Entry | None) -> tuple[Request, bo
     defaults = [first, second]
     with st.form("settings", border=True):
         columns = st.columns(2 if compare else 1, gap="large")
-        sides = []
         chosen = []
         for name, column, D, fam in zip(SIDES, columns, defaults, sides):
             with column:

@@ -70,6 +70,15 @@ def sample_arguments(run: Run) -> list[str]:
             args.append("--allow-untrained-depth")
     if s.cfg_scale != 1 or s.label is not None:
         args += ["--cfg-scale", f"{s.cfg_scale:g}"]
+    t = s.tuning.sample_kwargs()
+    if "x0_clip" in t:
+        args += ["--x0-clip", t["x0_clip"]]
+    if "flow_shift" in t:
+        args += ["--flow-shift", f"{t['flow_shift']:g}"]
+    if "depth_per_step" in t:
+        args += ["--depth-per-step", ",".join(map(str, t["depth_per_step"]))]
+        if "--allow-untrained-depth" not in args and any(d not in run.plan.trained for d in t["depth_per_step"]):
+            args.append("--allow-untrained-depth")
     return args
 
 
@@ -104,6 +113,7 @@ def record(run: Run) -> dict:
             "depth_schedule": list(plan.depths) if plan else None,
             "steps_schedule": list(plan.steps) if plan else None,
             "held_out_depths": list(plan.held_out) if plan else [],
+            **s.tuning.sample_kwargs(),
             "noise": "per-image: image i of seed s has its own generators (workbench.sampling.noise)",
         },
         "cost": None

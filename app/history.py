@@ -87,7 +87,8 @@ def query(model: str, D: int, steps: int, sampler: str, seed: int, images: int) 
 
 
 def _position(D: int | None, family: Family) -> int | None:
-    return D if D in family.positions() else None
+    """D when the family has a checkpoint that samples at it (an empty position is not restored)."""
+    return D if D is not None and family.at(D) is not None else None
 
 
 def _int(text: str, low: int, high: int) -> int | None:

@@ -108,6 +108,7 @@ def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[w
         seed=seed,
         cfg_scale=side.cfg_scale,
         **side_plan(side, loaded.config).sample_kwargs(),
+        **side.tuning.sample_kwargs(),
     )
     return wb.generate_events(loaded.model, loaded.config, request, labels)
 

@@ -1097,8 +1097,8 @@ def test_compare_two_families_side_by_side(folders, monkeypatch, tmp_path):
     at = start(monkeypatch, "--checkpoints", str(user))
     at.toggle(key="compare").set_value(True).run()
     labels = at.selectbox(key="family").options
-    a_label = next(x for x in labels if x.startswith("vertical"))
-    b_label = next(x for x in labels if x.startswith("elastic"))
+    a_label = next(x for x in labels if x.startswith("vertical") and "your folder" in x)
+    b_label = next(x for x in labels if x.startswith("elastic") and "your folder" in x)
     at.selectbox(key="family").set_value(a_label).run()
     at = at.selectbox(key="family_b").set_value(b_label).run()
     side_widgets(at, a_label, "A")[1].set_value(2)
