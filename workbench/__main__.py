@@ -25,7 +25,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import cli_checks
+from .cli_checks import (
+    MAX_CONFIG_BYTES,
+    check_output_folder,
+    check_training_paths,
+    input_file,
+    input_file_or_folder,
+    output_file,
+    output_folder,
+)
 from .core.config import MOVED, SAMPLERS, X0_CLIPS, Config
 from .core.configio import RenamedSetting, read_yaml
 from .core.devices import resolve_device
@@ -80,7 +88,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=list(PRESETS), help="start from this preset (default: Config())")
     parser.add_argument(
         "--config",
-        type=cli_checks.input_file("YAML file", cli_checks.MAX_CONFIG_BYTES),
+        type=input_file("YAML file", MAX_CONFIG_BYTES),
         metavar="FILE",
         help="YAML config applied on top of the preset",
     )
@@ -164,7 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(cfg.to_yaml(), end="")
         return 0
-    cli_checks.check_training_paths(cfg.data.root, cfg.train.out_dir)  # before training, not at its first save
+    check_training_paths(cfg.data.root, cfg.train.out_dir)  # before training, not at its first save
     from .training.train import train  # Lightning Fabric: a heavy import that only training needs
 
     summary = train(cfg, resume=args.resume, evaluate_fn=training_fid(cfg))  # FID at eval_every if fid_samples
@@ -228,7 +236,7 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        type=cli_checks.input_file_or_folder("checkpoint"),
+        type=input_file_or_folder("checkpoint"),
         help="checkpoint file, export or run folder",
     )
     parser.add_argument("--num-images", type=int, help="images to generate (default: the config's sample section)")
@@ -237,10 +245,10 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--x0-clip", choices=X0_CLIPS, help="the scheduler's x0 clipping / dynamic thresholding")
     parser.add_argument("--seed", type=int)
     parser.add_argument(
-        "--out", type=cli_checks.output_file(".png", ".jpg", ".jpeg"), default="samples.png", help="PNG grid to write"
+        "--out", type=output_file(".png", ".jpg", ".jpeg"), default="samples.png", help="PNG grid to write"
     )  # checked while parsing, so a path that cannot be written is refused before sampling, not after
     parser.add_argument(
-        "--frames", type=cli_checks.output_folder(), metavar="DIR", help="also write one PNG per finished block here"
+        "--frames", type=output_folder(), metavar="DIR", help="also write one PNG per finished block here"
     )
     parser.add_argument("--no-ema", action="store_true", help="use the trained weights instead of the EMA weights")
     parser.add_argument("--device", default="cpu", type=device_name, help="where to sample: cpu, cuda, cuda:1, mps")
@@ -286,7 +294,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        type=cli_checks.input_file_or_folder("checkpoint"),
+        type=input_file_or_folder("checkpoint"),
         help="checkpoint file, export or run folder",
     )
     parser.add_argument("--num-samples", type=int, default=1000, help="images to generate and score (default 1000)")
@@ -303,14 +311,14 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--reference",
-        type=cli_checks.input_file("reference statistics file"),
+        type=input_file("reference statistics file"),
         metavar="FILE",
         help="reference statistics: this project's .safetensors (with its .json card) or a published .npz "
         "(pytorch-fid mu/sigma, ADM mu/sigma/arr_0); default: the shipped ones for the model's data",
     )
     parser.add_argument(
         "--save-reference",
-        type=cli_checks.output_file(".npz"),
+        type=output_file(".npz"),
         metavar="FILE.npz",
         help="also write the reference statistics used as .npz (pytorch-fid/ADM layout: mu, sigma)",
     )
@@ -322,7 +330,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chunk", type=int, default=250, help="images per resumable chunk (default 250)")
     group.add_argument(
         "--shard-dir",
-        type=cli_checks.output_folder(),
+        type=output_folder(),
         metavar="DIR",
         help="features per chunk, for resuming, one subfolder per evaluation (default: eval-shards/ beside the report)",
     )
@@ -342,7 +350,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
-        type=cli_checks.output_file(),
+        type=output_file(),
         help="JSON report to write (default eval-<checkpoint>-<sampler>-S<steps>"
         "-n<n>-seed<seed>.json in the current folder)",
     )
@@ -356,7 +364,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 )
 def run_eval(args: argparse.Namespace) -> int:
     if args.out is None:  # the default report goes to the current folder: refuse before scoring, not after
-        cli_checks.check_output_folder(Path.cwd(), "eval's report (no --out given)")
+        check_output_folder(Path.cwd(), "eval's report (no --out given)")
     if args.reference is not None and not args.reference.is_file():
         raise UsageError(
             f"--reference: no such file {args.reference}. Fix: pass a .safetensors file of "
@@ -440,9 +448,7 @@ def _launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="fsdp", help="how the processes share work")
     parser.add_argument("--hours", type=int, default=48, help="SLURM time limit")
     parser.add_argument("--accelerator", default="gpu", help="'gpu', or 'cpu' for CPU processes (tests)")
-    parser.add_argument(
-        "--script", type=cli_checks.output_file(), help="where the SLURM script goes (default runs/launch/...)"
-    )
+    parser.add_argument("--script", type=output_file(), help="where the SLURM script goes (default runs/launch/...)")
     parser.add_argument("--node-rank", type=int, help="run this node's processes now (else: print and write)")
     parser.add_argument("--master-addr", help="host of node rank 0 (default $MASTER_ADDR)")
     parser.add_argument("--master-port", type=int, default=29500, help="port of node rank 0")
