@@ -4,6 +4,8 @@ shipped checkpoints sample bit for bit what they sampled before the request exis
 
 import hashlib
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -46,8 +48,11 @@ def test_a_request_is_validated_once_with_errors_naming_the_field_and_the_fix():
         wb.sample_request(cfg, first_image=3, noise_layout="batch")
     with pytest.raises(ValueError, match="sample.precision: unknown precision 'fp16'. Fix"):
         wb.sample_request(cfg, precision="fp16")
-    with pytest.raises(ValueError, match="sample.sampler: 'ddpm' does not fit.*flow"):
-        wb.generate_events(m, cfg.override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"}))
+    flow = cfg.override(**{"diffusion.prediction": "flow", "sample.sampler": "euler"})
+    with pytest.raises(ValueError, match="sample.sampler: 'ddpm' does not fit.*flow.*Fix: use one of euler"):
+        wb.sample_request(flow, sampler="ddpm")
+    with pytest.raises(ValueError, match="sample.sampler: 'ddpm' does not fit"):  # checked before the first step
+        next(wb.generate_events(m, flow, replace(flow.sample, sampler="ddpm")))
     request = wb.sample_request(cfg, num_images=2, steps=2, seed=4)
     assert request == replace(cfg.sample, num_images=2, steps=2, seed=4) and isinstance(request, SampleConfig)
     # generate(**settings) builds exactly that request: one path
@@ -76,20 +81,44 @@ def per_image_cases():
     ]
 
 
+def same_image(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """The same image up to the last bits a matmul's blocking may change with the batch size (a batch of one takes
+    other BLAS kernels than a batch of eight); different noise moves pixels by the image's whole scale."""
+    return a.shape == b.shape and float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())
+
+
 @pytest.mark.parametrize("over,sampler", per_image_cases())
 def test_image_i_of_a_seed_is_the_same_at_any_batch_size_and_offset(over, sampler):
     cfg, m = make(**{"sample.sampler": sampler, "sample.steps": 2, **over})
     eight = wb.generate(m, cfg, num_images=8, seed=11)  # (8, C, H, W)
     four = wb.generate(m, cfg, num_images=4, seed=11)
-    assert torch.equal(four, eight[:4])
-    assert torch.equal(wb.generate(m, cfg, num_images=4, seed=11, first_image=4), eight[4:])
+    assert same_image(four, eight[:4])
+    assert same_image(wb.generate(m, cfg, num_images=4, seed=11, first_image=4), eight[4:])
     for i in (0, 5):
-        assert torch.equal(wb.generate(m, cfg, num_images=1, seed=11, first_image=i), eight[i : i + 1])
-    assert not torch.equal(eight[0], eight[1])  # the images differ from each other
-    assert not torch.equal(wb.generate(m, cfg, num_images=1, seed=12), eight[:1])  # and from another seed's
-    # the batch layout draws the batch from one generator: its image 1 depends on the batch
+        assert same_image(wb.generate(m, cfg, num_images=1, seed=11, first_image=i), eight[i : i + 1])
+    assert not same_image(eight[0], eight[1])  # the images differ from each other
+    assert not same_image(wb.generate(m, cfg, num_images=1, seed=12), eight[:1])  # and from another seed's
+    # the batch layout draws the batch from one generator: a batch of one is image 0, a larger batch is not
+    assert same_image(wb.generate(m, cfg, num_images=1, seed=11, noise_layout="batch"), eight[:1])
     batch = wb.generate(m, cfg, num_images=2, seed=11, noise_layout="batch")
-    assert torch.equal(batch[:1], eight[:1]) and not torch.equal(batch[1:], eight[1:2])
+    assert not same_image(batch[1:], eight[1:2])
+
+
+def test_the_noise_of_image_i_is_bit_identical_in_any_request():
+    """What a request draws (initial noise of every block, stochastic steps, context noise, labels) is exactly the
+    same for image i whatever the batch: only the matmuls' rounding can differ with the batch size."""
+    from workbench.sampling.noise import Noise, default_labels
+
+    request = SampleConfig(num_images=8, seed=3, context_noise=0.1, class_counts=(2, 0, 5))
+    draws = [[] for _ in range(3)]
+    for r in (request, replace(request, num_images=3, first_image=5), replace(request, num_images=1, first_image=6)):
+        noise = Noise(r)
+        draws[0].append(torch.cat([noise.normal((4, 16)) for _ in range(3)], 1))  # (B, 12, 16) three blocks
+        draws[1].append(noise.context_normal((4, 16)))
+        draws[2].append(default_labels(3, r))
+    for full, part, one in draws:
+        assert torch.equal(full[5:], part) and torch.equal(full[6:7], one)
+    assert not torch.equal(draws[0][0][0], draws[0][0][1])
 
 
 def test_image_seeds_are_the_seed_for_image_zero_and_spread_apart():
@@ -105,7 +134,7 @@ def test_generate_events_and_the_cli_give_the_same_image_i(tmp_path):
     cfg, m = make(**{"sample.steps": 2})
     ref = wb.generate(m, cfg, num_images=4, seed=5)
     *_, last = wb.generate_events(m, cfg, wb.sample_request(cfg, num_images=3, seed=5))
-    assert torch.equal(last.x_t[2], ref[2])
+    assert same_image(last.x_t[2], ref[2])
     ckpt = save_checkpoint(Checkpoint(cfg, 0, m.state_dict(), None), tmp_path / "run")
     model, loaded = load_for_inference(ckpt, use_ema=False)
     assert torch.equal(wb.generate(model, loaded, num_images=4, seed=5), ref)
@@ -121,13 +150,13 @@ def test_evaluation_batches_draw_the_same_images_at_any_batch_size():
     cfg, m = make(**{"sample.steps": 2})
     a = generate_images(m, cfg, 5, batch=2)  # batches of 2, 2, 1: offsets 0, 2, 4
     b = generate_images(m, cfg, 5, batch=5)
-    assert torch.equal(a, b)
+    assert same_image(a, b) and not same_image(a[:1], a[1:2])
 
 
 # ---- one home per setting, old spellings -------------------------------------------------------------------------
 def test_old_spellings_read_with_one_warning_naming_the_new_one():
     base = wb.preset("tiny", **{"diffusion.prediction": "flow", "sample.sampler": "euler"})
-    text = base.to_yaml().replace("train_context_noise: 0.0", "context_noise: 0.25")
+    text = base.to_yaml().replace("train_context_noise: 0.0", "context_noise: 0.25").replace("  flow_shift: 1.0\n", "")
     text = text.replace("diffusion:\n", "diffusion:\n  flow_shift: 2.5\n", 1)
     with pytest.warns(RenamedSetting) as seen:
         cfg = Config.from_yaml(text)
@@ -150,9 +179,11 @@ def test_old_spellings_read_with_one_warning_naming_the_new_one():
         Config.from_dict(old)
 
 
-def test_old_cli_spelling_reads_with_a_one_line_warning(capsys):
-    assert cli(["train", "--preset", "tiny", "--diffusion.context_noise", "0.2", "--print-config"]) == 0
-    out, err = capsys.readouterr()
+def test_old_cli_spelling_reads_with_a_one_line_warning():
+    argv = ["train", "--preset", "tiny", "--diffusion.context_noise", "0.2", "--print-config"]
+    done = subprocess.run([sys.executable, "-m", "workbench", *argv], capture_output=True, text=True, cwd=REPO)
+    out, err = done.stdout, done.stderr  # a process of its own: pytest would record the warning instead
+    assert done.returncode == 0, err
     assert "train_context_noise: 0.2" in out
     assert err.strip().splitlines() == [
         "warning: config: diffusion.context_noise is now diffusion.train_context_noise (read this time). Fix: "
