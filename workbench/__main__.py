@@ -477,6 +477,24 @@ def run_launch(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- zoo ---------------------------------------------------------------------------------------------------------
+ZOO_ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "all")  # workbench.research.zoo.ACTIONS
+
+
+def _zoo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=ZOO_ACTIONS, help="what to do with the zoo's members (see its docstring)")
+    parser.add_argument("--only", default="", help="comma-separated member names, families or FAMILY/NAME")
+    parser.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
+    parser.add_argument("--readme", action="store_true", help="findings: rewrite the table in docs/results.md")
+
+
+@command("zoo", "train, score, draw and export the model zoo (workbench.research.zoo)", _zoo_arguments)
+def run_zoo(args: argparse.Namespace) -> int:
+    from .research import zoo  # trains through Lightning Fabric: a heavy import that only this command needs
+
+    return zoo.run(args.action, only=args.only, gpu=args.gpu, readme=args.readme)
+
+
 # ---- entry -------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` (default sys.argv[1:]), run the command, return its exit code (2 for usage errors)."""
@@ -505,19 +523,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-# ---- zoo ---------------------------------------------------------------------------------------------------------
-ZOO_ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "all")  # workbench.research.zoo.ACTIONS
-
-
-def _zoo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=ZOO_ACTIONS, help="what to do with the zoo's members (see its docstring)")
-    parser.add_argument("--only", default="", help="comma-separated member names, families or FAMILY/NAME")
-    parser.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
-    parser.add_argument("--readme", action="store_true", help="findings: rewrite the table in docs/results.md")
-
-
-@command("zoo", "train, score, draw and export the model zoo (workbench.research.zoo)", _zoo_arguments)
-def run_zoo(args: argparse.Namespace) -> int:
-    from .research import zoo  # trains through Lightning Fabric: a heavy import that only this command needs
-
-    return zoo.run(args.action, only=args.only, gpu=args.gpu, readme=args.readme)

@@ -16,8 +16,8 @@ import torch
 from ..core.config import Config
 from ..core.paths import ZOO_DIR
 from ..core.presets import preset
-from ..evaluation.evaluate import evaluate_curve, reference_for, reference_split
-from ..evaluation.metrics import reference_stats
+from ..evaluation.evaluate import ScoreSpec, evaluate_curve, reference_for, reference_split
+from ..evaluation.metrics import RealImages, reference_stats
 from ..sampling.sampler import generate_images, sample_request
 from ..training.checkpoint import export_for_inference, load_for_inference
 from ..training.train import train
@@ -101,28 +101,15 @@ def reevaluate(report: Report, steps: int | None = None, n: int | None = None) -
         )
     model, config = load_for_inference(ckpt)
     d, ev = config.data, report.eval
-    reference = reference_stats(
-        d.dataset,
-        reference_split(d),
-        ev["extractor"].rsplit("-", 1)[0],
-        n=ev.get("reference_count"),
-        image_size=d.image_size,
-        channels=d.channels,
-    )  # cached: loaded, not recomputed
+    images = RealImages(d.dataset, reference_split(d), d.image_size, d.channels)
+    reference = reference_stats(images, ev["extractor"].rsplit("-", 1)[0], n=ev.get("reference_count"))  # cached
     if reference.name != ev["reference"]:
         raise ValueError(
             f"{report.path}: its reference {ev['reference']!r} is not {reference.name!r}. Fix: "
             "re-evaluate the report with the current workbench.evaluation.metrics."
         )
-    ev = evaluate_curve(
-        model,
-        config,
-        reference,
-        steps=[steps or report.curve[0].steps],
-        n=n or report.eval["n"],
-        sampler=report.eval["sampler"],
-        seed=report.eval["seed"],
-    )
+    spec = ScoreSpec(n=n or ev["n"], seed=ev["seed"], sampler=ev["sampler"], reference=reference)
+    ev = evaluate_curve(model, config, spec, steps=[steps or report.curve[0].steps])
     return ev["curve"][0]
 
 
@@ -196,7 +183,7 @@ def live_family(
             "device": "cpu (live, FAST mode)",
             "final_val_loss": summary["val_loss"],
         }
-        ev = evaluate_curve(model, cfg, reference, steps=steps, n=n, seed=seed)
+        ev = evaluate_curve(model, cfg, ScoreSpec(n=n, seed=seed, reference=reference), steps=steps)
         path = write_report(
             report_from_dict(
                 {"family": family, "name": name, "config": cfg.to_dict(), "training": training, "eval": ev}
@@ -229,9 +216,8 @@ def live_elastic(
     for member, cfg, depths in specs:
         model, cfg = load_for_inference(train(cfg)["checkpoint"])
         for d in (int(x[1:]) for x in depths):
-            ev = evaluate_curve(
-                model, cfg.override(**{"sample.diffusion_depth": d}), reference, steps=steps, n=n, seed=seed
-            )
+            spec = ScoreSpec(n=n, seed=seed, reference=reference)
+            ev = evaluate_curve(model, cfg.override(**{"sample.diffusion_depth": d}), spec, steps=steps)
             rows += [
                 {
                     "member": member,
