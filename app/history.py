@@ -27,7 +27,7 @@ from .panels import grid_picture
 HISTORY_RUNS = 12  # runs a page keeps
 HISTORY_BYTES = 16 << 20  # bytes a page's history may hold (images, thumbnails, records): 16 MiB
 THUMBNAIL = 160  # pixels: the longer side of a history thumbnail
-QUERY_KEYS = ("model", "D", "S", "sampler", "seed", "images")
+QUERY_KEYS = ("model", "D", "S", "sampler", "seed", "images", "source")
 
 
 @dataclass
@@ -82,8 +82,9 @@ def widget_values(family: Family, key: str, D: int, steps: int, sampler: str, se
     }
 
 
-def query(model: str, D: int, steps: int, sampler: str, seed: int, images: int) -> dict[str, str]:
-    return dict(zip(QUERY_KEYS, map(str, (model, D, steps, sampler, seed, images))))
+def query(model: str, D: int, steps: int, sampler: str, seed: int, images: int, source: str = "zoo") -> dict[str, str]:
+    """The URL's parameters; `source` ("zoo" or "user") tells a user folder's copy from a zoo member of one name."""
+    return dict(zip(QUERY_KEYS, map(str, (model, D, steps, sampler, seed, images, source))))
 
 
 def _position(D: int | None, family: Family) -> int | None:
@@ -112,7 +113,8 @@ def from_query(params: dict[str, str], families: list[Family], bounds: Bounds, k
         return values, (
             [] if not params else ["URL: no `model` parameter, settings not restored. Fix: copy the link again."]
         )
-    family = next((f for f in families for e in f.entries if e.name == name), None)
+    named = [f for f in families for e in f.entries if e.name == name]
+    family = next((f for f in named if f.entries[0].source == params.get("source", "zoo")), named[0] if named else None)
     if family is None:
         return values, [f"URL: model {name[:80]!r} is not in this app's folders. Fix: open it by path in the sidebar."]
     key, cfg = key_of(family), family.entries[0].config

@@ -333,7 +333,15 @@ def _keep(runs: list[Run], sides: list[Family], request: Request) -> None:
     run, family = runs[0], sides[0]
     if len(runs) == 1 and run.finished:
         st.query_params.from_dict(
-            history.query(run.model_name, run.side.D, run.side.steps, run.side.sampler, run.seed, run.num_images)
+            history.query(
+                run.model_name,
+                run.side.D,
+                run.side.steps,
+                run.side.sampler,
+                run.seed,
+                run.num_images,
+                family.entries[0].source,
+            )
         )
 
 

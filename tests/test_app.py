@@ -1045,14 +1045,23 @@ def test_settings_survive_a_link(app, folders, monkeypatch):
     app.slider(key="images-16").set_value(6)
     app.number_input(key="seed").set_value(11)
     at = submit(app)
-    params = {k: at.query_params[k] for k in ("model", "D", "S", "sampler", "seed", "images")}
+    params = {k: at.query_params[k] for k in ("model", "D", "S", "sampler", "seed", "images", "source")}
     params = {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
-    assert params == {"model": "vertical/D4", "D": "4", "S": "3", "sampler": "dpm++2m", "seed": "11", "images": "6"}
+    assert params == {
+        "model": "vertical/D4",
+        "D": "4",
+        "S": "3",
+        "sampler": "dpm++2m",
+        "seed": "11",
+        "images": "6",
+        "source": "user",  # the user folder's vertical/D4, not the zoo's member of that name
+    }
     monkeypatch.setattr(sys, "argv", [MAIN, "--checkpoints", str(folders["user"])])
     fresh = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
     fresh.query_params.update(params)
     fresh = fresh.run()
     assert not fresh.exception, fresh.exception
+    assert fresh.selectbox(key="family").value == family
     depth, steps, sampler = side_widgets(fresh, fresh.selectbox(key="family").value)
     assert (depth.value, steps.value, sampler.value) == (4, 3, "dpm++2m")
     assert fresh.number_input(key="seed").value == 11 and fresh.slider(key="images-16").value == 6
@@ -1060,7 +1069,7 @@ def test_settings_survive_a_link(app, folders, monkeypatch):
     bad.query_params.update({**params, "D": "3", "S": "9999"})  # D=3 has no file in this family
     bad = bad.run()
     notes = [w.value for w in bad.sidebar.warning]
-    assert any("D='3'" in n for n in notes) and any("S='9999'" in n for n in notes)
+    assert any("D='3'" in n for n in notes) and any("S='9999'" in n for n in notes), (notes, bad.warning)
     assert side_widgets(bad, bad.selectbox(key="family").value)[2].value == "dpm++2m"  # what fits still applies
 
 
