@@ -120,7 +120,9 @@ def render(path: Path, fast: bool, timeout: int) -> Path:
         elif cell.cell_type == "code":
             parts.append("```python\n" + cell.source.rstrip() + "\n```")
             parts += _outputs(cell, figures, name, counter)
-    (tmp / f"{name}.md").write_text("\n\n".join(parts) + "\n")
+    # paths of this checkout read as paths of the repository: the copy must not name the machine it was made on
+    text = "\n\n".join(parts).replace(f"{ROOT}/", "")
+    (tmp / f"{name}.md").write_text(text + "\n")
     # replace the old copy only now, whole: a failed run leaves the previous one in place
     shutil.rmtree(OUT / name, ignore_errors=True)
     (figures).rename(OUT / name)
