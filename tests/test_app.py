@@ -810,7 +810,8 @@ def test_a_256px_latent_family_draws_decoded_blocks_at_true_size_with_an_incepti
     run = at.session_state["runs"][0]
     assert run.finished and run.images.shape == (4, 3, 256, 256)
     assert 1 <= len(decoded) <= 4 and set(decoded) == {4}  # the batch, at most once per block (see below)
-    assert [len(image.proto.imgs) for image in at.image] == [4]  # one picture per image (panels.pictures)
+    # one picture per image (panels.pictures), then the run's thumbnail in the page's history
+    assert [len(image.proto.imgs) for image in at.image] == [4, 1]
     reference = f"fluent-256px-all-inception-{len(NAMES)}"
     assert run.fid.extractor.startswith("inception-") and run.fid.reference == reference
     assert f"reference: `{reference}` ({len(NAMES)} real images)" in " ".join(c.value for c in at.caption)
