@@ -204,6 +204,7 @@ def test_a_link_download_history_and_compare_in_a_real_browser(tmp_path):
     from test_app import write_checkpoint
 
     require_chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     write_checkpoint(tmp_path / "a", "D2.safetensors", "vertical/D2", 2)
     write_checkpoint(tmp_path / "b", "E.safetensors", "elastic/E", 2, elastic=(1, 2, 4))
@@ -211,7 +212,7 @@ def test_a_link_download_history_and_compare_in_a_real_browser(tmp_path):
     with streamlit_server(args, ARTIFACTS / "streamlit-lab.log") as (url, _), sync_playwright() as pw:
         with browser_page(pw, "app-lab") as page:
             generate = open_app(page, f"{url}/?model=vertical/D2&S=2&seed=3&images=4", previews=True)
-            expect(page.get_by_role("slider").nth(1)).to_have_attribute("aria-valuenow", "2")
+            expect(page.get_by_role("slider").nth(1)).to_have_attribute("aria-valuetext", "2")
             generate.click()
             expect(page.get_by_text("First block on screen")).to_be_visible(timeout=120_000)
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
