@@ -1,7 +1,7 @@
-"""The app's inputs: `*_ui()` functions draw widgets and return plain settings; `validate` re-checks them.
+"""The app's inputs: `*_ui()` functions draw widgets and return plain settings; `resolve_sides` re-checks them.
 
 Widget limits only shape the browser's controls; a client can send any value over the websocket, so every value
-that reaches the sampler passes `validate` on the server first.
+that reaches the sampler passes `resolve_sides` on the server first.
 
 An elastic checkpoint adds controls of its own: a depth anywhere in 1..N (held-out depths sample with
 allow_untrained_depth and say so), iso-compute (S moves with D so that a block costs what the reference
@@ -218,7 +218,7 @@ def check_tuning(side: Side, config: Config) -> None:
     check_request(config.model, config, request)
 
 
-def validate(request: Request, families: Family | list[Family]) -> list[Entry]:
+def resolve_sides(request: Request, families: Family | list[Family]) -> list[Entry]:
     """The checkpoint of each side (side i from families[i]; one family serves every side), or ValueError naming
     the first input out of bounds and the fix."""
     families = [families] * len(SIDES) if isinstance(families, Family) else list(families)

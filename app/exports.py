@@ -1,6 +1,6 @@
 """What a run leaves behind: PNGs at true resolution, a zip, a JSON record with provenance, and the command line.
 
-Everything here is plain bytes and text built from a finished `Run`, so a page offers it through download buttons
+Everything here is plain bytes and text built from a finished `PageRun`, so a page offers it through download buttons
 and a test reads it back without a browser. The record says what produced the images (checkpoint file, its size,
 modification time and training commit, this code's commit, torch) and what they scored, so that a run downloaded
 today can be traced and redone later.
@@ -25,7 +25,7 @@ from workbench.core.paths import REPO_ROOT
 from workbench.data.images import image_grid
 from workbench.training.checkpoint import read_header
 
-from .runs import Run
+from .runs import PageRun
 
 
 def png(image: torch.Tensor) -> bytes:
@@ -53,7 +53,7 @@ def _shown_path(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def sample_arguments(run: Run) -> list[str]:
+def sample_arguments(run: PageRun) -> list[str]:
     """The `python -m workbench sample` arguments that redraw `run`'s images (per-image seeds: image i of seed s is
     the same at any batch size, so the CLI's grid holds the page's images in the same order)."""
     s, plan = run.side, run.plan
@@ -82,19 +82,19 @@ def sample_arguments(run: Run) -> list[str]:
     return args
 
 
-def command_line(run: Run, out: str = "samples.png") -> str:
+def command_line(run: PageRun, out: str = "samples.png") -> str:
     """The exact shell command that reproduces the run's images, quoted for a POSIX shell."""
     return shlex.join(["python", "-m", "workbench", "sample", *sample_arguments(run), "--out", out])
 
 
-def limitations(run: Run) -> list[str]:
+def limitations(run: PageRun) -> list[str]:
     """What the command line cannot say (shown beside it)."""
     if run.side.label is not None:
         return [f"every image of class {run.side.label}: the CLI draws classes itself (no class option)"]
     return []
 
 
-def record(run: Run) -> dict:
+def record(run: PageRun) -> dict:
     """The run's settings, cost, scores and provenance as JSON-ready data."""
     s, plan, fid = run.side, run.plan, run.fid
     stat = run.checkpoint.stat()
@@ -152,15 +152,15 @@ def record(run: Run) -> dict:
     }
 
 
-def record_json(run: Run) -> bytes:
+def record_json(run: PageRun) -> bytes:
     return json.dumps(record(run), indent=2, default=str).encode()
 
 
-def image_name(run: Run, index: int) -> str:
+def image_name(run: PageRun, index: int) -> str:
     return f"seed{run.seed}-image{index:03d}.png"
 
 
-def zip_bytes(run: Run) -> bytes:
+def zip_bytes(run: PageRun) -> bytes:
     """Every image as its own PNG (true resolution) and run.json, in one zip."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already

@@ -42,14 +42,14 @@ from app.controls import (  # noqa: E402
     default_steps,
     family_ui,
     path_ui,
+    resolve_sides,
     settings_ui,
     side_plan,
-    validate,
     widget_key,
 )
 from app.outputs import history_ui, outputs_ui  # noqa: E402
 from app.panels import NATIVE_SIDE, RunView, show_difference, zoo_charts  # noqa: E402
-from app.runs import TORCH_THREADS, Loaded, Run, add_samples, generate, paired_difference, submit  # noqa: E402
+from app.runs import TORCH_THREADS, Loaded, PageRun, add_samples, paired_difference, stream_jobs, submit  # noqa: E402
 from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
 from app.scheduler import log as scheduler_log  # noqa: E402
 from workbench.core.config import DataConfig  # noqa: E402
@@ -275,10 +275,10 @@ def _generate(
     state = st.session_state
     try:
         compare = len(sides) > 1
-        entries = validate(request, sides)
+        entries = resolve_sides(request, sides)
         resources = [loaded(e.path) for e in entries]
         runs = [
-            Run(
+            PageRun(
                 name if compare else "",
                 side,
                 e.path,
@@ -304,7 +304,7 @@ def _generate(
     )
     views = _views(runs)
     try:
-        generate(queue, session, jobs, runs, resources, views, clicked)
+        stream_jobs(queue, session, jobs, runs, resources, views, clicked)
     except Cancelled:  # this page reran meanwhile: the new run draws what was kept
         return None
     except Exception as err:  # noqa: BLE001 - the page stays usable; the previous results come back on rerun
@@ -317,7 +317,7 @@ def _generate(
     return views
 
 
-def _keep(runs: list[Run], sides: list[Family], request: Request) -> None:
+def _keep(runs: list[PageRun], sides: list[Family], request: Request) -> None:
     """Finished runs into the page's history, and (one side) the settings into the URL, so a link restores them."""
     state = st.session_state
     for run, family in zip(runs, sides):
@@ -350,7 +350,7 @@ def _restore(values: dict) -> None:
     st.session_state.update(values)
 
 
-def more_ui(runs: list[Run], views: list[RunView], queue: Scheduler, session: str) -> None:
+def more_ui(runs: list[PageRun], views: list[RunView], queue: Scheduler, session: str) -> None:
     """The "more samples" button; a click reruns the page, which then adds the samples."""
     more = [(r, v) for r, v in zip(runs, views) if r.live is not None and r.live.n < MAX_FID_SAMPLES]
     if not more or not st.button(
@@ -377,7 +377,7 @@ def more_ui(runs: list[Run], views: list[RunView], queue: Scheduler, session: st
         st.error(f"Adding samples failed: {type(err).__name__}: {err}")
 
 
-def difference_ui(runs: list[Run], queue: Scheduler, session: str) -> None:
+def difference_ui(runs: list[PageRun], queue: Scheduler, session: str) -> None:
     """Compare mode: FID(A) - FID(B) over the seeds both sides drew, with its paired interval; computed on the work
     queue once per pair of sample counts and kept in the session for reruns."""
     if len(runs) != 2 or not all(r.finished for r in runs):
@@ -393,7 +393,7 @@ def difference_ui(runs: list[Run], queue: Scheduler, session: str) -> None:
     show_difference(*cached[1])
 
 
-def _views(runs: list[Run]) -> list[RunView]:
+def _views(runs: list[PageRun]) -> list[RunView]:
     if not runs:
         st.info("Choose the settings above and press **Generate**: the grid fills block by block.")
         return []
@@ -404,7 +404,7 @@ def _views(runs: list[Run]) -> list[RunView]:
     return views
 
 
-def _show(runs: list[Run]) -> list[RunView]:
+def _show(runs: list[PageRun]) -> list[RunView]:
     """Redraw the stored results (a rerun clears the page)."""
     views = _views(runs)
     for run, view in zip(runs, views):

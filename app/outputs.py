@@ -12,10 +12,10 @@ import streamlit as st
 
 from . import exports
 from .history import HISTORY_BYTES, HISTORY_RUNS, Past
-from .runs import Run
+from .runs import PageRun
 
 
-def outputs_ui(run: Run, key: str) -> None:
+def outputs_ui(run: PageRun, key: str) -> None:
     """Downloads of one finished run (a chosen image as PNG, all of them as a zip, the JSON record) and the command
     line that reproduces it."""
     with st.expander("Download · command line", expanded=False):

@@ -16,7 +16,7 @@ from workbench.research.groups import Family
 from workbench.research.plots import Marker, fid_vs_compute_figure, fid_vs_steps_figure
 from workbench.research.reports import Report
 
-from .runs import Difference, Run
+from .runs import Difference, PageRun
 
 GRID_WIDTH = 440  # pixels a grid of small images is upscaled to (nearest neighbour keeps 32 px images crisp)
 # a run's live FID is drawn among the shipped curves only from this share of their n on: FID is biased upward at
@@ -66,7 +66,7 @@ class RunView:
             self._waiting = text
             self.progress.progress(0.0, text=text)
 
-    def show_stopped(self, run: Run) -> None:
+    def show_stopped(self, run: PageRun) -> None:
         """What a stopped run had finished: its blocks so far."""
         if run.images is None:
             self.progress.progress(0.0, text="stopped before the first block")
@@ -84,7 +84,7 @@ class RunView:
         self.show_progress(done, text)
         self.image.image(pictures(images), width="content", output_format="PNG")  # lossless: pixels as generated
 
-    def show_meter(self, run: Run) -> None:
+    def show_meter(self, run: PageRun) -> None:
         with self.meter.container():
             a, b, c = st.columns(3)
             a.metric(
@@ -162,7 +162,7 @@ def show_difference(diff: Difference | None, problem: str | None) -> None:
     )
 
 
-def zoo_charts(family: Family, zoo: list[Report], runs: list[Run]) -> None:
+def zoo_charts(family: Family, zoo: list[Report], runs: list[PageRun]) -> None:
     """FID against compute: this family's curves and the frontier of every report on the same data; FID
     against steps for this family; the current runs placed on both (by their live FID when it is comparable:
     the same feature extractor as the zoo's reports)."""

@@ -1,6 +1,6 @@
 """Runs: consume the sampler's events, draw them as they arrive, keep the results in the session.
 
-A `Run` lives in st.session_state (one per side), never in a module global: browser sessions share nothing but
+A `PageRun` lives in st.session_state (one per side), never in a module global: browser sessions share nothing but
 the cached, read-only models, codecs and reference statistics.
 """
 
@@ -41,7 +41,7 @@ PAIRED_RESAMPLES = {128: 200, 2048: 50}
 
 
 @dataclass
-class Run:
+class PageRun:
     """One side's result: settings, the first batch, its cost, and the FID of everything generated so far."""
 
     name: str  # "A" or "B" in compare mode, else ""
@@ -159,7 +159,7 @@ def _per_worker(queue: Scheduler) -> float:
     return sum(queue.load()) / queue.limits.workers
 
 
-def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded], preview: bool) -> list[Job]:
+def submit(queue: Scheduler, session: str, runs: list[PageRun], loaded: list[Loaded], preview: bool) -> list[Job]:
     """Queue the first batch of every run, served block by block; all or none (Refused leaves nothing queued)."""
     jobs: list[Job] = []
     try:
@@ -180,8 +180,14 @@ def submit(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded]
     return jobs
 
 
-def generate(
-    queue: Scheduler, session: str, jobs: list[Job], runs: list[Run], loaded: list[Loaded], views: list, clicked: float
+def stream_jobs(
+    queue: Scheduler,
+    session: str,
+    jobs: list[Job],
+    runs: list[PageRun],
+    loaded: list[Loaded],
+    views: list,
+    clicked: float,
 ) -> None:
     """Draw the queued runs as their events arrive (sides in turn), and the place in line while a run waits; then
     each finished run's first FID. Every finished block is kept in its run, so a stopped run keeps what it drew.
@@ -226,7 +232,9 @@ def _first_fid(live: LiveFID, images: torch.Tensor) -> FIDResult | None:
     return live.compute() if live.n >= 2 else None
 
 
-def add_samples(queue: Scheduler, session: str, runs: list[Run], loaded: list[Loaded], views: list, limit: int) -> None:
+def add_samples(
+    queue: Scheduler, session: str, runs: list[PageRun], loaded: list[Loaded], views: list, limit: int
+) -> None:
     """MORE_SAMPLES more images per run (batches of MORE_BATCH, seeds seed+1, seed+2, ...) through the work queue,
     the FID redrawn after every batch; a run never holds more than `limit` images."""
     for run, ld, view in zip(runs, loaded, views):
@@ -269,7 +277,7 @@ class Difference:
         return "undecided: the interval contains 0 (add samples to narrow it)"
 
 
-def paired_difference(a: Run, b: Run, level: float = 0.9) -> tuple[Difference | None, str | None]:
+def paired_difference(a: PageRun, b: PageRun, level: float = 0.9) -> tuple[Difference | None, str | None]:
     """The difference of two finished sides' FIDs over the rows they share (row i of both from the same seed and
     batch), or why there is none. Runs on the work queue: resampling costs up to seconds at 2048 features."""
     if a.live is None or b.live is None:

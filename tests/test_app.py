@@ -21,7 +21,7 @@ from single_thread import one_thread  # noqa: F401 (autouse; the app itself samp
 import workbench as wb
 from app import catalog
 from app import paths as app_paths
-from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, side_plan, validate
+from app.controls import MAX_IMAGES, MAX_STEPS, Request, Side, resolve_sides, side_plan
 from app.panels import pictures
 from app.runs import Throttle, progress_text
 from workbench.core.compute import iso_table
@@ -439,7 +439,7 @@ def test_validate_bounds(folders):
     entries, _ = catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None))
     family = group_families(entries)[0]
     ok = Side(2, 10, "ddim", None, 1.0)
-    assert [e.D for e in validate(Request((ok,), 4, 0, True), family)] == [2]
+    assert [e.D for e in resolve_sides(Request((ok,), 4, 0, True), family)] == [2]
     bad = [
         Request((ok,), MAX_IMAGES + 1, 0, True),
         Request((ok,), 0, 0, True),
@@ -453,7 +453,7 @@ def test_validate_bounds(folders):
     ]
     for request in bad:
         with pytest.raises(ValueError, match="Fix:"):
-            validate(request, family)
+            resolve_sides(request, family)
 
 
 def test_check_path_confines_to_the_folders(folders, tmp_path):
@@ -719,7 +719,7 @@ def test_validate_elastic_bounds(elastic, folders):
     fam = group_families([catalog.load_entry(elastic.resolve(), "user")])[0]
     assert fam.elastic and fam.positions() == [1, 2, 3, 4] and fam.trained() == list(ELASTIC_D)
     ok = Side(3, 4, "ddim", None, 1.0, "4,3,2,1", "", 2)
-    assert validate(Request((ok,), 4, 0, True), fam)[0].path == elastic.resolve()
+    assert resolve_sides(Request((ok,), 4, 0, True), fam)[0].path == elastic.resolve()
     plan = side_plan(ok, fam.elastic.config)
     assert (plan.depths, plan.steps, plan.held_out, plan.iso_cost) == ((4, 3, 2, 1), (3, 3, 4, 7), (3,), 10)
     assert plan.sample_kwargs() == {
@@ -745,7 +745,7 @@ def test_validate_elastic_bounds(elastic, folders):
     }  # S(1) = 4 * 200 - 3 steps
     for what, side in bad.items():
         with pytest.raises(ValueError, match="Fix:"):
-            validate(Request((side,), 4, 0, True), fam)
+            resolve_sides(Request((side,), 4, 0, True), fam)
             pytest.fail(what)
     dedicated = group_families(
         catalog.scan(catalog.Folders(Path("/nonexistent"), (folders["user"].resolve(),), None))[0]
@@ -756,7 +756,7 @@ def test_validate_elastic_bounds(elastic, folders):
         Side(2, 4, "ddim", None, 1.0, "", "", 2),
     ):
         with pytest.raises(ValueError, match="need an elastic checkpoint.*Fix:"):
-            validate(Request((side,), 4, 0, True), dedicated)
+            resolve_sides(Request((side,), 4, 0, True), dedicated)
     assert side_plan(Side(2, 4, "ddim", None, 1.0), dedicated.entries[0].config).sample_kwargs() == {}
 
 
@@ -839,7 +839,7 @@ def test_frames_of_a_latent_model_decode_finished_blocks_and_hatch_the_rest(late
 
 
 class Recorder:
-    """A RunView stand-in: the progress texts of the frames runs.generate draws, and how often it moved the bar."""
+    """A RunView stand-in: the progress texts of the frames runs.stream_jobs draws, and how often it moved the bar."""
 
     def __init__(self):
         self.drawn, self.moved = [], 0
@@ -863,7 +863,7 @@ def test_a_latent_run_decodes_finished_blocks_only_and_skips_outdated_ones(laten
     sampler draws every block as it finishes, one slower than it (a slow decoder) skips the outdated frames."""
     import time
 
-    from app.runs import Loaded, Run, generate, submit
+    from app.runs import Loaded, PageRun, stream_jobs, submit
     from app.scheduler import Limits, Scheduler
     from workbench.data.codecs import VAECodec, build_codec
     from workbench.training.checkpoint import load_for_inference
@@ -886,10 +886,10 @@ def test_a_latent_run_decodes_finished_blocks_only_and_skips_outdated_ones(laten
     monkeypatch.setattr(VAECodec, "decode", slow_decode)
     monkeypatch.setattr(wb, "generate_events", slow_sampler)
     side = Side(2, 3, cfg.sample.sampler, None, 1.0)
-    run = Run("", side, latent["checkpoint"], "blocks-emoji256/T4", 2, 0, plan=side_plan(side, cfg), image_size=256)
+    run = PageRun("", side, latent["checkpoint"], "blocks-emoji256/T4", 2, 0, plan=side_plan(side, cfg), image_size=256)
     queue, view = Scheduler(Limits(workers=1)), Recorder()
     try:
-        generate(queue, "s", submit(queue, "s", [run], [ld], preview=True), [run], [ld], [view], time.perf_counter())
+        stream_jobs(queue, "s", submit(queue, "s", [run], [ld], preview=True), [run], [ld], [view], time.perf_counter())
     finally:
         queue.close()
     assert run.finished and run.images.shape == (2, 3, 256, 256) and view.drawn[-1] == "block 4/4 finished"
