@@ -6,12 +6,11 @@ One shipped model samples the same n images twice, image i from the same per-ima
 in bf16; both sets are scored against the shipped reference with the model's default extractor, and the paired
 FID difference FID(bf16) - FID(fp32) comes with a 90% bootstrap interval over the images (resampled together, so the
 noise both sides share cancels). Also the largest pixel difference and the sampling time of each. Prints one JSON
-object; --record appends it to benchmarks/results/precision.jsonl.
+object; --out FILE appends it (the recorded figure: --out benchmarks/results/precision.jsonl).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -19,25 +18,22 @@ from pathlib import Path
 import torch
 
 import workbench as wb
+from benchmarks.harness import append_jsonl, parse, parser
 from workbench.evaluation.evaluate import default_extractor, shipped_reference
 from workbench.evaluation.features import extract_features
 from workbench.evaluation.metrics import fid_from_features, paired_fid_difference
 from workbench.sampling.sampler import generate_images
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "precision.jsonl"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    ap = parser(__doc__)  # --threads (default 2) and --out
     ap.add_argument("--checkpoint", type=Path, default=REPO / "data/checkpoints/vertical/D1.safetensors")
     ap.add_argument("--n", type=int, default=500, help="images per precision")
     ap.add_argument("--steps", type=int, default=16, help="S per block")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--record", action="store_true", help="append the result to benchmarks/results/precision.jsonl")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse(ap, argv)
     model, cfg = wb.load_for_inference(args.checkpoint)
     extractor = default_extractor(cfg)
     reference = shipped_reference(cfg.data, extractor)
@@ -72,10 +68,8 @@ def main() -> None:
         "torch": torch.__version__,
     }
     print(json.dumps(result))
-    if args.record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(result) + "\n")
+    if args.out:
+        append_jsonl(result, args.out)
 
 
 if __name__ == "__main__":
