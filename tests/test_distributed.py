@@ -3,6 +3,7 @@ resumed ends bitwise equal to an uninterrupted one, the checkpoint is one gather
 each rank holds about half the weights and optimizer state that DDP holds."""
 
 import json
+import math
 import os
 import signal
 import socket
@@ -312,3 +313,11 @@ def test_imagenet_layout_encodes_trains_fsdp_and_samples_on_two_processes(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     with Image.open(grid) as im:
         assert im.size[1] >= 64  # 64 px images decoded by the SD-VAE-architecture codec
+    # and scored: Inception features of the decoded samples against statistics computed from the folder itself
+    report = tmp_path / "eval.json"
+    scored = [*sample[:3], "eval", *sample[4:6], "--num-samples", "10", "--steps", "2", "--no-flop-count"]
+    done = subprocess.run([*scored, "--out", str(report)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = json.loads(report.read_text())
+    assert math.isfinite(scores["fid"]) and scores["fid"] > 0 and 0 <= scores["precision"] <= 1
+    assert scores["n"] == 10 and scores["extractor"].startswith("inception")
