@@ -2,7 +2,6 @@
 refuses an unknown or missing one in one line that names the fix; the sampler keeps every tensor of a run on the
 run's device, which a run on PyTorch's "meta" device checks without a GPU; bf16 sampling stays close to fp32."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -57,8 +56,7 @@ def test_cli_refuses_a_missing_device_in_one_line(command, capsys):
 
 @pytest.mark.skipif(not NO_CUDA, reason="a machine with CUDA has the device")
 def test_the_app_refuses_a_missing_device_in_one_line():
-    sys.path.insert(0, str(REPO))
-    from app.main import device_from
+    from app.main import device_from  # pytest puts the repository root on the path
 
     assert device_from(["--zoo", "x"]) == "cpu"
     with pytest.raises(ValueError, match="device: cuda is not available here.*Fix"):
