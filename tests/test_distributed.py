@@ -313,9 +313,15 @@ def test_imagenet_layout_encodes_trains_fsdp_and_samples_on_two_processes(tmp_pa
     assert done.returncode == 0, done.stderr[-3000:]
     with Image.open(grid) as im:
         assert im.size[1] >= 64  # 64 px images decoded by the SD-VAE-architecture codec
-    # and scored: Inception features of the decoded samples against statistics computed from the folder itself
+    # and scored: Inception features of the decoded samples against statistics computed from the folder itself,
+    # kept in tmp_path (eval's default would cache them in the repository's data/reference/)
+    from workbench.evaluation.evaluate import build_reference
+
+    build_reference(wb.load_for_inference(out)[1].data, "inception", folder=tmp_path / "reference")
+    (reference,) = (tmp_path / "reference").glob("*.safetensors")
     report = tmp_path / "eval.json"
     scored = [*sample[:3], "eval", *sample[4:6], "--num-samples", "10", "--steps", "2", "--no-flop-count"]
+    scored += ["--reference", str(reference)]
     done = subprocess.run([*scored, "--out", str(report)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     scores = json.loads(report.read_text())
