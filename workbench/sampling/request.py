@@ -10,21 +10,23 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from ..core.config import Config, ModelConfig, SampleConfig
+from ..core.configio import coerce
 
-_FIELDS = frozenset(f.name for f in fields(SampleConfig))
+_FIELDS = {f.name: f for f in fields(SampleConfig)}
 
 
 def sample_request(config: Config, request: SampleConfig | None = None, **given) -> SampleConfig:
     """`request` (default config.sample) with the given, not-None fields replaced: a validated request. An unknown
     setting, a value out of range or a sampler that does not fit the objective is an error naming the field and the
     fix (steps=0 is an error, not the default)."""
-    unknown = sorted(set(given) - _FIELDS)
+    unknown = sorted(set(given) - set(_FIELDS))
     if unknown:
         raise ValueError(
             f"sample: unknown setting(s) {unknown}. Fix: use fields of the sampling request "
             f"({', '.join(sorted(_FIELDS))})."
         )
-    sc = replace(request or config.sample, **{k: v for k, v in given.items() if v is not None})
+    changes = {k: coerce(v, _FIELDS[k], f"sample.{k}") for k, v in given.items() if v is not None}  # "3,2,1" -> (3, 2, 1)
+    sc = replace(request or config.sample, **changes)
     sc.check_objective(config.diffusion.prediction)
     return sc
 
