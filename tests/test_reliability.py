@@ -456,7 +456,10 @@ def test_grey_folder_of_colour_and_16_bit_images(tmp_path):
 def test_missing_or_empty_dataset_names_the_fix(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    for root, says in ((tmp_path / "nowhere", "data.root: no such file or folder"), (tmp_path / "empty", "no readable images")):
+    for root, says in (
+        (tmp_path / "nowhere", "data.root: no such file or folder"),
+        (tmp_path / "empty", "no readable images"),
+    ):
         assert (
             main(
                 [

@@ -25,7 +25,8 @@ def sample_request(config: Config, request: SampleConfig | None = None, **given)
             f"sample: unknown setting(s) {unknown}. Fix: use fields of the sampling request "
             f"({', '.join(sorted(_FIELDS))})."
         )
-    changes = {k: coerce(v, _FIELDS[k], f"sample.{k}") for k, v in given.items() if v is not None}  # "3,2,1" -> (3, 2, 1)
+    # text and lists become the field types ("3,2,1" -> (3, 2, 1)); a bad value names the field
+    changes = {k: coerce(v, _FIELDS[k], f"sample.{k}") for k, v in given.items() if v is not None}
     sc = replace(request or config.sample, **changes)
     sc.check_objective(config.diffusion.prediction)
     return sc
