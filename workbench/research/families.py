@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..core.config import Config
 from ..core.paths import REPO_ROOT
@@ -23,6 +25,7 @@ FAMILIES = (
     "blocks-people256",
     "context-people256",
     "ablations",
+    "depth",
 )
 ABLATIONS = [
     ("default", {}),
@@ -34,6 +37,11 @@ ABLATIONS = [
 ]
 ABLATION_SEEDS = (0, 1, 2)  # training seeds: an ablation's effect is read against the spread between them
 VERTICAL_D = (1, 2, 3, 4)  # N/4 .. N of the zoo's N=4
+# the headline at depth: elastic models at more layers N, each trained at every D in 1..N, opening at D = N/4, with
+# the vertical elastic model's total training compute (N=4 x 12,000 steps: N=8 6,000 steps, N=12 4,000); two
+# seeds at the largest N
+DEPTH_NS = (8, 12)
+DEPTH_SEEDS = {8: (0,), 12: (0, 1)}
 T_SWEEP = [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)]  # the members of every blocks-* family
 MEMBERS = {  # family -> [(member name, config overrides)]
     # the dedicated models, and one elastic model trained at every D of them (its reports: "elastic-D1", ...)
@@ -50,10 +58,27 @@ MEMBERS = {  # family -> [(member name, config overrides)]
     "ablations": [
         (seeded_name(name, seed), {**over, "train.seed": seed}) for name, over in ABLATIONS for seed in ABLATION_SEEDS
     ],
+    "depth": [
+        (
+            seeded_name(f"N{n}", seed),
+            {
+                "model.depth": n,
+                "model.diffusion_depth": n // 4,
+                "model.elastic_depths": list(range(1, n + 1)),
+                "train.seed": seed,
+            },
+        )
+        for n in DEPTH_NS
+        for seed in DEPTH_SEEDS[n]
+    ],
 }
 # members that train a multiple of their family's budget: the elastic model gets the four dedicated models' steps
 # together (equal total compute, the elastic benchmark's comparison (b))
 BUDGET_MULTIPLE = {("vertical", "elastic"): len(VERTICAL_D)}
+# the depth family: the elastic model's steps x its N=4 layers, spread over N layers (steps scale as 4 x 4 / N)
+BUDGET_MULTIPLE |= {
+    ("depth", seeded_name(f"N{n}", seed)): len(VERTICAL_D) * 4 / n for n in DEPTH_NS for seed in DEPTH_SEEDS[n]
+}
 
 
 def depth_report_name(name: str, depth: int) -> str:
@@ -127,7 +152,9 @@ def ships_weights(family: str, name: str) -> bool:
 
 
 # ---- members: the families built into full configs with their budgets ----------------------------------------------
-RUNS = REPO_ROOT / "runs" / "zoo"  # a member trains in RUNS/<its key>; members with the same key share the run
+# a member trains in RUNS/<its key>; members with the same key share the run. WORKBENCH_ZOO_RUNS moves the folder
+# (e.g. out of the work tree, where long runs survive a fresh clone)
+RUNS = Path(os.environ.get("WORKBENCH_ZOO_RUNS") or REPO_ROOT / "runs" / "zoo").expanduser()
 
 # Budgets. CPU, zoo v2 for Fashion-MNIST: 3,000 steps x 64 images per member (N=4, width 128: 0.17x fmnist-small's
 # training FLOPs per step, but small models run below the machine's matmul rate: alone on 2 threads of the AMD EPYC
@@ -222,7 +249,8 @@ def members(gpu: bool = False) -> list[Member]:
         for name, over in entries:
             cfg = family_base(family, name).override(**over)
             if (family, name) in BUDGET_MULTIPLE:  # e.g. the elastic model: the four dedicated budgets together
-                cfg = cfg.override(**{"train.max_steps": cfg.train.max_steps * BUDGET_MULTIPLE[family, name]})
+                steps = round(cfg.train.max_steps * BUDGET_MULTIPLE[family, name])
+                cfg = cfg.override(**{"train.max_steps": steps})
             m = Member(family, name, cfg)
             named = cfg.override(**{"name": f"{family}/{name}", "train.out_dir": str(m.run)})
             out.append(Member(family, name, named))
