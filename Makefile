@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# test workers (pytest-xdist): one per core; TEST_WORKERS=0 runs the suite in this process
+TEST_WORKERS ?= auto
 CHECKPOINT ?=
 
 .PHONY: app lab test lint format install system-deps clean
@@ -26,7 +28,7 @@ system-deps:
 	@bash scripts/system_deps.sh
 
 test: install lint
-	WORKBENCH_FAST=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	WORKBENCH_FAST=1 $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff: the linter and the formatter (line length 120; settings in pyproject.toml); CI fails on either
 lint: install

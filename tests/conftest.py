@@ -5,6 +5,12 @@ import torch
 
 os.environ.setdefault("WORKBENCH_FAST", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs one worker per core (pytest-xdist): each worker and
+    # the processes its tests start (distributed runs, notebooks, the app) use one thread, so that the workers
+    # together never ask for more threads than there are cores (OpenMP's barriers turn oversubscription into ~50x)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
