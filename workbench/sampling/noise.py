@@ -11,9 +11,14 @@ So image i is the same at any batch size, in any request and on any device (nois
 image_seed(s, 0) = s, so a batch of one draws exactly what the older "batch" layout drew; that layout (one generator
 of seed s for the whole batch, seed + CONTEXT_SEED and seed + LABEL_SEED_OFFSET beside it) stays selectable to
 reproduce runs and reports made before per-image seeds.
+
+Several requests may share one batch (batched generation): a batch is then a list of `Rows`, each a run of
+consecutive images of one seed, and every row draws from its own image's generators exactly as it would alone.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -35,20 +40,64 @@ def image_seed(seed: int, index: int) -> int:
     return (z ^ (z >> 31)) >> 1
 
 
+@dataclass(frozen=True, eq=False)
+class Rows:
+    """Images first_image .. first_image + num_images - 1 of `seed`, as consecutive rows of a batch, with their
+    class labels (num_images,) (None: drawn as a request of these images alone draws them, see default_labels)."""
+
+    seed: int
+    first_image: int
+    num_images: int
+    labels: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_images < 1 or self.first_image < 0:
+            raise ValueError(
+                f"rows: {self.num_images} images from image {self.first_image} of seed {self.seed}. Fix: give at "
+                "least one image and a first image >= 0."
+            )
+
+    def request(self, request: SampleConfig) -> SampleConfig:
+        """`request` for these images alone: what a run of them without the rest of the batch would be."""
+        return replace(request, seed=self.seed, first_image=self.first_image, num_images=self.num_images)
+
+
+def rows_of(request: SampleConfig, labels: torch.Tensor | None = None) -> tuple[Rows, ...]:
+    """The rows of a request alone: one run, its seed's images first_image onwards."""
+    return (Rows(request.seed, request.first_image, request.num_images, labels),)
+
+
 def _generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
 
 
 class Noise:
-    """The CPU generators of one sampling request, in its noise layout (see the module docstring)."""
+    """The CPU generators of one sampling request, in its noise layout (see the module docstring): of its own
+    images, or of `rows` (several requests' images in one batch; per-image layout only)."""
 
-    def __init__(self, request: SampleConfig):
+    def __init__(self, request: SampleConfig, rows: tuple[Rows, ...] | None = None):
         self.per_image = request.noise_layout == "per-image"
-        first, n = request.first_image, request.num_images
-        self.seeds = [image_seed(request.seed, first + j) for j in range(n)] if self.per_image else [request.seed]
-        self.num_images = n
+        rows = rows or rows_of(request)
+        if len(rows) > 1 and not self.per_image:
+            raise ValueError(
+                "rows: the batch noise layout draws a whole batch from one generator, so requests cannot share "
+                "a batch. Fix: use noise_layout='per-image', or sample the requests one by one."
+            )
+        self.seeds = (
+            [image_seed(r.seed, r.first_image + j) for r in rows for j in range(r.num_images)]
+            if self.per_image
+            else [rows[0].seed]
+        )
+        self.num_images = sum(r.num_images for r in rows)
         self.images = _generators(self.seeds)
         self.context = _generators([s + CONTEXT_SEED for s in self.seeds]) if request.context_noise > 0 else []
+
+    def keep(self, index: list[int]) -> None:
+        """Keep only the images at `index` (rows of the batch, in order): the others left it (per-image layout)."""
+        self.seeds = [self.seeds[i] for i in index]
+        self.images = [self.images[i] for i in index]
+        self.context = [self.context[i] for i in index] if self.context else []
+        self.num_images = len(index)
 
     def _normal(self, gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
         if not self.per_image:
@@ -88,4 +137,4 @@ def default_labels(num_classes: int, request: SampleConfig) -> torch.Tensor | No
     return torch.cat([torch.multinomial(weights, 1, replacement=True, generator=g) for g in gens])
 
 
-__all__ = ["Noise", "image_seed", "default_labels", "LABEL_SEED_OFFSET", "CONTEXT_SEED"]
+__all__ = ["Noise", "Rows", "rows_of", "image_seed", "default_labels", "LABEL_SEED_OFFSET", "CONTEXT_SEED"]

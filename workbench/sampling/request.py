@@ -3,6 +3,7 @@
 `sample_request(config, request, **given)` is the only place keywords become settings: it starts from `request`
 (default `config.sample`), replaces the given fields and returns a validated request. `check_request` runs the
 checks that need the model and its objective, once per sampling call, and returns the depth plan of every step.
+`batch_key` says which requests may share a batch (batched generation): the one rule of compatibility.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import fields, replace
 
 from ..core.config import Config, ModelConfig, SampleConfig
 from ..core.configio import coerce
+from ..core.devices import resolve_device
 
 _FIELDS = {f.name: f for f in fields(SampleConfig)}
 
@@ -99,4 +101,22 @@ def check_request(mcfg: ModelConfig, config: Config, sc: SampleConfig) -> tuple[
     return block_plan(mcfg, sc)
 
 
-__all__ = ["sample_request", "block_plan", "check_request"]
+# what may differ between requests that share a batch: which images they are (their rows) and nothing else
+ROW_FIELDS = ("seed", "first_image", "num_images")
+
+
+def batch_key(model, config: Config, request: SampleConfig, device=None) -> tuple | None:
+    """What must be equal for requests to share one batch (one model evaluation per step for all their images):
+    the same model object (checkpoint and weights) on the same device, the same objective, and every setting of
+    the request but its rows (seed, first_image, num_images; labels are per row too): depth plan, steps, sampler,
+    guidance, flow shift, x0 clipping, context noise, class proportions, precision, cache. Requests with equal keys
+    may be batched; None for a request that never shares (the batch noise layout draws a whole batch at once).
+    Every image of a shared batch draws exactly the noise it would alone (workbench.sampling.noise)."""
+    if request.noise_layout != "per-image":
+        return None
+    where = resolve_device(device) if device is not None else next(model.parameters()).device
+    settings = replace(request, **{f: _FIELDS[f].default for f in ROW_FIELDS})
+    return (model, str(where), config.diffusion, settings)
+
+
+__all__ = ["sample_request", "block_plan", "check_request", "batch_key", "ROW_FIELDS"]

@@ -6,14 +6,18 @@ D may change from block to block (`depth_schedule`) and from step to step (`dept
 then runs once to its smallest boundary N - min D_i and each step enters the diffusion stage at its own N - D_i.
 Notebooks, the app, the CLI and the benchmarks all consume `generate_events`; nothing here prints or plots.
 `frame` turns an event into the images a viewer shows while the later blocks are not generated yet.
+
+Batched generation: `generate_events(..., rows=[Rows(...), ...])` samples the images of several compatible
+requests (request.batch_key) in one batch, each row with its own noise; `Event.part(g)` is row group g's share of
+an event, and sending group indices into the generator takes those groups out of the batch at the next block.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Generator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import cached_property, lru_cache, partial
 
 import torch
 
@@ -25,8 +29,8 @@ from ..core.diffusion import Objective
 from ..core.model import MADFormer
 from ..core.objectives import build_objective
 from ..data.codecs import Codec, build_codec
-from .noise import Noise, default_labels
-from .request import block_plan, check_request, sample_request
+from .noise import Noise, Rows, default_labels, rows_of
+from .request import batch_key, block_plan, check_request, sample_request
 
 
 @dataclass
@@ -42,6 +46,29 @@ class Event:
     _block_x_t: torch.Tensor = field(repr=False)  # (B, Lb, Cpp) block k at x_t
     _block_x0: Callable[[], torch.Tensor] = field(repr=False)  # -> (B, Lb, Cpp) block k's predicted x0
     _cfg: ModelConfig = field(repr=False)
+    _spans: dict[int, tuple[int, int]] = field(default_factory=dict, repr=False)  # row group -> its rows [a, b)
+
+    @property
+    def groups(self) -> tuple[int, ...]:
+        """The row groups (indices into generate_events' `rows`) still in the batch at this event."""
+        return tuple(self._spans)
+
+    def part(self, group: int) -> Event:
+        """This event with row group `group` only: its images, as a request of them alone sees them. A group
+        that has left the batch is a ValueError."""
+        if group not in self._spans:
+            raise ValueError(
+                f"rows: group {group} is not in this batch (it left, or never was). Fix: read {self.groups}."
+            )
+        a, b = self._spans[group]
+        full = self._block_x0
+        return replace(
+            self,
+            _canvas=self._canvas[a:b],
+            _block_x_t=self._block_x_t[a:b],
+            _block_x0=lambda: full()[a:b],
+            _spans={group: (0, b - a)},
+        )
 
     @property
     def done(self) -> bool:
@@ -101,16 +128,35 @@ def _precision(device: torch.device, precision: str) -> Callable[[], AbstractCon
     return nullcontext
 
 
-def _check_labels(mcfg: ModelConfig, labels: torch.Tensor | None, sc: SampleConfig, device) -> torch.Tensor | None:
-    n = mcfg.num_classes
-    if labels is None:
-        drawn = default_labels(n, sc)
-        return None if drawn is None else drawn.to(device)
-    if n == 0:
-        raise ValueError("labels: this model is unconditional. Fix: pass labels=None.")
-    if labels.shape != (sc.num_images,) or int(labels.min()) < 0 or int(labels.max()) >= n:
-        raise ValueError(f"labels: need {sc.num_images} class indices in [0, {n}). Fix: pass a (B,) tensor.")
-    return labels.to(device)
+def _rows(sc: SampleConfig, labels: torch.Tensor | None, rows: Sequence[Rows] | None) -> tuple[Rows, ...]:
+    if rows is None:
+        return rows_of(sc, labels)
+    if labels is not None:
+        raise ValueError("labels: given beside rows. Fix: give each Rows its labels, and labels=None.")
+    if not rows or not all(isinstance(r, Rows) for r in rows):
+        raise ValueError("rows: need a non-empty sequence of Rows. Fix: pass [Rows(seed, first_image, n), ...].")
+    return tuple(rows)
+
+
+def _check_labels(mcfg: ModelConfig, rows: tuple[Rows, ...], sc: SampleConfig, device) -> torch.Tensor | None:
+    """(B,) the labels of every row, in order: given, or drawn as each group's request alone draws them."""
+    n, out = mcfg.num_classes, []
+    for r in rows:
+        if r.labels is None:
+            out.append(default_labels(n, r.request(sc)))
+            continue
+        if n == 0:
+            raise ValueError("labels: this model is unconditional. Fix: pass labels=None.")
+        if r.labels.shape != (r.num_images,) or int(r.labels.min()) < 0 or int(r.labels.max()) >= n:
+            raise ValueError(f"labels: need {r.num_images} class indices in [0, {n}). Fix: pass a (B,) tensor.")
+        out.append(r.labels.cpu())
+    return None if n == 0 else torch.cat(out).to(device)
+
+
+def _spans(rows: Sequence[Rows], groups: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """{group: (first row, end row)} of the groups in the batch, in their order."""
+    ends = torch.tensor([rows[g].num_images for g in groups]).cumsum(0).tolist()
+    return {g: (end - rows[g].num_images, end) for g, end in zip(groups, ends)}
 
 
 @torch.inference_mode()
@@ -120,26 +166,35 @@ def generate_events(
     request: SampleConfig | None = None,
     labels: torch.Tensor | None = None,
     device: torch.device | str | None = None,
-) -> Iterator[Event]:
+    rows: Sequence[Rows] | None = None,
+) -> Generator[Event, Collection[int] | None, None]:
     """Yield an Event per denoising step and per finished block of `request` (default config.sample; build one
     from keywords with `sample_request`), with `labels` (B,) for a class-conditional model (default: drawn, see
     noise.default_labels), on `device` (default: the model's; an unknown or missing device is an error naming the
     fix). Every setting is checked once, before any work. Noise: image i of seed s draws from its own CPU generator
     (sample.noise_layout "per-image"), so it is the same at any batch size and on any device: workbench.sampling.noise
-    documents how seeds map to images."""
+    documents how seeds map to images.
+
+    `rows` (several `Rows`, each with its labels or None) replace the request's seed, first_image, num_images and
+    `labels`: one batch holds the images of several requests that request.batch_key allows to share it, each row
+    with the noise and labels it would have alone, so group g's images (`Event.part(g)`) are those of its request
+    sampled alone, up to the last bits a matmul's rounding changes with the batch size. `generator.send(groups)`
+    (at any event) takes those row groups out of the batch at the next block boundary: no later model evaluation
+    computes their rows, the others go on as before; the generator ends when no group is left."""
     sc = request or config.sample
     mcfg = model.cfg
     plan = check_request(mcfg, config, sc)
+    rows = _rows(sc, labels, rows)
     device = resolve_device(device) if device is not None else next(model.parameters()).device
     set_tf32(device, sc.tf32)
     dtype = next(model.parameters()).dtype
-    B, T = sc.num_images, mcfg.num_blocks
-    labels = _check_labels(mcfg, labels, sc, device)
+    noise = Noise(sc, rows)
+    B, T, spans = noise.num_images, mcfg.num_blocks, _spans(rows, range(len(rows)))
+    labels = _check_labels(mcfg, rows, sc, device)
     guided = labels is not None and sc.cfg_scale != 1.0
     if guided:  # classifier-free guidance: a second half of the batch with the null class
         labels = torch.cat([labels, torch.full_like(labels, mcfg.num_classes)])
     objective = build_objective(config.diffusion, mcfg)
-    noise = Noise(sc)
     canvas = torch.zeros(B, T, mcfg.block_tokens, mcfg.token_dim, device=device, dtype=dtype)  # finished blocks
     seen = torch.zeros_like(canvas) if sc.context_noise > 0 else canvas  # what later blocks read of finished ones
     meter = CostMeter(mcfg, sc.use_cache, guided)
@@ -147,15 +202,22 @@ def generate_events(
     model.eval()
     cache = model.new_cache(2 * B if guided else B, device, dtype) if sc.use_cache else None
     run = _Run(model, cache, seen, labels, guided, sc.cfg_scale, _precision(device, sc.precision))
+    leaving: set[int] = set()  # row groups sent to leave at the next block boundary
     if cache is not None:
         with run.precision():
             model.prefill(cache, labels)
     try:
         for k, depths in enumerate(plan):  # depths: D_i of each of block k's S steps
+            if leaving & set(spans):
+                keep = [g for g in spans if g not in leaving]
+                if not keep:
+                    return
+                run, canvas = _keep_rows(run, canvas, spans, keep, noise)
+                spans = _spans(rows, keep)
             S = len(depths)
             scheduler = objective.make_scheduler(sc.sampler, S, sc.x0_clip, sc.flow_shift)  # multistep state per block
             with run.precision():
-                z_cond = _ar_step(model, cache, seen, k, guided, depths) if cache is not None else {}
+                z_cond = _ar_step(model, run.cache, run.seen, k, guided, depths) if run.cache is not None else {}
             meter.block(k, depths)
             eps = noise.normal((mcfg.block_tokens, mcfg.token_dim)).to(device, dtype)  # (B, Lb, Cpp)
             x = eps * objective.init_sigma(scheduler)
@@ -163,21 +225,50 @@ def generate_events(
                 x_in = objective.scale_input(scheduler, x, t)
                 out = _denoise(run, k, z_cond.get(D), x_in, t, D).to(dtype)
                 meter.step(D)
-                x0 = partial(_predicted_block, objective, out, x_in, t)
+                x0 = lru_cache(1)(partial(_predicted_block, objective, out, x_in, t))  # once for all groups
                 x = scheduler.step(out, t, x, generator=noise.scheduler_generator).prev_sample.to(dtype)
                 if i == len(scheduler.timesteps) - 1:
                     canvas[:, k] = x
                     if sc.context_noise > 0:
                         c, e = sc.context_noise, noise.context_normal(tuple(x.shape[1:])).to(device)
-                        seen[:, k] = ((1 - c) * x.float() + c * e.float()).to(dtype)
-                yield _event("step", k, i + 1, S, meter.cost(), (canvas, x, x0, mcfg))
-            yield _event("block", k, S, S, meter.cost(), (canvas, x, partial(torch.clone, x), mcfg))
+                        run.seen[:, k] = ((1 - c) * x.float() + c * e.float()).to(dtype)
+                leaving |= _sent((yield _event("step", k, i + 1, S, meter.cost(), (canvas, x, x0, mcfg, spans))), rows)
+            block = _event("block", k, S, S, meter.cost(), (canvas, x, partial(torch.clone, x), mcfg, spans))
+            leaving |= _sent((yield block), rows)
     finally:
         model.train(was_training)
 
 
+def _sent(groups: Collection[int] | None, rows: tuple[Rows, ...]) -> set[int]:
+    """The row groups a consumer sent to leave the batch (None: nothing sent)."""
+    if groups is None:
+        return set()
+    bad = [g for g in groups if not (isinstance(g, int) and 0 <= g < len(rows))]
+    if bad:
+        raise ValueError(f"rows: cannot drop group(s) {bad}: the batch has groups 0..{len(rows) - 1}. Fix: send those.")
+    return set(groups)
+
+
+def _keep_rows(
+    run: _Run, canvas: torch.Tensor, spans: dict[int, tuple[int, int]], keep: list[int], noise: Noise
+) -> tuple[_Run, torch.Tensor]:
+    """The run and canvas with the rows of the groups in `keep` only (the others left the batch): cache, labels,
+    context copies and noise generators alike (both halves under guidance)."""
+    index = [r for g in keep for r in range(*spans[g])]
+    noise.keep(index)
+    rows = torch.tensor(index, device=canvas.device)
+    both = torch.cat([rows, rows + canvas.shape[0]]) if run.guided else rows
+    if run.cache is not None:
+        run.cache.k = [t[both] for t in run.cache.k]
+        run.cache.v = [t[both] for t in run.cache.v]
+    kept = canvas[rows]
+    seen = kept if run.seen is canvas else run.seen[rows]
+    labels = None if run.labels is None else run.labels[both]
+    return replace(run, seen=seen, labels=labels), kept
+
+
 def _event(kind: str, k: int, step: int, steps: int, cost: Cost, state: tuple) -> Event:
-    canvas, x_t, x0, mcfg = state
+    canvas, x_t, x0, mcfg, spans = state
     return Event(
         kind=kind,
         block=k,
@@ -189,6 +280,7 @@ def _event(kind: str, k: int, step: int, steps: int, cost: Cost, state: tuple) -
         _block_x_t=x_t,
         _block_x0=x0,
         _cfg=mcfg,
+        _spans=spans,
     )
 
 
@@ -310,6 +402,8 @@ def measure_sample_flops(model, config: Config, request: SampleConfig | None = N
 
 __all__ = [
     "Event",
+    "Rows",
+    "batch_key",
     "generate_events",
     "generate",
     "frame",
