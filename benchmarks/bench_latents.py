@@ -29,7 +29,7 @@ import torch
 
 from benchmarks import harness
 from workbench.data import latents as lt
-from workbench.data.codecs import VAECodec
+from workbench.data.codecs import CODEC_CARD, VAECodec, codec_files
 from workbench.data.datasets import make_loader
 
 IMAGENET = 1_281_167
@@ -69,8 +69,11 @@ def read_rss(folder: str, reader: str, rows: int) -> dict:
     }
 
 
-def tiny_vae(folder: Path) -> Path:
-    """An AutoencoderKL with the SD-VAE layout (4 blocks, 8x down, 4 latent channels), narrow, random weights."""
+def tiny_sd_vae(folder: Path) -> Path:
+    """A diffusers AutoencoderKL with the SD-VAE architecture (4 encoder and decoder blocks, 8x downsampling, 4
+    latent channels, SD's scaling factor 0.18215), narrow and randomly initialised (seed 0), saved as a local
+    folder with a codec card of its files' sha256, as a codec the workbench reads; returns `folder`. Shared with
+    tests/test_distributed.py's ImageNet-layout run."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
@@ -81,8 +84,11 @@ def tiny_vae(folder: Path) -> Path:
         latent_channels=4,
         layers_per_block=1,
         norm_num_groups=4,
+        scaling_factor=0.18215,
     )
     vae.save_pretrained(folder)
+    card = {"name": "sd-vae-architecture-tiny", "note": "random weights", "files": codec_files(folder)}
+    (folder / CODEC_CARD).write_text(json.dumps(card))
     return folder
 
 
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             result[f"{reader}_n{big}"]["rss_after_mb"] / result[f"{reader}_n{big // 10}"]["rss_after_mb"]
         )
     with tempfile.TemporaryDirectory() as tmp:
-        vae = tiny_vae(Path(tmp) / "vae")
+        vae = tiny_sd_vae(Path(tmp) / "vae")
         n_img = 32 if args.dry_run else args.encode_images
         one = encode_seconds(vae, n_img, args.encode_size, Path(tmp) / "one", 1)
         two = encode_seconds(vae, n_img, args.encode_size, Path(tmp) / "two", 2)

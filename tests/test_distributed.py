@@ -17,6 +17,7 @@ from conftest import randomize_head
 from single_thread import one_thread  # noqa: F401 (autouse)
 
 import workbench as wb
+from benchmarks.bench_latents import tiny_sd_vae
 from workbench.training import launch, sharded
 from workbench.training.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_shard, shard_folder
 from workbench.training.train import _strategy
@@ -251,34 +252,11 @@ def write_imagenet_folder(root, classes=("n01440764", "n01443537", "n01484850"),
     return root
 
 
-def write_sd_vae(folder):
-    """An AutoencoderKL with the SD-VAE architecture (4 encoder/decoder blocks, 8x downsampling, 4 latent channels),
-    narrow and randomly initialised, saved as a local diffusers folder with a card of its files' sha256."""
-    from diffusers import AutoencoderKL
-
-    from workbench.data.codecs import CODEC_CARD, codec_files
-
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        scaling_factor=0.18215,
-    )
-    vae.save_pretrained(folder)
-    card = {"name": "sd-vae-architecture-tiny", "note": "random weights made by the test", "files": codec_files(folder)}
-    (folder / CODEC_CARD).write_text(json.dumps(card))
-    return folder
-
-
 @pytest.mark.slow
 def test_imagenet_layout_encodes_trains_fsdp_and_samples_on_two_processes(tmp_path):
     from PIL import Image
 
-    root, vae = write_imagenet_folder(tmp_path / "imagenet"), write_sd_vae(tmp_path / "sd-vae")
+    root, vae = write_imagenet_folder(tmp_path / "imagenet"), tiny_sd_vae(tmp_path / "sd-vae")
     out, cache = tmp_path / "run", tmp_path / "cache"
     run = {
         "data.dataset": "folder",
