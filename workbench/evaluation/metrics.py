@@ -209,6 +209,9 @@ class LiveFID:
     is computed once, on first use. Precision/recall compare the first `pr_max` generated features with the
     reference's real feature sample (its KID sample), the Inception Score needs an extractor with
     `logits_from_features`. `options` (LiveOptions) sets all of these.
+
+    `device` is where update() runs the extractor (None: on each batch's own device, so images a GPU model made are
+    featurised on that GPU); the features are kept, and every statistic computed, on the CPU.
     """
 
     def __init__(
@@ -217,6 +220,7 @@ class LiveFID:
         extractor: str | nn.Module | None = None,
         options: LiveOptions = LiveOptions(),
         clock: Callable[[], float] = time.monotonic,
+        device: str | torch.device | None = None,
     ):
         self.extractor = resolve_extractor(extractor or reference.card["extractor"])
         if self.extractor.id != reference.card["extractor_id"]:
@@ -231,7 +235,7 @@ class LiveFID:
                 f"{self.extractor.id} gives {self.extractor.num_features}-d features. Fix: use a reference of this "
                 "extractor."
             )
-        self.reference, self.options, self.clock = reference, options, clock
+        self.reference, self.options, self.clock, self.device = reference, options, clock, device
         self._features: list[Tensor] = []
         self._last: FIDResult | None = None
         self._last_time = -float("inf")
@@ -247,8 +251,8 @@ class LiveFID:
         return torch.cat(self._features) if self._features else torch.empty(0, self.extractor.num_features)
 
     def update(self, images: Tensor) -> None:
-        """Add a batch of generated images (B, C, H, W) in [-1, 1]."""
-        self._features.append(extract_features(self.extractor, images))
+        """Add a batch of generated images (B, C, H, W) in [-1, 1], featurised on `device` (None: the batch's)."""
+        self._features.append(extract_features(self.extractor, images, device=self.device))
 
     def add_features(self, features: Tensor) -> None:
         """Add features (B, F) of generated images already extracted with this extractor (sharded evaluation)."""
@@ -257,7 +261,7 @@ class LiveFID:
                 f"LiveFID: features of shape {tuple(features.shape)}, not (B, {self.extractor.num_features}). "
                 f"Fix: extract them with {self.extractor.id}."
             )
-        self._features.append(features.float())
+        self._features.append(features.float().cpu())  # kept on the CPU, as update() keeps them
 
     def reset(self) -> None:
         """Forget the generated images (the reference stays)."""
@@ -317,18 +321,20 @@ def compute_fid(
     generated: Tensor | Iterable[Tensor],
     reference: ReferenceStats | Tensor | Iterable[Tensor],
     extractor: str | nn.Module | None = None,
+    device: str | torch.device | None = None,
     **live_options,
 ) -> FIDResult:
     """FID, KID, bootstrap interval, FID-infinity, precision/recall (and IS) of generated images (N, C, H, W) in
     [-1, 1] (or batches) against reference statistics or real images; the extractor defaults to the reference's,
-    else "inception". `live_options` are LiveOptions fields (bootstrap, inf_points, kid_subsets, seed, ...)."""
+    else "inception", and runs on `device` (None: the device of the images). `live_options` are LiveOptions fields
+    (bootstrap, inf_points, kid_subsets, seed, ...)."""
     if not isinstance(reference, ReferenceStats):
         extractor = resolve_extractor(extractor or "inception")
-        real = extract_features(extractor, reference)
+        real = extract_features(extractor, reference, device=device)
         reference = ReferenceStats.from_features(
             real, {"name": f"images-{len(real)}", "extractor": extractor.name, "extractor_id": extractor.id}
         )
-    live = LiveFID(reference, extractor, LiveOptions(**live_options))
+    live = LiveFID(reference, extractor, LiveOptions(**live_options), device=device)
     for batch in generated.split(256) if isinstance(generated, Tensor) else generated:
         live.update(batch)
     return live.compute()

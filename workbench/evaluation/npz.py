@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..core.paths import sha256_file
-from .features import extract_features, resolve_extractor
+from .features import extract_features, extractor_device, resolve_extractor
 from .references import ReferenceStats, load_reference
 
 KID_SAMPLE = 1000  # real features kept from raw activations or images for KID (all of them serve precision/recall)
@@ -78,7 +78,7 @@ def _real_features(path: Path, arr: np.ndarray, extractor: nn.Module, progress) 
         batches = []
         for start in range(0, len(arr), 64):
             chunk = torch.from_numpy(arr[start : start + 64]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (b, C, H, W)
-            batches.append(extract_features(extractor, chunk))
+            batches.append(extract_features(extractor, chunk, device=extractor_device(extractor)))  # where it is
             if progress:
                 progress(min(start + 64, len(arr)), len(arr))
         return torch.cat(batches)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..core.config import DataConfig
 from ..core.paths import CACHE_DIR, REFERENCE_DIR, sha256_file
 from ..data.datasets import build_dataset
-from .features import extract_features, resolve_extractor
+from .features import extract_features, extractor_device, resolve_extractor
 from .frechet import _psd_factor, feature_stats
 
 FEATURE_LOG_DIR = CACHE_DIR / "features"  # git-ignored logs of reference features, for resuming
@@ -98,17 +98,13 @@ def save_reference(stats: ReferenceStats, path: str | Path) -> str:
 
 
 def _feature_log(
-    path: Path,
-    extractor: nn.Module,
-    ds: torch.utils.data.Dataset,
-    order: list[int],
-    n: int,
-    batch_size: int,
-    progress: Callable[[int, int], None] | None,
+    path: Path, extractor: nn.Module, ds: torch.utils.data.Dataset, order: list[int], n: int, options: FeatureOptions
 ) -> tuple[Tensor, float]:
-    """Features (n, F) of ds[order[:n]] and the seconds they took. They are read from, resumed in and appended to
-    a log of the permutation's prefix at `path`, saved about every minute: a killed computation loses at most a
-    minute, and every smaller n is already there."""
+    """Features (n, F) of ds[order[:n]] and the seconds they took, computed as `options` say. They are read from,
+    resumed in and appended to a log of the permutation's prefix at `path`, saved about every minute: a killed
+    computation loses at most a minute, and every smaller n is already there."""
+    batch_size, progress = options.batch_size, options.progress
+    device = options.device if options.device is not None else extractor_device(extractor)
     feats, seconds = torch.zeros(0, extractor.num_features), 0.0
     if path.is_file():
         with safe_open(str(path), "pt") as f:
@@ -116,7 +112,7 @@ def _feature_log(
     new, start, saved = [], time.time(), time.time()
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, order[len(feats) : n]), batch_size=batch_size)
     for images, _ in loader:
-        new.append(extract_features(extractor, images, batch_size))
+        new.append(extract_features(extractor, images, batch_size, device))  # (B, F) on the CPU
         done = len(feats) + sum(len(f) for f in new)
         if progress:
             progress(done, n)
@@ -167,12 +163,15 @@ class RealImages:
 @dataclass(frozen=True)
 class FeatureOptions:
     """How real features are computed: the permutation's seed, the batch size, where the resumable feature log
-    lives (None: FEATURE_LOG_DIR) and `progress(done, n)`, called after every batch."""
+    lives (None: FEATURE_LOG_DIR), `progress(done, n)`, called after every batch, and the device the extractor runs
+    on (None: wherever the extractor is; evaluation puts it beside the model). A log resumes on any device: a GPU's
+    features differ from a CPU's by rounding only (more of it under TF32 convolutions)."""
 
     seed: int = 0
     batch_size: int = 64
     log_dir: Path | None = None
     progress: Callable[[int, int], None] | None = None
+    device: str | torch.device | None = None
 
 
 def real_features(
@@ -191,7 +190,7 @@ def real_features(
     content = hashlib.sha256(json.dumps(ds.identity, sort_keys=True).encode()).hexdigest()[:12]
     log_name = f"{images.label}-{images.image_size}px-{images.split}-{extractor.id}-seed{o.seed}-{content}.safetensors"
     log = Path(o.log_dir or FEATURE_LOG_DIR) / log_name
-    feats, seconds = _feature_log(log, extractor, ds, order, n, o.batch_size, o.progress)
+    feats, seconds = _feature_log(log, extractor, ds, order, n, o)
     return feats, order[:n], seconds
 
 

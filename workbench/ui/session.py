@@ -202,9 +202,14 @@ class Loaded:
     config: Config
     codec: Codec
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is: its sampling, its codec and its live FID's extractor run there."""
+        return next(self.model.parameters()).device
+
     @classmethod
     def from_model(cls, model: MADFormer, config: Config) -> Loaded:
-        return cls(model.requires_grad_(False), config, build_codec(config.data))
+        return cls(model.requires_grad_(False), config, build_codec(config.data, next(model.parameters()).device))
 
 
 @dataclass
@@ -295,7 +300,7 @@ class SampleRun:
             return
         self.status = "scoring"
         self._notify()
-        live = LiveFID(self.reference)  # its default bootstrap interval
+        live = LiveFID(self.reference, device=self.loaded.device)  # its default bootstrap interval, beside the model
         live.update(self.images)
         self.fid = live.compute()
         self.status = "done"
