@@ -559,3 +559,88 @@ def test_the_harness_parses_sets_threads_and_appends_whole_lines(tmp_path, monke
     assert rows[0]["command"] == "python -m benchmarks.bench_cache --steps 4"  # as a reader would type it again
     load = harness.machine().get("load_1min")
     assert load is None or load >= 0
+
+
+CLICK_FILES = {  # a page, its panels, a sampler and a check in project folders; a relay outside them (a library)
+    "app/main.py": """
+import threading
+
+def main(m):
+    m["panels"].sidebar()
+    _generate(m)
+    m["late"].after()
+
+def _generate(m):
+    events = []
+    worker = threading.Thread(target=m["sampler"].work, args=(m, events), name="worker")
+    worker.start()
+    worker.join()
+    for event in events:
+        image = m["relay"].relay(m["sampler"].frame, event)
+        m["panels"].show_images(image)
+        if event.kind == "step":
+            m["progress"].tick()
+""",
+    "app/panels.py": "def sidebar():\n    return 1\n\ndef show_images(image):\n    return image\n",
+    "app/progress.py": "def tick():\n    return 1\n",
+    "app/late.py": "def after():\n    return 1\n",
+    "workbench/sampler.py": """
+class Event:
+    def __init__(self, kind):
+        self.kind = kind
+
+def work(m, events):
+    for kind in ("step", "block", "block"):
+        events.append(m["relay"].relay(m["checks"].checked, Event(kind)))
+
+def frame(event):
+    return event.kind
+""",
+    "workbench/checks.py": "def checked(x):\n    return x\n",
+    "lib/relay.py": "def relay(fn, *args):\n    return fn(*args)\n",
+}
+
+
+def test_click_trace_counts_project_files_and_edges_across_library_frames_and_threads_up_to_the_first_block(tmp_path):
+    """The call tracer of benchmarks/click_trace.py on a toy page: a call through a library frame is an edge
+    between the project files on either side; the page thread outside _generate is the rebuild, inside it and the
+    worker thread the click; a step's picture does not end the trace, the first finished block's does, and what
+    runs after it (app/late.py) is not counted."""
+    import importlib.util
+    import threading
+
+    from benchmarks.click_trace import CallTrace
+
+    root = tmp_path.resolve()
+    modules = {}
+    for rel, text in CLICK_FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        spec = importlib.util.spec_from_file_location(f"click_toy_{path.parent.name}_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        modules[path.stem] = module
+    tracer = CallTrace(root)
+    tracer.install()
+    try:
+        tracer.begin("click", until_first_block=True)
+        page = threading.Thread(target=modules["main"].main, args=(modules,), name="page")
+        page.start()
+        page.join()
+    finally:
+        tracer.close()
+    assert tracer.saw_click and tracer.reached_first_block
+    rebuild, click = tracer.summary(("rebuild",)), tracer.summary(("click",))
+    assert rebuild["file_list"] == ["app/main.py", "app/panels.py"] and rebuild["edges"] == 1
+    assert click["file_list"] == ["app/main.py", "app/panels.py", "app/progress.py", "workbench/checks.py"] + [
+        "workbench/sampler.py"
+    ]
+    assert sorted(e.split("  (")[0] for e in click["edge_list"]) == [
+        "app/main.py -> app/panels.py",
+        "app/main.py -> app/progress.py",
+        "app/main.py -> workbench/sampler.py",  # through lib/relay.py, which is not a project file
+        "workbench/sampler.py -> workbench/checks.py",  # in the worker thread
+    ]
+    assert click["threads"] == ["page", "worker"] and click["cross_file_calls"] > click["edges"]
+    assert "app/late.py" not in tracer.summary()["file_list"]
