@@ -217,10 +217,15 @@ def test_eval_reads_and_writes_npz_references_and_refuses_a_bad_one_in_one_line(
     assert a["saved_reference"]["file"] == str(saved) and saved.is_file()
     assert a["reference_file"] == f"{a['reference']}.safetensors" and len(a["reference_sha256"]) == 64
     assert 0 <= a["precision"] <= 1 and 0 <= a["recall"] <= 1 and a["inception_score"] >= 1
+    held = a["fid_held_out"]  # beside the training reference: the shipped statistics of the 10,000 test images
+    assert held["reference"] == "fashion-mnist-32px-val-fmnist-classifier-10000" and held["note"] is None
+    assert held["reference_count"] == 10000 and len(held["reference_sha256"]) == 64 and held["fid"] > 0
+    assert a["memorization_policy"]["training_images"] is None and "memorization" not in a  # unknown: not guessed
     assert main([*base, "--out", str(tmp_path / "b.json"), "--reference", str(saved)]) == 0
     b = json.loads((tmp_path / "b.json").read_text())
     assert b["fid"] == pytest.approx(a["fid"], abs=1e-6) and b["reference_file"] == "ref.npz"
     assert b["sharding"]["chunks_found_at_start"] == 1  # same images: the features were already there
+    assert b["fid_held_out"]["fid"] is None and "--reference" in b["fid_held_out"]["note"]
     bad = tmp_path / "bad.npz"
     np.savez(bad, mu=np.zeros(2048), sigma=np.eye(2048))
     capsys.readouterr()

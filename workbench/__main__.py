@@ -34,7 +34,7 @@ from .cli_checks import (
     output_file,
     output_folder,
 )
-from .core.config import ATTENTIONS, MOVED, SAMPLERS, X0_CLIPS, Config
+from .core.config import MOVED, SAMPLERS, X0_CLIPS, Config
 from .core.configio import RenamedSetting, read_yaml
 from .core.devices import resolve_device
 from .core.presets import PRESETS, preset
@@ -42,7 +42,6 @@ from .core.sample_config import PRECISIONS
 from .data.codecs import build_codec
 from .data.images import save_grid
 from .evaluation.during_training import training_fid
-from .evaluation.memorization import checkpoint_memorization
 from .evaluation.report import EvalRequest
 from .sampling.sampler import frame, generate_events, sample_request
 from .training.checkpoint import load_for_inference, with_flow_shift, write_text_atomic
@@ -232,9 +231,6 @@ def _depth_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-ATTENTION_HELP = "attention backend to sample with (default: the checkpoint's model.attention; flex is eager on CPUs)"
-
-
 def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -256,7 +252,6 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ema", action="store_true", help="use the trained weights instead of the EMA weights")
     parser.add_argument("--device", default="cpu", type=device_name, help="where to sample: cpu, cuda, cuda:1, mps")
     parser.add_argument("--precision", choices=PRECISIONS, help="the model's evaluations in fp32, or bf16 autocast")
-    parser.add_argument("--attention", choices=ATTENTIONS, help=ATTENTION_HELP)
     _depth_arguments(parser)
 
 
@@ -271,7 +266,7 @@ def device_name(name: str) -> str:
 
 @command("sample", "generate a PNG grid (and block-by-block frames) from a checkpoint", _sample_arguments)
 def run_sample(args: argparse.Namespace) -> int:
-    model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema, attention=args.attention)
+    model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
     cfg = with_flow_shift(cfg, args.flow_shift)  # refuses a shift for a model that is not a flow model
     request = sample_request(
         cfg,
@@ -338,21 +333,25 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="features per chunk, for resuming, one subfolder per evaluation (default: eval-shards/ beside the report)",
     )
-    parser.add_argument(
+    copies = parser.add_mutually_exclusive_group()
+    copies.add_argument(
         "--memorization",
         type=int,
         nargs="?",
         const=200,
         metavar="N",
-        help="add nearest-training-neighbour figures of N generations (default 200) and a grid PNG beside the report "
-        "(datasets of up to 100k training images)",
+        help="nearest-training-neighbour figures and the copy share of N generations (default 200), a grid PNG beside "
+        "the report: automatic for models trained on fewer than 100,000 distinct images, this asks for them elsewhere "
+        "or for another N (datasets of up to 100,000 training images)",
+    )
+    copies.add_argument(
+        "--no-memorization", action="store_true", help="leave the copy share out, even for a model of a small dataset"
     )
     parser.add_argument("--no-ema", action="store_true", help="score the trained weights instead of the EMA weights")
     parser.add_argument("--no-flop-count", action="store_true", help="skip the measured-FLOPs sampling run")
     parser.add_argument(
         "--device", default="cpu", type=device_name, help="where to sample and score: cpu, cuda, cuda:1, mps"
     )
-    parser.add_argument("--attention", choices=ATTENTIONS, help=ATTENTION_HELP)
     parser.add_argument(
         "--out",
         type=output_file(),
@@ -388,10 +387,11 @@ def run_eval(args: argparse.Namespace) -> int:
         measure_flops=not args.no_flop_count,
         x0_clip=args.x0_clip,
         device=args.device,
-        attention=args.attention,
         sample=_depth_overrides(args),
         flow_shift=args.flow_shift,
         save_reference=args.save_reference,
+        memorization=0 if args.no_memorization else args.memorization,
+        memorization_grid=(args.out or Path.cwd() / "eval").with_suffix(".nn.png"),  # renamed with a default --out
     )
     accelerator, _, index = args.device.partition(":")
     devices = [int(index)] if index and args.devices == 1 else args.devices
@@ -407,11 +407,9 @@ def run_eval(args: argparse.Namespace) -> int:
         f"-n{report['n']}-seed{report['seed']}.json"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.memorization:
-        say(f"memorisation: {args.memorization} generations against every training and held-out image")
-        report["memorization"] = checkpoint_memorization(
-            report["checkpoint"], request, args.memorization, out.with_suffix(".nn.png")
-        )
+    grid = (report.get("memorization") or {}).get("grid")
+    if grid and Path(grid) != out.with_suffix(".nn.png"):  # the default --out is named after the report's fields
+        report["memorization"]["grid"] = str(Path(grid).replace(out.with_suffix(".nn.png")))
     write_text_atomic(out, json.dumps(report, indent=1) + "\n")
     print(
         json.dumps(
@@ -440,6 +438,7 @@ def run_eval(args: argparse.Namespace) -> int:
                     "reference_sha256",
                 )
             }
+            | {"fid_held_out": report["fid_held_out"]["fid"]}
             | ({"copy_share": report["memorization"]["copy_share"]} if "memorization" in report else {})
         )
     )

@@ -11,7 +11,9 @@ The extractor defaults to the Fashion-MNIST classifier for Fashion-MNIST models 
 to Inception elsewhere. The reference defaults to the largest shipped statistics of the model's dataset, image
 size, reference split and extractor in data/reference/, else to statistics computed once (`build_reference`, cached
 there) from up to 10,000 images of that split: the training images, or every image (train and held out) of the
-Fluent 3D sets, whose 3,391 images are few for 2048-d Inception statistics.
+Fluent 3D sets, whose 3,391 images are few for 2048-d Inception statistics. Beside it, reports of the eval CLI
+give FID against the held-out split (`held_out_fid`: statistics of up to 10,000 held-out images, shipped or
+computed once and cached the same way), with a note where the split is too small for its features' covariance.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ from .metrics import (
     LiveOptions,
     RealImages,
     ReferenceStats,
+    bootstrap_fid,
     compute_fid,
+    fid_from_features,
     load_reference,
     reference_stats,
 )
@@ -48,6 +52,7 @@ EVAL_STEPS = (2, 4, 8, 16, 32)  # the S grid of every evaluation curve (the zoo'
 
 DEFAULT_REFERENCE_N = 10_000  # images behind computed (not shipped) reference statistics
 REFERENCE_SPLITS = {"fluent": "all", "fluent-people": "all"}  # the split a dataset's references use; else "train"
+HELD_OUT_SPLIT = "val"  # the images no model trains on (Fashion-MNIST: its test set; elsewhere a hashed share)
 POINT_FIELDS = (
     "steps",
     "fid",
@@ -78,9 +83,12 @@ def reference_split(data: DataConfig) -> str:
     return REFERENCE_SPLITS.get(data.dataset, "train")
 
 
-def shipped_reference(data: DataConfig, extractor: str, folder: Path | None = None) -> ReferenceStats | None:
-    """The largest statistics of this data's reference split and extractor in `folder` (data/reference/), or None."""
-    d, split = data, reference_split(data)
+def shipped_reference(
+    data: DataConfig, extractor: str, folder: Path | None = None, split: str | None = None
+) -> ReferenceStats | None:
+    """The largest statistics of this data's `split` (None: its reference split) and extractor in `folder`
+    (data/reference/), or None."""
+    d, split = data, split or reference_split(data)
     label = f"folder-{Path(d.root).name}" if d.dataset == "folder" else d.dataset
     pattern = re.compile(rf"{re.escape(label)}-{d.image_size}px-{split}-{re.escape(extractor)}-(\d+)\.safetensors")
     found = Path(folder or REFERENCE_DIR).glob("*.safetensors")
@@ -88,11 +96,13 @@ def shipped_reference(data: DataConfig, extractor: str, folder: Path | None = No
     return load_reference(shipped[-1][1]) if shipped else None
 
 
-def build_reference(data: DataConfig, extractor: str, progress=None, folder: Path | None = None) -> ReferenceStats:
-    """Statistics of up to 10,000 images of the data's reference split (all of Fluent 3D, the training images
-    elsewhere) under `extractor`, computed once and kept in `folder` (data/reference/) with their provenance card.
-    scripts/build_reference.py runs it; `progress(done, n)` is called after every batch."""
-    split = reference_split(data)
+def build_reference(
+    data: DataConfig, extractor: str, progress=None, folder: Path | None = None, split: str | None = None
+) -> ReferenceStats:
+    """Statistics of up to 10,000 images of the data's `split` (None: its reference split: all of Fluent 3D, the
+    training images elsewhere) under `extractor`, computed once and kept in `folder` (data/reference/) with their
+    provenance card. scripts/build_reference.py runs it; `progress(done, n)` is called after every batch."""
+    split = split or reference_split(data)
     n = min(DEFAULT_REFERENCE_N, len(build_dataset(data, split)))
     options = FeatureOptions(progress=progress)
     return reference_stats(
@@ -104,6 +114,47 @@ def default_reference(config: Config, extractor: str, progress=None) -> Referenc
     """The shipped statistics (shipped_reference), else those build_reference computes (and keeps)."""
     shipped = shipped_reference(config.data, extractor)
     return shipped if shipped is not None else build_reference(config.data, extractor, progress)
+
+
+def small_split_note(images: int, dims: int) -> str | None:
+    """Why FID against `images` real images of `dims`-d features is not meaningful (None when it is): fewer images
+    than dimensions leave the covariance rank deficient, and the FID then mostly measures that."""
+    if images >= dims:
+        return None
+    return (
+        f"{images} held-out images for {dims}-d features: a rank-deficient covariance whose FID is mostly "
+        "small-sample bias; too small to be meaningful beside the FID against all images"
+    )
+
+
+def held_out_fid(config: Config, spec: ScoreSpec, features: torch.Tensor, progress=None) -> dict:
+    """FID of generated features (n, F) of `spec.extractor` against the held-out split's statistics (shipped in
+    data/reference/, else computed from up to 10,000 held-out images once and cached there), with a bootstrap
+    interval of spec.bootstrap resamples (90%), the reference's size and provenance, and small_split_note's note.
+    A dataset without held-out images gets {"fid": None, "note": why}."""
+    ext = resolve_extractor(spec.extractor)
+    try:
+        ref = shipped_reference(config.data, ext.name, split=HELD_OUT_SPLIT) or build_reference(
+            config.data, ext.name, progress, split=HELD_OUT_SPLIT
+        )
+    except (ValueError, FileNotFoundError) as err:  # no held-out images (or one), or the data is not here
+        return {"fid": None, "split": HELD_OUT_SPLIT, "note": f"no FID against held-out images: {err}"}
+    g = torch.Generator().manual_seed(spec.seed)
+    low, high = bootstrap_fid(features, ref, spec.bootstrap, 0.9, g) if spec.bootstrap else (math.nan, math.nan)
+    return {
+        "fid": fid_from_features(features, ref),
+        "fid_low": low,
+        "fid_high": high,
+        "ci_level": 0.9,
+        "n": len(features),
+        "split": HELD_OUT_SPLIT,
+        "reference": ref.name,
+        "reference_count": ref.count,
+        "reference_file": ref.source.get("file"),
+        "reference_sha256": ref.source.get("sha256"),
+        "reference_card": {k: ref.card.get(k) for k in ("dataset", "split", "subset", "image_size", "created")},
+        "note": small_split_note(ref.count, ref.mu.shape[0]),
+    }
 
 
 def reference_for(config: Config, n: int | None = None) -> ReferenceStats:

@@ -1,10 +1,15 @@
 """The eval report of a checkpoint: `evaluate_checkpoint` loads it, generates and scores in this process (the
-`score` path of evaluate.py) and returns the Score's fields with the provenance of the checkpoint, of the reference
-file (name and sha256) and of the machine, and the cost per image. workbench.evaluation.sharded runs the same steps
-(load_for_eval, eval_reference, score_features, checkpoint_report) over processes and resumably.
+`score_features` path of evaluate.py) and returns the Score's fields with the provenance of the checkpoint, of the
+reference file (name and sha256) and of the machine, and the cost per image. workbench.evaluation.sharded runs the
+same steps (load_for_eval, eval_reference, score_features, checkpoint_report, data_figures) over processes and
+resumably.
+
+`data_figures` adds what depends on the training data: FID against the held-out split beside the FID against the
+reference (which holds the training images), and the copy share (memorization.py) of every model trained on fewer
+than 100,000 distinct images, with the reason it is there or not (`memorization_policy`).
 
     report = evaluate_checkpoint("data/checkpoints/vertical/D2.safetensors", EvalRequest(num_samples=1000, steps=16))
-    report["fid"], report["precision"], report["reference_sha256"], report["cost"]["paper_cost"]
+    report["fid"], report["fid_held_out"]["fid"], report["memorization"]["copy_share"], report["cost"]["paper_cost"]
 """
 
 from __future__ import annotations
@@ -22,8 +27,18 @@ from ..core.config import Config
 from ..core.paths import sha256_file
 from ..sampling.sampler import block_plan, measure_sample_flops
 from ..training.checkpoint import load_for_inference, read_header, resolve, with_flow_shift
-from .evaluate import Score, ScoreSpec, default_extractor, default_reference, sample_images, score
-from .features import resolve_extractor
+from .evaluate import (
+    HELD_OUT_SPLIT,
+    Score,
+    ScoreSpec,
+    default_extractor,
+    default_reference,
+    held_out_fid,
+    sample_images,
+    score_features,
+)
+from .features import extract_features, resolve_extractor
+from .memorization import AUTO_BELOW, MemorizationSpec, copy_share_plan, memorization, training_images
 from .metrics import ReferenceStats
 from .npz import load_any_reference, save_npz
 
@@ -43,7 +58,9 @@ class EvalRequest:
     config's; `sample` holds further sample-section overrides such as {"diffusion_depth": 2}, `flow_shift` the time
     shift of a flow model's schedule), from `seed`, on `device`, with the EMA weights unless not `use_ema`; scored
     by `extractor` (None: default_extractor) against `reference` (a .safetensors or .npz file, or ReferenceStats;
-    None: default_reference) with `bootstrap` resamples; `measure_flops` adds a counted sampling run."""
+    None: default_reference) with `bootstrap` resamples; `measure_flops` adds a counted sampling run.
+    `memorization`: generations searched for the copy share (None: memorization.copy_share_plan's rule, 200 for
+    a model trained on fewer than 100,000 distinct images; 0: none), its grid PNG at `memorization_grid`."""
 
     num_samples: int = 1000
     steps: int | None = None
@@ -59,7 +76,8 @@ class EvalRequest:
     sample: dict = field(default_factory=dict)
     flow_shift: float | None = None
     save_reference: Path | None = None  # also write the reference used as .npz here (npz.save_npz)
-    attention: str | None = None  # model.attention to sample under, "sdpa" or "flex" (None: the checkpoint's)
+    memorization: int | None = None  # generations for the copy share (None: automatic below 100k images; 0: off)
+    memorization_grid: Path | None = None  # the copy share's nearest-neighbour grid PNG (None: none)
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ def load_for_eval(checkpoint: str | Path, request: EvalRequest) -> Loaded:
             "Fix: use at least 10 (1,000 or more for figures you report)."
         )
     r, path = request, resolve(checkpoint)
-    model, config = load_for_inference(path, use_ema=r.use_ema, device=r.device, attention=r.attention)  # checksummed
+    model, config = load_for_inference(path, use_ema=r.use_ema, device=r.device)  # checksum verified here
     config = with_flow_shift(config, r.flow_shift).override(
         **{
             "sample.steps": config.sample.steps if r.steps is None else r.steps,
@@ -112,7 +130,7 @@ def score_spec(loaded: Loaded, request: EvalRequest, reference: ReferenceStats |
         n=r.num_samples,
         seed=r.seed,
         sampler=c.sample.sampler,
-        extractor=resolve_extractor(r.extractor or default_extractor(c)).to(next(loaded.model.parameters()).device),
+        extractor=resolve_extractor(r.extractor or default_extractor(c)),
         reference=reference,
         weights=_weights(loaded.header, r.use_ema),
         bootstrap=r.bootstrap,
@@ -131,10 +149,50 @@ def evaluate_checkpoint(checkpoint: str | Path, request: EvalRequest = EvalReque
     say(f"generating {spec.n} images, {sampler} S={steps}")
     samples = sample_images(loaded.model, loaded.config, spec.n, steps, sampler, spec.seed)
     say(f"scoring with {spec.extractor.id} against {spec.reference.name}")
-    s = score(loaded.model, loaded.config, steps, spec, samples)
-    report = checkpoint_report(loaded, request, s, spec.reference, samples[2])
+    images, health, seconds = samples
+    features = extract_features(spec.extractor, images)  # (n, F), once: FID, held-out FID and copies read them
+    s = score_features(loaded.config, steps, spec, features, {**health, "seconds_per_image": seconds / len(images)})
+    report = checkpoint_report(loaded, request, s, spec.reference, seconds)
     save_reference_copy(request, spec.reference, report)
+    report.update(data_figures(loaded, request, spec, (features, images), say))
     return report
+
+
+def data_figures(loaded: Loaded, request: EvalRequest, spec: ScoreSpec, generated: tuple, say=None) -> dict:
+    """The report's sections that read the training data: `fid_held_out` (evaluate.held_out_fid, beside the
+    dataset's own reference; with --reference a note says why not), `memorization_policy` (how many images the
+    model was trained on, the threshold, whether and why the copy share is computed) and, where it is,
+    `memorization`. `generated`: (features (n, F) of spec.extractor, the images or None: regenerated for the
+    pixel distances, the same images by their per-image seeds)."""
+    say = say or (lambda message: None)
+    features, images = generated
+    config = loaded.config
+    if request.reference is None:
+        say(f"FID against the held-out split ({HELD_OUT_SPLIT})")
+        held = held_out_fid(config, spec, features, lambda done, n: say(f"held-out features {done}/{n}"))
+    else:
+        held = {
+            "fid": None,
+            "split": HELD_OUT_SPLIT,
+            "note": "not computed: the FID is against the file --reference names, not against this dataset's "
+            "images; leave --reference out for FID against the training and the held-out images side by side",
+        }
+    trained_on = training_images(loaded.header, config)
+    n, why = copy_share_plan(request.memorization, trained_on, len(features))
+    policy = {"training_images": trained_on["count"], "source": trained_on["source"], "threshold": AUTO_BELOW}
+    out = {"fid_held_out": held, "memorization_policy": {**policy, "generations": n, "why": why}}
+    if not n:
+        return out
+    say(f"memorisation: {n} generations against every training image ({why})")
+    mspec = MemorizationSpec(n=n, seed=spec.seed, extractor=spec.extractor, grid=request.memorization_grid)
+    same_images = images is not None or config.sample.noise_layout == "per-image"  # features of images 0..n-1
+    try:
+        out["memorization"] = memorization(loaded.model, config, mspec, (images, features if same_images else None))
+    except (FileNotFoundError, ValueError) as err:
+        if request.memorization:  # asked for: the error names the fix
+            raise
+        out["memorization_policy"].update(generations=0, why=f"not computed: {err}")
+    return out
 
 
 def save_reference_copy(request: EvalRequest, reference: ReferenceStats, report: dict) -> None:

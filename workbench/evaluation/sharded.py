@@ -35,6 +35,7 @@ from .report import (
     EvalRequest,
     Loaded,
     checkpoint_report,
+    data_figures,
     eval_reference,
     load_for_eval,
     save_reference_copy,
@@ -170,6 +171,7 @@ def evaluate_sharded(checkpoint, request: EvalRequest, plan: ShardPlan = ShardPl
     s = score_features(loaded.config, loaded.config.sample.steps, replace(spec, reference=ref), feats, health)
     report = checkpoint_report(loaded, request, s, ref, health["seconds_generate"])
     save_reference_copy(request, ref, report)
+    report.update(data_figures(loaded, request, replace(spec, reference=ref), (feats, None), say))
     report["sharding"] = {
         "world_size": world,
         "num_nodes": plan.num_nodes,

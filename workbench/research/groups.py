@@ -75,18 +75,28 @@ class Entry:
         held = f", every other D in 1..{m.depth} held out" if len(set(m.depths)) < m.depth else ""
         elastic = f" (elastic: trained at D in {{{', '.join(map(str, m.depths))}}}{held})" if self.elastic else ""
         depth = "" if self.elastic else f", D={m.diffusion_depth}"  # an elastic file samples every D
-        mem = (self.report.eval.get("memorization") or {}) if self.report else {}
-        copies = ""
-        if mem:  # evaluation.memorization's copy share, where its report carries one (docs/evaluation.md)
-            low, high = mem["copy_share_interval"]
-            copies = (
-                f"; {mem['copy_share']:.0%} [{low:.0%}, {high:.0%}] of {mem['n']} generations lie nearer a training "
-                f"image than the median held-out emoji (new images: {mem['copy_share_if_novel']:.0%})"
-            )
         return (
             f"{self.name}: N={m.depth}{depth}{elastic}, T={m.num_blocks}, width {m.width}{cond}{noise}; "
-            f"{data_text(self.config)}; trained {self.budget}{copies}"
+            f"{data_text(self.config)}; trained {self.budget}{self._data_figures()}"
         )
+
+    def _data_figures(self) -> str:
+        """The copy share and the FID against held-out images, where the report carries them (docs/evaluation.md)."""
+        ev = self.report.eval if self.report else {}
+        mem, held, text = ev.get("memorization") or {}, ev.get("fid_held_out") or {}, ""
+        if mem.get("copy_share") is not None:  # evaluation.memorization's copy share
+            low, high = mem["copy_share_interval"]
+            text += (
+                f"; {mem['copy_share']:.0%} [{low:.0%}, {high:.0%}] of {mem['n']} generations lie nearer a training "
+                f"image than the median held-out image (new images: {mem['copy_share_if_novel']:.0%})"
+            )
+        if held.get("fid") is not None:  # evaluation.evaluate.held_out_fid
+            small = " (too few to be meaningful)" if held.get("note") else ""
+            text += (
+                f"; FID {held['fid']:.1f} [{held['fid_low']:.1f}, {held['fid_high']:.1f}] against "
+                f"{held['reference_count']:,} held-out images{small}"
+            )
+        return text
 
 
 @dataclass(frozen=True)
