@@ -118,6 +118,7 @@ def test_load_reports_orders_members_and_round_trips(zoo, tmp_path_factory):
         "blocks-people256": 0,
         "context-people256": 0,
         "ablations": 6,
+        "depth": 0,
     }
     r = vertical["D1"]
     again = reports.read_report(reports.write_report(r, tmp_path_factory.mktemp("out")))

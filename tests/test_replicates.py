@@ -112,7 +112,9 @@ def test_the_zoo_ships_weights_for_the_first_seed_of_each_ablation_only():
         if f != "ablations"
         for n, _ in entries
         if (f, n) not in REPORT_ONLY
+        and replicates.split_seed(n)[1] == 0  # replicates of other families: reports only too
     )
+    assert not ships_weights("depth", "N12-s1") and ships_weights("depth", "N12")
     assert not any(ships_weights(f, n) for f, n in REPORT_ONLY)
     assert (
         ships_weights("vertical", "elastic")
