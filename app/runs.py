@@ -19,12 +19,15 @@ import workbench as wb
 from workbench.core.compute import Cost
 from workbench.core.config import Config
 from workbench.core.model import MADFormer
+from workbench.core.sample_config import SampleConfig
 from workbench.data.codecs import Codec, PixelCodec
 from workbench.evaluation.metrics import FIDResult, LiveFID, ReferenceStats, paired_fid_difference
+from workbench.sampling.noise import Rows
+from workbench.sampling.request import batch_key, check_request
 from workbench.sampling.sampler import frame
 
 from .controls import MORE_SAMPLES, Side, SidePlan, side_plan
-from .scheduler import Job, Refused, Scheduler
+from .scheduler import Job, Refused, Scheduler, Share
 
 # Sessions draw in threads of one server process (decoding, encoding PNGs) and sample on the work queue's workers
 # (scheduler.py), which hold their own thread budget. With torch's intra-op threads on top, a loaded small CPU is
@@ -98,7 +101,8 @@ class Loaded:
         return isinstance(self.codec, PixelCodec)
 
 
-def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[wb.Event]:
+def request_of(loaded: Loaded, side: Side, num_images: int, seed: int) -> tuple[SampleConfig, torch.Tensor | None]:
+    """The sampling request of a side's `num_images` images of `seed`, and their labels (None: drawn)."""
     labels = None if side.label is None else torch.full((num_images,), side.label, dtype=torch.long)
     request = wb.sample_request(
         loaded.config,
@@ -110,7 +114,33 @@ def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[w
         **side_plan(side, loaded.config).sample_kwargs(),
         **side.tuning.sample_kwargs(),
     )
+    return request, labels
+
+
+def events(loaded: Loaded, side: Side, num_images: int, seed: int) -> Iterator[wb.Event]:
+    request, labels = request_of(loaded, side, num_images, seed)
     return wb.generate_events(loaded.model, loaded.config, request, labels)
+
+
+def share(loaded: Loaded, side: Side, num_images: int, seed: int) -> Share:
+    """How a side's generation shares a batch with other pages' (batched generation, scheduler.py): the sampler's
+    batch key decides with whom; its images are its own rows, with the noise they have alone. The request is
+    checked against the model here, so that a bad one fails its own page, not a group."""
+    request, labels = request_of(loaded, side, num_images, seed)
+    check_request(loaded.model.cfg, loaded.config, request)
+    key = batch_key(loaded.model, loaded.config, request)
+    return Share(key, (loaded, request, labels), _together, _part, rows=num_images)
+
+
+def _together(payloads: list[tuple[Loaded, SampleConfig, torch.Tensor | None]]) -> Iterator[wb.Event]:
+    """One sampler over the rows of every page in a group (their keys are equal: same model, same settings)."""
+    loaded, request, _ = payloads[0]
+    rows = [Rows(r.seed, r.first_image, r.num_images, labels) for _, r, labels in payloads]
+    return wb.generate_events(loaded.model, loaded.config, request, rows=rows)
+
+
+def _part(event: wb.Event, i: int) -> wb.Event:
+    return event.part(i)
 
 
 class Throttle:
@@ -160,17 +190,19 @@ def _per_worker(queue: Scheduler) -> float:
 
 
 def submit(queue: Scheduler, session: str, runs: list[PageRun], loaded: list[Loaded], preview: bool) -> list[Job]:
-    """Queue the first batch of every run, served block by block; all or none (Refused leaves nothing queued)."""
+    """Queue the first batch of every run, served block by block and batched with other pages' compatible runs
+    (scheduler.py); all or none (Refused leaves nothing queued)."""
     jobs: list[Job] = []
     try:
         for run, ld in zip(runs, loaded):
             jobs.append(
                 queue.submit(
                     session,
-                    events(ld, run.side, run.num_images, run.seed),
+                    None,
                     boundary=is_block,
                     last=is_done,
                     keep=Throttle(preview, load=partial(_per_worker, queue)),
+                    share=share(ld, run.side, run.num_images, run.seed),
                 )
             )
     except Refused:

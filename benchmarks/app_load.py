@@ -1,20 +1,26 @@
 """The app as a lab's shared server: several real browser sessions press Generate together on one server.
 
-    python -m benchmarks.app_load [--sessions 1 4 8] [--close-every 4] [--jobs K] [--checkpoint PATH] [--record]
+    python -m benchmarks.app_load [--sessions 1 4 8 16] [--batching on off] [--close-every 4] [--jobs K]
+                                  [--checkpoint PATH] [--record]
 
-For each session count N: a fresh `streamlit run app/main.py` on localhost, one warm-up generation (model loads,
-first plotly.js), then N Chromium sessions (each its own browser context, as N people are) open the page, set seed
-i, and press Generate within a few tens of milliseconds of each other with the app's defaults exactly as the page
-opens (16 images, default steps and sampler, the denoising-step previews on; --no-previews turns them off). Every
-`--close-every`-th session closes its tab once its first block is on screen. Recorded per N: p50/p95/max seconds
-from the click to the first block and to the last block on the page (the meter appears with the last block; the
-first block is the first image shown once a progress bar says a block finished, and the first image of any kind, a
-preview, is recorded too), sessions finished, errors (exceptions or error boxes on a page, page errors, timeouts),
-the server's peak resident memory and thread count (sampled from /proc every 0.1 s), whether every session got its
-own images (its grid is nearest, over all sessions' seeds, to the grid sampled here from its own seed), and for the
-closed tabs how long after the close their job ended on the server and how many denoising steps that is (from the
-app's job log, $WORKBENCH_QUEUE_LOG). Prints a JSON line per N and a Markdown table; --record appends the lines to
-benchmarks/results/app_load.jsonl."""
+For each session count N and each batching mode (on: the app's default, compatible generations share one model
+evaluation per step; off: the app started with --no-batching, one per generation; the modes run one after the
+other, so that both are measured side by side in one run): a fresh `streamlit run app/main.py` on localhost, one
+warm-up generation (model loads, first plotly.js), then N Chromium sessions (each its own browser context, as N
+people are) open the page, set seed i, and press Generate within a few tens of milliseconds of each other with the
+app's defaults exactly as the page opens (16 images, default steps and sampler, the denoising-step previews on;
+--no-previews turns them off). Every `--close-every`-th session closes its tab once its first block is on screen.
+Recorded per N and mode: p50/p95/max seconds from the click to the first block and to the last block on the page
+(the meter appears with the last block; the first block is the first image shown once a progress bar says a block
+finished, and the first image of any kind, a preview, is recorded too), images per second (the images of the
+sessions that finished, over the time from the clicks to the last of them), sessions finished, errors (exceptions
+or error boxes on a page, page errors, timeouts), the server's peak resident memory and thread count (sampled from
+/proc every 0.1 s), the machine's 1-minute load average before and after, the sizes of the shared batches (jobs per
+group, from the app's job log), whether every session got its own images (its grid is nearest, over all sessions'
+seeds, to the grid sampled here from its own seed), and for the closed tabs how long after the close their job ended
+on the server and how many denoising steps that is (from the app's job log, $WORKBENCH_QUEUE_LOG). Prints a JSON
+line per N and mode and a Markdown table; --record appends the lines to benchmarks/results/app_load.jsonl.
+Run it with the machine otherwise idle: the load is recorded so that a busy machine shows in the figures."""
 
 from __future__ import annotations
 
@@ -42,7 +48,14 @@ from workbench.training.checkpoint import load_for_inference
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TIMEOUT_S = 300  # per session count: a session not finished by then counts as an error
+TIMEOUT_S = 300  # per session count (at least; 20 s more per session above 15): a session not finished by then
+# counts as an error
+MODES = {"on": [], "off": ["--no-batching"]}  # batching: the app's arguments for each mode
+
+
+def timeout_s(sessions: int) -> float:
+    return TIMEOUT_S + 20 * max(0, sessions - 15)
+
 
 # In the page, from the mouse-down on Generate: the first grid image loaded, and the compute meter (drawn with the
 # last block) in the page.
@@ -137,10 +150,13 @@ def own_images(shown: dict[int, torch.Tensor], expected: dict[int, torch.Tensor]
 def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Path, previews: bool = True) -> dict:
     from playwright.sync_api import sync_playwright
 
-    queue_log = tmp / f"queue-{n}.jsonl"
+    batching = "--no-batching" not in app_args
+    tag = f"{n}-{'on' if batching else 'off'}"
+    queue_log = tmp / f"queue-{tag}.jsonl"
+    load_before, limit_s = load(), timeout_s(n)
     closed = {i for i in range(n) if close_every and (i + 1) % close_every == 0}
     with (
-        streamlit_server(app_args, tmp / f"streamlit-{n}.log", env={"WORKBENCH_QUEUE_LOG": str(queue_log)}) as (
+        streamlit_server(app_args, tmp / f"streamlit-{tag}.log", env={"WORKBENCH_QUEUE_LOG": str(queue_log)}) as (
             url,
             proc,
         ),
@@ -150,7 +166,7 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
         try:
             warm = browser.new_page()  # loads the models and caches; not timed
             open_app(warm, url).click()
-            warm.locator('[data-testid="stMetric"]', has_text="FID@").wait_for(timeout=TIMEOUT_S * 1000)
+            warm.locator('[data-testid="stMetric"]', has_text="FID@").wait_for(timeout=limit_s * 1000)
             warm.close()
             sampler = ProcSampler(proc.pid)
             sampler.start()
@@ -170,7 +186,7 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
                 button.click(no_wait_after=True)
             results: dict[int, dict] = {}
             closed_at: dict[int, float] = {}
-            deadline = time.monotonic() + TIMEOUT_S
+            deadline = time.monotonic() + limit_s
             while len(results) < n and time.monotonic() < deadline:
                 for i, page in enumerate(pages):
                     if i in results:
@@ -197,14 +213,17 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
     jobs = [json.loads(line) for line in queue_log.read_text().splitlines()] if queue_log.exists() else []
     jobs = [j for j in jobs if j["ended"] > start]  # not the warm-up's
     cancelled = sorted(j["ended"] for j in jobs if j["state"] == "cancelled")
-    step_s = [j["busy_s"] / j["items"] for j in jobs if j["items"] > 1 and j["state"] == "done"]  # sampling jobs
+    sampling = [j for j in jobs if j["items"] > 1]  # not the FID computations (one item each)
+    step_s = [j["busy_s"] / j["items"] for j in sampling if j["state"] == "done"]
     stop_s = [round(end - close, 3) for close, end in zip(sorted(closed_at.values()), cancelled)]
     expected = expected_grids(path, list(range(n)))
     firsts = [r["first"] for r in results.values() if r["first"] is not None]
     images = [r["image"] for r in results.values() if r["image"] is not None]
     dones = [r["done"] for i, r in results.items() if i not in closed and r["done"] is not None]
+    per_session = default_images(load_for_inference(path)[1])
     return {
         "sessions": n,
+        "batching": batching,
         "closed": len(closed),
         "first_block_s": {"p50": quantile(firsts, 0.5), "p95": quantile(firsts, 0.95), "max": quantile(firsts, 1)},
         "first_image_s": {"p50": quantile(images, 0.5), "p95": quantile(images, 0.95)},
@@ -212,6 +231,11 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
         "last_block_s": {"p50": quantile(dones, 0.5), "p95": quantile(dones, 0.95), "max": quantile(dones, 1)},
         "finished": len(dones),
         "expected_to_finish": n - len(closed),
+        "images_per_session": per_session,
+        "images_per_s": round(per_session * len(dones) / max(dones), 2) if dones else None,
+        "group_sizes": sorted((j.get("batched_with", 0) + 1 for j in sampling), reverse=True),
+        "load_1min_before": load_before,
+        "load_1min_after": load(),
         "errors": errors,
         "own_images": own_images({i: g for i, g in shown.items() if g is not None}, expected)
         and len(shown) == n - len(closed),
@@ -225,15 +249,16 @@ def run_level(n: int, close_every: int, app_args: list[str], path: Path, tmp: Pa
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| sessions | previews | closed | first block p50 / p95 (s) | last block p50 / p95 (s) | finished | errors | "
-        "own images | server peak RSS (MB) | server threads |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| sessions | batching | previews | closed | first block p50 / p95 (s) | last block p50 / p95 (s) | "
+        "images/s | finished | errors | own images | server peak RSS (MB) | server threads | load before / after |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
-        f"| {r['sessions']} | {'on' if r['previews'] else 'off'} | {r['closed']} | "
-        f"{r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
-        f"{r['last_block_s']['p50']} / {r['last_block_s']['p95']} | {r['finished']}/{r['expected_to_finish']} | "
-        f"{r['errors']} | {'yes' if r['own_images'] else 'NO'} | {r['server_peak_rss_mb']} | "
-        f"{r['server_threads_max']} |"
+        f"| {r['sessions']} | {'on' if r['batching'] else 'off'} | {'on' if r['previews'] else 'off'} | "
+        f"{r['closed']} | {r['first_block_s']['p50']} / {r['first_block_s']['p95']} | "
+        f"{r['last_block_s']['p50']} / {r['last_block_s']['p95']} | {r['images_per_s']} | "
+        f"{r['finished']}/{r['expected_to_finish']} | {r['errors']} | {'yes' if r['own_images'] else 'NO'} | "
+        f"{r['server_peak_rss_mb']} | {r['server_threads_max']} | {r['load_1min_before']} / {r['load_1min_after']} |"
         for r in rows
     ]
     return "\n".join([head, *lines])
@@ -241,7 +266,14 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8], help="session counts, e.g. 8 16")
+    ap.add_argument(
+        "--batching",
+        nargs="+",
+        choices=list(MODES),
+        default=["on"],
+        help="on: the app's batched generation; off: the app with --no-batching; both: 'on off'",
+    )
     ap.add_argument(
         "--close-every", type=int, default=4, help="every k-th session closes after its first block (0: none)"
     )
@@ -256,20 +288,21 @@ def main(argv: list[str] | None = None) -> None:
     before = machine()
     rows = []
     for n in args.sessions:
-        row = {
-            "benchmark": "app_load",
-            "checkpoint": str(path),
-            "random_stand_in": stand_in,
-            "jobs": args.jobs,
-            **run_level(n, args.close_every, app_args, path, tmp, not args.no_previews),
-            "machine": before,
-            "command": " ".join(["python -m benchmarks.app_load", *sys.argv[1:]]),
-        }
-        row["machine"] = {**before, "load_1min_after": load()}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if args.record:
-            append_jsonl(row, ROOT / "benchmarks" / "results" / "app_load.jsonl")
+        for mode in args.batching:
+            row = {
+                "benchmark": "app_load",
+                "checkpoint": str(path),
+                "random_stand_in": stand_in,
+                "jobs": args.jobs,
+                **run_level(n, args.close_every, app_args + MODES[mode], path, tmp, not args.no_previews),
+                "machine": before,
+                "command": " ".join(["python -m benchmarks.app_load", *sys.argv[1:]]),
+            }
+            row["machine"] = {**before, "load_1min_after": load()}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.record:
+                append_jsonl(row, ROOT / "benchmarks" / "results" / "app_load.jsonl")
     print(table(rows))
 
 

@@ -16,7 +16,7 @@ from single_thread import one_thread  # noqa: F401
 
 import workbench as wb
 from app.runs import Throttle, is_block, is_done
-from app.scheduler import CANCELLED, DONE, FAILED, Cancelled, Limits, Refused, Scheduler, limits_from
+from app.scheduler import CANCELLED, DONE, FAILED, Cancelled, Limits, Refused, Scheduler, Share, limits_from
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,6 +153,8 @@ def test_limits_from_command_line_and_cores():
         [],
     )
     assert limits_from(["--jobs", "1"], cpus=2)[0] == Limits(workers=1, threads=2)
+    assert limits_from(["--no-batching"], cpus=2)[0] == Limits(workers=2, threads=1, batching=False)
+    assert limits_from([], cpus=2)[0].batching  # batching is on unless switched off
     for bad in ["0", "-3", "two", "1e9", "99999"]:
         limits, problems = limits_from(["--jobs", bad], cpus=2)
         assert limits == Limits(workers=2, threads=1) and problems and "--jobs" in problems[0]
@@ -302,3 +304,174 @@ def test_a_closed_sessions_sampler_stops_within_one_step(queues):
     assert h.state == CANCELLED
     # block 0: 4 steps and its block event; block 1: 2 steps; nothing after the step during which the tab closed
     assert len(steps) == 5 + 2
+
+
+# ---- batched generation ------------------------------------------------------------------------------------------
+class SharedStreams:
+    """Fake shared streams: together(payloads) yields items {i: (payload, step, ends a block)} for the payloads
+    still in it, each step waiting for the gate; records every group started and what was sent into it."""
+
+    def __init__(self, items: int, blocks_of: int):
+        self.items, self.blocks_of = items, blocks_of
+        self.groups: list[list] = []
+        self.sent: list[tuple[int, set]] = []
+        self.gate = threading.Semaphore(0)
+        self.inside = threading.Event()
+
+    def together(self, payloads: list):
+        self.groups.append(list(payloads))
+        live = set(range(len(payloads)))
+        for step in range(self.items):
+            self.inside.set()
+            assert self.gate.acquire(timeout=WAIT), "gate never opened"
+            self.inside.clear()
+            got = yield {i: (payloads[i], step, (step + 1) % self.blocks_of == 0) for i in sorted(live)}
+            if got:
+                self.sent.append((step, set(got)))
+                live -= set(got)
+
+    @staticmethod
+    def part(item: dict, i: int):
+        return item[i]
+
+    def share(self, key, payload) -> Share:
+        return Share(key, payload, self.together, self.part)
+
+
+def collect(q: Scheduler, jobs: list) -> dict[int, list]:
+    got: dict[int, list] = {i: [] for i in range(len(jobs))}
+    for x in q.follow(jobs, poll_s=0.01):
+        if x is not None:
+            got[x[0]].append(x[1])
+    return got
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_compatible_waiting_jobs_share_a_stream_split_over_the_workers(queues, batching):
+    q = scheduler(queues, workers=2, per_session=8, batching=batching)
+    trace: list = []
+    blockers = [Gated(f"x{i}", 1, trace) for i in range(2)]
+    for i, b in enumerate(blockers):
+        q.submit(f"b{i}", iter(b))
+    wait_for(lambda: all(b.inside.is_set() for b in blockers), "both workers busy")
+    fake = SharedStreams(items=4, blocks_of=2)
+    keys = ["a", "a", "b", "a", "a", None, "a"]  # five of key a, one of b, one that never shares
+    jobs = [q.submit("s", None, boundary=block_end, share=fake.share(k, f"{k}{i}")) for i, k in enumerate(keys)]
+    assert q.load() == (2, 7) and [q.place(j) for j in jobs] == list(range(1, 8))
+    free(*blockers)
+    fake.gate.release(1000)
+    got = collect(q, jobs)
+    if batching:  # key a: 5 jobs over K=2 workers, 3 + 2 in arrival order; b and None alone
+        assert sorted(fake.groups) == sorted([["a0", "a1", "a3"], ["a4", "a6"], ["b2"], ["None5"]])
+        assert [j.batched_with for j in jobs] == [2, 2, 0, 2, 1, 0, 1]
+    else:
+        assert sorted(fake.groups) == sorted([[f"{k}{i}"] for i, k in enumerate(keys)])
+    for i, k in enumerate(keys):  # each job got exactly its own items, every step
+        assert [(p, s) for p, s, _ in got[i]] == [(f"{k}{i}", s) for s in range(4)]
+    assert all(j.state == DONE for j in jobs)
+
+
+def test_a_job_arriving_mid_way_joins_a_new_group_at_the_next_block(queues):
+    q = scheduler(queues, workers=1, per_session=8)
+    trace: list = []
+    blocker = Gated("x", 1, trace)
+    q.submit("b", iter(blocker))
+    wait_for(blocker.inside.is_set, "the worker busy")
+    fake = SharedStreams(items=4, blocks_of=2)
+    first = [q.submit("s", None, boundary=block_end, share=fake.share("a", f"a{i}")) for i in range(2)]
+    free(blocker)
+    fake.gate.release(1)
+    wait_for(lambda: fake.inside.is_set() and first[0].items == 1, "the first group's step 1 under way")
+    later = [q.submit("s", None, boundary=block_end, share=fake.share("a", f"a{i}")) for i in range(2, 4)]
+    fake.gate.release(1000)
+    got = collect(q, first + later)
+    assert fake.groups == [["a0", "a1"], ["a2", "a3"]]  # not [a0, a1, a2, a3]: the first was under way
+    assert all(len(v) == 4 for v in got.values())
+
+
+def test_a_job_that_stops_leaves_its_group_and_the_others_go_on(queues):
+    q = scheduler(queues, workers=1, per_session=8)
+    trace: list = []
+    blocker = Gated("x", 1, trace)
+    q.submit("b", iter(blocker))
+    wait_for(blocker.inside.is_set, "the worker busy")
+    fake = SharedStreams(items=6, blocks_of=2)
+    jobs = [q.submit("s", None, boundary=block_end, share=fake.share("a", f"a{i}")) for i in range(3)]
+    free(blocker)
+    fake.gate.release(3)  # block 0 and the first step of block 1
+    wait_for(lambda: fake.inside.is_set() and jobs[0].items == 3, "step 4 under way")
+    q.cancel(jobs[1])  # during step 4: it ends after it, the stream hears of it at the next step
+    fake.gate.release(1000)
+    got = collect(q, jobs)
+    assert [j.state for j in jobs] == [DONE, CANCELLED, DONE]
+    assert [len(got[i]) for i in range(3)] == [6, 4, 6] and jobs[1].items == 4
+    assert fake.sent == [(3, {1})]  # sent once, when step 5 was asked for
+
+
+def page_share(loaded, steps: int, num_images: int, seed: int):
+    from app.controls import Side
+    from app.runs import share
+
+    return share(loaded, Side(2, steps, "ddim", None, 1.0), num_images, seed)
+
+
+def same_image(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to a matmul's rounding across batch sizes (as tests/test_sampling_request states it)."""
+    return a.shape == b.shape and float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())
+
+
+def test_pages_in_one_batch_get_their_own_images_and_an_incompatible_page_runs_apart(queues):
+    from app.runs import Loaded
+
+    model, cfg = tiny()
+    loaded = Loaded(model, cfg, None, None, None)
+    q = scheduler(queues, workers=1)
+    trace: list = []
+    blocker = Gated("x", 1, trace)
+    q.submit("b", iter(blocker))
+    wait_for(blocker.inside.is_set, "the worker busy")
+    pages = [(3, 2, 5), (3, 3, 6), (4, 2, 7), (3, 1, 8)]  # (S, images, seed): the third page samples S=4
+    jobs = [
+        q.submit(f"s{i}", None, is_block, is_done, Throttle(False), page_share(loaded, *p)) for i, p in enumerate(pages)
+    ]
+    free(blocker)
+    got = collect(q, jobs)
+    assert [j.batched_with for j in jobs] == [2, 2, 0, 2] and all(j.state == DONE for j in jobs)
+    for i, (steps, n, seed) in enumerate(pages):
+        assert [e.block for e in got[i]] == list(range(cfg.model.num_blocks)) and got[i][-1].x_t.shape[0] == n
+        assert same_image(got[i][-1].x_t, wb.generate(model, cfg, num_images=n, seed=seed, steps=steps)), i
+
+
+def test_stopping_one_page_leaves_the_others_images_and_stops_computing_its_own(queues):
+    from app.runs import Loaded
+
+    model, cfg = tiny()
+    loaded = Loaded(model, cfg, None, None, None)
+    q = scheduler(queues, workers=1)
+    trace: list = []
+    blocker = Gated("x", 1, trace)
+    q.submit("b", iter(blocker))
+    wait_for(blocker.inside.is_set, "the worker busy")
+    rows, denoise = [], model.denoise_step
+    model.denoise_step = lambda cache, k, z, xt, t, d=None: rows.append((k, xt.shape[0])) or denoise(
+        cache, k, z, xt, t, d
+    )
+    jobs: list = []
+
+    def stop_after_block_0(event) -> bool:  # page 1 presses Stop as its first block arrives (on the worker)
+        if event.kind == "block" and event.block == 0:
+            q.cancel(jobs[1])
+        return event.kind == "block"
+
+    keeps = [Throttle(False), stop_after_block_0, Throttle(False)]
+    pages = [(2, 5), (3, 6), (1, 8)]
+    jobs += [
+        q.submit(f"s{i}", None, is_block, is_done, keeps[i], page_share(loaded, 3, *p)) for i, p in enumerate(pages)
+    ]
+    free(blocker)
+    got = collect(q, jobs)
+    assert [j.state for j in jobs] == [DONE, CANCELLED, DONE] and [e.block for e in got[1]] == [0]
+    assert {n for k, n in rows if k == 0} == {6} and {n for k, n in rows if k > 0} == {3}  # its rows left
+    for i in (0, 2):
+        n, seed = pages[i]
+        assert same_image(got[i][-1].x_t, wb.generate(model, cfg, num_images=n, seed=seed, steps=3)), i

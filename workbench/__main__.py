@@ -34,7 +34,7 @@ from .cli_checks import (
     output_file,
     output_folder,
 )
-from .core.config import MOVED, SAMPLERS, X0_CLIPS, Config
+from .core.config import ATTENTIONS, MOVED, SAMPLERS, X0_CLIPS, Config
 from .core.configio import RenamedSetting, read_yaml
 from .core.devices import resolve_device
 from .core.presets import PRESETS, preset
@@ -231,6 +231,9 @@ def _depth_overrides(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+ATTENTION_HELP = "attention backend to sample with (default: the checkpoint's model.attention; flex is eager on CPUs)"
+
+
 def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
@@ -252,6 +255,7 @@ def _sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ema", action="store_true", help="use the trained weights instead of the EMA weights")
     parser.add_argument("--device", default="cpu", type=device_name, help="where to sample: cpu, cuda, cuda:1, mps")
     parser.add_argument("--precision", choices=PRECISIONS, help="the model's evaluations in fp32, or bf16 autocast")
+    parser.add_argument("--attention", choices=ATTENTIONS, help=ATTENTION_HELP)
     _depth_arguments(parser)
 
 
@@ -266,7 +270,7 @@ def device_name(name: str) -> str:
 
 @command("sample", "generate a PNG grid (and block-by-block frames) from a checkpoint", _sample_arguments)
 def run_sample(args: argparse.Namespace) -> int:
-    model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema)
+    model, cfg = load_for_inference(args.checkpoint, use_ema=not args.no_ema, attention=args.attention)
     cfg = with_flow_shift(cfg, args.flow_shift)  # refuses a shift for a model that is not a flow model
     request = sample_request(
         cfg,
@@ -352,6 +356,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="cpu", type=device_name, help="where to sample and score: cpu, cuda, cuda:1, mps"
     )
+    parser.add_argument("--attention", choices=ATTENTIONS, help=ATTENTION_HELP)
     parser.add_argument(
         "--out",
         type=output_file(),
@@ -387,6 +392,7 @@ def run_eval(args: argparse.Namespace) -> int:
         measure_flops=not args.no_flop_count,
         x0_clip=args.x0_clip,
         device=args.device,
+        attention=args.attention,
         sample=_depth_overrides(args),
         flow_shift=args.flow_shift,
         save_reference=args.save_reference,

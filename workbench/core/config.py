@@ -20,6 +20,7 @@ from .configio import check as _check
 from .sample_config import SAMPLERS, SAMPLERS_FOR, X0_CLIPS, SampleConfig, check_sampler, objective_family, samplers_for
 
 TIMESTEP_CONDITIONING = ("embed", "adaln")
+ATTENTIONS = ("sdpa", "flex")  # model.attention: dense-mask SDPA (the reference) or FlexAttention block masks
 PREDICTIONS = ("epsilon", "v_prediction", "flow")  # the first two: VP diffusion (DDPM); "flow": rectified flow
 LOSS_WEIGHTINGS = ("none", "min_snr")
 # old spellings that still read, with a one-line warning naming the new one (configio.migrate); stored configs
@@ -163,7 +164,7 @@ class ModelConfig:
             "use denoiser_attention='context', clean_stream=true and use_z_cond=true",
         )
         _check(
-            self.attention in ("sdpa", "flex"),
+            self.attention in ATTENTIONS,
             "model.attention",
             f"unknown backend {self.attention!r}",
             "use 'sdpa' (dense masks, the reference) or 'flex' (FlexAttention block masks)",
@@ -397,6 +398,8 @@ class TrainConfig:
     val_batches: int = 8  # batches of the validation split used for the validation loss
     compile: bool = False  # torch.compile the model
     activation_checkpointing: bool = False  # recompute each decoder layer in the backward (less activation memory)
+    tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls and convolutions while training (no effect on CPUs)
+    #                                (10-bit mantissa, several times faster on Ampere and later; sampling: sample.tf32)
 
     def __post_init__(self) -> None:
         for name in (
@@ -461,6 +464,7 @@ class TrainConfig:
             f"use one of {', '.join(SAMPLERS)} or '' (sample.sampler)",
         )
         _check(self.fid_steps >= 0, "train.fid_steps", f"got {self.fid_steps}", "use 0 (sample.steps) or S >= 1")
+        _check(isinstance(self.tf32, bool), "train.tf32", f"got {self.tf32!r}", "use true or false")
 
 
 @dataclass(frozen=True)

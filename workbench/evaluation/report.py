@@ -76,6 +76,7 @@ class EvalRequest:
     sample: dict = field(default_factory=dict)
     flow_shift: float | None = None
     save_reference: Path | None = None  # also write the reference used as .npz here (npz.save_npz)
+    attention: str | None = None  # model.attention to sample under, "sdpa" or "flex" (None: the checkpoint's)
     memorization: int | None = None  # generations for the copy share (None: automatic below 100k images; 0: off)
     memorization_grid: Path | None = None  # the copy share's nearest-neighbour grid PNG (None: none)
 
@@ -99,7 +100,7 @@ def load_for_eval(checkpoint: str | Path, request: EvalRequest) -> Loaded:
             "Fix: use at least 10 (1,000 or more for figures you report)."
         )
     r, path = request, resolve(checkpoint)
-    model, config = load_for_inference(path, use_ema=r.use_ema, device=r.device)  # checksum verified here
+    model, config = load_for_inference(path, use_ema=r.use_ema, device=r.device, attention=r.attention)  # checksummed
     config = with_flow_shift(config, r.flow_shift).override(
         **{
             "sample.steps": config.sample.steps if r.steps is None else r.steps,
@@ -130,7 +131,7 @@ def score_spec(loaded: Loaded, request: EvalRequest, reference: ReferenceStats |
         n=r.num_samples,
         seed=r.seed,
         sampler=c.sample.sampler,
-        extractor=resolve_extractor(r.extractor or default_extractor(c)),
+        extractor=resolve_extractor(r.extractor or default_extractor(c)).to(next(loaded.model.parameters()).device),
         reference=reference,
         weights=_weights(loaded.header, r.use_ema),
         bootstrap=r.bootstrap,

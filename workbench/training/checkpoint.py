@@ -35,7 +35,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..core.config import Config
-from ..core.model import MADFormer, build_model
+from ..core.model import MADFormer, build_model, use_attention
 
 FORMAT = "workbench-checkpoint"
 VERSION = 2
@@ -463,11 +463,13 @@ def check_architecture(ckpt: Checkpoint, config: Config) -> None:
 
 # ---- inference ---------------------------------------------------------------------------------------------------
 def load_for_inference(
-    path: str | Path, use_ema: bool = True, device: torch.device | str = "cpu"
+    path: str | Path, use_ema: bool = True, device: torch.device | str = "cpu", attention: str | None = None
 ) -> tuple[MADFormer, Config]:
     """(model in eval mode, its config) from a checkpoint file, an export, or a run folder (its `latest`).
 
-    use_ema=True loads the EMA weights when the checkpoint has them (exports hold only EMA weights)."""
+    use_ema=True loads the EMA weights when the checkpoint has them (exports hold only EMA weights). `attention`
+    ("sdpa" or "flex"; None: the checkpoint's model.attention) runs the model under that backend: it holds no
+    weights, so any checkpoint loads under either, and the returned config says which."""
     ckpt = load_checkpoint(path)
     model = build_model(ckpt.config)
     weights = ckpt.ema if (use_ema and ckpt.ema is not None) else ckpt.model
@@ -479,7 +481,8 @@ def load_for_inference(
             f"({str(err).splitlines()[0]} ...). Fix: the file was not written by workbench or was "
             "edited; re-export it from its training checkpoint."
         ) from None
-    return model.to(device).eval(), ckpt.config
+    config = ckpt.config if attention is None else use_attention(model, ckpt.config, attention)
+    return model.to(device).eval(), config
 
 
 def list_checkpoints(folder: str | Path) -> list[CheckpointInfo]:

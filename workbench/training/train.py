@@ -29,7 +29,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
-from ..core.config import Config
+from ..core.config import Config, TrainConfig
+from ..core.devices import set_tf32
 from ..core.diffusion import Objective
 from ..core.model import MADFormer, build_model
 from ..core.objectives import build_objective
@@ -174,6 +175,7 @@ def train(config: Config, resume: bool = False, evaluate_fn: EvaluateFn | None =
         loggers=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb", default_hp_metric=False)],
     )
     fabric.launch()
+    training_tf32(tc, fabric.device)
     ckpt = _checkpoint_to_resume(config, resume)
     fabric.seed_everything(tc.seed, verbose=False)
     net = build_model(config)
@@ -286,6 +288,12 @@ def cached_latents(run: Run, dataset, flips: bool = False) -> LatentStore:
     how = f"encoded by {fabric.world_size} processes in {seconds:.1f} s" if seconds else "found"
     fabric.print(f"latents: {store.folder} ({len(store)} images, {store.nbytes / 1e6:.1f} MB, {how})")
     return store
+
+
+def training_tf32(tc: TrainConfig, device: torch.device) -> None:
+    """train.tf32 on a CUDA device: fp32 matmuls and cuDNN convolutions on TF32 tensor cores, or not (a process-wide
+    switch of torch, as sample.tf32 is for sampling); nothing happens on other devices."""
+    set_tf32(device, tc.tf32)
 
 
 def _devices(devices):
@@ -411,6 +419,7 @@ def fit(run: Run, batches: Iterator, val_loader, evaluate_fn: EvaluateFn | None,
                     grids.append(str(sample_grid(run, out / "samples" / f"step-{run.step:07d}.png", plain)))
                 if due:
                     metrics = evaluate(run, val_loader, evaluate_fn, plain)
+            training_tf32(tc, fabric.device)  # the grid's and the evaluation's sampling set sample.tf32
             if run.step % tc.ckpt_every == 0 or last:
                 ckpt_path = save(run, dataset_size, time.perf_counter() - launched)
             if stop:
