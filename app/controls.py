@@ -23,6 +23,7 @@ from workbench.research.groups import Entry, Family
 from workbench.research.picks import default_images, default_steps, opening_depth, quick_picks
 from workbench.sampling.request import check_request, sample_request
 
+from . import weights as weight_choice
 from .paths import MAX_PATH
 
 MAX_IMAGES = 64  # images per batch
@@ -43,10 +44,13 @@ class Tuning:
     x0_clip: str = ""  # "none", "clip", "dynamic"; "" = the checkpoint's
     flow_shift: float = 0.0  # flow models: the time shift; 0 = the checkpoint's
     depth_per_step: str = ""  # elastic only: D_i over each block's steps, noisiest first, as typed ("4,4,2,1")
+    weights: str = ""  # "ema" or "raw" (the trained weights) where the file holds both; "" = the file's only set
 
     def sample_kwargs(self) -> dict:
         """The sample-request fields these settings replace (none when every one is the checkpoint's)."""
         out: dict = {}
+        if self.weights:
+            out["use_ema"] = self.weights == weight_choice.EMA
         if self.x0_clip:
             out["x0_clip"] = self.x0_clip
         if self.flow_shift:
@@ -104,6 +108,8 @@ class SidePlan:
             out.append(f"iso-compute C={self.iso_cost} (D_ref={side.iso_depth}, S={side.steps})")
         if self.held_out:
             out.append(f"held out D={','.join(map(str, self.held_out))}: allow_untrained_depth")
+        if side.tuning.weights == weight_choice.TRAINED:
+            out.append(weight_choice.NAMES[weight_choice.TRAINED])
         return out
 
 
@@ -271,6 +277,7 @@ def resolve_sides(request: Request, families: Family | list[Family]) -> list[Ent
         )
         try:
             check_tuning(s, entry.config)
+            weight_choice.check_choice(s.tuning.weights, entry)
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
         entries.append(entry)
@@ -369,9 +376,11 @@ def _side_ui(name: str, family: Family, default_D: int, wide: bool) -> Side:
 
 
 def _tuning_ui(family: Family, key: str) -> Tuning:
-    """The sampler's finer settings, folded away: x0 clipping, a flow model's time shift, per-step depths."""
+    """The sampler's finer settings, folded away: EMA or trained weights, x0 clipping, a flow model's time shift,
+    per-step depths."""
     cfg = family.entries[0].config
-    with st.expander("Sampling details: x0 clipping, flow shift, per-step depths"):
+    with st.expander("Sampling details: weights, x0 clipping, flow shift, per-step depths"):
+        chosen = _weights_ui(family, key)
         clip = st.selectbox(
             "x0 clipping",
             ["", *X0_CLIPS],
@@ -400,7 +409,49 @@ def _tuning_ui(family: Family, key: str) -> Tuning:
                 placeholder=f"e.g. {family.N},{family.N},1,1",
                 help="Spread evenly over each block's steps, noisiest first (as `sample --depth-per-step`).",
             ).strip()
-    return Tuning(clip, float(shift), per_step)
+    return Tuning(clip, float(shift), per_step, chosen)
+
+
+def _weights_ui(family: Family, key: str) -> str:
+    """EMA or trained weights where the family's files hold both (starting at the shipped choice, see
+    app.weights.shipped); else a disabled control showing the one set, and why. Returns "" for one set."""
+    two = [e for e in family.entries if weight_choice.both(e)]
+    options = list(weight_choice.CHOICES)
+    if not two:
+        held = sorted({weight_choice.weight_sets(e.path)[0] for e in family.entries})
+        st.radio(
+            "Weights",
+            options,
+            index=options.index(held[0]),
+            key=f"{key}.weights_held",
+            format_func=weight_choice.NAMES.get,
+            horizontal=True,
+            disabled=True,
+        )
+        what = " and ".join(weight_choice.NAMES[h] for h in held)
+        files = "This file holds only its" if len(family.entries) == 1 else "These files hold only their"
+        why = (
+            "an export ships one set"
+            if all(e.kind == "export" for e in family.entries)
+            else "a run trained with train.ema_decay = 0 keeps no EMA"
+        )
+        st.caption(f"{files} {what} ({why}): there is nothing to choose.")
+        return ""
+    choice = st.radio(
+        "Weights",
+        options,
+        index=options.index(weight_choice.shipped(two[0])),
+        key=f"{key}.weights",
+        format_func=weight_choice.NAMES.get,
+        horizontal=True,
+        help="The file holds the trained weights and their exponential moving average (EMA). The default is the "
+        "checkpoint's shipped choice; trained weights are `sample --no-ema`.",
+    )
+    if len(two) < len(family.entries):
+        st.caption(
+            "Only D=" + ", ".join(str(e.D) for e in two) + " of this family hold both sets; the others hold one."
+        )
+    return choice
 
 
 def _elastic_ui(family: Family, key: str, wide: bool) -> tuple[str, str, int]:

@@ -25,6 +25,7 @@ from workbench.core.paths import REPO_ROOT
 from workbench.data.images import image_grid
 from workbench.training.checkpoint import read_header
 
+from . import weights as weight_choice
 from .runs import PageRun
 
 
@@ -79,6 +80,8 @@ def sample_arguments(run: PageRun) -> list[str]:
         args += ["--depth-per-step", ",".join(map(str, t["depth_per_step"]))]
         if "--allow-untrained-depth" not in args and any(d not in run.plan.trained for d in t["depth_per_step"]):
             args.append("--allow-untrained-depth")
+    if t.get("use_ema") is False:  # trained weights of a file that holds both (app.weights)
+        args.append("--no-ema")
     return args
 
 
@@ -114,6 +117,7 @@ def record(run: PageRun) -> dict:
             "steps_schedule": list(plan.steps) if plan else None,
             "held_out_depths": list(plan.held_out) if plan else [],
             **s.tuning.sample_kwargs(),
+            "weights": weight_choice.used(run.checkpoint, s.tuning.weights),  # "ema" or "raw" (trained)
             "noise": "per-image: image i of seed s has its own generators (workbench.sampling.noise)",
         },
         "cost": None

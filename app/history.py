@@ -3,11 +3,13 @@
 History: every finished run of the page as a thumbnail, its title and FID, and the widget values that restore its
 settings with one click. A page keeps at most HISTORY_RUNS runs and HISTORY_BYTES of them (thumbnail, images as
 8-bit pixels, the JSON record); older runs are dropped first, so a page's history never holds more than the cap
-whatever its users do.
+whatever its users do. The current runs' denoising trajectories (the scrubber's recorded steps) have their own
+cap, TRAJECTORY_BYTES, so a page never holds more than PAGE_BYTES of results; history entries keep no trajectory.
 
-URL: the page's checkpoint (by member name), depth, steps, sampler, seed and images as query parameters, written
-after each Generate and read when a page opens, so that a link restores the settings. A parameter that does not
-fit (unknown model, a value out of bounds) is ignored with a one-line note naming it and the fix.
+URL: the page's checkpoint (by member name), depth, steps, sampler, seed and images (and EMA or trained weights
+where the file holds both) as query parameters, written after each Generate and read when a page opens, so that a
+link restores the settings. A parameter that does not fit (unknown model, a value out of bounds) is ignored with a
+one-line note naming it and the fix.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from workbench.research.groups import Family
 from workbench.research.picks import default_images
 
 from .panels import grid_picture
+from .weights import CHOICES, both
 
 HISTORY_RUNS = 12  # runs a page keeps
 HISTORY_BYTES = 16 << 20  # bytes a page's history may hold (images, thumbnails, records): 16 MiB
+# bytes the denoising trajectories of a page's current runs may hold (app/trajectory.py; the sides of compare mode
+# share it): with the history, a page keeps at most PAGE_BYTES of results
+TRAJECTORY_BYTES = 16 << 20
+PAGE_BYTES = HISTORY_BYTES + TRAJECTORY_BYTES
 THUMBNAIL = 160  # pixels: the longer side of a history thumbnail
 QUERY_KEYS = ("model", "D", "S", "sampler", "seed", "images", "source")
 
@@ -68,10 +75,13 @@ def remember(history: list[Past], item: Past, runs: int = HISTORY_RUNS, limit: i
     return out
 
 
-def widget_values(family: Family, key: str, D: int, steps: int, sampler: str, seed: int, images: int) -> dict:
-    """The session-state values of the settings form that select these settings (see controls.settings_ui)."""
+def widget_values(
+    family: Family, key: str, D: int, steps: int, sampler: str, seed: int, images: int, weights: str = ""
+) -> dict:
+    """The session-state values of the settings form that select these settings (see controls.settings_ui);
+    `weights` ("ema" or "raw", "" for a file of one set) only where the family's files hold both."""
     start = default_images(family.entries[0].config)
-    return {
+    values = {
         "family": family.label,
         "compare": False,
         f"{key}.D": D,
@@ -80,11 +90,18 @@ def widget_values(family: Family, key: str, D: int, steps: int, sampler: str, se
         "seed": seed,
         f"images-{start}": images,
     }
+    if weights:
+        values[f"{key}.weights"] = weights
+    return values
 
 
-def query(model: str, D: int, steps: int, sampler: str, seed: int, images: int, source: str = "zoo") -> dict[str, str]:
-    """The URL's parameters; `source` ("zoo" or "user") tells a user folder's copy from a zoo member of one name."""
-    return dict(zip(QUERY_KEYS, map(str, (model, D, steps, sampler, seed, images, source))))
+def query(
+    model: str, D: int, steps: int, sampler: str, seed: int, images: int, source: str = "zoo", weights: str = ""
+) -> dict[str, str]:
+    """The URL's parameters; `source` ("zoo" or "user") tells a user folder's copy from a zoo member of one name;
+    `weights` ("ema" or "raw") is there only where the file holds both sets."""
+    params = dict(zip(QUERY_KEYS, map(str, (model, D, steps, sampler, seed, images, source))))
+    return {**params, "weights": weights} if weights else params
 
 
 def _position(D: int | None, family: Family) -> int | None:
@@ -125,6 +142,7 @@ def from_query(params: dict[str, str], families: list[Family], bounds: Bounds, k
         "sampler": (f"{key}.sampler", lambda t: t if t in samplers_for(cfg.diffusion.prediction) else None),
         "seed": ("seed", lambda t: _int(t, 0, bounds.seed)),
         "images": (f"images-{default_images(cfg)}", lambda t: _int(t, 1, bounds.images)),
+        "weights": (f"{key}.weights", lambda t: t if t in CHOICES and any(map(both, family.entries)) else None),
     }
     for param, (widget, parse) in checks.items():
         if param not in params:

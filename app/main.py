@@ -31,6 +31,7 @@ from app import (  # noqa: E402
     exports,
     history,
 )
+from app import weights as weight_choice  # noqa: E402
 from app.controls import (  # noqa: E402
     MAX_FID_SAMPLES,
     MAX_IMAGES,
@@ -47,11 +48,12 @@ from app.controls import (  # noqa: E402
     side_plan,
     widget_key,
 )
-from app.outputs import history_ui, outputs_ui  # noqa: E402
+from app.outputs import history_ui, outputs_ui, trajectory_ui  # noqa: E402
 from app.panels import NATIVE_SIDE, RunView, show_difference, zoo_charts  # noqa: E402
 from app.runs import TORCH_THREADS, Loaded, PageRun, add_samples, paired_difference, stream_jobs, submit  # noqa: E402
-from app.scheduler import Cancelled, Limits, Scheduler, limits_from  # noqa: E402
+from app.scheduler import Cancelled, Limits, Refused, Scheduler, limits_from  # noqa: E402
 from app.scheduler import log as scheduler_log  # noqa: E402
+from app.trajectory import Trajectory  # noqa: E402
 from workbench.core.config import DataConfig  # noqa: E402
 from workbench.core.devices import resolve_device  # noqa: E402
 from workbench.core.paths import REFERENCE_DIR  # noqa: E402
@@ -73,9 +75,10 @@ URL_BOUNDS = history.Bounds(steps=MAX_STEPS, seed=MAX_SEED, images=MAX_IMAGES)
 
 # ---- cached, read-only resources (shared by all sessions: never mutated after loading) -------------------------
 @st.cache_resource(max_entries=16, show_spinner="Loading the checkpoint…")
-def load_model(path: str, stamp: tuple[int, int], device: str = "cpu"):
-    """(model, config) of a checkpoint file on `device`; `stamp` (mtime, size) reloads a file that changed."""
-    model, config = load_for_inference(path, device=device)
+def load_model(path: str, stamp: tuple[int, int], device: str = "cpu", use_ema: bool = True):
+    """(model, config) of a checkpoint file on `device`, its EMA weights or (use_ema False, a file that holds both)
+    its trained ones, as `sample --no-ema` loads them; `stamp` (mtime, size) reloads a file that changed."""
+    model, config = load_for_inference(path, use_ema=use_ema, device=device)
     return model.requires_grad_(False), config
 
 
@@ -140,11 +143,11 @@ def scan(folders: catalog.Folders):
     return entries, notes, list(reports.values())
 
 
-def loaded(path: Path) -> Loaded:
-    """The cached model, codec and FID reference of a checkpoint file."""
+def loaded(path: Path, use_ema: bool = True) -> Loaded:
+    """The cached model (EMA or trained weights: app.weights.loads_ema), codec and FID reference of a checkpoint."""
     stat = path.stat()
     device = device_from(sys.argv[1:])
-    model, config = load_model(str(path), (stat.st_mtime_ns, stat.st_size), device)
+    model, config = load_model(str(path), (stat.st_mtime_ns, stat.st_size), device, use_ema)
     data = config.data
     try:
         reference, problem = load_live_reference(data, default_extractor(config)), None
@@ -243,12 +246,18 @@ def main() -> None:
     state = st.session_state
     state.setdefault("runs", [])
     state.setdefault("history", [])
+    state.setdefault("trajectories", [])  # one per run in state["runs"] (app.trajectory)
     views = _generate(request, sides, clicked, queue, session) if submitted else _show(state["runs"])
     if views:
-        for run, view in zip(state["runs"], views):
+        trajectories = state["trajectories"]
+        for i, (run, view) in enumerate(zip(state["runs"], views)):
             if run.finished:
                 with view.extras:
                     outputs_ui(run, f"out.{run.name or 'A'}")
+                    if i < len(trajectories):
+                        trajectory_ui(
+                            trajectories[i], f"traj.{run.name or 'A'}", _scrub(run, trajectories[i], queue, session)
+                        )
         more_ui(state["runs"], views, queue, session)
         difference_ui(state["runs"], queue, session)
     history_ui(state["history"], _restore)
@@ -261,7 +270,7 @@ def _preload(family: Family) -> None:
     page view). A checkpoint that fails here fails again, with its message, when it is used."""
     for entry in family.entries:
         try:
-            loaded(entry.path)
+            loaded(entry.path, weight_choice.loads_ema(entry.path, weight_choice.shipped(entry)))
         except Exception:  # noqa: BLE001
             pass
 
@@ -276,7 +285,9 @@ def _generate(
     try:
         compare = len(sides) > 1
         entries = resolve_sides(request, sides)
-        resources = [loaded(e.path) for e in entries]
+        resources = [
+            loaded(e.path, weight_choice.loads_ema(e.path, s.tuning.weights)) for e, s in zip(entries, request.sides)
+        ]
         runs = [
             PageRun(
                 name if compare else "",
@@ -290,11 +301,14 @@ def _generate(
             )
             for name, side, e in zip(SIDES, request.sides, entries)
         ]
-        jobs = submit(queue, session, runs, resources, request.preview)
+        budget = history.TRAJECTORY_BYTES // len(runs)  # the page's trajectory cap, shared by its sides
+        trajectories = [Trajectory(r.config, run.num_images, run.plan.steps, budget) for run, r in zip(runs, resources)]
+        jobs = submit(queue, session, runs, resources, request.preview, trajectories)
     except Exception as err:  # noqa: BLE001 - bad input, an unusable checkpoint, a full queue: say so, keep the old
         st.error(f"Cannot generate: {err}")
         return _show(state["runs"])
     previous, state["runs"] = state["runs"], runs
+    kept_trajectories, state["trajectories"] = state["trajectories"], trajectories
     stop = st.empty()
     stop.button(
         "Stop",
@@ -309,7 +323,7 @@ def _generate(
         return None
     except Exception as err:  # noqa: BLE001 - the page stays usable; the previous results come back on rerun
         traceback.print_exc()
-        state["runs"] = previous
+        state["runs"], state["trajectories"] = previous, kept_trajectories
         st.error(f"Generation failed: {type(err).__name__}: {err}")
         return None
     stop.empty()
@@ -326,7 +340,7 @@ def _keep(runs: list[PageRun], sides: list[Family], request: Request) -> None:
         s = run.side
         fid = f"FID@{run.fid.n} {run.fid.fid:.1f}" if run.fid else "no FID"
         restore = history.widget_values(
-            family, widget_key(SIDES[0], family), s.D, s.steps, s.sampler, run.seed, run.num_images
+            family, widget_key(SIDES[0], family), s.D, s.steps, s.sampler, run.seed, run.num_images, s.tuning.weights
         )
         item = history.past(run.title, fid, run.images, exports.record_json(run), restore)
         state["history"] = history.remember(state["history"], item)
@@ -341,8 +355,27 @@ def _keep(runs: list[PageRun], sides: list[Family], request: Request) -> None:
                 run.seed,
                 run.num_images,
                 family.entries[0].source,
+                run.side.tuning.weights,
             )
         )
+
+
+def _scrub(run: PageRun, traj: Trajectory, queue: Scheduler, session: str):
+    """The scrubber's frame(k, step, mode) of a finished run: decoded on demand, on the page's thread for a model on
+    pixels (free), on the work queue for a latent model (a VAE decode); None when that was cancelled or refused."""
+
+    def frame(k: int, step: int, mode: str):
+        ld = loaded(run.checkpoint, weight_choice.loads_ema(run.checkpoint, run.side.tuning.weights))
+        work = partial(traj.frame, ld.codec, k, step, mode, next(ld.model.parameters()).device)
+        if ld.previews:
+            return work()
+        try:
+            return queue.call(session, work)
+        except (Cancelled, Refused) as err:
+            st.caption(f"Not decoded: {err}")
+            return None
+
+    return frame
 
 
 def _restore(values: dict) -> None:
@@ -366,7 +399,7 @@ def more_ui(runs: list[PageRun], views: list[RunView], queue: Scheduler, session
             queue,
             session,
             [r for r, _ in more],
-            [loaded(r.checkpoint) for r, _ in more],
+            [loaded(r.checkpoint, weight_choice.loads_ema(r.checkpoint, r.side.tuning.weights)) for r, _ in more],
             [v for _, v in more],
             MAX_FID_SAMPLES,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -28,6 +28,7 @@ from workbench.sampling.sampler import frame
 
 from .controls import MORE_SAMPLES, Side, SidePlan, side_plan
 from .scheduler import Job, Refused, Scheduler, Share
+from .trajectory import recording
 
 # Sessions draw in threads of one server process (decoding, encoding PNGs) and sample on the work queue's workers
 # (scheduler.py), which hold their own thread budget. With torch's intra-op threads on top, a loaded small CPU is
@@ -189,19 +190,23 @@ def _per_worker(queue: Scheduler) -> float:
     return sum(queue.load()) / queue.limits.workers
 
 
-def submit(queue: Scheduler, session: str, runs: list[PageRun], loaded: list[Loaded], preview: bool) -> list[Job]:
+def submit(
+    queue: Scheduler, session: str, runs: list[PageRun], loaded: list[Loaded], preview: bool, record: Sequence = ()
+) -> list[Job]:
     """Queue the first batch of every run, served block by block and batched with other pages' compatible runs
-    (scheduler.py); all or none (Refused leaves nothing queued)."""
+    (scheduler.py); all or none (Refused leaves nothing queued).
+    `record[i]`, where given, sees every event of run i on the worker (app.trajectory: the scrubber's steps)."""
     jobs: list[Job] = []
     try:
-        for run, ld in zip(runs, loaded):
+        for i, (run, ld) in enumerate(zip(runs, loaded)):
+            keep = Throttle(preview, load=partial(_per_worker, queue))
             jobs.append(
                 queue.submit(
                     session,
                     None,
                     boundary=is_block,
                     last=is_done,
-                    keep=Throttle(preview, load=partial(_per_worker, queue)),
+                    keep=recording(record[i], keep) if record else keep,
                     share=share(ld, run.side, run.num_images, run.seed),
                 )
             )

@@ -1012,8 +1012,70 @@ def test_downloads_decode_to_the_shown_images_and_the_record_says_where_they_cam
     assert any("python -m workbench sample" in c.value for c in at.code)  # the command-line box
 
 
-def test_the_command_line_box_redraws_the_page_images(app, tmp_path):
-    """The command shown under a run, run through the CLI, writes the very images of the page (per-image seeds)."""
+@pytest.fixture(scope="module")
+def both(tmp_path_factory) -> Path:
+    """A training checkpoint that holds trained weights and an EMA that differs from them (an export holds one)."""
+    cfg = tiny_config("both/D2", 2)
+    torch.manual_seed(0)
+    model = wb.build_model(cfg)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0, 0.02)
+    trained = {k: v.clone() for k, v in model.state_dict().items()}
+    ema = {k: v + 0.05 * torch.randn_like(v) if k.startswith("head") else v.clone() for k, v in trained.items()}
+    folder = tmp_path_factory.mktemp("both")
+    save_checkpoint(Checkpoint(cfg, step=100, model=trained, ema=ema, data={"samples_seen": 1600}), folder / "run")
+    return folder
+
+
+def both_app(monkeypatch, folder: Path):
+    """A session on the training checkpoint of `both`, at S=1 and 2 images (the fastest run)."""
+    at = start(monkeypatch, "--checkpoints", str(folder), "--checkpoint", str(folder / "run"))
+    key = f"A@{at.selectbox(key='family').value}"
+    at.slider(key=f"{key}.S").set_value(1)
+    at.slider(key="images-16").set_value(2)
+    return at, key
+
+
+def test_the_weights_control_appears_only_for_files_with_both_and_changes_the_image(app, folders, both, monkeypatch):
+    """An export holds one set: the control is disabled and says why. A training checkpoint holds both: EMA by
+    default, trained weights on request, which change the image and reach the title, the JSON, the URL and the
+    history's restore."""
+    from streamlit.testing.v1 import AppTest
+
+    from app import exports
+    from app.weights import check_choice
+
+    key = f"A@{app.selectbox(key='family').value}"
+    held = app.radio(key=f"{key}.weights_held")
+    assert held.disabled and held.value == "ema" and f"{key}.weights" not in app.session_state
+    assert any("hold only their EMA weights (an export ships one set)" in c.value for c in app.caption)
+    at, key = both_app(monkeypatch, both)
+    choice = at.radio(key=f"{key}.weights")
+    assert not choice.disabled and choice.value == "ema" and choice.options == ["EMA weights", "trained weights"]
+    ema = submit(at).session_state["runs"][0]
+    at.radio(key=f"{key}.weights").set_value("raw")
+    at = submit(at)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    raw = at.session_state["runs"][0]
+    assert (ema.images - raw.images).abs().max() > 0.01  # the EMA differs from the trained weights
+    assert raw.title.endswith("· trained weights") and "trained weights" not in ema.title
+    settings = json.loads(exports.record_json(raw))["settings"]
+    assert settings["weights"] == "raw" and settings["use_ema"] is False
+    assert at.session_state["history"][0].restore[f"{key}.weights"] == "raw"
+    params = {k: v[0] if isinstance(v, list) else v for k, v in at.query_params.items()}
+    assert params["weights"] == "raw"
+    monkeypatch.setattr(sys, "argv", [MAIN, "--checkpoints", str(both)])
+    linked = AppTest.from_file(MAIN, default_timeout=TIMEOUT)
+    linked.query_params.update(params)
+    assert linked.run().radio(key=f"{key}.weights").value == "raw"  # a link restores the trained weights
+    with pytest.raises(ValueError, match="holds only its EMA weights.*Fix:"):  # a client sending "raw" for one
+        check_choice("raw", catalog.load_entry(folders["D2"], "user"))
+
+
+def test_the_command_line_box_redraws_the_page_images(both, monkeypatch, tmp_path):
+    """The command shown under a run, run through the CLI, writes the very images of the page (per-image seeds),
+    here of the trained weights of a file that holds both: the command carries --no-ema."""
     import shlex
 
     from PIL import Image
@@ -1022,15 +1084,59 @@ def test_the_command_line_box_redraws_the_page_images(app, tmp_path):
     from workbench.__main__ import main as cli
     from workbench.data.images import image_grid
 
-    side_widgets(app, app.selectbox(key="family").value)[1].set_value(2)
-    app.slider(key="images-16").set_value(3)
-    app.number_input(key="seed").set_value(7)
-    at = submit(app)
+    at, key = both_app(monkeypatch, both)
+    at.slider(key=f"{key}.S").set_value(2)
+    at.slider(key="images-16").set_value(3)
+    at.number_input(key="seed").set_value(7)
+    at.radio(key=f"{key}.weights").set_value("raw")
+    at = submit(at)
     run = at.session_state["runs"][0]
     out = tmp_path / "cli.png"
-    args = shlex.split(exports.command_line(run, out=str(out)))[3:]  # after "python -m workbench"
-    assert cli(args) == 0
+    command = exports.command_line(run, out=str(out))
+    assert "--no-ema" in command and any(exports.command_line(run) == c.value for c in at.code)  # the page's box
+    assert cli(shlex.split(command)[3:]) == 0  # after "python -m workbench"
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(image_grid(run.images)))
+
+
+def test_the_scrubber_shows_the_chosen_step_and_keeps_under_its_cap(app, folders, monkeypatch):
+    """After a run the scrubber redraws any recorded step of any block as the sampler had it (the frame a preview
+    of that step shows); a cap too small for every step records every 2nd step back from each block's last."""
+    from app import history
+    from app.trajectory import Trajectory
+    from workbench.data.codecs import PixelCodec
+    from workbench.data.images import to_uint8
+    from workbench.training.checkpoint import load_for_inference
+
+    # 2 images of 1x32x32 at T=4, S=4: latents and one frame take 10,240 bytes, a recorded step (x0 and x_t of a
+    # block, half precision) 2,048: all 16 steps need 43,008 bytes, steps 1, 2, 4 of each block 34,816
+    cap = 40_000
+    monkeypatch.setattr(history, "TRAJECTORY_BYTES", cap)
+    side_widgets(app, app.selectbox(key="family").value)[1].set_value(4)
+    app.slider(key="images-16").set_value(2)
+    at = submit(app)
+    traj = at.session_state["trajectories"][0]
+    assert traj.stride == 2 and traj.kept == {k: (1, 2, 4) for k in range(4)} and traj.shown is None  # nothing decoded
+    key = f"traj.A.{traj.serial}"
+    at = at.toggle(key=f"{key}.on").set_value(True).run()
+    at.selectbox(key=f"{key}.block").set_value(1)
+    at = at.run()
+    assert at.select_slider(key=f"{key}.step1").options == ["1/4", "2/4", "4/4"]
+    at = at.select_slider(key=f"{key}.step1").set_value(2).run()
+    assert not at.exception, at.exception
+    assert any(c.value.startswith("Block 2/4 at step 2/4: predicted x0") for c in at.caption)
+    model, cfg = load_for_inference(folders["D2"])
+    events = wb.generate_events(model, cfg, wb.sample_request(cfg, num_images=2, steps=4, seed=0))
+    event = next(e for e in events if (e.kind, e.block, e.step) == ("step", 1, 2))
+    want = to_uint8(frame(PixelCodec(1), event)).astype(int)
+    assert traj.shown[0] == (1, 2, "x0") and np.abs(traj.shown[1].astype(int) - want).max() <= 1  # half precision
+    assert (traj.shown[1][:, 16:] == want[:, 16:]).all()  # the hatch over blocks 3 and 4
+    at.selectbox(key=f"{key}.block").set_value(3)
+    at = at.radio(key=f"{key}.mode").set_value("x_t").run()
+    at = at.select_slider(key=f"{key}.step3").set_value(4).run()
+    assert traj.shown[0] == (3, 4, "x_t")  # x_t after the last step of the last block: the run's images
+    assert np.array_equal(traj.shown[1], to_uint8(at.session_state["runs"][0].images))
+    assert traj.nbytes <= cap
+    assert Trajectory(cfg, 64, (200,) * 4, cap).stride is None  # not even two steps a block fit: none recorded
 
 
 def test_settings_survive_a_link(app, folders, monkeypatch):
