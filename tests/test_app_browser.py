@@ -26,6 +26,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 pytestmark = pytest.mark.browser
 RUN_IMAGES = '[data-testid="stImage"]:not([data-testid="stExpander"] [data-testid="stImage"]) img'  # not history
 DOCS_IMAGES = ROOT / "docs" / "images"
+# WORKBENCH_DOC_SCREENSHOTS=1 writes the screenshots of docs/app.md there; a plain run keeps the work tree as it was
+
+
+def screenshots_folder(tmp_path: Path) -> Path:
+    return DOCS_IMAGES if os.environ.get("WORKBENCH_DOC_SCREENSHOTS") == "1" else tmp_path
 
 
 def require_chromium() -> None:
@@ -196,7 +201,8 @@ def test_a_256px_latent_model_shows_each_image_at_its_true_size_in_a_real_browse
 def test_a_link_download_history_and_compare_in_a_real_browser(tmp_path):
     """A link with settings opens the page on them; after Generate the URL holds them, the zip downloads with
     every image and run.json, the history lists the run with a restore button, and compare mode puts another
-    family beside it. Screenshots for docs/app.md: docs/images/app-lab.png and app-compare.png."""
+    family beside it. Screenshots for docs/app.md (docs/images/app-lab.png and app-compare.png) with
+    WORKBENCH_DOC_SCREENSHOTS=1."""
     import io
     import zipfile
 
@@ -205,7 +211,8 @@ def test_a_link_download_history_and_compare_in_a_real_browser(tmp_path):
 
     require_chromium()
     ARTIFACTS.mkdir(exist_ok=True)
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    shots = screenshots_folder(tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
     write_checkpoint(tmp_path / "a", "D2.safetensors", "vertical/D2", 2)
     write_checkpoint(tmp_path / "b", "E.safetensors", "elastic/E", 2, elastic=(1, 2, 4))
     args = ["--checkpoints", str(tmp_path)]
@@ -227,7 +234,7 @@ def test_a_link_download_history_and_compare_in_a_real_browser(tmp_path):
             page.get_by_text("History: 1 run of this page").click()
             expect(page.get_by_role("button", name="Restore these settings")).to_be_visible()
             assert_no_errors(page)
-            page.screenshot(path=str(DOCS_IMAGES / "app-lab.png"), full_page=True)
+            page.screenshot(path=str(shots / "app-lab.png"), full_page=True)
             page.get_by_text("Compare two settings").click()
             family_b = page.get_by_label("Family of B")  # the selectbox of B's family: pick the elastic one
             expect(family_b).to_be_visible(timeout=30_000)
@@ -238,4 +245,4 @@ def test_a_link_download_history_and_compare_in_a_real_browser(tmp_path):
             expect(page.get_by_text(re.compile("A − B"))).to_be_visible(timeout=180_000)
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
             assert_no_errors(page)
-            page.screenshot(path=str(DOCS_IMAGES / "app-compare.png"), full_page=True)
+            page.screenshot(path=str(shots / "app-compare.png"), full_page=True)
