@@ -913,3 +913,138 @@ def test_zoo_findings_rewrites_a_readme_whose_marker_names_an_older_command(tmp_
     readme.write_text("intro\n<!-- findings: python old/zoo.py findings --readme -->\nold\n<!-- /findings -->\nend\n")
     table = driver.cmd_findings(tmp_path, readme)
     assert readme.read_text() == f"intro\n{driver.FINDINGS_START}\n{table}{driver.FINDINGS_END}\nend\n"
+
+
+# ---- held-out FID and copy share in the zoo's reports (workbench.research.headline) --------------------------------
+@pytest.fixture
+def small_member(tmp_path, monkeypatch, one_thread):
+    """A finished run of a tiny member of a 16 px stand-in Fluent people set (11 training images, 3 held out) whose
+    checkpoint says it trained on those 11, with weights that half precision holds exactly (its export samples the
+    images its run does); scored with the classifier at n=12 on S in (1, 2). Runs, ship folder, references and
+    feature logs in tmp_path. Returns a function (noise layout of the run) -> the member."""
+    from conftest import randomize_head
+    from fluent_fixture import write_fluent
+
+    from workbench.evaluation import references
+    from workbench.training.checkpoint import Checkpoint, save_checkpoint
+
+    fluent = write_fluent(tmp_path / "fluent", size=32)
+    monkeypatch.setattr(evaluation, "REFERENCE_DIR", tmp_path / "reference")  # instead of data/reference/
+    monkeypatch.setattr(references, "FEATURE_LOG_DIR", tmp_path / "features")
+    monkeypatch.setattr(families, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(driver, "SHIP", tmp_path / "ship")
+    monkeypatch.setattr(driver, "eval_plan", lambda m: ("fmnist-classifier", 12, (1, 2)))
+    small = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1, "train.max_steps": 1}
+    data = {"data.dataset": "fluent-people", "data.root": str(fluent), "data.image_size": 16, "data.channels": 3}
+    cfg = wb.preset("tiny", **small, **data, **{"model.latent_size": 16, "model.latent_channels": 3})
+
+    def make(layout: str = "per-image") -> families.Member:
+        m = families.Member("vertical", "D1", cfg.override(**{"sample.noise_layout": layout}))
+        model = wb.build_model(m.config)
+        randomize_head(model, std=0.2)
+        state = {k: v.half().float() for k, v in model.state_dict().items()}
+        ckpt = Checkpoint(m.config, 1, state, state, data={"samples_seen": 16, "dataset_size": 11})
+        save_checkpoint(ckpt, m.run)
+        (m.run / "DONE").write_text(json.dumps({"step": 1, "images_seen": 16, "val_loss": 1.0}))
+        return m
+
+    return make
+
+
+def test_a_zoo_report_of_a_small_data_member_carries_held_out_fid_and_copy_share(small_member, monkeypatch):
+    """`zoo eval` puts evaluation.report.data_figures' sections into the member's report at its headline point
+    (the largest S here), from the images of that point: their FID against the curve's reference is the curve's."""
+    from workbench.research import headline
+
+    m = small_member()
+    driver.cmd_eval([m])
+    report = json.loads((m.run / "eval-vertical-D1.json").read_text())
+    ev = report["eval"]
+    at = ev["headline_point"]
+    assert (at["steps"], at["n"], at["seed"], at["noise_layout"], at["weights"]) == (2, 12, 0, "per-image", "ema")
+    assert at["fid"] == pytest.approx(ev["curve"][1]["fid"], rel=1e-6) == at["curve_fid"]  # the same 12 images
+    assert at["reference_count"] == 14 and at["fid_low"] <= at["fid"] <= at["fid_high"]  # every image, train + held out
+    policy = ev["memorization_policy"]
+    assert (policy["training_images"], policy["threshold"], policy["generations"]) == (11, 100_000, 12)
+    assert policy["source"] == "the checkpoint's data.dataset_size" and policy["why"].startswith("computed auto")
+    copies = ev["memorization"]
+    assert (copies["n"], copies["steps"], copies["train_images"], copies["held_out_images"]) == (12, 2, 11, 3)
+    assert copies["copy_share_interval"][0] <= copies["copy_share"] <= copies["copy_share_interval"][1]
+    held = ev["fid_held_out"]
+    assert (held["split"], held["reference_count"], held["n"]) == ("val", 3, 12) and "too small" in held["note"]
+    assert held["fid_low"] <= held["fid"] <= held["fid_high"] and held["fid"] != at["fid"]
+    r = reports.report_from_dict(report)
+    assert reports.copy_share_text(r).endswith(f"of 12, new images {copies['copy_share_if_novel']:.0%}")
+    assert reports.held_out_text(r).endswith("(reference) at S=2 (too few held-out images)")
+    monkeypatch.setattr(headline, "sample_images", lambda *a, **k: pytest.fail("scored again"))
+    driver.cmd_eval([m])  # resumable: a report that has them is left as it is
+
+
+def test_zoo_memorization_fills_in_a_shipped_report_and_leaves_its_curve(small_member, monkeypatch, tmp_path):
+    """`zoo memorization` on a report written before per-image seeds, shipped beside its export with no run here:
+    the figures come from the shipped weights at the report's own noise layout (its FID comes out as the curve's),
+    everything the report held stays byte for byte, the export embeds the new report (same tensors, checksum
+    valid) and the manifest names its new digest; a second call changes nothing; a report with no weights is named
+    with the fix."""
+    import shutil
+
+    from workbench.core.paths import sha256_file
+    from workbench.research import headline
+    from workbench.training.checkpoint import export_for_inference, load_checkpoint, read_header
+
+    m = small_member("batch")
+    old = driver.evaluate(m)
+    del old["config"]["sample"]["noise_layout"]  # as the shipped reports written before the field
+    folder = tmp_path / "ship" / "vertical"
+    weights = export_for_inference(m.run, folder / "D1.safetensors", eval_report=old)
+    (folder / "D1.json").write_text(json.dumps(old, indent=1))
+    (folder / "D3.json").write_text(json.dumps({**old, "name": "D3"}, indent=1))  # a report shipped alone
+    shutil.rmtree(m.run)
+    tensors = load_checkpoint(weights).model
+    problems = driver.cmd_memorization([m, families.Member("vertical", "D3", m.config)])
+    assert (
+        len(problems) == 1
+        and problems[0].startswith("vertical/D3: not filled in: no weights")
+        and "Fix:" in problems[0]
+    )
+    new = json.loads((folder / "D1.json").read_text())
+    added = {"headline_point", "fid_held_out", "memorization_policy", "memorization"}
+    assert set(new["eval"]) == set(old["eval"]) | added
+    assert json.dumps({**new, "eval": {k: v for k, v in new["eval"].items() if k not in added}}) == json.dumps(old)
+    at = new["eval"]["headline_point"]
+    assert (at["noise_layout"], at["weights_dtype"], at["steps"]) == ("batch", "float16", 2)
+    assert at["weights_file"].endswith("ship/vertical/D1.safetensors")
+    assert at["fid"] == pytest.approx(old["eval"]["curve"][1]["fid"], rel=1e-6)  # the report's own images again
+    assert new["eval"]["memorization"]["n"] == 12 and new["eval"]["fid_held_out"]["reference_count"] == 3
+    assert read_header(weights)["meta"]["eval_report"] == new
+    assert all(torch.equal(v, tensors[k]) for k, v in load_checkpoint(weights).model.items())  # checksum checked
+    assert sha256_file(weights)[:16] in (tmp_path / "ship" / "README.md").read_text()
+    assert reports.read_report(folder / "D1.json").curve == reports.report_from_dict(old).curve
+    before = (folder / "D1.json").read_text()
+    monkeypatch.setattr(headline, "sample_images", lambda *a, **k: pytest.fail("generated again"))
+    assert driver.cmd_memorization([m]) == [] and (folder / "D1.json").read_text() == before
+
+
+def test_reports_with_and_without_the_data_figures_load_and_round_trip(tmp_path):
+    """Old reports (every shipped one, and the schema without the sections) load and show "-"; the sections survive
+    write_report; an earlier hand-written copy share is kept beside the new one."""
+    from workbench.core.paths import ZOO_DIR
+    from workbench.research.headline import with_figures
+
+    shipped = {r.label: r for r in map(reports.read_report, sorted(ZOO_DIR.rglob("*.json")))}
+    rows = reports.budget_table(shipped)
+    assert len(rows) == len(shipped) >= 13 and all({"held-out FID", "copy share"} <= set(row) for row in rows)
+    old = reports.report_from_dict(make_report("vertical", "D2", vertical_fid(2)))
+    assert (reports.held_out_text(old), reports.copy_share_text(old)) == ("-", "-")
+    point = {"steps": 16, "fid": 17.1, "fid_low": 16.3, "fid_high": 17.8}
+    held = {"fid": 17.0, "fid_low": 16.1, "fid_high": 17.9, "note": None}
+    copies = {"copy_share": 0.11, "copy_share_interval": [0.079, 0.152], "n": 200, "copy_share_if_novel": 0.499}
+    earlier = {"copy_share": 0.775, "copy_share_interval": [0.72, 0.82], "n": 200}
+    figures = {"headline_point": point, "fid_held_out": held, "memorization_policy": {}, "memorization": copies}
+    d = make_report("vertical", "D2", vertical_fid(2))
+    ev = with_figures({**d["eval"], "memorization": earlier}, figures)
+    assert ev["memorization_earlier"] == earlier and ev["memorization"] == copies and ev["curve"] == d["eval"]["curve"]
+    again = reports.read_report(reports.write_report(reports.report_from_dict({**d, "eval": ev}), tmp_path))
+    assert again.eval["fid_held_out"] == held and again.eval["headline_point"] == point
+    assert reports.held_out_text(again) == "17.0 [16.1, 17.9] vs 17.1 [16.3, 17.8] (reference) at S=16"
+    assert reports.copy_share_text(again) == "11% [8%, 15%] of 200, new images 50%"

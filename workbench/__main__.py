@@ -489,7 +489,7 @@ def run_launch(args: argparse.Namespace) -> int:
 
 
 # ---- zoo ---------------------------------------------------------------------------------------------------------
-ZOO_ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "all")  # workbench.research.zoo.ACTIONS
+ZOO_ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "memorization", "all")  # zoo.ACTIONS
 
 
 def _zoo_arguments(parser: argparse.ArgumentParser) -> None:

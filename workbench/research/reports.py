@@ -3,6 +3,11 @@
 A report (data/checkpoints/<family>/<name>.json) holds the member's config, its training budget and an FID curve:
 one point per number of denoising steps S, with the FID, its bootstrap interval, KID, and the inference compute
 per image both as the paper counts it, T[(N-D)+D*S], and as the cached sampler runs it.
+
+Reports written by the zoo since the held-out FID and the copy share landed carry, in `eval`, the sections an eval
+report has (workbench.evaluation.report.data_figures) at the report's headline point: `fid_held_out`,
+`memorization_policy` and `memorization`, with `headline_point` saying which images they score (workbench.research.zoo.
+headline_figures). Older reports lack them and load as before; `held_out_text` and `copy_share_text` say "-" there.
 """
 
 from __future__ import annotations
@@ -241,6 +246,8 @@ def budget_table(reports: Mapping[str, Report]) -> list[dict]:
             "sampler": r.eval.get("sampler"),
             "S grid": ",".join(str(p.steps) for p in r.curve),
             "Inception FID": inception_text(r),
+            "held-out FID": held_out_text(r),
+            "copy share": copy_share_text(r),
         }
         for r in reports.values()
     ]
@@ -254,6 +261,30 @@ def inception_text(r: Report) -> str:
         return "-"
     inf = f", FID-inf {p['fid_inf']:.1f}" if p.get("fid_inf") is not None else ""
     return f"{p['fid']:.1f} [{p['fid_low']:.1f}, {p['fid_high']:.1f}] at S={p['steps']}{inf}"
+
+
+def held_out_text(r: Report) -> str:
+    """FID against the held-out split beside FID against the curve's reference, both at the report's headline point
+    ("17.0 [16.1, 17.9] vs 17.1 [16.3, 17.8] (training) at S=16"; "(too few held-out images)" where the report's
+    note says so), "-" in a report without them."""
+    held, at = r.eval.get("fid_held_out") or {}, r.eval.get("headline_point") or {}
+    if held.get("fid") is None or not at:
+        return "-"
+    small = " (too few held-out images)" if held.get("note") else ""
+    return (
+        f"{held['fid']:.1f} [{held['fid_low']:.1f}, {held['fid_high']:.1f}] vs {at['fid']:.1f} "
+        f"[{at['fid_low']:.1f}, {at['fid_high']:.1f}] (reference) at S={at['steps']}{small}"
+    )
+
+
+def copy_share_text(r: Report) -> str:
+    """The copy share with its interval and what new images would show ("11% [8%, 15%] of 200, new images 50%"),
+    "-" in a report without one."""
+    mem = r.eval.get("memorization") or {}
+    if mem.get("copy_share") is None:
+        return "-"
+    low, high = mem["copy_share_interval"]
+    return f"{mem['copy_share']:.0%} [{low:.0%}, {high:.0%}] of {mem['n']}, new images {mem['copy_share_if_novel']:.0%}"
 
 
 def eval_rows(paths: Iterable[str | Path]) -> list[dict]:

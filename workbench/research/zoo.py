@@ -4,6 +4,7 @@ definition), the command `python -m workbench zoo ACTION`:
     python -m workbench zoo list                    # members, budgets, status, training time per family
     python -m workbench zoo train [--only NAME]     # resumable: rerun to continue where it stopped
     python -m workbench zoo eval  [--only NAME]     # FID against sampling steps / compute, JSON reports
+    python -m workbench zoo memorization [--only NAME]  # add held-out FID + copy share to the shipped reports
     python -m workbench zoo export                  # half-precision weights (EMA) + reports -> data/checkpoints/
     python -m workbench zoo grids [--only NAME]     # redraw the shipped sample grids from the shipped weights
     python -m workbench zoo findings [--readme]     # the paper's five findings decided from the shipped reports
@@ -24,6 +25,17 @@ Families (same data and same training budget inside a family):
                   the training seeds of workbench.research.families.ABLATION_SEEDS ("no-zcond", "no-zcond-s1", ...)
 Members with identical configs (vertical D=2 = blocks-fmnist T=4 = ablations default) are trained once. A member
 that cannot start (a codec or dataset missing) is reported with its fix and the others still train.
+
+Every report `eval` writes carries, at its headline point (S=16, n=1,000 for Fashion-MNIST, the images of its
+Inception point; the largest S of the curve elsewhere: S=16, n=1,000 for the 256 px members), the sections
+workbench.evaluation.report.data_figures adds to an eval report: `fid_held_out` (FID against the held-out split,
+with its interval, provenance and a note where the split is too small), `memorization_policy` (training images, their
+source, the 100,000 threshold) and `memorization` (the copy share with its interval), scored by the curve's
+extractor, and `headline_point` (the FID of the same images against the curve's reference, beside the curve's own
+FID at that S). `memorization` adds them to shipped reports written before, without touching their curves: it
+regenerates only the headline point's images (same seed, sampler, S, weights and noise layout: "batch" for reports
+written before per-image seeds), from the member's run where it is here, else from its shipped weights (half
+precision), and re-embeds the report in the weights file beside it. Resumable: a report that has them is skipped.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ from ..evaluation.during_training import training_fid
 from ..evaluation.evaluate import REFERENCE_SPLITS, ScoreSpec, default_reference, evaluate_curve
 from ..evaluation.metrics import RealImages, reference_stats
 from ..sampling.sampler import generate_images, sample_request
-from ..training.checkpoint import export_for_inference, load_for_inference, with_flow_shift
+from ..training.checkpoint import export_for_inference, load_for_inference, read_header, with_flow_shift
 from ..training.train import train
 from .families import (
     SHIP_LIMIT_MB,
@@ -57,10 +69,11 @@ from .families import (
     unique_runs,
 )
 from .findings import findings, findings_markdown
-from .reports import load_reports
+from .headline import embed_report, figures_at, has_figures, headline_config, with_figures
+from .reports import load_reports, report_from_dict, weights_path
 
 SHIP = ZOO_DIR  # where `export` ships the zoo: data/checkpoints
-ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "all")
+ACTIONS = ("list", "train", "eval", "export", "grids", "findings", "memorization", "all")
 
 
 def training_seconds(m: Member) -> tuple[str, float | None]:
@@ -221,7 +234,8 @@ def inception_point(m: Member, depth: int | None = None, seed: int = 0) -> dict:
 
 def cmd_eval(ms: list[Member]) -> None:
     """Score every trained member (each trained D of an elastic one) into eval-<family>-<name>.json in its run; a
-    Fashion-MNIST report gets its Inception point too. Resumable: what is written is not scored again."""
+    Fashion-MNIST report gets its Inception point too, and every report its data figures at its headline point
+    (headline_figures). Resumable: what is written is not scored again."""
     for m in ms:
         if not (m.run / "DONE").exists():
             continue
@@ -233,6 +247,81 @@ def cmd_eval(ms: list[Member]) -> None:
             if m.config.data.dataset == "fashion-mnist" and "inception" not in report["eval"]:
                 report["eval"]["inception"] = inception_point(m, depth)  # both extractors (resumable: added once)
                 out.write_text(json.dumps(report, indent=1))
+            if not has_figures(report):
+                report["eval"] = with_figures(report["eval"], headline_figures(m, report, depth, m.run))
+                out.write_text(json.dumps(report, indent=1))
+
+
+def headline_figures(m: Member, report: dict, depth: int | None, source: Path) -> dict:
+    """A member's report's held-out FID and copy share (headline.figures_at) at its headline point, generated from
+    `source` (its run, or a shipped weights file) as load_member loads it, scored by its curve's extractor against
+    its curve's reference."""
+    model, cfg = load_member(m, depth, source)
+    extractor = eval_plan(m)[0]
+    return figures_at(model, headline_config(cfg, report), report, source, extractor, reference(cfg, extractor))
+
+
+def shipped_reports(m: Member) -> dict[Path, int | None]:
+    """{shipped report: D it samples at} of a member: <name>.json (its first report, beside its weights) and an
+    elastic member's other depths, <name>-D<k>.json (export_member's names)."""
+    (_, first), *others = report_names(m).items()
+    folder = SHIP / m.family
+    return {folder / f"{m.name}.json": first, **{folder / f"{name}.json": d for name, d in others}}
+
+
+def figures_source(m: Member, path: Path, report: dict) -> Path:
+    """The weights a shipped report's headline images are generated from again: the member's run where it is here
+    (the weights the report measured), else the shipped file reports.weights_path finds for the report (half
+    precision); either must hold the weights (EMA or trained) the report names."""
+    want = report["eval"]["weights"]
+    if (m.run / "DONE").is_file():
+        source, have = m.run, "ema" if sampling_pick(m.family, m.name)[0] else "raw"
+    else:
+        source = weights_path(report_from_dict(report, path))
+        if source is None:
+            raise FileNotFoundError(
+                f"no weights to generate its images from: its run {m.run} is not here and none ship for it. Fix: "
+                "run this where the zoo's runs are (WORKBENCH_ZOO_RUNS names their folder)."
+            )
+        have = read_header(source).get("meta", {}).get("weights", "ema")
+    if have != want:
+        raise ValueError(f"{source} holds the {have} weights, the report measured {want}. Fix: export them again.")
+    return source
+
+
+def cmd_memorization(ms: list[Member]) -> list[str]:
+    """Add the data figures (headline_figures) to every shipped report of the members that lacks them, their curves
+    left as they are: an earlier `memorization` section (one written by hand from a benchmark) is kept as
+    `memorization_earlier`. A report embedded in the weights file beside it is embedded again, and the manifest
+    rewritten. Returns the reports it could not fill in, with why."""
+    problems, embedded = [], False
+    for m in ms:
+        for path, depth in shipped_reports(m).items():
+            if not path.is_file():
+                continue
+            report, label = json.loads(path.read_text()), f"{m.family}/{path.stem}"
+            if has_figures(report):
+                print(f"{label}: has its held-out FID and copy share")
+                continue
+            try:
+                source = figures_source(m, path, report)
+                RealImages.of(Config.from_dict(report["config"]).data, "train").build()  # the data is here
+                figures = headline_figures(m, report, depth, source)
+            except (FileNotFoundError, ValueError) as err:  # the workbench's own errors name the fix
+                if "Fix:" not in str(err):
+                    raise
+                problems.append(f"{label}: not filled in: {err}")
+                print(problems[-1], file=sys.stderr, flush=True)
+                continue
+            new = {**report, "eval": with_figures(report["eval"], figures)}
+            beside = path.with_suffix(".safetensors")
+            if beside.is_file() and read_header(beside).get("meta", {}).get("eval_report") == report:
+                embed_report(beside, new)
+                embedded = True
+            path.write_text(json.dumps(new, indent=1))
+    if embedded:
+        write_manifest(SHIP)
+    return problems
 
 
 GRID_STEPS = 16  # the shipped sample grids: the app's default S, seed 0, the weights the member is scored with
@@ -412,6 +501,8 @@ def run(action: str, only: str = "", gpu: bool = False, readme: bool = False) ->
     problems = cmd_train(ms) if action in ("train", "all") else []
     if action == "grids":
         problems = cmd_grids(ms)
+    if action == "memorization":
+        problems = cmd_memorization(ms)
     if action in ("eval", "all"):
         cmd_eval(ms)
     if action in ("export", "all"):
