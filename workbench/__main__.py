@@ -4,7 +4,7 @@
     python -m workbench train --preset fmnist-small --config run.yaml --print-config
     python -m workbench train --preset tiny --train.out_dir runs/tiny --resume
     python -m workbench sample --checkpoint runs/tiny --num-images 16 --out grid.png --frames frames/
-    python -m workbench zoo list                      # the model zoo: list, train, eval, export, grids, findings
+    python -m workbench zoo list      # the model zoo: list, train, eval, export, grids, findings, memorization
 
 Every config field is an option `--section.field VALUE`, generated from the dataclasses in config.py (values are
 parsed and validated by the config itself; booleans take true/false). Settings apply in order: --preset, then
