@@ -83,6 +83,15 @@ def free(*jobs: Gated) -> None:
         j.open(j.items)
 
 
+def occupy(q: Scheduler) -> Gated:
+    """Hold the only worker with a one-item job until `free` is called on it, so that the jobs submitted meanwhile
+    wait in line together."""
+    blocker = Gated("x", 1, [])
+    q.submit("b", iter(blocker))
+    wait_for(blocker.inside.is_set, "the worker busy")
+    return blocker
+
+
 # ---- limits ------------------------------------------------------------------------------------------------------
 def test_at_most_K_jobs_run_at_once(queues):
     q = scheduler(queues, workers=2)
@@ -373,10 +382,7 @@ def test_compatible_waiting_jobs_share_a_stream_split_over_the_workers(queues, b
 
 def test_a_job_arriving_mid_way_joins_a_new_group_at_the_next_block(queues):
     q = scheduler(queues, workers=1, per_session=8)
-    trace: list = []
-    blocker = Gated("x", 1, trace)
-    q.submit("b", iter(blocker))
-    wait_for(blocker.inside.is_set, "the worker busy")
+    blocker = occupy(q)
     fake = SharedStreams(items=4, blocks_of=2)
     first = [q.submit("s", None, boundary=block_end, share=fake.share("a", f"a{i}")) for i in range(2)]
     free(blocker)
@@ -391,10 +397,7 @@ def test_a_job_arriving_mid_way_joins_a_new_group_at_the_next_block(queues):
 
 def test_a_job_that_stops_leaves_its_group_and_the_others_go_on(queues):
     q = scheduler(queues, workers=1, per_session=8)
-    trace: list = []
-    blocker = Gated("x", 1, trace)
-    q.submit("b", iter(blocker))
-    wait_for(blocker.inside.is_set, "the worker busy")
+    blocker = occupy(q)
     fake = SharedStreams(items=6, blocks_of=2)
     jobs = [q.submit("s", None, boundary=block_end, share=fake.share("a", f"a{i}")) for i in range(3)]
     free(blocker)
@@ -426,10 +429,7 @@ def test_pages_in_one_batch_get_their_own_images_and_an_incompatible_page_runs_a
     model, cfg = tiny()
     loaded = Loaded(model, cfg, None, None, None)
     q = scheduler(queues, workers=1)
-    trace: list = []
-    blocker = Gated("x", 1, trace)
-    q.submit("b", iter(blocker))
-    wait_for(blocker.inside.is_set, "the worker busy")
+    blocker = occupy(q)
     pages = [(3, 2, 5), (3, 3, 6), (4, 2, 7), (3, 1, 8)]  # (S, images, seed): the third page samples S=4
     jobs = [
         q.submit(f"s{i}", None, is_block, is_done, Throttle(False), page_share(loaded, *p)) for i, p in enumerate(pages)
@@ -448,10 +448,7 @@ def test_stopping_one_page_leaves_the_others_images_and_stops_computing_its_own(
     model, cfg = tiny()
     loaded = Loaded(model, cfg, None, None, None)
     q = scheduler(queues, workers=1)
-    trace: list = []
-    blocker = Gated("x", 1, trace)
-    q.submit("b", iter(blocker))
-    wait_for(blocker.inside.is_set, "the worker busy")
+    blocker = occupy(q)
     rows, denoise = [], model.denoise_step
     model.denoise_step = lambda cache, k, z, xt, t, d=None: rows.append((k, xt.shape[0])) or denoise(
         cache, k, z, xt, t, d
