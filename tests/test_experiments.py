@@ -586,10 +586,10 @@ def test_the_zoo_elastic_member_trains_four_budgets_and_reports_every_depth():
 
 
 def test_the_depth_family_spends_the_elastic_models_compute_at_more_layers():
-    """N=8 and N=12 elastic members: every D in 1..N trained, opening at D = N/4, steps x N equal to the vertical
-    elastic model's (12,000 x 4), two seeds at the largest N with distinct runs."""
+    """N=8 and N=12 elastic members: every D in 1..N trained, opening at D = N/4, steps x N equal to one dedicated
+    vertical model's (3,000 x 4), two seeds at the largest N with distinct runs."""
     ms = {(m.family, m.name): m for m in families.members()}
-    el = ms["vertical", "elastic"]
+    el, d1 = ms["vertical", "elastic"], ms["vertical", "D1"]
     depth = {name: m for (family, name), m in ms.items() if family == "depth"}
     assert list(depth) == ["N8", "N12", "N12-s1"]
     for m in depth.values():
@@ -597,7 +597,8 @@ def test_the_depth_family_spends_the_elastic_models_compute_at_more_layers():
         assert (
             tuple(m.config.model.elastic_depths) == tuple(range(1, n + 1)) and m.config.model.diffusion_depth == n // 4
         )
-        assert m.config.train.max_steps * n == el.config.train.max_steps * el.config.model.depth
+        assert m.config.train.max_steps * n == d1.config.train.max_steps * d1.config.model.depth
+        assert m.config.train.precision == d1.config.train.precision
         assert m.config.model.width == el.config.model.width and m.config.data == el.config.data
     assert depth["N12-s1"].config.train.seed == 1 and depth["N12-s1"].key != depth["N12"].key
     assert list(families.report_names(depth["N8"]))[:2] == ["N8-D2", "N8-D1"]
