@@ -602,6 +602,10 @@ def test_the_depth_family_spends_the_elastic_models_compute_at_more_layers():
         assert m.config.model.width == el.config.model.width and m.config.data == el.config.data
     assert depth["N12-s1"].config.train.seed == 1 and depth["N12-s1"].key != depth["N12"].key
     assert list(families.report_names(depth["N8"]))[:2] == ["N8-D2", "N8-D1"]
+    assert len(families.report_names(depth["N12"])) == 12  # seed 0: every D
+    assert list(families.report_names(depth["N12-s1"])) == ["N12-s1-D3", "N12-s1-D12"]  # a replicate: N/4 and N
+    full = [d for d in range(1, 13) if families.headline_depth(depth["N12"], d)]
+    assert full == [3, 12] and families.headline_depth(el, 1) and families.headline_depth(depth["N8"], None)
 
 
 def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):

@@ -43,6 +43,10 @@ VERTICAL_D = (1, 2, 3, 4)  # N/4 .. N of the zoo's N=4
 # family (on a CPU without AVX-512 BF16 it runs ~13x slower than fp32: train.precision 32-true there)
 DEPTH_NS = (8, 12)
 DEPTH_SEEDS = {8: (0,), 12: (0, 1)}
+# scoring every D of N=12 over the whole S grid costs 5x the training on 2 cores: the D the finding reads (N/4 and N)
+# get the whole grid, the Inception point and the data figures; the other D of seed 0 the cheap end of the grid, where
+# the curves are compared; the other seeds only N/4 and N
+DEPTH_SIDE_STEPS = (2, 4, 8)
 T_SWEEP = [(f"T{t}", {"model.num_blocks": t}) for t in (1, 4, 16)]  # the members of every blocks-* family
 MEMBERS = {  # family -> [(member name, config overrides)]
     # the dedicated models, and one elastic model trained at every D of them (its reports: "elastic-D1", ...)
@@ -271,7 +275,18 @@ def report_names(m: Member) -> dict[str, int | None]:
     if not depths:
         return {m.name: None}
     default = m.config.model.diffusion_depth
+    if m.family == "depth" and split_seed(m.name)[1] > 0:  # a replicate: the two D the finding reads
+        depths = [d for d in depths if headline_depth(m, d)]
     return {depth_report_name(m.name, d): d for d in sorted(depths, key=lambda d: (d != default, d))}
+
+
+def headline_depth(m: Member, depth: int | None) -> bool:
+    """Whether the report of `m` at `depth` is one its family's finding reads, scored in full (the S grid of
+    eval_plan, an Inception point, the data figures): every report but those of the depth family at D other than
+    N/4 and N, which get DEPTH_SIDE_STEPS only."""
+    if m.family != "depth" or depth is None:
+        return True
+    return depth in (m.config.model.depth // 4, m.config.model.depth)
 
 
 def eval_plan(m: Member) -> tuple[str, int, tuple[int, ...]]:

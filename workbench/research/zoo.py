@@ -58,10 +58,12 @@ from ..sampling.sampler import generate_images, sample_request
 from ..training.checkpoint import export_for_inference, load_for_inference, read_header, with_flow_shift
 from ..training.train import train
 from .families import (
+    DEPTH_SIDE_STEPS,
     SHIP_LIMIT_MB,
     Member,
     depth_report_name,
     eval_plan,
+    headline_depth,
     members,
     report_names,
     sampling_pick,
@@ -187,6 +189,7 @@ def evaluate(m: Member, sampler: str | None = None, seed: int = 0, depth: int | 
     if depth is not None:  # the report's config says D
         cfg, name = cfg.override(**{"model.diffusion_depth": depth}), depth_report_name(m.name, depth)
     extractor, n, grid = eval_plan(m)
+    grid = grid if headline_depth(m, depth) else DEPTH_SIDE_STEPS
     ref = reference(cfg, extractor)
     sampler = sampler or cfg.sample.sampler
 
@@ -244,6 +247,8 @@ def cmd_eval(ms: list[Member]) -> None:
             if not out.exists():
                 out.write_text(json.dumps(evaluate(m, depth=depth), indent=1))
             report = json.loads(out.read_text())
+            if not headline_depth(m, depth):  # a side D of the depth family: its curve only
+                continue
             if m.config.data.dataset == "fashion-mnist" and "inception" not in report["eval"]:
                 report["eval"]["inception"] = inception_point(m, depth)  # both extractors (resumable: added once)
                 out.write_text(json.dumps(report, indent=1))
