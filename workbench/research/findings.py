@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .comparison import compare
+from .depth_study import effect_table, lowest, verdict
 from .paper import (
     PAPER_ABLATIONS,
     PAPER_BEST_T,
@@ -124,6 +125,25 @@ def crossover_finding(reports: Mapping[str, Report], x: str = "paper_cost") -> F
         k = c.crossings[0]
         why += f"; the curves cross at about {k.cost:.0f} evaluations"
     return Finding(claim, paper, ours, verdict, why)
+
+
+def depth_finding(vertical: Mapping[str, Report], depth: Mapping[str, Report]) -> Finding:
+    """The headline at depth: the AR-heavy advantage at the lowest compute at N=4, 8 and 12 (workbench.research.
+    depth_study), decided at the largest N across its seeds."""
+    lo, hi = PAPER_CLAIM_BAND
+    claim, paper = "constrained compute at depth: the gap grows with N", f"{lo:.0%}-{hi:.0%} lower FID at N=28"
+    low = lowest(effect_table(vertical, depth))
+    if not any(e.N > 4 for e in low.values()):
+        return Finding(claim, paper, "no depth-family reports", UNDECIDED, "train and evaluate the depth family")
+    ours = "; ".join(
+        f"N={e.N} {'dedicated' if 'dedicated' in e.model else 'elastic'}"
+        f"{f' s{e.seed}' if e.seed else ''} {e.effect:.0%} [{e.interval[0]:.0%}, {e.interval[1]:.0%}]"
+        for e in sorted(low.values(), key=lambda e: (e.N, e.seed, e.model))
+    )
+    said, why = verdict(list(low.values()))
+    said = {"same direction, smaller effect": SMALLER}.get(said, said)
+    seeds = len({e.seed for e in low.values() if e.N == max(x.N for x in low.values())})
+    return Finding(claim, paper, ours + " lower FID for D=N/4 at the lowest common compute", said, why, seeds)
 
 
 def blocks_finding(reports: Mapping[str, Report], side: str) -> Finding:
@@ -264,6 +284,7 @@ def findings(
     blocks_high: Mapping[str, Report] | None = None,
     ablations: Mapping[str, Report] | None = None,
     blocks_faces: Mapping[str, Report] | None = None,
+    depth: Mapping[str, Report] | None = None,
 ) -> tuple[list[Finding], list[Finding]]:
     """(the five findings, the per-ablation rows); a family without reports gives an undecided row naming it.
     `blocks_faces`, a second high-resolution T sweep on faces (the paper's FFHQ analogue), joins the high-resolution
@@ -282,6 +303,8 @@ def findings(
         five[3] = with_second_arm(five[3], blocks_finding(blocks_faces, "high"), "people subset")
     per = ablation_findings(ablations) if ablations else []
     five.append(ablations_summary(per) if per else missing("ablations", "ablations"))
+    if vertical and depth:  # the headline at depth, beside the crossover row it extends
+        five.insert(2, depth_finding(vertical, depth))
     return five, per
 
 

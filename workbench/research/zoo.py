@@ -438,6 +438,7 @@ FINDINGS_FAMILIES = {  # findings' argument -> the family whose reports it reads
     "blocks_high": "blocks-emoji256",
     "ablations": "ablations",
     "blocks_faces": "blocks-people256",
+    "depth": "depth",
 }
 
 
