@@ -927,6 +927,14 @@ def test_app_opens_on_the_family_with_the_most_trained_depths(tmp_path, elastic_
     assert not notes and sorted(slider_positions(f) for f in fams) == sorted([2, len(elastic_set)])
     chosen = picks.default_entry(fams, folders.default)
     assert chosen.family == want and (chosen.elastic == (want == "elastic"))
+    # a deeper elastic model holds more depths but draws slower: the fewest layers open (the zoo's depth family)
+    deep_cfg = tiny_config("depth/N8", 2, 0, ()).override(
+        **{"model.depth": 8, "model.elastic_depths": list(range(1, 9))}
+    )
+    deep = export_model(zoo / "depth", "N8.safetensors", deep_cfg)
+    fams = group_families(catalog.scan(folders)[0])
+    assert max(slider_positions(f) for f in fams) == 8 and picks.default_entry(fams, folders.default).path != deep
+    assert picks.default_entry(fams, folders.default).family == want
 
 
 def test_one_click_picks_the_elastic_default_and_the_256px_family(latent, monkeypatch, tmp_path):

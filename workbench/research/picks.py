@@ -1,7 +1,9 @@
 """Which checkpoint, depth and settings a browser of checkpoints opens on: the policy, apart from any UI.
 
-- default_family: the richest family (most trained depths; on a tie an elastic file, whose slider also reaches the
-  held-out depths): in the zoo the elastic Fashion-MNIST model.
+- default_family: among the families of the fewest layers N (they draw fastest: a first Generate should show
+  a picture within a second), the richest one (most trained depths; on a tie an elastic file, whose slider also
+  reaches the held-out depths): in the zoo the elastic Fashion-MNIST model at N=4, not the depth family's N=8 and
+  N=12 models, which hold more depths but take longer and trained a quarter of its compute.
 - showcase_family: the best family of the largest images, by its shipped FID at the opening steps: in the zoo
   `context-people256/cond-ctx-T16` (Inception FID 76.3 against 136.7 for the 256 px emoji model).
 - quick_picks: one-click captions for both.
@@ -54,7 +56,8 @@ def shipped_fid(family: Family) -> float:
 
 
 def default_family(fams: list[Family]) -> Family:
-    return max(fams, key=richness)
+    fewest = min(f.N for f in fams)
+    return max((f for f in fams if f.N == fewest), key=richness)
 
 
 def showcase_family(fams: list[Family]) -> Family:
