@@ -45,3 +45,18 @@ def test_fid_vs_steps_figure():
     fig = fid_vs_steps_figure({"a": [(8, 10.0), (2, 30.0)]}, {"run": Marker(4, 20.0)}, title="x")
     assert [t.name for t in fig.data] == ["a", "run"] and list(fig.data[0].x) == [2, 8]
     assert fig.layout.xaxis.title.text == "denoising steps per block, S"
+
+
+def test_effect_figure_draws_percent_with_asymmetric_intervals_and_the_papers_band():
+    from workbench.research.plots import effect_figure
+
+    fig = effect_figure(
+        {"dedicated": [(4, 0.43, 0.40, 0.47)], "elastic, seed 0": [(8, 0.5, 0.4, 0.55), (12, 0.6, 0.5, 0.7)]}
+    )
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["dedicated"].y) == pytest.approx([43.0]) and list(by_name["dedicated"].x) == [4.0]
+    e = by_name["elastic, seed 0"]
+    assert list(e.y) == pytest.approx([50.0, 60.0]) and list(e.error_y.array) == pytest.approx([5.0, 10.0])
+    assert list(e.error_y.arrayminus) == pytest.approx([10.0, 10.0]) and list(e.x) == pytest.approx([8.15, 12.15])
+    band = fig.layout.shapes[0]
+    assert (band.y0, band.y1) == (60.0, 75.0)

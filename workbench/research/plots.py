@@ -227,6 +227,38 @@ def paper_figure(rows: Sequence[dict], label: str, series: Mapping[str, str], ti
     return fig
 
 
+def effect_figure(curves: Mapping[str, Sequence[tuple[int, float, float, float]]]):
+    """The AR-heavy advantage against the number of layers N: for each kind of model ({name: [(N, effect, low,
+    high)]}, depth_study.effect_by_n) the relative FID reduction of D=N/4 over D=N with its interval, and the paper's
+    band at N=28."""
+    fig = go.Figure()
+    lo, hi = PAPER_CLAIM_BAND
+    fig.add_hrect(
+        y0=100 * lo, y1=100 * hi, fillcolor="green", opacity=0.12, line_width=0, annotation_text="paper, N=28"
+    )
+    for i, (name, pts) in enumerate(curves.items()):
+        ns, eff, low, high = (np.array(v, dtype=float) for v in zip(*pts))
+        fig.add_trace(
+            go.Scatter(
+                x=ns + 0.15 * i,  # a small offset so that kinds at the same N do not hide each other
+                y=100 * eff,
+                error_y=dict(type="data", symmetric=False, array=100 * (high - eff), arrayminus=100 * (eff - low)),
+                mode="lines+markers",
+                name=name,
+                hovertemplate="N=%{x:.0f}: %{y:.0f}% lower FID<extra>" + name + "</extra>",
+            )
+        )
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    fig.update_layout(
+        **LAYOUT,
+        title="AR-heavy D=N/4 against all-diffusion D=N at the lowest common compute",
+        xaxis_title="layers N",
+        yaxis_title="% lower FID for D=N/4",
+        height=360,
+    )
+    return fig
+
+
 def loss_figure(log: Mapping[str, Sequence[float]], title: str = "training loss"):
     """Training loss against optimizer steps, from read_training_log."""
     fig = go.Figure(go.Scatter(x=log["step"], y=log["train/loss"], mode="lines+markers", name="train/loss"))
