@@ -118,6 +118,7 @@ def test_the_zoo_ships_weights_for_the_first_seed_of_each_ablation_only():
     assert not any(ships_weights(f, n) for f, n in REPORT_ONLY)
     assert (
         ships_weights("vertical", "elastic")
-        and ships_weights("blocks-emoji256", "T16")
+        and not ships_weights("blocks-emoji256", "T16")
         and ships_weights("context-people256", "cond-ctx-T16")
+        and ships_weights("depth", "N8")
     )
