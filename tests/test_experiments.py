@@ -606,6 +606,9 @@ def test_the_depth_family_spends_the_elastic_models_compute_at_more_layers():
     assert list(families.report_names(depth["N12-s1"])) == ["N12-s1-D3", "N12-s1-D12"]  # a replicate: N/4 and N
     full = [d for d in range(1, 13) if families.headline_depth(depth["N12"], d)]
     assert full == [3, 12] and families.headline_depth(el, 1) and families.headline_depth(depth["N8"], None)
+    grids = driver.grid_paths(depth["N12"], Path("depth/N12.safetensors"))  # drawn where the finding reads
+    assert {p.name: d for p, d in grids.items()} == {"N12.png": None, "N12-D12.png": 12}
+    assert len(driver.grid_paths(el, Path("vertical/elastic.safetensors"))) == 4  # every other family: every D
 
 
 def test_zoo_elastic_reports_compare_with_the_dedicated_models(zoo):

@@ -348,8 +348,10 @@ def write_grid(m: Member, dest: Path, depth: int | None = None, weights: Path | 
 
 def grid_paths(m: Member, dest: Path) -> dict[Path, int | None]:
     """{grid file: D it samples at (None: the member's own)} of a member whose weights ship as `dest`: its grid beside
-    the weights, and an elastic member's grid at each other trained D beside that D's report ("elastic-D3.png")."""
+    the weights, and an elastic member's grid at each other trained D beside that D's report ("elastic-D3.png"); of
+    the depth family only at the D its finding reads (families.headline_depth)."""
     _, *others = report_names(m).items()
+    others = [(name, d) for name, d in others if headline_depth(m, d)]
     return {dest.with_suffix(".png"): None, **{dest.with_name(f"{name}.png"): d for name, d in others}}
 
 
