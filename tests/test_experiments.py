@@ -991,11 +991,12 @@ def test_a_zoo_report_of_a_small_data_member_carries_held_out_fid_and_copy_share
 def test_zoo_memorization_fills_in_a_shipped_report_and_leaves_its_curve(small_member, monkeypatch, tmp_path):
     """`zoo memorization` on a report written before per-image seeds, shipped beside its export with no run here:
     the figures come from the shipped weights at the report's own noise layout (its FID comes out as the curve's),
-    everything the report held stays byte for byte, the export embeds the new report (same tensors, checksum
-    valid) and the manifest names its new digest; a second call changes nothing; a report with no weights is named
+    everything the report held stays byte for byte, the weights file is not rewritten (its embedded report stays as
+    exported; the app reads the .json first); a second call changes nothing; a report with no weights is named
     with the fix."""
     import shutil
 
+    from app import catalog
     from workbench.core.paths import sha256_file
     from workbench.research import headline
     from workbench.training.checkpoint import export_for_inference, load_checkpoint, read_header
@@ -1008,7 +1009,7 @@ def test_zoo_memorization_fills_in_a_shipped_report_and_leaves_its_curve(small_m
     (folder / "D1.json").write_text(json.dumps(old, indent=1))
     (folder / "D3.json").write_text(json.dumps({**old, "name": "D3"}, indent=1))  # a report shipped alone
     shutil.rmtree(m.run)
-    tensors = load_checkpoint(weights).model
+    tensors, digest = load_checkpoint(weights).model, sha256_file(weights)
     problems = driver.cmd_memorization([m, families.Member("vertical", "D3", m.config)])
     assert (
         len(problems) == 1
@@ -1024,9 +1025,9 @@ def test_zoo_memorization_fills_in_a_shipped_report_and_leaves_its_curve(small_m
     assert at["weights_file"].endswith("ship/vertical/D1.safetensors")
     assert at["fid"] == pytest.approx(old["eval"]["curve"][1]["fid"], rel=1e-6)  # the report's own images again
     assert new["eval"]["memorization"]["n"] == 12 and new["eval"]["fid_held_out"]["reference_count"] == 3
-    assert read_header(weights)["meta"]["eval_report"] == new
+    assert read_header(weights)["meta"]["eval_report"] == old and sha256_file(weights) == digest  # untouched
     assert all(torch.equal(v, tensors[k]) for k, v in load_checkpoint(weights).model.items())  # checksum checked
-    assert sha256_file(weights)[:16] in (tmp_path / "ship" / "README.md").read_text()
+    assert catalog.load_entry(weights, "zoo").report.eval["memorization"] == new["eval"]["memorization"]
     assert reports.read_report(folder / "D1.json").curve == reports.report_from_dict(old).curve
     before = (folder / "D1.json").read_text()
     monkeypatch.setattr(headline, "sample_images", lambda *a, **k: pytest.fail("generated again"))

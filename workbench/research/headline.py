@@ -15,7 +15,6 @@ seed, sampler, sample section and noise layout ("batch" in a report written befo
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from ..evaluation.evaluate import ScoreSpec, sample_images, score_features
 from ..evaluation.features import extract_features, resolve_extractor
 from ..evaluation.metrics import ReferenceStats
 from ..evaluation.report import EvalRequest, Loaded, data_figures
-from ..training.checkpoint import load_checkpoint, read_header, resolve, save_checkpoint
+from ..training.checkpoint import read_header, resolve
 
 FIGURES = ("headline_point", "fid_held_out", "memorization_policy")  # eval sections of a report that has them
 
@@ -112,13 +111,3 @@ def with_figures(ev: dict, figures: dict) -> dict:
     if "memorization" in ev and "memorization_policy" not in ev:
         ev["memorization_earlier"] = ev.pop("memorization")
     return {**ev, **figures}
-
-
-def embed_report(weights: Path, report: dict) -> None:
-    """Replace the eval report embedded in an export (meta.eval_report) by `report`: its tensors, config and the
-    rest of its header stay, its checksum is computed again; written beside it and moved over it (a crash leaves
-    the old file or the new one)."""
-    ckpt = load_checkpoint(weights)
-    ckpt.meta = {**ckpt.meta, "eval_report": report}
-    with tempfile.TemporaryDirectory(dir=weights.parent, prefix=".embed-") as tmp:
-        save_checkpoint(ckpt, tmp).replace(weights)

@@ -71,7 +71,7 @@ from .families import (
     unique_runs,
 )
 from .findings import findings, findings_markdown
-from .headline import embed_report, figures_at, has_figures, headline_config, with_figures
+from .headline import figures_at, has_figures, headline_config, with_figures
 from .reports import load_reports, report_from_dict, weights_path
 
 SHIP = ZOO_DIR  # where `export` ships the zoo: data/checkpoints
@@ -297,9 +297,11 @@ def figures_source(m: Member, path: Path, report: dict) -> Path:
 def cmd_memorization(ms: list[Member]) -> list[str]:
     """Add the data figures (headline_figures) to every shipped report of the members that lacks them, their curves
     left as they are: an earlier `memorization` section (one written by hand from a benchmark) is kept as
-    `memorization_earlier`. A report embedded in the weights file beside it is embedded again, and the manifest
-    rewritten. Returns the reports it could not fill in, with why."""
-    problems, embedded = [], False
+    `memorization_earlier`. Only the report file changes: the copy embedded in the weights file beside it stays as
+    exported (readers take the .json beside a checkpoint first), so that filling in the zoo's reports does not add
+    a new copy of every weight file to the repository's history. Returns the reports it could not fill in, with
+    why."""
+    problems = []
     for m in ms:
         for path, depth in shipped_reports(m).items():
             if not path.is_file():
@@ -318,14 +320,7 @@ def cmd_memorization(ms: list[Member]) -> list[str]:
                 problems.append(f"{label}: not filled in: {err}")
                 print(problems[-1], file=sys.stderr, flush=True)
                 continue
-            new = {**report, "eval": with_figures(report["eval"], figures)}
-            beside = path.with_suffix(".safetensors")
-            if beside.is_file() and read_header(beside).get("meta", {}).get("eval_report") == report:
-                embed_report(beside, new)
-                embedded = True
-            path.write_text(json.dumps(new, indent=1))
-    if embedded:
-        write_manifest(SHIP)
+            path.write_text(json.dumps({**report, "eval": with_figures(report["eval"], figures)}, indent=1))
     return problems
 
 
