@@ -218,4 +218,4 @@ def test_shipped_checkpoints_sample_what_they_sampled_before_the_request():
             x = wb.generate(model, cfg, num_images=num, steps=2, seed=3, flow_shift=shift, noise_layout=layout)
             assert fingerprint(x) == want["sha256"], (key, layout)
             checked += 1
-    assert checked == 12
+    assert checked == 9  # 3 runs of 1 image (both layouts) and 3 of 2 (the all-emoji 256 px model ships no weights)
