@@ -72,6 +72,9 @@ def test_the_verdict_reads_every_seed_at_the_largest_n_against_n4(tmp_path_facto
     assert said == "reproduced" and "grows with N" in why and why.startswith("N=12, 2 seed(s): 75%")
     said, why = study((20.0, 30.0), [(20.0, 30.0), (20.5, 30.0)])  # the same 33%: no growth
     assert said == "same direction, smaller effect" and "does not change with N beyond noise" in why
+    # N=4 and seed 0 of N=12: [1 - 20.5/29.5, 1 - 19.5/30.5] = [31%, 36%]; seed 1: low end 1 - 21/29.5 = 29%
+    low, high = (1 - 21.0 / 29.5) - (1 - 19.5 / 30.5), (1 - 19.5 / 30.5) - (1 - 20.5 / 29.5)
+    assert f"(change from N=4: {100 * low:+.0f} to {100 * high:+.0f} points)" in why and round(100 * low) == -7
     said, why = study((10.0, 40.0), [(20.0, 30.0), (20.0, 30.0)])
     assert said == "same direction, smaller effect" and "shrinks with N" in why
     said, _ = study((20.0, 30.0), [(30.0, 20.0), (30.0, 21.0)])

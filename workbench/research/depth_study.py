@@ -146,7 +146,14 @@ def verdict(found: Sequence[Effect]) -> tuple[str, str]:
     below = all(b.interval[1] < s.interval[0] for b in big for s in small)
     trend = "grows with N" if above else "shrinks with N" if below else "does not change with N beyond noise"
     ref = ", ".join(f"{s.effect:.0%} [{s.interval[0]:.0%}, {s.interval[1]:.0%}]" for s in small)
-    why = f"{head}; N={small[0].N}: {ref}: the effect {trend}"
+    change = (  # the change from N=4 that every pair of intervals allows, in percentage points
+        min(b.interval[0] - s.interval[1] for b in big for s in small),
+        max(b.interval[1] - s.interval[0] for b in big for s in small),
+    )
+    why = (
+        f"{head}; N={small[0].N}: {ref}: the effect {trend} (change from N={small[0].N}: "
+        f"{100 * change[0]:+.0f} to {100 * change[1]:+.0f} points)"
+    )
     if reached:
         return "reproduced", why
     if all(e.effect > 0 and e.disjoint for e in big):
