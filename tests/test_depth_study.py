@@ -89,7 +89,10 @@ def test_the_findings_table_gets_the_depth_row_beside_the_crossover(tmp_path_fac
     five, _ = fd.findings(vertical=vert, depth=depth)
     assert len(five) == 6 and five[1].finding.startswith("constrained compute: AR-heavy")
     row = five[2]
-    assert row.finding == "constrained compute at depth: the gap grows with N" and row.verdict == fd.REPRODUCED
+    assert (
+        row.finding == "constrained compute at N=4, 8, 12: the AR-heavy gap reaches the paper's as N grows"
+        and row.verdict == fd.REPRODUCED
+    )
     assert row.ours.startswith("N=4 dedicated 33% [") and "N=8 elastic 75% [" in row.ours
     assert len(fd.findings(vertical=vert)[0]) == 5  # no depth reports: the paper's five alone
     assert fd.depth_finding(vert, {}).verdict == fd.UNDECIDED

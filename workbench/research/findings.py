@@ -131,7 +131,10 @@ def depth_finding(vertical: Mapping[str, Report], depth: Mapping[str, Report]) -
     """The headline at depth: the AR-heavy advantage at the lowest compute at N=4, 8 and 12 (workbench.research.
     depth_study), decided at the largest N across its seeds."""
     lo, hi = PAPER_CLAIM_BAND
-    claim, paper = "constrained compute at depth: the gap grows with N", f"{lo:.0%}-{hi:.0%} lower FID at N=28"
+    claim, paper = (
+        "constrained compute at N=4, 8, 12: the AR-heavy gap reaches the paper's as N grows",
+        f"{lo:.0%}-{hi:.0%} lower FID at N=28",
+    )
     low = lowest(effect_table(vertical, depth))
     if not any(e.N > 4 for e in low.values()):
         return Finding(claim, paper, "no depth-family reports", UNDECIDED, "train and evaluate the depth family")
