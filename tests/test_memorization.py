@@ -191,9 +191,9 @@ def test_the_copy_share_of_a_large_dataset_only_when_asked(small_data, tmp_path,
 
 
 def test_reports_without_the_new_fields_still_load_and_display():
-    """Every shipped report (data/checkpoints/**.json: none carries a held-out FID, one a copy share) loads and its
-    model's caption reads; an eval report written before the fields still gives its row; a caption states the
-    held-out FID where a report carries one."""
+    """Every shipped report (data/checkpoints/**.json: most written before the fields; the people model's with a
+    copy share, the depth family's with both) loads and its model's caption states the copy share and the held-out
+    FID exactly where its report carries them; an eval report written before the fields still gives its row."""
     import dataclasses
     from pathlib import Path
 
@@ -203,10 +203,15 @@ def test_reports_without_the_new_fields_still_load_and_display():
 
     shipped = sorted(ZOO_DIR.rglob("*.json"))
     assert len(shipped) >= 13 and all(read_report(p).curve for p in shipped)
+    said = {}
     for path in sorted(ZOO_DIR.rglob("*.safetensors")):
-        caption = catalog.load_entry(path, "zoo").describe()
-        assert ("lie nearer a training image" in caption) == (path.stem == "cond-ctx-T16"), path
-        assert "held-out images" not in caption
+        entry = catalog.load_entry(path, "zoo")
+        caption, ev = entry.describe(), entry.report.eval
+        copies = (ev.get("memorization") or {}).get("copy_share") is not None
+        held = (ev.get("fid_held_out") or {}).get("fid") is not None
+        assert ("lie nearer a training image" in caption) == copies and ("held-out images" in caption) == held, path
+        said[entry.name] = (copies, held)
+    assert said["context-people256/cond-ctx-T16"][0] and said["depth/N12"] == (True, True)
     old = Path(__file__).resolve().parents[1] / "benchmarks/results/people256/eval-cond-ctx-T16-S16-n200.json"
     assert not {"fid_held_out", "memorization_policy"} & set(json.loads(old.read_text()))
     (row,) = eval_rows([old])
