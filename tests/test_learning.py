@@ -36,6 +36,10 @@ OBJECTIVES = {  # (config overrides, sampler)
     ),
 }
 
+# epsilon learns the four images slowest: at 500 steps its median distance sat at 0.89 of the bound on a CPU without
+# AVX-512 and 1.14 of it on one with AVX-512 (other rounding, another trajectory); it gets more steps, same bound
+TRAIN_STEPS = {"epsilon": 800}
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", list(OBJECTIVES))
@@ -47,7 +51,7 @@ def test_tiny_model_memorises_four_images(objective):
     model = wb.build_model(cfg)
     untrained = wb.generate(model, cfg, num_images=8, steps=50, sampler=sampler, seed=0).clamp(-1, 1)
     diffusion = build_objective(cfg.diffusion, cfg.model)
-    steps = 500
+    steps = TRAIN_STEPS.get(objective, 500)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 25, max(0.05, 2 * (steps - s) / steps)))
     for _ in range(steps):
