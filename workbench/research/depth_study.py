@@ -43,6 +43,11 @@ class Effect:
         return 1.0 - self.ar[2] / self.ref[1], 1.0 - self.ar[1] / self.ref[2]
 
     @property
+    def dedicated(self) -> bool:
+        """A pair of dedicated models (one file per D), not one elastic model sampled at two D."""
+        return self.model.endswith("(dedicated)")
+
+    @property
     def disjoint(self) -> bool:
         """The two FID intervals do not overlap (NaN intervals: False)."""
         return self.ar[2] < self.ref[1] or self.ref[2] < self.ar[1]
@@ -71,7 +76,7 @@ def pairs(vertical: Mapping[str, Report], depth: Mapping[str, Report]) -> list[t
     out = []
     fixed = {r.D: r for r in dedicated(vertical).values()}
     if fixed:
-        n = max(fixed)
+        n = next(iter(fixed.values())).N
         if n // 4 in fixed and n in fixed:
             out.append((f"vertical D{n // 4} vs D{n} (dedicated)", 0, fixed[n // 4], fixed[n]))
     members: dict[str, dict[int, Report]] = {}
@@ -79,7 +84,7 @@ def pairs(vertical: Mapping[str, Report], depth: Mapping[str, Report]) -> list[t
         if r.elastic:
             members.setdefault(f"{r.family}/{r.member}", {})[r.D] = r
     for model, by_d in members.items():
-        n = max(by_d)
+        n = next(iter(by_d.values())).N  # the model's layers, whichever of its D were scored
         if n // 4 in by_d and n in by_d:
             out.append((f"{model} (elastic)", split_seed(model)[1], by_d[n // 4], by_d[n]))
     return out
@@ -131,16 +136,16 @@ def verdict(found: Sequence[Effect]) -> tuple[str, str]:
     low = lowest(found)
     if not low:
         return "undecided", "no model has both D=N/4 and D=N scored"
-    top = max(e.N for e in low.values())
+    top, bottom = max(e.N for e in low.values()), min(e.N for e in low.values())
     big = [e for e in low.values() if e.N == top]
-    small = [e for e in low.values() if e.N == min(e.N for e in low.values())]
+    small = [e for e in low.values() if e.N == bottom]
     band = PAPER_CLAIM_BAND[0]
     reached = all(e.disjoint and e.effect >= band for e in big)
     seeds = len({e.seed for e in big})
     head = f"N={top}, {seeds} seed(s): " + ", ".join(
         f"{e.effect:.0%} [{e.interval[0]:.0%}, {e.interval[1]:.0%}]" for e in big
     )
-    if top == small[0].N:
+    if top == bottom:
         return ("reproduced" if reached else "undecided"), head + "; one N only, no trend"
     above = all(b.interval[0] > s.interval[1] for b in big for s in small)
     below = all(b.interval[1] < s.interval[0] for b in big for s in small)
@@ -151,7 +156,7 @@ def verdict(found: Sequence[Effect]) -> tuple[str, str]:
         max(b.interval[1] - s.interval[0] for b in big for s in small),
     )
     why = (
-        f"{head}; N={small[0].N}: {ref}: the effect {trend} (change from N={small[0].N}: "
+        f"{head}; N={bottom}: {ref}: the effect {trend} (change from N={bottom}: "
         f"{100 * change[0]:+.0f} to {100 * change[1]:+.0f} points)"
     )
     if reached:
@@ -168,6 +173,6 @@ def effect_by_n(found: Sequence[Effect]) -> dict[str, list[tuple[int, float, flo
     effect against N that notebook 02 draws."""
     out: dict[str, list] = {}
     for e in lowest(found).values():
-        kind = "dedicated" if "dedicated" in e.model else f"elastic, seed {e.seed}"
+        kind = "dedicated" if e.dedicated else f"elastic, seed {e.seed}"
         out.setdefault(kind, []).append((e.N, e.effect, *e.interval))
     return {k: sorted(v) for k, v in out.items()}

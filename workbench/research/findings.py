@@ -139,13 +139,13 @@ def depth_finding(vertical: Mapping[str, Report], depth: Mapping[str, Report]) -
     if not any(e.N > 4 for e in low.values()):
         return Finding(claim, paper, "no depth-family reports", UNDECIDED, "train and evaluate the depth family")
     ours = "; ".join(
-        f"N={e.N} {'dedicated' if 'dedicated' in e.model else 'elastic'}"
+        f"N={e.N} {'dedicated' if e.dedicated else 'elastic'}"
         f"{f' s{e.seed}' if e.seed else ''} {e.effect:.0%} [{e.interval[0]:.0%}, {e.interval[1]:.0%}]"
         for e in sorted(low.values(), key=lambda e: (e.N, e.seed, e.model))
     )
-    said, why = verdict(list(low.values()))
-    said = {"same direction, smaller effect": SMALLER}.get(said, said)
-    seeds = len({e.seed for e in low.values() if e.N == max(x.N for x in low.values())})
+    said, why = verdict(list(low.values()))  # its verdicts are this module's words (SMALLER, ...)
+    top = max(e.N for e in low.values())
+    seeds = len({e.seed for e in low.values() if e.N == top})
     return Finding(claim, paper, ours + " lower FID for D=N/4 at the lowest common compute", said, why, seeds)
 
 
