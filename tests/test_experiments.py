@@ -587,11 +587,11 @@ def test_the_zoo_elastic_member_trains_four_budgets_and_reports_every_depth():
 
 def test_the_depth_family_spends_the_elastic_models_compute_at_more_layers():
     """N=8 and N=12 elastic members: every D in 1..N trained, opening at D = N/4, steps x N equal to one dedicated
-    vertical model's (3,000 x 4), two seeds at the largest N with distinct runs."""
+    vertical model's (3,000 x 4), two seeds at each N with distinct runs."""
     ms = {(m.family, m.name): m for m in families.members()}
     el, d1 = ms["vertical", "elastic"], ms["vertical", "D1"]
     depth = {name: m for (family, name), m in ms.items() if family == "depth"}
-    assert list(depth) == ["N8", "N12", "N12-s1"]
+    assert list(depth) == ["N8", "N8-s1", "N12", "N12-s1"]
     for m in depth.values():
         n = m.config.model.depth
         assert (
@@ -601,9 +601,11 @@ def test_the_depth_family_spends_the_elastic_models_compute_at_more_layers():
         assert m.config.train.precision == d1.config.train.precision
         assert m.config.model.width == el.config.model.width and m.config.data == el.config.data
     assert depth["N12-s1"].config.train.seed == 1 and depth["N12-s1"].key != depth["N12"].key
+    assert depth["N8-s1"].config.train.seed == 1 and depth["N8-s1"].key != depth["N8"].key
     assert list(families.report_names(depth["N8"]))[:2] == ["N8-D2", "N8-D1"]
     assert len(families.report_names(depth["N12"])) == 12  # seed 0: every D
     assert list(families.report_names(depth["N12-s1"])) == ["N12-s1-D3", "N12-s1-D12"]  # a replicate: N/4 and N
+    assert list(families.report_names(depth["N8-s1"])) == ["N8-s1-D2", "N8-s1-D8"]
     full = [d for d in range(1, 13) if families.headline_depth(depth["N12"], d)]
     assert full == [3, 12] and families.headline_depth(el, 1) and families.headline_depth(depth["N8"], None)
     grids = driver.grid_paths(depth["N12"], Path("depth/N12.safetensors"))  # drawn where the finding reads
