@@ -1064,3 +1064,54 @@ def test_reports_with_and_without_the_data_figures_load_and_round_trip(tmp_path)
     assert again.eval["fid_held_out"] == held and again.eval["headline_point"] == point
     assert reports.held_out_text(again) == "17.0 [16.1, 17.9] vs 17.1 [16.3, 17.8] (reference) at S=16"
     assert reports.copy_share_text(again) == "11% [8%, 15%] of 200, new images 50%"
+
+
+# ---- FID during training in the zoo: `zoo train --fid-every K --fid-samples N` -------------------------------------
+def test_zoo_train_passes_fid_during_training_to_train_and_keeps_the_run_key(tmp_path, monkeypatch):
+    """--fid-every/--fid-samples reach `train` as train.eval_every/fid_samples with the FID evaluate_fn, the member's
+    run key stays the one its shipped reports were trained under, and bad combinations are refused before any
+    training starts, naming the fix."""
+    monkeypatch.setattr(families, "RUNS", tmp_path)
+    (m,) = [m for m in families.members() if (m.family, m.name) == ("vertical", "D1")]
+    seen = []
+    monkeypatch.setattr(driver, "train", lambda cfg, resume, evaluate_fn: seen.append((cfg, evaluate_fn)) or {})
+    assert driver.run("train", only="vertical/D1", fid=(250, 500)) == 0
+    (cfg, evaluate_fn), key = seen[-1], m.key
+    assert (cfg.train.eval_every, cfg.train.fid_samples) == (250, 500) and evaluate_fn is not None
+    assert m.config.train.fid_samples == 0 and [x.key for x in families.members() if x.name == "D1"] == [key]
+    assert driver.run("train", only="vertical/D1") == 0 and seen[-1][1] is None  # no flags: no FID, as before
+    assert driver.fid_overrides(100, 0) == {"train.eval_every": 100, "train.fid_samples": driver.FID_SAMPLES}
+    cases = [((0, 500), "train", "--fid-every K > 0"), ((-1, 0), "train", "--fid-every K > 0")]
+    cases += [((100, 0), "eval", "applies to training, not to eval")]
+    for fid, action, message in cases:
+        with pytest.raises(ValueError, match=message):
+            driver.run(action, only="vertical/D1", fid=fid)
+    with pytest.raises(ValueError, match="train.fid_samples.*Fix"):  # fewer than 10 images: the config's own check
+        driver.run("train", only="vertical/D1", fid=(100, 5))
+    assert len(seen) == 2  # no refused call reached train
+
+
+@pytest.mark.slow
+def test_fid_during_training_leaves_the_trained_weights_bitwise_equal(tmp_path):
+    """Why the zoo keys a member trained with FID during training like one without: training draws its noise and
+    data order from its own generators, validation and the FID sample a copy of the EMA weights inside
+    torch.random.fork_rng, so weights, EMA and optimizer state come out bitwise equal."""
+    from workbench.evaluation.during_training import training_fid
+    from workbench.training.checkpoint import load_checkpoint
+    from workbench.training.train import train
+
+    over = {"model.width": 32, "model.heads": 2, "model.depth": 2, "model.diffusion_depth": 1}
+    over |= {"train.batch_size": 8, "train.val_batches": 1, "train.max_steps": 4, "train.sample_every": 0}
+    plain = wb.preset("tiny", **over, **{"train.out_dir": str(tmp_path / "plain"), "train.ckpt_every": 4})
+    fid = plain.override(**{"train.out_dir": str(tmp_path / "fid"), **driver.fid_overrides(2, 10)})
+    fid = fid.override(**{"train.fid_steps": 1})
+    for cfg in (plain, fid):
+        assert train(cfg, evaluate_fn=training_fid(cfg))["status"] == "finished"
+    assert (tmp_path / "fid" / "eval" / "fid-step0000002.json").is_file()  # the FID did run
+    a, b = (load_checkpoint(tmp_path / d / "ckpt-0000004.safetensors") for d in ("plain", "fid"))
+    for part in ("model", "ema"):
+        for k, v in getattr(a, part).items():
+            assert torch.equal(v, getattr(b, part)[k]), f"{part}.{k}"
+    for i, state in a.optimizer["state"].items():
+        for k, v in state.items():
+            assert torch.equal(v, b.optimizer["state"][i][k]), f"optimizer {i}.{k}"

@@ -497,13 +497,15 @@ def _zoo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default="", help="comma-separated member names, families or FAMILY/NAME")
     parser.add_argument("--gpu", action="store_true", help="GPU budgets and accelerator")
     parser.add_argument("--readme", action="store_true", help="findings: rewrite the table in docs/results.md")
+    parser.add_argument("--fid-every", type=int, default=0, help="train: FID of the EMA weights every K steps")
+    parser.add_argument("--fid-samples", type=int, default=0, help="train: images per FID (1,000 if not given)")
 
 
 @command("zoo", "train, score, draw and export the model zoo (workbench.research.zoo)", _zoo_arguments)
 def run_zoo(args: argparse.Namespace) -> int:
     from .research import zoo  # trains through Lightning Fabric: a heavy import that only this command needs
 
-    return zoo.run(args.action, only=args.only, gpu=args.gpu, readme=args.readme)
+    return zoo.run(args.action, args.only, args.gpu, args.readme, (args.fid_every, args.fid_samples))
 
 
 # ---- entry -------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ definition), the command `python -m workbench zoo ACTION`:
 
     python -m workbench zoo list                    # members, budgets, status, training time per family
     python -m workbench zoo train [--only NAME]     # resumable: rerun to continue where it stopped
+    python -m workbench zoo train --fid-every 500 [--fid-samples 1000]  # and log FID of the EMA weights meanwhile
     python -m workbench zoo eval  [--only NAME]     # FID against sampling steps / compute, JSON reports
     python -m workbench zoo memorization [--only NAME]  # add held-out FID + copy share to the shipped reports
     python -m workbench zoo export                  # half-precision weights (EMA) + reports -> data/checkpoints/
@@ -127,16 +128,35 @@ def cmd_list(ms: list[Member]) -> None:
     )
 
 
-def cmd_train(ms: list[Member]) -> list[str]:
-    """Train the members not done yet; returns the problems of those that could not start (each naming its fix)."""
+FID_SAMPLES = 1000  # images per FID during training when --fid-every comes without --fid-samples
+
+
+def fid_overrides(every: int, samples: int) -> dict:
+    """The config overrides that make a member log FID during training (`zoo train --fid-every K --fid-samples N`):
+    FID of N images of the EMA weights at every K steps and at the end, through evaluation.during_training. They
+    leave a member's run key as it is (the key reads the member's own config): training draws from its own
+    generators and the evaluation runs inside torch.random.fork_rng, so a run trains to bitwise the same weights
+    with or without it (tests/test_experiments.py)."""
+    if every < 0 or (samples and not every):
+        raise ValueError(
+            f"zoo: --fid-every {every}, --fid-samples {samples}. Fix: give --fid-every K > 0 (steps between FIDs) "
+            "with --fid-samples, or neither."
+        )
+    return {"train.eval_every": every, "train.fid_samples": samples or FID_SAMPLES} if every else {}
+
+
+def cmd_train(ms: list[Member], fid: dict | None = None) -> list[str]:
+    """Train the members not done yet, with `fid` (fid_overrides) applied to their configs; returns the problems of
+    those that could not start (each naming its fix)."""
     problems = []
     for m in unique_runs(ms).values():
         marker = m.run / "DONE"
         if marker.exists():
             continue
         t0 = time.time()
+        config = m.config.override(**(fid or {}))  # validated here: a bad sample count names its field and fix
         try:
-            summary = train(m.config, resume=True, evaluate_fn=training_fid(m.config))  # FID if train.fid_samples
+            summary = train(config, resume=True, evaluate_fn=training_fid(config))  # FID if train.fid_samples
         except (FileNotFoundError, ValueError) as err:  # the workbench's own errors name the fix; others are bugs
             if "Fix:" not in str(err):
                 raise
@@ -489,11 +509,15 @@ def select(ms: list[Member], only: str) -> list[Member]:
     return [m for m in ms if m.name in want or m.family in want or f"{m.family}/{m.name}" in want]
 
 
-def run(action: str, only: str = "", gpu: bool = False, readme: bool = False) -> int:
-    """One action of ACTIONS over the members --only names (all by default), with the GPU budgets if `gpu`; returns
-    the exit code: 1 when a member could not train or be drawn (each problem named with its fix, again at the end)."""
+def run(action: str, only: str = "", gpu: bool = False, readme: bool = False, fid: tuple[int, int] = (0, 0)) -> int:
+    """One action of ACTIONS over the members --only names (all by default), with the GPU budgets if `gpu` and, when
+    training, FID during training if `fid` = (every K steps, N images) says so; returns the exit code: 1 when a
+    member could not train or be drawn (each problem named with its fix, again at the end)."""
     if action not in ACTIONS:
         raise ValueError(f"zoo: no action {action!r}. Fix: use one of {', '.join(ACTIONS)}.")
+    fid_over = fid_overrides(*fid)
+    if fid_over and action not in ("train", "all"):
+        raise ValueError(f"zoo: --fid-every applies to training, not to {action}. Fix: use it with train or all.")
     every = members(gpu)
     ms = select(every, only)
     if action == "list":
@@ -501,7 +525,7 @@ def run(action: str, only: str = "", gpu: bool = False, readme: bool = False) ->
     if action == "findings":
         print(cmd_findings(readme=RESULTS_PAGE if readme else None))
         return 0
-    problems = cmd_train(ms) if action in ("train", "all") else []
+    problems = cmd_train(ms, fid_over) if action in ("train", "all") else []
     if action == "grids":
         problems = cmd_grids(ms)
     if action == "memorization":
